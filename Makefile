@@ -1,0 +1,32 @@
+# Front door: `make run` and `make test` work on a fresh clone.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint serve ingest clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[postgres,dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Ingest seeds/ into the SQLite store named in config.yaml, then serve at the configured baseURL.
+run: $(STAMP)
+	$(BIN)/oaiserver ingest seeds
+	$(BIN)/oaiserver serve
+
+## Run the whole test suite (PostgreSQL tests run when CI is set or OAI_TEST_PG_URL is given).
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check oaiserver harvester tests
+	$(BIN)/ruff format --check oaiserver harvester tests
+	$(BIN)/mypy oaiserver harvester
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .hypothesis

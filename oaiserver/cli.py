@@ -1,0 +1,158 @@
+"""`oaiserver`: load records, make tombstones, and serve the repository.
+
+`oaiserver --help` is the reference; the README is tested against it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+
+from oaiserver import config as config_mod
+from oaiserver.store import Store
+
+
+def setup_logging(verbose: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(show_path=False)])
+    else:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+class Context:
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._config: config_mod.Config | None = None
+
+    @property
+    def config(self) -> config_mod.Config:
+        if self._config is None:
+            try:
+                self._config = config_mod.load(self.config_path)
+            except config_mod.ConfigError as exc:
+                raise click.ClickException(f"configuration: {exc}") from None
+        return self._config
+
+    def store(self) -> Store:
+        return Store(self.config.storage_url)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    envvar=config_mod.ENV_CONFIG,
+    type=click.Path(dir_okay=False),
+    help="Configuration file (default: ./config.yaml, or $OAI_CONFIG).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
+    """An OAI-PMH 2.0 data provider over the shared record store."""
+    setup_logging(verbose)
+    ctx.obj = Context(config_path)
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--prune", is_flag=True, help="Turn local records whose seed file has gone into deleted records.")
+@pass_ctx
+def ingest(ctx: Context, path: Path, prune: bool) -> None:
+    """Ingest seed documents from PATH (a folder of .txt files, or one file).
+
+    Unchanged files keep their datestamps. Exit code 1 if any file failed to parse
+    (the others are still ingested).
+    """
+    from oaiserver.ingest import ingest as run_ingest
+
+    store = ctx.store()
+    report = run_ingest(ctx.config, store, path, prune=prune)
+    w = report.written
+    click.echo(
+        f"{report.files} file(s): {w.added} added, {w.changed} changed, {w.unchanged} unchanged, "
+        f"{len(report.failed)} failed, {report.pruned} pruned"
+    )
+    for name, reason in report.failed.items():
+        click.echo(f"  failed: {name}: {reason}", err=True)
+    if report.failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("identifiers", nargs=-1, required=True)
+@pass_ctx
+def delete(ctx: Context, identifiers: tuple[str, ...]) -> None:
+    """Make tombstones of IDENTIFIERS: they stay listed, with status="deleted"."""
+    store = ctx.store()
+    unknown = [i for i in identifiers if store.formats_of(i) is None]
+    count = store.delete(i for i in identifiers if i not in unknown)
+    click.echo(f"{count} record(s) deleted")
+    for i in unknown:
+        click.echo(f"  unknown identifier: {i}", err=True)
+    if unknown:
+        sys.exit(1)
+
+
+@main.command()
+@pass_ctx
+def stats(ctx: Context) -> None:
+    """Show record counts (live, deleted) and set sizes."""
+    store = ctx.store()
+    counts = store.counts()
+    click.echo(f"records: {counts['live']} live, {counts['deleted']} deleted")
+    for spec, n in sorted(store.set_counts().items()):
+        click.echo(f"  set {spec}: {n}")
+
+
+def default_bind(base_url: str) -> str:
+    parts = urlsplit(base_url)
+    if parts.hostname in ("127.0.0.1", "localhost", "::1"):
+        return f"{parts.hostname}:{parts.port or 80}"
+    return "127.0.0.1:5000"
+
+
+@main.command()
+@click.option("--bind", "-b", help="Address to listen on (default: host:port of baseURL if local, else 127.0.0.1:5000).")
+@click.option("--workers", "-w", default=2, show_default=True, help="gunicorn worker processes.")
+@click.option("--timeout", default=60, show_default=True, help="Seconds before a silent worker is restarted.")
+@click.option("--dev", is_flag=True, help="Use Flask's development server instead of gunicorn.")
+@pass_ctx
+def serve(ctx: Context, bind: str | None, workers: int, timeout: int, dev: bool) -> None:
+    """Serve the repository over OAI-PMH (gunicorn)."""
+    from oaiserver import create_app
+
+    cfg = ctx.config
+    bind = bind or default_bind(cfg.base_url)
+    click.echo(f"serving {cfg.name!r} at {cfg.base_url} (listening on {bind})")
+    if dev:
+        host, _, port = bind.rpartition(":")
+        create_app(cfg).run(host=host, port=int(port))
+        return
+    from gunicorn.app.base import BaseApplication
+
+    class _App(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            options: dict[str, Any] = {"bind": bind, "workers": workers, "timeout": timeout, "accesslog": "-"}
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return create_app(cfg)
+
+    _App().run()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

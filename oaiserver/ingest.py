@@ -1,0 +1,203 @@
+"""Seed documents to records: the plain-text layout parser and the Dublin Core it yields.
+
+The layout, line by line: a date, a title, a funding note, `[…]`, the document's text
+(often ending in a signature and a date), `[…]`, a one-line summary, then the labelled
+sections `Author(s):`, `Associated Places`, `Document Information`, `Source`,
+`Original Archive` and `Rights`, each possibly empty.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import quote
+
+from oaiserver import oai_dc
+from oaiserver.config import Config
+from oaiserver.records import DCValue, Record
+from oaiserver.store import Store, WriteResult
+
+log = logging.getLogger(__name__)
+
+ELLIPSES = {"[…]", "[...]"}
+SECTIONS = ("Author(s):", "Associated Places", "Document Information", "Source", "Original Archive", "Rights")
+DATE_FORMATS = ("%B %d, %Y", "%d %B %Y", "%B %Y", "%Y-%m-%d", "%Y")
+IDENTIFIER_SAFE = "-_.!~*'();/?:@&=+$,"
+
+
+class SeedError(ValueError):
+    """A seed document that does not follow the layout; the message says where."""
+
+
+@dataclass
+class Seed:
+    """A parsed seed document."""
+
+    date: str  # ISO 8601 (YYYY, YYYY-MM or YYYY-MM-DD)
+    title: str
+    note: str
+    text: str
+    summary: str
+    sections: dict[str, list[str]] = field(default_factory=dict)
+
+    def signature(self) -> str | None:
+        """The signing body: the line before a closing date, as in '…\\nMinistry of X\\n21 April 1962'."""
+        lines = [line for line in self.text.splitlines() if line.strip()]
+        if len(lines) >= 2 and parse_date(lines[-1]) is not None:
+            candidate = lines[-2].strip()
+            if len(candidate) <= 120 and not candidate.endswith((".", ":", ";", ",")):
+                return candidate
+        return None
+
+
+def parse_date(value: str) -> str | None:
+    value = value.strip()
+    for fmt in DATE_FORMATS:
+        try:
+            parsed = datetime.strptime(value, fmt)
+        except ValueError:
+            continue
+        if fmt == "%Y":
+            return f"{parsed.year:04d}"
+        if fmt == "%B %Y":
+            return f"{parsed.year:04d}-{parsed.month:02d}"
+        return parsed.date().isoformat()
+    return None
+
+
+def parse_seed(content: str) -> Seed:
+    lines = [line.rstrip() for line in content.replace("\r\n", "\n").split("\n")]
+    while lines and not lines[-1]:
+        lines.pop()
+    if len(lines) < 2:
+        raise SeedError("too short: expected a date line and a title line")
+    date = parse_date(lines[0])
+    if date is None:
+        raise SeedError(f"line 1: {lines[0]!r} is not a date such as 'April 21, 1962'")
+    title = lines[1].strip()
+    if not title:
+        raise SeedError("line 2: the title is empty")
+    marks = [i for i, line in enumerate(lines) if line.strip() in ELLIPSES]
+    if len(marks) < 2:
+        raise SeedError("expected two '[…]' lines around the document's text")
+    first, second = marks[0], marks[1]
+    note = " ".join(line.strip() for line in lines[2:first] if line.strip())
+    text = "\n".join(lines[first + 1 : second]).strip("\n")
+    rest = lines[second + 1 :]
+    summary = ""
+    sections: dict[str, list[str]] = {}
+    current: str | None = None
+    for line in rest:
+        stripped = line.strip()
+        if stripped in SECTIONS:
+            current = stripped
+            sections.setdefault(current, [])
+        elif current is None:
+            if stripped and not summary:
+                summary = stripped
+            elif stripped:
+                raise SeedError(f"unexpected line before 'Author(s):': {stripped[:60]!r}")
+        elif stripped:
+            sections[current].append(stripped)
+    if "Rights" not in sections and "Author(s):" not in sections:
+        raise SeedError("no labelled sections (Author(s):, …, Rights) after the summary")
+    return Seed(date, title, note, text, summary, sections)
+
+
+def local_identifier(cfg: Config, stem: str) -> str:
+    return f"oai:{cfg.repository_identifier}:{quote(stem, safe=IDENTIFIER_SAFE)}"
+
+
+def landing_url(cfg: Config, identifier: str) -> str:
+    """Where a record's landing page lives: dc:identifier points here."""
+    root = cfg.base_url.rsplit("/", 1)[0] if cfg.base_url.endswith("/oai") else cfg.base_url.rstrip("/")
+    return f"{root}/records/{quote(identifier, safe=':')}"
+
+
+def to_dublin_core(seed: Seed, cfg: Config, identifier: str) -> list[DCValue]:
+    s = seed.sections
+    dc = [DCValue("title", seed.title)]
+    creators = s.get("Author(s):") or []
+    if not creators and (signature := seed.signature()):
+        creators = [signature]
+    dc += [DCValue("creator", c) for c in creators]
+    if seed.summary:
+        dc.append(DCValue("description", seed.summary))
+    if cfg.publisher:
+        dc.append(DCValue("publisher", cfg.publisher))
+    dc.append(DCValue("date", seed.date))
+    dc.append(DCValue("type", "Text"))
+    dc.append(DCValue("identifier", landing_url(cfg, identifier)))
+    dc += [DCValue("source", v) for v in s.get("Original Archive", [])]
+    dc += [DCValue("relation", v) for v in s.get("Source", [])]
+    dc.append(DCValue("language", "en"))
+    dc += [DCValue("coverage", v) for v in s.get("Associated Places", [])]
+    if rights := s.get("Rights"):
+        dc.append(DCValue("rights", " ".join(rights)))
+    return dc
+
+
+def set_specs(cfg: Config, dc: Iterable[DCValue], source: str) -> list[str]:
+    values: dict[str, list[str]] = {"source": [source]}
+    for v in dc:
+        values.setdefault(v.element, []).append(v.value)
+    return [rule.spec for rule in cfg.sets if rule.matches(values)]
+
+
+def seed_record(cfg: Config, path: Path) -> Record:
+    """Parse one file into a Record; SeedError names what is wrong."""
+    try:
+        content = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SeedError(f"not UTF-8 text (byte {exc.start})") from None
+    seed = parse_seed(content)
+    identifier = local_identifier(cfg, path.stem)
+    dc = to_dublin_core(seed, cfg, identifier)
+    return Record(
+        identifier=identifier,
+        dc=dc,
+        sets=set_specs(cfg, dc, "local"),
+        source="local",
+        metadata={oai_dc.PREFIX: oai_dc.render(dc)},
+        fulltext=seed.text,
+    )
+
+
+def seed_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and p.suffix == ".txt")
+    return [path]
+
+
+@dataclass
+class IngestReport:
+    files: int = 0
+    written: WriteResult = field(default_factory=WriteResult)
+    failed: dict[str, str] = field(default_factory=dict)
+    pruned: int = 0
+
+
+def ingest(cfg: Config, store: Store, path: Path, *, prune: bool = False) -> IngestReport:
+    """Ingest a folder or a file. Bad files are reported, the rest still go in."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    files = seed_files(path)
+    report = IngestReport(files=len(files))
+
+    def parsed() -> Iterator[Record]:
+        for f in files:
+            try:
+                yield seed_record(cfg, f)
+            except (SeedError, OSError) as exc:
+                report.failed[str(f)] = str(exc)
+                log.error("%s: %s", f, exc)
+
+    report.written = store.write(parsed())
+    if prune:
+        present = {local_identifier(cfg, f.stem) for f in files}
+        gone = store.identifiers(source="local", live_only=True) - present
+        report.pruned = store.delete(sorted(gone))
+    return report

@@ -1,0 +1,403 @@
+"""The rules of OAI-PMH 2.0 for a data provider, as pure functions.
+
+Nothing here does I/O or touches Flask: `parse_pairs` turns raw query bytes into argument
+pairs, `check` holds them to the argument table, and `handle` answers a checked request
+from a `Repository` (the configuration, the store, the token signer). Results are plain
+objects; `render` turns them into XML.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import unquote_to_bytes
+
+from oaiserver import errors as e
+from oaiserver.config import SPEC_RE, Config, SetRule
+from oaiserver.records import Header, has_forbidden_chars, parse_datestamp
+from oaiserver.store import ListQuery, Store
+from oaiserver.tokens import ListState, Tokens
+
+REQUIRED, OPTIONAL, EXCLUSIVE = "required", "optional", "exclusive"
+
+ARGUMENTS: dict[str, dict[str, str]] = {
+    "Identify": {},
+    "ListMetadataFormats": {"identifier": OPTIONAL},
+    "ListSets": {"resumptionToken": EXCLUSIVE},
+    "GetRecord": {"identifier": REQUIRED, "metadataPrefix": REQUIRED},
+    "ListIdentifiers": {
+        "metadataPrefix": REQUIRED,
+        "from": OPTIONAL,
+        "until": OPTIONAL,
+        "set": OPTIONAL,
+        "resumptionToken": EXCLUSIVE,
+    },
+    "ListRecords": {
+        "metadataPrefix": REQUIRED,
+        "from": OPTIONAL,
+        "until": OPTIONAL,
+        "set": OPTIONAL,
+        "resumptionToken": EXCLUSIVE,
+    },
+}
+
+# Syntax of argument values, as the schema types of <request>'s attributes demand.
+PREFIX_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()]+")
+_URI_CHAR = r"(?:[A-Za-z0-9\-._~:/?@!$&'()*+,;=]|%[0-9A-Fa-f]{2}|[^\x00-\x7f\s])"
+IDENTIFIER_RE = re.compile(rf"{_URI_CHAR}+(?:#{_URI_CHAR}*)?")
+MAX_VALUE = 4096
+
+GRANULARITY = "YYYY-MM-DDThh:mm:ssZ"
+
+
+@dataclass(frozen=True)
+class MetadataFormat:
+    prefix: str
+    schema: str
+    namespace: str
+
+
+@dataclass(frozen=True)
+class Request:
+    """A request whose arguments passed the table and the syntax checks."""
+
+    verb: str
+    args: dict[str, str]
+
+
+# ---- results: what a verb answers, before it is XML ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resumption:
+    token: str  # "" on the last page of a list
+    cursor: int
+    total: int
+    expires: int | None
+
+
+@dataclass(frozen=True)
+class IdentifyResult:
+    name: str
+    base_url: str
+    earliest: int
+    admin_emails: tuple[str, ...]
+    repository_identifier: str
+    sample_identifier: str
+    description: str
+
+
+@dataclass(frozen=True)
+class FormatsResult:
+    formats: tuple[MetadataFormat, ...]
+
+
+@dataclass(frozen=True)
+class SetsResult:
+    sets: tuple[SetRule, ...]
+    resumption: Resumption | None
+
+
+@dataclass(frozen=True)
+class ListResult:
+    headers: Sequence[Header]
+    with_metadata: bool
+    resumption: Resumption | None
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    header: Header
+
+
+Result = IdentifyResult | FormatsResult | SetsResult | ListResult | RecordResult
+
+
+@dataclass
+class Answer:
+    """A response to render: the result or the errors, and what `<request>` echoes."""
+
+    response_date: int
+    request_args: dict[str, str] = field(default_factory=dict)
+    result: Result | None = None
+    errors: list[e.OAIError] = field(default_factory=list)
+
+
+class RecordSource(Protocol):
+    """What the protocol needs of the store."""
+
+    def freeze(self) -> int: ...
+    def count(self, query: ListQuery) -> int: ...
+    def page(self, query: ListQuery, after: tuple[int, str] | None, limit: int, *, with_metadata: bool) -> list[Header]: ...
+    def header(self, identifier: str, prefix: str) -> Header | None: ...
+    def formats_of(self, identifier: str) -> list[str] | None: ...
+    def earliest_datestamp(self) -> int | None: ...
+
+
+@dataclass
+class Repository:
+    """Everything a verb may consult."""
+
+    config: Config
+    store: RecordSource | Store
+    tokens: Tokens
+    formats: dict[str, MetadataFormat]
+    sets: tuple[SetRule, ...] = ()
+
+
+# ---- parsing and checking ---------------------------------------------------------------------
+
+
+def parse_pairs(raw: bytes) -> list[tuple[str, str]]:
+    """`application/x-www-form-urlencoded` bytes to (name, value) pairs, repeats kept.
+
+    Bytes that are not UTF-8 decode to lone surrogates, which `check` rejects as characters
+    XML cannot carry, so nothing undecodable is ever echoed.
+    """
+    pairs: list[tuple[str, str]] = []
+    for part in raw.split(b"&"):
+        if not part:
+            continue
+        name, _, value = part.partition(b"=")
+        pairs.append(
+            (
+                unquote_to_bytes(name.replace(b"+", b" ")).decode("utf-8", "surrogateescape"),
+                unquote_to_bytes(value.replace(b"+", b" ")).decode("utf-8", "surrogateescape"),
+            )
+        )
+    return pairs
+
+
+def _illegal(value: str) -> bool:
+    return has_forbidden_chars(value) or len(value) > MAX_VALUE
+
+
+def check(pairs: Sequence[tuple[str, str]]) -> Request:
+    """Hold the arguments to the table and the syntax rules; raise every problem found."""
+    verbs = [v for k, v in pairs if k == "verb"]
+    if not verbs:
+        raise e.OAIErrors([e.BadVerb("The verb argument is missing.")])
+    if len(verbs) > 1:
+        raise e.OAIErrors([e.BadVerb("The verb argument is repeated.")])
+    verb = verbs[0]
+    if verb not in ARGUMENTS:
+        shown = "an illegal value" if _illegal(verb) else repr(verb)
+        raise e.OAIErrors([e.BadVerb(f"The verb {shown} is not an OAI-PMH verb.")])
+
+    table = ARGUMENTS[verb]
+    problems: list[e.OAIError] = []
+    args: dict[str, str] = {}
+    for name, value in pairs:
+        if name == "verb":
+            continue
+        if _illegal(name):
+            problems.append(e.BadArgument("An argument name contains characters that are not allowed."))
+        elif name not in table:
+            problems.append(e.BadArgument(f"{name!r} is not an argument of {verb}."))
+        elif name in args:
+            problems.append(e.BadArgument(f"The argument {name!r} is repeated."))
+        elif _illegal(value):
+            problems.append(e.BadArgument(f"The value of {name!r} contains characters that are not allowed."))
+            args[name] = value
+        else:
+            args[name] = value
+    if problems:
+        raise e.OAIErrors(problems)
+
+    if "resumptionToken" in args:
+        others = sorted(k for k in args if k != "resumptionToken")
+        if others:
+            raise e.OAIErrors([e.BadArgument(f"resumptionToken is exclusive; remove {', '.join(others)}.")])
+        return Request(verb, args)
+
+    for name, rule in table.items():
+        if rule == REQUIRED and name not in args:
+            problems.append(e.BadArgument(f"The required argument {name!r} is missing."))
+    problems.extend(_syntax_problems(args))
+    if problems:
+        raise e.OAIErrors(problems)
+    return Request(verb, args)
+
+
+def _syntax_problems(args: dict[str, str]) -> list[e.OAIError]:
+    problems: list[e.OAIError] = []
+    if "metadataPrefix" in args and not PREFIX_RE.fullmatch(args["metadataPrefix"]):
+        problems.append(e.BadArgument("The metadataPrefix has an illegal syntax."))
+    if "set" in args and not SPEC_RE.fullmatch(args["set"]):
+        problems.append(e.BadArgument("The set argument is not a legal setSpec."))
+    if "identifier" in args and not IDENTIFIER_RE.fullmatch(args["identifier"]):
+        problems.append(e.BadArgument("The identifier is not a legal URI."))
+    bounds: dict[str, tuple[int, str]] = {}
+    for name in ("from", "until"):
+        if name in args:
+            try:
+                bounds[name] = parse_datestamp(args[name], end_of_day=name == "until")
+            except ValueError:
+                problems.append(
+                    e.BadArgument(f"The {name!r} argument must be YYYY-MM-DD or YYYY-MM-DDThh:mm:ssZ.")
+                )
+    if "from" in bounds and "until" in bounds:
+        if bounds["from"][1] != bounds["until"][1]:
+            problems.append(e.BadArgument("The 'from' and 'until' arguments have different granularities."))
+        elif bounds["from"][0] > bounds["until"][0]:
+            problems.append(e.BadArgument("The 'from' argument is later than the 'until' argument."))
+    return problems
+
+
+# ---- the verbs ----------------------------------------------------------------------------------
+
+
+def handle(pairs: Sequence[tuple[str, str]], repo: Repository, now: int | None = None) -> Answer:
+    """Answer one request. Never raises an OAI error: errors are part of the answer."""
+    answer = Answer(response_date=int(time.time()) if now is None else now)
+    try:
+        request = check(pairs)
+    except e.OAIErrors as exc:
+        answer.errors = exc.errors
+        return answer
+    answer.request_args = {"verb": request.verb, **request.args}
+    try:
+        answer.result = VERBS[request.verb](request.args, repo, answer)
+    except e.OAIErrors as exc:
+        answer.errors = exc.errors
+    except e.OAIError as exc:
+        answer.errors = [exc]
+    return answer
+
+
+def identify(args: dict[str, str], repo: Repository, answer: Answer) -> IdentifyResult:
+    earliest = repo.store.earliest_datestamp()
+    c = repo.config
+    return IdentifyResult(
+        name=c.name,
+        base_url=c.base_url,
+        earliest=answer.response_date if earliest is None else earliest,
+        admin_emails=c.admin_emails,
+        repository_identifier=c.repository_identifier,
+        sample_identifier=_sample_identifier(repo),
+        description=c.description,
+    )
+
+
+SAMPLE_RE = re.compile(r"oai:[a-zA-Z][a-zA-Z0-9\-]*(\.[a-zA-Z][a-zA-Z0-9\-]*)+:[a-zA-Z0-9\-_.!~*'();/?:@&=+$,%]+")
+
+
+def _sample_identifier(repo: Repository) -> str:
+    """A real identifier when one fits the oai-identifier scheme, else a made-up one."""
+    first = repo.store.page(ListQuery("oai_dc"), None, 1, with_metadata=False)
+    if first and SAMPLE_RE.fullmatch(first[0].identifier):
+        return first[0].identifier
+    return f"oai:{repo.config.repository_identifier}:example"
+
+
+def list_metadata_formats(args: dict[str, str], repo: Repository, answer: Answer) -> FormatsResult:
+    if "identifier" not in args:
+        return FormatsResult(tuple(repo.formats.values()))
+    prefixes = repo.store.formats_of(args["identifier"])
+    if prefixes is None:
+        raise e.IdDoesNotExist()
+    known = tuple(repo.formats[p] for p in prefixes if p in repo.formats)
+    if not known:
+        raise e.NoMetadataFormats()
+    return FormatsResult(known)
+
+
+def list_sets(args: dict[str, str], repo: Repository, answer: Answer) -> SetsResult:
+    if not repo.sets:
+        raise e.NoSetHierarchy()
+    size = repo.config.sets_page_size
+    start = 0
+    if "resumptionToken" in args:
+        state = repo.tokens.read(args["resumptionToken"], "ListSets")
+        start = state.cursor
+        if start >= len(repo.sets) or state.total != len(repo.sets):
+            raise e.BadResumptionToken("The list of sets has changed; start again.")
+    page = repo.sets[start : start + size]
+    resumption = None
+    if start + size < len(repo.sets):
+        token, expires = repo.tokens.issue(
+            ListState("ListSets", "", None, None, None, None, start + size, len(repo.sets))
+        )
+        resumption = Resumption(token, start, len(repo.sets), expires)
+    elif start > 0:
+        resumption = Resumption("", start, len(repo.sets), None)
+    return SetsResult(page, resumption)
+
+
+def get_record(args: dict[str, str], repo: Repository, answer: Answer) -> RecordResult:
+    identifier, prefix = args["identifier"], args["metadataPrefix"]
+    header = repo.store.header(identifier, prefix) if prefix in repo.formats else None
+    if header is None:
+        problems: list[e.OAIError] = []
+        if repo.store.formats_of(identifier) is None:
+            problems.append(e.IdDoesNotExist())
+        if prefix not in repo.formats or not problems:
+            problems.append(e.CannotDisseminateFormat())
+        raise e.OAIErrors(problems)
+    return RecordResult(header)
+
+
+def _list(args: dict[str, str], repo: Repository, answer: Answer, verb: str) -> ListResult:
+    size = repo.config.page_size
+    if "resumptionToken" in args:
+        state = repo.tokens.read(args["resumptionToken"], verb)
+        query = ListQuery(state.prefix, state.start, state.end, state.set_spec)
+        after, cursor, total = state.last, state.cursor, state.total
+    else:
+        prefix = args["metadataPrefix"]
+        problems: list[e.OAIError] = []
+        if prefix not in repo.formats:
+            problems.append(e.CannotDisseminateFormat())
+        if "set" in args and not repo.sets:
+            problems.append(e.NoSetHierarchy())
+        if problems:
+            raise e.OAIErrors(problems)
+        start = parse_datestamp(args["from"])[0] if "from" in args else None
+        end = parse_datestamp(args["until"], end_of_day=True)[0] if "until" in args else None
+        # Freeze the list: every write stamped before `frozen` has committed, and no later
+        # write can be stamped at or before `frozen - 1`.
+        frozen = repo.store.freeze()
+        answer.response_date = frozen
+        end = frozen - 1 if end is None else min(end, frozen - 1)
+        query = ListQuery(prefix, start, end, args.get("set"))
+        total = repo.store.count(query) if start is None or start <= end else 0
+        if total == 0:
+            raise e.NoRecordsMatch()
+        after, cursor = None, 0
+    with_metadata = verb == "ListRecords"
+    rows = repo.store.page(query, after, size + 1, with_metadata=with_metadata)
+    if not rows:
+        # Every remaining record changed (and so left the frozen window) since the last page.
+        raise e.NoRecordsMatch("No records remain in this list: they changed since the previous page.")
+    resumption = None
+    if len(rows) > size:
+        rows = rows[:size]
+        last = rows[-1]
+        state = ListState(verb, query.prefix, query.start, query.end, query.set_spec,
+                          (last.datestamp, last.identifier), cursor + size, total)
+        token, expires = repo.tokens.issue(state)
+        resumption = Resumption(token, cursor, max(total, cursor + size + 1), expires)
+    elif after is not None:
+        resumption = Resumption("", cursor, max(total, cursor + len(rows)), None)
+    return ListResult(rows, with_metadata, resumption)
+
+
+def list_identifiers(args: dict[str, str], repo: Repository, answer: Answer) -> ListResult:
+    return _list(args, repo, answer, "ListIdentifiers")
+
+
+def list_records(args: dict[str, str], repo: Repository, answer: Answer) -> ListResult:
+    return _list(args, repo, answer, "ListRecords")
+
+
+VERBS = {
+    "Identify": identify,
+    "ListMetadataFormats": list_metadata_formats,
+    "ListSets": list_sets,
+    "GetRecord": get_record,
+    "ListIdentifiers": list_identifiers,
+    "ListRecords": list_records,
+}

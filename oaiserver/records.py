@@ -1,0 +1,126 @@
+"""The shared vocabulary: what a record is, and the rules for the text it may hold.
+
+Both packages speak in these terms; the store persists them, the protocol serves them,
+the harvester produces them.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+log = logging.getLogger(__name__)
+
+# The fifteen elements of simple Dublin Core, in the order oai_dc renders them.
+DC_ELEMENTS: tuple[str, ...] = (
+    "title",
+    "creator",
+    "subject",
+    "description",
+    "publisher",
+    "contributor",
+    "date",
+    "type",
+    "format",
+    "identifier",
+    "source",
+    "language",
+    "relation",
+    "coverage",
+    "rights",
+)
+
+# XML 1.0 `Char` production, inverted: everything a document may not contain.
+_FORBIDDEN = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def clean_text(value: str, *, where: str = "") -> str:
+    """Remove characters XML 1.0 forbids, so nothing stored can break a response.
+
+    Logged, because a silent change to someone's data should still leave a trace.
+    """
+    cleaned, count = _FORBIDDEN.subn("", value)
+    if count:
+        log.warning("removed %d character(s) XML cannot carry from %s", count, where or "a value")
+    return cleaned
+
+
+def has_forbidden_chars(value: str) -> bool:
+    return _FORBIDDEN.search(value) is not None
+
+
+@dataclass(frozen=True)
+class DCValue:
+    """One Dublin Core statement: element name, value, optional xml:lang."""
+
+    element: str
+    value: str
+    lang: str | None = None
+
+
+@dataclass
+class Record:
+    """A record as the store keeps it.
+
+    `metadata` maps a metadataPrefix to its pre-rendered XML fragment; `datestamp` is
+    assigned by the store when exposed content changes (epoch seconds, UTC).
+    """
+
+    identifier: str
+    dc: list[DCValue] = field(default_factory=list)
+    sets: list[str] = field(default_factory=list)
+    deleted: bool = False
+    source: str = "local"
+    datestamp: int | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    fulltext: str | None = None
+    raw_xml: str | None = None
+    provenance: dict[str, str] | None = None
+
+    def dc_values(self, element: str) -> list[str]:
+        return [v.value for v in self.dc if v.element == element]
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a list page needs of a record: the header fields and, maybe, its metadata."""
+
+    identifier: str
+    datestamp: int
+    deleted: bool
+    sets: tuple[str, ...]
+    metadata: str | None = None
+    about: str | None = None
+
+
+# ---- datestamps: epoch seconds inside, UTC ISO 8601 at the edge ---------------------------
+
+DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+SECONDS_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+
+
+def format_datestamp(epoch: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def format_day(epoch: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(epoch))
+
+
+def parse_datestamp(text: str, *, end_of_day: bool = False) -> tuple[int, str]:
+    """Parse `YYYY-MM-DD` or `YYYY-MM-DDThh:mm:ssZ` into (epoch seconds, granularity).
+
+    A day as an upper bound covers the whole day. Raises ValueError on anything else,
+    including offsets, fractions and impossible dates.
+    """
+    if DAY_RE.fullmatch(text):
+        epoch = calendar.timegm(datetime.strptime(text, "%Y-%m-%d").timetuple())
+        return (epoch + 86399 if end_of_day else epoch), "YYYY-MM-DD"
+    if SECONDS_RE.fullmatch(text):
+        parsed = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
+        return calendar.timegm(parsed.timetuple()), "YYYY-MM-DDThh:mm:ssZ"
+    raise ValueError(f"not an OAI-PMH UTC datetime: {text!r}")

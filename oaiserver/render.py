@@ -1,0 +1,149 @@
+"""The only XML builder for responses: protocol results to OAI-PMH documents.
+
+Built as strings, not trees: stored metadata fragments are already XML and are copied
+verbatim; everything else is escaped here. Tests validate every output against the
+official schemas.
+"""
+
+from __future__ import annotations
+
+from oaiserver import protocol as p
+from oaiserver.records import Header, format_datestamp
+from oaiserver.xmltext import attr, text
+
+OAI_NS = "http://www.openarchives.org/OAI/2.0/"
+_HEAD = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n'
+    "{stylesheet}"
+    f'<OAI-PMH xmlns="{OAI_NS}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+    f'xsi:schemaLocation="{OAI_NS} http://www.openarchives.org/OAI/2.0/OAI-PMH.xsd">\n'
+)
+OAI_IDENTIFIER_NS = "http://www.openarchives.org/OAI/2.0/oai-identifier"
+
+
+def response(answer: p.Answer, base_url: str, stylesheet: str | None = None) -> bytes:
+    head = _HEAD.format(
+        stylesheet=f'<?xml-stylesheet type="text/xsl" href="{attr(stylesheet)}"?>\n' if stylesheet else ""
+    )
+    parts = [head, f"<responseDate>{format_datestamp(answer.response_date)}</responseDate>\n"]
+    if answer.errors:
+        # badVerb and badArgument echo no arguments: they may be what was wrong.
+        echo = not any(err.code in ("badVerb", "badArgument") for err in answer.errors)
+        parts.append(_request(answer.request_args if echo else {}, base_url))
+        for err in answer.errors:
+            parts.append(f'<error code="{err.code}">{text(err.message)}</error>\n')
+    else:
+        parts.append(_request(answer.request_args, base_url))
+        assert answer.result is not None
+        parts.extend(_RENDER[type(answer.result)](answer.result))
+    parts.append("</OAI-PMH>\n")
+    return "".join(parts).encode("utf-8")
+
+
+def _request(args: dict[str, str], base_url: str) -> str:
+    attrs = "".join(f' {k}="{attr(v)}"' for k, v in args.items())
+    return f"<request{attrs}>{text(base_url)}</request>\n"
+
+
+def header(h: Header) -> str:
+    status = ' status="deleted"' if h.deleted else ""
+    specs = "".join(f"<setSpec>{text(s)}</setSpec>" for s in h.sets)
+    return (
+        f"<header{status}><identifier>{text(h.identifier)}</identifier>"
+        f"<datestamp>{format_datestamp(h.datestamp)}</datestamp>{specs}</header>"
+    )
+
+
+def record(h: Header) -> str:
+    if h.deleted or h.metadata is None:
+        return f"<record>{header(h)}</record>\n"
+    about = f"<about>{h.about}</about>" if h.about else ""
+    return f"<record>{header(h)}<metadata>{h.metadata}</metadata>{about}</record>\n"
+
+
+def _resumption(r: p.Resumption | None) -> str:
+    if r is None:
+        return ""
+    expires = f' expirationDate="{format_datestamp(r.expires)}"' if r.expires else ""
+    return (
+        f'<resumptionToken{expires} completeListSize="{r.total}" cursor="{r.cursor}">'
+        f"{text(r.token)}</resumptionToken>\n"
+    )
+
+
+def _identify(r: p.IdentifyResult) -> list[str]:
+    emails = "".join(f"<adminEmail>{text(m)}</adminEmail>" for m in r.admin_emails)
+    oai_id = (
+        f'<oai-identifier xmlns="{OAI_IDENTIFIER_NS}" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+        f'xsi:schemaLocation="{OAI_IDENTIFIER_NS} http://www.openarchives.org/OAI/2.0/oai-identifier.xsd">'
+        f"<scheme>oai</scheme><repositoryIdentifier>{text(r.repository_identifier)}</repositoryIdentifier>"
+        f"<delimiter>:</delimiter><sampleIdentifier>{text(r.sample_identifier)}</sampleIdentifier>"
+        "</oai-identifier>"
+    )
+    return [
+        "<Identify>\n",
+        f"<repositoryName>{text(r.name)}</repositoryName>\n",
+        f"<baseURL>{text(r.base_url)}</baseURL>\n",
+        "<protocolVersion>2.0</protocolVersion>\n",
+        f"{emails}\n",
+        f"<earliestDatestamp>{format_datestamp(r.earliest)}</earliestDatestamp>\n",
+        "<deletedRecord>persistent</deletedRecord>\n",
+        f"<granularity>{p.GRANULARITY}</granularity>\n",
+        "<compression>gzip</compression>\n",
+        f"<description>{oai_id}</description>\n",
+        "</Identify>\n",
+    ]
+
+
+def _formats(r: p.FormatsResult) -> list[str]:
+    items = "".join(
+        f"<metadataFormat><metadataPrefix>{text(f.prefix)}</metadataPrefix>"
+        f"<schema>{text(f.schema)}</schema><metadataNamespace>{text(f.namespace)}</metadataNamespace>"
+        "</metadataFormat>\n"
+        for f in r.formats
+    )
+    return ["<ListMetadataFormats>\n", items, "</ListMetadataFormats>\n"]
+
+
+_DC_DESCRIPTION = (
+    '<oai_dc:dc xmlns:oai_dc="http://www.openarchives.org/OAI/2.0/oai_dc/" '
+    'xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+    'xsi:schemaLocation="http://www.openarchives.org/OAI/2.0/oai_dc/ '
+    'http://www.openarchives.org/OAI/2.0/oai_dc.xsd"><dc:description>{}</dc:description></oai_dc:dc>'
+)
+
+
+def _sets(r: p.SetsResult) -> list[str]:
+    parts = ["<ListSets>\n"]
+    for s in r.sets:
+        desc = f"<setDescription>{_DC_DESCRIPTION.format(text(s.description))}</setDescription>" if s.description else ""
+        parts.append(f"<set><setSpec>{text(s.spec)}</setSpec><setName>{text(s.name)}</setName>{desc}</set>\n")
+    parts.append(_resumption(r.resumption))
+    parts.append("</ListSets>\n")
+    return parts
+
+
+def _list(r: p.ListResult) -> list[str]:
+    verb = "ListRecords" if r.with_metadata else "ListIdentifiers"
+    parts = [f"<{verb}>\n"]
+    if r.with_metadata:
+        parts.extend(record(h) for h in r.headers)
+    else:
+        parts.extend(header(h) + "\n" for h in r.headers)
+    parts.append(_resumption(r.resumption))
+    parts.append(f"</{verb}>\n")
+    return parts
+
+
+def _get_record(r: p.RecordResult) -> list[str]:
+    return ["<GetRecord>\n", record(r.header), "</GetRecord>\n"]
+
+
+_RENDER = {
+    p.IdentifyResult: _identify,
+    p.FormatsResult: _formats,
+    p.SetsResult: _sets,
+    p.ListResult: _list,
+    p.RecordResult: _get_record,
+}

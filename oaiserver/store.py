@@ -1,0 +1,437 @@
+"""The record store: the one place records live, and the only module that writes SQL.
+
+SQLAlchemy Core over SQLite (WAL, the embedded default) or PostgreSQL (for scale); the same
+code serves both. Two rules shape it:
+
+* Datestamps mean change. A write whose exposed content (metadata fragments, sets, deleted
+  flag) hashes the same as what is stored changes nothing.
+* A list frozen at time T never misses a write. Writers take a shared "clock" lock and stamp
+  their changes only after acquiring it; `freeze()` takes the lock exclusively, so every
+  write stamped before T has committed when it returns, and every later write is stamped at
+  T or after. Lists run with `until = T - 1`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from oaiserver.records import DCValue, Header, Record, clean_text
+
+log = logging.getLogger(__name__)
+
+meta = sa.MetaData()
+
+records = sa.Table(
+    "records",
+    meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("identifier", sa.String(1024), nullable=False, unique=True),
+    sa.Column("datestamp", sa.BigInteger, nullable=False),
+    sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+    sa.Column("source", sa.String(200), nullable=False, default="local"),
+    sa.Column("setspecs", sa.Text, nullable=False, default=""),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("dc", sa.Text, nullable=False, default="[]"),
+    sa.Column("fulltext", sa.Text),
+    sa.Column("raw_xml", sa.Text),
+    sa.Column("provenance", sa.Text),
+    sa.Index("ix_records_datestamp_identifier", "datestamp", "identifier"),
+    sa.Index("ix_records_source", "source"),
+)
+
+formats = sa.Table(
+    "formats",
+    meta,
+    sa.Column("record_id", sa.Integer, sa.ForeignKey("records.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("prefix", sa.String(100), primary_key=True),
+    sa.Column("xml", sa.Text),  # NULL once the record is deleted: it keeps the formats it had
+)
+
+set_members = sa.Table(
+    "set_members",
+    meta,
+    sa.Column("spec", sa.String(400), primary_key=True),
+    sa.Column("datestamp", sa.BigInteger, primary_key=True),
+    sa.Column("identifier", sa.String(1024), primary_key=True),
+    sa.Column("record_id", sa.Integer, sa.ForeignKey("records.id", ondelete="CASCADE"), nullable=False),
+    sa.Index("ix_set_members_record", "record_id"),
+)
+
+settings = sa.Table(
+    "settings",
+    meta,
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+PG_CLOCK_LOCK = 0x0A1_C10C  # advisory lock key for the write clock
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """A selective list: which format, which window of datestamps, which set."""
+
+    prefix: str
+    start: int | None = None
+    end: int | None = None
+    set_spec: str | None = None
+
+
+@dataclass
+class WriteResult:
+    added: int = 0
+    changed: int = 0
+    unchanged: int = 0
+
+    def __iadd__(self, other: WriteResult) -> WriteResult:
+        self.added += other.added
+        self.changed += other.changed
+        self.unchanged += other.unchanged
+        return self
+
+
+def ancestors(spec: str) -> list[str]:
+    """`a:b:c` is also in `a:b` and `a`: the specs a membership query must find it under."""
+    parts = spec.split(":")
+    return [":".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def content_hash(record: Record) -> str:
+    h = hashlib.sha256()
+    h.update(b"D" if record.deleted else b"L")
+    for spec in sorted(set(record.sets)):
+        h.update(b"\x00S" + spec.encode())
+    for prefix in sorted(record.metadata):
+        h.update(b"\x00M" + prefix.encode() + b"\x00")
+        if not record.deleted:
+            h.update(record.metadata[prefix].encode())
+    return h.hexdigest()
+
+
+def _sqlite_path(url: sa.URL) -> None:
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def make_engine(url: str) -> Engine:
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        _sqlite_path(parsed)
+        engine = sa.create_engine(parsed, connect_args={"timeout": 60, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            immediate = conn.get_execution_options().get("sqlite_immediate")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return sa.create_engine(parsed, pool_pre_ping=True)
+
+
+class Store:
+    """Records and their state, over one SQLAlchemy engine."""
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        if create:
+            meta.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---- the write clock ------------------------------------------------------------------
+
+    def _now(self, conn: Connection) -> int:
+        if self.is_sqlite:
+            return int(time.time())
+        return int(conn.exec_driver_sql("SELECT floor(extract(epoch from clock_timestamp()))").scalar_one())
+
+    @contextmanager
+    def writing(self) -> Iterator[tuple[Connection, int]]:
+        """A write transaction and the datestamp its changes get.
+
+        The stamp is taken after the clock lock, and is never below the newest datestamp
+        stored, so a clock that steps back cannot reorder history.
+        """
+        with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
+            if not self.is_sqlite:
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({PG_CLOCK_LOCK})")
+            newest = conn.execute(sa.select(sa.func.max(records.c.datestamp))).scalar()
+            yield conn, max(self._now(conn), newest or 0)
+
+    def freeze(self) -> int:
+        """Now, once every write stamped before now has committed (see the module doc)."""
+        with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
+            if not self.is_sqlite:
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_CLOCK_LOCK})")
+            return self._now(conn)
+
+    # ---- writes ---------------------------------------------------------------------------
+
+    def write(self, items: Iterable[Record], *, batch: int = 500) -> WriteResult:
+        """Insert or update records; unchanged content keeps its datestamp."""
+        total = WriteResult()
+        chunk: list[Record] = []
+        for record in items:
+            chunk.append(record)
+            if len(chunk) >= batch:
+                total += self._write_batch(chunk)
+                chunk = []
+        if chunk:
+            total += self._write_batch(chunk)
+        return total
+
+    def write_in(self, conn: Connection, stamp: int, chunk: Sequence[Record]) -> WriteResult:
+        """Write records inside a transaction from `writing()` (the harvester adds its state)."""
+        result = WriteResult()
+        by_id: dict[str, Record] = {}
+        for record in chunk:
+            by_id[record.identifier] = _cleaned(record)
+        existing = {
+            row.identifier: row
+            for row in conn.execute(
+                sa.select(records.c.id, records.c.identifier, records.c.content_hash).where(
+                    records.c.identifier.in_(list(by_id))
+                )
+            )
+        }
+        for identifier, record in by_id.items():
+            digest = content_hash(record)
+            old = existing.get(identifier)
+            values = {
+                "datestamp": stamp,
+                "deleted": record.deleted,
+                "source": record.source,
+                "setspecs": " ".join(dict.fromkeys(record.sets)),
+                "content_hash": digest,
+                "dc": json.dumps([[v.element, v.value, v.lang] for v in record.dc], ensure_ascii=False),
+                "fulltext": record.fulltext,
+                "raw_xml": record.raw_xml,
+                "provenance": json.dumps(record.provenance) if record.provenance else None,
+            }
+            if old is not None and old.content_hash == digest:
+                # Exposed content is identical: keep the datestamp, refresh the rest.
+                values.pop("datestamp")
+                conn.execute(records.update().where(records.c.id == old.id).values(**values))
+                result.unchanged += 1
+                continue
+            if old is None:
+                record_id = conn.execute(records.insert().values(identifier=identifier, **values)).inserted_primary_key[0]
+                result.added += 1
+            else:
+                record_id = old.id
+                conn.execute(records.update().where(records.c.id == record_id).values(**values))
+                conn.execute(formats.delete().where(formats.c.record_id == record_id))
+                conn.execute(set_members.delete().where(set_members.c.record_id == record_id))
+                result.changed += 1
+            self._write_children(conn, record_id, identifier, stamp, record)
+        return result
+
+    def _write_children(self, conn: Connection, record_id: int, identifier: str, stamp: int, record: Record) -> None:
+        if record.metadata:
+            conn.execute(
+                formats.insert(),
+                [
+                    {"record_id": record_id, "prefix": p, "xml": None if record.deleted else xml}
+                    for p, xml in record.metadata.items()
+                ],
+            )
+        specs = dict.fromkeys(s for spec in record.sets for s in ancestors(spec))
+        if specs:
+            conn.execute(
+                set_members.insert(),
+                [{"spec": s, "datestamp": stamp, "identifier": identifier, "record_id": record_id} for s in specs],
+            )
+
+    def _write_batch(self, chunk: Sequence[Record]) -> WriteResult:
+        with self.writing() as (conn, stamp):
+            return self.write_in(conn, stamp, chunk)
+
+    def delete(self, identifiers: Iterable[str]) -> int:
+        """Turn records into tombstones (kept forever, stamped with the deletion time).
+
+        Returns how many records were live and are now deleted.
+        """
+        count = 0
+        with self.writing() as (conn, stamp):
+            for identifier in identifiers:
+                row = conn.execute(
+                    sa.select(records.c.id, records.c.deleted, records.c.setspecs).where(
+                        records.c.identifier == identifier
+                    )
+                ).first()
+                if row is None or row.deleted:
+                    continue
+                prefixes = [r.prefix for r in conn.execute(sa.select(formats.c.prefix).where(formats.c.record_id == row.id))]
+                tomb = Record(identifier=identifier, deleted=True, sets=row.setspecs.split(), metadata=dict.fromkeys(prefixes, ""))
+                conn.execute(
+                    records.update()
+                    .where(records.c.id == row.id)
+                    .values(deleted=True, datestamp=stamp, content_hash=content_hash(tomb))
+                )
+                conn.execute(formats.update().where(formats.c.record_id == row.id).values(xml=None))
+                conn.execute(
+                    set_members.update().where(set_members.c.record_id == row.id).values(datestamp=stamp)
+                )
+                count += 1
+        return count
+
+    # ---- reads ----------------------------------------------------------------------------
+
+    def get(self, identifier: str) -> Record | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(records).where(records.c.identifier == identifier)).first()
+            if row is None:
+                return None
+            fmts = {r.prefix: r.xml for r in conn.execute(sa.select(formats).where(formats.c.record_id == row.id))}
+        return Record(
+            identifier=row.identifier,
+            dc=[DCValue(e, v, lang) for e, v, lang in json.loads(row.dc)],
+            sets=row.setspecs.split(),
+            deleted=row.deleted,
+            source=row.source,
+            datestamp=row.datestamp,
+            metadata={p: x or "" for p, x in fmts.items()},
+            fulltext=row.fulltext,
+            raw_xml=row.raw_xml,
+            provenance=json.loads(row.provenance) if row.provenance else None,
+        )
+
+    def header(self, identifier: str, prefix: str) -> Header | None:
+        """GetRecord's one row: the header and the fragment for `prefix` (None if it has none)."""
+        query = (
+            sa.select(records.c.identifier, records.c.datestamp, records.c.deleted, records.c.setspecs, formats.c.xml)
+            .select_from(records.join(formats, sa.and_(formats.c.record_id == records.c.id, formats.c.prefix == prefix)))
+            .where(records.c.identifier == identifier)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        return Header(row[0], row[1], row[2], tuple(row[3].split()), row[4])
+
+    def formats_of(self, identifier: str) -> list[str] | None:
+        """The prefixes a record can be disseminated in, or None if there is no such record."""
+        with self.engine.connect() as conn:
+            rid = conn.execute(sa.select(records.c.id).where(records.c.identifier == identifier)).scalar()
+            if rid is None:
+                return None
+            return [r.prefix for r in conn.execute(sa.select(formats.c.prefix).where(formats.c.record_id == rid))]
+
+    def _list_select(self, query: ListQuery, columns: list[Any]) -> tuple[sa.Select[Any], Any, Any]:
+        joined: Any = records.join(
+            formats, sa.and_(formats.c.record_id == records.c.id, formats.c.prefix == query.prefix)
+        )
+        if query.set_spec is not None:
+            ds, ident = set_members.c.datestamp, set_members.c.identifier
+            joined = set_members.join(joined, records.c.id == set_members.c.record_id)
+            stmt = sa.select(*columns).select_from(joined).where(set_members.c.spec == query.set_spec)
+        else:
+            ds, ident = records.c.datestamp, records.c.identifier
+            stmt = sa.select(*columns).select_from(joined)
+        if query.start is not None:
+            stmt = stmt.where(ds >= query.start)
+        if query.end is not None:
+            stmt = stmt.where(ds <= query.end)
+        return stmt, ds, ident
+
+    def count(self, query: ListQuery) -> int:
+        stmt, _, _ = self._list_select(query, [sa.func.count()])
+        with self.engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    def page(
+        self, query: ListQuery, after: tuple[int, str] | None, limit: int, *, with_metadata: bool
+    ) -> list[Header]:
+        """Up to `limit` headers in (datestamp, identifier) order, strictly after `after`."""
+        columns = [records.c.identifier, records.c.datestamp, records.c.deleted, records.c.setspecs]
+        if with_metadata:
+            columns.append(formats.c.xml)
+        stmt, ds, ident = self._list_select(query, columns)
+        if after is not None:
+            stmt = stmt.where(sa.tuple_(ds, ident) > sa.tuple_(sa.literal(after[0]), sa.literal(after[1])))
+        stmt = stmt.order_by(ds, ident).limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        if with_metadata:
+            return [Header(r[0], r[1], r[2], tuple(r[3].split()), r[4]) for r in rows]
+        return [Header(r[0], r[1], r[2], tuple(r[3].split())) for r in rows]
+
+    def earliest_datestamp(self) -> int | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.min(records.c.datestamp))).scalar()
+
+    def identifiers(self, source: str | None = None, *, live_only: bool = False) -> set[str]:
+        stmt = sa.select(records.c.identifier)
+        if source is not None:
+            stmt = stmt.where(records.c.source == source)
+        if live_only:
+            stmt = stmt.where(records.c.deleted.is_(False))
+        with self.engine.connect() as conn:
+            return set(conn.execute(stmt).scalars())
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(records.c.deleted, sa.func.count()).group_by(records.c.deleted)).all()
+        result = {"live": 0, "deleted": 0}
+        for deleted, n in rows:
+            result["deleted" if deleted else "live"] = int(n)
+        return result
+
+    def set_counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(set_members.c.spec, sa.func.count()).group_by(set_members.c.spec)).all()
+        return {spec: int(n) for spec, n in rows}
+
+    # ---- settings -------------------------------------------------------------------------
+
+    def setting(self, key: str, default: str | None = None) -> str | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(settings.c.value).where(settings.c.key == key)).scalar()
+        return default if value is None else value
+
+    def ensure_setting(self, key: str, value: str) -> str:
+        """Store `value` under `key` unless one is there already; return the stored one."""
+        with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
+            current = conn.execute(sa.select(settings.c.value).where(settings.c.key == key)).scalar()
+            if current is not None:
+                return str(current)
+            conn.execute(settings.insert().values(key=key, value=value))
+            return value
+
+
+def _cleaned(record: Record) -> Record:
+    """The record with every character XML forbids removed (logged once per value)."""
+    where = record.identifier
+    record.identifier = clean_text(record.identifier, where="an identifier")
+    record.dc = [DCValue(v.element, clean_text(v.value, where=where), v.lang) for v in record.dc]
+    record.metadata = {p: clean_text(x, where=where) for p, x in record.metadata.items()}
+    record.sets = [clean_text(s, where=where) for s in record.sets]
+    if record.fulltext is not None:
+        record.fulltext = clean_text(record.fulltext, where=where)
+    return record
