@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,8 +154,9 @@ def make_engine(url: str) -> Engine:
 class Store:
     """Records and their state, over one SQLAlchemy engine."""
 
-    def __init__(self, url: str, *, create: bool = True) -> None:
+    def __init__(self, url: str, *, create: bool = True, clock: Callable[[], float] | None = None) -> None:
         self.url = url
+        self.clock = clock
         self.engine = make_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         if create:
@@ -167,6 +168,8 @@ class Store:
     # ---- the write clock ------------------------------------------------------------------
 
     def _now(self, conn: Connection) -> int:
+        if self.clock is not None:
+            return int(self.clock())
         if self.is_sqlite:
             return int(time.time())
         return int(conn.exec_driver_sql("SELECT floor(extract(epoch from clock_timestamp()))").scalar_one())
@@ -193,20 +196,26 @@ class Store:
 
     # ---- writes ---------------------------------------------------------------------------
 
-    def write(self, items: Iterable[Record], *, batch: int = 500) -> WriteResult:
-        """Insert or update records; unchanged content keeps its datestamp."""
+    def write(self, items: Iterable[Record], *, batch: int = 500, keep_datestamps: bool = False) -> WriteResult:
+        """Insert or update records; unchanged content keeps its datestamp.
+
+        `keep_datestamps` is for loading a dump or a data set: records that carry a
+        datestamp keep it instead of being stamped now.
+        """
         total = WriteResult()
         chunk: list[Record] = []
         for record in items:
             chunk.append(record)
             if len(chunk) >= batch:
-                total += self._write_batch(chunk)
+                total += self._write_batch(chunk, keep_datestamps)
                 chunk = []
         if chunk:
-            total += self._write_batch(chunk)
+            total += self._write_batch(chunk, keep_datestamps)
         return total
 
-    def write_in(self, conn: Connection, stamp: int, chunk: Sequence[Record]) -> WriteResult:
+    def write_in(
+        self, conn: Connection, stamp: int, chunk: Sequence[Record], *, keep_datestamps: bool = False
+    ) -> WriteResult:
         """Write records inside a transaction from `writing()` (the harvester adds its state)."""
         result = WriteResult()
         by_id: dict[str, Record] = {}
@@ -223,8 +232,9 @@ class Store:
         for identifier, record in by_id.items():
             digest = content_hash(record)
             old = existing.get(identifier)
+            own_stamp = record.datestamp if keep_datestamps and record.datestamp is not None else stamp
             values = {
-                "datestamp": stamp,
+                "datestamp": own_stamp,
                 "deleted": record.deleted,
                 "source": record.source,
                 "setspecs": " ".join(dict.fromkeys(record.sets)),
@@ -249,7 +259,7 @@ class Store:
                 conn.execute(formats.delete().where(formats.c.record_id == record_id))
                 conn.execute(set_members.delete().where(set_members.c.record_id == record_id))
                 result.changed += 1
-            self._write_children(conn, record_id, identifier, stamp, record)
+            self._write_children(conn, record_id, identifier, own_stamp, record)
         return result
 
     def _write_children(self, conn: Connection, record_id: int, identifier: str, stamp: int, record: Record) -> None:
@@ -268,9 +278,9 @@ class Store:
                 [{"spec": s, "datestamp": stamp, "identifier": identifier, "record_id": record_id} for s in specs],
             )
 
-    def _write_batch(self, chunk: Sequence[Record]) -> WriteResult:
+    def _write_batch(self, chunk: Sequence[Record], keep_datestamps: bool) -> WriteResult:
         with self.writing() as (conn, stamp):
-            return self.write_in(conn, stamp, chunk)
+            return self.write_in(conn, stamp, chunk, keep_datestamps=keep_datestamps)
 
     def delete(self, identifiers: Iterable[str]) -> int:
         """Turn records into tombstones (kept forever, stamped with the deletion time).

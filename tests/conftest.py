@@ -1,0 +1,224 @@
+"""Fixtures: a store on SQLite and (in CI, or with OAI_TEST_PG_URL) on PostgreSQL, an app,
+a client that validates every response against the official schemas, and a live server."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from lxml import etree
+from werkzeug.serving import make_server
+
+from oaiserver import create_app, oai_dc
+from oaiserver.config import Config, from_mapping
+from oaiserver.records import DCValue, Record
+from oaiserver.store import Store
+
+HERE = Path(__file__).parent
+SCHEMAS = HERE / "data" / "schemas"
+OAI = "{http://www.openarchives.org/OAI/2.0/}"
+NS = {
+    "oai": "http://www.openarchives.org/OAI/2.0/",
+    "oai_dc": "http://www.openarchives.org/OAI/2.0/oai_dc/",
+    "dc": "http://purl.org/dc/elements/1.1/",
+    "id": "http://www.openarchives.org/OAI/2.0/oai-identifier",
+    "prov": "http://www.openarchives.org/OAI/2.0/provenance",
+}
+PG_URL = os.environ.get("OAI_TEST_PG_URL") or (
+    "postgresql+psycopg://postgres@127.0.0.1:5432/test" if os.environ.get("CI") else None
+)
+
+# A namespace imported first is never fetched again: see data/schemas/SOURCES.md.
+ORDER = [
+    ("http://www.w3.org/XML/1998/namespace", "xml.xsd"),
+    ("http://purl.org/dc/elements/1.1/", "simpledc20021212.xsd"),
+    ("http://www.openarchives.org/OAI/2.0/", "OAI-PMH.xsd"),
+    ("http://www.openarchives.org/OAI/2.0/oai_dc/", "oai_dc.xsd"),
+    ("http://www.openarchives.org/OAI/2.0/provenance", "provenance.xsd"),
+    ("http://www.openarchives.org/OAI/2.0/oai-identifier", "oai-identifier.xsd"),
+    ("http://www.openarchives.org/OAI/2.0/friends/", "friends.xsd"),
+    ("http://www.openarchives.org/OAI/2.0/branding/", "branding.xsd"),
+]
+
+
+def _load_schema() -> etree.XMLSchema:
+    imports = "".join(
+        f'<xs:import namespace="{ns}" schemaLocation="{(SCHEMAS / name).resolve().as_uri()}"/>'
+        for ns, name in ORDER
+    )
+    parser = etree.XMLParser(no_network=True, resolve_entities=False)
+    return etree.XMLSchema(
+        etree.fromstring(f'<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">{imports}</xs:schema>', parser)
+    )
+
+
+OAI_SCHEMA = _load_schema()
+
+
+def validate(body: bytes) -> etree._Element:
+    """Parse an OAI-PMH response strictly and validate it, payload included."""
+    parser = etree.XMLParser(no_network=True, resolve_entities=False)
+    doc = etree.fromstring(body, parser)
+    if not OAI_SCHEMA.validate(doc):
+        raise AssertionError(f"schema-invalid response: {OAI_SCHEMA.error_log}\n{body[:2000]!r}")
+    return doc
+
+
+def error_codes(doc: etree._Element) -> list[str]:
+    return [e.get("code") for e in doc.iter(f"{OAI}error")]
+
+
+def identifiers(doc: etree._Element) -> list[str]:
+    return [e.text for e in doc.iterfind(".//oai:header/oai:identifier", NS)]
+
+
+def token_of(doc: etree._Element) -> etree._Element | None:
+    return doc.find(".//oai:resumptionToken", NS)
+
+
+BASE_CONFIG: dict[str, Any] = {
+    "repository": {
+        "name": "Test Repository",
+        "base_url": "http://127.0.0.1:5000/oai",
+        "admin_emails": ["admin@test.example.org"],
+        "identifier": "test.example.org",
+    },
+    "server": {"page_size": 10},
+    "sets": [
+        {"spec": "a", "name": "Set A", "description": "Records whose title has an a"},
+        {"spec": "a:b", "name": "Set A:B"},
+        {"spec": "c", "name": "Set C"},
+    ],
+}
+
+
+def make_config(url: str, **overrides: Any) -> Config:
+    data: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in BASE_CONFIG.items()}
+    data["storage"] = {"url": url}
+    for key, value in overrides.items():
+        section, _, name = key.partition("__")
+        if name:
+            data.setdefault(section, {})[name] = value
+        else:
+            data[section] = value
+    return from_mapping(data)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each store test runs on both backends; PostgreSQL is never skipped when CI is set."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.sqlite3'}"
+        return
+    if PG_URL is None:
+        pytest.skip("PostgreSQL tests run when CI is set or OAI_TEST_PG_URL is given")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+class Clock:
+    """A settable clock, so tests choose datestamps instead of sleeping."""
+
+    def __init__(self, now: int = 1_700_000_000) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return float(self.now)
+
+    def tick(self, seconds: int = 1) -> int:
+        self.now += seconds
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(store_url: str, clock: Clock) -> Iterator[Store]:
+    s = Store(store_url, clock=clock)
+    yield s
+    s.close()
+
+
+class OAIClient:
+    """Flask's test client that validates every OAI-PMH response it gets."""
+
+    def __init__(self, flask_client: Any) -> None:
+        self.http = flask_client
+
+    def get(self, query: str = "", **kwargs: Any) -> etree._Element:
+        response = self.http.get(f"/oai?{query}" if query else "/oai", **kwargs)
+        assert response.status_code == 200, response.data
+        return validate(response.data)
+
+    def post(self, body: str | bytes, **kwargs: Any) -> etree._Element:
+        kwargs.setdefault("content_type", "application/x-www-form-urlencoded")
+        response = self.http.post("/oai", data=body, **kwargs)
+        assert response.status_code == 200, response.data
+        return validate(response.data)
+
+    def __call__(self, **args: str) -> etree._Element:
+        from urllib.parse import urlencode
+
+        return self.get(urlencode(args))
+
+
+@pytest.fixture
+def config(store_url: str) -> Config:
+    return make_config(store_url)
+
+
+@pytest.fixture
+def app(config: Config, store: Store) -> Any:
+    return create_app(config, store=store)
+
+
+@pytest.fixture
+def oai(app: Any) -> OAIClient:
+    return OAIClient(app.test_client())
+
+
+class LiveServer:
+    """The app served by a real WSGI server on 127.0.0.1, on a free port, in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.port = self.server.server_port
+        self.url = f"http://127.0.0.1:{self.port}/oai"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.thread.join(10)
+
+
+def make_record(local: str, title: str = "A title", *, sets: tuple[str, ...] = (), **dc: str) -> Record:
+    """A live oai_dc record with identifier oai:test.example.org:<local>."""
+    values = [DCValue("title", title)] + [DCValue(k, v) for k, v in dc.items()]
+    return Record(
+        identifier=f"oai:test.example.org:{local}",
+        dc=values,
+        sets=list(sets),
+        metadata={oai_dc.PREFIX: oai_dc.render(values)},
+    )
