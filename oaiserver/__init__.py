@@ -36,7 +36,7 @@ def create_app(cfg: config_mod.Config | dict[str, Any] | None = None, store: Sto
         store=store,
         tokens=Tokens(token_secret(cfg, store), cfg.token_lifetime),
         formats=FORMATS,
-        sets=cfg.sets,
+        sets=cfg.all_sets,
     )
     from oaiserver import web
 

@@ -44,6 +44,14 @@ EMAIL_RE = re.compile(r"\S+@(\S+\.)+\S+")
 MATCH_FIELDS = (*DC_ELEMENTS, "source")
 
 
+PARTNERS_SET = "partners"
+
+
+def partner_set(name: str) -> str:
+    """The set a partner's republished records are in."""
+    return f"{PARTNERS_SET}:{name}"
+
+
 class ConfigError(ValueError):
     """A configuration file that cannot be used; the message names the key."""
 
@@ -94,6 +102,16 @@ class Config:
     sets: tuple[SetRule, ...] = ()
     partners: tuple[Partner, ...] = ()
     root: Path = Path(".")
+
+    @property
+    def all_sets(self) -> tuple[SetRule, ...]:
+        """The configured sets, then one set per republished partner under `partners`."""
+        shown = [p for p in self.partners if p.republish]
+        if not shown:
+            return self.sets
+        extra = [SetRule(PARTNERS_SET, "Records harvested from partner repositories")]
+        extra += [SetRule(partner_set(p.name), f"Records harvested from {p.name}") for p in shown]
+        return self.sets + tuple(r for r in extra if r.spec not in {s.spec for s in self.sets})
 
     def path(self, relative: str) -> Path:
         p = Path(relative)

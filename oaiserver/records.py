@@ -80,6 +80,7 @@ class Record:
     fulltext: str | None = None
     raw_xml: str | None = None
     provenance: dict[str, str] | None = None
+    about: str | None = None  # pre-rendered <about> payload, e.g. a provenance container
 
     def dc_values(self, element: str) -> list[str]:
         return [v.value for v in self.dc if v.element == element]

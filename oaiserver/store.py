@@ -46,6 +46,7 @@ records = sa.Table(
     sa.Column("fulltext", sa.Text),
     sa.Column("raw_xml", sa.Text),
     sa.Column("provenance", sa.Text),
+    sa.Column("about", sa.Text),  # pre-rendered <about> payload (provenance of harvested records)
     sa.Index("ix_records_datestamp_identifier", "datestamp", "identifier"),
     sa.Index("ix_records_source", "source"),
 )
@@ -243,6 +244,7 @@ class Store:
                 "fulltext": record.fulltext,
                 "raw_xml": record.raw_xml,
                 "provenance": json.dumps(record.provenance) if record.provenance else None,
+                "about": record.about,
             }
             if old is not None and old.content_hash == digest:
                 # Exposed content is identical: keep the datestamp, refresh the rest.
@@ -330,12 +332,16 @@ class Store:
             fulltext=row.fulltext,
             raw_xml=row.raw_xml,
             provenance=json.loads(row.provenance) if row.provenance else None,
+            about=row.about,
         )
 
     def header(self, identifier: str, prefix: str) -> Header | None:
         """GetRecord's one row: the header and the fragment for `prefix` (None if it has none)."""
         query = (
-            sa.select(records.c.identifier, records.c.datestamp, records.c.deleted, records.c.setspecs, formats.c.xml)
+            sa.select(
+                records.c.identifier, records.c.datestamp, records.c.deleted, records.c.setspecs,
+                formats.c.xml, records.c.about,
+            )
             .select_from(records.join(formats, sa.and_(formats.c.record_id == records.c.id, formats.c.prefix == prefix)))
             .where(records.c.identifier == identifier)
         )
@@ -343,7 +349,7 @@ class Store:
             row = conn.execute(query).first()
         if row is None:
             return None
-        return Header(row[0], row[1], row[2], tuple(row[3].split()), row[4])
+        return Header(row[0], row[1], row[2], tuple(row[3].split()), row[4], row[5])
 
     def formats_of(self, identifier: str) -> list[str] | None:
         """The prefixes a record can be disseminated in, or None if there is no such record."""
@@ -381,7 +387,7 @@ class Store:
         """Up to `limit` headers in (datestamp, identifier) order, strictly after `after`."""
         columns = [records.c.identifier, records.c.datestamp, records.c.deleted, records.c.setspecs]
         if with_metadata:
-            columns.append(formats.c.xml)
+            columns += [formats.c.xml, records.c.about]
         stmt, ds, ident = self._list_select(query, columns)
         if after is not None:
             stmt = stmt.where(sa.tuple_(ds, ident) > sa.tuple_(sa.literal(after[0]), sa.literal(after[1])))
@@ -389,7 +395,7 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).all()
         if with_metadata:
-            return [Header(r[0], r[1], r[2], tuple(r[3].split()), r[4]) for r in rows]
+            return [Header(r[0], r[1], r[2], tuple(r[3].split()), r[4], r[5]) for r in rows]
         return [Header(r[0], r[1], r[2], tuple(r[3].split())) for r in rows]
 
     def earliest_datestamp(self) -> int | None:
@@ -442,6 +448,8 @@ def _cleaned(record: Record) -> Record:
     record.dc = [DCValue(v.element, clean_text(v.value, where=where), v.lang) for v in record.dc]
     record.metadata = {p: clean_text(x, where=where) for p, x in record.metadata.items()}
     record.sets = [clean_text(s, where=where) for s in record.sets]
+    if record.about is not None:
+        record.about = clean_text(record.about, where=where)
     if record.fulltext is not None:
         record.fulltext = clean_text(record.fulltext, where=where)
     return record
