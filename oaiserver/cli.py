@@ -42,7 +42,10 @@ class Context:
         return self._config
 
     def store(self) -> Store:
-        return Store(self.config.storage_url)
+        """The store, closed when the command ends."""
+        store = Store(self.config.storage_url)
+        click.get_current_context().call_on_close(store.close)
+        return store
 
 
 pass_ctx = click.make_pass_decorator(Context)

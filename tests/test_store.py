@@ -1,0 +1,150 @@
+"""The record store: datestamps mean change, deletions are kept, stored text is always XML-safe."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from conftest import Clock, OAIClient, identifiers, make_record
+
+from oaiserver.records import DCValue, Record
+from oaiserver.store import ListQuery, Store
+
+ID = "oai:test.example.org:1"
+
+
+def test_unchanged_write_keeps_datestamp(store: Store, clock: Clock) -> None:
+    assert store.write([make_record("1")]).added == 1
+    stamp = store.get(ID).datestamp
+    clock.tick(100)
+    result = store.write([make_record("1")])
+    assert (result.added, result.changed, result.unchanged) == (0, 0, 1)
+    assert store.get(ID).datestamp == stamp
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: setattr(r, "metadata", {"oai_dc": r.metadata["oai_dc"].replace("A title", "B title")}),
+        lambda r: setattr(r, "sets", ["a"]),
+        lambda r: setattr(r, "deleted", True),
+    ],
+    ids=["metadata", "sets", "deleted flag"],
+)
+def test_changed_exposed_content_gets_new_datestamp(store: Store, clock: Clock, change: object) -> None:
+    store.write([make_record("1")])
+    before = store.get(ID).datestamp
+    clock.tick(100)
+    record = make_record("1")
+    change(record)  # type: ignore[operator]
+    assert store.write([record]).changed == 1
+    assert store.get(ID).datestamp == before + 100
+
+
+def test_unexposed_change_keeps_datestamp(store: Store, clock: Clock) -> None:
+    store.write([make_record("1")])
+    before = store.get(ID).datestamp
+    clock.tick(100)
+    record = make_record("1")
+    record.fulltext = "now with its full text"
+    assert store.write([record]).unchanged == 1
+    assert store.get(ID).datestamp == before
+    assert store.get(ID).fulltext == "now with its full text"
+
+
+def test_delete_makes_a_tombstone_kept_forever(store: Store, clock: Clock) -> None:
+    store.write([make_record("1", sets=("a",))])
+    clock.tick(50)
+    assert store.delete([ID]) == 1
+    tomb = store.get(ID)
+    assert tomb.deleted and tomb.datestamp == clock.now and tomb.sets == ["a"]
+    assert store.formats_of(ID) == ["oai_dc"]
+    clock.tick(50)
+    assert store.delete([ID]) == 0, "deleting a tombstone again changes nothing"
+    assert store.get(ID).datestamp == clock.now - 50
+    assert store.counts() == {"live": 0, "deleted": 1}
+    query = ListQuery("oai_dc", set_spec="a")
+    assert [h.identifier for h in store.page(query, None, 10, with_metadata=True)] == [ID]
+
+
+def test_a_deleted_record_can_come_back(store: Store, clock: Clock) -> None:
+    store.write([make_record("1")])
+    store.delete([ID])
+    clock.tick()
+    assert store.write([make_record("1")]).changed == 1
+    assert not store.get(ID).deleted
+
+
+def test_forbidden_characters_are_removed_and_logged(store: Store, clock: Clock, oai: OAIClient,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    bad = Record(
+        identifier="oai:test.example.org:ctl",
+        dc=[DCValue("title", "bell\x07 and nul\x00 and \ufffe")],
+        metadata={"oai_dc": "<oai_dc:dc xmlns:oai_dc=\"http://www.openarchives.org/OAI/2.0/oai_dc/\" "
+                  "xmlns:dc=\"http://purl.org/dc/elements/1.1/\"><dc:title>bell\x07</dc:title></oai_dc:dc>"},
+        fulltext="tab\tand\x0bvertical tab",
+    )
+    with caplog.at_level(logging.WARNING, logger="oaiserver.records"):
+        store.write([bad])
+    assert "removed" in caplog.text
+    stored = store.get("oai:test.example.org:ctl")
+    assert stored.dc[0].value == "bell and nul and "
+    assert stored.fulltext == "tab\tandvertical tab"
+    clock.tick()
+    assert identifiers(oai(verb="ListRecords", metadataPrefix="oai_dc")) == ["oai:test.example.org:ctl"]
+
+
+def test_keyset_pages_follow_datestamp_then_identifier(store: Store, clock: Clock) -> None:
+    store.write([make_record(x) for x in ("b", "a", "c")])
+    clock.tick()
+    store.write([make_record("0")])
+    query = ListQuery("oai_dc")
+    first = store.page(query, None, 2, with_metadata=False)
+    assert [h.identifier[-1] for h in first] == ["a", "b"]
+    rest = store.page(query, (first[-1].datestamp, first[-1].identifier), 10, with_metadata=False)
+    assert [h.identifier[-1] for h in rest] == ["c", "0"]
+
+
+def test_count_matches_the_selection(store: Store, clock: Clock) -> None:
+    store.write([make_record(str(i), sets=("a:b",) if i % 2 else ()) for i in range(9)])
+    assert store.count(ListQuery("oai_dc")) == 9
+    assert store.count(ListQuery("oai_dc", set_spec="a")) == 4
+    assert store.count(ListQuery("oai_dc", set_spec="a:b")) == 4
+    assert store.count(ListQuery("marc21")) == 0
+    assert store.count(ListQuery("oai_dc", start=clock.now + 1)) == 0
+
+
+def test_settings_are_kept_once(store: Store) -> None:
+    assert store.ensure_setting("token_secret", "first") == "first"
+    assert store.ensure_setting("token_secret", "second") == "first"
+    assert store.setting("token_secret") == "first"
+
+
+def test_freeze_waits_for_writers(store_url: str) -> None:
+    """A list frozen while a write is in flight returns only after that write commits."""
+    import threading
+    import time
+
+    store = Store(store_url)
+    try:
+        store.freeze()  # create nothing, warm the pool
+        entered, done = threading.Event(), threading.Event()
+        committed_at: list[float] = []
+
+        def writer() -> None:
+            with store.writing() as (conn, stamp):
+                entered.set()
+                time.sleep(0.5)
+                store.write_in(conn, stamp, [make_record("slow")])
+            committed_at.append(time.monotonic())
+            done.set()
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        entered.wait(5)
+        store.freeze()
+        frozen_at = time.monotonic()
+        thread.join(10)
+        assert committed_at and committed_at[0] <= frozen_at + 0.05
+    finally:
+        store.close()
