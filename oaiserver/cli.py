@@ -127,7 +127,9 @@ def default_bind(base_url: str) -> str:
 
 
 @main.command()
-@click.option("--bind", "-b", help="Address to listen on (default: host:port of baseURL if local, else 127.0.0.1:5000).")
+@click.option(
+    "--bind", "-b", help="Address to listen on (default: host:port of baseURL if local, else 127.0.0.1:5000)."
+)
 @click.option("--workers", "-w", default=2, show_default=True, help="gunicorn worker processes.")
 @click.option("--timeout", default=60, show_default=True, help="Seconds before a silent worker is restarted.")
 @click.option("--dev", is_flag=True, help="Use Flask's development server instead of gunicorn.")

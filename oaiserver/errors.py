@@ -28,12 +28,18 @@ class OAIError(Exception):
 
 class BadVerb(OAIError):
     code = "badVerb"
-    default_message = "Value of the verb argument is not a legal OAI-PMH verb, the verb argument is missing, or the verb argument is repeated."
+    default_message = (
+        "Value of the verb argument is not a legal OAI-PMH verb, the verb argument is missing, "
+        "or the verb argument is repeated."
+    )
 
 
 class BadArgument(OAIError):
     code = "badArgument"
-    default_message = "The request includes illegal arguments, is missing required arguments, includes a repeated argument, or values for arguments have an illegal syntax."
+    default_message = (
+        "The request includes illegal arguments, is missing required arguments, includes a repeated "
+        "argument, or values for arguments have an illegal syntax."
+    )
 
 
 class BadResumptionToken(OAIError):
@@ -43,7 +49,10 @@ class BadResumptionToken(OAIError):
 
 class CannotDisseminateFormat(OAIError):
     code = "cannotDisseminateFormat"
-    default_message = "The metadata format identified by the value given for the metadataPrefix argument is not supported by the item or by the repository."
+    default_message = (
+        "The metadata format identified by the value given for the metadataPrefix argument is not "
+        "supported by the item or by the repository."
+    )
 
 
 class IdDoesNotExist(OAIError):
@@ -53,7 +62,9 @@ class IdDoesNotExist(OAIError):
 
 class NoRecordsMatch(OAIError):
     code = "noRecordsMatch"
-    default_message = "The combination of the values of the from, until, set and metadataPrefix arguments results in an empty list."
+    default_message = (
+        "The combination of the values of the from, until, set and metadataPrefix arguments results in an empty list."
+    )
 
 
 class NoMetadataFormats(OAIError):

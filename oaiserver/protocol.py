@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import unquote_to_bytes
@@ -131,7 +131,9 @@ class RecordSource(Protocol):
 
     def freeze(self) -> int: ...
     def count(self, query: ListQuery) -> int: ...
-    def page(self, query: ListQuery, after: tuple[int, str] | None, limit: int, *, with_metadata: bool) -> list[Header]: ...
+    def page(
+        self, query: ListQuery, after: tuple[int, str] | None, limit: int, *, with_metadata: bool
+    ) -> list[Header]: ...
     def header(self, identifier: str, prefix: str) -> Header | None: ...
     def formats_of(self, identifier: str) -> list[str] | None: ...
     def earliest_datestamp(self) -> int | None: ...
@@ -236,9 +238,7 @@ def _syntax_problems(args: dict[str, str]) -> list[e.OAIError]:
             try:
                 bounds[name] = parse_datestamp(args[name], end_of_day=name == "until")
             except ValueError:
-                problems.append(
-                    e.BadArgument(f"The {name!r} argument must be YYYY-MM-DD or YYYY-MM-DDThh:mm:ssZ.")
-                )
+                problems.append(e.BadArgument(f"The {name!r} argument must be YYYY-MM-DD or YYYY-MM-DDThh:mm:ssZ."))
     if "from" in bounds and "until" in bounds:
         if bounds["from"][1] != bounds["until"][1]:
             problems.append(e.BadArgument("The 'from' and 'until' arguments have different granularities."))
@@ -376,8 +376,16 @@ def _list(args: dict[str, str], repo: Repository, answer: Answer, verb: str) -> 
     if len(rows) > size:
         rows = rows[:size]
         last = rows[-1]
-        state = ListState(verb, query.prefix, query.start, query.end, query.set_spec,
-                          (last.datestamp, last.identifier), cursor + size, total)
+        state = ListState(
+            verb,
+            query.prefix,
+            query.start,
+            query.end,
+            query.set_spec,
+            (last.datestamp, last.identifier),
+            cursor + size,
+            total,
+        )
         token, expires = repo.tokens.issue(state)
         resumption = Resumption(token, cursor, max(total, cursor + size + 1), expires)
     elif after is not None:
@@ -393,7 +401,7 @@ def list_records(args: dict[str, str], repo: Repository, answer: Answer) -> List
     return _list(args, repo, answer, "ListRecords")
 
 
-VERBS = {
+VERBS: dict[str, Callable[[dict[str, str], Repository, Answer], Result]] = {
     "Identify": identify,
     "ListMetadataFormats": list_metadata_formats,
     "ListSets": list_sets,

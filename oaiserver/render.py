@@ -35,7 +35,7 @@ def response(answer: p.Answer, base_url: str, stylesheet: str | None = None) -> 
     else:
         parts.append(_request(answer.request_args, base_url))
         assert answer.result is not None
-        parts.extend(_RENDER[type(answer.result)](answer.result))
+        parts.extend(_RENDER[type(answer.result)](answer.result))  # type: ignore[operator]
     parts.append("</OAI-PMH>\n")
     return "".join(parts).encode("utf-8")
 
@@ -117,7 +117,9 @@ _DC_DESCRIPTION = (
 def _sets(r: p.SetsResult) -> list[str]:
     parts = ["<ListSets>\n"]
     for s in r.sets:
-        desc = f"<setDescription>{_DC_DESCRIPTION.format(text(s.description))}</setDescription>" if s.description else ""
+        desc = (
+            f"<setDescription>{_DC_DESCRIPTION.format(text(s.description))}</setDescription>" if s.description else ""
+        )
         parts.append(f"<set><setSpec>{text(s.spec)}</setSpec><setName>{text(s.name)}</setName>{desc}</set>\n")
     parts.append(_resumption(r.resumption))
     parts.append("</ListSets>\n")

@@ -161,7 +161,11 @@ class Store:
         self.engine = make_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         if create:
-            meta.create_all(self.engine)
+            try:
+                meta.create_all(self.engine)
+            except sa.exc.DBAPIError:
+                # Another process (a second gunicorn worker) created the tables first.
+                meta.create_all(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -253,7 +257,8 @@ class Store:
                 result.unchanged += 1
                 continue
             if old is None:
-                record_id = conn.execute(records.insert().values(identifier=identifier, **values)).inserted_primary_key[0]
+                inserted = conn.execute(records.insert().values(identifier=identifier, **values))
+                record_id = inserted.inserted_primary_key[0]  # type: ignore[index]
                 result.added += 1
             else:
                 record_id = old.id
@@ -299,17 +304,19 @@ class Store:
                 ).first()
                 if row is None or row.deleted:
                     continue
-                prefixes = [r.prefix for r in conn.execute(sa.select(formats.c.prefix).where(formats.c.record_id == row.id))]
-                tomb = Record(identifier=identifier, deleted=True, sets=row.setspecs.split(), metadata=dict.fromkeys(prefixes, ""))
+                prefixes = [
+                    r.prefix for r in conn.execute(sa.select(formats.c.prefix).where(formats.c.record_id == row.id))
+                ]
+                tomb = Record(
+                    identifier=identifier, deleted=True, sets=row.setspecs.split(), metadata=dict.fromkeys(prefixes, "")
+                )
                 conn.execute(
                     records.update()
                     .where(records.c.id == row.id)
                     .values(deleted=True, datestamp=stamp, content_hash=content_hash(tomb))
                 )
                 conn.execute(formats.update().where(formats.c.record_id == row.id).values(xml=None))
-                conn.execute(
-                    set_members.update().where(set_members.c.record_id == row.id).values(datestamp=stamp)
-                )
+                conn.execute(set_members.update().where(set_members.c.record_id == row.id).values(datestamp=stamp))
                 count += 1
         return count
 
@@ -339,10 +346,16 @@ class Store:
         """GetRecord's one row: the header and the fragment for `prefix` (None if it has none)."""
         query = (
             sa.select(
-                records.c.identifier, records.c.datestamp, records.c.deleted, records.c.setspecs,
-                formats.c.xml, records.c.about,
+                records.c.identifier,
+                records.c.datestamp,
+                records.c.deleted,
+                records.c.setspecs,
+                formats.c.xml,
+                records.c.about,
             )
-            .select_from(records.join(formats, sa.and_(formats.c.record_id == records.c.id, formats.c.prefix == prefix)))
+            .select_from(
+                records.join(formats, sa.and_(formats.c.record_id == records.c.id, formats.c.prefix == prefix))
+            )
             .where(records.c.identifier == identifier)
         )
         with self.engine.connect() as conn:
@@ -381,9 +394,7 @@ class Store:
         with self.engine.connect() as conn:
             return int(conn.execute(stmt).scalar_one())
 
-    def page(
-        self, query: ListQuery, after: tuple[int, str] | None, limit: int, *, with_metadata: bool
-    ) -> list[Header]:
+    def page(self, query: ListQuery, after: tuple[int, str] | None, limit: int, *, with_metadata: bool) -> list[Header]:
         """Up to `limit` headers in (datestamp, identifier) order, strictly after `after`."""
         columns = [records.c.identifier, records.c.datestamp, records.c.deleted, records.c.setspecs]
         if with_metadata:
@@ -433,12 +444,17 @@ class Store:
 
     def ensure_setting(self, key: str, value: str) -> str:
         """Store `value` under `key` unless one is there already; return the stored one."""
-        with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
-            current = conn.execute(sa.select(settings.c.value).where(settings.c.key == key)).scalar()
-            if current is not None:
-                return str(current)
-            conn.execute(settings.insert().values(key=key, value=value))
-            return value
+        try:
+            with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
+                current = conn.execute(sa.select(settings.c.value).where(settings.c.key == key)).scalar()
+                if current is not None:
+                    return str(current)
+                conn.execute(settings.insert().values(key=key, value=value))
+                return value
+        except sa.exc.IntegrityError:  # another process stored one first: use theirs
+            stored = self.setting(key)
+            assert stored is not None
+            return stored
 
 
 def _cleaned(record: Record) -> Record:

@@ -17,15 +17,19 @@ SETS = ("history", "politics", "economy", "science", "culture", "law", "military
 START = 946_684_800  # 2000-01-01T00:00:00Z
 SPAN = 20 * 365 * 86400
 _WORDS = (
-    "archive border treaty ministry cable embassy report memorandum conference delegation "
-    "trade alliance council summit envoy minister telegram negotiation accord frontier "
-    "Zürich Kraków São Paulo Москва 北京 Ελλάδα"
-).split()
-_TRICKY = ('Trade & Tariffs <draft>', 'The "Long" Telegram', "Émigré letters, Zürich", "北京 talks: 会谈")
+    "archive", "border", "treaty", "ministry", "cable", "embassy", "report", "memorandum", "conference",
+    "delegation", "trade", "alliance", "council", "summit", "envoy", "minister", "telegram", "negotiation",
+    "accord", "frontier", "Zürich", "Kraków", "São", "Paulo", "Москва", "北京", "Ελλάδα",
+)
+_TRICKY = ("Trade & Tariffs <draft>", 'The "Long" Telegram', "Émigré letters, Zürich", "北京 talks: 会谈")
 
 
 def synthetic_records(
-    n: int, repository_identifier: str = "synthetic.example.org", *, seed: int = 1, base_url: str = "http://127.0.0.1:5000"
+    n: int,
+    repository_identifier: str = "synthetic.example.org",
+    *,
+    seed: int = 1,
+    base_url: str = "http://127.0.0.1:5000",
 ) -> Iterator[Record]:
     """`n` records with datestamps already assigned (load them with keep_datestamps=True)."""
     rng = random.Random(seed)

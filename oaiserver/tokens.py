@@ -50,7 +50,9 @@ class Tokens:
         except BadData as exc:
             expired = "expired" in type(exc).__name__.lower()
             raise BadResumptionToken(
-                "The resumptionToken has expired." if expired else "The resumptionToken is not one this repository issued."
+                "The resumptionToken has expired."
+                if expired
+                else "The resumptionToken is not one this repository issued."
             ) from None
         except (TypeError, ValueError):
             raise BadResumptionToken("The resumptionToken is not one this repository issued.") from None

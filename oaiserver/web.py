@@ -49,8 +49,7 @@ def oai() -> Response:
         )
     answer = protocol.handle(protocol.parse_pairs(raw), repo)
     body = render.response(answer, repo.config.base_url)
-    resp = Response(body, mimetype="text/xml")
-    resp.charset = "utf-8"
+    resp = Response(body, content_type="text/xml; charset=utf-8")
     resp.vary.add("Accept-Encoding")
     if request.accept_encodings["gzip"] > 0 and len(body) > 512:
         resp.set_data(gzip.compress(body, compresslevel=5))

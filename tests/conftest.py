@@ -49,8 +49,7 @@ ORDER = [
 
 def _load_schema() -> etree.XMLSchema:
     imports = "".join(
-        f'<xs:import namespace="{ns}" schemaLocation="{(SCHEMAS / name).resolve().as_uri()}"/>'
-        for ns, name in ORDER
+        f'<xs:import namespace="{ns}" schemaLocation="{(SCHEMAS / name).resolve().as_uri()}"/>' for ns, name in ORDER
     )
     parser = etree.XMLParser(no_network=True, resolve_entities=False)
     return etree.XMLSchema(

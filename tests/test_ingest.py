@@ -64,9 +64,7 @@ def test_the_shipped_seed_parses() -> None:
     ]
     assert dc(record.dc, "type") == ["Text"] and dc(record.dc, "language") == ["en"]
     assert dc(record.dc, "publisher") == ["Digital Archive"]
-    assert dc(record.dc, "identifier") == [
-        "http://127.0.0.1:5000/records/oai:test.example.org:000_44774e4221cac103"
-    ]
+    assert dc(record.dc, "identifier") == ["http://127.0.0.1:5000/records/oai:test.example.org:000_44774e4221cac103"]
     assert dc(record.dc, "rights")[0].startswith("The History and Public Policy Program welcomes reuse")
     for empty in ("coverage", "source", "relation"):
         assert dc(record.dc, empty) == [], "an empty section yields no element"
@@ -143,7 +141,7 @@ def test_ingest_is_idempotent_and_reports(project: tuple[Path, Path, str]) -> No
 
 
 def test_ingest_reports_bad_files_and_keeps_the_rest(project: tuple[Path, Path, str]) -> None:
-    cfg, seeds, url = project
+    cfg, seeds, _ = project
     (seeds / "broken.txt").write_text("not a seed document\nat all\n")
     (seeds / "latin1.txt").write_bytes("April 21, 1962\nCaf\xe9\n".encode("latin-1"))
     code, out = run(cfg, "ingest", str(seeds))
@@ -160,7 +158,7 @@ def test_ingest_one_file_and_changes(project: tuple[Path, Path, str]) -> None:
     try:
         (seeds / "stalin.txt").write_text(FULL.replace("Reuse welcome.", "Reuse very welcome."), encoding="utf-8")
         code, out = run(cfg, "ingest", str(seeds / "stalin.txt"))
-        assert "1 changed" in out
+        assert code == 0 and "1 changed" in out
         assert "Reuse very welcome." in store.get("oai:test.example.org:stalin").metadata["oai_dc"]
     finally:
         store.close()
@@ -170,7 +168,7 @@ def test_prune_turns_vanished_files_into_tombstones(project: tuple[Path, Path, s
     cfg, seeds, url = project
     run(cfg, "ingest", str(seeds))
     (seeds / "stalin.txt").unlink()
-    code, out = run(cfg, "ingest", str(seeds))
+    _, out = run(cfg, "ingest", str(seeds))
     assert "0 pruned" in out, "without --prune nothing is deleted"
     code, out = run(cfg, "ingest", "--prune", str(seeds))
     assert code == 0 and "1 pruned" in out
@@ -183,7 +181,7 @@ def test_prune_turns_vanished_files_into_tombstones(project: tuple[Path, Path, s
 
 
 def test_delete_command(project: tuple[Path, Path, str]) -> None:
-    cfg, seeds, url = project
+    cfg, seeds, _ = project
     run(cfg, "ingest", str(seeds))
     code, out = run(cfg, "delete", "oai:test.example.org:stalin", "oai:test.example.org:nope")
     assert code == 1

@@ -75,13 +75,16 @@ def test_a_deleted_record_can_come_back(store: Store, clock: Clock) -> None:
     assert not store.get(ID).deleted
 
 
-def test_forbidden_characters_are_removed_and_logged(store: Store, clock: Clock, oai: OAIClient,
-                                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_forbidden_characters_are_removed_and_logged(
+    store: Store, clock: Clock, oai: OAIClient, caplog: pytest.LogCaptureFixture
+) -> None:
     bad = Record(
         identifier="oai:test.example.org:ctl",
         dc=[DCValue("title", "bell\x07 and nul\x00 and \ufffe")],
-        metadata={"oai_dc": "<oai_dc:dc xmlns:oai_dc=\"http://www.openarchives.org/OAI/2.0/oai_dc/\" "
-                  "xmlns:dc=\"http://purl.org/dc/elements/1.1/\"><dc:title>bell\x07</dc:title></oai_dc:dc>"},
+        metadata={
+            "oai_dc": '<oai_dc:dc xmlns:oai_dc="http://www.openarchives.org/OAI/2.0/oai_dc/" '
+            'xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>bell\x07</dc:title></oai_dc:dc>'
+        },
         fulltext="tab\tand\x0bvertical tab",
     )
     with caplog.at_level(logging.WARNING, logger="oaiserver.records"):

@@ -133,7 +133,11 @@ def test_get_record_errors(oai: OAIClient, store: Store, identifier: str, prefix
     store.write([make_record("1")])
     doc = oai(verb="GetRecord", identifier=identifier, metadataPrefix=prefix)
     assert error_codes(doc) == codes
-    assert doc.find("oai:request", NS).attrib == {"verb": "GetRecord", "identifier": identifier, "metadataPrefix": prefix}
+    assert doc.find("oai:request", NS).attrib == {
+        "verb": "GetRecord",
+        "identifier": identifier,
+        "metadataPrefix": prefix,
+    }
 
 
 def test_deleted_record_has_status_and_no_metadata(oai: OAIClient, store: Store, clock: Clock) -> None:
@@ -165,18 +169,23 @@ def test_list_sets(oai: OAIClient) -> None:
 
 def test_no_set_hierarchy(store_url: str, store: Store) -> None:
     client = create_app(make_config(store_url, sets=[]), store=store).test_client()
-    for query in ("verb=ListSets", "verb=ListRecords&metadataPrefix=oai_dc&set=a",
-                  "verb=ListIdentifiers&metadataPrefix=oai_dc&set=a"):
+    for query in (
+        "verb=ListSets",
+        "verb=ListRecords&metadataPrefix=oai_dc&set=a",
+        "verb=ListIdentifiers&metadataPrefix=oai_dc&set=a",
+    ):
         assert error_codes(validate(client.get(f"/oai?{query}").data)) == ["noSetHierarchy"], query
 
 
 def test_set_includes_its_descendants(oai: OAIClient, store: Store, clock: Clock) -> None:
-    store.write([
-        make_record("in-a", sets=("a",)),
-        make_record("in-ab", sets=("a:b",)),
-        make_record("in-c", sets=("c",)),
-        make_record("in-none"),
-    ])
+    store.write(
+        [
+            make_record("in-a", sets=("a",)),
+            make_record("in-ab", sets=("a:b",)),
+            make_record("in-c", sets=("c",)),
+            make_record("in-none"),
+        ]
+    )
     clock.tick()
     assert identifiers(oai(verb="ListIdentifiers", metadataPrefix="oai_dc", set="a")) == ids("in-a", "in-ab")
     assert identifiers(oai(verb="ListIdentifiers", metadataPrefix="oai_dc", set="a:b")) == ids("in-ab")
@@ -209,8 +218,9 @@ DATE_CASES = [
 
 
 @pytest.mark.parametrize(("args", "expected", "why"), DATE_CASES, ids=[w for *_, w in DATE_CASES])
-def test_selective_harvesting_by_date(oai: OAIClient, dated: Store, args: dict[str, str],
-                                      expected: list[str] | None, why: str) -> None:
+def test_selective_harvesting_by_date(
+    oai: OAIClient, dated: Store, args: dict[str, str], expected: list[str] | None, why: str
+) -> None:
     for verb in ("ListIdentifiers", "ListRecords"):
         doc = oai(verb=verb, metadataPrefix="oai_dc", **args)
         if expected is None:
