@@ -1,0 +1,29 @@
+"""The README is the user's reference: it must name every setting and every command."""
+
+from __future__ import annotations
+
+import re
+
+import click
+from conftest import HERE
+
+from oaiserver.cli import main
+from oaiserver.config import KEYS
+
+README = (HERE.parent / "README.md").read_text(encoding="utf-8")
+
+
+def test_every_setting_is_documented() -> None:
+    documented = set(re.findall(r"^\| `([a-z_.]+)` \|", README, re.MULTILINE))
+    assert set(KEYS) <= documented, sorted(set(KEYS) - documented)
+
+
+def test_every_command_is_documented() -> None:
+    assert isinstance(main, click.Group)
+    for name in main.commands:
+        assert f"`oaiserver {name}" in README, name
+
+
+def test_readme_opens_with_the_two_commands() -> None:
+    first_block = README.split("```sh", 1)[1].split("```", 1)[0]
+    assert "make run" in first_block and "make test" in first_block
