@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from oaiserver.records import DCValue, Header, Record, clean_text
+from oaiserver.records import DCValue, Header, Record, clean_text, has_forbidden_chars
 
 log = logging.getLogger(__name__)
 
@@ -234,12 +234,15 @@ class Store:
                 )
             )
         }
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        refreshes: list[dict[str, Any]] = []
+        stamps: dict[str, int] = {}
         for identifier, record in by_id.items():
             digest = content_hash(record)
             old = existing.get(identifier)
-            own_stamp = record.datestamp if keep_datestamps and record.datestamp is not None else stamp
             values = {
-                "datestamp": own_stamp,
+                "datestamp": record.datestamp if keep_datestamps and record.datestamp is not None else stamp,
                 "deleted": record.deleted,
                 "source": record.source,
                 "setspecs": " ".join(dict.fromkeys(record.sets)),
@@ -252,38 +255,45 @@ class Store:
             }
             if old is not None and old.content_hash == digest:
                 # Exposed content is identical: keep the datestamp, refresh the rest.
-                values.pop("datestamp")
-                conn.execute(records.update().where(records.c.id == old.id).values(**values))
-                result.unchanged += 1
+                del values["datestamp"]
+                refreshes.append({"_id": old.id, **values})
                 continue
+            stamps[identifier] = values["datestamp"]
             if old is None:
-                inserted = conn.execute(records.insert().values(identifier=identifier, **values))
-                record_id = inserted.inserted_primary_key[0]  # type: ignore[index]
-                result.added += 1
+                inserts.append({"identifier": identifier, **values})
             else:
-                record_id = old.id
-                conn.execute(records.update().where(records.c.id == record_id).values(**values))
-                conn.execute(formats.delete().where(formats.c.record_id == record_id))
-                conn.execute(set_members.delete().where(set_members.c.record_id == record_id))
-                result.changed += 1
-            self._write_children(conn, record_id, identifier, own_stamp, record)
+                updates.append({"_id": old.id, **values})
+        by_key = records.c.id == sa.bindparam("_id")
+        if refreshes:
+            conn.execute(records.update().where(by_key), refreshes)
+        ids: dict[str, int] = {}
+        if updates:
+            conn.execute(records.update().where(by_key), updates)
+            changed_ids = [u["_id"] for u in updates]
+            conn.execute(formats.delete().where(formats.c.record_id.in_(changed_ids)))
+            conn.execute(set_members.delete().where(set_members.c.record_id.in_(changed_ids)))
+            ids.update((identifier, existing[identifier].id) for identifier in stamps if identifier in existing)
+        if inserts:
+            returned = conn.execute(records.insert().returning(records.c.id, records.c.identifier), inserts)
+            ids.update((row.identifier, row.id) for row in returned)
+        format_rows: list[dict[str, Any]] = []
+        member_rows: list[dict[str, Any]] = []
+        for identifier, own_stamp in stamps.items():
+            record, record_id = by_id[identifier], ids[identifier]
+            format_rows += [
+                {"record_id": record_id, "prefix": p, "xml": None if record.deleted else xml}
+                for p, xml in record.metadata.items()
+            ]
+            member_rows += [
+                {"spec": spec, "datestamp": own_stamp, "identifier": identifier, "record_id": record_id}
+                for spec in dict.fromkeys(a for spec in record.sets for a in ancestors(spec))
+            ]
+        if format_rows:
+            conn.execute(formats.insert(), format_rows)
+        if member_rows:
+            conn.execute(set_members.insert(), member_rows)
+        result.added, result.changed, result.unchanged = len(inserts), len(updates), len(refreshes)
         return result
-
-    def _write_children(self, conn: Connection, record_id: int, identifier: str, stamp: int, record: Record) -> None:
-        if record.metadata:
-            conn.execute(
-                formats.insert(),
-                [
-                    {"record_id": record_id, "prefix": p, "xml": None if record.deleted else xml}
-                    for p, xml in record.metadata.items()
-                ],
-            )
-        specs = dict.fromkeys(s for spec in record.sets for s in ancestors(spec))
-        if specs:
-            conn.execute(
-                set_members.insert(),
-                [{"spec": s, "datestamp": stamp, "identifier": identifier, "record_id": record_id} for s in specs],
-            )
 
     def _write_batch(self, chunk: Sequence[Record], keep_datestamps: bool) -> WriteResult:
         with self.writing() as (conn, stamp):
@@ -459,6 +469,10 @@ class Store:
 
 def _cleaned(record: Record) -> Record:
     """The record with every character XML forbids removed (logged once per value)."""
+    texts = [record.identifier, *record.sets, *record.metadata.values(), record.fulltext or "", record.about or ""]
+    texts += [v.value for v in record.dc]
+    if not has_forbidden_chars("".join(texts)):
+        return record  # the common case: one scan, no copies
     where = record.identifier
     record.identifier = clean_text(record.identifier, where="an identifier")
     record.dc = [DCValue(v.element, clean_text(v.value, where=where), v.lang) for v in record.dc]
