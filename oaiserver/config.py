@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 
@@ -102,6 +103,15 @@ class Config:
     sets: tuple[SetRule, ...] = ()
     partners: tuple[Partner, ...] = ()
     root: Path = Path(".")
+
+    @property
+    def site_url(self) -> str:
+        """The public root of the site: baseURL without its final `/oai` (the app serves `/oai`)."""
+        return self.base_url.rsplit("/", 1)[0]
+
+    def landing_url(self, identifier: str) -> str:
+        """A record's landing page: what its dc:identifier points to."""
+        return f"{self.site_url}/records/{quote(identifier, safe=':')}"
 
     @property
     def all_sets(self) -> tuple[SetRule, ...]:

@@ -111,12 +111,6 @@ def local_identifier(cfg: Config, stem: str) -> str:
     return f"oai:{cfg.repository_identifier}:{quote(stem, safe=IDENTIFIER_SAFE)}"
 
 
-def landing_url(cfg: Config, identifier: str) -> str:
-    """Where a record's landing page lives: dc:identifier points here."""
-    root = cfg.base_url.rsplit("/", 1)[0] if cfg.base_url.endswith("/oai") else cfg.base_url.rstrip("/")
-    return f"{root}/records/{quote(identifier, safe=':')}"
-
-
 def to_dublin_core(seed: Seed, cfg: Config, identifier: str) -> list[DCValue]:
     s = seed.sections
     dc = [DCValue("title", seed.title)]
@@ -130,7 +124,7 @@ def to_dublin_core(seed: Seed, cfg: Config, identifier: str) -> list[DCValue]:
         dc.append(DCValue("publisher", cfg.publisher))
     dc.append(DCValue("date", seed.date))
     dc.append(DCValue("type", "Text"))
-    dc.append(DCValue("identifier", landing_url(cfg, identifier)))
+    dc.append(DCValue("identifier", cfg.landing_url(identifier)))
     dc += [DCValue("source", v) for v in s.get("Original Archive", [])]
     dc += [DCValue("relation", v) for v in s.get("Source", [])]
     dc.append(DCValue("language", "en"))

@@ -483,3 +483,252 @@ def _cleaned(record: Record) -> Record:
     if record.fulltext is not None:
         record.fulltext = clean_text(record.fulltext, where=where)
     return record
+
+
+# ---- harvest state ----------------------------------------------------------------------------
+#
+# Written by `harvester` only. Per partner: the `from` of its next run, the checkpoint of the
+# window being harvested (committed in the same transaction as the records of each page), a
+# history of runs, and a lease, so that of several harvester processes sharing one store only
+# one harvests a given partner at a time. Functions, not methods: the harvester's state stays
+# out of the record store's class.
+
+harvest_state = sa.Table(
+    "harvest_state",
+    meta,
+    sa.Column("partner", sa.String(200), primary_key=True),
+    # The partner's responseDate of the first request of the last complete run.
+    sa.Column("next_from", sa.String(40)),
+    # Which list (prefix, sets, republish) `next_from` belongs to: another list starts afresh.
+    sa.Column("next_from_key", sa.Text),
+    sa.Column("checkpoint", sa.Text),  # JSON: the window in progress (token, counts), or NULL
+    sa.Column("updated", sa.BigInteger, nullable=False),
+)
+
+harvest_runs = sa.Table(
+    "harvest_runs",
+    meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("partner", sa.String(200), nullable=False),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("started", sa.BigInteger, nullable=False),
+    sa.Column("finished", sa.BigInteger),
+    sa.Column("outcome", sa.String(20), nullable=False),  # running, success, partial, failed
+    sa.Column("reason", sa.Text),
+    sa.Column("from_date", sa.String(40)),
+    sa.Column("resumed", sa.Boolean, nullable=False, default=False),
+    sa.Column("counts", sa.Text, nullable=False, default="{}"),
+    sa.Index("ix_harvest_runs_partner_id", "partner", "id"),
+)
+
+harvest_leases = sa.Table(
+    "harvest_leases",
+    meta,
+    sa.Column("partner", sa.String(200), primary_key=True),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("expires", sa.BigInteger, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class HarvestState:
+    partner: str
+    next_from: str | None = None
+    next_from_key: str | None = None
+    checkpoint: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class HarvestRun:
+    id: int
+    partner: str
+    owner: str
+    started: int
+    finished: int | None
+    outcome: str
+    reason: str | None
+    from_date: str | None
+    resumed: bool
+    counts: dict[str, Any]
+
+
+def _write_conn(store: Store) -> Connection:
+    return store.engine.connect().execution_options(sqlite_immediate=True)
+
+
+def harvest_state_of(store: Store, partner: str) -> HarvestState:
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(harvest_state).where(harvest_state.c.partner == partner)).first()
+    if row is None:
+        return HarvestState(partner)
+    checkpoint = json.loads(row.checkpoint) if row.checkpoint else None
+    return HarvestState(row.partner, row.next_from, row.next_from_key, checkpoint)
+
+
+def _upsert_state(conn: Connection, partner: str, values: dict[str, Any]) -> None:
+    updated = conn.execute(harvest_state.update().where(harvest_state.c.partner == partner).values(**values))
+    if updated.rowcount == 0:
+        conn.execute(harvest_state.insert().values(partner=partner, **values))
+
+
+def save_checkpoint_in(conn: Connection, partner: str, checkpoint: dict[str, Any] | None, now: int) -> None:
+    """Record where the window stands, inside the transaction that writes the page's records."""
+    _upsert_state(conn, partner, {"checkpoint": json.dumps(checkpoint) if checkpoint else None, "updated": now})
+
+
+def start_run(store: Store, partner: str, owner: str, *, started: int, from_date: str | None, resumed: bool) -> int:
+    """A new row in the run history. Runs still marked running were cut short (the caller
+    holds the lease, so no one else is running them): they are closed as failed."""
+    with _write_conn(store) as conn, conn.begin():
+        conn.execute(
+            harvest_runs.update()
+            .where(harvest_runs.c.partner == partner, harvest_runs.c.outcome == "running")
+            .values(outcome="failed", reason="interrupted: the process ended before the run finished")
+        )
+        inserted = conn.execute(
+            harvest_runs.insert().values(
+                partner=partner, owner=owner, started=started, outcome="running", from_date=from_date,
+                resumed=resumed, counts="{}",
+            )
+        )
+        return int(inserted.inserted_primary_key[0])  # type: ignore[index]
+
+
+KEEP = object()  # finish_run: leave the checkpoint as the last page committed it
+
+
+def finish_run(
+    store: Store,
+    run_id: int,
+    partner: str,
+    *,
+    finished: int,
+    outcome: str,
+    reason: str | None,
+    counts: dict[str, Any],
+    checkpoint: Any = KEEP,
+    next_from: tuple[str, str] | None = None,
+) -> None:
+    """Close a run; on success `next_from` = (the partner's responseDate, the list's key)."""
+    with _write_conn(store) as conn, conn.begin():
+        conn.execute(
+            harvest_runs.update()
+            .where(harvest_runs.c.id == run_id)
+            .values(finished=finished, outcome=outcome, reason=reason, counts=json.dumps(counts))
+        )
+        values: dict[str, Any] = {"updated": finished}
+        if checkpoint is not KEEP:
+            values["checkpoint"] = json.dumps(checkpoint) if checkpoint else None
+        if next_from is not None:
+            values["next_from"], values["next_from_key"] = next_from
+        _upsert_state(conn, partner, values)
+
+
+def harvest_history(store: Store, partner: str | None = None, limit: int = 20) -> list[HarvestRun]:
+    """The latest runs first."""
+    stmt = sa.select(harvest_runs).order_by(harvest_runs.c.id.desc()).limit(limit)
+    if partner is not None:
+        stmt = stmt.where(harvest_runs.c.partner == partner)
+    with store.engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return [
+        HarvestRun(
+            r.id, r.partner, r.owner, r.started, r.finished, r.outcome, r.reason, r.from_date, bool(r.resumed),
+            json.loads(r.counts or "{}"),
+        )
+        for r in rows
+    ]
+
+
+def acquire_lease(store: Store, partner: str, owner: str, ttl: int, now: int) -> tuple[bool, str, int]:
+    """Take `partner`'s lease until `now + ttl` if it is free, expired or already ours.
+
+    Returns (won, holder, expires). One conditional UPDATE decides, so two processes racing
+    on PostgreSQL cannot both win: the second re-checks the row after the first commits.
+    """
+    expires = now + ttl
+    with _write_conn(store) as conn:
+        with conn.begin():
+            taken = conn.execute(
+                harvest_leases.update()
+                .where(
+                    harvest_leases.c.partner == partner,
+                    sa.or_(harvest_leases.c.owner == owner, harvest_leases.c.expires < now),
+                )
+                .values(owner=owner, expires=expires)
+            )
+            if taken.rowcount == 1:
+                return True, owner, expires
+            row = conn.execute(
+                sa.select(harvest_leases.c.owner, harvest_leases.c.expires).where(harvest_leases.c.partner == partner)
+            ).first()
+            if row is not None:
+                return False, row.owner, row.expires
+        try:
+            with conn.begin():
+                conn.execute(harvest_leases.insert().values(partner=partner, owner=owner, expires=expires))
+            return True, owner, expires
+        except sa.exc.IntegrityError:  # another process inserted it first
+            with conn.begin():
+                row = conn.execute(
+                    sa.select(harvest_leases.c.owner, harvest_leases.c.expires).where(
+                        harvest_leases.c.partner == partner
+                    )
+                ).one()
+            return False, row.owner, row.expires
+
+
+def renew_lease_in(conn: Connection, partner: str, owner: str, ttl: int, now: int) -> bool:
+    """Extend our lease inside a page's transaction; False if someone else holds it now."""
+    renewed = conn.execute(
+        harvest_leases.update()
+        .where(harvest_leases.c.partner == partner, harvest_leases.c.owner == owner)
+        .values(expires=now + ttl)
+    )
+    return renewed.rowcount == 1
+
+
+def release_lease(store: Store, partner: str, owner: str) -> None:
+    with _write_conn(store) as conn, conn.begin():
+        conn.execute(
+            harvest_leases.delete().where(harvest_leases.c.partner == partner, harvest_leases.c.owner == owner)
+        )
+
+
+def leases(store: Store) -> dict[str, tuple[str, int]]:
+    """partner -> (holder, expires), expired leases included."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(harvest_leases)).all()
+    return {r.partner: (r.owner, r.expires) for r in rows}
+
+
+def write_harvested_in(
+    store: Store, conn: Connection, stamp: int, chunk: Sequence[Record]
+) -> tuple[WriteResult, list[tuple[str, str]]]:
+    """Write a partner's records inside a page's transaction (see `Store.write_in`).
+
+    Two rules on top of `write_in`: a record held under another source (a local record, or
+    another partner's) is refused and returned with its holder, never overwritten; and a
+    record whose exposed content is unchanged keeps its stored `about`, so the provenance
+    served (its harvestDate) changes only when the datestamp does.
+    """
+    cleaned = [_cleaned(r) for r in chunk]
+    stored = {
+        row.identifier: row
+        for row in conn.execute(
+            sa.select(records.c.identifier, records.c.source, records.c.content_hash, records.c.about).where(
+                records.c.identifier.in_({r.identifier for r in cleaned})
+            )
+        )
+    }
+    accepted: list[Record] = []
+    refused: list[tuple[str, str]] = []
+    for record in cleaned:
+        old = stored.get(record.identifier)
+        if old is not None and old.source != record.source:
+            refused.append((record.identifier, old.source))
+            continue
+        if old is not None and old.content_hash == content_hash(record):
+            record.about = old.about
+        accepted.append(record)
+    return store.write_in(conn, stamp, accepted), refused

@@ -6,10 +6,12 @@ import gzip
 import logging
 import time
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, abort, current_app, render_template, request, url_for
 from sqlalchemy.exc import DBAPIError
 
-from oaiserver import protocol, render
+from oaiserver import html, protocol, render
+from oaiserver.records import format_datestamp
+from oaiserver.store import Store
 
 log = logging.getLogger(__name__)
 bp = Blueprint("oai", __name__)
@@ -48,7 +50,7 @@ def oai() -> Response:
             mimetype="text/plain",
         )
     answer = protocol.handle(protocol.parse_pairs(raw), repo)
-    body = render.response(answer, repo.config.base_url)
+    body = render.response(answer, repo.config.base_url, stylesheet=f"{repo.config.site_url}/static/oai2.xsl")
     resp = Response(body, content_type="text/xml; charset=utf-8")
     resp.vary.add("Accept-Encoding")
     if request.accept_encodings["gzip"] > 0 and len(body) > 512:
@@ -72,3 +74,73 @@ def store_unavailable(exc: DBAPIError) -> Response:
     resp = Response("The repository's store is unavailable; retry shortly.\n", status=503, mimetype="text/plain")
     resp.headers["Retry-After"] = "10"
     return resp
+
+
+# ---- views for people -------------------------------------------------------------------------
+
+
+def store() -> Store:
+    s: Store = current_app.extensions["oai_store"]
+    return s
+
+
+@bp.app_template_filter("datestamp")
+def _datestamp(epoch: int) -> str:
+    return format_datestamp(epoch)
+
+
+@bp.app_context_processor
+def _helpers() -> dict[str, object]:
+    return {"config": repository().config, "q": html.query, "dc_fields": html.dc_fields, "explain": html.EXPLAIN}
+
+
+@bp.route("/oai/view", methods=["GET"])
+def view() -> str:
+    """The OAI-PMH answer to the same arguments as /oai, as an HTML page."""
+    answer = protocol.handle(protocol.parse_pairs(request.query_string), repository())
+    args = answer.request_args
+    prefix = args.get("metadataPrefix")
+    if prefix is None and isinstance(answer.result, protocol.ListResult) and answer.result.headers:
+        prefix = "oai_dc"
+    return render_template(
+        "view.html",
+        answer=answer,
+        verb=args.get("verb"),
+        args=args,
+        prefix=prefix or "oai_dc",
+        raw_query=request.query_string.decode("latin-1"),
+    )
+
+
+@bp.route("/")
+def home() -> str:
+    repo = repository()
+    s = store()
+    return render_template(
+        "home.html",
+        counts=s.counts(),
+        sets=repo.sets,
+        set_counts=s.set_counts(),
+        partners=[{"name": p.name, "last_run": None, "outcome": None} for p in repo.config.partners],
+    )
+
+
+@bp.route("/records/<path:identifier>")
+def record_page(identifier: str) -> tuple[str, int]:
+    """A record's landing page (dc:identifier points here); a withdrawn record answers 410."""
+    record = store().get(identifier)
+    if record is None:
+        abort(404)
+    fields = html.dc_fields(record.metadata.get("oai_dc")) or [(v.element, v.value) for v in record.dc]
+    titles = [v for k, v in fields if k == "title"]
+    page = render_template("record.html", record=record, fields=fields, title=titles[0] if titles else record.identifier)
+    return page, 410 if record.deleted else 200
+
+
+@bp.app_errorhandler(404)
+def not_found(_exc: Exception) -> Response:
+    return Response(
+        f"Not found. The OAI-PMH interface is at {url_for('oai.oai')}; people start at {url_for('oai.home')}.\n",
+        status=404,
+        mimetype="text/plain",
+    )
