@@ -241,8 +241,9 @@ class Store:
         for identifier, record in by_id.items():
             digest = content_hash(record)
             old = existing.get(identifier)
-            values = {
-                "datestamp": record.datestamp if keep_datestamps and record.datestamp is not None else stamp,
+            own_stamp = record.datestamp if keep_datestamps and record.datestamp is not None else stamp
+            values: dict[str, Any] = {
+                "datestamp": own_stamp,
                 "deleted": record.deleted,
                 "source": record.source,
                 "setspecs": " ".join(dict.fromkeys(record.sets)),
@@ -258,7 +259,7 @@ class Store:
                 del values["datestamp"]
                 refreshes.append({"_id": old.id, **values})
                 continue
-            stamps[identifier] = values["datestamp"]
+            stamps[identifier] = own_stamp
             if old is None:
                 inserts.append({"identifier": identifier, **values})
             else:

@@ -133,7 +133,8 @@ def record_page(identifier: str) -> tuple[str, int]:
         abort(404)
     fields = html.dc_fields(record.metadata.get("oai_dc")) or [(v.element, v.value) for v in record.dc]
     titles = [v for k, v in fields if k == "title"]
-    page = render_template("record.html", record=record, fields=fields, title=titles[0] if titles else record.identifier)
+    title = titles[0] if titles else record.identifier
+    page = render_template("record.html", record=record, fields=fields, title=title)
     return page, 410 if record.deleted else 200
 
 
