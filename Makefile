@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint serve ingest clean
+.PHONY: run test lint clean browser venv
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -19,8 +19,14 @@ run: $(STAMP)
 	$(BIN)/oaiserver ingest seeds
 	$(BIN)/oaiserver serve
 
+## Browser tests drive Debian's Chromium; install it where it is missing (needs root and apt).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { echo "installing chromium and chromium-driver for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
 ## Run the whole test suite (PostgreSQL tests run when CI is set or OAI_TEST_PG_URL is given).
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/pytest
 
 lint: $(STAMP)
