@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import threading
 from typing import Any
 
 from flask import Flask
@@ -31,6 +32,7 @@ def create_app(cfg: config_mod.Config | dict[str, Any] | None = None, store: Sto
     app = Flask(__name__)
     store = store or Store(cfg.storage_url)
     app.extensions["oai_store"] = store
+    app.extensions["oai_list_limiter"] = threading.BoundedSemaphore(cfg.max_concurrent_lists)
     app.extensions["oai_repository"] = Repository(
         config=cfg,
         store=store,

@@ -33,6 +33,8 @@ KEYS: dict[str, str] = {
     "server.sets_page_size": "sets per ListSets page",
     "server.token_lifetime": "seconds a resumption token stays valid",
     "server.secret": "key that signs resumption tokens (env OAI_SECRET overrides)",
+    "server.max_concurrent_lists": "list requests one process answers at once; more get HTTP 503",
+    "server.retry_after": "seconds a refused request is asked to wait (Retry-After)",
     "seeds": "folder of seed documents ingested by `make run`",
     "sets": "list of sets: spec, name, description, match",
     "partners": "list of partner repositories to harvest",
@@ -98,6 +100,8 @@ class Config:
     page_size: int = 100
     sets_page_size: int = 100
     token_lifetime: int = 86400
+    max_concurrent_lists: int = 16
+    retry_after: int = 5
     secret: str | None = None
     seeds: str = "seeds"
     sets: tuple[SetRule, ...] = ()
@@ -158,7 +162,7 @@ def from_mapping(data: dict[str, Any] | None, root: Path = Path(".")) -> Config:
     for section, known in (
         ("repository", {"name", "base_url", "admin_emails", "identifier", "description", "publisher"}),
         ("storage", {"url"}),
-        ("server", {"page_size", "sets_page_size", "token_lifetime", "secret"}),
+        ("server", {"page_size", "sets_page_size", "token_lifetime", "secret", "max_concurrent_lists", "retry_after"}),
     ):
         value = data.get(section)
         if value is not None and not isinstance(value, dict):
@@ -184,6 +188,8 @@ def from_mapping(data: dict[str, Any] | None, root: Path = Path(".")) -> Config:
         ("server.page_size", d.page_size),
         ("server.sets_page_size", d.sets_page_size),
         ("server.token_lifetime", d.token_lifetime),
+        ("server.max_concurrent_lists", d.max_concurrent_lists),
+        ("server.retry_after", d.retry_after),
     ):
         value = _get(data, key, int, default)
         if value < 1:
@@ -204,6 +210,8 @@ def from_mapping(data: dict[str, Any] | None, root: Path = Path(".")) -> Config:
         page_size=positive["server.page_size"],
         sets_page_size=positive["server.sets_page_size"],
         token_lifetime=positive["server.token_lifetime"],
+        max_concurrent_lists=positive["server.max_concurrent_lists"],
+        retry_after=positive["server.retry_after"],
         secret=secret,
         seeds=_get(data, "seeds", str, d.seeds),
         sets=_parse_sets(_get(data, "sets", list, [])),

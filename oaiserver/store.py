@@ -170,6 +170,11 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
+    def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
     # ---- the write clock ------------------------------------------------------------------
 
     def _now(self, conn: Connection) -> int:

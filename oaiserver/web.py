@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import gzip
 import logging
+import threading
 import time
 
 from flask import Blueprint, Response, abort, current_app, render_template, request, url_for
 from sqlalchemy.exc import DBAPIError
 
-from oaiserver import html, protocol, render
+from oaiserver import html, metrics, protocol, render
 from oaiserver.records import format_datestamp
 from oaiserver.store import Store
 
@@ -18,6 +19,7 @@ bp = Blueprint("oai", __name__)
 
 FORM = "application/x-www-form-urlencoded"
 MAX_BODY = 64 * 1024
+LIST_VERBS = ("ListRecords", "ListIdentifiers")
 
 
 def repository() -> protocol.Repository:
@@ -49,31 +51,75 @@ def oai() -> Response:
             status=415 if request.mimetype not in (FORM, "") else 413,
             mimetype="text/plain",
         )
-    answer = protocol.handle(protocol.parse_pairs(raw), repo)
+    pairs = protocol.parse_pairs(raw)
+    limiter: threading.BoundedSemaphore = current_app.extensions["oai_list_limiter"]
+    is_list = any(k == "verb" and v in LIST_VERBS for k, v in pairs)
+    if is_list and not limiter.acquire(blocking=False):
+        metrics.OVERLOAD.inc()
+        return _unavailable("The repository is busy; retry after the delay given in Retry-After.")
+    try:
+        answer = protocol.handle(pairs, repo)
+    finally:
+        if is_list:
+            limiter.release()
     body = render.response(answer, repo.config.base_url, stylesheet=f"{repo.config.site_url}/static/oai2.xsl")
     resp = Response(body, content_type="text/xml; charset=utf-8")
     resp.vary.add("Accept-Encoding")
     if request.accept_encodings["gzip"] > 0 and len(body) > 512:
         resp.set_data(gzip.compress(body, compresslevel=5))
         resp.headers["Content-Encoding"] = "gzip"
+    _observe(answer, time.perf_counter() - started)
+    return resp
+
+
+def _observe(answer: protocol.Answer, seconds: float) -> None:
+    """One log line and the metrics for an answered request."""
+    verb = answer.request_args.get("verb", "-")
+    served = 0
+    if isinstance(answer.result, protocol.ListResult):
+        served = len(answer.result.headers)
+    elif isinstance(answer.result, protocol.RecordResult):
+        served = 1
+    metrics.REQUESTS.labels(verb).inc()
+    metrics.LATENCY.labels(verb).observe(seconds)
+    if served:
+        metrics.RECORDS.labels(verb).inc(served)
+    for err in answer.errors:
+        metrics.ERRORS.labels(err.code).inc()
     log.info(
-        "oai verb=%s args=%s errors=%s records=%s ms=%.1f",
-        answer.request_args.get("verb", "-"),
+        "oai verb=%s args=%s status=200 errors=%s records=%d ms=%.1f",
+        verb,
         "&".join(f"{k}={v}" for k, v in answer.request_args.items() if k != "verb") or "-",
         ",".join(err.code for err in answer.errors) or "-",
-        len(answer.result.headers) if isinstance(answer.result, protocol.ListResult) else "-",
-        (time.perf_counter() - started) * 1000,
+        served,
+        seconds * 1000,
     )
+
+
+def _unavailable(message: str) -> Response:
+    resp = Response(message + "\n", status=503, mimetype="text/plain")
+    resp.headers["Retry-After"] = str(repository().config.retry_after)
     return resp
+
+
+@bp.route("/healthz")
+def healthz() -> Response:
+    """200 when the store answers, 503 otherwise (for load balancers and probes)."""
+    store().ping()
+    return Response('{"status": "ok"}\n', mimetype="application/json")
+
+
+@bp.route("/metrics")
+def metrics_page() -> Response:
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)
 
 
 @bp.app_errorhandler(DBAPIError)
 def store_unavailable(exc: DBAPIError) -> Response:
     """The store is down or overloaded: ask the harvester to come back, never a 500."""
     log.error("store error: %s", exc.__class__.__name__, exc_info=exc)
-    resp = Response("The repository's store is unavailable; retry shortly.\n", status=503, mimetype="text/plain")
-    resp.headers["Retry-After"] = "10"
-    return resp
+    return _unavailable("The repository's store is unavailable; retry after the delay given in Retry-After.")
 
 
 # ---- views for people -------------------------------------------------------------------------
