@@ -96,6 +96,7 @@ class Header:
     sets: tuple[str, ...]
     metadata: str | None = None
     about: str | None = None
+    xml: str = ""  # the pre-rendered <header> element
 
 
 # ---- datestamps: epoch seconds inside, UTC ISO 8601 at the edge ---------------------------

@@ -8,6 +8,7 @@ official schemas.
 from __future__ import annotations
 
 from oaiserver import protocol as p
+from oaiserver.fragments import header_xml
 from oaiserver.records import Header, format_datestamp
 from oaiserver.xmltext import attr, text
 
@@ -46,12 +47,7 @@ def _request(args: dict[str, str], base_url: str) -> str:
 
 
 def header(h: Header) -> str:
-    status = ' status="deleted"' if h.deleted else ""
-    specs = "".join(f"<setSpec>{text(s)}</setSpec>" for s in h.sets)
-    return (
-        f"<header{status}><identifier>{text(h.identifier)}</identifier>"
-        f"<datestamp>{format_datestamp(h.datestamp)}</datestamp>{specs}</header>"
-    )
+    return h.xml or header_xml(h.identifier, h.datestamp, h.deleted, h.sets)
 
 
 def record(h: Header) -> str:

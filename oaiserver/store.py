@@ -26,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from oaiserver.fragments import header_xml
 from oaiserver.records import DCValue, Header, Record, clean_text, has_forbidden_chars
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ records = sa.Table(
     sa.Column("raw_xml", sa.Text),
     sa.Column("provenance", sa.Text),
     sa.Column("about", sa.Text),  # pre-rendered <about> payload (provenance of harvested records)
+    sa.Column("header_xml", sa.Text, nullable=False, default=""),  # pre-rendered <header>
     sa.Index("ix_records_datestamp_identifier", "datestamp", "identifier"),
     sa.Index("ix_records_source", "source"),
 )
@@ -265,6 +267,7 @@ class Store:
                 refreshes.append({"_id": old.id, **values})
                 continue
             stamps[identifier] = own_stamp
+            values["header_xml"] = header_xml(identifier, own_stamp, record.deleted, values["setspecs"].split())
             if old is None:
                 inserts.append({"identifier": identifier, **values})
             else:
@@ -329,7 +332,12 @@ class Store:
                 conn.execute(
                     records.update()
                     .where(records.c.id == row.id)
-                    .values(deleted=True, datestamp=stamp, content_hash=content_hash(tomb))
+                    .values(
+                        deleted=True,
+                        datestamp=stamp,
+                        content_hash=content_hash(tomb),
+                        header_xml=header_xml(identifier, stamp, True, tomb.sets),
+                    )
                 )
                 conn.execute(formats.update().where(formats.c.record_id == row.id).values(xml=None))
                 conn.execute(set_members.update().where(set_members.c.record_id == row.id).values(datestamp=stamp))
@@ -368,6 +376,7 @@ class Store:
                 records.c.setspecs,
                 formats.c.xml,
                 records.c.about,
+                records.c.header_xml,
             )
             .select_from(
                 records.join(formats, sa.and_(formats.c.record_id == records.c.id, formats.c.prefix == prefix))
@@ -378,7 +387,7 @@ class Store:
             row = conn.execute(query).first()
         if row is None:
             return None
-        return Header(row[0], row[1], row[2], tuple(row[3].split()), row[4], row[5])
+        return Header(row[0], row[1], row[2], tuple(row[3].split()), row[4], row[5], row[6])
 
     def formats_of(self, identifier: str) -> list[str] | None:
         """The prefixes a record can be disseminated in, or None if there is no such record."""
@@ -412,7 +421,13 @@ class Store:
 
     def page(self, query: ListQuery, after: tuple[int, str] | None, limit: int, *, with_metadata: bool) -> list[Header]:
         """Up to `limit` headers in (datestamp, identifier) order, strictly after `after`."""
-        columns = [records.c.identifier, records.c.datestamp, records.c.deleted, records.c.setspecs]
+        columns = [
+            records.c.identifier,
+            records.c.datestamp,
+            records.c.deleted,
+            records.c.setspecs,
+            records.c.header_xml,
+        ]
         if with_metadata:
             columns += [formats.c.xml, records.c.about]
         stmt, ds, ident = self._list_select(query, columns)
@@ -422,8 +437,8 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).all()
         if with_metadata:
-            return [Header(r[0], r[1], r[2], tuple(r[3].split()), r[4], r[5]) for r in rows]
-        return [Header(r[0], r[1], r[2], tuple(r[3].split())) for r in rows]
+            return [Header(r[0], r[1], r[2], tuple(r[3].split()), r[5], r[6], r[4]) for r in rows]
+        return [Header(r[0], r[1], r[2], tuple(r[3].split()), xml=r[4]) for r in rows]
 
     def earliest_datestamp(self) -> int | None:
         with self.engine.connect() as conn:
@@ -593,8 +608,13 @@ def start_run(store: Store, partner: str, owner: str, *, started: int, from_date
         )
         inserted = conn.execute(
             harvest_runs.insert().values(
-                partner=partner, owner=owner, started=started, outcome="running", from_date=from_date,
-                resumed=resumed, counts="{}",
+                partner=partner,
+                owner=owner,
+                started=started,
+                outcome="running",
+                from_date=from_date,
+                resumed=resumed,
+                counts="{}",
             )
         )
         return int(inserted.inserted_primary_key[0])  # type: ignore[index]
@@ -639,7 +659,15 @@ def harvest_history(store: Store, partner: str | None = None, limit: int = 20) -
         rows = conn.execute(stmt).all()
     return [
         HarvestRun(
-            r.id, r.partner, r.owner, r.started, r.finished, r.outcome, r.reason, r.from_date, bool(r.resumed),
+            r.id,
+            r.partner,
+            r.owner,
+            r.started,
+            r.finished,
+            r.outcome,
+            r.reason,
+            r.from_date,
+            bool(r.resumed),
             json.loads(r.counts or "{}"),
         )
         for r in rows

@@ -1,0 +1,21 @@
+"""XML fragments rendered once, when a record is written, and copied into every response.
+
+The header changes only when the record does (its datestamp is part of it), so the store
+keeps it ready; `render` falls back to this function for anything it builds afresh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from oaiserver.records import format_datestamp
+from oaiserver.xmltext import text
+
+
+def header_xml(identifier: str, datestamp: int, deleted: bool, sets: Iterable[str]) -> str:
+    status = ' status="deleted"' if deleted else ""
+    specs = "".join(f"<setSpec>{text(s)}</setSpec>" for s in sets)
+    return (
+        f"<header{status}><identifier>{text(identifier)}</identifier>"
+        f"<datestamp>{format_datestamp(datestamp)}</datestamp>{specs}</header>"
+    )
