@@ -159,5 +159,38 @@ def serve(ctx: Context, bind: str | None, workers: int, timeout: int, dev: bool)
     _App().run()
 
 
+@main.command()
+@click.argument("url")
+@click.option(
+    "--max-pages",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Follow the ListIdentifiers resumption chain for at most this many pages.",
+)
+@click.option(
+    "--timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds to wait for each HTTP response.",
+)
+def validate(url: str, max_pages: int, timeout: float) -> None:
+    """Check the OAI-PMH base URL URL (ours or a partner's) against OAI-PMH 2.0.
+
+    Every response is parsed safely and validated against the official schemas (shipped
+    with oaiserver, no network needed); Identify, datestamps, the ListIdentifiers resumption
+    chain, ListRecords, GetRecord and the errors bad arguments must produce are checked.
+    Prints one PASS/FAIL/WARN/SKIP line per rule and a summary; exit code 1 on any FAIL.
+    """
+    from oaiserver.validate import url_problem
+    from oaiserver.validate import validate as run_validate
+
+    problem = url_problem(url)
+    if problem:
+        raise click.BadParameter(problem, param_hint="URL")
+    sys.exit(run_validate(url, max_pages=max_pages, timeout=timeout))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
