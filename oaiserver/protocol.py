@@ -17,7 +17,7 @@ from urllib.parse import unquote_to_bytes
 
 from oaiserver import errors as e
 from oaiserver.config import SPEC_RE, Config, SetRule
-from oaiserver.records import Header, has_forbidden_chars, parse_datestamp
+from oaiserver.records import Header, has_forbidden_chars, is_identifier, parse_datestamp
 from oaiserver.store import ListQuery, Store
 from oaiserver.tokens import ListState, Tokens
 
@@ -46,8 +46,6 @@ ARGUMENTS: dict[str, dict[str, str]] = {
 
 # Syntax of argument values, as the schema types of <request>'s attributes demand.
 PREFIX_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()]+")
-_URI_CHAR = r"(?:[A-Za-z0-9\-._~:/?@!$&'()*+,;=]|%[0-9A-Fa-f]{2}|[^\x00-\x7f\s])"
-IDENTIFIER_RE = re.compile(rf"{_URI_CHAR}+(?:#{_URI_CHAR}*)?")
 MAX_VALUE = 4096
 
 GRANULARITY = "YYYY-MM-DDThh:mm:ssZ"
@@ -230,7 +228,7 @@ def _syntax_problems(args: dict[str, str]) -> list[e.OAIError]:
         problems.append(e.BadArgument("The metadataPrefix has an illegal syntax."))
     if "set" in args and not SPEC_RE.fullmatch(args["set"]):
         problems.append(e.BadArgument("The set argument is not a legal setSpec."))
-    if "identifier" in args and not IDENTIFIER_RE.fullmatch(args["identifier"]):
+    if "identifier" in args and not is_identifier(args["identifier"]):
         problems.append(e.BadArgument("The identifier is not a legal URI."))
     bounds: dict[str, tuple[int, str]] = {}
     for name in ("from", "until"):

@@ -53,6 +53,22 @@ def has_forbidden_chars(value: str) -> bool:
     return _FORBIDDEN.search(value) is not None
 
 
+# An OAI identifier must be a URI (xs:anyURI in the schema): URI characters or %-escapes
+# (non-ASCII allowed, as in IRIs), at most one '#', and a colon before the first '/', '?'
+# or '#' only after a scheme, which starts with a letter.
+_URI_CHAR = r"(?:[A-Za-z0-9\-._~:/?@!$&'()*+,;=]|%[0-9A-Fa-f]{2}|[^\x00-\x7f\s])"
+_IDENTIFIER_RE = re.compile(rf"{_URI_CHAR}+(?:#{_URI_CHAR}*)?")
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
+
+
+def is_identifier(value: str) -> bool:
+    """Whether `value` can be an item identifier: a URI the schema's xs:anyURI accepts."""
+    if not _IDENTIFIER_RE.fullmatch(value) or has_forbidden_chars(value):
+        return False
+    head = re.split(r"[/?#]", value, maxsplit=1)[0]
+    return ":" not in head or _SCHEME_RE.fullmatch(head.split(":", 1)[0]) is not None
+
+
 @dataclass(frozen=True)
 class DCValue:
     """One Dublin Core statement: element name, value, optional xml:lang."""
@@ -101,8 +117,8 @@ class Header:
 
 # ---- datestamps: epoch seconds inside, UTC ISO 8601 at the edge ---------------------------
 
-DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
-SECONDS_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+DAY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # [0-9]: \\d matches any script's digits
+SECONDS_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
 
 def format_datestamp(epoch: int) -> str:

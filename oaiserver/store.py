@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from oaiserver.fragments import header_xml
-from oaiserver.records import DCValue, Header, Record, clean_text, has_forbidden_chars
+from oaiserver.records import DCValue, Header, Record, clean_text, has_forbidden_chars, is_identifier
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,13 @@ class WriteResult:
     added: int = 0
     changed: int = 0
     unchanged: int = 0
+    rejected: list[str] = field(default_factory=list)  # identifiers that are not URIs: not stored
 
     def __iadd__(self, other: WriteResult) -> WriteResult:
         self.added += other.added
         self.changed += other.changed
         self.unchanged += other.unchanged
+        self.rejected += other.rejected
         return self
 
 
@@ -232,7 +234,13 @@ class Store:
         result = WriteResult()
         by_id: dict[str, Record] = {}
         for record in chunk:
-            by_id[record.identifier] = _cleaned(record)
+            record = _cleaned(record)
+            if is_identifier(record.identifier):
+                by_id[record.identifier] = record
+            else:
+                # It could be listed but never asked for (GetRecord would refuse it): keep it out.
+                log.warning("not stored: %r is not a URI, so it cannot be an OAI identifier", record.identifier)
+                result.rejected.append(record.identifier)
         existing = {
             row.identifier: row
             for row in conn.execute(

@@ -151,3 +151,14 @@ def test_freeze_waits_for_writers(store_url: str) -> None:
         assert committed_at and committed_at[0] <= frozen_at + 0.05
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("identifier", ["a b", "0:x", "x#y#z", "%zz", ""])
+def test_identifiers_that_are_not_uris_are_refused(store: Store, identifier: str) -> None:
+    """GetRecord could never ask for them, so they are not listed either."""
+    record = make_record("ok")
+    bad = make_record("x")
+    bad.identifier = identifier
+    result = store.write([record, bad])
+    assert result.added == 1 and result.rejected == [identifier]
+    assert store.identifiers() == {"oai:test.example.org:ok"}
