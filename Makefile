@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint clean browser venv
+.PHONY: run test lint clean browser venv bench
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -28,6 +28,11 @@ browser:
 ## Run the whole test suite (PostgreSQL tests run when CI is set or OAI_TEST_PG_URL is given).
 test: $(STAMP) browser
 	$(BIN)/pytest
+
+## Benchmarks (a script that prints figures and writes JSON; N=100000 by default).
+N ?= 100000
+bench: $(STAMP)
+	$(BIN)/python bench/bench.py --records $(N)
 
 lint: $(STAMP)
 	$(BIN)/ruff check oaiserver harvester tests
