@@ -184,6 +184,17 @@ def record_page(identifier: str) -> tuple[str, int]:
     return page, 410 if record.deleted else 200
 
 
+@bp.app_errorhandler(Exception)
+def internal_error(exc: Exception) -> Response:
+    """A bug: logged with its traceback, answered without one (nor any configuration)."""
+    from werkzeug.exceptions import HTTPException
+
+    if isinstance(exc, HTTPException):
+        return exc  # type: ignore[return-value]
+    log.exception("internal error answering %s", request.path)
+    return Response("Internal error; it has been logged.\n", status=500, mimetype="text/plain")
+
+
 @bp.app_errorhandler(404)
 def not_found(_exc: Exception) -> Response:
     return Response(
