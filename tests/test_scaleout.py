@@ -35,7 +35,8 @@ def test_two_instances_share_tokens(store_url: str, store: Store, clock: Clock) 
             seen, servers, turn = identifiers(doc), [one, two], 1
             while (token := token_of(doc)) is not None and token.text:
                 url = servers[turn % 2].url
-                doc = validate(requests.get(f"{url}?verb=ListIdentifiers&resumptionToken={token.text}", timeout=10).content)
+                page = requests.get(f"{url}?verb=ListIdentifiers&resumptionToken={token.text}", timeout=10)
+                doc = validate(page.content)
                 seen += identifiers(doc)
                 turn += 1
     finally:
