@@ -1,0 +1,241 @@
+"""`harvester`: pull partner repositories into the record store.
+
+`harvester --help` is the reference. Exit codes of `harvester run`: 0 every partner
+succeeded, 2 some records could not be harvested (partial), 1 a run failed or was skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from harvester import errors as err
+from harvester import harvest
+from harvester.client import ClientSettings
+from oaiserver import config as config_mod
+from oaiserver.cli import Context, pass_ctx, setup_logging
+from oaiserver.records import format_datestamp
+from oaiserver.store import harvest_history, harvest_state_of, leases
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    envvar=config_mod.ENV_CONFIG,
+    type=click.Path(dir_okay=False),
+    help="Configuration file (default: ./config.yaml, or $OAI_CONFIG).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
+    """Harvest the partner repositories of config.yaml into the shared record store."""
+    setup_logging(verbose)
+    ctx.obj = Context(config_path)
+
+
+def client_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    defaults = ClientSettings()
+    options = [
+        click.option(
+            "--timeout", type=float, default=defaults.timeout, show_default=True, help="Seconds to wait for a partner."
+        ),
+        click.option("--retries", type=int, default=defaults.retries, show_default=True, help="Retries per request."),
+        click.option(
+            "--backoff",
+            type=float,
+            default=defaults.backoff,
+            show_default=True,
+            help="First wait between retries (doubles).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _settings(timeout: float, retries: int, backoff: float) -> harvest.HarvestSettings:
+    if timeout <= 0 or retries < 0 or backoff < 0:
+        raise click.BadParameter("--timeout must be positive, --retries and --backoff not negative")
+    return harvest.HarvestSettings(client=ClientSettings(timeout=timeout, retries=retries, backoff=backoff))
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM and SIGINT ask the harvest to stop after the current page."""
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        click.echo(f"{signal.Signals(signum).name}: stopping after the current page", err=True)
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@main.command()
+@click.argument("partners", nargs=-1)
+@click.option("--full", is_flag=True, help="Ignore the stored `from` and any checkpoint: list everything again.")
+@client_options
+@pass_ctx
+def run(ctx: Context, partners: tuple[str, ...], full: bool, timeout: float, retries: int, backoff: float) -> None:
+    """Harvest PARTNERS now (default: every configured partner), one after the other.
+
+    Exit code 0 when every run succeeded, 2 when some records could not be harvested
+    (partial), 1 when a run failed or a partner was busy (another harvester holds its lease).
+    """
+    settings = _settings(timeout, retries, backoff)
+    configured = {p.name: p for p in ctx.config.partners}
+    unknown = [name for name in partners if name not in configured]
+    if unknown:
+        raise click.ClickException(
+            f"unknown partner(s): {', '.join(unknown)} (configured: {', '.join(configured) or 'none'})"
+        )
+    chosen = [configured[name] for name in partners] if partners else list(configured.values())
+    if not chosen:
+        click.echo("no partners configured")
+        return
+    store = ctx.store()
+    codes: list[int] = []
+    with _stop_on_signals() as stop, _progress() as on_page:
+        for partner in chosen:
+            try:
+                report = harvest.run(store, partner, settings=settings, stop=stop, on_page=on_page, full=full)
+            except err.PartnerBusy as exc:
+                click.echo(f"{exc} (lease until {format_datestamp(exc.expires)})", err=True)
+                codes.append(1)
+                continue
+            codes.append(report.exit_code)
+            click.echo(_report_line(report))
+            for where, why in report.failures[:20]:
+                click.echo(f"  not harvested: {where}: {why}", err=True)
+            if stop.is_set():
+                break
+    sys.exit(1 if 1 in codes else 2 if 2 in codes else 0)
+
+
+def _report_line(r: harvest.RunReport) -> str:
+    c = r.counts
+    head = f"{r.partner}: {r.outcome}" + (f" ({r.reason})" if r.reason else "")
+    return (
+        f"{head}: {c.pages} page(s), {c.received} record(s), {c.deleted} deleted; {c.added} added, "
+        f"{c.changed} changed, {c.unchanged} unchanged, {c.failed} failed"
+        + (", resumed" if r.resumed else "")
+        + (f"; next from {r.next_from}" if r.next_from else "")
+    )
+
+
+@contextmanager
+def _progress() -> Iterator[harvest.ProgressCallback | None]:
+    """A rich progress bar per partner on a terminal; plain log lines otherwise."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    logging.getLogger("harvester.harvest.pages").setLevel(logging.WARNING)  # the bar shows them
+    tasks: dict[str, Any] = {}
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
+    ) as progress:
+
+        def on_page(partner: str, counts: harvest.Counts, page: Any) -> None:
+            if partner not in tasks:
+                tasks[partner] = progress.add_task(partner, total=None)
+            progress.update(tasks[partner], completed=counts.received, total=page.complete_list_size)
+
+        yield on_page
+
+
+@main.command()
+@pass_ctx
+def status(ctx: Context) -> None:
+    """Show each partner's next `from`, checkpoint, last run and lease."""
+    store = ctx.store()
+    held = leases(store)
+    now = int(time.time())
+    if not ctx.config.partners:
+        click.echo("no partners configured")
+    for partner in ctx.config.partners:
+        state = harvest_state_of(store, partner.name)
+        last = harvest_history(store, partner.name, limit=1)
+        click.echo(f"{partner.name}  {partner.base_url}  ({partner.metadata_prefix})")
+        click.echo(f"  next from: {state.next_from or partner.from_date or 'the beginning (full harvest)'}")
+        if state.checkpoint:
+            cp = state.checkpoint
+            counts = cp.get("counts", {})
+            click.echo(
+                f"  checkpoint: {counts.get('received', 0)} record(s) in {counts.get('pages', 0)} page(s) "
+                f"of the window from {cp.get('from') or 'the beginning'}; the next run resumes there"
+            )
+        if last:
+            r = last[0]
+            when = format_datestamp(r.finished or r.started)
+            reason = f": {r.reason}" if r.reason else ""
+            click.echo(f"  last run: #{r.id} {r.outcome} at {when}{reason}")
+        else:
+            click.echo("  last run: never")
+        if partner.name in held and held[partner.name][1] >= now:
+            owner, expires = held[partner.name]
+            click.echo(f"  being harvested by {owner} (lease until {format_datestamp(expires)})")
+
+
+@main.command()
+@click.argument("partner")
+@click.option("--limit", "-n", default=20, show_default=True, help="How many runs to show, latest first.")
+@pass_ctx
+def history(ctx: Context, partner: str, limit: int) -> None:
+    """Show the latest runs of PARTNER with their outcome and counts."""
+    store = ctx.store()
+    runs = harvest_history(store, partner, limit=limit)
+    if not runs and partner not in {p.name for p in ctx.config.partners}:
+        raise click.ClickException(f"unknown partner {partner!r} and no runs recorded for it")
+    if not runs:
+        click.echo(f"{partner}: no runs yet")
+    for r in runs:
+        c = harvest.Counts.from_dict(r.counts)
+        took = f"{r.finished - r.started}s" if r.finished is not None else "-"
+        click.echo(
+            f"#{r.id} {format_datestamp(r.started)} {r.outcome:<8} {took:>6}  from {r.from_date or '-'}"
+            f"{'  resumed' if r.resumed else ''}: {c.pages} page(s), {c.received} received, {c.deleted} deleted, "
+            f"{c.added} added, {c.changed} changed, {c.unchanged} unchanged, {c.failed} failed"
+        )
+        if r.reason:
+            click.echo(f"    {r.reason}")
+
+
+@main.command()
+@click.option("--now", "run_now", is_flag=True, help="Also harvest every scheduled partner right away.")
+@client_options
+@pass_ctx
+def schedule(ctx: Context, run_now: bool, timeout: float, retries: int, backoff: float) -> None:
+    """Run the partners' schedules in the foreground until SIGTERM or SIGINT.
+
+    On a signal, each running harvest finishes its current page, then the process exits 0.
+    """
+    from harvester.schedule import HarvestScheduler
+
+    settings = _settings(timeout, retries, backoff)
+    store = ctx.store()
+    try:
+        scheduler = HarvestScheduler(ctx.config, store, settings=settings, run_now=run_now)
+    except err.ConfigurationError as exc:
+        raise click.ClickException(f"configuration: {exc}") from None
+    scheduler.run_forever()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

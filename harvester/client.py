@@ -1,0 +1,406 @@
+"""The OAI-PMH client: the only module that imports Sickle, and the one place that knows how
+partners misbehave.
+
+Sickle builds the requests (endpoint, method, arguments, requests options); everything it
+does not do, or does in a way a long-running harvester cannot live with, is done here:
+
+* a timeout on every request (Sickle has none by default);
+* retries with exponential backoff on connection errors, timeouts, 429 and 5xx, honouring
+  `Retry-After` in seconds or as an HTTP date, up to a cap (Sickle retries 503 only);
+* an OAI `<error>` is read from any body, 4xx included (Sickle raises `HTTPError` first);
+  `noRecordsMatch` is an empty page, not an error;
+* each page is parsed once, strictly: no entities, no DTD, no network, no huge trees (Sickle
+  re-parses on every `.xml` access and silently repairs broken XML with `recover=True`);
+  the `lenient_xml` quirk allows repairs, and they are counted;
+* an HTML page where XML was expected is refused with a message that says so;
+* a resumption token that comes back a second time ends the list instead of looping.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+from lxml import etree
+from sickle import Sickle
+
+from harvester import errors as err
+from oaiserver.config import Partner
+
+log = logging.getLogger(__name__)
+
+OAI_NS = "http://www.openarchives.org/OAI/2.0/"
+_OAI = f"{{{OAI_NS}}}"
+SECONDS = "YYYY-MM-DDThh:mm:ssZ"
+DAY = "YYYY-MM-DD"
+
+# The element each verb's answer is a list of.
+ITEMS = {
+    "ListRecords": "record",
+    "GetRecord": "record",
+    "ListIdentifiers": "header",
+    "ListSets": "set",
+    "ListMetadataFormats": "metadataFormat",
+    "Identify": "Identify",
+}
+
+# Named switches for known partner quirks (config `quirks:`), and what each one does.
+QUIRKS = {
+    "lenient_xml": "repair XML that is not well-formed (lxml recover) instead of failing the page; "
+    "repaired records are counted and logged",
+}
+
+_HTML_START = re.compile(rb"^(?:\xef\xbb\xbf)?\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html[\s>])", re.I | re.S)
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.I | re.S)
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """How patient the client is. Defaults suit real partners; tests make them tiny."""
+
+    timeout: float = 60.0  # seconds to connect, and to wait for each chunk of the answer
+    retries: int = 5  # further attempts after a connection error, a timeout, 429 or 5xx
+    backoff: float = 2.0  # first wait between attempts; doubles each time
+    max_backoff: float = 300.0  # cap for the doubling
+    retry_after_cap: float = 900.0  # a longer Retry-After is shortened to this
+    lenient_xml: bool = False  # quirk: recover=True parsing
+    user_agent: str = "oai-repository-harvester/0.1 (OAI-PMH 2.0; python-requests)"
+
+
+def settings_for(partner: Partner, base: ClientSettings) -> ClientSettings:
+    """The settings for one partner: the base ones, with its quirk switches applied."""
+    unknown = sorted(set(partner.quirks) - set(QUIRKS))
+    if unknown:
+        known = ", ".join(sorted(QUIRKS))
+        raise err.ConfigurationError(f"{partner.name}: unknown quirk(s) {', '.join(unknown)} (known: {known})")
+    lenient = partner.quirks.get("lenient_xml", False)
+    if not isinstance(lenient, bool):
+        raise err.ConfigurationError(f"{partner.name}: quirks.lenient_xml: expected true or false")
+    return replace(base, lenient_xml=lenient)
+
+
+@dataclass
+class Page:
+    """One response, parsed once: its items and where the list goes next."""
+
+    verb: str
+    params: dict[str, str]
+    status: int
+    root: etree._Element
+    response_date: str  # UTC, YYYY-MM-DDThh:mm:ssZ
+    items: list[etree._Element] = field(default_factory=list)
+    token: str | None = None  # the next page's token; None when the list is complete
+    cursor: int | None = None
+    complete_list_size: int | None = None
+    no_records: bool = False  # the partner answered noRecordsMatch
+    repaired: set[int] = field(default_factory=set)  # indexes of items that held repaired XML
+    repairs: list[str] = field(default_factory=list)  # the parser's messages, with line numbers
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What Identify says that a harvester needs."""
+
+    name: str
+    base_url: str
+    granularity: str  # SECONDS or DAY
+    earliest: str | None
+    deleted_record: str | None
+
+
+def utc(value: str) -> tuple[str, str] | None:
+    """An ISO 8601 date or datetime as (UTC text, granularity); None if it is neither.
+
+    Offsets are converted (some partners send +05:45), fractions dropped, and a datetime
+    without zone is taken as UTC, which is what OAI-PMH means.
+    """
+    value = value.strip()
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        try:
+            datetime.strptime(value, "%Y-%m-%d")
+        except ValueError:
+            return None
+        return value, DAY
+    try:
+        parsed = datetime.fromisoformat(value.replace(" ", "T", 1))
+    except ValueError:
+        return None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC)
+    return parsed.strftime("%Y-%m-%dT%H:%M:%SZ"), SECONDS
+
+
+class _Transport(Sickle):  # type: ignore[misc]
+    """Sickle's request building, over one keep-alive session."""
+
+    def __init__(self, endpoint: str, session: requests.Session, timeout: float) -> None:
+        super().__init__(endpoint, timeout=timeout)
+        self.session = session
+
+    def _request(self, kwargs: dict[str, str]) -> requests.Response:
+        if self.http_method == "GET":
+            return self.session.get(self.endpoint, params=kwargs, **self.request_args)
+        return self.session.post(self.endpoint, data=kwargs, **self.request_args)  # pragma: no cover
+
+
+RETRIED = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+
+
+class Client:
+    """An OAI-PMH client for one partner. Use as a context manager, or call `close()`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        settings: ClientSettings | None = None,
+        *,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.base_url = base_url
+        self.settings = settings or ClientSettings()
+        self.stop = stop or threading.Event()
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = self.settings.user_agent
+        self._transport = _Transport(base_url, self.session, self.settings.timeout)
+        self.requests = 0  # HTTP requests sent, retries included
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- one request --------------------------------------------------------------------
+
+    def request(self, verb: str, **args: str) -> Page:
+        """Send one request (retrying as configured) and parse the answer once."""
+        params = {"verb": verb, **args}
+        started = time.time()
+        response = self._fetch(params)
+        return self._parse(response, params, started)
+
+    def _fetch(self, params: dict[str, str]) -> requests.Response:
+        s = self.settings
+        attempt = 0
+        while True:
+            if self.stop.is_set():
+                raise err.Stopped("stopped before sending a request")
+            self.requests += 1
+            try:
+                response = self._transport._request(params)
+            except RETRIED as exc:
+                problem: err.HarvestError = err.TransportError(f"{self.base_url}: {_describe(exc)}")
+                wait = self._backoff(attempt)
+            except requests.RequestException as exc:
+                raise err.TransportError(f"{self.base_url}: {_describe(exc)}") from exc
+            else:
+                if response.status_code != 429 and response.status_code < 500:
+                    return response
+                problem = err.HTTPStatusError(
+                    response.status_code,
+                    f"{self.base_url} answered HTTP {response.status_code} {response.reason or ''}".rstrip(),
+                )
+                after = _retry_after(response.headers.get("Retry-After"))
+                wait = min(after, s.retry_after_cap) if after is not None else self._backoff(attempt)
+                response.close()
+            if attempt >= s.retries:
+                if s.retries:
+                    raise type(problem)(*_args(problem, f" (after {s.retries} retries)"))
+                raise problem
+            attempt += 1
+            log.warning("%s; retry %d of %d in %.1f s", problem, attempt, s.retries, wait)
+            if self.stop.wait(wait):
+                raise err.Stopped("stopped while waiting to retry")
+
+    def _backoff(self, attempt: int) -> float:
+        return float(min(self.settings.backoff * (2**attempt), self.settings.max_backoff))
+
+    def _parse(self, response: requests.Response, params: dict[str, str], started: float) -> Page:
+        body, status = response.content, response.status_code
+        verb = params["verb"]
+        where = f"{self.base_url} ({verb}, HTTP {status})"
+        if _HTML_START.match(body[:4096]):
+            title = _TITLE.search(body[:65536])
+            shown = f" titled {title.group(1).decode('utf-8', 'replace').strip()[:100]!r}" if title else ""
+            raise err.HTMLResponseError(
+                f"{where} sent an HTML page{shown} instead of OAI-PMH XML: is the baseURL right, "
+                "or is the repository down for maintenance?"
+            )
+        parser = etree.XMLParser(
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            huge_tree=False,
+            recover=self.settings.lenient_xml,
+        )
+        try:
+            root = etree.fromstring(body, parser)
+        except etree.XMLSyntaxError as exc:
+            if status >= 400:
+                raise err.HTTPStatusError(status, f"{where}: an HTTP error without an OAI-PMH body") from None
+            hint = (
+                ""
+                if self.settings.lenient_xml
+                else "; if this partner is known to send broken XML, set its quirk lenient_xml: true"
+            )
+            raise err.XMLSyntaxError(f"{where}: the response is not well-formed XML: {exc}{hint}") from None
+        if root is None:
+            raise err.XMLSyntaxError(f"{where}: the response is empty")
+        if root.tag != f"{_OAI}OAI-PMH":
+            if status >= 400:
+                raise err.HTTPStatusError(status, f"{where}: an HTTP error without an OAI-PMH body")
+            name = etree.QName(root).localname
+            if name.lower() == "html":
+                raise err.HTMLResponseError(f"{where} sent an HTML page instead of OAI-PMH XML")
+            if name == "OAI-PMH":
+                raise err.NotOAIResponseError(
+                    f"{where}: the root element <OAI-PMH> is not in the OAI-PMH 2.0 namespace {OAI_NS}"
+                )
+            raise err.NotOAIResponseError(
+                f"{where}: the root element is <{root.tag}>, not <OAI-PMH> in the namespace {OAI_NS}"
+            )
+        page = Page(verb, params, status, root, self._response_date(root, started))
+        if self.settings.lenient_xml and len(parser.error_log):
+            page.repairs = [f"line {e.line}, column {e.column}: {e.message}" for e in parser.error_log]
+        errors = [(e.get("code") or "unknown", " ".join((e.text or "").split())) for e in root.findall(f"{_OAI}error")]
+        if errors:
+            if all(code == "noRecordsMatch" for code, _ in errors):
+                page.no_records = True
+                return page
+            raise err.partner_error(errors, status)
+        if status >= 400:
+            raise err.HTTPStatusError(status, f"{where}: an HTTP error status on an OAI-PMH response without <error>")
+        self._read_items(page, parser)
+        return page
+
+    def _response_date(self, root: etree._Element, started: float) -> str:
+        text = root.findtext(f"{_OAI}responseDate")
+        parsed = utc(text) if text else None
+        if parsed is None:
+            # Never later than the request: a `from` too early re-harvests, one too late loses.
+            fallback = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started - 1))
+            log.warning("%s: responseDate %r is not a date; using the local time %s", self.base_url, text, fallback)
+            return fallback
+        value, granularity = parsed
+        return f"{value}T00:00:00Z" if granularity == DAY else value
+
+    def _read_items(self, page: Page, parser: etree.XMLParser) -> None:
+        container = page.root.find(f"{_OAI}{page.verb}")
+        if container is None:
+            raise err.NotOAIResponseError(
+                f"{self.base_url} ({page.verb}): the response has neither <{page.verb}> nor <error>"
+            )
+        item_tag = f"{_OAI}{ITEMS.get(page.verb, '*')}"
+        page.items = [container] if page.verb == "Identify" else container.findall(item_tag)
+        token = container.find(f"{_OAI}resumptionToken")
+        if token is not None:
+            page.token = (token.text or "").strip() or None
+            page.cursor = _int(token.get("cursor"))
+            page.complete_list_size = _int(token.get("completeListSize"))
+        if page.repairs:
+            page.repaired = _repaired_items(page.items, parser)
+
+    # ---- what a harvest needs -----------------------------------------------------------
+
+    def identify(self) -> Identity:
+        page = self.request("Identify")
+        node = page.items[0]
+        granularity = (node.findtext(f"{_OAI}granularity") or "").strip()
+        return Identity(
+            name=(node.findtext(f"{_OAI}repositoryName") or "").strip(),
+            base_url=(node.findtext(f"{_OAI}baseURL") or "").strip(),
+            granularity=SECONDS if granularity == SECONDS else DAY,
+            earliest=(node.findtext(f"{_OAI}earliestDatestamp") or "").strip() or None,
+            deleted_record=(node.findtext(f"{_OAI}deletedRecord") or "").strip() or None,
+        )
+
+    def pages(self, verb: str, *, token: str | None = None, **args: str) -> Iterator[Page]:
+        """The pages of a list, following resumption tokens; start from `token` if given.
+
+        A token the list already used raises RepeatedTokenError before it is sent again:
+        a partner that hands out the same token forever would otherwise be harvested forever.
+        """
+        seen: set[str] = set()
+        while True:
+            if token is not None:
+                if token in seen:
+                    raise err.RepeatedTokenError(
+                        f"{self.base_url}: the resumption token {token[:200]!r} came back a second time; "
+                        "stopped to avoid an endless loop"
+                    )
+                seen.add(token)
+                page = self.request(verb, resumptionToken=token)
+            else:
+                page = self.request(verb, **args)
+            yield page
+            if page.token is None:
+                return
+            token = page.token
+
+
+def _repaired_items(items: list[etree._Element], parser: etree.XMLParser) -> set[int]:
+    """Which items the parser's repairs fall in. The parser reports lines, elements know only
+    the line they start on: a repair belongs to the last item that starts on or before its
+    line, or to all the items starting on that line when several do (single-line XML)."""
+    starts = [item.sourceline or 0 for item in items]
+    hit: set[int] = set()
+    for error in parser.error_log:
+        last = bisect.bisect_right(starts, error.line) - 1
+        if last < 0:
+            continue
+        hit.update(i for i in range(last + 1) if starts[i] == starts[last])
+    return hit
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds from now: an integer, or an HTTP date; None if absent or garbage."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _describe(exc: requests.RequestException) -> str:
+    if isinstance(exc, requests.Timeout):
+        return f"timed out ({type(exc).__name__}: {_short(exc)})"
+    if isinstance(exc, requests.ConnectionError):
+        return f"connection failed ({type(exc).__name__}: {_short(exc)})"
+    return f"{type(exc).__name__}: {_short(exc)}"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= 300 else text[:300] + "…"
+
+
+def _args(problem: err.HarvestError, suffix: str) -> tuple[Any, ...]:
+    if isinstance(problem, err.HTTPStatusError):
+        return (problem.status, f"{problem}{suffix}")
+    return (f"{problem}{suffix}",)

@@ -1,0 +1,214 @@
+"""A partner's `<record>` elements to records for the store: pure functions, no I/O.
+
+A record keeps the XML received verbatim (`raw_xml`) and its provenance; its Dublin Core is
+read from the payload (oai_dc, or any `dc:` elements of another format such as nsdl_dc) and
+rendered with our own crosswalk, so republished records are served like local ones, with an
+OAI provenance container in `<about>`. A record that cannot be read raises RecordError and is
+counted by the caller, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from harvester.client import OAI_NS, Page, utc
+from oaiserver import oai_dc
+from oaiserver.config import Partner, partner_set
+from oaiserver.records import DC_ELEMENTS, DCValue, Record
+from oaiserver.xmltext import attr, text
+
+PROVENANCE_NS = "http://www.openarchives.org/OAI/2.0/provenance"
+PROVENANCE_SCHEMA = "http://www.openarchives.org/OAI/2.0/provenance.xsd"
+_PROV = f"{{{PROVENANCE_NS}}}"
+_OAI = f"{{{OAI_NS}}}"
+_DC = f"{{{oai_dc.DC_NAMESPACE}}}"
+_OAI_DC_ROOT = f"{{{oai_dc.NAMESPACE}}}dc"
+_XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+_LANGUAGE = re.compile(r"[a-zA-Z]{1,8}(-[a-zA-Z0-9]{1,8})*")  # xs:language, as xml:lang requires
+_ELEMENTS = frozenset(DC_ELEMENTS)
+MAX_NESTED_ORIGINS = 8
+
+
+class RecordError(ValueError):
+    """A record that cannot be read; the message says what is wrong."""
+
+
+@dataclass
+class Converted:
+    """A page's records, and the ones that failed: (identifier or position, reason)."""
+
+    records: list[Record] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    without_dc: int = 0  # live records whose payload carries no Dublin Core: stored, not republished
+    repaired: list[str] = field(default_factory=list)  # identifiers of records the parser repaired
+
+
+@dataclass(frozen=True)
+class Origin:
+    """One originDescription: where a record came from, and when it was harvested."""
+
+    base_url: str
+    identifier: str
+    datestamp: str
+    namespace: str
+    harvest_date: str
+    altered: bool
+    inner: Origin | None = None
+
+
+def convert_page(page: Page, partner: Partner) -> Converted:
+    result = Converted()
+    for i, element in enumerate(page.items):
+        try:
+            record = convert_record(element, partner, harvest_date=page.response_date)
+        except RecordError as exc:
+            where = _identifier_of(element) or f"record {i + 1} of the page"
+            result.failures.append((where, str(exc)))
+            continue
+        if not record.deleted and not record.dc:
+            result.without_dc += 1
+        if i in page.repaired:
+            result.repaired.append(record.identifier)
+        result.records.append(record)
+    return result
+
+
+def _identifier_of(element: etree._Element) -> str | None:
+    value = element.findtext(f"{_OAI}header/{_OAI}identifier")
+    return value.strip() if value and value.strip() else None
+
+
+def convert_record(element: etree._Element, partner: Partner, *, harvest_date: str) -> Record:
+    header = element.find(f"{_OAI}header")
+    if header is None:
+        raise RecordError("the record has no <header>")
+    identifier = (header.findtext(f"{_OAI}identifier") or "").strip()
+    if not identifier:
+        raise RecordError("the header has no identifier")
+    sent_datestamp = (header.findtext(f"{_OAI}datestamp") or "").strip()
+    parsed = utc(sent_datestamp)
+    if parsed is None:
+        raise RecordError(f"the datestamp {sent_datestamp!r} is not a date")
+    datestamp = parsed[0]
+    deleted = header.get("status") == "deleted"
+    payload = _payload(element)
+    if payload is None and not deleted:
+        raise RecordError("the record is not deleted but has no metadata")
+    namespace = (etree.QName(payload).namespace or "") if payload is not None else ""
+    provenance = {
+        "baseURL": partner.base_url,
+        "identifier": identifier,
+        "datestamp": sent_datestamp,
+        "metadataNamespace": namespace,
+        "harvestDate": harvest_date,
+        "metadataPrefix": partner.metadata_prefix,
+        "setSpecs": " ".join((s.text or "").strip() for s in header.findall(f"{_OAI}setSpec")),
+    }
+    record = Record(
+        identifier=identifier,
+        deleted=deleted,
+        source=partner.name,
+        raw_xml=etree.tostring(element, encoding="unicode", with_tail=False),
+        provenance=provenance,
+    )
+    if deleted:
+        if partner.republish:
+            record.metadata = {oai_dc.PREFIX: ""}
+            record.sets = [partner_set(partner.name)]
+        return record
+    assert payload is not None
+    record.dc = dublin_core(payload)
+    if partner.republish and record.dc:
+        record.metadata = {oai_dc.PREFIX: oai_dc.render(record.dc)}
+        record.sets = [partner_set(partner.name)]
+        origin = Origin(partner.base_url, identifier, datestamp, namespace, harvest_date, True, _inner_origin(element))
+        record.about = provenance_container(origin)
+    return record
+
+
+def _payload(element: etree._Element) -> etree._Element | None:
+    metadata = element.find(f"{_OAI}metadata")
+    if metadata is None:
+        return None
+    for child in metadata:
+        if isinstance(child.tag, str):
+            return child
+    return None
+
+
+def dublin_core(payload: etree._Element) -> list[DCValue]:
+    """The Dublin Core statements of a payload: oai_dc's children, or any dc:* element of
+    another format. Text of nested markup and CDATA is kept; xml:lang only if it is a valid
+    language tag (our responses are schema-valid, so a tag like `en_US` becomes `en-US`)."""
+    if payload.tag == _OAI_DC_ROOT:
+        elements = [c for c in payload if isinstance(c.tag, str) and c.tag.startswith(_DC)]
+    else:
+        elements = list(payload.iter(f"{_DC}*"))
+    values: list[DCValue] = []
+    for el in elements:
+        name = etree.QName(el).localname
+        if name not in _ELEMENTS:
+            continue
+        value = "".join(el.itertext()).strip()
+        if value:
+            values.append(DCValue(name, value, _language(el.get(_XML_LANG))))
+    return values
+
+
+def _language(value: str | None) -> str | None:
+    if not value:
+        return None
+    value = value.strip()
+    if _LANGUAGE.fullmatch(value):
+        return value
+    fixed = value.replace("_", "-")
+    return fixed if _LANGUAGE.fullmatch(fixed) else None
+
+
+def _inner_origin(element: etree._Element) -> Origin | None:
+    """The provenance the partner itself declared (it harvested the record elsewhere)."""
+    found = element.find(f"{_OAI}about/{_PROV}provenance/{_PROV}originDescription")
+    return _origin(found, 0) if found is not None else None
+
+
+def _origin(node: etree._Element, depth: int) -> Origin | None:
+    """An originDescription re-read field by field, so only valid values are passed on."""
+    if depth >= MAX_NESTED_ORIGINS:
+        return None
+    fields = {}
+    for name in ("baseURL", "identifier", "datestamp", "metadataNamespace"):
+        fields[name] = (node.findtext(f"{_PROV}{name}") or "").strip()
+    datestamp, harvest_date = utc(fields["datestamp"]), utc(node.get("harvestDate") or "")
+    if not fields["baseURL"] or not fields["identifier"] or datestamp is None or harvest_date is None:
+        return None
+    nested = node.find(f"{_PROV}originDescription")
+    return Origin(
+        fields["baseURL"],
+        fields["identifier"],
+        datestamp[0],
+        fields["metadataNamespace"],
+        harvest_date[0],
+        (node.get("altered") or "").strip() in ("true", "1"),
+        _origin(nested, depth + 1) if nested is not None else None,
+    )
+
+
+def provenance_container(origin: Origin) -> str:
+    """The `<about>` payload: an OAI provenance container (provenance.xsd)."""
+    return (
+        f'<provenance xmlns="{PROVENANCE_NS}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+        f'xsi:schemaLocation="{PROVENANCE_NS} {PROVENANCE_SCHEMA}">{_origin_xml(origin)}</provenance>'
+    )
+
+
+def _origin_xml(o: Origin) -> str:
+    inner = _origin_xml(o.inner) if o.inner is not None else ""
+    return (
+        f'<originDescription harvestDate="{attr(o.harvest_date)}" altered="{"true" if o.altered else "false"}">'
+        f"<baseURL>{text(o.base_url)}</baseURL><identifier>{text(o.identifier)}</identifier>"
+        f"<datestamp>{text(o.datestamp)}</datestamp><metadataNamespace>{text(o.namespace)}</metadataNamespace>"
+        f"{inner}</originDescription>"
+    )

@@ -1,0 +1,148 @@
+"""Everything that can stop a harvest, under one root.
+
+    HarvestError
+    ├── ConfigurationError        a partner's configuration cannot be used (unknown quirk, bad `from`)
+    ├── TransportError            no usable HTTP answer: connection refused, timeout, broken stream
+    ├── HTTPStatusError           an HTTP error status without an OAI-PMH <error> in its body
+    ├── ResponseError             an answer that is not a usable OAI-PMH response
+    │   ├── HTMLResponseError     an HTML page instead of XML (a login, portal or error page)
+    │   ├── XMLSyntaxError        XML that is not well-formed (see the `lenient_xml` quirk)
+    │   └── NotOAIResponseError   well-formed XML whose root is not OAI-PMH 2.0's <OAI-PMH>
+    ├── PartnerOAIError           the partner answered with OAI-PMH <error>s; `.code` is the wire code
+    │   ├── BadArgument               badArgument
+    │   ├── BadResumptionToken        badResumptionToken
+    │   ├── BadVerb                   badVerb
+    │   ├── CannotDisseminateFormat   cannotDisseminateFormat
+    │   ├── IdDoesNotExist            idDoesNotExist
+    │   ├── NoMetadataFormats         noMetadataFormats
+    │   └── NoSetHierarchy            noSetHierarchy
+    ├── RepeatedTokenError        a resumption token came back that this list already used
+    ├── PartnerBusy               another harvester holds the partner's lease
+    ├── LeaseLost                 the lease was taken over during the run (nothing more is written)
+    └── Stopped                   asked to stop (SIGTERM/SIGINT) between pages or while waiting
+
+`noRecordsMatch` is not an error here: the client turns it into an empty page. Every
+exception of `requests` and `lxml` that the client meets is mapped onto this tree; a test
+holds it to that.
+"""
+
+from __future__ import annotations
+
+
+class HarvestError(Exception):
+    """The root: a harvest could not go on, and the message says why."""
+
+
+class ConfigurationError(HarvestError):
+    pass
+
+
+class TransportError(HarvestError):
+    pass
+
+
+class HTTPStatusError(HarvestError):
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class ResponseError(HarvestError):
+    pass
+
+
+class HTMLResponseError(ResponseError):
+    pass
+
+
+class XMLSyntaxError(ResponseError):
+    pass
+
+
+class NotOAIResponseError(ResponseError):
+    pass
+
+
+class PartnerOAIError(HarvestError):
+    """One or more OAI-PMH errors; `code` is the first, `codes` all of them."""
+
+    code = ""
+
+    def __init__(self, message: str, *, codes: tuple[str, ...] = (), status: int = 200) -> None:
+        self.codes = codes or (self.code,)
+        self.status = status
+        super().__init__(message)
+
+
+class BadArgument(PartnerOAIError):
+    code = "badArgument"
+
+
+class BadResumptionToken(PartnerOAIError):
+    code = "badResumptionToken"
+
+
+class BadVerb(PartnerOAIError):
+    code = "badVerb"
+
+
+class CannotDisseminateFormat(PartnerOAIError):
+    code = "cannotDisseminateFormat"
+
+
+class IdDoesNotExist(PartnerOAIError):
+    code = "idDoesNotExist"
+
+
+class NoMetadataFormats(PartnerOAIError):
+    code = "noMetadataFormats"
+
+
+class NoSetHierarchy(PartnerOAIError):
+    code = "noSetHierarchy"
+
+
+OAI_ERRORS: dict[str, type[PartnerOAIError]] = {
+    cls.code: cls
+    for cls in (
+        BadArgument,
+        BadResumptionToken,
+        BadVerb,
+        CannotDisseminateFormat,
+        IdDoesNotExist,
+        NoMetadataFormats,
+        NoSetHierarchy,
+    )
+}
+
+
+def partner_error(codes: list[tuple[str, str]], status: int) -> PartnerOAIError:
+    """The exception for a response's `<error>`s: (code, message) pairs, first one wins the class."""
+    code = codes[0][0]
+    cls = OAI_ERRORS.get(code, PartnerOAIError)
+    text = "; ".join(f"{c}: {m}" if m else c for c, m in codes)
+    http = f" (HTTP {status})" if status != 200 else ""
+    err = cls(
+        f"the partner answered with an OAI-PMH error{http}: {text}", codes=tuple(c for c, _ in codes), status=status
+    )
+    if cls is PartnerOAIError:
+        err.code = code
+    return err
+
+
+class RepeatedTokenError(HarvestError):
+    pass
+
+
+class PartnerBusy(HarvestError):
+    def __init__(self, partner: str, holder: str, expires: int) -> None:
+        self.partner, self.holder, self.expires = partner, holder, expires
+        super().__init__(f"{partner}: another harvester ({holder}) holds the lease; skipped")
+
+
+class LeaseLost(HarvestError):
+    pass
+
+
+class Stopped(HarvestError):
+    pass

@@ -1,0 +1,353 @@
+"""One harvest run of one partner: incremental, checkpointed, idempotent.
+
+* The `from` of a run is the partner's own responseDate of the first request of the last
+  complete run (in the granularity its Identify declares); a first run takes everything, or
+  starts at the configured `from`. The `from` moves only when a run succeeds.
+* Each page's records and the checkpoint (the next resumption token, the counts) are
+  committed in one transaction, under the partner's lease, renewed in that transaction. A
+  crash loses nothing: the next run resumes from the checkpoint token. A token the partner
+  rejects (expired, or forgotten after a restart) restarts the list from the run's `from`.
+* Writes are upserts by identifier and unchanged content keeps its datestamp, so harvesting
+  a page twice changes nothing.
+* A run ends as success, partial (some records could not be read: counted and reported), or
+  failed (with the reason), and is kept in the run history.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from harvester import errors as err
+from harvester.client import DAY, SECONDS, Client, ClientSettings, Page, settings_for, utc
+from harvester.convert import convert_page
+from oaiserver.config import Partner
+from oaiserver.store import (
+    KEEP,
+    Store,
+    acquire_lease,
+    finish_run,
+    harvest_state_of,
+    release_lease,
+    renew_lease_in,
+    save_checkpoint_in,
+    start_run,
+    write_harvested_in,
+)
+
+log = logging.getLogger(__name__)
+page_log = logging.getLogger(f"{__name__}.pages")  # one line per page; quietened under a progress bar
+
+SUCCESS, PARTIAL, FAILED = "success", "partial", "failed"
+EXIT_CODES = {SUCCESS: 0, PARTIAL: 2, FAILED: 1}
+
+
+@dataclass(frozen=True)
+class HarvestSettings:
+    client: ClientSettings = field(default_factory=ClientSettings)
+    lease_ttl: int = 900  # seconds a lease lasts unless renewed (it is renewed with every page)
+    max_restarts: int = 2  # rejected tokens restart the list at most this often per run
+    max_failures_kept: int = 50  # failed records named in the run history (all are counted)
+
+
+@dataclass
+class Counts:
+    pages: int = 0
+    received: int = 0  # records received, deleted ones included
+    added: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    deleted: int = 0  # deleted records received (kept as tombstones)
+    failed: int = 0  # records that could not be read, or whose identifier another source holds
+    repaired: int = 0  # records the lenient parser had to repair (quirk lenient_xml)
+    without_dc: int = 0  # records without Dublin Core: stored, not republished
+    restarts: int = 0  # lists restarted because the partner rejected a token
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Counts:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: int(v) for k, v in (data or {}).items() if k in names})
+
+
+@dataclass
+class RunReport:
+    partner: str
+    outcome: str
+    reason: str | None
+    run_id: int
+    from_date: str | None
+    resumed: bool
+    counts: Counts  # this run
+    window: Counts  # the whole window, runs it resumed included
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    next_from: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.outcome]
+
+
+ProgressCallback = Callable[[str, Counts, Page], None]
+
+
+def default_owner() -> str:
+    """Who holds a lease: host, process, and a random part (two runs never share one)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def window_key(partner: Partner) -> str:
+    """The list a `from` and a checkpoint belong to; changing any of these starts afresh."""
+    return json.dumps([partner.metadata_prefix, list(partner.sets), partner.republish])
+
+
+def run(
+    store: Store,
+    partner: Partner,
+    *,
+    settings: HarvestSettings | None = None,
+    stop: threading.Event | None = None,
+    on_page: ProgressCallback | None = None,
+    owner: str | None = None,
+    full: bool = False,
+    clock: Callable[[], float] = time.time,
+) -> RunReport:
+    """Harvest `partner` once. Raises PartnerBusy if another process holds its lease;
+    every other problem ends the run as failed, with the reason in the report and history.
+
+    `full` ignores the stored `from` and any checkpoint: everything (or everything since the
+    configured `from`) is listed again.
+    """
+    settings = settings or HarvestSettings()
+    owner = owner or default_owner()
+    won, holder, expires = acquire_lease(store, partner.name, owner, settings.lease_ttl, int(clock()))
+    if not won:
+        raise err.PartnerBusy(partner.name, holder, expires)
+    try:
+        return _Run(store, partner, settings, stop or threading.Event(), on_page, owner, clock).execute(full)
+    finally:
+        release_lease(store, partner.name, owner)
+
+
+class _Run:
+    def __init__(
+        self,
+        store: Store,
+        partner: Partner,
+        settings: HarvestSettings,
+        stop: threading.Event,
+        on_page: ProgressCallback | None,
+        owner: str,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store, self.partner, self.settings = store, partner, settings
+        self.stop, self.on_page, self.owner, self.clock = stop, on_page, owner, clock
+        self.counts = Counts()
+        self.failures: list[tuple[str, str]] = []
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    def execute(self, full: bool) -> RunReport:
+        name = self.partner.name
+        state = harvest_state_of(self.store, name)
+        key = window_key(self.partner)
+        checkpoint = state.checkpoint if not full and state.checkpoint and state.checkpoint.get("key") == key else None
+        self.resumed = checkpoint is not None
+        if checkpoint is None:
+            previous = state.next_from if not full and state.next_from_key == key else None
+            checkpoint = {
+                "key": key,
+                "from": previous or self.partner.from_date,
+                "first_response": None,
+                "set": 0,
+                "token": None,
+                "counts": {},
+            }
+        self.cp = checkpoint
+        self.window = Counts.from_dict(checkpoint["counts"])
+        self.run_id = start_run(
+            self.store, name, self.owner, started=self.now(), from_date=checkpoint["from"], resumed=self.resumed
+        )
+        if self.resumed:
+            log.info("%s: resuming the window from %s at its checkpoint", name, checkpoint["from"] or "the start")
+        try:
+            self._harvest()
+        except err.Stopped as exc:
+            return self._finish(FAILED, f"{exc}; the next run resumes from the checkpoint")
+        except err.RepeatedTokenError as exc:
+            # Resuming at that token would loop again: the next run lists the window afresh.
+            return self._finish(FAILED, str(exc), checkpoint=None)
+        except err.HarvestError as exc:
+            return self._finish(FAILED, str(exc))
+        except Exception as exc:
+            self._finish(FAILED, f"internal error: {type(exc).__name__}: {exc}")
+            raise
+        if self.window.failed:
+            first = "; ".join(f"{where}: {why}" for where, why in self.failures[:3])
+            partial = f"{self.window.failed} record(s) could not be harvested" + (f" ({first})" if first else "")
+            return self._finish(PARTIAL, partial, checkpoint=None)
+        reason = f"{self.window.repaired} record(s) repaired by the lenient parser" if self.window.repaired else None
+        next_from = self.cp["first_response"]
+        return self._finish(SUCCESS, reason, checkpoint=None, next_from=(next_from, key) if next_from else None)
+
+    def _finish(
+        self,
+        outcome: str,
+        reason: str | None,
+        *,
+        checkpoint: Any = KEEP,
+        next_from: tuple[str, str] | None = None,
+    ) -> RunReport:
+        counts = {**asdict(self.counts), "failures": self.failures[: self.settings.max_failures_kept]}
+        finish_run(
+            self.store,
+            self.run_id,
+            self.partner.name,
+            finished=self.now(),
+            outcome=outcome,
+            reason=reason,
+            counts=counts,
+            checkpoint=checkpoint,
+            next_from=next_from,
+        )
+        level = logging.INFO if outcome == SUCCESS else logging.WARNING
+        log.log(
+            level, "%s: %s%s (%s)", self.partner.name, outcome, f": {reason}" if reason else "", _summary(self.counts)
+        )
+        return RunReport(
+            partner=self.partner.name,
+            outcome=outcome,
+            reason=reason,
+            run_id=self.run_id,
+            from_date=self.cp["from"],
+            resumed=self.resumed,
+            counts=self.counts,
+            window=self.window,
+            failures=self.failures,
+            next_from=next_from[0] if next_from else None,
+        )
+
+    def _harvest(self) -> None:
+        partner = self.partner
+        with Client(partner.base_url, settings_for(partner, self.settings.client), stop=self.stop) as client:
+            from_arg = self._from_argument(client) if self.cp["from"] else None
+            targets: list[str | None] = [*partner.sets] or [None]
+            while self.cp["set"] < len(targets):
+                args = {"metadataPrefix": partner.metadata_prefix}
+                if from_arg:
+                    args["from"] = from_arg
+                spec = targets[self.cp["set"]]
+                if spec:
+                    args["set"] = spec
+                try:
+                    for page in client.pages("ListRecords", token=self.cp["token"], **args):
+                        self._commit(page)
+                        if self.stop.is_set():
+                            raise err.Stopped("stopped after a page, as asked")
+                except err.BadResumptionToken as exc:
+                    if self.cp["token"] is None:
+                        raise
+                    if self.counts.restarts >= self.settings.max_restarts:
+                        raise err.HarvestError(
+                            f"{partner.name}: the partner rejected resumption tokens "
+                            f"{self.counts.restarts + 1} times in this run; last time: {exc}"
+                        ) from None
+                    log.warning(
+                        "%s: %s; restarting the list from %s", partner.name, exc, self.cp["from"] or "the start"
+                    )
+                    self.counts.restarts += 1
+                    self.window.restarts += 1
+                    self.cp = {**self.cp, "token": None}
+
+    def _from_argument(self, client: Client) -> str:
+        """The run's `from` in the partner's granularity (Identify says which)."""
+        value = self.cp["from"]
+        parsed = utc(value)
+        if parsed is None:
+            raise err.ConfigurationError(
+                f"{self.partner.name}: from {value!r} is not a date (YYYY-MM-DD or YYYY-MM-DDThh:mm:ssZ)"
+            )
+        try:
+            granularity = client.identify().granularity
+        except (err.ResponseError, err.PartnerOAIError) as exc:
+            log.warning(
+                "%s: Identify is unusable (%s); using days, which every repository supports", self.partner.name, exc
+            )
+            granularity = DAY
+        utc_value, given = parsed
+        if granularity == SECONDS:
+            return utc_value if given == SECONDS else f"{utc_value}T00:00:00Z"
+        return utc_value[:10]
+
+    def _commit(self, page: Page) -> None:
+        """The page's records and the checkpoint, in one transaction, under our lease."""
+        name = self.partner.name
+        converted = convert_page(page, self.partner)
+        delta = Counts(
+            pages=1,
+            received=len(page.items),
+            deleted=sum(1 for r in converted.records if r.deleted),
+            failed=len(converted.failures),
+            repaired=len(converted.repaired),
+            without_dc=converted.without_dc,
+        )
+        checkpoint = {
+            **self.cp,
+            "first_response": self.cp["first_response"] or page.response_date,
+            "token": page.token,
+            "set": self.cp["set"] + (1 if page.token is None else 0),
+        }
+        with self.store.writing() as (conn, stamp):
+            if not renew_lease_in(conn, name, self.owner, self.settings.lease_ttl, self.now()):
+                raise err.LeaseLost(f"{name}: another harvester took over the lease; this page was not written")
+            written, refused = write_harvested_in(self.store, conn, stamp, converted.records)
+            delta.added, delta.changed, delta.unchanged = written.added, written.changed, written.unchanged
+            delta.failed += len(refused) + len(written.rejected)
+            window = self.window + delta
+            checkpoint["counts"] = asdict(window)
+            save_checkpoint_in(conn, name, checkpoint, self.now())
+        self.cp, self.window, self.counts = checkpoint, window, self.counts + delta
+        failures = converted.failures + [(i, f"the identifier belongs to {src}; not overwritten") for i, src in refused]
+        failures += [(i, "the identifier is not a URI (xs:anyURI); the store refuses it") for i in written.rejected]
+        for where, why in failures:
+            log.warning("%s: record %s not harvested: %s", name, where, why)
+        self.failures.extend(failures)
+        if converted.repaired:
+            log.warning(
+                "%s: the lenient parser repaired %d record(s): %s; %s",
+                name,
+                len(converted.repaired),
+                ", ".join(converted.repaired[:10]),
+                "; ".join(page.repairs[:5]),
+            )
+        page_log.info(
+            "%s: page %d: %d record(s), %d deleted; %d added, %d changed, %d unchanged, %d failed",
+            name,
+            self.counts.pages,
+            delta.received,
+            delta.deleted,
+            delta.added,
+            delta.changed,
+            delta.unchanged,
+            delta.failed,
+        )
+        if self.on_page is not None:
+            self.on_page(name, self.counts, page)
+
+
+def _summary(c: Counts) -> str:
+    return (
+        f"{c.pages} page(s), {c.received} record(s) received ({c.deleted} deleted): {c.added} added, "
+        f"{c.changed} changed, {c.unchanged} unchanged, {c.failed} failed"
+    )

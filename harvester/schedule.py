@@ -1,0 +1,155 @@
+"""Harvesting on a schedule: the only module that imports APScheduler.
+
+One job per partner with a `schedule` in config.yaml, either `{interval: {minutes: 60}}`
+(weeks, days, hours, minutes, seconds) or `{cron: "0 3 * * *"}` (a crontab line, in UTC).
+A job never runs twice at once (max_instances=1), and runs missed while the process was
+busy or asleep collapse into one (coalesce). Across processes, the partner's lease in the
+store keeps two harvesters sharing one PostgreSQL off the same partner.
+
+SIGTERM or SIGINT: every running harvest finishes the page it is on (its records and
+checkpoint are committed), the scheduler stops, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from harvester import errors as err
+from harvester import harvest
+from harvester.client import settings_for
+from oaiserver.config import Config, Partner
+from oaiserver.store import Store
+
+log = logging.getLogger(__name__)
+
+INTERVAL_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
+
+
+def trigger_for(partner: Partner) -> BaseTrigger:
+    """The trigger a partner's `schedule` describes; ConfigurationError names what is wrong."""
+    where = f"partners.{partner.name}.schedule"
+    schedule = partner.schedule
+    if len(schedule) != 1 or next(iter(schedule)) not in ("interval", "cron"):
+        raise err.ConfigurationError(f"{where}: expected exactly one of interval or cron, got {schedule!r}")
+    if "cron" in schedule:
+        line = schedule["cron"]
+        if not isinstance(line, str):
+            raise err.ConfigurationError(f"{where}.cron: expected a crontab line such as '0 3 * * *'")
+        try:
+            return CronTrigger.from_crontab(line, timezone=UTC)
+        except ValueError as exc:
+            raise err.ConfigurationError(f"{where}.cron: {line!r} is not a crontab line: {exc}") from None
+    interval = schedule["interval"]
+    if not isinstance(interval, dict) or not interval or set(interval) - set(INTERVAL_UNITS):
+        raise err.ConfigurationError(f"{where}.interval: expected a mapping of {', '.join(INTERVAL_UNITS)} to numbers")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in interval.values()):
+        raise err.ConfigurationError(f"{where}.interval: expected non-negative numbers, got {interval!r}")
+    if not any(interval.values()):
+        raise err.ConfigurationError(f"{where}.interval: the interval is zero")
+    return IntervalTrigger(**interval, timezone=UTC)
+
+
+class HarvestScheduler:
+    """A BlockingScheduler with one job per scheduled partner, stopped cleanly by signals."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        settings: harvest.HarvestSettings | None = None,
+        run_now: bool = False,
+    ) -> None:
+        self.store = store
+        self.settings = settings or harvest.HarvestSettings()
+        self.stop = threading.Event()
+        self._active = 0
+        self._idle = threading.Condition()
+        self.scheduler = BlockingScheduler(timezone=UTC)
+        for partner in config.partners:
+            settings_for(partner, self.settings.client)  # an unknown quirk stops us here, not at 3 a.m.
+            if not partner.schedule:
+                log.info("%s: no schedule; harvested only by `harvester run`", partner.name)
+                continue
+            options: dict[str, Any] = {}
+            if run_now:
+                options["next_run_time"] = datetime.now(UTC)
+            self.scheduler.add_job(
+                self._job,
+                trigger_for(partner),
+                args=[partner],
+                id=partner.name,
+                name=f"harvest {partner.name}",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,  # late is better than never; coalesce makes it once
+                **options,
+            )
+
+    @property
+    def jobs(self) -> list[Any]:
+        return list(self.scheduler.get_jobs())
+
+    @contextmanager
+    def _tracked(self) -> Iterator[None]:
+        with self._idle:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
+
+    def _job(self, partner: Partner) -> None:
+        if self.stop.is_set():
+            return
+        with self._tracked():
+            try:
+                harvest.run(self.store, partner, settings=self.settings, stop=self.stop)
+            except err.PartnerBusy as exc:
+                log.info("%s", exc)
+            except Exception:
+                log.exception("%s: the harvest crashed", partner.name)
+
+    def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
+        """Finish the current pages, then stop. Safe in a signal handler: the scheduler is
+        shut down from another thread, so no lock is taken here."""
+        if signum is not None:
+            log.info("%s: finishing the current page(s), then exiting", signal.Signals(signum).name)
+        self.stop.set()
+        threading.Thread(target=self._shutdown, name="scheduler-shutdown", daemon=True).start()
+
+    def _shutdown(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+
+    def run_forever(self) -> None:
+        """Run in the foreground until SIGTERM or SIGINT, then wait for running harvests."""
+        previous = {s: signal.signal(s, self.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            if not self.jobs:
+                log.warning("no partner has a schedule: nothing to do")
+                return
+            for job in self.jobs:
+                log.info("scheduled %s (%s)", job.name, job.trigger)
+            if not self.stop.is_set():
+                self.scheduler.start()
+        finally:
+            with self._idle:
+                while self._active:
+                    self._idle.wait()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

@@ -1,0 +1,188 @@
+"""Helpers for the harvester tests: a second store, a scriptable fake partner on 127.0.0.1,
+and small OAI-PMH documents to serve from it."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import sqlalchemy as sa
+from conftest import PG_URL
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from harvester.client import ClientSettings
+from harvester.harvest import HarvestSettings
+
+OAI_NS = "http://www.openarchives.org/OAI/2.0/"
+SECONDS = "YYYY-MM-DDThh:mm:ssZ"
+
+# Tiny waits: a test that retries must not sleep for real.
+FAST = ClientSettings(timeout=2.0, retries=2, backoff=0.01, max_backoff=0.05, retry_after_cap=0.05)
+FAST_HARVEST = HarvestSettings(client=FAST, lease_ttl=60)
+
+
+@contextmanager
+def second_store_url(store_url: str, tmp_path: Path) -> Iterator[str]:
+    """Another store on the same backend as `store_url`: a second SQLite file, or a second
+    PostgreSQL schema."""
+    if store_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'target.sqlite3'}"
+        return
+    assert PG_URL is not None
+    schema = f"h_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+Handler = Callable[[dict[str, str], int], Response]
+
+
+class FakePartner:
+    """A WSGI app on 127.0.0.1, port 0, answering each request with `handler(params, n)`
+    (n counts requests from 0). Every request's arguments are kept in `requests`."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.requests: list[dict[str, str]] = []
+        self._lock = threading.Lock()
+        self.server = make_server("127.0.0.1", 0, self._app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/oai"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+
+    @Request.application  # type: ignore[misc]
+    def _app(self, request: Request) -> Response:
+        params = dict(parse_qsl(request.query_string.decode(), keep_blank_values=True))
+        with self._lock:
+            n = len(self.requests)
+            self.requests.append(params)
+        return self.handler(params, n)
+
+    def __enter__(self) -> FakePartner:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+class Switch:
+    """A WSGI app whose target can be swapped while a live server runs it; it also keeps
+    each request's query string."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.queries: list[str] = []
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        self.queries.append(environ.get("QUERY_STRING", ""))
+        return self.app(environ, start_response)
+
+
+def xml(
+    body: bytes | str, status: int = 200, headers: dict[str, str] | None = None, *, mimetype: str = "text/xml"
+) -> Response:
+    data = body.encode("utf-8") if isinstance(body, str) else body
+    return Response(data, status=status, headers=headers or {}, mimetype=mimetype)
+
+
+def oai(inner: str, *, response_date: str = "2024-05-01T12:00:00Z", request: str = "") -> str:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<OAI-PMH xmlns="{OAI_NS}"><responseDate>{response_date}</responseDate>'
+        f"<request{request}>http://partner.example.org/oai</request>{inner}</OAI-PMH>"
+    )
+
+
+def error(code: str, message: str = "") -> str:
+    return oai(f'<error code="{code}">{message}</error>')
+
+
+def identify(granularity: str = SECONDS) -> str:
+    return oai(
+        "<Identify><repositoryName>Fake</repositoryName><baseURL>http://partner.example.org/oai</baseURL>"
+        "<protocolVersion>2.0</protocolVersion><adminEmail>a@partner.example.org</adminEmail>"
+        "<earliestDatestamp>2000-01-01</earliestDatestamp><deletedRecord>persistent</deletedRecord>"
+        f"<granularity>{granularity}</granularity></Identify>"
+    )
+
+
+def record(
+    identifier: str,
+    title: str = "A title",
+    *,
+    datestamp: str = "2024-04-01T10:00:00Z",
+    deleted: bool = False,
+    extra: str = "",
+) -> str:
+    status = ' status="deleted"' if deleted else ""
+    header = f"<header{status}><identifier>{identifier}</identifier><datestamp>{datestamp}</datestamp></header>"
+    if deleted:
+        return f"<record>{header}</record>"
+    return (
+        f"<record>{header}<metadata>"
+        '<oai_dc:dc xmlns:oai_dc="http://www.openarchives.org/OAI/2.0/oai_dc/" '
+        'xmlns:dc="http://purl.org/dc/elements/1.1/">'
+        f"<dc:title>{title}</dc:title>{extra}</oai_dc:dc></metadata></record>"
+    )
+
+
+def list_records(records: list[str], token: str | None = None, *, response_date: str = "2024-05-01T12:00:00Z") -> str:
+    resumption = "" if token is None else f"<resumptionToken>{token}</resumptionToken>"
+    return oai(f"<ListRecords>{''.join(records)}{resumption}</ListRecords>", response_date=response_date)
+
+
+class PagedPartner:
+    """A well-behaved partner: `pages` (lists of <record> strings) served one after the other
+    with tokens `t1`, `t2`, … and an Identify; `faults` maps a request number to the response
+    to send instead, once (a fault does not advance the list)."""
+
+    def __init__(
+        self,
+        pages: list[list[str]],
+        *,
+        granularity: str = SECONDS,
+        faults: dict[int, Response] | None = None,
+        response_date: str = "2024-05-01T12:00:00Z",
+    ) -> None:
+        self.pages = pages
+        self.granularity = granularity
+        self.faults = faults or {}
+        self.response_date = response_date
+
+    def __call__(self, params: dict[str, str], n: int) -> Response:
+        if n in self.faults:
+            return self.faults.pop(n)
+        verb = params.get("verb")
+        if verb == "Identify":
+            return xml(identify(self.granularity))
+        if verb != "ListRecords":
+            return xml(error("badVerb"))
+        token = params.get("resumptionToken")
+        if token is None:
+            index = 0
+        elif token.startswith("t") and token[1:].isdigit() and int(token[1:]) < len(self.pages):
+            index = int(token[1:])
+        else:
+            return xml(error("badResumptionToken", "expired"))
+        if not self.pages or not self.pages[0]:
+            return xml(error("noRecordsMatch"))
+        next_token = f"t{index + 1}" if index + 1 < len(self.pages) else None
+        if next_token is None and index > 0:
+            next_token = ""  # the last page of a multi-page list carries an empty token
+        return xml(list_records(self.pages[index], next_token, response_date=self.response_date))

@@ -1,0 +1,337 @@
+"""The client against a misbehaving partner: retries, Retry-After, timeouts, OAI errors in
+4xx bodies, strict parsing, HTML instead of XML, BOMs, repeated tokens, and the error tree."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import pytest
+import requests
+from harvestkit import FAST, FakePartner, error, list_records, oai, record, xml
+from werkzeug.wrappers import Response
+
+from harvester import errors as err
+from harvester.client import Client, settings_for, utc
+from oaiserver.config import Partner
+
+
+class RecordingStop(threading.Event):
+    """A stop event whose waits are recorded instead of slept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(float(timeout or 0))
+        return self.is_set()
+
+
+def ok_page(n: int = 1) -> Response:
+    return xml(list_records([record(f"oai:p:{i}") for i in range(n)]))
+
+
+def serve(*responses: Response | Any) -> FakePartner:
+    """A partner answering with `responses` in turn (the last one repeats)."""
+
+    def handler(params: dict[str, str], n: int) -> Response:
+        answer = responses[min(n, len(responses) - 1)]
+        return answer(params) if callable(answer) and not isinstance(answer, Response) else answer
+
+    return FakePartner(handler)
+
+
+def fetch(partner: FakePartner, stop: threading.Event | None = None, **settings: Any) -> Any:
+    with Client(partner.url, replace(FAST, **settings), stop=stop) as client:
+        return client.request("ListRecords", metadataPrefix="oai_dc")
+
+
+# ---- retries ---------------------------------------------------------------------------------
+
+
+def test_503_with_retry_after_seconds_is_honoured() -> None:
+    stop = RecordingStop()
+    with serve(xml("busy", 503, {"Retry-After": "7"}), ok_page()) as partner:
+        page = fetch(partner, stop, retry_after_cap=60)
+    assert len(page.items) == 1
+    assert stop.waits == [7.0], "the wait is what Retry-After asked, not the backoff"
+
+
+def test_retry_after_as_an_http_date() -> None:
+    stop = RecordingStop()
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    with serve(xml("busy", 503, {"Retry-After": when}), ok_page()) as partner:
+        fetch(partner, stop, retry_after_cap=60)
+    assert len(stop.waits) == 1 and 27 <= stop.waits[0] <= 30
+
+
+def test_retry_after_is_capped() -> None:
+    stop = RecordingStop()
+    with serve(xml("busy", 503, {"Retry-After": "86400"}), ok_page()) as partner:
+        fetch(partner, stop, retry_after_cap=5)
+    assert stop.waits == [5.0]
+
+
+def test_garbage_retry_after_falls_back_to_backoff() -> None:
+    stop = RecordingStop()
+    with serve(xml("busy", 503, {"Retry-After": "soon"}), ok_page()) as partner:
+        fetch(partner, stop, backoff=0.5, max_backoff=10)
+    assert stop.waits == [0.5]
+
+
+def test_429_is_retried() -> None:
+    with serve(xml("slow down", 429), ok_page()) as partner:
+        assert len(fetch(partner).items) == 1
+    assert len(partner.requests) == 2
+
+
+def test_500s_are_retried_with_exponential_backoff() -> None:
+    stop = RecordingStop()
+    with serve(xml("oops", 500), xml("oops", 502), xml("oops", 500), ok_page()) as partner:
+        page = fetch(partner, stop, retries=3, backoff=1.0, max_backoff=3.0)
+    assert len(page.items) == 1
+    assert stop.waits == [1.0, 2.0, 3.0], "doubling, capped at max_backoff"
+
+
+def test_500_forever_fails_after_the_retries() -> None:
+    with (
+        serve(xml("oops", 500)) as partner,
+        pytest.raises(err.HTTPStatusError, match=r"HTTP 500.*after 2 retries") as info,
+    ):
+        fetch(partner, retries=2)
+    assert info.value.status == 500
+    assert len(partner.requests) == 3
+
+
+def test_a_slow_response_times_out_and_is_retried() -> None:
+    def slow_once(params: dict[str, str], n: int) -> Response:
+        if n == 0:
+            time.sleep(1.0)
+        return ok_page()
+
+    with FakePartner(slow_once) as partner:
+        started = time.monotonic()
+        page = fetch(partner, timeout=0.2)
+    assert len(page.items) == 1 and len(partner.requests) == 2
+    assert time.monotonic() - started < 1.0, "the client did not wait for the slow answer"
+
+
+def test_a_partner_that_is_always_slow_fails_with_a_timeout() -> None:
+    def slow(params: dict[str, str], n: int) -> Response:
+        time.sleep(0.6)
+        return ok_page()
+
+    with FakePartner(slow) as partner, pytest.raises(err.TransportError, match="timed out"):
+        fetch(partner, timeout=0.15, retries=1)
+
+
+def test_connection_refused_is_a_transport_error() -> None:
+    with serve(ok_page()) as partner:
+        url = partner.url
+    with Client(url, replace(FAST, retries=1)) as client, pytest.raises(err.TransportError, match="connection failed"):
+        client.request("Identify")
+
+
+def test_stop_interrupts_a_retry_wait() -> None:
+    stop = threading.Event()
+    with serve(xml("busy", 503, {"Retry-After": "30"})) as partner:
+        threading.Timer(0.2, stop.set).start()
+        started = time.monotonic()
+        with pytest.raises(err.Stopped):
+            fetch(partner, stop, retry_after_cap=30, retries=3)
+    assert time.monotonic() - started < 5
+
+
+# ---- what the body says ----------------------------------------------------------------------
+
+
+def test_an_oai_error_in_a_422_body_is_read() -> None:
+    with (
+        serve(xml(error("badArgument", "Unknown metadataPrefix oai_xx"), 422)) as partner,
+        pytest.raises(err.BadArgument, match=r"HTTP 422.*badArgument: Unknown metadataPrefix oai_xx") as info,
+    ):
+        fetch(partner)
+    assert info.value.code == "badArgument" and info.value.status == 422
+    assert len(partner.requests) == 1, "an OAI error is an answer: no retry"
+
+
+def test_no_records_match_is_an_empty_page_even_in_a_4xx_body() -> None:
+    for status in (200, 422):
+        with serve(xml(error("noRecordsMatch"), status)) as partner:
+            page = fetch(partner)
+        assert page.no_records and page.items == [] and page.token is None
+
+
+def test_unknown_error_codes_keep_their_code() -> None:
+    with serve(xml(error("tooMuchCoffee", "brb"))) as partner, pytest.raises(err.PartnerOAIError) as info:
+        fetch(partner)
+    assert info.value.code == "tooMuchCoffee" and type(info.value) is err.PartnerOAIError
+
+
+def test_a_4xx_without_oai_body_is_an_http_error() -> None:
+    with serve(xml("not here", 404, mimetype="text/plain")) as partner, pytest.raises(err.HTTPStatusError, match="404"):
+        fetch(partner)
+    assert len(partner.requests) == 1
+
+
+def test_an_html_page_with_status_200_is_refused_clearly() -> None:
+    page = "<!DOCTYPE html>\n<html><head><title>Scheduled maintenance</title></head><body>Back soon</body></html>"
+    with (
+        serve(xml(page, mimetype="text/html")) as partner,
+        pytest.raises(err.HTMLResponseError, match="HTML page titled 'Scheduled maintenance' instead of OAI-PMH"),
+    ):
+        fetch(partner)
+
+
+def test_xhtml_is_refused_as_html_too() -> None:
+    page = '<?xml version="1.0"?><html xmlns="http://www.w3.org/1999/xhtml"><body>Login</body></html>'
+    with serve(xml(page)) as partner, pytest.raises(err.HTMLResponseError):
+        fetch(partner)
+
+
+def test_invalid_xml_is_refused_strictly() -> None:
+    broken = list_records([record("oai:p:1", "Fish & Chips")])
+    with serve(xml(broken)) as partner, pytest.raises(err.XMLSyntaxError, match=r"not well-formed.*lenient_xml"):
+        fetch(partner)
+    assert len(partner.requests) == 1
+
+
+def test_the_lenient_quirk_repairs_and_counts() -> None:
+    records = [record("oai:p:1", "fine"), "\n" + record("oai:p:2", "Fish & Chips") + "\n", record("oai:p:3", "fine")]
+    with serve(xml(list_records(records))) as partner:
+        page = fetch(partner, lenient_xml=True)
+    assert [i for i in range(len(page.items))] == [0, 1, 2]
+    assert page.repaired == {1} and page.repairs
+
+
+def test_lenient_xml_is_a_partner_quirk() -> None:
+    base = FAST
+    assert settings_for(Partner("p", "http://x/oai", quirks={"lenient_xml": True}), base).lenient_xml
+    assert not settings_for(Partner("p", "http://x/oai"), base).lenient_xml
+    with pytest.raises(err.ConfigurationError, match=r"unknown quirk.*lenient_xlm"):
+        settings_for(Partner("p", "http://x/oai", quirks={"lenient_xlm": True}), base)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "bom"), [("utf-8", b"\xef\xbb\xbf"), ("utf-16-le", b"\xff\xfe"), ("utf-16-be", b"\xfe\xff")]
+)
+def test_a_byte_order_mark_is_fine(encoding: str, bom: bytes) -> None:
+    body = list_records([record("oai:p:1", "Zürich")]).replace('encoding="UTF-8"', f'encoding="{encoding[:6].upper()}"')
+    with serve(xml(bom + body.encode(encoding))) as partner:
+        page = fetch(partner)
+    assert page.items[0].findtext(".//{http://purl.org/dc/elements/1.1/}title") == "Zürich"
+
+
+def test_entities_are_never_resolved(tmp_path: Any) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET")
+    body = (
+        f'<?xml version="1.0"?><!DOCTYPE OAI-PMH [<!ENTITY xxe SYSTEM "{secret.as_uri()}">'
+        '<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+        '<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">'
+        '<!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;"><!ENTITY e "&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;">]>'
+        + list_records([record("oai:p:1", "&xxe; &e;")]).split("\n", 1)[1]
+    )
+    with serve(xml(body)) as partner:
+        page = fetch(partner)
+    from lxml import etree
+
+    text = etree.tostring(page.root, encoding="unicode")
+    assert "TOP-SECRET" not in text and "aaaaaaaaaa" not in text
+
+
+def test_an_oai_pmh_root_without_its_namespace_is_refused() -> None:
+    body = '<?xml version="1.0"?><OAI-PMH><responseDate>2024-01-01T00:00:00Z</responseDate></OAI-PMH>'
+    with serve(xml(body)) as partner, pytest.raises(err.NotOAIResponseError, match=r"not in the OAI-PMH 2.0 namespace"):
+        fetch(partner)
+
+
+def test_a_response_without_the_verb_element_is_refused() -> None:
+    with (
+        serve(xml(oai(""))) as partner,
+        pytest.raises(err.NotOAIResponseError, match="neither <ListRecords> nor <error>"),
+    ):
+        fetch(partner)
+
+
+def test_response_dates_are_read_in_utc() -> None:
+    with serve(xml(list_records([], response_date="2023-03-30T16:02:12+05:45"))) as partner:
+        assert fetch(partner).response_date == "2023-03-30T10:17:12Z"
+    assert utc("2024-02-30") is None and utc("yesterday") is None
+    assert utc("2024-01-01") == ("2024-01-01", "YYYY-MM-DD")
+    assert utc("2024-01-01T10:00:00.123Z") == ("2024-01-01T10:00:00Z", "YYYY-MM-DDThh:mm:ssZ")
+
+
+# ---- lists -----------------------------------------------------------------------------------
+
+
+def test_tokens_are_followed_to_the_end() -> None:
+    def handler(params: dict[str, str], n: int) -> Response:
+        token = params.get("resumptionToken")
+        if token is None:
+            return xml(list_records([record("oai:p:1")], "a"))
+        if token == "a":
+            return xml(list_records([record("oai:p:2")], "b"))
+        return xml(list_records([record("oai:p:3")], ""))
+
+    with FakePartner(handler) as partner, Client(partner.url, FAST) as client:
+        pages = list(client.pages("ListRecords", metadataPrefix="oai_dc"))
+    assert [len(p.items) for p in pages] == [1, 1, 1] and pages[-1].token is None
+    assert partner.requests[1] == {"verb": "ListRecords", "resumptionToken": "a"}
+
+
+def test_a_repeated_token_ends_the_list() -> None:
+    following = {None: "a", "a": "b", "b": "a"}  # a, b, a again…
+
+    def handler(params: dict[str, str], n: int) -> Response:
+        token = following[params.get("resumptionToken")] if n < 20 else None  # …until the 20th page
+        return xml(list_records([record(f"oai:p:{n}")], token))
+
+    with FakePartner(handler) as partner, Client(partner.url, FAST) as client:
+        seen = []
+        with pytest.raises(err.RepeatedTokenError, match="came back a second time"):
+            for page in client.pages("ListRecords", metadataPrefix="oai_dc"):
+                seen.append(page)
+    assert len(partner.requests) == 3 and len(seen) == 3
+
+
+# ---- the error tree --------------------------------------------------------------------------
+
+
+def _request_exceptions() -> list[type[BaseException]]:
+    return [
+        cls
+        for _, cls in inspect.getmembers(requests.exceptions, inspect.isclass)
+        if issubclass(cls, requests.RequestException)
+    ]
+
+
+@pytest.mark.parametrize("exc_type", _request_exceptions(), ids=lambda c: c.__name__)
+def test_every_requests_exception_is_mapped(exc_type: type[BaseException], monkeypatch: pytest.MonkeyPatch) -> None:
+    def explode(*args: Any, **kwargs: Any) -> Any:
+        try:
+            exc = exc_type("boom")
+        except TypeError:  # JSONDecodeError wants (msg, doc, pos)
+            exc = exc_type("boom", "", 0)
+        raise exc
+
+    with Client("http://127.0.0.1:9/oai", replace(FAST, retries=1), stop=RecordingStop()) as client:
+        monkeypatch.setattr(client.session, "get", explode)
+        with pytest.raises(err.TransportError, match="boom"):
+            client.request("Identify")
+
+
+def test_every_oai_error_code_has_a_class() -> None:
+    from oaiserver.errors import ALL_ERRORS
+
+    wire = {e.code for e in ALL_ERRORS} - {"noRecordsMatch"}
+    assert wire == set(err.OAI_ERRORS)
+    for code, cls in err.OAI_ERRORS.items():
+        made = err.partner_error([(code, "m")], 200)
+        assert type(made) is cls and made.code == code and isinstance(made, err.HarvestError)

@@ -1,0 +1,356 @@
+"""One harvest run against a fake partner, on both backends: incremental `from`, checkpoints,
+outcomes and their reasons, tombstones, idempotence, leases and stopping."""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from conftest import OAI_SCHEMA, make_record
+from harvestkit import FAST, FAST_HARVEST, FakePartner, PagedPartner, error, list_records, record, xml
+from lxml import etree
+from werkzeug.wrappers import Response
+
+from harvester import errors as err
+from harvester import harvest
+from oaiserver.config import Partner, partner_set
+from oaiserver.store import Store, acquire_lease, harvest_history, harvest_state_of
+
+DAY = "YYYY-MM-DD"
+
+
+def pages_of(*sizes: int, prefix: str = "oai:partner.example.org:") -> list[list[str]]:
+    out, n = [], 0
+    for size in sizes:
+        out.append([record(f"{prefix}{n + i}", f"Title {n + i}") for i in range(size)])
+        n += size
+    return out
+
+
+def run(store: Store, partner: Partner, **kwargs: Any) -> harvest.RunReport:
+    return harvest.run(store, partner, settings=kwargs.pop("settings", FAST_HARVEST), **kwargs)
+
+
+def test_records_are_stored_with_provenance_and_a_valid_about(store: Store) -> None:
+    extra = '<dc:creator xml:lang="en_GB">Smith &amp; Sons</dc:creator><dc:subject><![CDATA[a <b>]]></dc:subject>'
+    pages = [[record("oai:p:1", "Zürich", extra=extra), record("oai:p:2", deleted=True)]]
+    with FakePartner(PagedPartner(pages)) as fake:
+        report = run(store, Partner("p", fake.url))
+    assert report.outcome == "success" and report.counts.deleted == 1
+    live = store.get("oai:p:1")
+    assert live is not None and live.source == "p" and live.sets == [partner_set("p")]
+    assert [(v.element, v.value, v.lang) for v in live.dc] == [
+        ("title", "Zürich", None),
+        ("creator", "Smith & Sons", "en-GB"),
+        ("subject", "a <b>", None),
+    ]
+    assert live.provenance == {
+        "baseURL": fake.url,
+        "identifier": "oai:p:1",
+        "datestamp": "2024-04-01T10:00:00Z",
+        "metadataNamespace": "http://www.openarchives.org/OAI/2.0/oai_dc/",
+        "harvestDate": "2024-05-01T12:00:00Z",
+        "metadataPrefix": "oai_dc",
+        "setSpecs": "",
+    }
+    assert live.raw_xml is not None and live.raw_xml.startswith("<record") and "Zürich" in live.raw_xml
+    assert live.about is not None
+    about = etree.fromstring(live.about)
+    assert OAI_SCHEMA.validate(about), OAI_SCHEMA.error_log
+    tomb = store.get("oai:p:2")
+    assert tomb is not None and tomb.deleted and tomb.metadata == {"oai_dc": ""} and tomb.about is None
+
+
+def test_a_first_run_takes_everything_and_the_next_starts_at_the_partners_response_date(store: Store) -> None:
+    partner_pages = PagedPartner(pages_of(3, 2), response_date="2024-05-01T12:00:00Z")
+    with FakePartner(partner_pages) as fake:
+        partner = Partner("p", fake.url)
+        first = run(store, partner)
+        assert first.outcome == "success" and first.counts.received == 5 and first.counts.pages == 2
+        assert fake.requests[0] == {"verb": "ListRecords", "metadataPrefix": "oai_dc"}
+        assert harvest_state_of(store, "p").next_from == "2024-05-01T12:00:00Z"
+        partner_pages.response_date = "2024-06-01T08:30:00Z"
+        fake.requests.clear()
+        second = run(store, partner)
+    assert second.outcome == "success" and second.from_date == "2024-05-01T12:00:00Z"
+    assert fake.requests[:2] == [
+        {"verb": "Identify"},
+        {"verb": "ListRecords", "metadataPrefix": "oai_dc", "from": "2024-05-01T12:00:00Z"},
+    ]
+    assert second.counts.unchanged == 5 and second.counts.added == 0
+    assert harvest_state_of(store, "p").next_from == "2024-06-01T08:30:00Z"
+
+
+def test_from_is_sent_in_the_granularity_the_partner_declares(store: Store) -> None:
+    with FakePartner(PagedPartner(pages_of(1), granularity=DAY)) as fake:
+        partner = Partner("p", fake.url, from_date="2020-02-03T04:05:06Z")
+        assert run(store, partner).outcome == "success"
+        assert fake.requests[1] == {"verb": "ListRecords", "metadataPrefix": "oai_dc", "from": "2020-02-03"}
+    with FakePartner(PagedPartner(pages_of(1, prefix="oai:q:"))) as fake:
+        partner = Partner("q", fake.url, from_date="2020-02-03")
+        assert run(store, partner, full=True).outcome == "success"
+        assert fake.requests[1]["from"] == "2020-02-03T00:00:00Z"
+
+
+def test_a_bad_configured_from_fails_clearly(store: Store) -> None:
+    with FakePartner(PagedPartner(pages_of(1))) as fake:
+        report = run(store, Partner("p", fake.url, from_date="last tuesday"))
+    assert report.outcome == "failed" and "'last tuesday' is not a date" in (report.reason or "")
+    assert fake.requests == []
+
+
+def test_sets_are_listed_one_after_the_other(store: Store) -> None:
+    def handler(params: dict[str, str], n: int) -> Response:
+        spec = params.get("set", "")
+        return xml(list_records([record(f"oai:p:{spec}-1")]))
+
+    with FakePartner(handler) as fake:
+        report = run(store, Partner("p", fake.url, sets=("math", "physics")))
+    assert report.outcome == "success"
+    assert [r.get("set") for r in fake.requests] == ["math", "physics"]
+    assert store.identifiers(source="p") == {"oai:p:math-1", "oai:p:physics-1"}
+
+
+def test_records_that_cannot_be_read_make_a_partial_run(store: Store) -> None:
+    bad = [
+        "<record><header><identifier>oai:p:nodate</identifier><datestamp>yesterday</datestamp></header></record>",
+        "<record><header><identifier>oai:p:nometa</identifier><datestamp>2024-01-01</datestamp></header></record>",
+        "<record><metadata/></record>",
+    ]
+    with FakePartner(PagedPartner([[record("oai:p:1"), *bad, record("oai:p:2")]])) as fake:
+        report = run(store, Partner("p", fake.url))
+    assert report.outcome == "partial" and report.exit_code == 2
+    assert report.counts.failed == 3 and report.counts.added == 2
+    assert report.failures == [
+        ("oai:p:nodate", "the datestamp 'yesterday' is not a date"),
+        ("oai:p:nometa", "the record is not deleted but has no metadata"),
+        ("record 4 of the page", "the record has no <header>"),
+    ]
+    assert "3 record(s) could not be harvested" in (report.reason or "")
+    assert harvest_state_of(store, "p").next_from is None, "the from moves only on success"
+    history = harvest_history(store, "p")
+    assert history[0].outcome == "partial" and history[0].counts["failures"][0][0] == "oai:p:nodate"
+
+
+def test_a_partner_cannot_overwrite_a_local_record(store: Store) -> None:
+    store.write([make_record("taken", "Ours")])
+    with FakePartner(PagedPartner([[record("oai:test.example.org:taken", "Theirs"), record("oai:p:1")]])) as fake:
+        report = run(store, Partner("p", fake.url))
+    assert report.outcome == "partial"
+    assert report.failures == [("oai:test.example.org:taken", "the identifier belongs to local; not overwritten")]
+    local = store.get("oai:test.example.org:taken")
+    assert local is not None and local.source == "local" and local.dc_values("title") == ["Ours"]
+
+
+def test_an_identifier_that_is_not_a_uri_is_refused_and_reported(store: Store) -> None:
+    with FakePartner(PagedPartner([[record("oai:p:1"), record("oai:p:with space")]])) as fake:
+        report = run(store, Partner("p", fake.url))
+    assert report.outcome == "partial" and report.counts.added == 1
+    assert report.failures == [("oai:p:with space", "the identifier is not a URI (xs:anyURI); the store refuses it")]
+    assert store.identifiers(source="p") == {"oai:p:1"}
+
+
+def test_broken_xml_fails_the_run_and_the_next_run_resumes_at_the_checkpoint(store: Store) -> None:
+    broken = xml(list_records([record("oai:p:x", "Fish & Chips")]))
+    with FakePartner(PagedPartner(pages_of(2, 2, 2), faults={1: broken})) as fake:
+        partner = Partner("p", fake.url)
+        failed = run(store, partner)
+        assert failed.outcome == "failed" and "not well-formed" in (failed.reason or "")
+        assert store.identifiers(source="p") == {"oai:partner.example.org:0", "oai:partner.example.org:1"}
+        state = harvest_state_of(store, "p")
+        assert state.next_from is None and state.checkpoint is not None and state.checkpoint["token"] == "t1"
+        fake.requests.clear()
+        resumed = run(store, partner)
+    assert resumed.outcome == "success" and resumed.resumed
+    assert fake.requests[0] == {"verb": "ListRecords", "resumptionToken": "t1"}
+    assert resumed.window.received == 6 and len(store.identifiers(source="p")) == 6
+    assert harvest_state_of(store, "p").next_from == "2024-05-01T12:00:00Z"
+
+
+def test_the_lenient_quirk_repairs_broken_xml_and_counts_it(store: Store) -> None:
+    page = list_records([record("oai:p:1"), "\n" + record("oai:p:2", "Fish & Chips") + "\n", record("oai:p:3")])
+    with FakePartner(lambda params, n: xml(page)) as fake:
+        report = run(store, Partner("p", fake.url, quirks={"lenient_xml": True}))
+    assert report.outcome == "success" and report.counts.repaired == 1 and report.counts.added == 3
+    assert "1 record(s) repaired" in (report.reason or "")
+    assert store.identifiers(source="p") == {"oai:p:1", "oai:p:2", "oai:p:3"}
+
+
+def test_a_repeated_token_fails_the_run_and_drops_the_checkpoint(store: Store) -> None:
+    loop = lambda params, n: xml(list_records([record(f"oai:p:{n}")], "loop" if n < 20 else None))  # noqa: E731
+    with FakePartner(loop) as fake:
+        report = run(store, Partner("p", fake.url))
+    assert report.outcome == "failed" and "came back a second time" in (report.reason or "")
+    assert len(fake.requests) == 2 and report.counts.received == 2
+    assert harvest_state_of(store, "p").checkpoint is None
+
+
+def test_a_rejected_token_restarts_the_list_from_the_runs_from(store: Store) -> None:
+    faults = {2: xml(error("badResumptionToken", "The token has expired."))}
+    with FakePartner(PagedPartner(pages_of(2, 2, 2), faults=faults)) as fake:
+        report = run(store, Partner("p", fake.url))
+    assert report.outcome == "success" and report.counts.restarts == 1
+    assert [r.get("resumptionToken") for r in fake.requests] == [None, "t1", "t2", None, "t1", "t2"]
+    assert len(store.identifiers(source="p")) == 6 and report.counts.unchanged == 4
+
+
+def test_a_partner_that_rejects_every_token_fails_after_a_few_restarts(store: Store) -> None:
+    def handler(params: dict[str, str], n: int) -> Response:
+        if "resumptionToken" in params:
+            return xml(error("badResumptionToken"))
+        return xml(list_records([record("oai:p:1")], "next"))
+
+    with FakePartner(handler) as fake:
+        report = run(store, Partner("p", fake.url))
+    assert report.outcome == "failed" and "rejected resumption tokens 3 times" in (report.reason or "")
+    assert len(fake.requests) == 6
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        (xml("<html><head><title>Login</title></head></html>", mimetype="text/html"), "HTML page titled 'Login'"),
+        (xml(error("cannotDisseminateFormat", "no such format"), 422), "HTTP 422.*cannotDisseminateFormat"),
+        (xml("oops", 500), "HTTP 500.*after 2 retries"),
+    ],
+    ids=["html", "oai-error-422", "500s"],
+)
+def test_a_failed_run_keeps_its_reason_and_does_not_move_from(store: Store, fault: Response, reason: str) -> None:
+    with FakePartner(lambda params, n: fault) as fake:
+        report = run(store, Partner("p", fake.url))
+    assert report.outcome == "failed" and report.exit_code == 1
+    history = harvest_history(store, "p")
+    assert history[0].outcome == "failed"
+    assert re.search(reason, history[0].reason or "")
+    assert harvest_state_of(store, "p").next_from is None
+
+
+def test_503_with_retry_after_then_success(store: Store) -> None:
+    faults = {0: xml("busy", 503, {"Retry-After": "0"}), 2: xml("busy", 503, {"Retry-After": "0"})}
+    with FakePartner(PagedPartner(pages_of(2, 2), faults=faults)) as fake:
+        report = run(store, Partner("p", fake.url))
+    assert report.outcome == "success" and report.counts.received == 4 and len(fake.requests) == 4
+
+
+def test_no_records_match_is_a_successful_empty_harvest(store: Store) -> None:
+    with FakePartner(lambda params, n: xml(error("noRecordsMatch"), 422)) as fake:
+        report = run(store, Partner("p", fake.url))
+    assert report.outcome == "success" and report.counts.received == 0
+    assert harvest_state_of(store, "p").next_from == "2024-05-01T12:00:00Z"
+
+
+def test_harvesting_the_same_records_again_changes_nothing(store: Store) -> None:
+    paged = PagedPartner(pages_of(3, 3), response_date="2024-05-01T12:00:00Z")
+    with FakePartner(paged) as fake:
+        partner = Partner("p", fake.url)
+        run(store, partner)
+        before = {i: store.get(i) for i in store.identifiers()}
+        paged.response_date = "2024-06-01T00:00:00Z"  # a later harvest of the same records
+        again = run(store, partner, full=True)
+    assert again.outcome == "success" and again.counts.unchanged == 6 and again.counts.changed == 0
+    after = {i: store.get(i) for i in store.identifiers()}
+    for identifier, old in before.items():
+        new = after[identifier]
+        assert old is not None and new is not None
+        assert (new.datestamp, new.about, new.metadata) == (old.datestamp, old.about, old.metadata)
+        assert new.provenance and new.provenance["harvestDate"] == "2024-06-01T00:00:00Z", "kept, not served"
+
+
+def test_a_changed_list_configuration_starts_afresh(store: Store) -> None:
+    with FakePartner(PagedPartner(pages_of(1))) as fake:
+        run(store, Partner("p", fake.url))
+        fake.requests.clear()
+        report = run(store, Partner("p", fake.url, republish=False))
+    assert report.from_date is None and fake.requests[0] == {"verb": "ListRecords", "metadataPrefix": "oai_dc"}
+
+
+def test_an_unknown_quirk_fails_the_run_clearly(store: Store) -> None:
+    with FakePartner(PagedPartner(pages_of(1))) as fake:
+        report = run(store, Partner("p", fake.url, quirks={"lenient": True}))
+    assert report.outcome == "failed" and "unknown quirk(s) lenient (known: lenient_xml)" in (report.reason or "")
+
+
+# ---- leases and stopping ---------------------------------------------------------------------
+
+
+def test_a_partner_leased_by_another_harvester_is_skipped(store: Store) -> None:
+    assert acquire_lease(store, "p", "other-host:1", 600, 1_000)[0]
+    with FakePartner(PagedPartner(pages_of(1))) as fake:
+        with pytest.raises(err.PartnerBusy, match="other-host:1"):
+            run(store, Partner("p", fake.url), clock=lambda: 1_100)
+        assert fake.requests == [] and harvest_history(store, "p") == []
+        report = run(store, Partner("p", fake.url), clock=lambda: 1_700)  # the lease expired at 1_600
+    assert report.outcome == "success"
+
+
+def test_a_lease_taken_over_mid_run_stops_the_run_before_it_writes(store: Store) -> None:
+    now = [1_000]
+
+    def take_over(partner: str, counts: harvest.Counts, page: Any) -> None:
+        now[0] += 700  # our lease (ttl 600) expires, and another harvester takes it
+        assert acquire_lease(store, "p", "thief", 600, now[0])[0]
+
+    with FakePartner(PagedPartner(pages_of(1, 1, 1))) as fake:
+        report = run(
+            store,
+            Partner("p", fake.url),
+            on_page=take_over,
+            clock=lambda: now[0],
+            settings=replace(FAST_HARVEST, lease_ttl=600),
+        )
+    assert report.outcome == "failed" and "another harvester took over the lease" in (report.reason or "")
+    assert store.identifiers(source="p") == {"oai:partner.example.org:0"}, "page 2 was not written"
+
+
+def test_only_one_of_two_concurrent_harvesters_runs_a_partner(store: Store) -> None:
+    gate = threading.Event()
+
+    def slow(params: dict[str, str], n: int) -> Response:
+        gate.wait(5)
+        return xml(list_records([record("oai:p:1")]))
+
+    outcomes: list[str] = []
+
+    def harvester() -> None:
+        try:
+            outcomes.append(run(store, Partner("p", fake.url)).outcome)
+        except err.PartnerBusy:
+            outcomes.append("busy")
+
+    with FakePartner(slow) as fake:
+        threads = [threading.Thread(target=harvester) for _ in range(2)]
+        for t in threads:
+            t.start()
+        while len(fake.requests) + len(outcomes) < 2:
+            threading.Event().wait(0.01)
+        gate.set()
+        for t in threads:
+            t.join(10)
+    assert sorted(outcomes) == ["busy", "success"] and len(fake.requests) == 1
+
+
+def test_stop_ends_the_run_after_the_current_page(store: Store) -> None:
+    stop = threading.Event()
+
+    def stop_after_second(partner: str, counts: harvest.Counts, page: Any) -> None:
+        if counts.pages == 2:
+            stop.set()
+
+    with FakePartner(PagedPartner(pages_of(2, 2, 2, 2))) as fake:
+        partner = Partner("p", fake.url)
+        report = run(store, partner, stop=stop, on_page=stop_after_second)
+        assert report.outcome == "failed" and "stopped after a page" in (report.reason or "")
+        assert len(fake.requests) == 2 and len(store.identifiers(source="p")) == 4
+        assert harvest_state_of(store, "p").checkpoint["token"] == "t2"  # type: ignore[index]
+        resumed = run(store, partner)
+    assert resumed.outcome == "success" and resumed.window.received == 8
+
+
+def test_client_settings_reach_the_client(store: Store) -> None:
+    with FakePartner(lambda params, n: xml("oops", 503)) as fake:
+        settings = replace(FAST_HARVEST, client=replace(FAST, retries=4))
+        report = run(store, Partner("p", fake.url), settings=settings)
+    assert report.outcome == "failed" and len(fake.requests) == 5
