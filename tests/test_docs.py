@@ -7,6 +7,7 @@ import re
 import click
 from conftest import HERE
 
+from harvester.cli import main as harvester_main
 from oaiserver.cli import main
 from oaiserver.config import KEYS
 
@@ -19,9 +20,10 @@ def test_every_setting_is_documented() -> None:
 
 
 def test_every_command_is_documented() -> None:
-    assert isinstance(main, click.Group)
-    for name in main.commands:
-        assert f"`oaiserver {name}" in README, name
+    for program, group in (("oaiserver", main), ("harvester", harvester_main)):
+        assert isinstance(group, click.Group)
+        for name in group.commands:
+            assert f"`{program} {name}" in README, name
 
 
 def test_readme_opens_with_the_two_commands() -> None:
