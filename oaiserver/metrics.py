@@ -7,6 +7,7 @@ every worker's counts add up in one scrape.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -16,6 +17,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 REQUESTS = Counter("oai_requests_total", "OAI-PMH requests answered, by verb", ["verb"])
 ERRORS = Counter("oai_errors_total", "OAI-PMH errors answered, by code", ["code"])
@@ -29,10 +32,36 @@ LATENCY = Histogram(
 OVERLOAD = Counter("oai_overload_total", "List requests refused with 503 because the cap was reached")
 
 
-def exposition() -> tuple[bytes, str]:
-    """The metrics text, aggregated over worker processes when running under gunicorn."""
+class HarvestCollector(Collector):
+    """Harvester figures, read from the store's run history at scrape time, so they are right
+    whichever process harvested."""
+
+    def __init__(self, summary: dict[str, dict[str, Any]]) -> None:
+        self.summary = summary
+
+    def collect(self) -> Any:
+        runs = CounterMetricFamily("harvest_runs", "Harvest runs by partner and outcome", labels=["partner", "outcome"])
+        received = CounterMetricFamily("harvest_records", "Records received from a partner", labels=["partner"])
+        success = GaugeMetricFamily(
+            "harvest_last_success_timestamp_seconds", "End of the last successful run", labels=["partner"]
+        )
+        for partner, entry in sorted(self.summary.items()):
+            for outcome, n in sorted(entry["runs"].items()):
+                runs.add_metric([partner, outcome], n)
+            received.add_metric([partner], entry["received"])
+            if entry["last_success"] is not None:
+                success.add_metric([partner], entry["last_success"])
+        yield from (runs, received, success)
+
+
+def exposition(harvests: dict[str, dict[str, Any]]) -> tuple[bytes, str]:
+    """The metrics text (aggregated over gunicorn workers), then the harvest figures."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST
+        own = generate_latest(registry)
+    else:
+        own = generate_latest()
+    harvest_registry = CollectorRegistry()
+    harvest_registry.register(HarvestCollector(harvests))
+    return own + generate_latest(harvest_registry), CONTENT_TYPE_LATEST

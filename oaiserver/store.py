@@ -774,3 +774,23 @@ def write_harvested_in(
             record.about = old.about
         accepted.append(record)
     return store.write_in(conn, stamp, accepted), refused
+
+
+def harvest_summary(store: Store) -> dict[str, dict[str, Any]]:
+    """Per partner: runs by outcome, records received, and the last run and last success times."""
+    summary: dict[str, dict[str, Any]] = {}
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(harvest_runs.c.partner, harvest_runs.c.outcome, harvest_runs.c.started,
+                      harvest_runs.c.finished, harvest_runs.c.counts).order_by(harvest_runs.c.id)
+        )
+        for partner, outcome, started, finished, counts in rows:
+            entry = summary.setdefault(
+                partner, {"runs": {}, "received": 0, "last_outcome": None, "last_run": None, "last_success": None}
+            )
+            entry["runs"][outcome] = entry["runs"].get(outcome, 0) + 1
+            entry["received"] += int(json.loads(counts or "{}").get("received", 0))
+            entry["last_outcome"], entry["last_run"] = outcome, finished or started
+            if outcome == "success":
+                entry["last_success"] = finished or started
+    return summary

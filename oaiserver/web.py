@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 
 from oaiserver import html, metrics, protocol, render
 from oaiserver.records import format_datestamp
-from oaiserver.store import Store
+from oaiserver.store import Store, harvest_summary
 
 log = logging.getLogger(__name__)
 bp = Blueprint("oai", __name__)
@@ -111,7 +111,7 @@ def healthz() -> Response:
 
 @bp.route("/metrics")
 def metrics_page() -> Response:
-    body, content_type = metrics.exposition()
+    body, content_type = metrics.exposition(harvest_summary(store()))
     return Response(body, content_type=content_type)
 
 
@@ -167,8 +167,25 @@ def home() -> str:
         counts=s.counts(),
         sets=repo.sets,
         set_counts=s.set_counts(),
-        partners=[{"name": p.name, "last_run": None, "outcome": None} for p in repo.config.partners],
+        partners=_partners(s),
     )
+
+
+def _partners(s: Store) -> list[dict[str, object]]:
+    summary = harvest_summary(s)
+    shown = []
+    for partner in repository().config.partners:
+        entry = summary.get(partner.name, {})
+        last = entry.get("last_run")
+        shown.append(
+            {
+                "name": partner.name,
+                "base_url": partner.base_url,
+                "last_run": format_datestamp(last) if last else None,
+                "outcome": entry.get("last_outcome"),
+            }
+        )
+    return shown
 
 
 @bp.route("/records/<path:identifier>")

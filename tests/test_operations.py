@@ -91,3 +91,26 @@ def test_overload_gets_503_and_retry_after(store_url: str, store: Store, clock: 
             w.join(20)
         assert results == [200, 200]
         validate(requests.get(url, timeout=10).content)
+
+
+def test_harvests_show_on_the_home_page_and_in_metrics(store_url: str, store: Store) -> None:
+    from oaiserver.store import finish_run, start_run
+
+    partners = [{"name": "alpha", "base_url": "http://127.0.0.1:9/oai"},
+                {"name": "beta", "base_url": "http://127.0.0.1:9/oai"}]
+    app = create_app(make_config(store_url, partners=partners), store=store)
+    first = start_run(store, "alpha", "me", started=1_700_000_000, from_date=None, resumed=False)
+    finish_run(store, first, "alpha", finished=1_700_000_060, outcome="success", reason=None,
+               counts={"received": 40})
+    second = start_run(store, "alpha", "me", started=1_700_000_100, from_date=None, resumed=False)
+    finish_run(store, second, "alpha", finished=1_700_000_110, outcome="failed", reason="timeout",
+               counts={"received": 2})
+    client = app.test_client()
+    home = client.get("/").get_data(as_text=True)
+    assert "alpha" in home and "failed" in home and "2023-11-14T22:15:10Z" in home
+    assert "beta" in home and "never" in home
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'harvest_runs_total{outcome="success",partner="alpha"} 1.0' in text
+    assert 'harvest_runs_total{outcome="failed",partner="alpha"} 1.0' in text
+    assert 'harvest_records_total{partner="alpha"} 42.0' in text
+    assert 'harvest_last_success_timestamp_seconds{partner="alpha"} 1.70000006e+09' in text
