@@ -270,8 +270,9 @@ class Store:
                 "about": record.about,
             }
             if old is not None and old.content_hash == digest:
-                # Exposed content is identical: keep the datestamp, refresh the rest.
-                del values["datestamp"]
+                # Exposed content is identical: keep the datestamp (and the served <about>, which
+                # must not change under an old datestamp); refresh what is not served.
+                del values["datestamp"], values["about"]
                 refreshes.append({"_id": old.id, **values})
                 continue
             stamps[identifier] = own_stamp

@@ -162,3 +162,15 @@ def test_identifiers_that_are_not_uris_are_refused(store: Store, identifier: str
     result = store.write([record, bad])
     assert result.added == 1 and result.rejected == [identifier]
     assert store.identifiers() == {"oai:test.example.org:ok"}
+
+
+def test_an_unchanged_record_keeps_its_about(store: Store, clock: Clock) -> None:
+    """What is served may not change under an old datestamp: `about` stays with the content."""
+    record = make_record("1")
+    record.about = "<p xmlns='urn:a'>first</p>"
+    store.write([record])
+    clock.tick(100)
+    record = make_record("1")
+    record.about = "<p xmlns='urn:a'>second</p>"
+    assert store.write([record]).unchanged == 1
+    assert store.get(ID).about == "<p xmlns='urn:a'>first</p>"
