@@ -538,7 +538,7 @@ harvest_state = sa.Table(
 harvest_runs = sa.Table(
     "harvest_runs",
     meta,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),  # not exported: renumbered
     sa.Column("partner", sa.String(200), nullable=False),
     sa.Column("owner", sa.String(200), nullable=False),
     sa.Column("started", sa.BigInteger, nullable=False),
@@ -782,8 +782,13 @@ def harvest_summary(store: Store) -> dict[str, dict[str, Any]]:
     summary: dict[str, dict[str, Any]] = {}
     with store.engine.connect() as conn:
         rows = conn.execute(
-            sa.select(harvest_runs.c.partner, harvest_runs.c.outcome, harvest_runs.c.started,
-                      harvest_runs.c.finished, harvest_runs.c.counts).order_by(harvest_runs.c.id)
+            sa.select(
+                harvest_runs.c.partner,
+                harvest_runs.c.outcome,
+                harvest_runs.c.started,
+                harvest_runs.c.finished,
+                harvest_runs.c.counts,
+            ).order_by(harvest_runs.c.id)
         )
         for partner, outcome, started, finished, counts in rows:
             entry = summary.setdefault(
@@ -795,3 +800,74 @@ def harvest_summary(store: Store) -> dict[str, dict[str, Any]]:
             if outcome == "success":
                 entry["last_success"] = finished or started
     return summary
+
+
+# ---- export and import: the whole store as plain rows ---------------------------------------------
+
+# Tables carried by an export besides records, with the order that makes an export
+# deterministic. Surrogate keys are left out (an import numbers rows afresh, in order), and so
+# are harvest leases, which only mean something to the processes that hold them.
+EXPORTED_TABLES: dict[str, tuple[sa.Table, tuple[str, ...]]] = {
+    "settings": (settings, ("key",)),
+    "harvest_state": (harvest_state, ("partner",)),
+    "harvest_runs": (harvest_runs, ("id",)),
+}
+
+
+def iter_records(store: Store, batch: int = 1000) -> Iterator[Record]:
+    """Every record, tombstones included, in identifier order (keyset paging, bounded memory)."""
+    last: str | None = None
+    while True:
+        stmt = sa.select(records).order_by(records.c.identifier).limit(batch)
+        if last is not None:
+            stmt = stmt.where(records.c.identifier > last)
+        with store.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+            ids = [r.id for r in rows]
+            fmts: dict[int, dict[str, str]] = {}
+            if ids:
+                for f in conn.execute(sa.select(formats).where(formats.c.record_id.in_(ids))):
+                    fmts.setdefault(f.record_id, {})[f.prefix] = f.xml or ""
+        if not rows:
+            return
+        for row in rows:
+            yield Record(
+                identifier=row.identifier,
+                dc=[DCValue(e, v, lang) for e, v, lang in json.loads(row.dc)],
+                sets=row.setspecs.split(),
+                deleted=row.deleted,
+                source=row.source,
+                datestamp=row.datestamp,
+                metadata=dict(sorted(fmts.get(row.id, {}).items())),
+                fulltext=row.fulltext,
+                raw_xml=row.raw_xml,
+                provenance=json.loads(row.provenance) if row.provenance else None,
+                about=row.about,
+            )
+        last = rows[-1].identifier
+
+
+def table_rows(store: Store, name: str) -> list[dict[str, Any]]:
+    table, order = EXPORTED_TABLES[name]
+    keep = [c for c in table.c if not (c.primary_key and c.autoincrement is True)]
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(*keep).order_by(*(table.c[k] for k in order))).all()
+    return [dict(r._mapping) for r in rows]
+
+
+def insert_rows(store: Store, name: str, rows: list[dict[str, Any]]) -> None:
+    table, _ = EXPORTED_TABLES[name]
+    if not rows:
+        return
+    with store.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
+        if name == "settings":  # a fresh store may have generated its own secret already
+            conn.execute(settings.delete().where(settings.c.key.in_([r["key"] for r in rows])))
+        conn.execute(table.insert(), rows)
+
+
+def is_empty(store: Store) -> bool:
+    with store.engine.connect() as conn:
+        return (
+            conn.execute(sa.select(records.c.id).limit(1)).first() is None
+            and conn.execute(sa.select(harvest_runs.c.id).limit(1)).first() is None
+        )
