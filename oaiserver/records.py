@@ -59,6 +59,7 @@ def has_forbidden_chars(value: str) -> bool:
 _URI_CHAR = r"(?:[A-Za-z0-9\-._~:/?@!$&'()*+,;=]|%[0-9A-Fa-f]{2}|[^\x00-\x7f\s])"
 _IDENTIFIER_RE = re.compile(rf"{_URI_CHAR}+(?:#{_URI_CHAR}*)?")
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
+_PORT_RE = re.compile(r"[0-9]{1,9}")
 
 
 def is_identifier(value: str) -> bool:
@@ -66,7 +67,19 @@ def is_identifier(value: str) -> bool:
     if not _IDENTIFIER_RE.fullmatch(value) or has_forbidden_chars(value):
         return False
     head = re.split(r"[/?#]", value, maxsplit=1)[0]
-    return ":" not in head or _SCHEME_RE.fullmatch(head.split(":", 1)[0]) is not None
+    rest = value
+    if ":" in head:
+        scheme, rest = value.split(":", 1)
+        if not _SCHEME_RE.fullmatch(scheme):
+            return False
+    if rest.startswith("//"):  # an authority: at most one userinfo '@', and a numeric port
+        authority = re.split(r"[/?#]", rest[2:], maxsplit=1)[0]
+        if authority.count("@") > 1:
+            return False
+        host_port = authority.rsplit("@", 1)[-1]
+        if ":" in host_port and not _PORT_RE.fullmatch(host_port.split(":", 1)[1]):
+            return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -210,6 +210,7 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.thread.join(10)
+        self.server.server_close()
 
 
 def make_record(local: str, title: str = "A title", *, sets: tuple[str, ...] = (), **dc: str) -> Record:
