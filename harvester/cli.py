@@ -190,7 +190,13 @@ def status(ctx: Context) -> None:
             click.echo("  last run: never")
         if partner.name in held and held[partner.name][1] >= now:
             owner, expires = held[partner.name]
-            click.echo(f"  being harvested by {owner} (lease until {format_datestamp(expires)})")
+            if harvest.holder_is_gone(owner):
+                click.echo(
+                    f"  lease held by {owner} until {format_datestamp(expires)}, but that process is gone; "
+                    "the next run takes the lease over"
+                )
+            else:
+                click.echo(f"  being harvested by {owner} (lease until {format_datestamp(expires)})")
 
 
 @main.command()

@@ -13,6 +13,12 @@ does not do, or does in a way a long-running harvester cannot live with, is done
   re-parses on every `.xml` access and silently repairs broken XML with `recover=True`);
   the `lenient_xml` quirk allows repairs, and they are counted;
 * an HTML page where XML was expected is refused with a message that says so;
+* a response cut short (the connection closed mid-body: Content-Length or chunked framing
+  incomplete, or, for a body delimited by the end of the connection, no closing `</OAI-PMH>`)
+  is retried like a connection error, never parsed: the lenient parser would otherwise
+  "repair" a truncated page into fewer records and no resumption token, ending the list early;
+* the Content-Type header is not trusted: the body decides (some partners label their XML
+  text/html or application/octet-stream); a wrong label is logged once per client;
 * a resumption token that comes back a second time ends the list instead of looping.
 """
 
@@ -60,7 +66,13 @@ QUIRKS = {
 }
 
 _HTML_START = re.compile(rb"^(?:\xef\xbb\xbf)?\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html[\s>])", re.I | re.S)
+# A DOCTYPE in the prolog (after a BOM, the XML declaration, comments or processing instructions).
+_DOCTYPE = re.compile(rb"^(?:\xef\xbb\xbf)?\s*(?:<\?.*?\?>\s*|<!--.*?-->\s*)*<!DOCTYPE", re.S)
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.I | re.S)
+# The root's start and end tags, with or without a prefix (a cut response has no end tag).
+_ROOT_START = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?OAI-PMH[\s>]")
+_ROOT_END = re.compile(rb"</(?:[A-Za-z_][\w.-]*:)?OAI-PMH\s*>")
+_XML_TYPE = re.compile(r"^\s*(?:text/xml|application/xml|application/[\w.+-]*\+xml)\s*(?:;|$)", re.I)
 
 
 @dataclass(frozen=True)
@@ -104,6 +116,8 @@ class Page:
     no_records: bool = False  # the partner answered noRecordsMatch
     repaired: set[int] = field(default_factory=set)  # indexes of items that held repaired XML
     repairs: list[str] = field(default_factory=list)  # the parser's messages, with line numbers
+    started: float = 0.0  # time.monotonic() when the request was first sent
+    fetched: float = 0.0  # seconds from then until the page was parsed, retries included
 
 
 @dataclass(frozen=True)
@@ -172,6 +186,7 @@ class Client:
         self.session.headers["User-Agent"] = self.settings.user_agent
         self._transport = _Transport(base_url, self.session, self.settings.timeout)
         self.requests = 0  # HTTP requests sent, retries included
+        self._warned_content_type = False
 
     def close(self) -> None:
         self.session.close()
@@ -187,9 +202,11 @@ class Client:
     def request(self, verb: str, **args: str) -> Page:
         """Send one request (retrying as configured) and parse the answer once."""
         params = {"verb": verb, **args}
-        started = time.time()
+        started, clock = time.time(), time.monotonic()
         response = self._fetch(params)
-        return self._parse(response, params, started)
+        page = self._parse(response, params, started)
+        page.started, page.fetched = clock, time.monotonic() - clock
+        return page
 
     def _fetch(self, params: dict[str, str]) -> requests.Response:
         s = self.settings
@@ -207,13 +224,18 @@ class Client:
                 raise err.TransportError(f"{self.base_url}: {_describe(exc)}") from exc
             else:
                 if response.status_code != 429 and response.status_code < 500:
-                    return response
-                problem = err.HTTPStatusError(
-                    response.status_code,
-                    f"{self.base_url} answered HTTP {response.status_code} {response.reason or ''}".rstrip(),
-                )
-                after = _retry_after(response.headers.get("Retry-After"))
-                wait = min(after, s.retry_after_cap) if after is not None else self._backoff(attempt)
+                    short = _cut_short(response.content, response.status_code)
+                    if short is None:
+                        return response
+                    problem = err.TransportError(f"{self.base_url} ({params['verb']}): {short}")
+                    wait = self._backoff(attempt)
+                else:
+                    problem = err.HTTPStatusError(
+                        response.status_code,
+                        f"{self.base_url} answered HTTP {response.status_code} {response.reason or ''}".rstrip(),
+                    )
+                    after = _retry_after(response.headers.get("Retry-After"))
+                    wait = min(after, s.retry_after_cap) if after is not None else self._backoff(attempt)
                 response.close()
             if attempt >= s.retries:
                 if s.retries:
@@ -238,6 +260,11 @@ class Client:
                 f"{where} sent an HTML page{shown} instead of OAI-PMH XML: is the baseURL right, "
                 "or is the repository down for maintenance?"
             )
+        if _DOCTYPE.match(body[:65536]):
+            raise err.NotOAIResponseError(
+                f"{where}: the response declares a DOCTYPE (a DTD or entities); OAI-PMH responses are defined by "
+                "XML Schema and carry none, so the page is refused unread (no entity is resolved, no DTD fetched)"
+            )
         parser = etree.XMLParser(
             resolve_entities=False,
             no_network=True,
@@ -258,10 +285,14 @@ class Client:
             raise err.XMLSyntaxError(f"{where}: the response is not well-formed XML: {exc}{hint}") from None
         if root is None:
             raise err.XMLSyntaxError(f"{where}: the response is empty")
+        if root.getroottree().docinfo.doctype:  # e.g. a UTF-16 body the byte check above cannot read
+            raise err.NotOAIResponseError(f"{where}: the response declares a DOCTYPE; refused unread")
         if root.tag != f"{_OAI}OAI-PMH":
             if status >= 400:
                 raise err.HTTPStatusError(status, f"{where}: an HTTP error without an OAI-PMH body")
-            name = etree.QName(root).localname
+            # Not etree.QName: under the lenient parser an undeclared prefix stays in the tag
+            # ("oai:OAI-PMH"), which QName refuses with a ValueError.
+            name = str(root.tag).rpartition("}")[2].rpartition(":")[2]
             if name.lower() == "html":
                 raise err.HTMLResponseError(f"{where} sent an HTML page instead of OAI-PMH XML")
             if name == "OAI-PMH":
@@ -271,6 +302,7 @@ class Client:
             raise err.NotOAIResponseError(
                 f"{where}: the root element is <{root.tag}>, not <OAI-PMH> in the namespace {OAI_NS}"
             )
+        self._check_content_type(response.headers.get("Content-Type"))
         page = Page(verb, params, status, root, self._response_date(root, started))
         if self.settings.lenient_xml and len(parser.error_log):
             page.repairs = [f"line {e.line}, column {e.column}: {e.message}" for e in parser.error_log]
@@ -284,6 +316,18 @@ class Client:
             raise err.HTTPStatusError(status, f"{where}: an HTTP error status on an OAI-PMH response without <error>")
         self._read_items(page, parser)
         return page
+
+    def _check_content_type(self, value: str | None) -> None:
+        """An OAI-PMH document labelled as something else is read all the same (the body
+        decides); the label is logged once per client, so the partner can be told."""
+        if self._warned_content_type or (value is not None and _XML_TYPE.match(value)):
+            return
+        self._warned_content_type = True
+        log.warning(
+            "%s: the partner labels its OAI-PMH XML as %s; read as XML by its content",
+            self.base_url,
+            f"Content-Type {value!r}" if value else "nothing (no Content-Type)",
+        )
 
     def _response_date(self, root: etree._Element, started: float) -> str:
         text = root.findtext(f"{_OAI}responseDate")
@@ -362,6 +406,27 @@ def _repaired_items(items: list[etree._Element], parser: etree.XMLParser) -> set
             continue
         hit.update(i for i in range(last + 1) if starts[i] == starts[last])
     return hit
+
+
+def _cut_short(body: bytes, status: int) -> str | None:
+    """Why `body` looks like an OAI-PMH response cut short, or None if it does not.
+
+    requests already raises when a Content-Length or chunked body ends early; a body delimited
+    by the end of the connection (HTTP/1.0 style) cannot be told from a complete one except by
+    its content: an OAI-PMH document ends with `</OAI-PMH>` (garbage after it is the parser's
+    business, not a cut). Anything that does not start as an OAI-PMH document is left to the
+    parser, which says what it is instead.
+    """
+    if not body.strip():
+        if status >= 400:
+            return None  # an HTTP error without a body: the parser's caller names it
+        return "the response is empty (the connection closed before the body?)"
+    text = body
+    if body[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16 (with its BOM): look at it as UTF-8
+        text = body.decode("utf-16", "ignore").encode("utf-8")
+    if not _ROOT_START.search(text[:65536]) or _ROOT_END.search(text[-65536:]):
+        return None
+    return f"the response was cut short: {len(body)} bytes and no closing </OAI-PMH> (the connection closed early?)"
 
 
 def _int(value: str | None) -> int | None:

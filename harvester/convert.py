@@ -97,7 +97,7 @@ def convert_record(element: etree._Element, partner: Partner, *, harvest_date: s
     payload = _payload(element)
     if payload is None and not deleted:
         raise RecordError("the record is not deleted but has no metadata")
-    namespace = (etree.QName(payload).namespace or "") if payload is not None else ""
+    namespace = _namespace(payload) if payload is not None else ""
     provenance = {
         "baseURL": partner.base_url,
         "identifier": identifier,
@@ -137,6 +137,15 @@ def _payload(element: etree._Element) -> etree._Element | None:
         if isinstance(child.tag, str):
             return child
     return None
+
+
+def _namespace(payload: etree._Element) -> str:
+    """The payload's namespace. Only the lenient parser lets an undeclared prefix through, as a
+    tag like `oai_dc:dc` that lxml cannot name: that record cannot be read, the page still can."""
+    try:
+        return etree.QName(payload).namespace or ""
+    except ValueError:
+        raise RecordError(f"the metadata element <{payload.tag}> has an undeclared namespace prefix") from None
 
 
 def dublin_core(payload: etree._Element) -> list[DCValue]:

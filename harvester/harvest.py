@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -23,8 +24,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
+
+from sqlalchemy.exc import IntegrityError
 
 from harvester import errors as err
 from harvester.client import DAY, SECONDS, Client, ClientSettings, Page, settings_for, utc
@@ -74,6 +78,9 @@ class Counts:
     def __add__(self, other: Counts) -> Counts:
         return Counts(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
 
+    def __sub__(self, other: Counts) -> Counts:
+        return Counts(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
+
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Counts:
         names = {f.name for f in fields(cls)}
@@ -101,9 +108,47 @@ class RunReport:
 ProgressCallback = Callable[[str, Counts, Page], None]
 
 
+def _process_scope() -> str:
+    """Which process table a pid is looked up in: this boot of this machine, and this PID
+    namespace (two containers may share a host name but never a PID namespace)."""
+    parts = []
+    try:
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    except OSError:
+        pass  # not Linux: host name and pid are all there is
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:8] if parts else "any"
+
+
 def default_owner() -> str:
-    """Who holds a lease: host, process, and a random part (two runs never share one)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """Who holds a lease: host, process, where that process id means something, and a random
+    part (two runs never share one): `host:pid:scope:random`."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_process_scope()}:{uuid.uuid4().hex[:8]}"
+
+
+def holder_is_gone(holder: str) -> bool:
+    """Whether the lease holder is a harvester process of this host that no longer runs (it
+    was killed, or crashed, before releasing its lease). Only a certain answer counts: another
+    host, another PID namespace, an unknown format, a live process (even one that reused the
+    pid), or this very process are all "not gone", and their lease is left to expire."""
+    parts = holder.split(":")
+    if len(parts) != 4 or not parts[1].isdigit():
+        return False
+    host, pid_text, scope, _ = parts
+    pid = int(pid_text)
+    if host != socket.gethostname() or scope != _process_scope() or pid == os.getpid() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, under another user
+    try:  # alive, or a zombie that its parent has not reaped yet: that one holds nothing
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def window_key(partner: Partner) -> str:
@@ -131,6 +176,13 @@ def run(
     settings = settings or HarvestSettings()
     owner = owner or default_owner()
     won, holder, expires = acquire_lease(store, partner.name, owner, settings.lease_ttl, int(clock()))
+    if not won and holder_is_gone(holder):
+        # A harvester killed mid-run (SIGKILL, OOM, power) keeps its lease until it expires:
+        # free it now, so that a restart resumes at once. Racing takers still get one lease:
+        # the release is conditional on the dead holder, the acquisition on a free row.
+        log.warning("%s: the lease holder %s is no longer running; taking the lease over", partner.name, holder)
+        release_lease(store, partner.name, holder)
+        won, holder, expires = acquire_lease(store, partner.name, owner, settings.lease_ttl, int(clock()))
     if not won:
         raise err.PartnerBusy(partner.name, holder, expires)
     try:
@@ -308,15 +360,30 @@ class _Run:
             "token": page.token,
             "set": self.cp["set"] + (1 if page.token is None else 0),
         }
-        with self.store.writing() as (conn, stamp):
-            if not renew_lease_in(conn, name, self.owner, self.settings.lease_ttl, self.now()):
-                raise err.LeaseLost(f"{name}: another harvester took over the lease; this page was not written")
-            written, refused = write_harvested_in(self.store, conn, stamp, converted.records)
-            delta.added, delta.changed, delta.unchanged = written.added, written.changed, written.unchanged
-            delta.failed += len(refused) + len(written.rejected)
-            window = self.window + delta
-            checkpoint["counts"] = asdict(window)
-            save_checkpoint_in(conn, name, checkpoint, self.now())
+        for attempt in (1, 2):
+            try:
+                with self.store.writing() as (conn, stamp):
+                    if not renew_lease_in(conn, name, self.owner, self.settings.lease_ttl, self.now()):
+                        raise err.LeaseLost(f"{name}: another harvester took over the lease; this page was not written")
+                    written, refused = write_harvested_in(self.store, conn, stamp, converted.records)
+                    window = self.window + replace(
+                        delta,
+                        added=written.added,
+                        changed=written.changed,
+                        unchanged=written.unchanged,
+                        failed=delta.failed + len(refused) + len(written.rejected),
+                    )
+                    checkpoint["counts"] = asdict(window)
+                    save_checkpoint_in(conn, name, checkpoint, self.now())
+                break
+            except IntegrityError:
+                # Another partner's harvest inserted one of these identifiers between our read and
+                # our insert (PostgreSQL: two transactions, one unique index). Written again, the
+                # page sees that record and refuses it as another source's, like any other.
+                if attempt == 2:
+                    raise
+                log.warning("%s: another harvest wrote one of this page's identifiers; writing the page again", name)
+        delta = window - self.window
         self.cp, self.window, self.counts = checkpoint, window, self.counts + delta
         failures = converted.failures + [(i, f"the identifier belongs to {src}; not overwritten") for i, src in refused]
         failures += [(i, "the identifier is not a URI (xs:anyURI); the store refuses it") for i in written.rejected]
@@ -331,17 +398,22 @@ class _Run:
                 ", ".join(converted.repaired[:10]),
                 "; ".join(page.repairs[:5]),
             )
-        page_log.info(
-            "%s: page %d: %d record(s), %d deleted; %d added, %d changed, %d unchanged, %d failed",
-            name,
-            self.counts.pages,
-            delta.received,
-            delta.deleted,
-            delta.added,
-            delta.changed,
-            delta.unchanged,
-            delta.failed,
-        )
+        line = {
+            "partner": name,
+            "page": self.counts.pages,
+            "window_page": window.pages,
+            "records": delta.received,
+            "deleted": delta.deleted,
+            "failed": delta.failed,
+            "added": delta.added,
+            "changed": delta.changed,
+            "unchanged": delta.unchanged,
+            "token": "yes" if page.token else "no",
+            "fetch": f"{page.fetched:.3f}s",
+            "duration": f"{time.monotonic() - page.started:.3f}s" if page.started else "-",
+        }
+        # One line per page, key=value (logfmt), and the same fields as `extra` for structured handlers.
+        page_log.info("page %s", " ".join(f"{k}={v}" for k, v in line.items()), extra={"harvest_page": line})
         if self.on_page is not None:
             self.on_page(name, self.counts, page)
 

@@ -4,6 +4,7 @@ and small OAI-PMH documents to serve from it."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -186,3 +187,103 @@ class PagedPartner:
         if next_token is None and index > 0:
             next_token = ""  # the last page of a multi-page list carries an empty token
         return xml(list_records(self.pages[index], next_token, response_date=self.response_date))
+
+
+# ---- a partner on a raw socket: faults an HTTP server library will not produce ---------------
+
+
+class Raw:
+    """What a RawPartner sends for one request: a status, headers and a body, framed by
+    Content-Length (`length`), chunked transfer coding (`chunked`), or the end of the
+    connection (`close`, HTTP/1.0 style). With `cut_at`, only that many bytes of the body
+    (negative: all but that many) are sent before the socket is closed; the headers still
+    announce the whole body, and a chunked body lacks its last chunks. With `stall`, the
+    server waits that many seconds before closing."""
+
+    def __init__(
+        self,
+        body: bytes | str,
+        *,
+        status: int = 200,
+        content_type: str | None = "text/xml; charset=utf-8",
+        framing: str = "length",
+        cut_at: int | None = None,
+        stall: float = 0.0,
+    ) -> None:
+        assert framing in ("length", "chunked", "close"), framing
+        self.body = body.encode("utf-8") if isinstance(body, str) else body
+        self.status, self.content_type, self.framing, self.cut_at = status, content_type, framing, cut_at
+        self.stall = stall
+
+    def wire(self) -> bytes:
+        """The bytes to write: the head, then the body (cut short if asked)."""
+        head = [f"HTTP/1.1 {self.status} {'OK' if self.status == 200 else 'Error'}"]
+        if self.content_type is not None:
+            head.append(f"Content-Type: {self.content_type}")
+        body = self.body
+        if self.cut_at is not None:
+            body = body[: self.cut_at if self.cut_at >= 0 else len(body) + self.cut_at]
+        if self.framing == "length":
+            head.append(f"Content-Length: {len(self.body)}")
+        elif self.framing == "chunked":
+            head.append("Transfer-Encoding: chunked")
+            size = max(1, len(self.body) // 3)
+            body = b"".join(
+                b"%x\r\n%s\r\n" % (len(body[i : i + size]), body[i : i + size]) for i in range(0, len(body), size)
+            )
+            if self.cut_at is None:
+                body += b"0\r\n\r\n"
+        head.append("Connection: close")
+        return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
+
+
+RawHandler = Callable[[dict[str, str], int], Raw]
+
+
+class RawPartner:
+    """A partner on 127.0.0.1, port 0, that writes each answer byte by byte as `handler(params, n)`
+    says (a Raw), then closes the connection. Requests are kept in `requests`, as in FakePartner."""
+
+    def __init__(self, handler: RawHandler) -> None:
+        import socketserver
+
+        self.handler = handler
+        self.requests: list[dict[str, str]] = []
+        self._lock = threading.Lock()
+        partner = self
+
+        class Handle(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                line = self.rfile.readline(65537).decode("latin-1")
+                while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                    pass
+                parts = line.split()
+                if len(parts) < 2:
+                    return
+                query = parts[1].partition("?")[2]
+                params = dict(parse_qsl(query, keep_blank_values=True))
+                with partner._lock:
+                    n = len(partner.requests)
+                    partner.requests.append(params)
+                answer = partner.handler(params, n)
+                self.wfile.write(answer.wire())
+                self.wfile.flush()
+                if answer.stall:
+                    time.sleep(answer.stall)
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server(("127.0.0.1", 0), Handle)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/oai"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+
+    def __enter__(self) -> RawPartner:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
