@@ -1,0 +1,413 @@
+"""Helpers for the production-shape tests (test_load.py): a PostgreSQL schema per store,
+gunicorn as a subprocess with its log in a file, PostgreSQL stopped and started, plain
+OAI-PMH list clients that honour 503 + Retry-After, and latency figures."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+import sqlalchemy as sa
+import yaml
+from conftest import NS, PG_URL, validate
+from lxml import etree
+
+OAI = "{http://www.openarchives.org/OAI/2.0/}"
+BIN = Path(sys.executable).parent
+
+
+# ---- PostgreSQL ------------------------------------------------------------------------------
+
+
+@contextmanager
+def pg_schema(prefix: str = "l") -> Iterator[str]:
+    """A store URL on PG_URL in a fresh schema, dropped afterwards (PostgreSQL must be up)."""
+    assert PG_URL is not None
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_URL)
+    try:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+        sep = "&" if "?" in PG_URL else "?"
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        wait_for_postgres()
+        admin.dispose()
+        admin = sa.create_engine(PG_URL)
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        admin.dispose()
+
+
+def pg_cluster() -> tuple[str, str] | None:
+    """(version, name) of the local cluster pg_ctlcluster can stop and start, if there is one."""
+    if shutil.which("pg_ctlcluster") is None or not Path("/etc/postgresql").is_dir():
+        return None
+    versions = sorted(os.listdir("/etc/postgresql"))
+    return (versions[-1], "main") if versions else None
+
+
+def pg_ctl(action: str) -> None:
+    cluster = pg_cluster()
+    assert cluster is not None
+    extra = ["-m", "fast"] if action == "stop" else []
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", *cluster, action, *extra],
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
+
+
+def postgres_answers(url: str | None = None) -> bool:
+    engine = sa.create_engine(url or PG_URL or "", connect_args={"connect_timeout": 2})
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        return True
+    except sa.exc.DBAPIError:
+        return False
+    finally:
+        engine.dispose()
+
+
+def wait_for_postgres(timeout: float = 90.0) -> None:
+    """Until PostgreSQL accepts connections; started again if it stays down (a test that
+    stopped it and failed before starting it)."""
+    first = time.monotonic()
+    tried = False
+    while not postgres_answers():
+        if time.monotonic() - first > timeout:
+            raise AssertionError(f"PostgreSQL does not accept connections after {timeout} s")
+        if not tried and time.monotonic() - first > 5 and pg_cluster() is not None:
+            tried = True
+            with suppress(subprocess.SubprocessError):  # already starting, or started by someone else
+                pg_ctl("start")
+        time.sleep(0.2)
+
+
+# ---- gunicorn --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(path: Path, url: str, port: int, **server: Any) -> Path:
+    data: dict[str, Any] = {
+        "repository": {
+            "name": "Load Test Repository",
+            "identifier": "test.example.org",
+            "base_url": f"http://127.0.0.1:{port}/oai",
+            "admin_emails": ["admin@test.example.org"],
+        },
+        "storage": {"url": url},
+        "server": server,
+    }
+    from oaiserver.synthetic import synthetic_sets
+
+    data["sets"] = synthetic_sets()
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+class Gunicorn:
+    """gunicorn in its own session, its output (access log included) in a file, so a busy
+    server never blocks on a full pipe. `serve` is `oaiserver serve`; `gthread` runs gunicorn
+    itself with threads (which `oaiserver serve` cannot configure)."""
+
+    def __init__(
+        self, tmp: Path, url: str, *, workers: int = 2, timeout: int = 30, gthread: int = 0, **server: Any
+    ) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}/oai"
+        # Its connections are named, so a test can tell them from other tests' in pg_stat_activity.
+        self.application = f"oai-test-{self.port}"
+        if url.startswith("postgresql"):
+            url += f"{'&' if '?' in url else '?'}application_name={self.application}"
+        self.config = write_config(tmp / f"config-{self.port}.yaml", url, self.port, **server)
+        self.log_path = tmp / f"gunicorn-{self.port}.log"
+        bind = f"127.0.0.1:{self.port}"
+        if gthread:
+            cmd = [
+                str(BIN / "gunicorn"),
+                "-k",
+                "gthread",
+                "--threads",
+                str(gthread),
+                "-w",
+                str(workers),
+                "-b",
+                bind,
+                "--timeout",
+                str(timeout),
+                "--access-logfile",
+                "-",
+                "oaiserver:create_app()",
+            ]
+        else:
+            cmd = [
+                str(BIN / "oaiserver"),
+                "--config",
+                str(self.config),
+                "serve",
+                "--workers",
+                str(workers),
+                "--bind",
+                bind,
+                "--timeout",
+                str(timeout),
+            ]
+        env = {**os.environ, "OAI_CONFIG": str(self.config)}
+        env.pop("OAI_STORAGE_URL", None)
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+
+    def __enter__(self) -> Gunicorn:
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gunicorn exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            try:
+                if requests.get(self.base + "?verb=Identify", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"gunicorn did not answer within {timeout} s:\n{self.log()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+        self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def workers(self) -> list[int]:
+        """The arbiter's live child processes (its workers)."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) == self.proc.pid and fields[0] != "Z":
+                pids.append(int(entry.name))
+        return sorted(pids)
+
+    def statuses(self) -> dict[int, int]:
+        """HTTP status -> count, from the access log."""
+        counts: dict[int, int] = {}
+        for m in re.finditer(r'"(?:GET|POST) [^"]*" (\d{3}) ', self.log()):
+            counts[int(m.group(1))] = counts.get(int(m.group(1)), 0) + 1
+        return counts
+
+
+# ---- list clients ----------------------------------------------------------------------------
+
+
+class ListError(AssertionError):
+    pass
+
+
+@dataclass
+class Stats:
+    """What a group of clients saw: thread-safe counters and every request's latency."""
+
+    latencies: list[float] = field(default_factory=list)
+    records: int = 0
+    pages: int = 0
+    lists: int = 0
+    refused: int = 0  # 503s honoured and retried
+    errors: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_page(self, seconds: float, records: int) -> None:
+        with self.lock:
+            self.latencies.append(seconds)
+            self.records += records
+            self.pages += 1
+
+    def add_refusal(self) -> None:
+        with self.lock:
+            self.refused += 1
+
+    def add_error(self, message: str) -> None:
+        with self.lock:
+            self.errors.append(message)
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[k]
+
+
+@dataclass
+class Header:
+    identifier: str
+    datestamp: str
+    deleted: bool
+
+
+@dataclass
+class Listing:
+    headers: list[Header]
+    response_date: str  # of the first page
+    pages: int
+    sizes: set[int]  # every completeListSize announced
+
+
+def fetch(
+    session: requests.Session,
+    url: str,
+    params: dict[str, str],
+    stats: Stats | None,
+    deadline: float,
+    timeout: float = 30.0,
+) -> tuple[requests.Response, float]:
+    """One OAI request and its latency; a 503 is honoured (sleep Retry-After, send again) and
+    counted."""
+    while True:
+        started = time.perf_counter()
+        response = session.get(url, params=params, timeout=timeout)
+        elapsed = time.perf_counter() - started
+        if response.status_code != 503:
+            return response, elapsed
+        after = response.headers.get("Retry-After", "")
+        if not after.isdigit():
+            raise ListError(f"503 without an integer Retry-After: {after!r}")
+        if stats is not None:
+            stats.add_refusal()
+        if time.monotonic() + int(after) > deadline:
+            raise ListError("503s until the deadline")
+        time.sleep(int(after))
+
+
+def list_all(
+    session: requests.Session,
+    url: str,
+    verb: str,
+    args: dict[str, str],
+    *,
+    stats: Stats | None = None,
+    deadline: float,
+    validate_first: bool = True,
+    stop: threading.Event | None = None,
+) -> Listing | None:
+    """Follow a whole list. Every page must be HTTP 200 XML without <error> (noRecordsMatch
+    is an empty list). None if `stop` is set before the list is done."""
+    params = {"verb": verb, **args}
+    headers: list[Header] = []
+    sizes: set[int] = set()
+    response_date = ""
+    pages = 0
+    while True:
+        if stop is not None and stop.is_set():
+            return None
+        if time.monotonic() > deadline:
+            raise ListError(f"{verb} {args}: not finished by the deadline after {pages} page(s)")
+        response, elapsed = fetch(session, url, params, stats, deadline)
+        if response.status_code != 200:
+            raise ListError(f"{verb} {params}: HTTP {response.status_code}: {response.text[:300]}")
+        body = response.content
+        doc = validate(body) if validate_first and pages == 0 else etree.fromstring(body)
+        pages += 1
+        if not response_date:
+            response_date = doc.findtext("oai:responseDate", namespaces=NS) or ""
+        codes = [e.get("code") for e in doc.iter(f"{OAI}error")]
+        if codes == ["noRecordsMatch"] and pages == 1:
+            return Listing([], response_date, pages, sizes)
+        if codes:
+            raise ListError(f"{verb} {params}: OAI errors {codes}")
+        page = [
+            Header(
+                h.findtext(f"{OAI}identifier") or "", h.findtext(f"{OAI}datestamp") or "", h.get("status") == "deleted"
+            )
+            for h in doc.iter(f"{OAI}header")
+        ]
+        headers += page
+        if stats is not None:
+            stats.add_page(elapsed, len(page))
+        token = doc.find(f".//{OAI}resumptionToken")
+        if token is not None and token.get("completeListSize"):
+            sizes.add(int(token.get("completeListSize") or 0))
+        if token is None or not (token.text or "").strip():
+            if stats is not None:
+                with stats.lock:
+                    stats.lists += 1
+            return Listing(headers, response_date, pages, sizes)
+        params = {"verb": verb, "resumptionToken": (token.text or "").strip()}
+
+
+def duplicates(values: list[str]) -> list[str]:
+    seen: set[str] = set()
+    return sorted({v for v in values if v in seen or seen.add(v)})  # type: ignore[func-returns-value]
+
+
+class Threads:
+    """Run callables in threads; an exception in one is kept (never a pytest thread warning)."""
+
+    def __init__(self) -> None:
+        self.threads: list[threading.Thread] = []
+        self.failures: list[str] = []
+        self._lock = threading.Lock()
+
+    def start(self, fn: Any, *args: Any, name: str = "") -> None:
+        def body() -> None:
+            try:
+                fn(*args)
+            except BaseException as exc:  # reported by join()
+                with self._lock:
+                    self.failures.append(f"{name or fn.__name__}: {type(exc).__name__}: {exc}")
+
+        thread = threading.Thread(target=body, name=name or None, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        alive = [t.name for t in self.threads if t.is_alive()]
+        assert not alive, f"threads still running after {timeout} s: {alive}"
