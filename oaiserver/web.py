@@ -66,7 +66,8 @@ def oai() -> Response:
     resp = Response(body, content_type="text/xml; charset=utf-8")
     resp.vary.add("Accept-Encoding")
     if request.accept_encodings["gzip"] > 0 and len(body) > 512:
-        resp.set_data(gzip.compress(body, compresslevel=5))
+        # Level 1: level 5 cost 2.4x the CPU for a body 22 % smaller (bench/README.md).
+        resp.set_data(gzip.compress(body, compresslevel=1))
         resp.headers["Content-Encoding"] = "gzip"
     _observe(answer, time.perf_counter() - started)
     return resp
