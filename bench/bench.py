@@ -472,7 +472,7 @@ def start_peer(workdir: Path, db: Path, workers: int, page_size: int) -> Server:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(PEER_DB=str(db), PEER_BASE_URL=f"http://127.0.0.1:{port}/oai", PEER_PAGE_SIZE=str(page_size))
     cmd = [str(venv / "bin" / "gunicorn"), "--workers", str(workers), "--worker-class", "sync"]
-    cmd += ["--bind", f"127.0.0.1:{port}", "--chdir", str(BENCH), "--access-logfile", "-", "peer_app:app"]
+    cmd += ["--bind", f"127.0.0.1:{port}", "--chdir", str(BENCH), "peer_app:app"]
     server = Server("peer", cmd, env, port, workdir)
     server.wait_ready()
     return server
@@ -650,7 +650,7 @@ def start_profiled_server(workdir: Path, workers: int, profdir: Path) -> Server:
     env = {k: v for k, v in os.environ.items() if k not in ("OAI_STORAGE_URL", "OAI_SECRET")}
     env.update(OAI_CONFIG=str(workdir / "config.yaml"), BENCH_PROFILE_DIR=str(profdir))
     cmd = [str(VENV_BIN / "gunicorn"), "-c", str(BENCH / "profiling.py"), "--workers", str(workers)]
-    cmd += ["--bind", f"127.0.0.1:{port}", "--access-logfile", "-", "oaiserver:create_app()"]
+    cmd += ["--bind", f"127.0.0.1:{port}", "oaiserver:create_app()"]
     server = Server(f"oaiserver-profiled-{profdir.name}", cmd, env, port, workdir)
     server.wait_ready()
     return server

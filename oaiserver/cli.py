@@ -163,8 +163,13 @@ def default_bind(base_url: str) -> str:
 @click.option("--workers", "-w", default=2, show_default=True, help="gunicorn worker processes.")
 @click.option("--timeout", default=60, show_default=True, help="Seconds before a silent worker is restarted.")
 @click.option("--dev", is_flag=True, help="Use Flask's development server instead of gunicorn.")
+@click.option(
+    "--access-log",
+    is_flag=True,
+    help="Also write gunicorn's access log (every request already gets one log line of ours).",
+)
 @pass_ctx
-def serve(ctx: Context, bind: str | None, workers: int, timeout: int, dev: bool) -> None:
+def serve(ctx: Context, bind: str | None, workers: int, timeout: int, dev: bool, access_log: bool) -> None:
     """Serve the repository over OAI-PMH (gunicorn)."""
     from oaiserver import create_app
 
@@ -179,7 +184,9 @@ def serve(ctx: Context, bind: str | None, workers: int, timeout: int, dev: bool)
 
     class _App(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
-            options: dict[str, Any] = {"bind": bind, "workers": workers, "timeout": timeout, "accesslog": "-"}
+            options: dict[str, Any] = {"bind": bind, "workers": workers, "timeout": timeout}
+            if access_log:
+                options["accesslog"] = "-"
             for key, value in options.items():
                 self.cfg.set(key, value)
 

@@ -19,3 +19,11 @@ def header_xml(identifier: str, datestamp: int, deleted: bool, sets: Iterable[st
         f"<header{status}><identifier>{text(identifier)}</identifier>"
         f"<datestamp>{format_datestamp(datestamp)}</datestamp>{specs}</header>"
     )
+
+
+def record_xml(header: str, metadata: str | None, about: str | None) -> bytes:
+    """A `<record>` as served: the header alone for a deleted record (metadata None)."""
+    if metadata is None:
+        return f"<record>{header}</record>\n".encode()
+    about_xml = f"<about>{about}</about>" if about else ""
+    return f"<record>{header}<metadata>{metadata}</metadata>{about_xml}</record>\n".encode()

@@ -33,10 +33,7 @@ def dc_fields(fragment: str | None) -> list[tuple[str, str]]:
         root = etree.fromstring(fragment.encode("utf-8"), _PARSER)
     except etree.XMLSyntaxError:
         return [("metadata", "(not readable as XML)")]
-    return [
-        (etree.QName(el).localname, (el.text or "").strip())
-        for el in root.iter(f"{{{DC_NAMESPACE}}}*")
-    ]
+    return [(etree.QName(el).localname, (el.text or "").strip()) for el in root.iter(f"{{{DC_NAMESPACE}}}*")]
 
 
 def query(**args: str | None) -> str:

@@ -17,7 +17,7 @@ from urllib.parse import unquote_to_bytes
 
 from oaiserver import errors as e
 from oaiserver.config import SPEC_RE, Config, SetRule
-from oaiserver.records import Header, has_forbidden_chars, is_identifier, parse_datestamp
+from oaiserver.records import Header, Rendered, has_forbidden_chars, is_identifier, parse_datestamp
 from oaiserver.store import ListQuery, Store
 from oaiserver.tokens import ListState, Tokens
 
@@ -101,7 +101,7 @@ class SetsResult:
 
 @dataclass(frozen=True)
 class ListResult:
-    headers: Sequence[Header]
+    headers: Sequence[Header] | Sequence[Rendered]  # Rendered unless the answer is `detailed`
     with_metadata: bool
     resumption: Resumption | None
 
@@ -122,6 +122,8 @@ class Answer:
     request_args: dict[str, str] = field(default_factory=dict)
     result: Result | None = None
     errors: list[e.OAIError] = field(default_factory=list)
+    # For people's views: list rows as Header fields rather than the stored XML elements.
+    detailed: bool = False
 
 
 class RecordSource(Protocol):
@@ -130,8 +132,8 @@ class RecordSource(Protocol):
     def freeze(self) -> int: ...
     def count(self, query: ListQuery) -> int: ...
     def page(
-        self, query: ListQuery, after: tuple[int, str] | None, limit: int, *, with_metadata: bool
-    ) -> list[Header]: ...
+        self, query: ListQuery, after: tuple[int, str] | None, limit: int, *, with_metadata: bool, rendered: bool = ...
+    ) -> list[Header] | list[Rendered]: ...
     def header(self, identifier: str, prefix: str) -> Header | None: ...
     def formats_of(self, identifier: str) -> list[str] | None: ...
     def earliest_datestamp(self) -> int | None: ...
@@ -248,9 +250,13 @@ def _syntax_problems(args: dict[str, str]) -> list[e.OAIError]:
 # ---- the verbs ----------------------------------------------------------------------------------
 
 
-def handle(pairs: Sequence[tuple[str, str]], repo: Repository, now: int | None = None) -> Answer:
-    """Answer one request. Never raises an OAI error: errors are part of the answer."""
-    answer = Answer(response_date=int(time.time()) if now is None else now)
+def handle(
+    pairs: Sequence[tuple[str, str]], repo: Repository, now: int | None = None, *, detailed: bool = False
+) -> Answer:
+    """Answer one request. Never raises an OAI error: errors are part of the answer.
+
+    `detailed`: list rows as Header fields (for the HTML view), not as stored XML."""
+    answer = Answer(response_date=int(time.time()) if now is None else now, detailed=detailed)
     try:
         request = check(pairs)
     except e.OAIErrors as exc:
@@ -366,7 +372,7 @@ def _list(args: dict[str, str], repo: Repository, answer: Answer, verb: str) -> 
             raise e.NoRecordsMatch()
         after, cursor = None, 0
     with_metadata = verb == "ListRecords"
-    rows = repo.store.page(query, after, size + 1, with_metadata=with_metadata)
+    rows = repo.store.page(query, after, size + 1, with_metadata=with_metadata, rendered=not answer.detailed)
     if not rows:
         # Every remaining record changed (and so left the frozen window) since the last page.
         raise e.NoRecordsMatch("No records remain in this list: they changed since the previous page.")

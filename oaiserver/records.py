@@ -12,6 +12,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +116,9 @@ class Record:
         return [v.value for v in self.dc if v.element == element]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Header:
-    """What a list page needs of a record: the header fields and, maybe, its metadata."""
+    """A record as a list or GetRecord shows it: the header fields and, maybe, its metadata."""
 
     identifier: str
     datestamp: int
@@ -126,6 +127,15 @@ class Header:
     metadata: str | None = None
     about: str | None = None
     xml: str = ""  # the pre-rendered <header> element
+    rendered: bytes | None = None  # the pre-rendered <record> element, as served
+
+
+class Rendered(NamedTuple):
+    """A list row as served: its key, and its stored `<record>` (or `<header>`) element."""
+
+    datestamp: int
+    identifier: str
+    xml: bytes
 
 
 # ---- datestamps: epoch seconds inside, UTC ISO 8601 at the edge ---------------------------

@@ -1,15 +1,15 @@
 """The only XML builder for responses: protocol results to OAI-PMH documents.
 
-Built as strings, not trees: stored metadata fragments are already XML and are copied
-verbatim; everything else is escaped here. Tests validate every output against the
+Built as strings, not trees: stored records are already XML (bytes, rendered when they were
+written) and are copied verbatim; everything else is escaped here. Tests validate every output against the
 official schemas.
 """
 
 from __future__ import annotations
 
 from oaiserver import protocol as p
-from oaiserver.fragments import header_xml
-from oaiserver.records import Header, format_datestamp
+from oaiserver.fragments import header_xml, record_xml
+from oaiserver.records import Header, Rendered, format_datestamp
 from oaiserver.xmltext import attr, text
 
 OAI_NS = "http://www.openarchives.org/OAI/2.0/"
@@ -26,7 +26,7 @@ def response(answer: p.Answer, base_url: str, stylesheet: str | None = None) -> 
     head = _HEAD.format(
         stylesheet=f'<?xml-stylesheet type="text/xsl" href="{attr(stylesheet)}"?>\n' if stylesheet else ""
     )
-    parts = [head, f"<responseDate>{format_datestamp(answer.response_date)}</responseDate>\n"]
+    parts: list[str | bytes] = [head, f"<responseDate>{format_datestamp(answer.response_date)}</responseDate>\n"]
     if answer.errors:
         # badVerb and badArgument echo no arguments: they may be what was wrong.
         echo = not any(err.code in ("badVerb", "badArgument") for err in answer.errors)
@@ -38,7 +38,7 @@ def response(answer: p.Answer, base_url: str, stylesheet: str | None = None) -> 
         assert answer.result is not None
         parts.extend(_RENDER[type(answer.result)](answer.result))  # type: ignore[operator]
     parts.append("</OAI-PMH>\n")
-    return "".join(parts).encode("utf-8")
+    return b"".join(part if isinstance(part, bytes) else part.encode() for part in parts)
 
 
 def _request(args: dict[str, str], base_url: str) -> str:
@@ -50,11 +50,10 @@ def header(h: Header) -> str:
     return h.xml or header_xml(h.identifier, h.datestamp, h.deleted, h.sets)
 
 
-def record(h: Header) -> str:
-    if h.deleted or h.metadata is None:
-        return f"<record>{header(h)}</record>\n"
-    about = f"<about>{h.about}</about>" if h.about else ""
-    return f"<record>{header(h)}<metadata>{h.metadata}</metadata>{about}</record>\n"
+def record(h: Header) -> bytes:
+    if h.rendered is not None:
+        return h.rendered
+    return record_xml(header(h), None if h.deleted else h.metadata, h.about)
 
 
 def _resumption(r: p.Resumption | None) -> str:
@@ -122,19 +121,22 @@ def _sets(r: p.SetsResult) -> list[str]:
     return parts
 
 
-def _list(r: p.ListResult) -> list[str]:
+def _list(r: p.ListResult) -> list[str | bytes]:
     verb = "ListRecords" if r.with_metadata else "ListIdentifiers"
-    parts = [f"<{verb}>\n"]
-    if r.with_metadata:
-        parts.extend(record(h) for h in r.headers)
+    parts: list[str | bytes] = [f"<{verb}>\n"]
+    rows = r.headers
+    if rows and isinstance(rows[0], Rendered):
+        parts.append(b"".join([row.xml for row in rows]))  # type: ignore[union-attr,misc]
+    elif r.with_metadata:
+        parts.extend(record(h) for h in rows)  # type: ignore[arg-type]
     else:
-        parts.extend(header(h) + "\n" for h in r.headers)
+        parts.extend(header(h) + "\n" for h in rows)  # type: ignore[arg-type]
     parts.append(_resumption(r.resumption))
     parts.append(f"</{verb}>\n")
     return parts
 
 
-def _get_record(r: p.RecordResult) -> list[str]:
+def _get_record(r: p.RecordResult) -> list[str | bytes]:
     return ["<GetRecord>\n", record(r.header), "</GetRecord>\n"]
 
 

@@ -26,8 +26,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from oaiserver.fragments import header_xml
-from oaiserver.records import DCValue, Header, Record, clean_text, has_forbidden_chars, is_identifier
+from oaiserver.fragments import header_xml, record_xml
+from oaiserver.records import DCValue, Header, Record, Rendered, clean_text, has_forbidden_chars, is_identifier
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,9 @@ formats = sa.Table(
     sa.Column("record_id", sa.Integer, sa.ForeignKey("records.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("prefix", sa.String(100), primary_key=True),
     sa.Column("xml", sa.Text),  # NULL once the record is deleted: it keeps the formats it had
+    # The whole <record> element as served (header, metadata, about), UTF-8: a list page is
+    # these bytes joined, with nothing decoded, parsed or re-encoded on the way out.
+    sa.Column("record", sa.LargeBinary),
 )
 
 set_members = sa.Table(
@@ -79,6 +82,11 @@ settings = sa.Table(
 )
 
 PG_CLOCK_LOCK = 0x0A1_C10C  # advisory lock key for the write clock
+_ROW12 = "(" + ", ".join(["?"] * 12) + ")"
+
+
+def _marks(n: int) -> str:
+    return ", ".join(["?"] * n)
 
 
 @dataclass(frozen=True)
@@ -97,12 +105,14 @@ class WriteResult:
     changed: int = 0
     unchanged: int = 0
     rejected: list[str] = field(default_factory=list)  # identifiers that are not URIs: not stored
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (identifier, source holding it)
 
     def __iadd__(self, other: WriteResult) -> WriteResult:
         self.added += other.added
         self.changed += other.changed
         self.unchanged += other.unchanged
         self.rejected += other.rejected
+        self.refused += other.refused
         return self
 
 
@@ -164,12 +174,62 @@ class Store:
         self.clock = clock
         self.engine = make_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self._dbapi_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
         if create:
             try:
                 meta.create_all(self.engine)
             except sa.exc.DBAPIError:
                 # Another process (a second gunicorn worker) created the tables first.
                 meta.create_all(self.engine)
+            self._upgrade()
+
+    def _q(self, sql: str) -> str:
+        """SQL written with `?` placeholders, in the driver's own style (psycopg: `%s`)."""
+        return sql if self.is_sqlite else sql.replace("?", "%s")
+
+    def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """A read straight on the driver: the hot paths (list pages, GetRecord) skip
+        SQLAlchemy's statement and row machinery, which cost ten times the query itself.
+        Driver errors still surface as SQLAlchemy's DBAPIError (the web layer answers 503)."""
+        sql = self._q(sql)
+        conn = self.engine.raw_connection()  # from the pool, pre-pinged on PostgreSQL
+        try:
+            cur = conn.cursor()
+            cur.execute(sql, params)
+            rows = list(cur.fetchall())
+            cur.close()
+            return rows
+        except self._dbapi_error as exc:
+            conn.invalidate(exc)  # a broken connection must not go back to the pool
+            raise sa.exc.DBAPIError.instance(sql, params, exc, self._dbapi_error) from exc
+        finally:
+            conn.close()  # back to the pool, rolled back
+
+    def _upgrade(self) -> None:
+        """Bring a store made by an earlier version up to this schema, in place.
+
+        Stores before formats.record: add the column and render it from what is stored.
+        """
+        if "record" in {c["name"] for c in sa.inspect(self.engine).get_columns("formats")}:
+            return
+        log.warning("upgrading the store: rendering stored records for serving (once)")
+        with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
+            columns = {c["name"] for c in sa.inspect(conn).get_columns("formats")}
+            if "record" in columns:  # another process upgraded it meanwhile
+                return
+            kind = "BLOB" if self.is_sqlite else "BYTEA"
+            conn.exec_driver_sql(f"ALTER TABLE formats ADD COLUMN record {kind}")
+            rows = conn.execute(
+                sa.select(
+                    formats.c.record_id, formats.c.prefix, formats.c.xml, records.c.header_xml, records.c.about
+                ).select_from(formats.join(records, records.c.id == formats.c.record_id))
+            ).all()
+            by_key = sa.and_(formats.c.record_id == sa.bindparam("rid"), formats.c.prefix == sa.bindparam("p"))
+            if rows:
+                conn.execute(
+                    formats.update().where(by_key).values(record=sa.bindparam("r")),
+                    [{"rid": r[0], "p": r[1], "r": record_xml(r[3], r[2], r[4])} for r in rows],
+                )
 
     def close(self) -> None:
         self.engine.dispose()
@@ -228,90 +288,152 @@ class Store:
         return total
 
     def write_in(
-        self, conn: Connection, stamp: int, chunk: Sequence[Record], *, keep_datestamps: bool = False
+        self,
+        conn: Connection,
+        stamp: int,
+        chunk: Sequence[Record],
+        *,
+        keep_datestamps: bool = False,
+        guard_source: bool = False,
     ) -> WriteResult:
-        """Write records inside a transaction from `writing()` (the harvester adds its state)."""
+        """Write records inside a transaction from `writing()` (the harvester adds its state).
+
+        With `guard_source`, a record held under another source (a local record, or another
+        partner's) is refused and reported in `refused`, never overwritten.
+
+        Straight on the driver, a statement per table per batch: this is the bulk path too.
+        Inserts skip identifiers that appeared since they were looked up (a concurrent writer
+        on PostgreSQL, where writers run side by side); those go round again as updates.
+        """
         result = WriteResult()
-        by_id: dict[str, Record] = {}
+        pending: dict[str, Record] = {}
         for record in chunk:
             record = _cleaned(record)
             if is_identifier(record.identifier):
-                by_id[record.identifier] = record
+                pending[record.identifier] = record
             else:
                 # It could be listed but never asked for (GetRecord would refuse it): keep it out.
                 log.warning("not stored: %r is not a URI, so it cannot be an OAI identifier", record.identifier)
                 result.rejected.append(record.identifier)
-        existing = {
-            row.identifier: row
-            for row in conn.execute(
-                sa.select(records.c.id, records.c.identifier, records.c.content_hash).where(
-                    records.c.identifier.in_(list(by_id))
-                )
-            )
-        }
-        inserts: list[dict[str, Any]] = []
-        updates: list[dict[str, Any]] = []
-        refreshes: list[dict[str, Any]] = []
+        cur = conn.connection.cursor()
+        try:
+            for _ in range(3):
+                if not pending:
+                    break
+                pending = self._write_rows(cur, stamp, pending, result, keep_datestamps, guard_source)
+        except self._dbapi_error as exc:
+            raise sa.exc.DBAPIError.instance("write", None, exc, self._dbapi_error) from exc
+        finally:
+            cur.close()
+        if pending:  # pragma: no cover - would need three concurrent inserts of one identifier
+            raise RuntimeError(f"could not settle concurrent writes of {sorted(pending)[:3]}")
+        return result
+
+    def _write_rows(
+        self,
+        cur: Any,
+        stamp: int,
+        by_id: dict[str, Record],
+        result: WriteResult,
+        keep_datestamps: bool,
+        guard_source: bool,
+    ) -> dict[str, Record]:
+        """One pass of `write_in`; returns the records whose insert lost a race."""
+        q = self._q
+        idents = list(by_id)
+        existing: dict[str, tuple[int, str, str]] = {}
+        for n in range(0, len(idents), 500):
+            part = idents[n : n + 500]
+            sql = f"SELECT identifier, id, content_hash, source FROM records WHERE identifier IN ({_marks(len(part))})"
+            cur.execute(q(sql), part)
+            existing.update((row[0], row[1:]) for row in cur.fetchall())
+        inserts: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
+        refreshes: list[tuple[Any, ...]] = []
         stamps: dict[str, int] = {}
+        headers: dict[str, str] = {}
         for identifier, record in by_id.items():
-            digest = content_hash(record)
             old = existing.get(identifier)
-            own_stamp = record.datestamp if keep_datestamps and record.datestamp is not None else stamp
-            values: dict[str, Any] = {
-                "datestamp": own_stamp,
-                "deleted": record.deleted,
-                "source": record.source,
-                "setspecs": " ".join(dict.fromkeys(record.sets)),
-                "content_hash": digest,
-                "dc": json.dumps([[v.element, v.value, v.lang] for v in record.dc], ensure_ascii=False),
-                "fulltext": record.fulltext,
-                "raw_xml": record.raw_xml,
-                "provenance": json.dumps(record.provenance) if record.provenance else None,
-                "about": record.about,
-            }
-            if old is not None and old.content_hash == digest:
+            if guard_source and old is not None and old[2] != record.source:
+                result.refused.append((identifier, old[2]))
+                continue
+            digest = content_hash(record)
+            setspecs = " ".join(dict.fromkeys(record.sets))
+            dc = json.dumps([[v.element, v.value, v.lang] for v in record.dc], ensure_ascii=False)
+            provenance = json.dumps(record.provenance) if record.provenance else None
+            if old is not None and old[1] == digest:
                 # Exposed content is identical: keep the datestamp (and the served <about>, which
                 # must not change under an old datestamp); refresh what is not served.
-                del values["datestamp"], values["about"]
-                refreshes.append({"_id": old.id, **values})
+                refreshes.append((record.source, setspecs, dc, record.fulltext, record.raw_xml, provenance, old[0]))
                 continue
+            own_stamp = record.datestamp if keep_datestamps and record.datestamp is not None else stamp
             stamps[identifier] = own_stamp
-            values["header_xml"] = header_xml(identifier, own_stamp, record.deleted, values["setspecs"].split())
+            headers[identifier] = header = header_xml(identifier, own_stamp, record.deleted, setspecs.split())
+            values = (own_stamp, record.deleted, record.source, setspecs, digest, dc, record.fulltext,
+                      record.raw_xml, provenance, record.about, header)  # fmt: skip
             if old is None:
-                inserts.append({"identifier": identifier, **values})
+                inserts.append((identifier, *values))
             else:
-                updates.append({"_id": old.id, **values})
-        by_key = records.c.id == sa.bindparam("_id")
+                updates.append((*values, old[0]))
         if refreshes:
-            conn.execute(records.update().where(by_key), refreshes)
+            cur.executemany(
+                q("UPDATE records SET source=?, setspecs=?, dc=?, fulltext=?, raw_xml=?, provenance=? WHERE id=?"),
+                refreshes,
+            )
         ids: dict[str, int] = {}
         if updates:
-            conn.execute(records.update().where(by_key), updates)
-            changed_ids = [u["_id"] for u in updates]
-            conn.execute(formats.delete().where(formats.c.record_id.in_(changed_ids)))
-            conn.execute(set_members.delete().where(set_members.c.record_id.in_(changed_ids)))
-            ids.update((identifier, existing[identifier].id) for identifier in stamps if identifier in existing)
-        if inserts:
-            returned = conn.execute(records.insert().returning(records.c.id, records.c.identifier), inserts)
-            ids.update((row.identifier, row.id) for row in returned)
-        format_rows: list[dict[str, Any]] = []
-        member_rows: list[dict[str, Any]] = []
+            cur.executemany(
+                q(
+                    "UPDATE records SET datestamp=?, deleted=?, source=?, setspecs=?, content_hash=?, dc=?,"
+                    " fulltext=?, raw_xml=?, provenance=?, about=?, header_xml=? WHERE id=?"
+                ),
+                updates,
+            )
+            changed_ids = [(u[-1],) for u in updates]
+            cur.executemany(q("DELETE FROM formats WHERE record_id=?"), changed_ids)
+            cur.executemany(q("DELETE FROM set_members WHERE record_id=?"), changed_ids)
+            ids.update((identifier, existing[identifier][0]) for identifier in stamps if identifier in existing)
+        lost: dict[str, Record] = {}
+        for n in range(0, len(inserts), 500):
+            rows = inserts[n : n + 500]
+            cur.execute(
+                q(
+                    "INSERT INTO records (identifier, datestamp, deleted, source, setspecs, content_hash, dc,"
+                    " fulltext, raw_xml, provenance, about, header_xml) VALUES "
+                    + ",".join([_ROW12] * len(rows))
+                    + " ON CONFLICT (identifier) DO NOTHING RETURNING identifier, id"
+                ),
+                [v for row in rows for v in row],
+            )
+            got = dict(cur.fetchall())
+            ids.update(got)
+            for row in rows:
+                if row[0] not in got:
+                    lost[row[0]] = by_id[row[0]]
+                    del stamps[row[0]]
+        format_rows: list[tuple[Any, ...]] = []
+        member_rows: list[tuple[Any, ...]] = []
         for identifier, own_stamp in stamps.items():
-            record, record_id = by_id[identifier], ids[identifier]
-            format_rows += [
-                {"record_id": record_id, "prefix": p, "xml": None if record.deleted else xml}
-                for p, xml in record.metadata.items()
-            ]
+            record, record_id, header = by_id[identifier], ids[identifier], headers[identifier]
+            for prefix, xml in record.metadata.items():
+                if record.deleted:
+                    format_rows.append((record_id, prefix, None, record_xml(header, None, None)))
+                else:
+                    format_rows.append((record_id, prefix, xml, record_xml(header, xml, record.about)))
             member_rows += [
-                {"spec": spec, "datestamp": own_stamp, "identifier": identifier, "record_id": record_id}
+                (spec, own_stamp, identifier, record_id)
                 for spec in dict.fromkeys(a for spec in record.sets for a in ancestors(spec))
             ]
         if format_rows:
-            conn.execute(formats.insert(), format_rows)
+            cur.executemany(q("INSERT INTO formats (record_id, prefix, xml, record) VALUES (?, ?, ?, ?)"), format_rows)
         if member_rows:
-            conn.execute(set_members.insert(), member_rows)
-        result.added, result.changed, result.unchanged = len(inserts), len(updates), len(refreshes)
-        return result
+            cur.executemany(
+                q("INSERT INTO set_members (spec, datestamp, identifier, record_id) VALUES (?, ?, ?, ?)"), member_rows
+            )
+        result.added += len(inserts) - len(lost)
+        result.changed += len(updates)
+        result.unchanged += len(refreshes)
+        return lost
 
     def _write_batch(self, chunk: Sequence[Record], keep_datestamps: bool) -> WriteResult:
         with self.writing() as (conn, stamp):
@@ -338,17 +460,17 @@ class Store:
                 tomb = Record(
                     identifier=identifier, deleted=True, sets=row.setspecs.split(), metadata=dict.fromkeys(prefixes, "")
                 )
+                header = header_xml(identifier, stamp, True, tomb.sets)
                 conn.execute(
                     records.update()
                     .where(records.c.id == row.id)
-                    .values(
-                        deleted=True,
-                        datestamp=stamp,
-                        content_hash=content_hash(tomb),
-                        header_xml=header_xml(identifier, stamp, True, tomb.sets),
-                    )
+                    .values(deleted=True, datestamp=stamp, content_hash=content_hash(tomb), header_xml=header)
                 )
-                conn.execute(formats.update().where(formats.c.record_id == row.id).values(xml=None))
+                conn.execute(
+                    formats.update()
+                    .where(formats.c.record_id == row.id)
+                    .values(xml=None, record=record_xml(header, None, None))
+                )
                 conn.execute(set_members.update().where(set_members.c.record_id == row.id).values(datestamp=stamp))
                 count += 1
         return count
@@ -377,26 +499,15 @@ class Store:
 
     def header(self, identifier: str, prefix: str) -> Header | None:
         """GetRecord's one row: the header and the fragment for `prefix` (None if it has none)."""
-        query = (
-            sa.select(
-                records.c.identifier,
-                records.c.datestamp,
-                records.c.deleted,
-                records.c.setspecs,
-                formats.c.xml,
-                records.c.about,
-                records.c.header_xml,
-            )
-            .select_from(
-                records.join(formats, sa.and_(formats.c.record_id == records.c.id, formats.c.prefix == prefix))
-            )
-            .where(records.c.identifier == identifier)
+        rows = self._fetch(
+            "SELECT r.identifier, r.datestamp, r.deleted, r.setspecs, f.xml, r.about, r.header_xml, f.record"
+            " FROM records r JOIN formats f ON f.record_id = r.id AND f.prefix = ? WHERE r.identifier = ?",
+            (prefix, identifier),
         )
-        with self.engine.connect() as conn:
-            row = conn.execute(query).first()
-        if row is None:
+        if not rows:
             return None
-        return Header(row[0], row[1], row[2], tuple(row[3].split()), row[4], row[5], row[6])
+        r = rows[0]
+        return Header(r[0], r[1], bool(r[2]), tuple(r[3].split()), r[4], r[5], r[6], r[7])
 
     def formats_of(self, identifier: str) -> list[str] | None:
         """The prefixes a record can be disseminated in, or None if there is no such record."""
@@ -406,48 +517,66 @@ class Store:
                 return None
             return [r.prefix for r in conn.execute(sa.select(formats.c.prefix).where(formats.c.record_id == rid))]
 
-    def _list_select(self, query: ListQuery, columns: list[Any]) -> tuple[sa.Select[Any], Any, Any]:
-        joined: Any = records.join(
-            formats, sa.and_(formats.c.record_id == records.c.id, formats.c.prefix == query.prefix)
-        )
-        if query.set_spec is not None:
-            ds, ident = set_members.c.datestamp, set_members.c.identifier
-            joined = set_members.join(joined, records.c.id == set_members.c.record_id)
-            stmt = sa.select(*columns).select_from(joined).where(set_members.c.spec == query.set_spec)
+    @staticmethod
+    def _list_sql(query: ListQuery, columns: str, after: tuple[int, str] | None) -> tuple[str, list[Any]]:
+        """FROM and WHERE of a list, keyed on (datestamp, identifier) of the records or,
+        for a set, of its members (each has its own index, so paging is an index range scan)."""
+        params: list[Any] = [query.prefix]
+        if query.set_spec is None:
+            key = "r"
+            sql = f"SELECT {columns} FROM records r JOIN formats f ON f.record_id = r.id AND f.prefix = ? WHERE 1=1"
         else:
-            ds, ident = records.c.datestamp, records.c.identifier
-            stmt = sa.select(*columns).select_from(joined)
+            key = "m"
+            sql = (
+                f"SELECT {columns} FROM set_members m JOIN records r ON r.id = m.record_id"
+                " JOIN formats f ON f.record_id = r.id AND f.prefix = ? WHERE m.spec = ?"
+            )
+            params.append(query.set_spec)
         if query.start is not None:
-            stmt = stmt.where(ds >= query.start)
+            sql += f" AND {key}.datestamp >= ?"
+            params.append(query.start)
         if query.end is not None:
-            stmt = stmt.where(ds <= query.end)
-        return stmt, ds, ident
+            sql += f" AND {key}.datestamp <= ?"
+            params.append(query.end)
+        if after is not None:
+            sql += f" AND ({key}.datestamp, {key}.identifier) > (?, ?)"
+            params += after
+        return sql, params
 
     def count(self, query: ListQuery) -> int:
-        stmt, _, _ = self._list_select(query, [sa.func.count()])
-        with self.engine.connect() as conn:
-            return int(conn.execute(stmt).scalar_one())
+        sql, params = self._list_sql(query, "count(*)", None)
+        return int(self._fetch(sql, params)[0][0])
 
-    def page(self, query: ListQuery, after: tuple[int, str] | None, limit: int, *, with_metadata: bool) -> list[Header]:
-        """Up to `limit` headers in (datestamp, identifier) order, strictly after `after`."""
-        columns = [
-            records.c.identifier,
-            records.c.datestamp,
-            records.c.deleted,
-            records.c.setspecs,
-            records.c.header_xml,
-        ]
+    def page(
+        self,
+        query: ListQuery,
+        after: tuple[int, str] | None,
+        limit: int,
+        *,
+        with_metadata: bool,
+        rendered: bool = False,
+    ) -> list[Header] | list[Rendered]:
+        """Up to `limit` records in (datestamp, identifier) order, strictly after `after`.
+
+        `rendered`: each as its stored XML element (`<record>`, or `<header>` without
+        metadata), ready to serve; otherwise as Header fields (for people's views and tests).
+        """
+        key = "r" if query.set_spec is None else "m"
+        if rendered:
+            columns = f"{key}.datestamp, {key}.identifier, " + ("f.record" if with_metadata else "r.header_xml")
+        else:
+            columns = "r.identifier, r.datestamp, r.deleted, r.setspecs, r.header_xml, f.xml, r.about, f.record"
+        sql, params = self._list_sql(query, columns, after)
+        sql += f" ORDER BY {key}.datestamp, {key}.identifier LIMIT ?"
+        params.append(limit)
+        rows = self._fetch(sql, params)
+        if rendered:
+            if with_metadata:
+                return [Rendered(*r) for r in rows]
+            return [Rendered(r[0], r[1], r[2].encode() + b"\n") for r in rows]
         if with_metadata:
-            columns += [formats.c.xml, records.c.about]
-        stmt, ds, ident = self._list_select(query, columns)
-        if after is not None:
-            stmt = stmt.where(sa.tuple_(ds, ident) > sa.tuple_(sa.literal(after[0]), sa.literal(after[1])))
-        stmt = stmt.order_by(ds, ident).limit(limit)
-        with self.engine.connect() as conn:
-            rows = conn.execute(stmt).all()
-        if with_metadata:
-            return [Header(r[0], r[1], r[2], tuple(r[3].split()), r[5], r[6], r[4]) for r in rows]
-        return [Header(r[0], r[1], r[2], tuple(r[3].split()), xml=r[4]) for r in rows]
+            return [Header(r[0], r[1], bool(r[2]), tuple(r[3].split()), r[5], r[6], r[4], r[7]) for r in rows]
+        return [Header(r[0], r[1], bool(r[2]), tuple(r[3].split()), xml=r[4]) for r in rows]
 
     def earliest_datestamp(self) -> int | None:
         with self.engine.connect() as conn:
@@ -750,31 +879,13 @@ def write_harvested_in(
 ) -> tuple[WriteResult, list[tuple[str, str]]]:
     """Write a partner's records inside a page's transaction (see `Store.write_in`).
 
-    Two rules on top of `write_in`: a record held under another source (a local record, or
-    another partner's) is refused and returned with its holder, never overwritten; and a
-    record whose exposed content is unchanged keeps its stored `about`, so the provenance
-    served (its harvestDate) changes only when the datestamp does.
+    A record held under another source (a local record, or another partner's) is refused and
+    returned with its holder, never overwritten. A record whose exposed content is unchanged
+    keeps its stored `about`, so the provenance served (its harvestDate) changes only when the
+    datestamp does.
     """
-    cleaned = [_cleaned(r) for r in chunk]
-    stored = {
-        row.identifier: row
-        for row in conn.execute(
-            sa.select(records.c.identifier, records.c.source, records.c.content_hash, records.c.about).where(
-                records.c.identifier.in_({r.identifier for r in cleaned})
-            )
-        )
-    }
-    accepted: list[Record] = []
-    refused: list[tuple[str, str]] = []
-    for record in cleaned:
-        old = stored.get(record.identifier)
-        if old is not None and old.source != record.source:
-            refused.append((record.identifier, old.source))
-            continue
-        if old is not None and old.content_hash == content_hash(record):
-            record.about = old.about
-        accepted.append(record)
-    return store.write_in(conn, stamp, accepted), refused
+    result = store.write_in(conn, stamp, chunk, guard_source=True)
+    return result, result.refused
 
 
 def harvest_summary(store: Store) -> dict[str, dict[str, Any]]:

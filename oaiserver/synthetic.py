@@ -17,9 +17,33 @@ SETS = ("history", "politics", "economy", "science", "culture", "law", "military
 START = 946_684_800  # 2000-01-01T00:00:00Z
 SPAN = 20 * 365 * 86400
 _WORDS = (
-    "archive", "border", "treaty", "ministry", "cable", "embassy", "report", "memorandum", "conference",
-    "delegation", "trade", "alliance", "council", "summit", "envoy", "minister", "telegram", "negotiation",
-    "accord", "frontier", "Zürich", "Kraków", "São", "Paulo", "Москва", "北京", "Ελλάδα",
+    "archive",
+    "border",
+    "treaty",
+    "ministry",
+    "cable",
+    "embassy",
+    "report",
+    "memorandum",
+    "conference",
+    "delegation",
+    "trade",
+    "alliance",
+    "council",
+    "summit",
+    "envoy",
+    "minister",
+    "telegram",
+    "negotiation",
+    "accord",
+    "frontier",
+    "Zürich",
+    "Kraków",
+    "São",
+    "Paulo",
+    "Москва",
+    "北京",
+    "Ελλάδα",
 )
 _TRICKY = ("Trade & Tariffs <draft>", 'The "Long" Telegram', "Émigré letters, Zürich", "北京 talks: 会谈")
 

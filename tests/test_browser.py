@@ -21,7 +21,7 @@ from oaiserver.store import Store
 
 SHOTS = HERE.parent / "test-output" / "screenshots"
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-HOSTILE = "<script>window.pwned=1</script>\"><img src=x onerror=\"window.pwned=2\"> \x07bell"
+HOSTILE = '<script>window.pwned=1</script>"><img src=x onerror="window.pwned=2"> \x07bell'
 
 pytestmark = pytest.mark.slow
 if not (CHROMIUM and DRIVER) and not os.environ.get("CI"):
@@ -57,9 +57,18 @@ def browser() -> Iterator[Any]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM or "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--disable-quic", "--window-size=1100,1400"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-quic",
+        "--window-size=1100,1400",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(DRIVER or "/usr/bin/chromedriver"))
     driver.set_page_load_timeout(30)
@@ -154,8 +163,10 @@ def test_withdrawn_landing_page(browser: Any, site: tuple[str, Store]) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/oai/view?verb=GetRecord&metadataPrefix=oai_dc&identifier=oai:test.example.org:hostile",
-     "/records/oai:test.example.org:hostile"],
+    [
+        "/oai/view?verb=GetRecord&metadataPrefix=oai_dc&identifier=oai:test.example.org:hostile",
+        "/records/oai:test.example.org:hostile",
+    ],
     ids=["GetRecord view", "landing page"],
 )
 def test_hostile_content_shows_as_text(browser: Any, site: tuple[str, Store], path: str) -> None:

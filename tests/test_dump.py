@@ -18,15 +18,23 @@ from oaiserver.synthetic import synthetic_records
 
 def fill(store: Store) -> None:
     store.write(synthetic_records(300, "test.example.org"), keep_datestamps=True)
-    hostile = make_record("x", "Trade & <Tariffs> \"quoted\" 北京", sets=("a:b",))
+    hostile = make_record("x", 'Trade & <Tariffs> "quoted" 北京', sets=("a:b",))
     hostile.fulltext, hostile.provenance = "full\ntext", {"baseURL": "http://127.0.0.1:9/oai"}
     hostile.about, hostile.source, hostile.raw_xml = "<p xmlns='urn:a'>about</p>", "partner", "<record/>"
     store.write([hostile])
     store.delete(["oai:test.example.org:rec-0000007"])
     store.ensure_setting("token_secret", "kept-across-the-move")
     run = start_run(store, "partner", "me", started=1_700_000_000, from_date="2020-01-01", resumed=False)
-    finish_run(store, run, "partner", finished=1_700_000_050, outcome="success", reason=None,
-               counts={"received": 1}, next_from=("2023-11-14T22:13:20Z", "oai_dc"))
+    finish_run(
+        store,
+        run,
+        "partner",
+        finished=1_700_000_050,
+        outcome="success",
+        reason=None,
+        counts={"received": 1},
+        next_from=("2023-11-14T22:13:20Z", "oai_dc"),
+    )
 
 
 def pg_schema_url() -> tuple[str, sa.Engine, str] | None:

@@ -57,8 +57,9 @@ def test_store_failure_answers_503_with_retry_after(app: Any, store: Store, monk
         assert b"Traceback" not in response.data and b"SELECT" not in response.data
 
 
-def test_overload_gets_503_and_retry_after(store_url: str, store: Store, clock: Clock,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_overload_gets_503_and_retry_after(
+    store_url: str, store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With the cap at 2, a third concurrent list request is refused, and served once retried."""
     store.write([make_record(str(i)) for i in range(3)])
     clock.tick()
@@ -73,13 +74,15 @@ def test_overload_gets_503_and_retry_after(store_url: str, store: Store, clock: 
 
     monkeypatch.setattr(store, "page", slow_page)
     with LiveServer(None) as server:
-        cfg = make_config(store_url, repository__base_url=server.url,
-                          server__max_concurrent_lists=2, server__retry_after=3)
+        cfg = make_config(
+            store_url, repository__base_url=server.url, server__max_concurrent_lists=2, server__retry_after=3
+        )
         server.server.app = create_app(cfg, store=store)
         url = server.url + "?verb=ListIdentifiers&metadataPrefix=oai_dc"
         results: list[int] = []
-        workers = [threading.Thread(target=lambda: results.append(requests.get(url, timeout=20).status_code))
-                   for _ in range(2)]
+        workers = [
+            threading.Thread(target=lambda: results.append(requests.get(url, timeout=20).status_code)) for _ in range(2)
+        ]
         for w in workers:
             w.start()
         assert inside.acquire(timeout=10) and inside.acquire(timeout=10)
@@ -96,15 +99,17 @@ def test_overload_gets_503_and_retry_after(store_url: str, store: Store, clock: 
 def test_harvests_show_on_the_home_page_and_in_metrics(store_url: str, store: Store) -> None:
     from oaiserver.store import finish_run, start_run
 
-    partners = [{"name": "alpha", "base_url": "http://127.0.0.1:9/oai"},
-                {"name": "beta", "base_url": "http://127.0.0.1:9/oai"}]
+    partners = [
+        {"name": "alpha", "base_url": "http://127.0.0.1:9/oai"},
+        {"name": "beta", "base_url": "http://127.0.0.1:9/oai"},
+    ]
     app = create_app(make_config(store_url, partners=partners), store=store)
     first = start_run(store, "alpha", "me", started=1_700_000_000, from_date=None, resumed=False)
-    finish_run(store, first, "alpha", finished=1_700_000_060, outcome="success", reason=None,
-               counts={"received": 40})
+    finish_run(store, first, "alpha", finished=1_700_000_060, outcome="success", reason=None, counts={"received": 40})
     second = start_run(store, "alpha", "me", started=1_700_000_100, from_date=None, resumed=False)
-    finish_run(store, second, "alpha", finished=1_700_000_110, outcome="failed", reason="timeout",
-               counts={"received": 2})
+    finish_run(
+        store, second, "alpha", finished=1_700_000_110, outcome="failed", reason="timeout", counts={"received": 2}
+    )
     client = app.test_client()
     home = client.get("/").get_data(as_text=True)
     assert "alpha" in home and "failed" in home and "2023-11-14T22:15:10Z" in home

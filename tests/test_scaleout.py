@@ -52,21 +52,28 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_gunicorn_workers_accept_each_others_tokens(tmp_path: Path, store_url: str, store: Store,
-                                                     clock: Clock) -> None:
+def test_gunicorn_workers_accept_each_others_tokens(tmp_path: Path, store_url: str, store: Store, clock: Clock) -> None:
     store.write([make_record(f"{i:03d}") for i in range(60)])
     clock.now = int(time.time()) - 5  # the server uses the real clock: make the records visible
     store.write([make_record("late")])
     port = free_port()
     cfg = tmp_path / "config.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "repository": {"identifier": "test.example.org", "base_url": f"http://127.0.0.1:{port}/oai"},
-        "storage": {"url": store_url},
-        "server": {"page_size": 7},
-    }))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "repository": {"identifier": "test.example.org", "base_url": f"http://127.0.0.1:{port}/oai"},
+                "storage": {"url": store_url},
+                "server": {"page_size": 7},
+            }
+        )
+    )
     exe = Path(sys.executable).parent / "oaiserver"
-    proc = subprocess.Popen([str(exe), "--config", str(cfg), "serve", "--workers", "3"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(exe), "--config", str(cfg), "serve", "--workers", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         base = f"http://127.0.0.1:{port}/oai"
         for _ in range(100):
@@ -79,8 +86,13 @@ def test_gunicorn_workers_accept_each_others_tokens(tmp_path: Path, store_url: s
         seen = identifiers(doc)
         while (token := token_of(doc)) is not None and token.text:
             # A new connection each time, so consecutive pages land on different workers.
-            doc = validate(requests.get(f"{base}?verb=ListIdentifiers&resumptionToken={token.text}",
-                                        timeout=10, headers={"Connection": "close"}).content)
+            doc = validate(
+                requests.get(
+                    f"{base}?verb=ListIdentifiers&resumptionToken={token.text}",
+                    timeout=10,
+                    headers={"Connection": "close"},
+                ).content
+            )
             seen += identifiers(doc)
         assert sorted(seen) == sorted(store.identifiers()) and len(seen) == 61
     finally:
@@ -90,8 +102,9 @@ def test_gunicorn_workers_accept_each_others_tokens(tmp_path: Path, store_url: s
     assert len(workers) == 3
 
 
-def test_no_traceback_or_configuration_in_responses(store_url: str, store: Store,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_traceback_or_configuration_in_responses(
+    store_url: str, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = make_config(store_url, server__secret="s3cret-value-xyz")
     app = create_app(cfg, store=store)
 

@@ -174,3 +174,61 @@ def test_an_unchanged_record_keeps_its_about(store: Store, clock: Clock) -> None
     record.about = "<p xmlns='urn:a'>second</p>"
     assert store.write([record]).unchanged == 1
     assert store.get(ID).about == "<p xmlns='urn:a'>first</p>"
+
+
+def test_a_store_from_before_served_records_is_upgraded_in_place(store_url: str, store: Store, clock: Clock) -> None:
+    """Stores written before `formats.record` existed get it, rendered from what they hold."""
+    store.write([make_record("1", "Trade & <Tariffs>", sets=("a:b",)), make_record("2"), make_record("3")])
+    store.delete(["oai:test.example.org:3"])
+    query = ListQuery("oai_dc")
+    expected = [row.xml for row in store.page(query, None, 10, with_metadata=True, rendered=True)]
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE formats DROP COLUMN record")
+    store.close()
+    upgraded = Store(store_url, clock=clock)
+    try:
+        rows = upgraded.page(query, None, 10, with_metadata=True, rendered=True)
+        assert [row.xml for row in rows] == expected
+        assert b'<header status="deleted">' in rows[-1].xml and b"<metadata>" not in rows[-1].xml
+        Store(store_url, clock=clock).close()  # a second opening finds nothing to do
+    finally:
+        upgraded.close()
+
+
+def test_concurrent_inserts_of_one_new_identifier_both_land(store: Store, clock: Clock) -> None:
+    """Two writers add the same new identifier at once (side by side on PostgreSQL): the one
+    that commits second finds the row taken and updates it, instead of failing the batch."""
+    import threading
+
+    first_in = threading.Event()
+    release = threading.Event()
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            with store.writing() as (conn, stamp):
+                store.write_in(conn, stamp, [make_record("new", "First")])
+                first_in.set()
+                release.wait(10)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+            first_in.set()
+
+    writer = threading.Thread(target=first)
+    writer.start()
+    assert first_in.wait(10)
+    results = []
+
+    def second() -> None:
+        results.append(store.write([make_record("new", "Second")]))
+
+    other = threading.Thread(target=second)
+    other.start()
+    other.join(0.5)  # it waits for the first transaction (row lock, or SQLite's write lock)
+    release.set()
+    writer.join(10)
+    other.join(10)
+    assert not errors and len(results) == 1
+    assert (results[0].added, results[0].changed) == (0, 1)
+    record = store.get("oai:test.example.org:new")
+    assert record is not None and record.dc_values("title") == ["Second"]
