@@ -29,7 +29,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -373,25 +374,50 @@ class Client:
     def pages(self, verb: str, *, token: str | None = None, **args: str) -> Iterator[Page]:
         """The pages of a list, following resumption tokens; start from `token` if given.
 
+        The next page is requested while the caller works on this one (one request ahead, on a
+        helper thread): the partner's time and ours overlap. Nothing is committed ahead: the
+        caller checkpoints a token only with the page it produced.
+
         A token the list already used raises RepeatedTokenError before it is sent again:
         a partner that hands out the same token forever would otherwise be harvested forever.
         """
         seen: set[str] = set()
+
+        def fetch(token: str | None) -> Page:
+            if token is None:
+                return self.request(verb, **args)
+            if token in seen:
+                raise err.RepeatedTokenError(
+                    f"{self.base_url}: the resumption token {token[:200]!r} came back a second time; "
+                    "stopped to avoid an endless loop"
+                )
+            seen.add(token)
+            return self.request(verb, resumptionToken=token)
+
+        page = fetch(token)
         while True:
-            if token is not None:
-                if token in seen:
-                    raise err.RepeatedTokenError(
-                        f"{self.base_url}: the resumption token {token[:200]!r} came back a second time; "
-                        "stopped to avoid an endless loop"
-                    )
-                seen.add(token)
-                page = self.request(verb, resumptionToken=token)
-            else:
-                page = self.request(verb, **args)
-            yield page
-            if page.token is None:
+            upcoming = None
+            if page.token is not None and not self.stop.is_set():
+                upcoming = _in_background(fetch, page.token)
+            yield page  # if the caller stops here, a request in flight ends on its own (daemon)
+            if page.token is None or upcoming is None:
                 return
-            token = page.token
+            page = upcoming.result()
+
+
+def _in_background(fn: Callable[[str], Page], arg: str) -> Future[Page]:
+    """`fn(arg)` on a daemon thread: a stopped harvest never waits for a page it will not use."""
+    future: Future[Page] = Future()
+
+    def work() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(fn(arg))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    threading.Thread(target=work, name="oai-prefetch", daemon=True).start()
+    return future
 
 
 def _repaired_items(items: list[etree._Element], parser: etree.XMLParser) -> set[int]:

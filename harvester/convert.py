@@ -157,13 +157,17 @@ def dublin_core(payload: etree._Element) -> list[DCValue]:
     else:
         elements = list(payload.iter(f"{_DC}*"))
     values: list[DCValue] = []
+    skip = len(_DC)
     for el in elements:
-        name = etree.QName(el).localname
+        name = el.tag[skip:]
         if name not in _ELEMENTS:
             continue
-        value = "".join(el.itertext()).strip()
+        # Most elements hold plain text: only nested markup needs the slower itertext.
+        value = (el.text or "") if len(el) == 0 else "".join(el.itertext())
+        value = value.strip()
         if value:
-            values.append(DCValue(name, value, _language(el.get(_XML_LANG))))
+            lang = el.get(_XML_LANG)
+            values.append(DCValue(name, value, _language(lang) if lang else None))
     return values
 
 

@@ -28,8 +28,6 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
-
 from harvester import errors as err
 from harvester.client import DAY, SECONDS, Client, ClientSettings, Page, settings_for, utc
 from harvester.convert import convert_page
@@ -360,29 +358,21 @@ class _Run:
             "token": page.token,
             "set": self.cp["set"] + (1 if page.token is None else 0),
         }
-        for attempt in (1, 2):
-            try:
-                with self.store.writing() as (conn, stamp):
-                    if not renew_lease_in(conn, name, self.owner, self.settings.lease_ttl, self.now()):
-                        raise err.LeaseLost(f"{name}: another harvester took over the lease; this page was not written")
-                    written, refused = write_harvested_in(self.store, conn, stamp, converted.records)
-                    window = self.window + replace(
-                        delta,
-                        added=written.added,
-                        changed=written.changed,
-                        unchanged=written.unchanged,
-                        failed=delta.failed + len(refused) + len(written.rejected),
-                    )
-                    checkpoint["counts"] = asdict(window)
-                    save_checkpoint_in(conn, name, checkpoint, self.now())
-                break
-            except IntegrityError:
-                # Another partner's harvest inserted one of these identifiers between our read and
-                # our insert (PostgreSQL: two transactions, one unique index). Written again, the
-                # page sees that record and refuses it as another source's, like any other.
-                if attempt == 2:
-                    raise
-                log.warning("%s: another harvest wrote one of this page's identifiers; writing the page again", name)
+        with self.store.writing() as (conn, stamp):
+            if not renew_lease_in(conn, name, self.owner, self.settings.lease_ttl, self.now()):
+                raise err.LeaseLost(f"{name}: another harvester took over the lease; this page was not written")
+            # A record another source holds, even one inserted by a concurrent harvest while this
+            # page was being written (the store settles that race), is refused, never overwritten.
+            written, refused = write_harvested_in(self.store, conn, stamp, converted.records)
+            window = self.window + replace(
+                delta,
+                added=written.added,
+                changed=written.changed,
+                unchanged=written.unchanged,
+                failed=delta.failed + len(refused) + len(written.rejected),
+            )
+            checkpoint["counts"] = asdict(window)
+            save_checkpoint_in(conn, name, checkpoint, self.now())
         delta = window - self.window
         self.cp, self.window, self.counts = checkpoint, window, self.counts + delta
         failures = converted.failures + [(i, f"the identifier belongs to {src}; not overwritten") for i, src in refused]

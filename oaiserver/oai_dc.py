@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from oaiserver.records import DC_ELEMENTS, DCValue, clean_text
+from oaiserver.records import DC_ELEMENTS, DCValue, clean_text, has_forbidden_chars
 from oaiserver.xmltext import attr, text
 
 PREFIX = "oai_dc"
@@ -25,11 +25,12 @@ _ORDER = {name: i for i, name in enumerate(DC_ELEMENTS)}
 
 def render(values: Iterable[DCValue]) -> str:
     """The `<oai_dc:dc>` fragment: elements in the canonical order, empty values left out."""
+    ordered = sorted((v for v in values if v.element in _ORDER), key=lambda v: _ORDER[v.element])
+    # One scan for characters XML forbids over all values; cleaning value by value only if needed.
+    dirty = has_forbidden_chars("".join([v.value for v in ordered]))
     parts = [_OPEN]
-    for v in sorted(values, key=lambda v: _ORDER.get(v.element, len(_ORDER))):
-        if v.element not in _ORDER:
-            continue
-        value = clean_text(v.value).strip()
+    for v in ordered:
+        value = (clean_text(v.value) if dirty else v.value).strip()
         if not value:
             continue
         lang = f' xml:lang="{attr(v.lang)}"' if v.lang else ""

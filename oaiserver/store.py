@@ -192,7 +192,10 @@ class Store:
         SQLAlchemy's statement and row machinery, which cost ten times the query itself.
         Driver errors still surface as SQLAlchemy's DBAPIError (the web layer answers 503)."""
         sql = self._q(sql)
-        conn = self.engine.raw_connection()  # from the pool, pre-pinged on PostgreSQL
+        try:
+            conn = self.engine.raw_connection()  # from the pool, pre-pinged on PostgreSQL
+        except self._dbapi_error as exc:  # the pool hands connect errors on unwrapped
+            raise sa.exc.DBAPIError.instance(sql, params, exc, self._dbapi_error) from exc
         try:
             cur = conn.cursor()
             cur.execute(sql, params)

@@ -173,6 +173,7 @@ class Gunicorn:
                 bind,
                 "--timeout",
                 str(timeout),
+                "--access-log",  # statuses() reads gunicorn's access log
             ]
         env = {**os.environ, "OAI_CONFIG": str(self.config)}
         env.pop("OAI_STORAGE_URL", None)

@@ -263,8 +263,8 @@ def test_two_partners_writing_one_identifier_at_once_refuse_it_cleanly(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Partners a and b both send oai:x:1, harvested at the same moment (two schedule jobs). On
-    PostgreSQL b's insert meets a's uncommitted row at the unique index: an IntegrityError, once
-    a commits. b writes its page again and refuses the record as a's, as it would have later."""
+    PostgreSQL b's insert meets a's uncommitted row at the unique index and waits for a's commit;
+    the store then finds the row taken, and b refuses the record as a's, as it would have later."""
     a_wrote, b_reading = threading.Event(), threading.Event()
     original = harvest.write_harvested_in
 

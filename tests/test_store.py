@@ -210,7 +210,7 @@ def test_concurrent_inserts_of_one_new_identifier_both_land(store: Store, clock:
                 store.write_in(conn, stamp, [make_record("new", "First")])
                 first_in.set()
                 release.wait(10)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
             first_in.set()
 
