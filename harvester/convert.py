@@ -24,6 +24,8 @@ PROVENANCE_NS = "http://www.openarchives.org/OAI/2.0/provenance"
 PROVENANCE_SCHEMA = "http://www.openarchives.org/OAI/2.0/provenance.xsd"
 _PROV = f"{{{PROVENANCE_NS}}}"
 _OAI = f"{{{OAI_NS}}}"
+_HEADER, _METADATA, _ABOUT = f"{_OAI}header", f"{_OAI}metadata", f"{_OAI}about"
+_IDENTIFIER, _DATESTAMP, _SETSPEC = f"{_OAI}identifier", f"{_OAI}datestamp", f"{_OAI}setSpec"
 _DC = f"{{{oai_dc.DC_NAMESPACE}}}"
 _OAI_DC_ROOT = f"{{{oai_dc.NAMESPACE}}}dc"
 _XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
@@ -81,20 +83,43 @@ def _identifier_of(element: etree._Element) -> str | None:
     return value.strip() if value and value.strip() else None
 
 
+def _parts(element: etree._Element) -> tuple[etree._Element | None, etree._Element | None, etree._Element | None]:
+    """(header, metadata, about) of a `<record>`, in one pass over its children (a path
+    search costs lxml more than the whole walk)."""
+    header = metadata = about = None
+    for child in element:
+        tag = child.tag
+        if tag == _HEADER and header is None:
+            header = child
+        elif tag == _METADATA and metadata is None:
+            metadata = child
+        elif tag == _ABOUT and about is None:
+            about = child
+    return header, metadata, about
+
+
 def convert_record(element: etree._Element, partner: Partner, *, harvest_date: str) -> Record:
-    header = element.find(f"{_OAI}header")
+    header, metadata, about = _parts(element)
     if header is None:
         raise RecordError("the record has no <header>")
-    identifier = (header.findtext(f"{_OAI}identifier") or "").strip()
+    identifier = sent_datestamp = ""
+    specs: list[str] = []
+    for child in header:
+        tag = child.tag
+        if tag == _IDENTIFIER and not identifier:
+            identifier = (child.text or "").strip()
+        elif tag == _DATESTAMP and not sent_datestamp:
+            sent_datestamp = (child.text or "").strip()
+        elif tag == _SETSPEC:
+            specs.append((child.text or "").strip())
     if not identifier:
         raise RecordError("the header has no identifier")
-    sent_datestamp = (header.findtext(f"{_OAI}datestamp") or "").strip()
     parsed = utc(sent_datestamp)
     if parsed is None:
         raise RecordError(f"the datestamp {sent_datestamp!r} is not a date")
     datestamp = parsed[0]
     deleted = header.get("status") == "deleted"
-    payload = _payload(element)
+    payload = _payload(metadata)
     if payload is None and not deleted:
         raise RecordError("the record is not deleted but has no metadata")
     namespace = _namespace(payload) if payload is not None else ""
@@ -105,7 +130,7 @@ def convert_record(element: etree._Element, partner: Partner, *, harvest_date: s
         "metadataNamespace": namespace,
         "harvestDate": harvest_date,
         "metadataPrefix": partner.metadata_prefix,
-        "setSpecs": " ".join((s.text or "").strip() for s in header.findall(f"{_OAI}setSpec")),
+        "setSpecs": " ".join(specs),
     }
     record = Record(
         identifier=identifier,
@@ -124,13 +149,12 @@ def convert_record(element: etree._Element, partner: Partner, *, harvest_date: s
     if partner.republish and record.dc:
         record.metadata = {oai_dc.PREFIX: oai_dc.render(record.dc)}
         record.sets = [partner_set(partner.name)]
-        origin = Origin(partner.base_url, identifier, datestamp, namespace, harvest_date, True, _inner_origin(element))
+        origin = Origin(partner.base_url, identifier, datestamp, namespace, harvest_date, True, _inner_origin(about))
         record.about = provenance_container(origin)
     return record
 
 
-def _payload(element: etree._Element) -> etree._Element | None:
-    metadata = element.find(f"{_OAI}metadata")
+def _payload(metadata: etree._Element | None) -> etree._Element | None:
     if metadata is None:
         return None
     for child in metadata:
@@ -152,10 +176,7 @@ def dublin_core(payload: etree._Element) -> list[DCValue]:
     """The Dublin Core statements of a payload: oai_dc's children, or any dc:* element of
     another format. Text of nested markup and CDATA is kept; xml:lang only if it is a valid
     language tag (our responses are schema-valid, so a tag like `en_US` becomes `en-US`)."""
-    if payload.tag == _OAI_DC_ROOT:
-        elements = [c for c in payload if isinstance(c.tag, str) and c.tag.startswith(_DC)]
-    else:
-        elements = list(payload.iter(f"{_DC}*"))
+    elements = payload.iterchildren(f"{_DC}*") if payload.tag == _OAI_DC_ROOT else payload.iter(f"{_DC}*")
     values: list[DCValue] = []
     skip = len(_DC)
     for el in elements:
@@ -181,9 +202,9 @@ def _language(value: str | None) -> str | None:
     return fixed if _LANGUAGE.fullmatch(fixed) else None
 
 
-def _inner_origin(element: etree._Element) -> Origin | None:
+def _inner_origin(about: etree._Element | None) -> Origin | None:
     """The provenance the partner itself declared (it harvested the record elsewhere)."""
-    found = element.find(f"{_OAI}about/{_PROV}provenance/{_PROV}originDescription")
+    found = about.find(f"{_PROV}provenance/{_PROV}originDescription") if about is not None else None
     return _origin(found, 0) if found is not None else None
 
 

@@ -83,9 +83,10 @@ def is_identifier(value: str) -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class DCValue:
-    """One Dublin Core statement: element name, value, optional xml:lang."""
+class DCValue(NamedTuple):
+    """One Dublin Core statement: element name, value, optional xml:lang.
+
+    A named tuple: records carry dozens, and a harvest creates them by the million."""
 
     element: str
     value: str
