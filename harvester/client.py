@@ -110,6 +110,7 @@ class Page:
     status: int
     root: etree._Element
     response_date: str  # UTC, YYYY-MM-DDThh:mm:ssZ
+    body: bytes = field(default=b"", repr=False)  # the response as received
     items: list[etree._Element] = field(default_factory=list)
     token: str | None = None  # the next page's token; None when the list is complete
     cursor: int | None = None
@@ -117,6 +118,9 @@ class Page:
     no_records: bool = False  # the partner answered noRecordsMatch
     repaired: set[int] = field(default_factory=set)  # indexes of items that held repaired XML
     repairs: list[str] = field(default_factory=list)  # the parser's messages, with line numbers
+    # Each item exactly as the partner sent it (bytes decoded from UTF-8), when the page lets
+    # them be cut out with certainty (see `verbatim_items`); None otherwise.
+    raw: list[str] | None = None
     started: float = 0.0  # time.monotonic() when the request was first sent
     fetched: float = 0.0  # seconds from then until the page was parsed, retries included
 
@@ -304,7 +308,7 @@ class Client:
                 f"{where}: the root element is <{root.tag}>, not <OAI-PMH> in the namespace {OAI_NS}"
             )
         self._check_content_type(response.headers.get("Content-Type"))
-        page = Page(verb, params, status, root, self._response_date(root, started))
+        page = Page(verb, params, status, root, self._response_date(root, started), body=body)
         if self.settings.lenient_xml and len(parser.error_log):
             page.repairs = [f"line {e.line}, column {e.column}: {e.message}" for e in parser.error_log]
         errors = [(e.get("code") or "unknown", " ".join((e.text or "").split())) for e in root.findall(f"{_OAI}error")]
@@ -356,6 +360,8 @@ class Client:
             page.complete_list_size = _int(token.get("completeListSize"))
         if page.repairs:
             page.repaired = _repaired_items(page.items, parser)
+        elif page.verb in ("ListRecords", "GetRecord"):
+            page.raw = verbatim_items(page.body, page.items, page.root.getroottree().docinfo.encoding)
 
     # ---- what a harvest needs -----------------------------------------------------------
 
@@ -403,6 +409,68 @@ class Client:
             if page.token is None or upcoming is None:
                 return
             page = upcoming.result()
+
+
+_PROLOG_PART = re.compile(rb"\s*(?:<\?.*?\?>|<!--.*?-->)", re.S)
+_TAG_START = re.compile(rb"<(/?)([^\s/>]+)")
+
+
+def verbatim_items(body: bytes, items: list[etree._Element], encoding: str | None) -> list[str] | None:
+    """The items' bytes as sent, one string per item, or None when they cannot be cut out with
+    certainty (the caller then keeps the parsed element's serialization, the same infoset).
+
+    Certainty comes from what XML allows: with no comment, CDATA section or processing
+    instruction after the prolog, every `<` opens a tag (attribute values cannot hold `<`), so
+    counting start and end tags of the items' name finds each item's extent, even around
+    payload elements of the same name (MARCXML's `<record>` inside OAI's). Each cut is checked
+    against the line lxml saw the item start on."""
+    if not items or (encoding or "UTF-8").upper().replace("-", "") not in ("UTF8", "USASCII", "ASCII"):
+        return None
+    prefix = items[0].prefix
+    if any(item.prefix != prefix for item in items):
+        return None
+    qname = (f"{prefix}:" if prefix else "") + str(items[0].tag).rpartition("}")[2]
+    name = qname.encode()
+    at = 3 if body.startswith(b"\xef\xbb\xbf") else 0
+    while m := _PROLOG_PART.match(body, at):
+        at = m.end()
+    if b"<!--" in body[at:] or b"<![CDATA[" in body[at:] or b"<?" in body[at:]:
+        return None
+    cuts: list[str] = []
+    depth, start = 0, 0
+    line, counted = 1, 0
+    for m in _TAG_START.finditer(body, at):
+        if m.group(2) != name:
+            continue
+        if m.group(1):  # an end tag
+            depth -= 1
+            if depth < 0:
+                return None
+            if depth == 0:
+                end = body.find(b">", m.end())
+                if end < 0:
+                    return None
+                cuts.append(body[start : end + 1].decode("utf-8"))
+            continue
+        tag_end = body.find(b">", m.end())
+        next_tag = body.find(b"<", m.end())
+        if next_tag >= 0 and tag_end > next_tag:
+            return None
+        close = body.rfind(b">", m.end(), next_tag if next_tag >= 0 else len(body))
+        if body[close - 1 : close] == b"/":  # <name .../>: opens and closes at once
+            if depth == 0:
+                return None  # an empty item: nothing an OAI item can be
+            continue
+        if depth == 0:
+            start = m.start()
+            if len(cuts) >= len(items):
+                return None
+            line += body.count(b"\n", counted, start)
+            counted = start
+            if items[len(cuts)].sourceline not in (None, line):
+                return None
+        depth += 1
+    return cuts if depth == 0 and len(cuts) == len(items) else None
 
 
 def _in_background(fn: Callable[[str], Page], arg: str) -> Future[Page]:

@@ -65,7 +65,8 @@ def convert_page(page: Page, partner: Partner) -> Converted:
     result = Converted()
     for i, element in enumerate(page.items):
         try:
-            record = convert_record(element, partner, harvest_date=page.response_date)
+            raw = page.raw[i] if page.raw is not None else None
+            record = convert_record(element, partner, harvest_date=page.response_date, raw=raw)
         except RecordError as exc:
             where = _identifier_of(element) or f"record {i + 1} of the page"
             result.failures.append((where, str(exc)))
@@ -98,7 +99,8 @@ def _parts(element: etree._Element) -> tuple[etree._Element | None, etree._Eleme
     return header, metadata, about
 
 
-def convert_record(element: etree._Element, partner: Partner, *, harvest_date: str) -> Record:
+def convert_record(element: etree._Element, partner: Partner, *, harvest_date: str, raw: str | None = None) -> Record:
+    """`raw`: the `<record>` exactly as sent, when the page could be cut (else it is serialized)."""
     header, metadata, about = _parts(element)
     if header is None:
         raise RecordError("the record has no <header>")
@@ -136,7 +138,7 @@ def convert_record(element: etree._Element, partner: Partner, *, harvest_date: s
         identifier=identifier,
         deleted=deleted,
         source=partner.name,
-        raw_xml=etree.tostring(element, encoding="unicode", with_tail=False),
+        raw_xml=raw if raw is not None else etree.tostring(element, encoding="unicode", with_tail=False),
         provenance=provenance,
     )
     if deleted:

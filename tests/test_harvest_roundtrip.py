@@ -66,7 +66,8 @@ def assert_mirrors(source: Store, target: Store, partner: str) -> None:
         assert copy.provenance is not None
         assert copy.provenance["identifier"] == identifier
         assert copy.provenance["datestamp"] == format_datestamp(original.datestamp or 0)
-        assert copy.raw_xml is not None and identifier in copy.raw_xml
+        # Kept byte for byte: the <record> element exactly as the source served it.
+        assert copy.raw_xml == theirs[identifier].rendered.decode().rstrip("\n")  # type: ignore[union-attr]
         assert (copy.about is None) == copy.deleted
 
 
