@@ -82,6 +82,7 @@ settings = sa.Table(
 )
 
 PG_CLOCK_LOCK = 0x0A1_C10C  # advisory lock key for the write clock
+UPGRADE_BATCH = 2000  # rows rendered per statement when an old store is upgraded
 _ROW12 = "(" + ", ".join(["?"] * 12) + ")"
 
 
@@ -217,22 +218,31 @@ class Store:
             return
         log.warning("upgrading the store: rendering stored records for serving (once)")
         with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
-            columns = {c["name"] for c in sa.inspect(conn).get_columns("formats")}
-            if "record" in columns:  # another process upgraded it meanwhile
-                return
-            kind = "BLOB" if self.is_sqlite else "BYTEA"
-            conn.exec_driver_sql(f"ALTER TABLE formats ADD COLUMN record {kind}")
-            rows = conn.execute(
-                sa.select(
-                    formats.c.record_id, formats.c.prefix, formats.c.xml, records.c.header_xml, records.c.about
-                ).select_from(formats.join(records, records.c.id == formats.c.record_id))
-            ).all()
+            if self.is_sqlite:  # BEGIN IMMEDIATE: no other process is upgrading now
+                if "record" in {c["name"] for c in sa.inspect(conn).get_columns("formats")}:
+                    return  # another process upgraded it meanwhile
+                conn.exec_driver_sql("ALTER TABLE formats ADD COLUMN record BLOB")
+            else:  # a second process waits for the first one's lock here, then skips
+                conn.exec_driver_sql("ALTER TABLE formats ADD COLUMN IF NOT EXISTS record BYTEA")
             by_key = sa.and_(formats.c.record_id == sa.bindparam("rid"), formats.c.prefix == sa.bindparam("p"))
-            if rows:
+            last = -1
+            while True:  # in batches: a large store must not be read into memory at once
+                rows = conn.execute(
+                    sa.select(
+                        formats.c.record_id, formats.c.prefix, formats.c.xml, records.c.header_xml, records.c.about
+                    )
+                    .select_from(formats.join(records, records.c.id == formats.c.record_id))
+                    .where(formats.c.record_id >= last, formats.c.record.is_(None))  # >=: prefixes split
+                    .order_by(formats.c.record_id)
+                    .limit(UPGRADE_BATCH)
+                ).all()
+                if not rows:
+                    break
                 conn.execute(
                     formats.update().where(by_key).values(record=sa.bindparam("r")),
                     [{"rid": r[0], "p": r[1], "r": record_xml(r[3], r[2], r[4])} for r in rows],
                 )
+                last = rows[-1][0]
 
     def close(self) -> None:
         self.engine.dispose()

@@ -176,8 +176,12 @@ def test_an_unchanged_record_keeps_its_about(store: Store, clock: Clock) -> None
     assert store.get(ID).about == "<p xmlns='urn:a'>first</p>"
 
 
-def test_a_store_from_before_served_records_is_upgraded_in_place(store_url: str, store: Store, clock: Clock) -> None:
-    """Stores written before `formats.record` existed get it, rendered from what they hold."""
+def test_a_store_from_before_served_records_is_upgraded_in_place(
+    store_url: str, store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stores written before `formats.record` existed get it, rendered from what they hold
+    (in batches: here two rows at a time)."""
+    monkeypatch.setattr("oaiserver.store.UPGRADE_BATCH", 2)
     store.write([make_record("1", "Trade & <Tariffs>", sets=("a:b",)), make_record("2"), make_record("3")])
     store.delete(["oai:test.example.org:3"])
     query = ListQuery("oai_dc")
