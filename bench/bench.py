@@ -57,6 +57,8 @@ from typing import Any
 import requests
 import yaml
 
+from oaiserver.config import Config
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 sys.path.insert(0, str(BENCH))  # bench/profiling.py
@@ -780,8 +782,8 @@ class Bench:
             self.section_crowds(ours, peer)
             self.section_harvester(ours, workdir)
             self.section_memory(ours, peer)
-            if a.big_page_size:
-                self.section_big_pages(ours, workdir, db)
+            if a.other_page_size:
+                self.section_other_page_size(ours, workdir, db)
             if a.profile:
                 self.section_profiles(ours, workdir)
         finally:
@@ -808,44 +810,43 @@ class Bench:
             f"{r['records']:,} records in {r['write_seconds']} s; generating them took {r['generate_seconds']} s more",
         )
 
-    def section_big_pages(self, ours: Server, workdir: Path, db: Path) -> None:
-        """The same full harvest from a second server configured with larger pages, alternating
-        with the first: how much of the CPU per record is the per-request cost (gunicorn's HTTP
-        handling alone is about 0.5 ms a request)."""
+    def section_other_page_size(self, ours: Server, workdir: Path, db: Path) -> None:
+        """The same full harvest from a second server configured with another page size,
+        alternating with the first: how much of the CPU per record is the per-request cost
+        (gunicorn's HTTP handling alone is about 0.5 ms a request)."""
         a = self.args
-        log(f"full ListRecords harvest with {a.big_page_size} records per page (a second server)")
-        big_dir = workdir / "big-pages"
-        big_dir.mkdir(exist_ok=True)
-        big = start_ours(big_dir, db, a.workers, a.big_page_size)
+        size = a.other_page_size
+        log(f"full ListRecords harvest with {size} records per page (a second server)")
+        other_dir = workdir / f"pages-{size}"
+        other_dir.mkdir(exist_ok=True)
+        other = start_ours(other_dir, db, a.workers, size)
         try:
-            warm_up(big, pages=5)
-            small_walks, big_walks = [], []
+            warm_up(other, pages=5)
+            main_walks, other_walks = [], []
             for _ in range(a.repeat):
-                small_walks.append(full_harvest(ours))
-                big_walks.append(full_harvest(big))
+                main_walks.append(full_harvest(ours))
+                other_walks.append(full_harvest(other))
         finally:
-            big.stop()
+            other.stop()
         cpu = {
             name: median([w.server_cpu * 1e6 / w.records for w in walks])
-            for name, walks in (("small", small_walks), ("big", big_walks))
+            for name, walks in (("main", main_walks), ("other", other_walks))
         }
-        rate = median([w.records / w.seconds for w in big_walks])
-        self.results["big_pages"] = {
-            "page_size": a.big_page_size,
+        rate = median([w.records / w.seconds for w in other_walks])
+        self.results["other_page_size"] = {
+            "page_size": size,
             "records_per_s": round(rate, 1),
-            "server_cpu_ms_per_1k": round(cpu["big"], 2),
-            "same_run_default_cpu_ms_per_1k": round(cpu["small"], 2),
-            "page_ms_p50": round(median([median(w.latencies) for w in big_walks]) * 1000, 2),
-            "runs": [w.summary() for w in big_walks],
+            "server_cpu_ms_per_1k": round(cpu["other"], 2),
+            "same_run_main_cpu_ms_per_1k": round(cpu["main"], 2),
+            "page_ms_p50": round(median([median(w.latencies) for w in other_walks]) * 1000, 2),
+            "runs": [w.summary() for w in other_walks],
         }
         self.check(
             "full harvest",
-            f"ours, {a.big_page_size} records per page: server CPU per 1,000 (gzip)",
-            f"{cpu['big']:.1f} ms",
-            f"<= {T_CPU:g} ms",
-            cpu["big"] <= T_CPU,
-            f"{rate:,.0f} records/s; alternating with page size {a.page_size} ({cpu['small']:.1f} ms), "
-            f"medians of {a.repeat}; set server.page_size for this",
+            f"ours, {size} records per page: server CPU per 1,000 (gzip)",
+            f"{cpu['other']:.1f} ms",
+            note=f"{rate:,.0f} records/s, {self.results['other_page_size']['page_ms_p50']:.1f} ms a page; "
+            f"alternating with page size {a.page_size} ({cpu['main']:.1f} ms), medians of {a.repeat}",
         )
 
     def section_full_harvest(self, ours: Server, peer: Server | None) -> dict[str, Walk]:
@@ -1276,12 +1277,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-harvester", action="store_true", help="skip the harvester and Sickle runs")
     p.add_argument("--json", default=str(BENCH / "results" / "latest.json"), help="where to write the JSON results")
     p.add_argument("--workers", type=int, default=2, help="gunicorn sync workers, both servers (default 2)")
-    p.add_argument("--page-size", type=int, default=100, help="records per list page, both servers (default 100)")
     p.add_argument(
-        "--big-page-size",
+        "--page-size",
         type=int,
-        default=500,
-        help="also harvest a second server with this page size (default 500; 0 to skip)",
+        default=Config.page_size,
+        help=f"records per list page, both servers (default {Config.page_size}, the server's default)",
+    )
+    p.add_argument(
+        "--other-page-size",
+        type=int,
+        default=100,
+        help="also harvest a second server with this page size (default 100; 0 to skip)",
     )
     p.add_argument("--load-batch", type=int, default=1000, help="Store.write batch size (default 1000)")
     p.add_argument("--repeat", type=int, help="full harvest and crowd runs (default 3; 1 if quick or N >= 500000)")

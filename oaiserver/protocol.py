@@ -344,8 +344,13 @@ def get_record(args: dict[str, str], repo: Repository, answer: Answer) -> Record
     return RecordResult(header)
 
 
+VIEW_PAGE_SIZE = 50  # records a page for people's views, at most: a page a browser shows at once
+
+
 def _list(args: dict[str, str], repo: Repository, answer: Answer, verb: str) -> ListResult:
-    size = repo.config.page_size
+    # Tokens hold a key and a cursor, not a page number: a view and /oai may page one list
+    # at different sizes.
+    size = min(repo.config.page_size, VIEW_PAGE_SIZE) if answer.detailed else repo.config.page_size
     if "resumptionToken" in args:
         state = repo.tokens.read(args["resumptionToken"], verb)
         query = ListQuery(state.prefix, state.start, state.end, state.set_spec)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -212,3 +213,18 @@ def test_until_is_frozen_at_the_first_request(oai: OAIClient, store: Store, cloc
     clock.tick(10)
     rest = oai(verb="ListIdentifiers", resumptionToken=token_of(first).text)
     assert "oai:test.example.org:zzzz" not in identifiers(rest)
+
+
+def test_people_see_at_most_50_records_a_page_of_the_same_list(store_url: str, store: Store, clock: Clock) -> None:
+    """Harvesters get `page_size` records a page; the HTML view of the same list shows at most
+    50, and its next-page token (a key and a cursor) is one /oai accepts too."""
+    fill(store, clock, 120)
+    client = create_app(make_config(store_url, server__page_size=100), store=store).test_client()
+    doc = validate(client.get("/oai?verb=ListIdentifiers&metadataPrefix=oai_dc").data)
+    assert len(identifiers(doc)) == 100
+    page = client.get("/oai/view?verb=ListIdentifiers&metadataPrefix=oai_dc").get_data(as_text=True)
+    assert "records 1–50 of 120" in page
+    token = re.search(r"resumptionToken=([^\"&]+)", page)
+    assert token is not None
+    rest = validate(client.get(f"/oai?verb=ListIdentifiers&resumptionToken={token.group(1)}").data)
+    assert identifiers(rest) == [f"oai:test.example.org:{i:04d}" for i in range(50, 120)]
