@@ -38,7 +38,7 @@ def response(answer: p.Answer, base_url: str, stylesheet: str | None = None) -> 
         assert answer.result is not None
         parts.extend(_RENDER[type(answer.result)](answer.result))  # type: ignore[operator]
     parts.append("</OAI-PMH>\n")
-    return b"".join(part if isinstance(part, bytes) else part.encode() for part in parts)
+    return b"".join([part if type(part) is bytes else part.encode() for part in parts])  # type: ignore[union-attr]
 
 
 def _request(args: dict[str, str], base_url: str) -> str:
@@ -126,7 +126,8 @@ def _list(r: p.ListResult) -> list[str | bytes]:
     parts: list[str | bytes] = [f"<{verb}>\n"]
     rows = r.headers
     if rows and isinstance(rows[0], Rendered):
-        parts.append(b"".join([row.xml for row in rows]))  # type: ignore[union-attr,misc]
+        # The rows go into the one final join: joining them apart first costs twice the time.
+        parts.extend([row.xml for row in rows])  # type: ignore[union-attr,misc]
     elif r.with_metadata:
         parts.extend(record(h) for h in rows)  # type: ignore[arg-type]
     else:

@@ -150,6 +150,9 @@ def make_engine(url: str) -> Engine:
         def _connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
             cur = dbapi_conn.cursor()
+            # 16 KiB pages (new files only): a stored record fits a page with room to spare, and a
+            # list page reads about 40 % less CPU than with 4 KiB pages (bench/README.md).
+            cur.execute("PRAGMA page_size=16384")
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
@@ -585,7 +588,7 @@ class Store:
         rows = self._fetch(sql, params)
         if rendered:
             if with_metadata:
-                return [Rendered(*r) for r in rows]
+                return list(map(Rendered._make, rows))  # tuple.__new__: no Python call per row
             return [Rendered(r[0], r[1], r[2].encode() + b"\n") for r in rows]
         if with_metadata:
             return [Header(r[0], r[1], bool(r[2]), tuple(r[3].split()), r[5], r[6], r[4], r[7]) for r in rows]
