@@ -62,6 +62,9 @@ formats = sa.Table(
     # The whole <record> element as served (header, metadata, about), UTF-8: a list page is
     # these bytes joined, with nothing decoded, parsed or re-encoded on the way out.
     sa.Column("record", sa.LargeBinary),
+    # The record's datestamp again: a list's completeListSize is then counted on one index.
+    sa.Column("datestamp", sa.BigInteger),
+    sa.Index("ix_formats_prefix_datestamp", "prefix", "datestamp"),
 )
 
 set_members = sa.Table(
@@ -215,37 +218,51 @@ class Store:
     def _upgrade(self) -> None:
         """Bring a store made by an earlier version up to this schema, in place.
 
-        Stores before formats.record: add the column and render it from what is stored.
+        Before formats.record: add it, rendered from what is stored. Before formats.datestamp:
+        add it, copied from the records, and its index.
         """
-        if "record" in {c["name"] for c in sa.inspect(self.engine).get_columns("formats")}:
+        if {"record", "datestamp"} <= {c["name"] for c in sa.inspect(self.engine).get_columns("formats")}:
             return
-        log.warning("upgrading the store: rendering stored records for serving (once)")
+        log.warning("upgrading the store to this version's schema (once)")
         with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
-            if self.is_sqlite:  # BEGIN IMMEDIATE: no other process is upgrading now
-                if "record" in {c["name"] for c in sa.inspect(conn).get_columns("formats")}:
-                    return  # another process upgraded it meanwhile
-                conn.exec_driver_sql("ALTER TABLE formats ADD COLUMN record BLOB")
-            else:  # a second process waits for the first one's lock here, then skips
-                conn.exec_driver_sql("ALTER TABLE formats ADD COLUMN IF NOT EXISTS record BYTEA")
-            by_key = sa.and_(formats.c.record_id == sa.bindparam("rid"), formats.c.prefix == sa.bindparam("p"))
-            last = -1
-            while True:  # in batches: a large store must not be read into memory at once
-                rows = conn.execute(
-                    sa.select(
-                        formats.c.record_id, formats.c.prefix, formats.c.xml, records.c.header_xml, records.c.about
-                    )
-                    .select_from(formats.join(records, records.c.id == formats.c.record_id))
-                    .where(formats.c.record_id >= last, formats.c.record.is_(None))  # >=: prefixes split
-                    .order_by(formats.c.record_id)
-                    .limit(UPGRADE_BATCH)
-                ).all()
-                if not rows:
-                    break
-                conn.execute(
-                    formats.update().where(by_key).values(record=sa.bindparam("r")),
-                    [{"rid": r[0], "p": r[1], "r": record_xml(r[3], r[2], r[4])} for r in rows],
+            # SQLite: BEGIN IMMEDIATE, so no other process is upgrading now; PostgreSQL: a second
+            # process waits for the first one's table lock at ALTER, then finds nothing to do.
+            columns = {c["name"] for c in sa.inspect(conn).get_columns("formats")}
+            if "record" not in columns:
+                self._add_column(conn, "record", "BLOB" if self.is_sqlite else "BYTEA")
+                self._render_records(conn)
+            if "datestamp" not in columns:
+                self._add_column(conn, "datestamp", "BIGINT")
+                conn.exec_driver_sql(
+                    "UPDATE formats SET datestamp = (SELECT r.datestamp FROM records r WHERE r.id = formats.record_id)"
                 )
-                last = rows[-1][0]
+            conn.exec_driver_sql(
+                "CREATE INDEX IF NOT EXISTS ix_formats_prefix_datestamp ON formats (prefix, datestamp)"
+            )
+
+    def _add_column(self, conn: Connection, name: str, kind: str) -> None:
+        exists = "" if self.is_sqlite else "IF NOT EXISTS "
+        conn.exec_driver_sql(f"ALTER TABLE formats ADD COLUMN {exists}{name} {kind}")
+
+    @staticmethod
+    def _render_records(conn: Connection) -> None:
+        by_key = sa.and_(formats.c.record_id == sa.bindparam("rid"), formats.c.prefix == sa.bindparam("p"))
+        last = -1
+        while True:  # in batches: a large store must not be read into memory at once
+            rows = conn.execute(
+                sa.select(formats.c.record_id, formats.c.prefix, formats.c.xml, records.c.header_xml, records.c.about)
+                .select_from(formats.join(records, records.c.id == formats.c.record_id))
+                .where(formats.c.record_id >= last, formats.c.record.is_(None))  # >=: prefixes split
+                .order_by(formats.c.record_id)
+                .limit(UPGRADE_BATCH)
+            ).all()
+            if not rows:
+                return
+            conn.execute(
+                formats.update().where(by_key).values(record=sa.bindparam("r")),
+                [{"rid": r[0], "p": r[1], "r": record_xml(r[3], r[2], r[4])} for r in rows],
+            )
+            last = rows[-1][0]
 
     def close(self) -> None:
         self.engine.dispose()
@@ -433,15 +450,17 @@ class Store:
             record, record_id, header = by_id[identifier], ids[identifier], headers[identifier]
             for prefix, xml in record.metadata.items():
                 if record.deleted:
-                    format_rows.append((record_id, prefix, None, record_xml(header, None, None)))
+                    format_rows.append((record_id, prefix, None, record_xml(header, None, None), own_stamp))
                 else:
-                    format_rows.append((record_id, prefix, xml, record_xml(header, xml, record.about)))
+                    format_rows.append((record_id, prefix, xml, record_xml(header, xml, record.about), own_stamp))
             member_rows += [
                 (spec, own_stamp, identifier, record_id)
                 for spec in dict.fromkeys(a for spec in record.sets for a in ancestors(spec))
             ]
         if format_rows:
-            cur.executemany(q("INSERT INTO formats (record_id, prefix, xml, record) VALUES (?, ?, ?, ?)"), format_rows)
+            cur.executemany(
+                q("INSERT INTO formats (record_id, prefix, xml, record, datestamp) VALUES (?, ?, ?, ?, ?)"), format_rows
+            )
         if member_rows:
             cur.executemany(
                 q("INSERT INTO set_members (spec, datestamp, identifier, record_id) VALUES (?, ?, ?, ?)"), member_rows
@@ -485,7 +504,7 @@ class Store:
                 conn.execute(
                     formats.update()
                     .where(formats.c.record_id == row.id)
-                    .values(xml=None, record=record_xml(header, None, None))
+                    .values(xml=None, record=record_xml(header, None, None), datestamp=stamp)
                 )
                 conn.execute(set_members.update().where(set_members.c.record_id == row.id).values(datestamp=stamp))
                 count += 1
@@ -560,7 +579,16 @@ class Store:
         return sql, params
 
     def count(self, query: ListQuery) -> int:
-        sql, params = self._list_sql(query, "count(*)", None)
+        if query.set_spec is None:  # one index range, however many records the list holds
+            sql, params = "SELECT count(*) FROM formats WHERE prefix = ?", [query.prefix]
+            if query.start is not None:
+                sql += " AND datestamp >= ?"
+                params.append(query.start)
+            if query.end is not None:
+                sql += " AND datestamp <= ?"
+                params.append(query.end)
+        else:
+            sql, params = self._list_sql(query, "count(*)", None)
         return int(self._fetch(sql, params)[0][0])
 
     def page(

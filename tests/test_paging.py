@@ -228,3 +228,41 @@ def test_people_see_at_most_50_records_a_page_of_the_same_list(store_url: str, s
     assert token is not None
     rest = validate(client.get(f"/oai?verb=ListIdentifiers&resumptionToken={token.group(1)}").data)
     assert identifiers(rest) == [f"oai:test.example.org:{i:04d}" for i in range(50, 120)]
+
+
+@pytest.mark.parametrize(
+    "window",
+    [{}, {"from": "2023-11-14T22:15:00Z"}, {"until": "2023-11-14T22:20:00Z"}, {"set": "a"}],
+    ids=["all", "from", "until", "set"],
+)
+def test_complete_list_size_counts_what_the_list_holds(
+    store_url: str, store: Store, clock: Clock, window: dict[str, str]
+) -> None:
+    """completeListSize is what paging the list gives: deleted records in, records without the
+    format out, the date window and set applied."""
+    for i in range(30):
+        store.write([make_record(f"{i:04d}", sets=("a",) if i % 3 == 0 else ())])
+        clock.tick(60)
+    store.delete([f"oai:test.example.org:{i:04d}" for i in range(0, 30, 7)])
+    bare = make_record("no-format")
+    bare.metadata = {}
+    store.write([bare])
+    clock.tick()
+    client = create_app(make_config(store_url, server__page_size=4), store=store).test_client()
+
+    def oai(**args: str) -> Any:
+        return validate(client.get("/oai", query_string=args).data)
+
+    listed: list[str] = []
+    sizes = set()
+    doc = oai(verb="ListIdentifiers", metadataPrefix="oai_dc", **window)
+    while True:
+        listed += identifiers(doc)
+        token = token_of(doc)
+        if token is None or not token.text:
+            break
+        sizes.add(int(token.get("completeListSize")))
+        doc = oai(verb="ListIdentifiers", resumptionToken=token.text)
+    assert "oai:test.example.org:no-format" not in listed
+    assert len(listed) > 4 and (len(listed) < 31 or window == {})
+    assert sizes == {len(listed)}

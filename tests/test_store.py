@@ -186,7 +186,9 @@ def test_a_store_from_before_served_records_is_upgraded_in_place(
     store.delete(["oai:test.example.org:3"])
     query = ListQuery("oai_dc")
     expected = [row.xml for row in store.page(query, None, 10, with_metadata=True, rendered=True)]
-    with store.engine.begin() as conn:
+    with store.engine.begin() as conn:  # the schema before formats.record and formats.datestamp
+        conn.exec_driver_sql("DROP INDEX ix_formats_prefix_datestamp")
+        conn.exec_driver_sql("ALTER TABLE formats DROP COLUMN datestamp")
         conn.exec_driver_sql("ALTER TABLE formats DROP COLUMN record")
     store.close()
     upgraded = Store(store_url, clock=clock)
@@ -194,6 +196,8 @@ def test_a_store_from_before_served_records_is_upgraded_in_place(
         rows = upgraded.page(query, None, 10, with_metadata=True, rendered=True)
         assert [row.xml for row in rows] == expected
         assert b'<header status="deleted">' in rows[-1].xml and b"<metadata>" not in rows[-1].xml
+        assert upgraded.count(query) == 3
+        assert upgraded.count(ListQuery("oai_dc", start=clock.now + 1)) == 0
         Store(store_url, clock=clock).close()  # a second opening finds nothing to do
     finally:
         upgraded.close()
