@@ -555,16 +555,19 @@ class Store:
     @staticmethod
     def _list_sql(query: ListQuery, columns: str, after: tuple[int, str] | None) -> tuple[str, list[Any]]:
         """FROM and WHERE of a list, keyed on (datestamp, identifier) of the records or,
-        for a set, of its members (each has its own index, so paging is an index range scan)."""
+        for a set, of its members (each has its own index, so paging is an index range scan).
+
+        CROSS JOIN fixes the join order in SQLite (PostgreSQL plans it freely): the keyed table
+        drives, in index order, so a page never sorts what remains of the list."""
         params: list[Any] = [query.prefix]
         if query.set_spec is None:
             key = "r"
-            sql = f"SELECT {columns} FROM records r JOIN formats f ON f.record_id = r.id AND f.prefix = ? WHERE 1=1"
+            sql = f"SELECT {columns} FROM records r CROSS JOIN formats f WHERE f.record_id = r.id AND f.prefix = ?"
         else:
             key = "m"
             sql = (
-                f"SELECT {columns} FROM set_members m JOIN records r ON r.id = m.record_id"
-                " JOIN formats f ON f.record_id = r.id AND f.prefix = ? WHERE m.spec = ?"
+                f"SELECT {columns} FROM set_members m CROSS JOIN records r CROSS JOIN formats f"
+                " WHERE r.id = m.record_id AND f.record_id = r.id AND f.prefix = ? AND m.spec = ?"
             )
             params.append(query.set_spec)
         if query.start is not None:
