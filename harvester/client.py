@@ -413,6 +413,7 @@ class Client:
 
 _PROLOG_PART = re.compile(rb"\s*(?:<\?.*?\?>|<!--.*?-->)", re.S)
 _TAG_START = re.compile(rb"<(/?)([^\s/>]+)")
+_TAG_REST = re.compile(rb"""(?:[^<>"']|"[^"<]*"|'[^'<]*')*>""")
 
 
 def verbatim_items(body: bytes, items: list[etree._Element], encoding: str | None) -> list[str] | None:
@@ -452,12 +453,10 @@ def verbatim_items(body: bytes, items: list[etree._Element], encoding: str | Non
                     return None
                 cuts.append(body[start : end + 1].decode("utf-8"))
             continue
-        tag_end = body.find(b">", m.end())
-        next_tag = body.find(b"<", m.end())
-        if next_tag >= 0 and tag_end > next_tag:
+        rest = _TAG_REST.match(body, m.end())  # the attributes, quotes respected, up to the tag's '>'
+        if rest is None:
             return None
-        close = body.rfind(b">", m.end(), next_tag if next_tag >= 0 else len(body))
-        if body[close - 1 : close] == b"/":  # <name .../>: opens and closes at once
+        if body[rest.end() - 2 : rest.end() - 1] == b"/":  # <name .../>: opens and closes at once
             if depth == 0:
                 return None  # an empty item: nothing an OAI item can be
             continue

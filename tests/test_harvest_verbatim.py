@@ -95,3 +95,12 @@ def test_harvested_records_keep_the_partners_bytes(store: Store) -> None:
     assert fallback is not None and fallback.raw_xml is not None
     reparsed = etree.fromstring(fallback.raw_xml.encode())
     assert "".join(reparsed.itertext()).count("inside") == 1 and "<!-- a comment -->" in fallback.raw_xml
+
+
+def test_greater_than_signs_in_attributes_and_text_do_not_mislead_the_cut() -> None:
+    nested = (
+        '<record xmlns="urn:x" note="a > b/"><f>x</f></record>'  # '>' and '/' inside a quoted value
+        "<record xmlns='urn:x'>/> text that ends like a tag<f/></record>"
+    )
+    records = [record("oai:p:1", "a &gt; b/&gt;").replace("<metadata>", f"<metadata>{nested}"), record("oai:p:2")]
+    assert cut(list_records(records)) == records
