@@ -582,6 +582,7 @@ class Store:
         return sql, params
 
     def count(self, query: ListQuery) -> int:
+        params: list[Any]
         if query.set_spec is None:  # one index range, however many records the list holds
             sql, params = "SELECT count(*) FROM formats WHERE prefix = ?", [query.prefix]
             if query.start is not None:
