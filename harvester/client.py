@@ -42,6 +42,7 @@ from sickle import Sickle
 
 from harvester import errors as err
 from oaiserver.config import Partner
+from oaiserver.xmltext import attr
 
 log = logging.getLogger(__name__)
 
@@ -206,18 +207,22 @@ class Client:
 
     def request(self, verb: str, **args: str) -> Page:
         """Send one request (retrying as configured) and parse the answer once."""
-        params = {"verb": verb, **args}
+        return self._request({"verb": verb, **args}, None)
+
+    def _request(self, params: dict[str, str], cancel: threading.Event | None) -> Page:
+        """`request`, also abandoned (Stopped) when `cancel` is set: a page asked for ahead
+        that its list no longer wants must not go on retrying."""
         started, clock = time.time(), time.monotonic()
-        response = self._fetch(params)
+        response = self._fetch(params, cancel)
         page = self._parse(response, params, started)
         page.started, page.fetched = clock, time.monotonic() - clock
         return page
 
-    def _fetch(self, params: dict[str, str]) -> requests.Response:
+    def _fetch(self, params: dict[str, str], cancel: threading.Event | None = None) -> requests.Response:
         s = self.settings
         attempt = 0
         while True:
-            if self.stop.is_set():
+            if self.stop.is_set() or (cancel is not None and cancel.is_set()):
                 raise err.Stopped("stopped before sending a request")
             self.requests += 1
             try:
@@ -248,8 +253,18 @@ class Client:
                 raise problem
             attempt += 1
             log.warning("%s; retry %d of %d in %.1f s", problem, attempt, s.retries, wait)
-            if self.stop.wait(wait):
+            if self._wait(wait, cancel):
                 raise err.Stopped("stopped while waiting to retry")
+
+    def _wait(self, seconds: float, cancel: threading.Event | None) -> bool:
+        """Sleep, waking early (True) when the client is stopped or `cancel` is set."""
+        if cancel is None:
+            return self.stop.wait(seconds)
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.stop.wait(min(left, 0.1)) or cancel.is_set():
+                return True
+        return self.stop.is_set() or cancel.is_set()
 
     def _backoff(self, attempt: int) -> float:
         return float(min(self.settings.backoff * (2**attempt), self.settings.max_backoff))
@@ -388,27 +403,33 @@ class Client:
         a partner that hands out the same token forever would otherwise be harvested forever.
         """
         seen: set[str] = set()
+        cancel = threading.Event()  # set when the caller leaves: the page asked for ahead is dropped
 
         def fetch(token: str | None) -> Page:
             if token is None:
-                return self.request(verb, **args)
+                return self._request({"verb": verb, **args}, cancel)
             if token in seen:
                 raise err.RepeatedTokenError(
                     f"{self.base_url}: the resumption token {token[:200]!r} came back a second time; "
                     "stopped to avoid an endless loop"
                 )
             seen.add(token)
-            return self.request(verb, resumptionToken=token)
+            return self._request({"verb": verb, "resumptionToken": token}, cancel)
 
-        page = fetch(token)
-        while True:
-            upcoming = None
-            if page.token is not None and not self.stop.is_set():
-                upcoming = _in_background(fetch, page.token)
-            yield page  # if the caller stops here, a request in flight ends on its own (daemon)
-            if page.token is None or upcoming is None:
-                return
-            page = upcoming.result()
+        try:
+            page = fetch(token)
+            while True:
+                upcoming = None
+                if page.token is not None and not self.stop.is_set():
+                    upcoming = _in_background(fetch, page.token)
+                yield page
+                if page.token is None:
+                    return
+                if upcoming is None:  # stopped: the list is not complete, and must not look it
+                    raise err.Stopped("stopped after a page, as asked")
+                page = upcoming.result()
+        finally:
+            cancel.set()
 
 
 _PROLOG_PART = re.compile(rb"\s*(?:<\?.*?\?>|<!--.*?-->)", re.S)
@@ -424,7 +445,12 @@ def verbatim_items(body: bytes, items: list[etree._Element], encoding: str | Non
     instruction after the prolog, every `<` opens a tag (attribute values cannot hold `<`), so
     counting start and end tags of the items' name finds each item's extent, even around
     payload elements of the same name (MARCXML's `<record>` inside OAI's). Each cut is checked
-    against the line lxml saw the item start on."""
+    against the line lxml saw the item start on.
+
+    The namespace declarations an item inherits from the response (the OAI default namespace,
+    and any prefix the partner declared on the root) are added to its start tag, so the cut
+    stands alone as XML; everything else is the partner's bytes.
+    """
     if not items or (encoding or "UTF-8").upper().replace("-", "") not in ("UTF8", "USASCII", "ASCII"):
         return None
     prefix = items[0].prefix
@@ -438,7 +464,7 @@ def verbatim_items(body: bytes, items: list[etree._Element], encoding: str | Non
     if b"<!--" in body[at:] or b"<![CDATA[" in body[at:] or b"<?" in body[at:]:
         return None
     cuts: list[str] = []
-    depth, start = 0, 0
+    depth, start, name_end, inherited = 0, 0, 0, b""
     line, counted = 1, 0
     for m in _TAG_START.finditer(body, at):
         if m.group(2) != name:
@@ -451,7 +477,7 @@ def verbatim_items(body: bytes, items: list[etree._Element], encoding: str | Non
                 end = body.find(b">", m.end())
                 if end < 0:
                     return None
-                cuts.append(body[start : end + 1].decode("utf-8"))
+                cuts.append((body[start:name_end] + inherited + body[name_end : end + 1]).decode("utf-8"))
             continue
         rest = _TAG_REST.match(body, m.end())  # the attributes, quotes respected, up to the tag's '>'
         if rest is None:
@@ -461,15 +487,27 @@ def verbatim_items(body: bytes, items: list[etree._Element], encoding: str | Non
                 return None  # an empty item: nothing an OAI item can be
             continue
         if depth == 0:
-            start = m.start()
+            start, name_end = m.start(), m.end()
             if len(cuts) >= len(items):
                 return None
+            inherited = _inherited(items[len(cuts)], body[m.end() : rest.end()])
             line += body.count(b"\n", counted, start)
             counted = start
             if items[len(cuts)].sourceline not in (None, line):
                 return None
         depth += 1
     return cuts if depth == 0 and len(cuts) == len(items) else None
+
+
+_XMLNS = re.compile(rb"""\sxmlns(?::([^\s=/>]+))?\s*=""")
+
+
+def _inherited(item: etree._Element, attributes: bytes) -> bytes:
+    """` xmlns…="…"` for each namespace in scope at `item` that its own start tag (whose
+    `attributes` are given) does not declare."""
+    declared = {(m.group(1) or b"").decode() for m in _XMLNS.finditer(attributes)}
+    missing = sorted(((prefix or ""), uri) for prefix, uri in item.nsmap.items() if (prefix or "") not in declared)
+    return "".join(f' xmlns{":" + prefix if prefix else ""}="{attr(uri)}"' for prefix, uri in missing).encode()
 
 
 def _in_background(fn: Callable[[str], Page], arg: str) -> Future[Page]:

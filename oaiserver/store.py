@@ -85,6 +85,7 @@ settings = sa.Table(
 )
 
 PG_CLOCK_LOCK = 0x0A1_C10C  # advisory lock key for the write clock
+PG_UPGRADE_LOCK = 0x0A1_5C4E  # advisory lock key for upgrading the schema
 UPGRADE_BATCH = 2000  # rows rendered per statement when an old store is upgraded
 _ROW12 = "(" + ", ".join(["?"] * 12) + ")"
 
@@ -225,8 +226,10 @@ class Store:
             return
         log.warning("upgrading the store to this version's schema (once)")
         with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
-            # SQLite: BEGIN IMMEDIATE, so no other process is upgrading now; PostgreSQL: a second
-            # process waits for the first one's table lock at ALTER, then finds nothing to do.
+            # SQLite: BEGIN IMMEDIATE, so no other process is upgrading now; PostgreSQL: an
+            # advisory lock, so a second process reads the columns after the first one committed.
+            if not self.is_sqlite:
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_UPGRADE_LOCK})")
             columns = {c["name"] for c in sa.inspect(conn).get_columns("formats")}
             if "record" not in columns:
                 self._add_column(conn, "record", "BLOB" if self.is_sqlite else "BYTEA")
@@ -620,11 +623,22 @@ class Store:
         rows = self._fetch(sql, params)
         if rendered:
             if with_metadata:
-                return list(map(Rendered._make, rows))  # tuple.__new__: no Python call per row
-            return [Rendered(r[0], r[1], r[2].encode() + b"\n") for r in rows]
+                page = list(map(Rendered._make, rows))  # tuple.__new__: no Python call per row
+            else:
+                page = [Rendered(r[0], r[1], r[2].encode() + b"\n" if r[2] else b"") for r in rows]
+            if not all(r.xml for r in page):  # rows an older version wrote without their rendering
+                page = [r if r.xml else self._render_row(query.prefix, r, with_metadata) for r in page]
+            return page
         if with_metadata:
             return [Header(r[0], r[1], bool(r[2]), tuple(r[3].split()), r[5], r[6], r[4], r[7]) for r in rows]
         return [Header(r[0], r[1], bool(r[2]), tuple(r[3].split()), xml=r[4]) for r in rows]
+
+    def _render_row(self, prefix: str, row: Rendered, with_metadata: bool) -> Rendered:
+        h = self.header(row.identifier, prefix)
+        assert h is not None
+        header = h.xml or header_xml(h.identifier, h.datestamp, h.deleted, h.sets)
+        xml = record_xml(header, None if h.deleted else h.metadata, h.about) if with_metadata else header.encode()
+        return Rendered(row.datestamp, row.identifier, xml + (b"" if with_metadata else b"\n"))
 
     def earliest_datestamp(self) -> int | None:
         with self.engine.connect() as conn:

@@ -332,3 +332,39 @@ def test_every_oai_error_code_has_a_class() -> None:
     for code, cls in err.OAI_ERRORS.items():
         made = err.partner_error([(code, "m")], 200)
         assert type(made) is cls and made.code == code and isinstance(made, err.HarvestError)
+
+
+def test_a_stop_during_the_page_asked_for_ahead_ends_the_list_with_stopped() -> None:
+    """The list is not complete, so it must not look complete: Stopped, not a quiet end."""
+    stop = threading.Event()
+
+    def answer(params: dict[str, str], n: int) -> Response:
+        if params.get("resumptionToken") == "t2":
+            stop.set()
+        return xml(list_records([record(f"oai:p:{n}")], f"t{n + 1}"))
+
+    with FakePartner(answer) as partner, Client(partner.url, FAST, stop=stop) as client:
+        pages = []
+        with pytest.raises(err.Stopped):
+            for page in client.pages("ListRecords", metadataPrefix="oai_dc"):
+                pages.append(page.token)
+                time.sleep(0.1)  # the page ahead is being answered meanwhile
+    assert pages[:2] == ["t1", "t2"] and len(pages) <= 3
+
+
+def test_the_page_asked_for_ahead_is_abandoned_when_its_list_is(caplog: pytest.LogCaptureFixture) -> None:
+    """A caller that leaves the list (an error, a lost lease) leaves no thread retrying behind."""
+
+    def answer(params: dict[str, str], n: int) -> Response:
+        if "resumptionToken" in params:
+            return xml("busy", 503)
+        return xml(list_records([record("oai:p:1")], "t1"))
+
+    settings = replace(FAST, retries=20, backoff=0.2, max_backoff=0.2)
+    with FakePartner(answer) as partner, Client(partner.url, settings) as client:
+        for _page in client.pages("ListRecords", metadataPrefix="oai_dc"):
+            break  # the caller gives up on the list after its first page
+        time.sleep(0.3)
+        asked = len(partner.requests)
+        time.sleep(1.0)
+        assert len(partner.requests) == asked <= 3

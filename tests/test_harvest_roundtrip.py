@@ -14,6 +14,7 @@ from conftest import NS, Clock, LiveServer, OAIClient, make_config, validate
 from harvestkit import FAST_HARVEST, Switch, second_store_url
 
 from harvester import harvest
+from harvester.client import OAI_NS
 from oaiserver import create_app, oai_dc
 from oaiserver.config import Partner, partner_set
 from oaiserver.records import DCValue, Header, Record, format_datestamp
@@ -66,8 +67,11 @@ def assert_mirrors(source: Store, target: Store, partner: str) -> None:
         assert copy.provenance is not None
         assert copy.provenance["identifier"] == identifier
         assert copy.provenance["datestamp"] == format_datestamp(original.datestamp or 0)
-        # Kept byte for byte: the <record> element exactly as the source served it.
-        assert copy.raw_xml == theirs[identifier].rendered.decode().rstrip("\n")  # type: ignore[union-attr]
+        # Kept byte for byte: the <record> element exactly as the source served it, with the
+        # namespaces it inherits from the response's root declared on it.
+        served = theirs[identifier].rendered.decode().rstrip("\n")  # type: ignore[union-attr]
+        inherited = f'<record xmlns="{OAI_NS}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+        assert copy.raw_xml == served.replace("<record>", inherited, 1)
         assert (copy.about is None) == copy.deleted
 
 

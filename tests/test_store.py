@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from conftest import Clock, OAIClient, identifiers, make_record
 
 from oaiserver.records import DCValue, Record
@@ -266,3 +267,21 @@ def test_a_list_page_is_an_index_range_scan_in_sqlite(
         assert not any("TEMP B-TREE" in step for step in steps), steps
     finally:
         store.close()
+
+
+def test_rows_an_older_writer_left_unrendered_are_rendered_when_served(store: Store) -> None:
+    """A process of an earlier version writing to an upgraded store leaves `formats.record` empty
+    (and a much older one `header_xml`): such rows are rendered when listed, never a failure."""
+    store.write([make_record(str(i), sets=("a",)) for i in range(4)])
+    store.delete(["oai:test.example.org:3"])
+    query = ListQuery("oai_dc")
+    full = [r.xml for r in store.page(query, None, 10, with_metadata=True, rendered=True)]
+    heads = [r.xml for r in store.page(query, None, 10, with_metadata=False, rendered=True)]
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE formats SET record = NULL")
+        conn.execute(
+            sa.text("UPDATE records SET header_xml = '' WHERE identifier IN (:a, :b)"),
+            {"a": "oai:test.example.org:1", "b": "oai:test.example.org:3"},
+        )
+    assert [r.xml for r in store.page(query, None, 10, with_metadata=True, rendered=True)] == full
+    assert [r.xml for r in store.page(query, None, 10, with_metadata=False, rendered=True)] == heads
