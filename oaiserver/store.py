@@ -411,6 +411,11 @@ class Store:
                 inserts.append((identifier, *values))
             else:
                 updates.append((*values, old[0]))
+        # Rows in key order: concurrent writers on PostgreSQL then lock rows in one order, and the
+        # deadlock of two batches taking the same identifiers in opposite orders cannot happen.
+        refreshes.sort(key=lambda row: row[-1])
+        updates.sort(key=lambda row: row[-1])
+        inserts.sort(key=lambda row: row[0])
         if refreshes:
             cur.executemany(
                 q("UPDATE records SET source=?, setspecs=?, dc=?, fulltext=?, raw_xml=?, provenance=? WHERE id=?"),
