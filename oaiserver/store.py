@@ -365,6 +365,32 @@ class Store:
             raise RuntimeError(f"could not settle concurrent writes of {sorted(pending)[:3]}")
         return result
 
+    def _guarded(
+        self,
+        cur: Any,
+        sql: str,
+        rows: list[tuple[Any, ...]],
+        guard_source: bool,
+        records_by_row_id: dict[int, Record],
+        lost: dict[str, Record],
+    ) -> list[tuple[Any, ...]]:
+        """Run an UPDATE per row (each ends with the row id); with `guard_source`, a row whose
+        source changed since it was read is left alone, its record moved to `lost`, and the
+        row left out of what is returned."""
+        if not guard_source:
+            cur.executemany(self._q(sql), rows)
+            return rows
+        cur.executemany(self._q(sql), [(*row, records_by_row_id[row[-1]].source) for row in rows])
+        if cur.rowcount == len(rows):
+            return rows
+        ids = [row[-1] for row in rows]
+        cur.execute(self._q(f"SELECT id, source FROM records WHERE id IN ({_marks(len(ids))})"), ids)
+        moved = {row_id for row_id, source in cur.fetchall() if source != records_by_row_id[row_id].source}
+        for row_id in moved:
+            record = records_by_row_id[row_id]
+            lost[record.identifier] = record
+        return [row for row in rows if row[-1] not in moved]
+
     def _write_rows(
         self,
         cur: Any,
@@ -416,25 +442,39 @@ class Store:
         refreshes.sort(key=lambda row: row[-1])
         updates.sort(key=lambda row: row[-1])
         inserts.sort(key=lambda row: row[0])
+        # With guard_source an update applies only if the row still has the source read above: a
+        # writer that took the identifier meanwhile (PostgreSQL) is not overwritten; the record
+        # goes round again and is refused then.
+        guard = " AND source=?" if guard_source else ""
+        by_row_id = {existing[i][0]: r for i, r in by_id.items() if i in existing}
+        lost: dict[str, Record] = {}
         if refreshes:
-            cur.executemany(
-                q("UPDATE records SET source=?, setspecs=?, dc=?, fulltext=?, raw_xml=?, provenance=? WHERE id=?"),
+            refreshes = self._guarded(
+                cur,
+                "UPDATE records SET source=?, setspecs=?, dc=?, fulltext=?, raw_xml=?, provenance=? WHERE id=?" + guard,
                 refreshes,
+                guard_source,
+                by_row_id,
+                lost,
             )
         ids: dict[str, int] = {}
         if updates:
-            cur.executemany(
-                q(
-                    "UPDATE records SET datestamp=?, deleted=?, source=?, setspecs=?, content_hash=?, dc=?,"
-                    " fulltext=?, raw_xml=?, provenance=?, about=?, header_xml=? WHERE id=?"
-                ),
+            updates = self._guarded(
+                cur,
+                "UPDATE records SET datestamp=?, deleted=?, source=?, setspecs=?, content_hash=?, dc=?,"
+                " fulltext=?, raw_xml=?, provenance=?, about=?, header_xml=? WHERE id=?" + guard,
                 updates,
+                guard_source,
+                by_row_id,
+                lost,
             )
+            for identifier in lost:
+                stamps.pop(identifier, None)
             changed_ids = [(u[-1],) for u in updates]
             cur.executemany(q("DELETE FROM formats WHERE record_id=?"), changed_ids)
             cur.executemany(q("DELETE FROM set_members WHERE record_id=?"), changed_ids)
             ids.update((identifier, existing[identifier][0]) for identifier in stamps if identifier in existing)
-        lost: dict[str, Record] = {}
+        lost_updates = len(lost)
         for n in range(0, len(inserts), 500):
             rows = inserts[n : n + 500]
             cur.execute(
@@ -473,7 +513,7 @@ class Store:
             cur.executemany(
                 q("INSERT INTO set_members (spec, datestamp, identifier, record_id) VALUES (?, ?, ?, ?)"), member_rows
             )
-        result.added += len(inserts) - len(lost)
+        result.added += len(inserts) - (len(lost) - lost_updates)
         result.changed += len(updates)
         result.unchanged += len(refreshes)
         return lost

@@ -285,3 +285,40 @@ def test_rows_an_older_writer_left_unrendered_are_rendered_when_served(store: St
         )
     assert [r.xml for r in store.page(query, None, 10, with_metadata=True, rendered=True)] == full
     assert [r.xml for r in store.page(query, None, 10, with_metadata=False, rendered=True)] == heads
+
+
+def test_a_harvest_does_not_overwrite_a_record_another_source_took_meanwhile(
+    store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between a harvest batch's read and its update, a local write takes the identifier over
+    (PostgreSQL runs writers side by side). The harvest's update must not land: it refuses."""
+    if store.is_sqlite:
+        pytest.skip("SQLite serializes writers (BEGIN IMMEDIATE): this interleaving cannot happen there")
+    import threading
+
+    from oaiserver import store as store_module
+
+    harvested = make_record("x", "From the partner")
+    harvested.source = "partner"
+    store.write([harvested])
+    clock.tick(10)
+    real_hash = store_module.content_hash
+    taken = threading.Event()
+
+    def hash_then_interleave(record: Record) -> str:
+        if record.source == "partner" and not taken.is_set():
+            taken.set()  # the batch has read the row (source "partner"); now a local write lands
+            thread = threading.Thread(target=lambda: store.write([make_record("x", "Local now")]))
+            thread.start()
+            thread.join(10)
+        return real_hash(record)
+
+    monkeypatch.setattr(store_module, "content_hash", hash_then_interleave)
+    again = make_record("x", "From the partner, changed")
+    again.source = "partner"
+    with store.writing() as (conn, stamp):
+        result = store.write_in(conn, stamp, [again], guard_source=True)
+    assert taken.is_set()
+    assert result.refused == [("oai:test.example.org:x", "local")] and result.changed == 0
+    record = store.get("oai:test.example.org:x")
+    assert record is not None and record.source == "local" and record.dc_values("title") == ["Local now"]
