@@ -461,7 +461,7 @@ def verbatim_items(body: bytes, items: list[etree._Element], encoding: str | Non
     at = 3 if body.startswith(b"\xef\xbb\xbf") else 0
     while m := _PROLOG_PART.match(body, at):
         at = m.end()
-    if b"<!--" in body[at:] or b"<![CDATA[" in body[at:] or b"<?" in body[at:]:
+    if any(body.find(markup, at) >= 0 for markup in (b"<!--", b"<![CDATA[", b"<?")):
         return None
     cuts: list[str] = []
     depth, start, name_end, inherited = 0, 0, 0, b""

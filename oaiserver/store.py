@@ -366,30 +366,22 @@ class Store:
         return result
 
     def _guarded(
-        self,
-        cur: Any,
-        sql: str,
-        rows: list[tuple[Any, ...]],
-        guard_source: bool,
-        records_by_row_id: dict[int, Record],
-        lost: dict[str, Record],
-    ) -> list[tuple[Any, ...]]:
-        """Run an UPDATE per row (each ends with the row id); with `guard_source`, a row whose
-        source changed since it was read is left alone, its record moved to `lost`, and the
-        row left out of what is returned."""
-        if not guard_source:
+        self, cur: Any, sql: str, rows: list[tuple[Any, ...]], records_by_row_id: dict[int, Record] | None
+    ) -> tuple[list[tuple[Any, ...]], dict[str, Record]]:
+        """Run an UPDATE per row (each ends with the row id). With `records_by_row_id` (guarding
+        sources), a row whose source changed since it was read is left alone: returns the rows
+        updated, and the records of those left alone."""
+        if records_by_row_id is None:
             cur.executemany(self._q(sql), rows)
-            return rows
+            return rows, {}
         cur.executemany(self._q(sql), [(*row, records_by_row_id[row[-1]].source) for row in rows])
         if cur.rowcount == len(rows):
-            return rows
+            return rows, {}
         ids = [row[-1] for row in rows]
         cur.execute(self._q(f"SELECT id, source FROM records WHERE id IN ({_marks(len(ids))})"), ids)
         moved = {row_id for row_id, source in cur.fetchall() if source != records_by_row_id[row_id].source}
-        for row_id in moved:
-            record = records_by_row_id[row_id]
-            lost[record.identifier] = record
-        return [row for row in rows if row[-1] not in moved]
+        left = {records_by_row_id[row_id].identifier: records_by_row_id[row_id] for row_id in moved}
+        return [row for row in rows if row[-1] not in moved], left
 
     def _write_rows(
         self,
@@ -400,7 +392,8 @@ class Store:
         keep_datestamps: bool,
         guard_source: bool,
     ) -> dict[str, Record]:
-        """One pass of `write_in`; returns the records whose insert lost a race."""
+        """One pass of `write_in`; returns the records to write again: inserts that lost a race,
+        and guarded updates whose row another source took meanwhile."""
         q = self._q
         idents = list(by_id)
         existing: dict[str, tuple[int, str, str]] = {}
@@ -446,35 +439,31 @@ class Store:
         # writer that took the identifier meanwhile (PostgreSQL) is not overwritten; the record
         # goes round again and is refused then.
         guard = " AND source=?" if guard_source else ""
-        by_row_id = {existing[i][0]: r for i, r in by_id.items() if i in existing}
-        lost: dict[str, Record] = {}
+        by_row_id = {existing[i][0]: r for i, r in by_id.items() if i in existing} if guard_source else None
+        lost: dict[str, Record] = {}  # records that go round again: rows another writer took meanwhile
         if refreshes:
-            refreshes = self._guarded(
+            refreshes, left = self._guarded(
                 cur,
                 "UPDATE records SET source=?, setspecs=?, dc=?, fulltext=?, raw_xml=?, provenance=? WHERE id=?" + guard,
                 refreshes,
-                guard_source,
                 by_row_id,
-                lost,
             )
+            lost.update(left)
         ids: dict[str, int] = {}
         if updates:
-            updates = self._guarded(
+            updates, left = self._guarded(
                 cur,
                 "UPDATE records SET datestamp=?, deleted=?, source=?, setspecs=?, content_hash=?, dc=?,"
                 " fulltext=?, raw_xml=?, provenance=?, about=?, header_xml=? WHERE id=?" + guard,
                 updates,
-                guard_source,
                 by_row_id,
-                lost,
             )
-            for identifier in lost:
-                stamps.pop(identifier, None)
+            lost.update(left)
             changed_ids = [(u[-1],) for u in updates]
             cur.executemany(q("DELETE FROM formats WHERE record_id=?"), changed_ids)
             cur.executemany(q("DELETE FROM set_members WHERE record_id=?"), changed_ids)
-            ids.update((identifier, existing[identifier][0]) for identifier in stamps if identifier in existing)
-        lost_updates = len(lost)
+            ids.update((i, existing[i][0]) for i in stamps if i in existing and i not in lost)
+        inserted = 0
         for n in range(0, len(inserts), 500):
             rows = inserts[n : n + 500]
             cur.execute(
@@ -488,13 +477,13 @@ class Store:
             )
             got = dict(cur.fetchall())
             ids.update(got)
-            for row in rows:
-                if row[0] not in got:
-                    lost[row[0]] = by_id[row[0]]
-                    del stamps[row[0]]
+            inserted += len(got)
+            lost.update((row[0], by_id[row[0]]) for row in rows if row[0] not in got)
         format_rows: list[tuple[Any, ...]] = []
         member_rows: list[tuple[Any, ...]] = []
         for identifier, own_stamp in stamps.items():
+            if identifier in lost:
+                continue
             record, record_id, header = by_id[identifier], ids[identifier], headers[identifier]
             for prefix, xml in record.metadata.items():
                 if record.deleted:
@@ -513,7 +502,7 @@ class Store:
             cur.executemany(
                 q("INSERT INTO set_members (spec, datestamp, identifier, record_id) VALUES (?, ?, ?, ?)"), member_rows
             )
-        result.added += len(inserts) - (len(lost) - lost_updates)
+        result.added += inserted
         result.changed += len(updates)
         result.unchanged += len(refreshes)
         return lost
