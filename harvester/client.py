@@ -124,6 +124,7 @@ class Page:
     raw: list[str] | None = None
     started: float = 0.0  # time.monotonic() when the request was first sent
     fetched: float = 0.0  # seconds from then until the page was parsed, retries included
+    prepared: Any = field(default=None, repr=False)  # what `pages(prepare=...)` made of it
 
 
 @dataclass(frozen=True)
@@ -392,12 +393,21 @@ class Client:
             deleted_record=(node.findtext(f"{_OAI}deletedRecord") or "").strip() or None,
         )
 
-    def pages(self, verb: str, *, token: str | None = None, **args: str) -> Iterator[Page]:
+    def pages(
+        self,
+        verb: str,
+        *,
+        token: str | None = None,
+        prepare: Callable[[Page], Any] | None = None,
+        **args: str,
+    ) -> Iterator[Page]:
         """The pages of a list, following resumption tokens; start from `token` if given.
 
         The next page is requested while the caller works on this one (one request ahead, on a
         helper thread): the partner's time and ours overlap. Nothing is committed ahead: the
-        caller checkpoints a token only with the page it produced.
+        caller checkpoints a token only with the page it produced. `prepare(page)`, if given,
+        runs on the same thread as soon as the page is parsed (a harvest converts the records
+        there while it writes the previous page); its result is `page.prepared`.
 
         A token the list already used raises RepeatedTokenError before it is sent again:
         a partner that hands out the same token forever would otherwise be harvested forever.
@@ -407,14 +417,18 @@ class Client:
 
         def fetch(token: str | None) -> Page:
             if token is None:
-                return self._request({"verb": verb, **args}, cancel)
-            if token in seen:
+                page = self._request({"verb": verb, **args}, cancel)
+            elif token in seen:
                 raise err.RepeatedTokenError(
                     f"{self.base_url}: the resumption token {token[:200]!r} came back a second time; "
                     "stopped to avoid an endless loop"
                 )
-            seen.add(token)
-            return self._request({"verb": verb, "resumptionToken": token}, cancel)
+            else:
+                seen.add(token)
+                page = self._request({"verb": verb, "resumptionToken": token}, cancel)
+            if prepare is not None:
+                page.prepared = prepare(page)
+            return page
 
         try:
             page = fetch(token)
@@ -433,7 +447,6 @@ class Client:
 
 
 _PROLOG_PART = re.compile(rb"\s*(?:<\?.*?\?>|<!--.*?-->)", re.S)
-_TAG_START = re.compile(rb"<(/?)([^\s/>]+)")
 _TAG_REST = re.compile(rb"""(?:[^<>"']|"[^"<]*"|'[^'<]*')*>""")
 
 
@@ -457,18 +470,18 @@ def verbatim_items(body: bytes, items: list[etree._Element], encoding: str | Non
     if any(item.prefix != prefix for item in items):
         return None
     qname = (f"{prefix}:" if prefix else "") + str(items[0].tag).rpartition("}")[2]
-    name = qname.encode()
+    # Only the items' own tags are visited (a record's payload tags are skipped in C).
+    tags = re.compile(rb"<(/?)" + re.escape(qname.encode()) + rb"(?=[\s/>])")
     at = 3 if body.startswith(b"\xef\xbb\xbf") else 0
     while m := _PROLOG_PART.match(body, at):
         at = m.end()
-    if any(body.find(markup, at) >= 0 for markup in (b"<!--", b"<![CDATA[", b"<?")):
+    if body.find(b"<!", at) >= 0 or body.find(b"<?", at) >= 0:  # a comment, CDATA section or PI
         return None
     cuts: list[str] = []
     depth, start, name_end, inherited = 0, 0, 0, b""
+    scopes: dict[etree._Element | None, bytes] = {}
     line, counted = 1, 0
-    for m in _TAG_START.finditer(body, at):
-        if m.group(2) != name:
-            continue
+    for m in tags.finditer(body, at):
         if m.group(1):  # an end tag
             depth -= 1
             if depth < 0:
@@ -490,7 +503,14 @@ def verbatim_items(body: bytes, items: list[etree._Element], encoding: str | Non
             start, name_end = m.start(), m.end()
             if len(cuts) >= len(items):
                 return None
-            inherited = _inherited(items[len(cuts)], body[m.end() : rest.end()])
+            item, attributes = items[len(cuts)], body[m.end() : rest.end()]
+            if b"xmlns" in attributes:
+                inherited = _inherited(item, attributes)
+            else:  # what it inherits is its parent's scope: the same for every sibling
+                parent = item.getparent()
+                if parent not in scopes:
+                    scopes[parent] = _inherited(item, attributes)
+                inherited = scopes[parent]
             line += body.count(b"\n", counted, start)
             counted = start
             if items[len(cuts)].sourceline not in (None, line):

@@ -30,7 +30,7 @@ from typing import Any
 
 from harvester import errors as err
 from harvester.client import DAY, SECONDS, Client, ClientSettings, Page, settings_for, utc
-from harvester.convert import convert_page
+from harvester.convert import Converted, convert_page
 from oaiserver.config import Partner
 from oaiserver.store import (
     KEEP,
@@ -301,7 +301,8 @@ class _Run:
                 if spec:
                     args["set"] = spec
                 try:
-                    for page in client.pages("ListRecords", token=self.cp["token"], **args):
+                    pages = client.pages("ListRecords", token=self.cp["token"], prepare=self._convert, **args)
+                    for page in pages:
                         self._commit(page)
                         if self.stop.is_set():
                             raise err.Stopped("stopped after a page, as asked")
@@ -340,10 +341,13 @@ class _Run:
             return utc_value if given == SECONDS else f"{utc_value}T00:00:00Z"
         return utc_value[:10]
 
+    def _convert(self, page: Page) -> Converted:
+        return convert_page(page, self.partner)
+
     def _commit(self, page: Page) -> None:
         """The page's records and the checkpoint, in one transaction, under our lease."""
         name = self.partner.name
-        converted = convert_page(page, self.partner)
+        converted = page.prepared if page.prepared is not None else convert_page(page, self.partner)
         delta = Counts(
             pages=1,
             received=len(page.items),

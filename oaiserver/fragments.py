@@ -27,3 +27,16 @@ def record_xml(header: str, metadata: str | None, about: str | None) -> bytes:
         return f"<record>{header}</record>\n".encode()
     about_xml = f"<about>{about}</about>" if about else ""
     return f"<record>{header}<metadata>{metadata}</metadata>{about_xml}</record>\n".encode()
+
+
+_METADATA_START = b"</header><metadata>"
+
+
+def metadata_of(record: bytes, about: str | None) -> str | None:
+    """The metadata fragment inside a `<record>` that `record_xml` built with this `about`, or
+    None for a record without metadata (deleted). The store keeps the fragment only there."""
+    start = record.find(_METADATA_START)  # the first: `</header>` cannot occur in the header's text
+    if start < 0:
+        return None
+    end = len(record) - len(b"</metadata></record>\n") - (len(f"<about>{about}</about>".encode()) if about else 0)
+    return record[start + len(_METADATA_START) : end].decode()

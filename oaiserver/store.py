@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from oaiserver.fragments import header_xml, record_xml
+from oaiserver.fragments import header_xml, metadata_of, record_xml
 from oaiserver.records import DCValue, Header, Record, Rendered, clean_text, has_forbidden_chars, is_identifier
 
 log = logging.getLogger(__name__)
@@ -58,9 +58,12 @@ formats = sa.Table(
     meta,
     sa.Column("record_id", sa.Integer, sa.ForeignKey("records.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("prefix", sa.String(100), primary_key=True),
-    sa.Column("xml", sa.Text),  # NULL once the record is deleted: it keeps the formats it had
+    # The metadata fragment, as stores before formats.record kept it; NULL in rows written since
+    # (the fragment is read out of `record`, see `_metadata`) and in deleted records' rows.
+    sa.Column("xml", sa.Text),
     # The whole <record> element as served (header, metadata, about), UTF-8: a list page is
-    # these bytes joined, with nothing decoded, parsed or re-encoded on the way out.
+    # these bytes joined, with nothing decoded, parsed or re-encoded on the way out. A deleted
+    # record's rows keep the formats it had, with the header alone.
     sa.Column("record", sa.LargeBinary),
     # The record's datestamp again: a list's completeListSize is then counted on one index.
     sa.Column("datestamp", sa.BigInteger),
@@ -88,6 +91,7 @@ PG_CLOCK_LOCK = 0x0A1_C10C  # advisory lock key for the write clock
 PG_UPGRADE_LOCK = 0x0A1_5C4E  # advisory lock key for upgrading the schema
 UPGRADE_BATCH = 2000  # rows rendered per statement when an old store is upgraded
 _ROW12 = "(" + ", ".join(["?"] * 12) + ")"
+_DC_JSON = json.JSONEncoder(ensure_ascii=False).encode  # one encoder: json.dumps(**options) builds one a call
 
 
 def _marks(n: int) -> str:
@@ -414,7 +418,7 @@ class Store:
                 continue
             digest = content_hash(record)
             setspecs = " ".join(dict.fromkeys(record.sets))
-            dc = json.dumps([[v.element, v.value, v.lang] for v in record.dc], ensure_ascii=False)
+            dc = _DC_JSON(record.dc)  # [[element, value, lang], ...]
             provenance = json.dumps(record.provenance) if record.provenance else None
             if old is not None and old[1] == digest:
                 # Exposed content is identical: keep the datestamp (and the served <about>, which
@@ -486,17 +490,15 @@ class Store:
                 continue
             record, record_id, header = by_id[identifier], ids[identifier], headers[identifier]
             for prefix, xml in record.metadata.items():
-                if record.deleted:
-                    format_rows.append((record_id, prefix, None, record_xml(header, None, None), own_stamp))
-                else:
-                    format_rows.append((record_id, prefix, xml, record_xml(header, xml, record.about), own_stamp))
+                rendered = record_xml(header, None, None) if record.deleted else record_xml(header, xml, record.about)
+                format_rows.append((record_id, prefix, rendered, own_stamp))
             member_rows += [
                 (spec, own_stamp, identifier, record_id)
                 for spec in dict.fromkeys(a for spec in record.sets for a in ancestors(spec))
             ]
         if format_rows:
             cur.executemany(
-                q("INSERT INTO formats (record_id, prefix, xml, record, datestamp) VALUES (?, ?, ?, ?, ?)"), format_rows
+                q("INSERT INTO formats (record_id, prefix, record, datestamp) VALUES (?, ?, ?, ?)"), format_rows
             )
         if member_rows:
             cur.executemany(
@@ -554,7 +556,10 @@ class Store:
             row = conn.execute(sa.select(records).where(records.c.identifier == identifier)).first()
             if row is None:
                 return None
-            fmts = {r.prefix: r.xml for r in conn.execute(sa.select(formats).where(formats.c.record_id == row.id))}
+            fmts = {
+                r.prefix: _metadata(r.xml, r.record, row.about)
+                for r in conn.execute(sa.select(formats).where(formats.c.record_id == row.id))
+            }
         return Record(
             identifier=row.identifier,
             dc=[DCValue(e, v, lang) for e, v, lang in json.loads(row.dc)],
@@ -579,7 +584,7 @@ class Store:
         if not rows:
             return None
         r = rows[0]
-        return Header(r[0], r[1], bool(r[2]), tuple(r[3].split()), r[4], r[5], r[6], r[7])
+        return Header(r[0], r[1], bool(r[2]), tuple(r[3].split()), _metadata(r[4], r[7], r[5]), r[5], r[6], r[7])
 
     def formats_of(self, identifier: str) -> list[str] | None:
         """The prefixes a record can be disseminated in, or None if there is no such record."""
@@ -664,7 +669,10 @@ class Store:
                 page = [r if r.xml else self._render_row(query.prefix, r, with_metadata) for r in page]
             return page
         if with_metadata:
-            return [Header(r[0], r[1], bool(r[2]), tuple(r[3].split()), r[5], r[6], r[4], r[7]) for r in rows]
+            return [
+                Header(r[0], r[1], bool(r[2]), tuple(r[3].split()), _metadata(r[5], r[7], r[6]), r[6], r[4], r[7])
+                for r in rows
+            ]
         return [Header(r[0], r[1], bool(r[2]), tuple(r[3].split()), xml=r[4]) for r in rows]
 
     def _render_row(self, prefix: str, row: Rendered, with_metadata: bool) -> Rendered:
@@ -720,6 +728,14 @@ class Store:
             stored = self.setting(key)
             assert stored is not None
             return stored
+
+
+def _metadata(xml: str | None, record: bytes | None, about: str | None) -> str | None:
+    """A format's metadata fragment: kept alone by stores before formats.record, read out of
+    the served `<record>` since (None for a deleted record)."""
+    if xml is not None or record is None:
+        return xml
+    return metadata_of(bytes(record), about)  # bytes(): a driver may hand BYTEA over as a memoryview
 
 
 def _cleaned(record: Record) -> Record:
@@ -1033,8 +1049,9 @@ def iter_records(store: Store, batch: int = 1000) -> Iterator[Record]:
             ids = [r.id for r in rows]
             fmts: dict[int, dict[str, str]] = {}
             if ids:
+                about = {r.id: r.about for r in rows}
                 for f in conn.execute(sa.select(formats).where(formats.c.record_id.in_(ids))):
-                    fmts.setdefault(f.record_id, {})[f.prefix] = f.xml or ""
+                    fmts.setdefault(f.record_id, {})[f.prefix] = _metadata(f.xml, f.record, about[f.record_id]) or ""
         if not rows:
             return
         for row in rows:

@@ -24,7 +24,7 @@ from lxml import etree
 
 from oaiserver import create_app
 from oaiserver.protocol import MAX_VALUE  # the server's own limit on a value's length
-from oaiserver.records import is_identifier
+from oaiserver.records import has_forbidden_chars, is_identifier
 from oaiserver.store import Store
 from oaiserver.web import MAX_BODY
 
@@ -681,3 +681,19 @@ def test_identifier_syntax_agrees_with_any_uri(candidate: str) -> None:
     )
     doc.find(f"{OAI}request").set("identifier", candidate)
     validate(etree.tostring(doc))
+
+
+def test_every_character_outside_xmls_char_production_and_no_other_is_forbidden() -> None:
+    """The store removes what `has_forbidden_chars` finds before anything is written: every
+    code point is checked against XML 1.0's Char production."""
+    wrong = [hex(c) for c in range(0x110000) if has_forbidden_chars(chr(c)) == xml_chars_only(chr(c))]
+    assert wrong == []
+
+
+@settings(max_examples=2000, deadline=None, phases=PHASES)
+@given(value=st.text(alphabet=st.characters(exclude_categories=())))  # surrogates included
+@example("ok\ufffe")
+@example("\x0bok")
+@example("ok\ud800ok")
+def test_a_forbidden_character_is_found_wherever_it_stands(value: str) -> None:
+    assert has_forbidden_chars(value) == (not xml_chars_only(value))

@@ -9,8 +9,9 @@ import pytest
 import sqlalchemy as sa
 from conftest import Clock, OAIClient, identifiers, make_record
 
+from oaiserver.fragments import metadata_of
 from oaiserver.records import DCValue, Record
-from oaiserver.store import ListQuery, Store
+from oaiserver.store import ListQuery, Store, formats, records
 
 ID = "oai:test.example.org:1"
 
@@ -178,6 +179,23 @@ def test_an_unchanged_record_keeps_its_about(store: Store, clock: Clock) -> None
     assert store.get(ID).about == "<p xmlns='urn:a'>first</p>"
 
 
+def keep_fragments_alone(store: Store) -> None:
+    """Each live format's metadata fragment in `formats.xml`, as versions before
+    `formats.record` kept it (this version reads it out of `formats.record`)."""
+    with store.engine.begin() as conn:
+        rows = conn.execute(
+            sa.select(formats.c.record_id, formats.c.prefix, formats.c.record, records.c.about).join_from(
+                formats, records, records.c.id == formats.c.record_id
+            )
+        ).all()
+        for record_id, prefix, rendered, about in rows:
+            conn.execute(
+                formats.update()
+                .where(formats.c.record_id == record_id, formats.c.prefix == prefix)
+                .values(xml=metadata_of(bytes(rendered), about))
+            )
+
+
 def test_a_store_from_before_served_records_is_upgraded_in_place(
     store_url: str, store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -188,6 +206,7 @@ def test_a_store_from_before_served_records_is_upgraded_in_place(
     store.delete(["oai:test.example.org:3"])
     query = ListQuery("oai_dc")
     expected = [row.xml for row in store.page(query, None, 10, with_metadata=True, rendered=True)]
+    keep_fragments_alone(store)
     with store.engine.begin() as conn:  # the schema before formats.record and formats.datestamp
         conn.exec_driver_sql("DROP INDEX ix_formats_prefix_datestamp")
         conn.exec_driver_sql("ALTER TABLE formats DROP COLUMN datestamp")
@@ -277,6 +296,7 @@ def test_rows_an_older_writer_left_unrendered_are_rendered_when_served(store: St
     query = ListQuery("oai_dc")
     full = [r.xml for r in store.page(query, None, 10, with_metadata=True, rendered=True)]
     heads = [r.xml for r in store.page(query, None, 10, with_metadata=False, rendered=True)]
+    keep_fragments_alone(store)
     with store.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE formats SET record = NULL")
         conn.execute(
@@ -322,3 +342,25 @@ def test_a_harvest_does_not_overwrite_a_record_another_source_took_meanwhile(
     assert result.refused == [("oai:test.example.org:x", "local")] and result.changed == 0
     record = store.get("oai:test.example.org:x")
     assert record is not None and record.source == "local" and record.dc_values("title") == ["Local now"]
+
+
+def test_a_fragment_is_kept_once_and_read_back_exactly(store: Store) -> None:
+    """A format's metadata is stored only inside the served `<record>`, and read back out of it
+    byte for byte, whatever the fragment and the `<about>` after it hold."""
+    fragment = '<x:r xmlns:x="urn:x"><metadata>inner &amp; <x:metadata/></metadata></x:r>'
+    about = '<p xmlns="urn:p"><metadata>about it</metadata></p>'
+    record = make_record("1", "Zürich & <Bern>")
+    record.metadata["x"] = fragment
+    record.about = about
+    store.write([record, make_record("2")])
+    got = store.get("oai:test.example.org:1")
+    assert got is not None and got.metadata == record.metadata and got.about == about
+    header = store.header("oai:test.example.org:1", "x")
+    assert header is not None and header.metadata == fragment
+    listed = store.page(ListQuery("x"), None, 10, with_metadata=True)
+    assert [h.metadata for h in listed] == [fragment]
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).where(formats.c.xml.is_not(None))).scalar() == 0
+    store.delete(["oai:test.example.org:1"])
+    header = store.header("oai:test.example.org:1", "x")
+    assert header is not None and header.deleted and header.metadata is None
