@@ -7,6 +7,7 @@ come from an oracle written here from the spec, not from `oaiserver.protocol`.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 import uuid
@@ -24,8 +25,8 @@ from lxml import etree
 
 from oaiserver import create_app
 from oaiserver.protocol import MAX_VALUE  # the server's own limit on a value's length
-from oaiserver.records import has_forbidden_chars, is_identifier
-from oaiserver.store import Store
+from oaiserver.records import DCValue, has_forbidden_chars, is_identifier
+from oaiserver.store import Store, decode_dc, encode_dc
 from oaiserver.web import MAX_BODY
 
 FORM = "application/x-www-form-urlencoded"
@@ -697,3 +698,23 @@ def test_every_character_outside_xmls_char_production_and_no_other_is_forbidden(
 @example("ok\ud800ok")
 def test_a_forbidden_character_is_found_wherever_it_stands(value: str) -> None:
     assert has_forbidden_chars(value) == (not xml_chars_only(value))
+
+
+@settings(max_examples=1000, deadline=None, phases=PHASES)
+@given(
+    values=st.lists(
+        st.tuples(
+            st.sampled_from(["title", "creator", "[odd", "", "a\x1fb", "x\x1ey"]),
+            st.text(alphabet=st.characters(exclude_characters="\x1e\x1f")),  # values are cleaned first
+            st.one_of(st.none(), st.sampled_from(["en", "fr-CA", "\x1f", "[", "a\x1eb"])),
+        ),
+        max_size=6,
+    )
+)
+@example(values=[])
+@example(values=[("title", "", None)])
+@example(values=[("title", "[not json", "en")])
+def test_stored_dublin_core_reads_back_as_written(values: list[tuple[str, str, str | None]]) -> None:
+    dc = [DCValue(*v) for v in values]
+    assert decode_dc(encode_dc(dc)) == dc
+    assert decode_dc(json.dumps([list(v) for v in values])) == dc  # as earlier versions stored it
