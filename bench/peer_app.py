@@ -6,8 +6,9 @@ nothing from this project. It uses pyoai's server API as its documentation inten
 `BatchingServer` over an object with the IBatchingOAI methods, `oai_dc_writer` registered in a
 `MetadataRegistry`, and pyoai's own resumption tokens (the query and a cursor), which become
 LIMIT/OFFSET on the store. The record store is read with the standard library's sqlite3:
-`records.identifier, datestamp, deleted, setspecs, dc` (the Dublin Core as JSON, written by
-oaiserver's store), `set_members` for selective lists.
+`records.identifier, datestamp, deleted, setspecs, dc` (the Dublin Core as oaiserver's store
+writes it: `element US lang US value` joined by RS, or JSON in older stores), `set_members`
+for selective lists.
 
     PEER_DB=/path/oai.sqlite3 PEER_BASE_URL=http://127.0.0.1:8001/oai \\
         bench/.peer-venv/bin/gunicorn -w 2 -b 127.0.0.1:8001 --chdir bench peer_app:app
@@ -153,7 +154,11 @@ class SQLiteOAI:
         if deleted:
             return header, None, None
         fields: dict[str, list[str]] = {}
-        for element, value, _lang in json.loads(dc):
+        if dc.startswith("["):  # JSON: [[element, value, lang], ...]
+            statements = [(e, v) for e, v, _lang in json.loads(dc)]
+        else:  # element US lang US value, joined by RS
+            statements = [(e, v) for e, _lang, v in (item.split("\x1f", 2) for item in dc.split("\x1e") if item)]
+        for element, value in statements:
             fields.setdefault(element, []).append(value)
         return header, common.Metadata(None, fields), None
 
