@@ -14,6 +14,7 @@ code serves both. Two rules shape it:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import time
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -318,13 +319,8 @@ class Store:
         datestamp keep it instead of being stamped now.
         """
         total = WriteResult()
-        chunk: list[Record] = []
-        for record in items:
-            chunk.append(record)
-            if len(chunk) >= batch:
-                total += self._write_batch(chunk, keep_datestamps)
-                chunk = []
-        if chunk:
+        source = iter(items)
+        while chunk := list(itertools.islice(source, batch)):
             total += self._write_batch(chunk, keep_datestamps)
         return total
 
@@ -347,11 +343,11 @@ class Store:
         on PostgreSQL, where writers run side by side); those go round again as updates.
         """
         result = WriteResult()
-        pending: dict[str, Record] = {}
-        for record in chunk:
-            record = _cleaned(record)
+        pending: dict[str, _Prepared] = {}
+        for item in map(_prepare, chunk):
+            record = item.record
             if is_identifier(record.identifier):
-                pending[record.identifier] = record
+                pending[record.identifier] = item
             else:
                 # It could be listed but never asked for (GetRecord would refuse it): keep it out.
                 log.warning("not stored: %r is not a URI, so it cannot be an OAI identifier", record.identifier)
@@ -371,32 +367,32 @@ class Store:
         return result
 
     def _guarded(
-        self, cur: Any, sql: str, rows: list[tuple[Any, ...]], records_by_row_id: dict[int, Record] | None
-    ) -> tuple[list[tuple[Any, ...]], dict[str, Record]]:
+        self, cur: Any, sql: str, rows: list[tuple[Any, ...]], records_by_row_id: dict[int, _Prepared] | None
+    ) -> tuple[list[tuple[Any, ...]], dict[str, _Prepared]]:
         """Run an UPDATE per row (each ends with the row id). With `records_by_row_id` (guarding
         sources), a row whose source changed since it was read is left alone: returns the rows
         updated, and the records of those left alone."""
         if records_by_row_id is None:
             cur.executemany(self._q(sql), rows)
             return rows, {}
-        cur.executemany(self._q(sql), [(*row, records_by_row_id[row[-1]].source) for row in rows])
+        cur.executemany(self._q(sql), [(*row, records_by_row_id[row[-1]].record.source) for row in rows])
         if cur.rowcount == len(rows):
             return rows, {}
         ids = [row[-1] for row in rows]
         cur.execute(self._q(f"SELECT id, source FROM records WHERE id IN ({_marks(len(ids))})"), ids)
-        moved = {row_id for row_id, source in cur.fetchall() if source != records_by_row_id[row_id].source}
-        left = {records_by_row_id[row_id].identifier: records_by_row_id[row_id] for row_id in moved}
+        moved = {row_id for row_id, source in cur.fetchall() if source != records_by_row_id[row_id].record.source}
+        left = {records_by_row_id[row_id].record.identifier: records_by_row_id[row_id] for row_id in moved}
         return [row for row in rows if row[-1] not in moved], left
 
     def _write_rows(
         self,
         cur: Any,
         stamp: int,
-        by_id: dict[str, Record],
+        by_id: dict[str, _Prepared],
         result: WriteResult,
         keep_datestamps: bool,
         guard_source: bool,
-    ) -> dict[str, Record]:
+    ) -> dict[str, _Prepared]:
         """One pass of `write_in`; returns the records to write again: inserts that lost a race,
         and guarded updates whose row another source took meanwhile."""
         q = self._q
@@ -412,15 +408,11 @@ class Store:
         refreshes: list[tuple[Any, ...]] = []
         stamps: dict[str, int] = {}
         headers: dict[str, str] = {}
-        for identifier, record in by_id.items():
+        for identifier, (record, digest, setspecs, dc, provenance, _specs) in by_id.items():
             old = existing.get(identifier)
             if guard_source and old is not None and old[2] != record.source:
                 result.refused.append((identifier, old[2]))
                 continue
-            digest = content_hash(record)
-            setspecs = " ".join(dict.fromkeys(record.sets))
-            dc = encode_dc(record.dc)
-            provenance = json.dumps(record.provenance) if record.provenance else None
             if old is not None and old[1] == digest:
                 # Exposed content is identical: keep the datestamp (and the served <about>, which
                 # must not change under an old datestamp); refresh what is not served.
@@ -445,7 +437,7 @@ class Store:
         # goes round again and is refused then.
         guard = " AND source=?" if guard_source else ""
         by_row_id = {existing[i][0]: r for i, r in by_id.items() if i in existing} if guard_source else None
-        lost: dict[str, Record] = {}  # records that go round again: rows another writer took meanwhile
+        lost: dict[str, _Prepared] = {}  # records that go round again: rows another writer took meanwhile
         if refreshes:
             refreshes, left = self._guarded(
                 cur,
@@ -489,14 +481,12 @@ class Store:
         for identifier, own_stamp in stamps.items():
             if identifier in lost:
                 continue
-            record, record_id, header = by_id[identifier], ids[identifier], headers[identifier]
+            item, record_id, header = by_id[identifier], ids[identifier], headers[identifier]
+            record = item.record
             for prefix, xml in record.metadata.items():
                 rendered = record_xml(header, None, None) if record.deleted else record_xml(header, xml, record.about)
                 format_rows.append((record_id, prefix, rendered, own_stamp))
-            member_rows += [
-                (spec, own_stamp, identifier, record_id)
-                for spec in dict.fromkeys(a for spec in record.sets for a in ancestors(spec))
-            ]
+            member_rows += [(spec, own_stamp, identifier, record_id) for spec in item.specs]
         if format_rows:
             cur.executemany(
                 q("INSERT INTO formats (record_id, prefix, record, datestamp) VALUES (?, ?, ?, ?)"), format_rows
@@ -757,6 +747,29 @@ def decode_dc(text: str) -> list[DCValue]:
         element, lang, value = item.split(_FIELD, 2)
         values.append(DCValue(element, value, lang or None))
     return values
+
+
+class _Prepared(NamedTuple):
+    """A record checked and encoded for the store: the part of a write that needs no database."""
+
+    record: Record  # with every character XML forbids removed
+    digest: str  # content_hash
+    setspecs: str
+    dc: str  # encode_dc
+    provenance: str | None  # JSON
+    specs: tuple[str, ...]  # the set memberships to index: each spec and its ancestors
+
+
+def _prepare(record: Record) -> _Prepared:
+    record = _cleaned(record)
+    return _Prepared(
+        record,
+        content_hash(record),
+        " ".join(dict.fromkeys(record.sets)),
+        encode_dc(record.dc),
+        json.dumps(record.provenance) if record.provenance else None,
+        tuple(dict.fromkeys(a for spec in record.sets for a in ancestors(spec))),
+    )
 
 
 def _metadata(xml: str | None, record: bytes | None, about: str | None) -> str | None:
