@@ -138,6 +138,9 @@ class Identity:
     deleted_record: str | None
 
 
+_UTC_SECONDS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+
+
 def utc(value: str) -> tuple[str, str] | None:
     """An ISO 8601 date or datetime as (UTC text, granularity); None if it is neither.
 
@@ -145,6 +148,12 @@ def utc(value: str) -> tuple[str, str] | None:
     without zone is taken as UTC, which is what OAI-PMH means.
     """
     value = value.strip()
+    if _UTC_SECONDS.fullmatch(value):  # already as OAI-PMH writes it: only the date's validity to check
+        try:
+            datetime.fromisoformat(value[:-1])
+        except ValueError:
+            return None
+        return value, SECONDS
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
         try:
             datetime.strptime(value, "%Y-%m-%d")
@@ -157,7 +166,8 @@ def utc(value: str) -> tuple[str, str] | None:
         return None
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(UTC)
-    return parsed.strftime("%Y-%m-%dT%H:%M:%SZ"), SECONDS
+    # Not strftime: its %Y drops the zero padding of years before 1000 on glibc.
+    return f"{parsed:%Y}".zfill(4) + f"{parsed:-%m-%dT%H:%M:%SZ}", SECONDS
 
 
 class _Transport(Sickle):  # type: ignore[misc]

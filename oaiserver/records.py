@@ -157,11 +157,12 @@ SECONDS_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z
 
 
 def format_datestamp(epoch: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    # zfill: glibc's %Y writes year 999 as "999"; the datestamp syntax wants four digits.
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch)).zfill(20)
 
 
 def format_day(epoch: int) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(epoch))
+    return time.strftime("%Y-%m-%d", time.gmtime(epoch)).zfill(10)
 
 
 def parse_datestamp(text: str, *, end_of_day: bool = False) -> tuple[int, str]:

@@ -872,7 +872,8 @@ class Validator:
             self.skip(["selective.from-until"], "no usable granularity, earliestDatestamp or responseDate")
             return
         for granularity in dict.fromkeys((self.granularity, DAY)):
-            start, end = self.earliest[1].strftime(FORMATS[granularity]), now.strftime(FORMATS[granularity])
+            width = 10 if granularity == DAY else 20  # zfill: glibc writes year 999 as "999"
+            start, end = (d.strftime(FORMATS[granularity]).zfill(width) for d in (self.earliest[1], now))
             what = f"from={start} until={end}"
             f = self.fetch(f"ListIdentifiers {what}", [LI, DC, ("from", start), ("until", end)])
             part = f.part("ListIdentifiers")

@@ -263,6 +263,11 @@ def test_response_dates_are_read_in_utc() -> None:
     assert utc("2024-02-30") is None and utc("yesterday") is None
     assert utc("2024-01-01") == ("2024-01-01", "YYYY-MM-DD")
     assert utc("2024-01-01T10:00:00.123Z") == ("2024-01-01T10:00:00Z", "YYYY-MM-DDThh:mm:ssZ")
+    assert utc("2024-02-29T23:59:59Z") == ("2024-02-29T23:59:59Z", "YYYY-MM-DDThh:mm:ssZ")
+    assert utc("2023-02-29T00:00:00Z") is None and utc("2024-01-01T24:00:00Z") is None
+    # Years before 1000 keep four digits, as the datestamp syntax requires.
+    assert utc("0001-01-01T00:00:00Z") == ("0001-01-01T00:00:00Z", "YYYY-MM-DDThh:mm:ssZ")
+    assert utc("0999-01-01T00:30:00+01:00") == ("0998-12-31T23:30:00Z", "YYYY-MM-DDThh:mm:ssZ")
 
 
 # ---- lists -----------------------------------------------------------------------------------

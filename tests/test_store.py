@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import Clock, OAIClient, identifiers, make_record
+from conftest import OAI, Clock, OAIClient, identifiers, make_record
 
 from oaiserver.fragments import metadata_of
-from oaiserver.records import DCValue, Record
+from oaiserver.records import DCValue, Record, parse_datestamp
 from oaiserver.store import ListQuery, Store, formats, records
 
 ID = "oai:test.example.org:1"
@@ -364,3 +364,14 @@ def test_a_fragment_is_kept_once_and_read_back_exactly(store: Store) -> None:
     store.delete(["oai:test.example.org:1"])
     header = store.header("oai:test.example.org:1", "x")
     assert header is not None and header.deleted and header.metadata is None
+
+
+def test_a_datestamp_before_the_year_1000_is_served_with_four_digits(store: Store, oai: OAIClient) -> None:
+    """A record loaded with its own datestamp (from a dump, say) in year 999: the header and
+    Identify's earliestDatestamp keep the four-digit year the schema requires."""
+    record = make_record("old")
+    record.datestamp = parse_datestamp("0999-05-06T07:08:09Z")[0]
+    store.write([record], keep_datestamps=True)
+    got = oai(verb="GetRecord", identifier="oai:test.example.org:old", metadataPrefix="oai_dc")  # validated
+    assert got.findtext(f"{OAI}GetRecord/{OAI}record/{OAI}header/{OAI}datestamp") == "0999-05-06T07:08:09Z"
+    assert oai(verb="Identify").findtext(f"{OAI}Identify/{OAI}earliestDatestamp") == "0999-05-06T07:08:09Z"
