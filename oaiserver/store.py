@@ -320,7 +320,7 @@ class Store:
         """
         total = WriteResult()
         source = iter(items)
-        while chunk := list(itertools.islice(source, batch)):
+        while chunk := list(itertools.islice(source, max(batch, 1))):
             total += self._write_batch(chunk, keep_datestamps)
         return total
 

@@ -375,3 +375,8 @@ def test_a_datestamp_before_the_year_1000_is_served_with_four_digits(store: Stor
     got = oai(verb="GetRecord", identifier="oai:test.example.org:old", metadataPrefix="oai_dc")  # validated
     assert got.findtext(f"{OAI}GetRecord/{OAI}record/{OAI}header/{OAI}datestamp") == "0999-05-06T07:08:09Z"
     assert oai(verb="Identify").findtext(f"{OAI}Identify/{OAI}earliestDatestamp") == "0999-05-06T07:08:09Z"
+
+
+def test_a_batch_size_below_one_still_writes_every_record(store: Store) -> None:
+    assert store.write([make_record("1"), make_record("2")], batch=0).added == 2
+    assert store.counts()["live"] == 2
