@@ -72,10 +72,15 @@ _URI_CHAR = r"(?:[A-Za-z0-9\-._~:/?@!$&'()*+,;=]|%[0-9A-Fa-f]{2}|[^\x00-\x7f\s])
 _IDENTIFIER_RE = re.compile(rf"{_URI_CHAR}+(?:#{_URI_CHAR}*)?")
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 _PORT_RE = re.compile(r"[0-9]{1,9}")
+# The common shape (`oai:example.org:123`): a scheme, then URI characters without `/ ? # %`,
+# so no authority, path or escape is left to check.
+_PLAIN_IDENTIFIER_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[A-Za-z0-9\-._~:@!$&'()*+,;=]+")
 
 
 def is_identifier(value: str) -> bool:
     """Whether `value` can be an item identifier: a URI the schema's xs:anyURI accepts."""
+    if _PLAIN_IDENTIFIER_RE.fullmatch(value):
+        return True
     if not _IDENTIFIER_RE.fullmatch(value) or has_forbidden_chars(value):
         return False
     head = re.split(r"[/?#]", value, maxsplit=1)[0]
