@@ -92,6 +92,7 @@ def assert_same_store(got: Store, expected: Store) -> None:
 
 RECORDS, PAGE, SLOW = 2000, 40, 0.02  # 50 pages, each answered at least 20 ms late
 KILLS, SEED = 5, 20240501
+KILL_WAIT, SPAWN_WAIT = 0.25, 0.4  # the longest wait before a kill: after a page is asked for, after the spawn
 REFERENCE_AGENT = "reference-harvest"  # the in-process uninterrupted run's User-Agent
 
 
@@ -152,8 +153,11 @@ def test_a_harvest_killed_at_random_points_ends_as_an_uninterrupted_one(
             # Where each kill lands: once the process has asked for a random page of the window, a
             # random moment later (while the page is served, read, converted, committed, or the next
             # one asked for); and one kill timed from the spawn, while Python starts or the lease is taken.
+            # Never so late that the window could end first: the pages still to ask for take at least
+            # SLOW each, longer in all than the longest wait before a kill.
             pages = RECORDS // PAGE
-            stride = (pages - 4) // (KILLS - 1)  # one random page in each stretch of the window
+            tail = int(max(KILL_WAIT, SPAWN_WAIT) / SLOW) + 2  # pages not yet asked for at the latest kill
+            stride = (pages - 2 - tail) // (KILLS - 1)  # one random page in each stretch of the window
             plan: list[int | None] = [2 + i * stride + rng.randrange(stride) for i in range(KILLS - 1)]
             plan.insert(rng.randrange(KILLS), None)
             dead_lease_shown = False  # `harvester status` tells a dead holder's lease from a live one
@@ -162,13 +166,13 @@ def test_a_harvest_killed_at_random_points_ends_as_an_uninterrupted_one(
                 lists_before = slowed.lists
                 process, log = start()
                 if position is None:
-                    time.sleep(rng.uniform(0.05, 1.0))
+                    time.sleep(rng.uniform(0.05, SPAWN_WAIT))
                 else:
                     wanted = max(1, position - committed)
                     while slowed.lists - lists_before < wanted and process.poll() is None:
                         assert time.monotonic() < deadline, "too slow"
                         time.sleep(0.002)
-                    time.sleep(rng.uniform(0.0, 0.25))
+                    time.sleep(rng.uniform(0.0, KILL_WAIT))
                 finished = process.poll() is not None
                 if not finished:
                     process.send_signal(signal.SIGKILL)
