@@ -1296,7 +1296,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--load-batch", type=int, default=1000, help="Store.write batch size (default 1000)")
     p.add_argument("--repeat", type=int, help="full harvest and crowd runs (default 3; 1 if quick or N >= 500000)")
-    p.add_argument("--harvest-repeat", type=int, help="repetitions of harvester and Sickle runs (default 1)")
+    p.add_argument(
+        "--harvest-repeat", type=int, help="harvester and Sickle runs, alternating (default 3; 1 quick or N >= 500000)"
+    )
     p.add_argument("--latency-reps", type=int, help="requests per page position (default 7; 3 quick)")
     p.add_argument("--get-records", type=int, help="GetRecord requests (default 300; 50 quick)")
     p.add_argument("--crowd-seconds", type=float, help="seconds per concurrent-harvesters run (default 10; 4 quick)")
@@ -1308,7 +1310,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     quick = a.quick
     a.records = a.records or (5_000 if quick else 100_000)
     a.repeat = a.repeat or (1 if quick or a.records >= 500_000 else 3)
-    a.harvest_repeat = a.harvest_repeat or 1
+    a.harvest_repeat = a.harvest_repeat or (1 if quick or a.records >= 500_000 else 3)
     a.latency_reps = a.latency_reps or (3 if quick else 7)
     a.get_records = a.get_records or (50 if quick else 300)
     a.crowd_seconds = a.crowd_seconds or (4.0 if quick else 10.0)
