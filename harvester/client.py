@@ -25,6 +25,7 @@ does not do, or does in a way a long-running harvester cannot live with, is done
 from __future__ import annotations
 
 import bisect
+import calendar
 import logging
 import re
 import threading
@@ -42,6 +43,7 @@ from sickle import Sickle
 
 from harvester import errors as err
 from oaiserver.config import Partner
+from oaiserver.records import DAY_RE, SECONDS_RE, format_datestamp
 from oaiserver.xmltext import attr
 
 log = logging.getLogger(__name__)
@@ -138,9 +140,6 @@ class Identity:
     deleted_record: str | None
 
 
-_UTC_SECONDS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
-
-
 def utc(value: str) -> tuple[str, str] | None:
     """An ISO 8601 date or datetime as (UTC text, granularity); None if it is neither.
 
@@ -148,13 +147,13 @@ def utc(value: str) -> tuple[str, str] | None:
     without zone is taken as UTC, which is what OAI-PMH means.
     """
     value = value.strip()
-    if _UTC_SECONDS.fullmatch(value):  # already as OAI-PMH writes it: only the date's validity to check
+    if SECONDS_RE.fullmatch(value):  # already as OAI-PMH writes it: only the date's validity to check
         try:
             datetime.fromisoformat(value[:-1])
         except ValueError:
             return None
         return value, SECONDS
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+    if DAY_RE.fullmatch(value):
         try:
             datetime.strptime(value, "%Y-%m-%d")
         except ValueError:
@@ -166,8 +165,7 @@ def utc(value: str) -> tuple[str, str] | None:
         return None
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(UTC)
-    # Not strftime: its %Y drops the zero padding of years before 1000 on glibc.
-    return f"{parsed:%Y}".zfill(4) + f"{parsed:-%m-%dT%H:%M:%SZ}", SECONDS
+    return format_datestamp(calendar.timegm(parsed.timetuple())), SECONDS
 
 
 class _Transport(Sickle):  # type: ignore[misc]
@@ -523,7 +521,7 @@ def verbatim_items(body: bytes, items: list[etree._Element], encoding: str | Non
                 inherited = scopes[parent]
             line += body.count(b"\n", counted, start)
             counted = start
-            if items[len(cuts)].sourceline not in (None, line):
+            if item.sourceline not in (None, line):
                 return None
         depth += 1
     return cuts if depth == 0 and len(cuts) == len(items) else None

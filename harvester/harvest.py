@@ -347,7 +347,7 @@ class _Run:
     def _commit(self, page: Page) -> None:
         """The page's records and the checkpoint, in one transaction, under our lease."""
         name = self.partner.name
-        converted = page.prepared if page.prepared is not None else convert_page(page, self.partner)
+        converted: Converted = page.prepared  # by `_convert`, on the thread that fetched the page
         delta = Counts(
             pages=1,
             received=len(page.items),
@@ -367,7 +367,8 @@ class _Run:
                 raise err.LeaseLost(f"{name}: another harvester took over the lease; this page was not written")
             # A record another source holds, even one inserted by a concurrent harvest while this
             # page was being written (the store settles that race), is refused, never overwritten.
-            written, refused = write_harvested_in(self.store, conn, stamp, converted.records)
+            written = write_harvested_in(self.store, conn, stamp, converted.records)
+            refused = written.refused
             window = self.window + replace(
                 delta,
                 added=written.added,

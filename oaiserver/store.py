@@ -1028,18 +1028,15 @@ def leases(store: Store) -> dict[str, tuple[str, int]]:
     return {r.partner: (r.owner, r.expires) for r in rows}
 
 
-def write_harvested_in(
-    store: Store, conn: Connection, stamp: int, chunk: Sequence[Record]
-) -> tuple[WriteResult, list[tuple[str, str]]]:
+def write_harvested_in(store: Store, conn: Connection, stamp: int, chunk: Sequence[Record]) -> WriteResult:
     """Write a partner's records inside a page's transaction (see `Store.write_in`).
 
     A record held under another source (a local record, or another partner's) is refused and
-    returned with its holder, never overwritten. A record whose exposed content is unchanged
+    listed with its holder in `refused`, never overwritten. A record whose exposed content is unchanged
     keeps its stored `about`, so the provenance served (its harvestDate) changes only when the
     datestamp does.
     """
-    result = store.write_in(conn, stamp, chunk, guard_source=True)
-    return result, result.refused
+    return store.write_in(conn, stamp, chunk, guard_source=True)
 
 
 def harvest_summary(store: Store) -> dict[str, dict[str, Any]]:

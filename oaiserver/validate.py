@@ -13,6 +13,7 @@ short reason. Any FAIL makes the exit code 1.
 
 from __future__ import annotations
 
+import calendar
 import functools
 import logging
 import re
@@ -28,6 +29,8 @@ from urllib.parse import urlsplit
 
 import requests
 from lxml import etree
+
+from oaiserver.records import format_datestamp, format_day
 
 log = logging.getLogger(__name__)
 
@@ -872,8 +875,8 @@ class Validator:
             self.skip(["selective.from-until"], "no usable granularity, earliestDatestamp or responseDate")
             return
         for granularity in dict.fromkeys((self.granularity, DAY)):
-            width = 10 if granularity == DAY else 20  # zfill: glibc writes year 999 as "999"
-            start, end = (d.strftime(FORMATS[granularity]).zfill(width) for d in (self.earliest[1], now))
+            form = format_day if granularity == DAY else format_datestamp
+            start, end = (form(calendar.timegm(d.timetuple())) for d in (self.earliest[1], now))
             what = f"from={start} until={end}"
             f = self.fetch(f"ListIdentifiers {what}", [LI, DC, ("from", start), ("until", end)])
             part = f.part("ListIdentifiers")
