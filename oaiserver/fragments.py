@@ -23,10 +23,16 @@ def header_xml(identifier: str, datestamp: int, deleted: bool, sets: Iterable[st
 
 def record_xml(header: str, metadata: str | None, about: str | None) -> bytes:
     """A `<record>` as served: the header alone for a deleted record (metadata None)."""
+    return b"<record>" + header.encode() + record_body(None if metadata is None else metadata.encode(), about)
+
+
+def record_body(metadata: bytes | None, about: str | None) -> bytes:
+    """What follows the header in `record_xml`, from the fragment already in UTF-8: a writer
+    builds it before the datestamp (so the header) is known, and encodes nothing twice."""
     if metadata is None:
-        return f"<record>{header}</record>\n".encode()
-    about_xml = f"<about>{about}</about>" if about else ""
-    return f"<record>{header}<metadata>{metadata}</metadata>{about_xml}</record>\n".encode()
+        return b"</record>\n"
+    about_xml = f"<about>{about}</about>".encode() if about else b""
+    return b"".join((b"<metadata>", metadata, b"</metadata>", about_xml, b"</record>\n"))
 
 
 _METADATA_START = b"</header><metadata>"

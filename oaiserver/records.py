@@ -55,14 +55,23 @@ _ALLOWED_BYTES = bytes([0x09, 0x0A, 0x0D, *range(0x20, 0x100)])
 
 
 def has_forbidden_chars(value: str) -> bool:
-    """Whether `value` holds a character XML 1.0 forbids. On its UTF-8 form: a lone surrogate
-    cannot be encoded, U+FFFE and U+FFFF have fixed bytes, and C0 controls are single bytes,
-    found by deleting every other byte (translate runs in C, ten times faster than the regex)."""
+    """Whether `value` holds a character XML 1.0 forbids."""
+    return utf8_if_allowed(value) is None
+
+
+def utf8_if_allowed(value: str) -> bytes | None:
+    """`value` in UTF-8, or None if it holds a character XML 1.0 forbids (a writer that needs
+    the bytes anyway checks and encodes in one go). U+FFFE and U+FFFF are looked for in the
+    string (a search that costs nothing in a string with no character above U+00FF); a lone
+    surrogate cannot be encoded; C0 controls are single bytes of the UTF-8 form, found by
+    deleting every other byte (translate runs in C, ten times faster than the regex)."""
+    if "\ufffe" in value or "\uffff" in value:
+        return None
     try:
         data = value.encode()
     except UnicodeEncodeError:  # a lone surrogate
-        return True
-    return bool(data.translate(None, _ALLOWED_BYTES)) or b"\xef\xbf\xbe" in data or b"\xef\xbf\xbf" in data
+        return None
+    return None if data.translate(None, _ALLOWED_BYTES) else data
 
 
 # An OAI identifier must be a URI (xs:anyURI in the schema): URI characters or %-escapes

@@ -27,8 +27,17 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from oaiserver.fragments import header_xml, metadata_of, record_xml
-from oaiserver.records import DCValue, Header, Record, Rendered, clean_text, has_forbidden_chars, is_identifier
+from oaiserver.fragments import header_xml, metadata_of, record_body, record_xml
+from oaiserver.records import (
+    DCValue,
+    Header,
+    Record,
+    Rendered,
+    clean_text,
+    has_forbidden_chars,
+    is_identifier,
+    utf8_if_allowed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +142,8 @@ def ancestors(spec: str) -> list[str]:
     return [":".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def content_hash(record: Record) -> str:
+def content_hash(record: Record, encoded: dict[str, bytes] | None = None) -> str:
+    """`encoded`: the metadata fragments in UTF-8, when the caller has them already."""
     h = hashlib.sha256()
     h.update(b"D" if record.deleted else b"L")
     for spec in sorted(set(record.sets)):
@@ -141,7 +151,7 @@ def content_hash(record: Record) -> str:
     for prefix in sorted(record.metadata):
         h.update(b"\x00M" + prefix.encode() + b"\x00")
         if not record.deleted:
-            h.update(record.metadata[prefix].encode())
+            h.update(encoded[prefix] if encoded is not None else record.metadata[prefix].encode())
     return h.hexdigest()
 
 
@@ -408,7 +418,7 @@ class Store:
         refreshes: list[tuple[Any, ...]] = []
         stamps: dict[str, int] = {}
         headers: dict[str, str] = {}
-        for identifier, (record, digest, setspecs, dc, provenance, _specs) in by_id.items():
+        for identifier, (record, digest, setspecs, dc, provenance, *_) in by_id.items():
             old = existing.get(identifier)
             if guard_source and old is not None and old[2] != record.source:
                 result.refused.append((identifier, old[2]))
@@ -481,11 +491,9 @@ class Store:
         for identifier, own_stamp in stamps.items():
             if identifier in lost:
                 continue
-            item, record_id, header = by_id[identifier], ids[identifier], headers[identifier]
-            record = item.record
-            for prefix, xml in record.metadata.items():
-                rendered = record_xml(header, None, None) if record.deleted else record_xml(header, xml, record.about)
-                format_rows.append((record_id, prefix, rendered, own_stamp))
+            item, record_id = by_id[identifier], ids[identifier]
+            start = b"<record>" + headers[identifier].encode()
+            format_rows += [(record_id, prefix, start + body, own_stamp) for prefix, body in item.bodies]
             member_rows += [(spec, own_stamp, identifier, record_id) for spec in item.specs]
         if format_rows:
             cur.executemany(
@@ -758,17 +766,20 @@ class _Prepared(NamedTuple):
     dc: str  # encode_dc
     provenance: str | None  # JSON
     specs: tuple[str, ...]  # the set memberships to index: each spec and its ancestors
+    bodies: tuple[tuple[str, bytes], ...]  # (prefix, what follows the header in the served <record>)
 
 
 def _prepare(record: Record) -> _Prepared:
-    record = _cleaned(record)
+    record, encoded = _cleaned(record)
+    about = None if record.deleted else record.about
     return _Prepared(
         record,
-        content_hash(record),
+        content_hash(record, encoded),
         " ".join(dict.fromkeys(record.sets)),
         encode_dc(record.dc),
         json.dumps(record.provenance) if record.provenance else None,
         tuple(dict.fromkeys(a for spec in record.sets for a in ancestors(spec))),
+        tuple((p, record_body(None if record.deleted else xml, about)) for p, xml in encoded.items()),
     )
 
 
@@ -780,12 +791,14 @@ def _metadata(xml: str | None, record: bytes | None, about: str | None) -> str |
     return metadata_of(bytes(record), about)  # bytes(): a driver may hand BYTEA over as a memoryview
 
 
-def _cleaned(record: Record) -> Record:
-    """The record with every character XML forbids removed (logged once per value)."""
-    texts = [record.identifier, *record.sets, *record.metadata.values(), record.fulltext or "", record.about or ""]
+def _cleaned(record: Record) -> tuple[Record, dict[str, bytes]]:
+    """The record with every character XML forbids removed (logged once per value), and its
+    metadata fragments in UTF-8 (checked as they are encoded: they are most of the text)."""
+    encoded = {p: utf8_if_allowed(x) for p, x in record.metadata.items()}
+    texts = [record.identifier, *record.sets, record.fulltext or "", record.about or ""]
     texts += [v.value for v in record.dc]
-    if not has_forbidden_chars("".join(texts)):
-        return record  # the common case: one scan, no copies
+    if None not in encoded.values() and not has_forbidden_chars("".join(texts)):
+        return record, encoded  # type: ignore[return-value]  # the common case: one scan, no copies
     where = record.identifier
     record.identifier = clean_text(record.identifier, where="an identifier")
     record.dc = [DCValue(v.element, clean_text(v.value, where=where), v.lang) for v in record.dc]
@@ -795,7 +808,7 @@ def _cleaned(record: Record) -> Record:
         record.about = clean_text(record.about, where=where)
     if record.fulltext is not None:
         record.fulltext = clean_text(record.fulltext, where=where)
-    return record
+    return record, {p: x.encode() for p, x in record.metadata.items()}
 
 
 # ---- harvest state ----------------------------------------------------------------------------

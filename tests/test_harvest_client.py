@@ -243,6 +243,17 @@ def test_entities_are_never_resolved(tmp_path: Any) -> None:
     assert "TOP-SECRET" not in str(refused.value) and "aaaaaaaaaa" not in str(refused.value)
 
 
+def test_markup_quoted_in_a_record_is_not_taken_for_a_doctype() -> None:
+    """Only the prolog can declare a DOCTYPE: `?>` and `<!DOCTYPE` quoted later in the page
+    (here in a CDATA section) do not refuse it."""
+    title = "<![CDATA[<?php echo 1; ?><!DOCTYPE html><!-- x -->]]>"
+    with serve(xml(list_records([record("oai:p:1", title)]))) as partner:
+        page = fetch(partner)
+    assert page.items[0].findtext(".//{http://purl.org/dc/elements/1.1/}title") == (
+        "<?php echo 1; ?><!DOCTYPE html><!-- x -->"
+    )
+
+
 def test_an_oai_pmh_root_without_its_namespace_is_refused() -> None:
     body = '<?xml version="1.0"?><OAI-PMH><responseDate>2024-01-01T00:00:00Z</responseDate></OAI-PMH>'
     with serve(xml(body)) as partner, pytest.raises(err.NotOAIResponseError, match=r"not in the OAI-PMH 2.0 namespace"):
