@@ -325,13 +325,13 @@ def test_a_harvest_does_not_overwrite_a_record_another_source_took_meanwhile(
     real_hash = store_module.content_hash
     taken = threading.Event()
 
-    def hash_then_interleave(record: Record) -> str:
+    def hash_then_interleave(record: Record, encoded: dict[str, bytes] | None = None) -> str:
         if record.source == "partner" and not taken.is_set():
             taken.set()  # the batch has read the row (source "partner"); now a local write lands
             thread = threading.Thread(target=lambda: store.write([make_record("x", "Local now")]))
             thread.start()
             thread.join(10)
-        return real_hash(record)
+        return real_hash(record, encoded)
 
     monkeypatch.setattr(store_module, "content_hash", hash_then_interleave)
     again = make_record("x", "From the partner, changed")
