@@ -144,15 +144,13 @@ def ancestors(spec: str) -> list[str]:
 
 def content_hash(record: Record, encoded: dict[str, bytes] | None = None) -> str:
     """`encoded`: the metadata fragments in UTF-8, when the caller has them already."""
-    h = hashlib.sha256()
-    h.update(b"D" if record.deleted else b"L")
-    for spec in sorted(set(record.sets)):
-        h.update(b"\x00S" + spec.encode())
+    parts = [b"D" if record.deleted else b"L"]
+    parts += [b"\x00S" + spec.encode() for spec in sorted(set(record.sets))]
     for prefix in sorted(record.metadata):
-        h.update(b"\x00M" + prefix.encode() + b"\x00")
+        parts.append(b"\x00M" + prefix.encode() + b"\x00")
         if not record.deleted:
-            h.update(encoded[prefix] if encoded is not None else record.metadata[prefix].encode())
-    return h.hexdigest()
+            parts.append(encoded[prefix] if encoded is not None else record.metadata[prefix].encode())
+    return hashlib.sha256(b"".join(parts)).hexdigest()  # the digest of the parts fed one by one
 
 
 def _sqlite_path(url: sa.URL) -> None:
@@ -778,13 +776,15 @@ class _Prepared(NamedTuple):
 def _prepare(record: Record) -> _Prepared:
     record, encoded = _cleaned(record)
     about = None if record.deleted else record.about
+    specs = dict.fromkeys(record.sets)
+    setspecs = " ".join(specs)
     return _Prepared(
         record,
         content_hash(record, encoded),
-        " ".join(dict.fromkeys(record.sets)),
+        setspecs,
         encode_dc(record.dc),
         json.dumps(record.provenance) if record.provenance else None,
-        tuple(dict.fromkeys(a for spec in record.sets for a in ancestors(spec))),
+        tuple(dict.fromkeys(a for spec in specs for a in ancestors(spec)) if ":" in setspecs else specs),
         tuple((p, record_body(None if record.deleted else xml, about)) for p, xml in encoded.items()),
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -11,7 +12,7 @@ from conftest import OAI, Clock, OAIClient, identifiers, make_record
 
 from oaiserver.fragments import metadata_of
 from oaiserver.records import DCValue, Record, parse_datestamp
-from oaiserver.store import ListQuery, Store, formats, records
+from oaiserver.store import ListQuery, Store, content_hash, formats, records
 
 ID = "oai:test.example.org:1"
 
@@ -23,6 +24,27 @@ def test_unchanged_write_keeps_datestamp(store: Store, clock: Clock) -> None:
     result = store.write([make_record("1")])
     assert (result.added, result.changed, result.unchanged) == (0, 0, 1)
     assert store.get(ID).datestamp == stamp
+
+
+def test_the_content_hash_is_the_one_stores_already_hold() -> None:
+    """Stored hashes decide whether a write changes a datestamp: the digest must stay what
+    earlier versions stored (SHA-256 over the deleted flag, each set, each format's fragment),
+    or reloading the same data would restamp every record."""
+    record = make_record("1", "Zürich & <more>", sets=("b:c", "a", "b:c"))
+    record.metadata["other"] = "<x>\u5317\u4eac</x>"
+    expected = hashlib.sha256()
+    expected.update(b"L")
+    for spec in ("a", "b:c"):
+        expected.update(b"\x00S" + spec.encode())
+    for prefix in ("oai_dc", "other"):
+        expected.update(b"\x00M" + prefix.encode() + b"\x00")
+        expected.update(record.metadata[prefix].encode())
+    assert content_hash(record) == expected.hexdigest()
+    encoded = {p: x.encode() for p, x in record.metadata.items()}
+    assert content_hash(record, encoded) == expected.hexdigest()
+    record.deleted = True
+    gone = hashlib.sha256(b"D\x00Sa\x00Sb:c\x00Moai_dc\x00\x00Mother\x00").hexdigest()
+    assert content_hash(record) == gone
 
 
 @pytest.mark.parametrize(
