@@ -69,11 +69,11 @@ QUIRKS = {
     "repaired records are counted and logged",
 }
 
-# The prolog's parts are matched possessively (`*+`): with backtracking, a lazy `.*?` would go
-# on to the next `?>` or `-->` anywhere in the page (milliseconds a page, and a wrong answer).
-_HTML_START = re.compile(rb"^(?:\xef\xbb\xbf)?\s*+(?:<!--.*?-->\s*+)*+<(?:!doctype\s+html|html[\s>])", re.I | re.S)
+# The prolog's parts are matched in an atomic group: with backtracking, a lazy `.*?` would go on
+# to the next `?>` or `-->` anywhere in the page (milliseconds a page, and a wrong answer).
+_HTML_START = re.compile(rb"^(?:\xef\xbb\xbf)?(?>\s*(?:<!--.*?-->\s*)*)<(?:!doctype\s+html|html[\s>])", re.I | re.S)
 # A DOCTYPE in the prolog (after a BOM, the XML declaration, comments or processing instructions).
-_DOCTYPE = re.compile(rb"^(?:\xef\xbb\xbf)?\s*+(?:<\?.*?\?>\s*+|<!--.*?-->\s*+)*+<!DOCTYPE", re.S)
+_DOCTYPE = re.compile(rb"^(?:\xef\xbb\xbf)?(?>\s*(?:<\?.*?\?>\s*|<!--.*?-->\s*)*)<!DOCTYPE", re.S)
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.I | re.S)
 # The root's start and end tags, with or without a prefix (a cut response has no end tag).
 _ROOT_START = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?OAI-PMH[\s>]")

@@ -16,6 +16,7 @@ import requests
 from harvestkit import FAST, FakePartner, error, list_records, oai, record, xml
 from werkzeug.wrappers import Response
 
+from harvester import client as client_module
 from harvester import errors as err
 from harvester.client import Client, settings_for, utc
 from oaiserver.config import Partner
@@ -252,6 +253,39 @@ def test_markup_quoted_in_a_record_is_not_taken_for_a_doctype() -> None:
     assert page.items[0].findtext(".//{http://purl.org/dc/elements/1.1/}title") == (
         "<?php echo 1; ?><!DOCTYPE html><!-- x -->"
     )
+
+
+def test_a_page_quoting_html_after_a_leading_comment_is_not_taken_for_html() -> None:
+    body = "<!-- made by the partner -->" + list_records([record("oai:p:1", "<![CDATA[--><html>]]>")]).split("\n", 1)[1]
+    with serve(xml(body)) as partner:
+        page = fetch(partner)
+    assert page.items[0].findtext(".//{http://purl.org/dc/elements/1.1/}title") == "--><html>"
+
+
+@pytest.mark.parametrize(
+    ("prolog", "declares"),
+    [
+        (b'\xef\xbb\xbf<?xml version="1.0"?>\n<!-- a -->\n<?pi x?>\n<!DOCTYPE OAI-PMH>', True),
+        (b"  \n<!--a--><!--b-->\n<!DOCTYPE OAI-PMH>", True),
+        (b'<?xml version="1.0"?><OAI-PMH><x><?pi ?></x><!DOCTYPE x>', False),
+        (b'<?xml version="1.0"?><OAI-PMH><![CDATA[ ?> <!DOCTYPE x> ]]></OAI-PMH>', False),
+    ],
+)
+def test_only_the_prolog_can_declare_a_doctype(prolog: bytes, declares: bool) -> None:
+    """The byte check that refuses a DOCTYPE unread (before lxml sees the page)."""
+    assert bool(client_module._DOCTYPE.match(prolog)) is declares
+
+
+@pytest.mark.parametrize(
+    ("start", "is_html"),
+    [
+        (b"<!-- c -->\n<html>", True),
+        (b"\xef\xbb\xbf <!DOCTYPE html><html>", True),
+        (b'<!-- c --><OAI-PMH a="b"><![CDATA[--><html>]]></OAI-PMH>', False),
+    ],
+)
+def test_only_the_start_of_a_page_marks_it_as_html(start: bytes, is_html: bool) -> None:
+    assert bool(client_module._HTML_START.match(start)) is is_html
 
 
 def test_an_oai_pmh_root_without_its_namespace_is_refused() -> None:

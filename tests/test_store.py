@@ -122,6 +122,52 @@ def test_forbidden_characters_are_removed_and_logged(
     assert identifiers(oai(verb="ListRecords", metadataPrefix="oai_dc")) == ["oai:test.example.org:ctl"]
 
 
+def test_a_forbidden_character_in_a_fragment_alone_is_removed_and_the_record_stays_put(
+    store: Store, clock: Clock, oai: OAIClient
+) -> None:
+    """Only the metadata fragment is dirty (its Dublin Core is clean): the fragment is cleaned
+    before it is served, and writing the same record again changes nothing."""
+
+    def dirty() -> Record:
+        record = make_record("ctl", "bell")
+        record.metadata = {"oai_dc": record.metadata["oai_dc"].replace(">bell<", ">bell\x07\uffff<")}
+        return record
+
+    store.write([dirty()])
+    stamp = store.get("oai:test.example.org:ctl").datestamp
+    clock.tick(100)
+    assert store.write([dirty()]).unchanged == 1
+    assert store.get("oai:test.example.org:ctl").datestamp == stamp
+    served = oai(verb="GetRecord", identifier="oai:test.example.org:ctl", metadataPrefix="oai_dc")
+    assert served.findtext(".//{http://purl.org/dc/elements/1.1/}title") == "bell"
+
+
+def test_repeated_and_nested_sets_are_each_listed_once(store: Store, clock: Clock, oai: OAIClient) -> None:
+    store.write([make_record("1", sets=("b:c", "a", "b:c")), make_record("2", sets=("a", "a"))])
+    clock.tick()
+    for spec, expected in (("a", ["1", "2"]), ("b", ["1"]), ("b:c", ["1"])):
+        listed = identifiers(oai(verb="ListIdentifiers", metadataPrefix="oai_dc", set=spec))
+        assert listed == [f"oai:test.example.org:{i}" for i in expected], spec
+    header = oai(verb="GetRecord", identifier="oai:test.example.org:1", metadataPrefix="oai_dc")
+    assert [s.text for s in header.iter(f"{OAI}setSpec")] == ["b:c", "a"]
+
+
+def test_a_batch_larger_than_one_insert_statement_writes_every_row(store: Store, clock: Clock) -> None:
+    """Formats and set memberships go to the database a few hundred rows to a statement: a batch
+    that spans statements loses and doubles nothing."""
+    batch = []
+    for i in range(263):
+        record = make_record(f"{i:03d}", sets=("x:y",))
+        record.metadata["other"] = f"<o>{i}</o>"
+        batch.append(record)
+    assert store.write(batch, batch=263).added == 263
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*), count(DISTINCT record_id) FROM formats").one() == (526, 263)
+        members = conn.exec_driver_sql("SELECT spec, count(*) FROM set_members GROUP BY spec ORDER BY spec").all()
+    assert [tuple(m) for m in members] == [("x", 263), ("x:y", 263)]
+    assert store.count(ListQuery("other", set_spec="x")) == 263
+
+
 def test_keyset_pages_follow_datestamp_then_identifier(store: Store, clock: Clock) -> None:
     store.write([make_record(x) for x in ("b", "a", "c")])
     clock.tick()
@@ -312,9 +358,14 @@ def test_a_list_page_is_an_index_range_scan_in_sqlite(
 
 def test_rows_an_older_writer_left_unrendered_are_rendered_when_served(store: Store) -> None:
     """A process of an earlier version writing to an upgraded store leaves `formats.record` empty
-    (and a much older one `header_xml`): such rows are rendered when listed, never a failure."""
-    store.write([make_record(str(i), sets=("a",)) for i in range(4)])
-    store.delete(["oai:test.example.org:3"])
+    (and a much older one `header_xml`): such rows are rendered when listed, never a failure,
+    and byte for byte as written: with an `<about>`, deleted after having one, an empty fragment."""
+    extra = [make_record(str(i), sets=("a",)) for i in range(4, 7)]
+    for record in extra[:2]:
+        record.about = '<provenance xmlns="urn:p">Z\u00fcrich &amp; more</provenance>'
+    extra[2].metadata = {"oai_dc": ""}
+    store.write([make_record(str(i), sets=("a",)) for i in range(4)] + extra)
+    store.delete(["oai:test.example.org:3", "oai:test.example.org:5"])
     query = ListQuery("oai_dc")
     full = [r.xml for r in store.page(query, None, 10, with_metadata=True, rendered=True)]
     heads = [r.xml for r in store.page(query, None, 10, with_metadata=False, rendered=True)]
@@ -325,6 +376,7 @@ def test_rows_an_older_writer_left_unrendered_are_rendered_when_served(store: St
             sa.text("UPDATE records SET header_xml = '' WHERE identifier IN (:a, :b)"),
             {"a": "oai:test.example.org:1", "b": "oai:test.example.org:3"},
         )
+    assert len(full) == 7 and sum(b"<about>" in xml for xml in full) == 1  # the deleted one has none
     assert [r.xml for r in store.page(query, None, 10, with_metadata=True, rendered=True)] == full
     assert [r.xml for r in store.page(query, None, 10, with_metadata=False, rendered=True)] == heads
 
