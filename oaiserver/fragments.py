@@ -23,26 +23,35 @@ def header_xml(identifier: str, datestamp: int, deleted: bool, sets: Iterable[st
 
 def record_xml(header: str, metadata: str | None, about: str | None) -> bytes:
     """A `<record>` as served: the header alone for a deleted record (metadata None)."""
-    return b"<record>" + header.encode() + record_body(None if metadata is None else metadata.encode(), about)
+    return with_header(header, record_body(None if metadata is None else metadata.encode(), about))
 
 
 def record_body(metadata: bytes | None, about: str | None) -> bytes:
     """What follows the header in `record_xml`, from the fragment already in UTF-8: a writer
     builds it before the datestamp (so the header) is known, and encodes nothing twice."""
     if metadata is None:
-        return b"</record>\n"
-    about_xml = f"<about>{about}</about>".encode() if about else b""
-    return b"".join((b"<metadata>", metadata, b"</metadata>", about_xml, b"</record>\n"))
+        return _END
+    return b"".join((_METADATA_START, metadata, _metadata_end(about)))
 
 
-_METADATA_START = b"</header><metadata>"
+def with_header(header: str, body: bytes) -> bytes:
+    """The `<record>` of a `record_body` once its header is known."""
+    return b"<record>" + header.encode() + body
+
+
+_END = b"</record>\n"
+_METADATA_START = b"<metadata>"
+
+
+def _metadata_end(about: str | None) -> bytes:
+    return b"</metadata>" + (f"<about>{about}</about>".encode() if about else b"") + _END
 
 
 def metadata_of(record: bytes, about: str | None) -> str | None:
     """The metadata fragment inside a `<record>` that `record_xml` built with this `about`, or
     None for a record without metadata (deleted). The store keeps the fragment only there."""
-    start = record.find(_METADATA_START)  # the first: `</header>` cannot occur in the header's text
+    start = record.find(b"</header>" + _METADATA_START)  # `</header>` cannot occur in the header's text
     if start < 0:
         return None
-    end = len(record) - len(b"</metadata></record>\n") - (len(f"<about>{about}</about>".encode()) if about else 0)
-    return record[start + len(_METADATA_START) : end].decode()
+    start += len(b"</header>" + _METADATA_START)
+    return record[start : len(record) - len(_metadata_end(about))].decode()

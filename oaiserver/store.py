@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from oaiserver.fragments import header_xml, metadata_of, record_body, record_xml
+from oaiserver.fragments import header_xml, metadata_of, record_body, record_xml, with_header
 from oaiserver.records import (
     DCValue,
     Header,
@@ -489,9 +489,8 @@ class Store:
         for identifier, own_stamp in stamps.items():
             if identifier in lost:
                 continue
-            item, record_id = by_id[identifier], ids[identifier]
-            start = b"<record>" + headers[identifier].encode()
-            format_rows += [(record_id, prefix, start + body, own_stamp) for prefix, body in item.bodies]
+            item, record_id, header = by_id[identifier], ids[identifier], headers[identifier]
+            format_rows += [(record_id, prefix, with_header(header, body), own_stamp) for prefix, body in item.bodies]
             member_rows += [(spec, own_stamp, identifier, record_id) for spec in item.specs]
         self._insert_many(cur, "formats (record_id, prefix, record, datestamp)", format_rows)
         self._insert_many(cur, "set_members (spec, datestamp, identifier, record_id)", member_rows)
