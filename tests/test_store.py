@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
+import sqlite3
+import threading
 from typing import Any
 
 import pytest
@@ -12,7 +15,7 @@ from conftest import OAI, Clock, OAIClient, identifiers, make_record
 
 from oaiserver.fragments import metadata_of
 from oaiserver.records import DCValue, Record, parse_datestamp
-from oaiserver.store import ListQuery, Store, content_hash, formats, records
+from oaiserver.store import ListQuery, Store, collector_paused, content_hash, formats, records
 
 ID = "oai:test.example.org:1"
 
@@ -454,3 +457,80 @@ def test_a_datestamp_before_the_year_1000_is_served_with_four_digits(store: Stor
 def test_a_batch_size_below_one_still_writes_every_record(store: Store) -> None:
     assert store.write([make_record("1"), make_record("2")], batch=0).added == 2
     assert store.counts()["live"] == 2
+
+
+def test_a_write_holds_the_cyclic_collector_off_and_then_restores_it(store: Store) -> None:
+    """Collections during a write walk every object alive (the caller's batch included):
+    none runs while a batch is written, and the collector is on again afterwards."""
+    batch = [make_record(str(i), sets=("a:b",)) for i in range(2000)]  # allocations enough for dozens
+    assert gc.isenabled()
+    seen: list[bool] = []
+    with store.writing() as (conn, stamp):
+        gc.collect()  # the count towards the next collection starts at zero
+        before = sum(s["collections"] for s in gc.get_stats())
+        assert store.write_in(conn, stamp, batch).added == 2000
+        collections = sum(s["collections"] for s in gc.get_stats()) - before
+        seen.append(gc.isenabled())
+    assert collections <= 1  # the young objects' one, as the collector comes back (23 without the pause)
+    assert seen == [True] and gc.isenabled()
+
+
+def test_the_collector_pause_is_counted_across_threads_and_leaves_an_off_collector_off() -> None:
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    states: dict[str, bool] = {}
+
+    def first() -> None:
+        with collector_paused():
+            first_in.set()
+            second_in.wait(5)
+        states["after first"] = gc.isenabled()  # the second writer is still writing
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(5)
+        with collector_paused():
+            second_in.set()
+            first_out.wait(5)
+            states["second, first gone"] = gc.isenabled()
+        states["after both"] = gc.isenabled()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert states == {"after first": False, "second, first gone": False, "after both": True}
+    gc.disable()
+    try:
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # it was off before: the pause does not turn it on
+    finally:
+        gc.enable()
+
+
+def test_values_bound_as_they_are_keep_a_process_s_own_sqlite_adapter(tmp_path: Any) -> None:
+    """The store's as-is adapters (None, bool, bytes) change nothing that is stored, and never
+    replace an adapter the process registered itself."""
+    key = (bytes, sqlite3.PrepareProtocol)
+    own = sqlite3.adapters.pop(key, None)
+
+    def mine(value: bytes) -> bytes:
+        return value
+
+    sqlite3.register_adapter(bytes, mine)
+    try:
+        s = Store(f"sqlite:///{tmp_path / 'adapters.sqlite3'}")
+        assert sqlite3.adapters[key] is mine
+        s.write([make_record("1", sets=("a",))])
+        s.delete([ID])
+        with s.engine.connect() as conn:
+            row = conn.exec_driver_sql("SELECT deleted, typeof(deleted), fulltext, typeof(fulltext) FROM records").one()
+            kinds = conn.exec_driver_sql("SELECT DISTINCT typeof(record) FROM formats").scalars().all()
+        assert tuple(row) == (1, "integer", None, "null")
+        assert kinds == ["blob"]
+        s.close()
+    finally:
+        sqlite3.adapters.pop(key, None)
+        if own is not None:
+            sqlite3.adapters[key] = own
