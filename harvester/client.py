@@ -35,6 +35,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import cached_property
 from typing import Any
 
 import requests
@@ -106,6 +107,12 @@ def settings_for(partner: Partner, base: ClientSettings) -> ClientSettings:
     return replace(base, lenient_xml=lenient)
 
 
+def xml_parser(*, lenient: bool) -> etree.XMLParser:
+    """The parser for a response: no entities, no DTD, no network, no huge trees; `lenient`
+    (the quirk lenient_xml) lets it repair what is not well-formed."""
+    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, recover=lenient)
+
+
 @dataclass
 class Page:
     """One response, parsed once: its items and where the list goes next."""
@@ -123,12 +130,18 @@ class Page:
     no_records: bool = False  # the partner answered noRecordsMatch
     repaired: set[int] = field(default_factory=set)  # indexes of items that held repaired XML
     repairs: list[str] = field(default_factory=list)  # the parser's messages, with line numbers
-    # Each item exactly as the partner sent it (bytes decoded from UTF-8), when the page lets
-    # them be cut out with certainty (see `verbatim_items`); None otherwise.
-    raw: list[str] | None = None
     started: float = 0.0  # time.monotonic() when the request was first sent
     fetched: float = 0.0  # seconds from then until the page was parsed, retries included
     prepared: Any = field(default=None, repr=False)  # what `pages(prepare=...)` made of it
+
+    @cached_property
+    def raw(self) -> list[str] | None:
+        """Each record exactly as the partner sent it (bytes decoded from UTF-8), when the page
+        lets them be cut out with certainty (see `verbatim_items`); None otherwise. Cut when
+        first asked for: a page handed to a worker process is cut there."""
+        if self.repairs or self.verb not in ("ListRecords", "GetRecord"):
+            return None
+        return verbatim_items(self.body, self.items, self.root.getroottree().docinfo.encoding)
 
 
 @dataclass(frozen=True)
@@ -296,13 +309,7 @@ class Client:
                 f"{where}: the response declares a DOCTYPE (a DTD or entities); OAI-PMH responses are defined by "
                 "XML Schema and carry none, so the page is refused unread (no entity is resolved, no DTD fetched)"
             )
-        parser = etree.XMLParser(
-            resolve_entities=False,
-            no_network=True,
-            load_dtd=False,
-            huge_tree=False,
-            recover=self.settings.lenient_xml,
-        )
+        parser = xml_parser(lenient=self.settings.lenient_xml)
         try:
             root = etree.fromstring(body, parser)
         except etree.XMLSyntaxError as exc:
@@ -377,8 +384,7 @@ class Client:
             raise err.NotOAIResponseError(
                 f"{self.base_url} ({page.verb}): the response has neither <{page.verb}> nor <error>"
             )
-        item_tag = f"{_OAI}{ITEMS.get(page.verb, '*')}"
-        page.items = [container] if page.verb == "Identify" else container.findall(item_tag)
+        page.items = [container] if page.verb == "Identify" else container.findall(f"{_OAI}{ITEMS.get(page.verb, '*')}")
         token = container.find(f"{_OAI}resumptionToken")
         if token is not None:
             page.token = (token.text or "").strip() or None
@@ -386,8 +392,6 @@ class Client:
             page.complete_list_size = _int(token.get("completeListSize"))
         if page.repairs:
             page.repaired = _repaired_items(page.items, parser)
-        elif page.verb in ("ListRecords", "GetRecord"):
-            page.raw = verbatim_items(page.body, page.items, page.root.getroottree().docinfo.encoding)
 
     # ---- what a harvest needs -----------------------------------------------------------
 

@@ -18,6 +18,7 @@ from harvester.client import OAI_NS, Page, utc
 from oaiserver import oai_dc
 from oaiserver.config import Partner, partner_set
 from oaiserver.records import DC_ELEMENTS, DCValue, Record
+from oaiserver.store import Prepared
 from oaiserver.xmltext import attr, text
 
 PROVENANCE_NS = "http://www.openarchives.org/OAI/2.0/provenance"
@@ -46,6 +47,15 @@ class Converted:
     failures: list[tuple[str, str]] = field(default_factory=list)
     without_dc: int = 0  # live records whose payload carries no Dublin Core: stored, not republished
     repaired: list[str] = field(default_factory=list)  # identifiers of records the parser repaired
+    prepared: list[Prepared] = field(default_factory=list)  # records prepared for the store in a worker
+
+    @property
+    def to_write(self) -> list[Record | Prepared]:
+        return [*self.records, *self.prepared]
+
+    @property
+    def deleted(self) -> int:
+        return sum(1 for r in self.records if r.deleted) + sum(1 for p in self.prepared if p.record.deleted)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@
     ├── RepeatedTokenError        a resumption token came back that this list already used
     ├── PartnerBusy               another harvester holds the partner's lease
     ├── LeaseLost                 the lease was taken over during the run (nothing more is written)
+    ├── WorkerError               the worker process converting pages died, or failed on a page
     └── Stopped                   asked to stop (SIGTERM/SIGINT) between pages or while waiting
 
 `noRecordsMatch` is not an error here: the client turns it into an empty page. Every
@@ -35,6 +36,11 @@ class HarvestError(Exception):
 
 class ConfigurationError(HarvestError):
     pass
+
+
+class WorkerError(HarvestError):
+    """The worker process (harvester.worker) died, or could not convert a page: the run
+    fails, and the next one resumes at its checkpoint with a new worker."""
 
 
 class TransportError(HarvestError):

@@ -24,11 +24,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from harvester import errors as err
+from harvester import worker
 from harvester.client import DAY, SECONDS, Client, ClientSettings, Page, settings_for, utc
 from harvester.convert import Converted, convert_page
 from oaiserver.config import Partner
@@ -58,6 +60,9 @@ class HarvestSettings:
     lease_ttl: int = 900  # seconds a lease lasts unless renewed (it is renewed with every page)
     max_restarts: int = 2  # rejected tokens restart the list at most this often per run
     max_failures_kept: int = 50  # failed records named in the run history (all are counted)
+    # Lists of more than one page are converted in a worker process (harvester.worker), the
+    # previous page being written meanwhile: about 1.3 times the records a second on 2 cores.
+    worker_process: bool = True
 
 
 @dataclass
@@ -204,6 +209,8 @@ class _Run:
         self.stop, self.on_page, self.owner, self.clock = stop, on_page, owner, clock
         self.counts = Counts()
         self.failures: list[tuple[str, str]] = []
+        self.offloading = False  # pages of this run go to the worker process
+        self.lenient = False  # the partner's quirk lenient_xml
 
     def now(self) -> int:
         return int(self.clock())
@@ -290,7 +297,9 @@ class _Run:
 
     def _harvest(self) -> None:
         partner = self.partner
-        with Client(partner.base_url, settings_for(partner, self.settings.client), stop=self.stop) as client:
+        settings = settings_for(partner, self.settings.client)
+        self.lenient = settings.lenient_xml
+        with Client(partner.base_url, settings, stop=self.stop) as client:
             from_arg = self._from_argument(client) if self.cp["from"] else None
             targets: list[str | None] = [*partner.sets] or [None]
             while self.cp["set"] < len(targets):
@@ -341,17 +350,25 @@ class _Run:
             return utc_value if given == SECONDS else f"{utc_value}T00:00:00Z"
         return utc_value[:10]
 
-    def _convert(self, page: Page) -> Converted:
+    def _convert(self, page: Page) -> Converted | Future[worker.Offloaded]:
+        """On the thread that fetched the page: convert it here, or hand it to the worker once
+        the list turns out to have more than one page."""
+        wanted = self.settings.worker_process and (page.token is not None or self.offloading)
+        if wanted and worker.can_offload(page, lenient=self.lenient):
+            self.offloading = True
+            return worker.submit(page, self.partner)
         return convert_page(page, self.partner)
 
     def _commit(self, page: Page) -> None:
         """The page's records and the checkpoint, in one transaction, under our lease."""
         name = self.partner.name
-        converted: Converted = page.prepared  # by `_convert`, on the thread that fetched the page
+        converted = page.prepared  # by `_convert`, on the thread that fetched the page
+        if isinstance(converted, Future):
+            converted = worker.received(converted)
         delta = Counts(
             pages=1,
             received=len(page.items),
-            deleted=sum(1 for r in converted.records if r.deleted),
+            deleted=converted.deleted,
             failed=len(converted.failures),
             repaired=len(converted.repaired),
             without_dc=converted.without_dc,
@@ -367,7 +384,7 @@ class _Run:
                 raise err.LeaseLost(f"{name}: another harvester took over the lease; this page was not written")
             # A record another source holds, even one inserted by a concurrent harvest while this
             # page was being written (the store settles that race), is refused, never overwritten.
-            written = write_harvested_in(self.store, conn, stamp, converted.records)
+            written = write_harvested_in(self.store, conn, stamp, converted.to_write)
             refused = written.refused
             window = self.window + replace(
                 delta,

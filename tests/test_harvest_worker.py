@@ -1,0 +1,233 @@
+"""Pages converted in a worker process (harvester.worker): the same rows as converting them in
+the harvest's own process, in page order, and a worker that dies or fails costs a run, never
+a record. The worker lives as long as the process that started it, and no longer."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from conftest import Clock
+from harvestkit import FAST_HARVEST, FakePartner, PagedPartner, record, second_store_url
+
+from harvester import errors as err
+from harvester import harvest, worker
+from harvester.client import Page
+from oaiserver.config import Partner
+from oaiserver.store import Store
+
+ABOUT = (
+    "<about><provenance xmlns='http://www.openarchives.org/OAI/2.0/provenance'>"
+    "<originDescription harvestDate='2024-01-01T00:00:00Z' altered='false'><baseURL>http://origin.example.org/oai"
+    "</baseURL><identifier>oai:origin:9</identifier><datestamp>2023-12-01</datestamp>"
+    "<metadataNamespace>http://www.openarchives.org/OAI/2.0/oai_dc/</metadataNamespace></originDescription>"
+    "</provenance></about>"
+)
+
+
+def pages_of_every_kind(n_pages: int = 4, per_page: int = 30) -> list[list[str]]:
+    """Live, deleted, escaped and non-ASCII titles, an <about>, a payload without Dublin Core,
+    and a record that cannot be read (no identifier), on every page."""
+    pages = []
+    for p in range(n_pages):
+        page = []
+        for i in range(per_page):
+            ident = f"oai:partner.example.org:{p}-{i}"
+            if i % 10 == 3:
+                page.append(record(ident, deleted=True))
+            elif i % 10 == 5:
+                page.append(
+                    record(ident, "Tom &amp; Jerry &lt;3 \u00e9t\u00e9 \u5317\u4eac").replace(
+                        "</metadata>", "</metadata>" + ABOUT
+                    )
+                )
+            elif i % 10 == 7:
+                page.append(
+                    f"<record><header><identifier>{ident}</identifier><datestamp>2024-04-01</datestamp></header>"
+                    "<metadata><marc xmlns='http://www.loc.gov/MARC21/slim'><leader>x</leader></marc></metadata></record>"
+                )
+            elif i % 10 == 9:
+                page.append("<record><header><datestamp>2024-04-01</datestamp></header></record>")
+            else:
+                page.append(record(ident, f"Title {p}-{i}"))
+        pages.append(page)
+    return pages
+
+
+def stored(store: Store) -> dict[str, list[Any]]:
+    """Every row a harvest writes for records, ids left out (they are the store's business)."""
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT * FROM records ORDER BY identifier").mappings().all()
+        fmts = conn.exec_driver_sql(
+            "SELECT r.identifier, f.prefix, f.xml, f.record, f.datestamp FROM formats f"
+            " JOIN records r ON r.id = f.record_id ORDER BY r.identifier, f.prefix"
+        ).all()
+        members = conn.exec_driver_sql(
+            "SELECT spec, datestamp, identifier FROM set_members ORDER BY spec, datestamp, identifier"
+        ).all()
+    return {
+        "records": [{k: v for k, v in r.items() if k != "id"} for r in rows],
+        "formats": [(i, p, x, bytes(b) if b is not None else None, d) for i, p, x, b, d in fmts],
+        "set_members": [tuple(m) for m in members],
+    }
+
+
+@pytest.fixture
+def fresh_worker() -> Iterator[None]:
+    """Each test starts without a worker and leaves none behind."""
+    worker.shutdown()
+    yield
+    worker.shutdown()
+
+
+@pytest.fixture
+def other(store_url: str, tmp_path: Path, clock: Clock) -> Iterator[Store]:
+    with second_store_url(store_url, tmp_path) as url:
+        s = Store(url, clock=clock)
+        yield s
+        s.close()
+
+
+def test_pages_converted_by_the_worker_are_stored_as_if_converted_here(
+    fresh_worker: None, store: Store, other: Store
+) -> None:
+    pages = pages_of_every_kind()
+    with FakePartner(PagedPartner(pages)) as partner:
+        p = Partner("p", partner.url)
+        here = harvest.run(other, p, settings=replace(FAST_HARVEST, worker_process=False))
+        assert worker._worker is None, "converted here: no worker was started"
+        there = harvest.run(store, p, settings=FAST_HARVEST)
+    assert worker._worker is not None and worker._worker.alive, "a list of several pages goes to the worker"
+    assert worker._worker.process.pid != os.getpid()
+    assert there.outcome == here.outcome == "partial"  # the records without an identifier
+    assert there.counts == here.counts
+    assert there.counts.received == 120 and there.counts.failed == 12 and there.counts.deleted == 12
+    assert there.counts.without_dc == 12
+    assert there.failures == here.failures
+    ours, theirs = stored(store), stored(other)
+    assert len(ours["records"]) == 108 and len(ours["formats"]) > 0 and len(ours["set_members"]) > 0
+    assert ours == theirs
+
+
+def test_a_list_of_one_page_is_converted_without_a_worker(fresh_worker: None, store: Store) -> None:
+    with FakePartner(PagedPartner(pages_of_every_kind(1))) as partner:
+        report = harvest.run(store, Partner("p", partner.url), settings=FAST_HARVEST)
+    assert report.counts.received == 30
+    assert worker._worker is None
+
+
+def test_a_worker_killed_mid_run_fails_the_run_and_the_next_run_resumes(
+    fresh_worker: None, store: Store, other: Store
+) -> None:
+    pages = pages_of_every_kind(n_pages=8)
+
+    def kill_worker(partner: str, counts: harvest.Counts, page: Any) -> None:
+        if counts.pages == 2:
+            assert worker._worker is not None
+            os.kill(worker._worker.process.pid, signal.SIGKILL)
+
+    with FakePartner(PagedPartner(pages)) as partner:
+        p = Partner("p", partner.url)
+        failed = harvest.run(store, p, settings=FAST_HARVEST, on_page=kill_worker)
+        assert failed.outcome == "failed"
+        assert "worker process" in (failed.reason or ""), failed.reason
+        assert 2 <= failed.counts.pages < 8, "the pages before the kill are kept"
+        again = harvest.run(store, p, settings=FAST_HARVEST)
+        harvest.run(other, p, settings=replace(FAST_HARVEST, worker_process=False))
+    assert again.outcome == "partial" and again.resumed
+    assert again.window.received == 8 * 30
+    assert stored(store)["records"] == stored(other)["records"]
+
+
+def test_a_page_the_worker_cannot_convert_is_an_error_and_the_worker_goes_on(fresh_worker: None) -> None:
+    bad = Page("ListRecords", {}, 200, None, "2024-05-01T12:00:00Z", body=b"<not xml")  # type: ignore[arg-type]
+    with pytest.raises(err.WorkerError, match="could not convert a page: XMLSyntaxError"):
+        worker.received(worker.submit(bad, Partner("p", "http://127.0.0.1:1/oai")))
+    body = PagedPartner([pages_of_every_kind(1)[0][:3]])({"verb": "ListRecords"}, 0).get_data()
+    good = Page("ListRecords", {}, 200, None, "2024-05-01T12:00:00Z", body=body)  # type: ignore[arg-type]
+    done = worker.received(worker.submit(good, Partner("p", "http://127.0.0.1:1/oai")))
+    assert [p.record.identifier for p in done.prepared] == [f"oai:partner.example.org:0-{i}" for i in range(3)]
+    assert done.deleted == 0 and not done.failures
+
+
+def test_what_the_worker_logs_is_logged_by_the_harvest(caplog: pytest.LogCaptureFixture) -> None:
+    answer: Future[worker.Offloaded] = Future()
+    answer.set_result(worker.Offloaded([], [], 0, [("oaiserver.records", logging.WARNING, "removed 1 character(s)")]))
+    with caplog.at_level(logging.WARNING):
+        worker.received(answer)
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        ("oaiserver.records", logging.WARNING, "removed 1 character(s)")
+    ]
+
+
+def test_the_worker_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "parent.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys, time
+            from harvester import worker
+            w = worker._Worker()
+            print(w.process.pid, flush=True)
+            time.sleep(60)
+            """
+        )
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    pid = int(parent.stdout.readline())
+    assert _running(pid)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    parent.stdout.close()
+    deadline = time.monotonic() + 15
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running(pid), "the worker outlived its parent"
+
+
+def test_a_script_without_a_main_guard_harvests_through_the_worker(fresh_worker: None, tmp_path: Path) -> None:
+    """The worker is a plain child process: unlike a multiprocessing pool started by spawn, it
+    never re-runs the caller's script."""
+    target = tmp_path / "script.sqlite3"
+    with FakePartner(PagedPartner(pages_of_every_kind(3))) as partner:
+        script = tmp_path / "harvest_script.py"
+        script.write_text(
+            textwrap.dedent(
+                f"""
+                from harvester import harvest, worker
+                from oaiserver.config import Partner
+                from oaiserver.store import Store
+                report = harvest.run(Store("sqlite:///{target}"), Partner("p", "{partner.url}"))
+                print(report.outcome, report.counts.received, worker._worker is not None)
+                """
+            )
+        )
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["partial", "90", "True"]
+    engine = sa.create_engine(f"sqlite:///{target}")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM records").scalar_one() == 81
+    engine.dispose()
+
+
+def _running(pid: int) -> bool:
+    """Alive, and not a zombie waiting for whoever adopted it to reap it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
