@@ -27,11 +27,11 @@ from __future__ import annotations
 import bisect
 import calendar
 import logging
+import queue
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -413,21 +413,23 @@ class Client:
         *,
         token: str | None = None,
         prepare: Callable[[Page], Any] | None = None,
+        ahead: int = 1,
         **args: str,
     ) -> Iterator[Page]:
         """The pages of a list, following resumption tokens; start from `token` if given.
 
-        The next page is requested while the caller works on this one (one request ahead, on a
-        helper thread): the partner's time and ours overlap. Nothing is committed ahead: the
-        caller checkpoints a token only with the page it produced. `prepare(page)`, if given,
-        runs on the same thread as soon as the page is parsed (a harvest converts the records
-        there while it writes the previous page); its result is `page.prepared`.
+        The next pages are requested while the caller works on this one (up to `ahead` pages,
+        one after the other on a helper thread): the partner's time and ours overlap. Nothing
+        is committed ahead: the caller checkpoints a token only with the page it produced.
+        `prepare(page)`, if given, runs on that thread as soon as the page is parsed (a harvest
+        converts the records there, or hands them to its worker process, while it writes the
+        previous page); its result is `page.prepared`.
 
         A token the list already used raises RepeatedTokenError before it is sent again:
         a partner that hands out the same token forever would otherwise be harvested forever.
         """
         seen: set[str] = set()
-        cancel = threading.Event()  # set when the caller leaves: the page asked for ahead is dropped
+        cancel = threading.Event()  # set when the caller leaves: the pages asked for ahead are dropped
 
         def fetch(token: str | None) -> Page:
             if token is None:
@@ -444,20 +446,43 @@ class Client:
                 page.prepared = prepare(page)
             return page
 
+        ready: queue.SimpleQueue[Page | BaseException | None] = queue.SimpleQueue()  # None: stopped
+        room = threading.Semaphore(max(ahead, 1))  # pages asked for and not yet taken by the caller
+
+        def fetch_ahead(token: str) -> None:
+            while True:
+                room.acquire()
+                if cancel.is_set() or self.stop.is_set():
+                    ready.put(None)
+                    return
+                try:
+                    page = fetch(token)
+                except BaseException as exc:
+                    ready.put(exc)
+                    return
+                ready.put(page)
+                if page.token is None:
+                    return
+                token = page.token
+
         try:
             page = fetch(token)
+            if page.token is not None:
+                threading.Thread(target=fetch_ahead, args=(page.token,), name="oai-prefetch", daemon=True).start()
             while True:
-                upcoming = None
-                if page.token is not None and not self.stop.is_set():
-                    upcoming = _in_background(fetch, page.token)
                 yield page
                 if page.token is None:
                     return
+                upcoming = ready.get()
+                room.release()
                 if upcoming is None:  # stopped: the list is not complete, and must not look it
                     raise err.Stopped("stopped after a page, as asked")
-                page = upcoming.result()
+                if isinstance(upcoming, BaseException):
+                    raise upcoming
+                page = upcoming
         finally:
             cancel.set()
+            room.release()  # a helper waiting for room wakes, sees the cancel, and ends
 
 
 _PROLOG_PART = re.compile(rb"\s*(?:<\?.*?\?>|<!--.*?-->)", re.S)
@@ -542,21 +567,6 @@ def _inherited(item: etree._Element, attributes: bytes) -> bytes:
     declared = {(m.group(1) or b"").decode() for m in _XMLNS.finditer(attributes)}
     missing = sorted(((prefix or ""), uri) for prefix, uri in item.nsmap.items() if (prefix or "") not in declared)
     return "".join(f' xmlns{":" + prefix if prefix else ""}="{attr(uri)}"' for prefix, uri in missing).encode()
-
-
-def _in_background(fn: Callable[[str], Page], arg: str) -> Future[Page]:
-    """`fn(arg)` on a daemon thread: a stopped harvest never waits for a page it will not use."""
-    future: Future[Page] = Future()
-
-    def work() -> None:
-        if future.set_running_or_notify_cancel():
-            try:
-                future.set_result(fn(arg))
-            except BaseException as exc:
-                future.set_exception(exc)
-
-    threading.Thread(target=work, name="oai-prefetch", daemon=True).start()
-    return future
 
 
 def _repaired_items(items: list[etree._Element], parser: etree.XMLParser) -> set[int]:

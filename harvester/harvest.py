@@ -310,7 +310,11 @@ class _Run:
                 if spec:
                     args["set"] = spec
                 try:
-                    pages = client.pages("ListRecords", token=self.cp["token"], prepare=self._convert, **args)
+                    # With a worker converting, two pages ahead keep it busy while this one is written.
+                    ahead = 2 if self.settings.worker_process else 1
+                    pages = client.pages(
+                        "ListRecords", token=self.cp["token"], prepare=self._convert, ahead=ahead, **args
+                    )
                     for page in pages:
                         self._commit(page)
                         if self.stop.is_set():

@@ -402,6 +402,21 @@ def test_a_stop_during_the_page_asked_for_ahead_ends_the_list_with_stopped() -> 
     assert pages[:2] == ["t1", "t2"] and len(pages) <= 3
 
 
+@pytest.mark.parametrize("ahead", [1, 2])
+def test_pages_are_asked_for_ahead_as_far_as_asked_and_no_further(ahead: int) -> None:
+    def answer(params: dict[str, str], n: int) -> Response:
+        return xml(list_records([record(f"oai:p:{n}")], f"t{n + 1}" if n < 9 else None))
+
+    with FakePartner(answer) as partner, Client(partner.url, FAST) as client:
+        tokens = []
+        for page in client.pages("ListRecords", ahead=ahead, metadataPrefix="oai_dc"):
+            if not tokens:
+                time.sleep(0.5)  # time enough for any number of pages to be asked for
+                assert len(partner.requests) == 1 + ahead, "the page in hand, and `ahead` more"
+            tokens.append(page.token)
+    assert tokens == [f"t{n}" for n in range(1, 10)] + [None]
+
+
 def test_the_page_asked_for_ahead_is_abandoned_when_its_list_is(caplog: pytest.LogCaptureFixture) -> None:
     """A caller that leaves the list (an error, a lost lease) leaves no thread retrying behind."""
 

@@ -343,8 +343,8 @@ def test_stop_ends_the_run_after_the_current_page(store: Store) -> None:
         partner = Partner("p", fake.url)
         report = run(store, partner, stop=stop, on_page=stop_after_second)
         assert report.outcome == "failed" and "stopped after a page" in (report.reason or "")
-        # The third page may have been requested ahead (prefetch); it is neither written nor checkpointed.
-        assert len(fake.requests) in (2, 3) and len(store.identifiers(source="p")) == 4
+        # The next pages may have been requested ahead (up to two); they are neither written nor checkpointed.
+        assert 2 <= len(fake.requests) <= 4 and len(store.identifiers(source="p")) == 4
         assert harvest_state_of(store, "p").checkpoint["token"] == "t2"  # type: ignore[index]
         resumed = run(store, partner)
     assert resumed.outcome == "success" and resumed.window.received == 8
