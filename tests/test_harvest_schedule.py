@@ -157,12 +157,13 @@ def test_sigterm_ends_the_current_page_and_exits_cleanly(store_url: str, tmp_pat
     try:
         runs = harvest_history(store, "slow")
         assert [r.outcome for r in runs] == ["failed"] and "stopped" in (runs[0].reason or ""), output.decode()
-        # Every page written was written whole and checkpointed; the page asked for ahead of the
-        # one in hand (prefetch) when the signal came is dropped, and asked again by the next run.
+        # Every page written was written whole and checkpointed; the pages asked for ahead of the
+        # one in hand (up to two, with the worker process converting) when the signal came are
+        # dropped, and asked again by the next run.
         state = harvest_state_of(store, "slow")
         assert state.checkpoint is not None
         pages = state.checkpoint["counts"]["pages"]
-        assert asked - 1 <= pages <= asked
+        assert asked - 2 <= pages <= asked
         assert len(store.identifiers(source="slow")) == 5 * pages
         assert state.checkpoint["token"] == f"t{pages}"
         assert leases(store) == {}, "the lease is released"
