@@ -150,13 +150,14 @@ def others_pct(busy: float, ours: float, seconds: float) -> float:
 
 def self_cpu() -> float:
     """CPU seconds of this process and of its harvest worker process (harvester.worker), which
-    converts a harvest's pages: a harvester's CPU is both."""
+    converts a harvest's pages: a harvester's CPU is both. The worker lives as long as this
+    process once started, so the difference of two readings holds all of its work between them."""
     t = os.times()
     return t.user + t.system + sum(ticks for _, ticks in _workers()) / CLK_TCK
 
 
 def _workers() -> list[tuple[int, int]]:
-    """(pid, CPU ticks) of this process's live `python -m harvester.worker` children."""
+    """(pid, CPU ticks) of this process's live harvest worker children (harvester.worker)."""
     found = []
     for pid in children(os.getpid()):
         try:
@@ -164,7 +165,7 @@ def _workers() -> list[tuple[int, int]]:
         except (FileNotFoundError, ProcessLookupError):
             continue
         st = _stat(pid)
-        if b"harvester.worker" in cmdline and st is not None:
+        if any(b"harvester.worker" in part for part in cmdline) and st is not None:
             found.append((pid, st[1]))
     return found
 

@@ -62,7 +62,8 @@ class HarvestSettings:
     max_failures_kept: int = 50  # failed records named in the run history (all are counted)
     # Lists of more than one page are converted in a worker process (harvester.worker), the
     # previous page being written meanwhile: about 1.3 times the records a second on 2 cores.
-    worker_process: bool = True
+    # POSIX only: the worker's pipes are file descriptors.
+    worker_process: bool = os.name == "posix"
 
 
 @dataclass
@@ -311,7 +312,7 @@ class _Run:
                     args["set"] = spec
                 try:
                     # With a worker converting, two pages ahead keep it busy while this one is written.
-                    ahead = 2 if self.settings.worker_process else 1
+                    ahead = 2 if self.settings.worker_process and not self.lenient else 1
                     pages = client.pages(
                         "ListRecords", token=self.cp["token"], prepare=self._convert, ahead=ahead, **args
                     )
@@ -368,7 +369,7 @@ class _Run:
         name = self.partner.name
         converted = page.prepared  # by `_convert`, on the thread that fetched the page
         if isinstance(converted, Future):
-            converted = worker.received(converted)
+            converted = worker.received(converted, self.stop)
         delta = Counts(
             pages=1,
             received=len(page.items),

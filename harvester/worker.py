@@ -10,8 +10,9 @@ of records.
 Only that conversion moves. Requests, retries, the checks on every response, the checkpoint
 and the writes stay in the harvest's process, in page order, so a crash loses nothing and a
 stop stops where it did before. What the worker logs (a character XML forbids, removed) is
-logged again by the harvest's process. A worker that dies fails the run at hand like any
-internal error and is replaced for the next one; one that loses its parent exits.
+logged again by the harvest's process. A worker that dies fails the pages it held, so the run
+fails (the next one resumes at its checkpoint), and the next page sent starts a new worker; a
+worker whose parent dies exits.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 from lxml import etree
@@ -64,17 +64,26 @@ def can_offload(page: Page, *, lenient: bool) -> bool:
 
 
 def submit(page: Page, partner: Partner) -> Future[Offloaded]:
-    """Convert `page` in the worker (started at the first page); its body is all that travels."""
+    """Convert `page` in the worker (started with the first page sent); its body is all that
+    travels."""
     with _lock:
         global _worker
         if _worker is None or not _worker.alive:
             _worker = _Worker()
-        return _worker.submit((page.body, partner, page.response_date))
+        current = _worker
+    return current.submit((page.body, partner, page.response_date))
 
 
-def received(future: Future[Offloaded]) -> Converted:
-    """The page's records, prepared for the store, once the worker is done with them."""
-    done = future.result()
+def received(future: Future[Offloaded], stop: threading.Event | None = None) -> Converted:
+    """The page's records, prepared for the store, once the worker is done with them; Stopped
+    if `stop` is set meanwhile (the page is then neither written nor checkpointed)."""
+    while True:
+        try:
+            done = future.result(timeout=0.5)
+            break
+        except TimeoutError:
+            if stop is not None and stop.is_set():
+                raise err.Stopped("stopped while the worker converted a page") from None
     for name, level, message in done.logs:
         logging.getLogger(name).log(level, "%s", message)
     return Converted(
@@ -94,17 +103,21 @@ def shutdown() -> None:
 
 
 class _Worker:
-    """`python -m harvester.worker`, fed pages over its stdin and answering on its stdout, in
-    order. A child process of our own rather than a multiprocessing pool: it never re-imports
-    the caller's main module (a script without a `__main__` guard keeps working), nothing is
+    """A child process running `main`, fed pages on its stdin and answering on its stdout, in
+    order. A process of our own rather than a multiprocessing pool: it never re-runs the
+    caller's main module (a script without a `__main__` guard keeps working), nothing is
     forked from a process with threads, and it sees the end of its stdin when its parent dies,
-    however that happens."""
+    however that happens. It imports from the parent's `sys.path`, so both run the same code.
+
+    Two locks, so that no thread ever blocks on the pipe while holding what the thread reading
+    the answers needs: `sending` keeps one request on the pipe at a time, in the order of
+    `pending`; `lock` guards `pending` and `alive` and is only held for a moment.
+    """
 
     def __init__(self) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(_SOURCE), *filter(None, [env.get("PYTHONPATH")])])
+        env = {**os.environ, _PATH: os.pathsep.join(sys.path)}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "harvester.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+            [sys.executable, "-c", _START], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
         )
         assert self.process.stdin is not None and self.process.stdout is not None
         for pipe in (self.process.stdin, self.process.stdout):
@@ -114,6 +127,7 @@ class _Worker:
         self.process.stdin.close()
         self.process.stdout.close()
         self.pending: deque[Future[Offloaded]] = deque()
+        self.sending = threading.Lock()
         self.lock = threading.Lock()
         self.alive = True
         threading.Thread(target=self._read, name="harvest-worker-answers", daemon=True).start()
@@ -121,38 +135,45 @@ class _Worker:
 
     def submit(self, request: tuple[Any, ...]) -> Future[Offloaded]:
         future: Future[Offloaded] = Future()
-        with self.lock:
-            if not self.alive:
-                raise err.WorkerError("the harvest worker process has stopped")
-            self.pending.append(future)
+        with self.sending:
+            with self.lock:
+                if not self.alive:
+                    raise err.WorkerError("the harvest worker process has stopped")
+                self.pending.append(future)
             try:
                 self.requests.send(request)
-                return future
-            except OSError as exc:
-                gone = f"the harvest worker process is gone ({exc})"
-        self._fail(gone)
+            except BaseException as exc:
+                # Part of a request may be on the pipe: nothing after it would be read in step.
+                self._fail(f"a page could not be sent to the harvest worker ({type(exc).__name__}: {exc})")
+                self.close()
+                if not isinstance(exc, Exception):
+                    raise
         return future
 
     def _read(self) -> None:
         while True:
             try:
                 ok, answer = self.answers.recv()
-            except (EOFError, OSError):
-                code = self.process.wait()
-                self._fail(f"the harvest worker process ended (exit status {code})")
-                return
+            except EOFError:
+                self._fail(f"the harvest worker process ended (exit status {self.process.wait()})")
+                break
             except Exception as exc:  # an answer that cannot be read: nothing after it can be trusted
                 self._fail(f"an answer of the harvest worker could not be read ({type(exc).__name__}: {exc})")
-                self.close()
-                return
+                break
             with self.lock:
-                future = self.pending.popleft()
+                future = self.pending.popleft() if self.pending else None
+            if future is None:  # an answer to a page that was given up: out of step from here on
+                self._fail("the harvest worker answered a page it was not asked for")
+                break
             if ok:
                 future.set_result(answer)
             else:
                 future.set_exception(err.WorkerError(f"the harvest worker could not convert a page: {answer}"))
+        self.close()
+        self.answers.close()
 
     def _fail(self, reason: str) -> None:
+        """Every page still expected fails with `reason`, and no more are taken."""
         with self.lock:
             self.alive = False
             pending, self.pending = list(self.pending), deque()
@@ -161,14 +182,22 @@ class _Worker:
                 future.set_exception(err.WorkerError(reason))
 
     def close(self) -> None:
+        """The worker sees the end of its input, finishes the page in hand, and exits."""
         with self.lock:
             self.alive = False
-        self.requests.close()  # the worker sees the end of its input and exits
+        self.requests.close()
         try:
             self.process.wait(10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a worker stuck in a page
+        except subprocess.TimeoutExpired:  # stuck in a page, or in writing an answer nobody reads
             self.process.kill()
             self.process.wait()
+
+
+_PATH = "OAI_HARVEST_WORKER_PATH"
+_START = (
+    f"import os, sys; sys.path[:] = os.environ.pop({_PATH!r}).split(os.pathsep); "
+    "from harvester.worker import main; main()"
+)
 
 
 def _widen(fd: int) -> None:
@@ -183,7 +212,6 @@ def _widen(fd: int) -> None:
 
 
 _PIPE_SIZE = 1 << 20
-_SOURCE = Path(__file__).resolve().parents[1]  # where `harvester` is imported from, for the worker
 _lock = threading.Lock()
 _worker: _Worker | None = None
 
@@ -237,11 +265,3 @@ def convert_body(body: bytes, partner: Partner, response_date: str) -> Offloaded
     converted = convert_page(page, partner)
     records = [prepare(record).to_wire() for record in converted.records]
     return Offloaded(records, converted.failures, converted.without_dc, list(_logged))
-
-
-if __name__ == "__main__":
-    # Run as `python -m`, this file is `__main__`: what it sends must name the module's classes
-    # by their importable name, so the loop runs in the module imported under its own name.
-    from harvester.worker import main as run
-
-    run()

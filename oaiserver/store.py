@@ -218,7 +218,9 @@ def collector_paused() -> Iterator[None]:
     and none of them form cycles; yet the allocations trigger collections that walk every
     object alive, such as the caller's batch of records (in a bulk load, 8 of 44 us of CPU a
     record). Held off for one batch at a time (tens of milliseconds), counted across threads,
-    and only if the collector was on: cycles made meanwhile are collected once it is back.
+    and only if the collector was on: cycles made meanwhile are collected once it is back. The
+    switch is the process's: while writers overlap (harvests of several partners, a write
+    waiting on PostgreSQL's row locks) it stays off for all threads until the last one ends.
     """
     with _collector_lock:
         if _collector["pauses"] == 0:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -128,36 +129,88 @@ def test_a_list_of_one_page_is_converted_without_a_worker(fresh_worker: None, st
     assert worker._worker is None
 
 
-def test_a_worker_killed_mid_run_fails_the_run_and_the_next_run_resumes(
-    fresh_worker: None, store: Store, other: Store
+def test_a_worker_killed_with_a_page_in_hand_fails_the_run_and_the_next_run_resumes(
+    fresh_worker: None, store: Store, other: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pages = pages_of_every_kind(n_pages=8)
+    pages = pages_of_every_kind(n_pages=6, per_page=300)  # pages that take the worker tens of ms
+    real_submit, sent = worker.submit, []
 
-    def kill_worker(partner: str, counts: harvest.Counts, page: Any) -> None:
-        if counts.pages == 2:
+    def submit_then_kill(page: Page, partner: Partner) -> Future[worker.Offloaded]:
+        future = real_submit(page, partner)
+        sent.append(future)
+        if len(sent) == 4:  # sent once the first page is written (two go ahead); now in the worker's hands
             assert worker._worker is not None
             os.kill(worker._worker.process.pid, signal.SIGKILL)
+        return future
 
+    monkeypatch.setattr(worker, "submit", submit_then_kill)
     with FakePartner(PagedPartner(pages)) as partner:
         p = Partner("p", partner.url)
-        failed = harvest.run(store, p, settings=FAST_HARVEST, on_page=kill_worker)
+        failed = harvest.run(store, p, settings=FAST_HARVEST)
         assert failed.outcome == "failed"
-        assert "worker process" in (failed.reason or ""), failed.reason
-        assert 2 <= failed.counts.pages < 8, "the pages before the kill are kept"
+        assert "the harvest worker process ended (exit status -9)" in (failed.reason or ""), failed.reason
+        assert 1 <= failed.counts.pages <= 3, "the pages the worker answered before its end are written"
         again = harvest.run(store, p, settings=FAST_HARVEST)
         harvest.run(other, p, settings=replace(FAST_HARVEST, worker_process=False))
     assert again.outcome == "partial" and again.resumed
-    assert again.window.received == 8 * 30
+    assert again.window.received == 6 * 300
     assert stored(store)["records"] == stored(other)["records"]
+
+
+def test_big_pages_from_concurrent_harvests_never_deadlock_the_pipes(fresh_worker: None, tmp_path: Path) -> None:
+    """Pages larger than the pipes, sent by several threads while answers larger than the pipes
+    come back: every page is converted (this hung when a sender held the lock the thread
+    reading the answers needed)."""
+    filler = "x" * 3000
+    page = [record(f"oai:big.example.org:{i}", f"Title {i} {filler}") for i in range(450)]  # about 1.5 MB
+    body = PagedPartner([page])({"verb": "ListRecords"}, 0).get_data()
+    assert len(body) > 1 << 20
+    big = Page("ListRecords", {}, 200, None, "2024-05-01T12:00:00Z", body=body)  # type: ignore[arg-type]
+    results: list[int] = []
+
+    def send_three() -> None:
+        futures = [worker.submit(big, Partner("p", "http://127.0.0.1:1/oai")) for _ in range(3)]
+        results.extend(len(within(f).prepared) for f in futures)
+
+    threads = [threading.Thread(target=send_three, daemon=True) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads), "deadlocked"
+    assert results == [450] * 9
+
+
+def test_a_page_that_cannot_be_sent_fails_alone_and_never_shifts_the_answers(fresh_worker: None) -> None:
+    """A request that breaks off mid-send must not leave the answers one page out of step: a
+    later page would be given another page's records."""
+    good_body = PagedPartner([pages_of_every_kind(1)[0][:2]])({"verb": "ListRecords"}, 0).get_data()
+    good = Page("ListRecords", {}, 200, None, "2024-05-01T12:00:00Z", body=good_body)  # type: ignore[arg-type]
+    unpicklable = Partner("p", "http://127.0.0.1:1/oai", quirks={"hook": lambda: None})
+    broken = worker.submit(good, unpicklable)
+    with pytest.raises(err.WorkerError, match="could not be sent"):
+        within(broken)
+    after = within(worker.submit(good, Partner("after", "http://127.0.0.1:1/oai")))
+    assert [p.record.source for p in after.prepared] == ["after", "after"]
+
+
+def test_a_stop_while_the_worker_converts_stops_the_wait() -> None:
+    never: Future[worker.Offloaded] = Future()
+    stop = threading.Event()
+    threading.Timer(0.2, stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(err.Stopped):
+        worker.received(never, stop)
+    assert time.monotonic() - started < 5
 
 
 def test_a_page_the_worker_cannot_convert_is_an_error_and_the_worker_goes_on(fresh_worker: None) -> None:
     bad = Page("ListRecords", {}, 200, None, "2024-05-01T12:00:00Z", body=b"<not xml")  # type: ignore[arg-type]
     with pytest.raises(err.WorkerError, match="could not convert a page: XMLSyntaxError"):
-        worker.received(worker.submit(bad, Partner("p", "http://127.0.0.1:1/oai")))
+        within(worker.submit(bad, Partner("p", "http://127.0.0.1:1/oai")))
     body = PagedPartner([pages_of_every_kind(1)[0][:3]])({"verb": "ListRecords"}, 0).get_data()
     good = Page("ListRecords", {}, 200, None, "2024-05-01T12:00:00Z", body=body)  # type: ignore[arg-type]
-    done = worker.received(worker.submit(good, Partner("p", "http://127.0.0.1:1/oai")))
+    done = within(worker.submit(good, Partner("p", "http://127.0.0.1:1/oai")))
     assert [p.record.identifier for p in done.prepared] == [f"oai:partner.example.org:0-{i}" for i in range(3)]
     assert done.deleted == 0 and not done.failures
 
@@ -222,6 +275,17 @@ def test_a_script_without_a_main_guard_harvests_through_the_worker(fresh_worker:
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM records").scalar_one() == 81
     engine.dispose()
+
+
+def within(future: Future[worker.Offloaded], seconds: float = 60) -> Any:
+    """`worker.received`, bounded: a regression fails the test instead of hanging the suite."""
+    stop = threading.Event()
+    timer = threading.Timer(seconds, stop.set)
+    timer.start()
+    try:
+        return worker.received(future, stop)
+    finally:
+        timer.cancel()
 
 
 def _running(pid: int) -> bool:
