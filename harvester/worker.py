@@ -35,7 +35,7 @@ from lxml import etree
 
 try:
     import fcntl
-except ImportError:  # pragma: no cover - not on Windows
+except ImportError:  # pragma: no cover - Windows has no fcntl
     fcntl = None  # type: ignore[assignment]
 
 from harvester import errors as err
