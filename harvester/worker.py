@@ -142,20 +142,31 @@ class _Worker:
                 self.pending.append(future)
             try:
                 self.requests.send(request)
+                return future
             except BaseException as exc:
                 # Part of a request may be on the pipe: nothing after it would be read in step.
-                self._fail(f"a page could not be sent to the harvest worker ({type(exc).__name__}: {exc})")
-                self.close()
-                if not isinstance(exc, Exception):
-                    raise
+                failure = exc
+                self._fail(self._why(exc))
+                self.requests.close()  # under `sending`, so no other send is using it
+        self._reap()
+        if not isinstance(failure, Exception):
+            raise failure
         return future
 
+    def _why(self, exc: BaseException) -> str:
+        if isinstance(exc, OSError):  # a broken pipe: the worker has ended
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                return f"the harvest worker process ended (exit status {self.process.wait(1)})"
+        return f"a page could not be sent to the harvest worker ({type(exc).__name__}: {exc})"
+
     def _read(self) -> None:
+        ended = False
         while True:
             try:
                 ok, answer = self.answers.recv()
             except EOFError:
                 self._fail(f"the harvest worker process ended (exit status {self.process.wait()})")
+                ended = True
                 break
             except Exception as exc:  # an answer that cannot be read: nothing after it can be trusted
                 self._fail(f"an answer of the harvest worker could not be read ({type(exc).__name__}: {exc})")
@@ -169,6 +180,8 @@ class _Worker:
                 future.set_result(answer)
             else:
                 future.set_exception(err.WorkerError(f"the harvest worker could not convert a page: {answer}"))
+        if not ended:  # it may be alive and blocked on the pipe: a sender waiting on it then lets go
+            self.process.kill()
         self.close()
         self.answers.close()
 
@@ -185,10 +198,14 @@ class _Worker:
         """The worker sees the end of its input, finishes the page in hand, and exits."""
         with self.lock:
             self.alive = False
-        self.requests.close()
+        with self.sending:  # closed only between sends, and once: a closed descriptor's number is reused
+            self.requests.close()
+        self._reap()
+
+    def _reap(self) -> None:
         try:
             self.process.wait(10)
-        except subprocess.TimeoutExpired:  # stuck in a page, or in writing an answer nobody reads
+        except subprocess.TimeoutExpired:  # stuck in a page
             self.process.kill()
             self.process.wait()
 
@@ -245,7 +262,7 @@ def main() -> None:
     while True:
         try:
             body, partner, response_date = requests.recv()
-        except EOFError:
+        except (EOFError, OSError):  # the end of the input, or its end in the middle of a page
             return
         try:
             answer: tuple[bool, Any] = (True, convert_body(body, partner, response_date))
