@@ -19,6 +19,7 @@ from werkzeug.wrappers import Request, Response
 
 from harvester.client import ClientSettings
 from harvester.harvest import HarvestSettings
+from oaiserver.store import Store
 
 OAI_NS = "http://www.openarchives.org/OAI/2.0/"
 SECONDS = "YYYY-MM-DDThh:mm:ssZ"
@@ -47,6 +48,17 @@ def second_store_url(store_url: str, tmp_path: Path) -> Iterator[str]:
         with admin.begin() as conn:
             conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
         admin.dispose()
+
+
+@contextmanager
+def second_store(store_url: str, tmp_path: Path, clock: Callable[[], float]) -> Iterator[Store]:
+    """A Store on `second_store_url`, closed afterwards: the other end of a harvest."""
+    with second_store_url(store_url, tmp_path) as url:
+        s = Store(url, clock=clock)
+        try:
+            yield s
+        finally:
+            s.close()
 
 
 Handler = Callable[[dict[str, str], int], Response]

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import NS, OAI_SCHEMA, Clock, OAIClient, make_config
-from harvestkit import FAST, FAST_HARVEST, FakePartner, second_store_url
+from harvestkit import FAST, FAST_HARVEST, FakePartner, second_store
 from lxml import etree
 from werkzeug.wrappers import Response
 
@@ -258,10 +258,8 @@ HARVESTS = [
 
 @pytest.fixture
 def target(store_url: str, tmp_path: Path, clock: Clock) -> Iterator[Store]:
-    with second_store_url(store_url, tmp_path) as url:
-        s = Store(url, clock=clock)
+    with second_store(store_url, tmp_path, clock) as s:
         yield s
-        s.close()
 
 
 def _endpoint(name: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 from conftest import NS, Clock, LiveServer, OAIClient, make_config, validate
-from harvestkit import FAST_HARVEST, Switch, second_store_url
+from harvestkit import FAST_HARVEST, Switch, second_store
 
 from harvester import harvest
 from harvester.client import OAI_NS
@@ -32,10 +32,8 @@ def target_clock() -> Clock:
 
 @pytest.fixture
 def target(store_url: str, tmp_path: Path, target_clock: Clock) -> Iterator[Store]:
-    with second_store_url(store_url, tmp_path) as url:
-        s = Store(url, clock=target_clock)
+    with second_store(store_url, tmp_path, target_clock) as s:
         yield s
-        s.close()
 
 
 def load(store: Store, n: int) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from conftest import Clock
-from harvestkit import FAST_HARVEST, FakePartner, PagedPartner, record, second_store_url
+from harvestkit import FAST_HARVEST, FakePartner, PagedPartner, record, second_store
 
 from harvester import errors as err
 from harvester import harvest, worker
@@ -95,10 +95,8 @@ def fresh_worker() -> Iterator[None]:
 
 @pytest.fixture
 def other(store_url: str, tmp_path: Path, clock: Clock) -> Iterator[Store]:
-    with second_store_url(store_url, tmp_path) as url:
-        s = Store(url, clock=clock)
+    with second_store(store_url, tmp_path, clock) as s:
         yield s
-        s.close()
 
 
 def test_pages_converted_by_the_worker_are_stored_as_if_converted_here(
