@@ -13,6 +13,7 @@ code serves both. Two rules shape it:
 
 from __future__ import annotations
 
+import errno
 import gc
 import hashlib
 import itertools
@@ -157,8 +158,40 @@ def content_hash(record: Record, encoded: dict[str, bytes] | None = None) -> str
 
 
 def _sqlite_path(url: sa.URL) -> None:
-    if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+        folder = Path(url.database).parent
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(folder))
+        folder.mkdir(parents=True, exist_ok=True)
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be opened (a folder that cannot be written, a file that is not a
+    database, a server that does not answer): the message says which store and why, on one line."""
+
+
+def open_store(url: str, **options: Any) -> Store:
+    """`Store(url, ...)`, or StoreUnavailable with the cause in words (the password hidden)."""
+    try:
+        shown = sa.make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):
+        raise StoreUnavailable(f"{url!r} is not a database URL") from None
+    try:
+        return Store(url, **options)
+    except (OSError, ImportError, sa.exc.SQLAlchemyError) as exc:
+        raise StoreUnavailable(f"cannot open {shown}: {_cause(exc)}") from exc
+
+
+def _cause(exc: BaseException) -> str:
+    """An error's own words, on one line: the driver's message, or the system's."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+        text = str(exc.orig)
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    else:
+        text = str(exc)
+    lines = text.strip().splitlines()
+    return " ".join(lines[0].split()) if lines else type(exc).__name__
 
 
 # The sqlite3 driver binds str, int and float at once, but looks every other value up as a
