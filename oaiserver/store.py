@@ -747,21 +747,37 @@ class Store:
         metadata), ready to serve; otherwise as Header fields (for people's views and tests).
         """
         key = "r" if query.set_spec is None else "m"
-        if rendered:
-            columns = f"{key}.datestamp, {key}.identifier, " + ("f.record" if with_metadata else "r.header_xml")
-        else:
-            columns = "r.identifier, r.datestamp, r.deleted, r.setspecs, r.header_xml, f.xml, r.about, f.record"
-        sql, params = self._list_sql(query, columns, after)
+        sql, params = self._list_sql(query, self._row_columns(key, with_metadata, rendered), after)
         sql += f" ORDER BY {key}.datestamp, {key}.identifier LIMIT ?"
         params.append(limit)
-        rows = self._fetch(sql, params)
+        return self._rows(query.prefix, self._fetch(sql, params), with_metadata, rendered)
+
+    def row(
+        self, query: ListQuery, identifier: str, *, with_metadata: bool, rendered: bool = False
+    ) -> list[Header] | list[Rendered]:
+        """One record as `page` shows it (a list of one, or none), if it has the query's format and
+        is in its set, whatever its datestamp (a record that changed while its list was paged:
+        see protocol)."""
+        key = "r" if query.set_spec is None else "m"
+        columns = self._row_columns(key, with_metadata, rendered)
+        sql, params = self._list_sql(ListQuery(query.prefix, set_spec=query.set_spec), columns, None)
+        rows = self._fetch(sql + " AND r.identifier = ?", [*params, identifier])
+        return self._rows(query.prefix, rows, with_metadata, rendered)
+
+    @staticmethod
+    def _row_columns(key: str, with_metadata: bool, rendered: bool) -> str:
+        if rendered:
+            return f"{key}.datestamp, {key}.identifier, " + ("f.record" if with_metadata else "r.header_xml")
+        return "r.identifier, r.datestamp, r.deleted, r.setspecs, r.header_xml, f.xml, r.about, f.record"
+
+    def _rows(self, prefix: str, rows: list[Any], with_metadata: bool, rendered: bool) -> list[Header] | list[Rendered]:
         if rendered:
             if with_metadata:
                 page = list(map(Rendered._make, rows))  # tuple.__new__: no Python call per row
             else:
                 page = [Rendered(r[0], r[1], r[2].encode() + b"\n" if r[2] else b"") for r in rows]
             if not all(r.xml for r in page):  # rows an older version wrote without their rendering
-                page = [r if r.xml else self._render_row(query.prefix, r, with_metadata) for r in page]
+                page = [r if r.xml else self._render_row(prefix, r, with_metadata) for r in page]
             return page
         if with_metadata:
             return [
