@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import click
 
 from oaiserver import config as config_mod
+from oaiserver.records import shown_identifier
 from oaiserver.store import Store, StoreUnavailable, open_store
 
 
@@ -155,6 +156,10 @@ def import_cmd(ctx: Context, path: Path) -> None:
     except DumpError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"imported {report.records} record(s) ({report.deleted} deleted) and {report.rows} other row(s)")
+    for identifier, why in report.rejected:
+        click.echo(f"  not imported: {shown_identifier(identifier)}: {why}", err=True)
+    if report.rejected:
+        sys.exit(1)
 
 
 def default_bind(base_url: str) -> str:

@@ -39,7 +39,8 @@ from oaiserver.records import (
     Rendered,
     clean_text,
     has_forbidden_chars,
-    is_identifier,
+    identifier_problem,
+    shown_identifier,
     utf8_if_allowed,
 )
 
@@ -128,7 +129,7 @@ class WriteResult:
     added: int = 0
     changed: int = 0
     unchanged: int = 0
-    rejected: list[str] = field(default_factory=list)  # identifiers that are not URIs: not stored
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (identifier, why it cannot be one): not stored
     refused: list[tuple[str, str]] = field(default_factory=list)  # (identifier, source holding it)
 
     def __iadd__(self, other: WriteResult) -> WriteResult:
@@ -447,12 +448,13 @@ class Store:
         pending: dict[str, Prepared] = {}
         for item in (r if isinstance(r, Prepared) else prepare(r) for r in chunk):
             record = item.record
-            if is_identifier(record.identifier):
+            problem = identifier_problem(record.identifier)
+            if problem is None:
                 pending[record.identifier] = item
             else:
-                # It could be listed but never asked for (GetRecord would refuse it): keep it out.
-                log.warning("not stored: %r is not a URI, so it cannot be an OAI identifier", record.identifier)
-                result.rejected.append(record.identifier)
+                # It could be listed but never fetched (by GetRecord or its landing page): keep it out.
+                log.warning("not stored: %s: %s", shown_identifier(record.identifier), problem)
+                result.rejected.append((record.identifier, problem))
         cur = conn.connection.cursor()
         try:
             for _ in range(3):
