@@ -78,6 +78,8 @@ LENGTHS: dict[str, tuple[int, int]] = {
     "partners.metadata_prefix": (1, 100),
     "partners.sets": (1, 200),  # each setSpec
 }
+# key -> most items a list may hold.
+COUNTS: dict[str, int] = {"repository.admin_emails": 100, "sets": 10_000, "partners": 1_000, "partners.sets": 1_000}
 # Schedules: an interval between a minute and a year (a partner asked more often than once a
 # minute is being hammered; a longer wait is no schedule).
 INTERVAL_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
@@ -215,6 +217,12 @@ def _sized(key: str, value: str, where: str | None = None) -> str:
     return value
 
 
+def _counted(key: str, items: list[Any], where: str | None = None) -> list[Any]:
+    if len(items) > COUNTS[key]:
+        raise ConfigError(f"{where or key}: at most {COUNTS[key]} items, got {len(items)}")
+    return items
+
+
 def _text(data: dict[str, Any], key: str, default: str | None) -> Any:
     value = _get(data, key, str, default)
     return value if value is None else _sized(key, value)
@@ -267,6 +275,7 @@ def from_mapping(data: dict[str, Any] | None, root: Path = Path(".")) -> Config:
     d = Config()
     emails = _get(data, "repository.admin_emails", (list, str), list(d.admin_emails))
     emails = [emails] if isinstance(emails, str) else emails
+    _counted("repository.admin_emails", emails)
     if not emails or not all(isinstance(e, str) and EMAIL_RE.fullmatch(e) for e in emails):
         raise ConfigError(f"repository.admin_emails: expected e-mail addresses, got {emails!r}")
     for email in emails:
@@ -303,8 +312,8 @@ def from_mapping(data: dict[str, Any] | None, root: Path = Path(".")) -> Config:
         retry_after=numbers["server.retry_after"],
         secret=secret,
         seeds=_text(data, "seeds", d.seeds),
-        sets=_parse_sets(_get(data, "sets", list, [])),
-        partners=_parse_partners(_get(data, "partners", list, [])),
+        sets=_parse_sets(_counted("sets", _get(data, "sets", list, []))),
+        partners=_parse_partners(_counted("partners", _get(data, "partners", list, []))),
         root=root,
     )
 
@@ -528,6 +537,7 @@ def _parse_partners(items: list[Any]) -> tuple[Partner, ...]:
         sets = [sets] if isinstance(sets, str) else sets
         if not isinstance(sets, list) or not all(isinstance(s, str) for s in sets):
             raise ConfigError(f"{where}.sets: expected a setSpec or a list of them")
+        _counted("partners.sets", sets, f"{where}.sets")
         for spec in sets:
             if not SPEC_RE.fullmatch(spec):
                 raise ConfigError(f"{where}.sets: {spec!r} is not a setSpec (letters, digits, -_.!~*'() and ':')")

@@ -21,7 +21,7 @@ from conftest import BASE_CONFIG
 
 from harvester.cli import main as harvester_main
 from oaiserver.cli import main as oaiserver_main
-from oaiserver.config import KEYS, RANGES, Config, ConfigError, check_pattern, from_mapping, load
+from oaiserver.config import COUNTS, KEYS, LENGTHS, RANGES, Config, ConfigError, check_pattern, from_mapping, load
 from oaiserver.store import harvest_history, open_store
 
 ROOT = Path(__file__).parent.parent
@@ -46,6 +46,21 @@ def config_with(tmp_path: Path, **sections: Any) -> dict[str, Any]:
 
 
 # ---- numbers and text have ranges --------------------------------------------------------------
+
+
+def test_every_key_has_a_range() -> None:
+    """Numbers between bounds, text between lengths, lists up to a count (partners' own settings
+    are held to theirs in the tests below)."""
+    ranged = set(RANGES) | {k.split(".")[0] if k.startswith(("sets.", "partners.")) else k for k in LENGTHS}
+    assert set(KEYS) <= ranged | set(COUNTS), sorted(set(KEYS) - ranged - set(COUNTS))
+
+
+def test_lists_have_a_most(tmp_path: Path) -> None:
+    partners = [{"name": f"p{i}", "base_url": "http://127.0.0.1:9/oai"} for i in range(1001)]
+    with pytest.raises(ConfigError, match=r"^partners: at most 1000 items, got 1001$"):
+        from_mapping(config_with(tmp_path, partners=partners))
+    with pytest.raises(ConfigError, match=r"^repository\.admin_emails: at most 100 items, got 101$"):
+        from_mapping(config_with(tmp_path, repository__admin_emails=[f"a{i}@example.org" for i in range(101)]))
 
 
 def test_every_number_has_a_range() -> None:
