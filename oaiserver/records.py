@@ -121,8 +121,11 @@ MAX_IDENTIFIER_BYTES = 1024
 
 def identifier_problem(value: str) -> str | None:
     """Why `value` cannot be a stored record's identifier, in words; None if it can."""
-    if len(value) > MAX_IDENTIFIER_BYTES or len(value.encode("utf-8", "surrogatepass")) > MAX_IDENTIFIER_BYTES:
-        size = len(value.encode("utf-8", "surrogatepass"))
+    # Up to 256 characters cannot reach 1,025 bytes: the common case encodes nothing.
+    if (
+        len(value) > MAX_IDENTIFIER_BYTES // 4
+        and (size := len(value.encode("utf-8", "surrogatepass"))) > MAX_IDENTIFIER_BYTES
+    ):
         return f"the identifier is longer than {MAX_IDENTIFIER_BYTES} bytes in UTF-8 ({size})"
     if not is_identifier(value):
         return "the identifier is not a URI (xs:anyURI)"
