@@ -324,10 +324,12 @@ def from_mapping(data: dict[str, Any] | None, root: Path = Path(".")) -> Config:
 # grow exponentially with the text (`(a+)+` on "aaaa…b") would stall ingest and harvests, so such
 # patterns are refused when the configuration loads. The check reads the parsed pattern (the
 # standard library's own parser) and refuses a repetition (`*`, `+`, `{n,}`, `{m,n}` with n > 1)
-# whose body holds: another unbounded repetition (`(a+)+`, `(a*)*`, `(.*x)*`, `(\w+\s)*`), or
-# alternatives that can start with the same character or match nothing (`(a|a)*`, `(a|ab)*`,
-# `(ab|a.)+`). It errs on the side of refusing: such a pattern can always be rewritten
-# (`(a+)+` is `a+`; `(\w+\s)*` is `[\w\s]*` for membership tests).
+# whose body can match nothing (`(a?){30}`, `(a|)+`), or holds another unbounded repetition
+# (`(a+)+`, `(a*)*`, `(.*x)*`, `(\w+\s)*`), or alternatives that can start with the same character
+# or match nothing (`(a|a)*`, `(a|ab)*`, `(ab|a.)+`). It errs on the side of refusing: such a
+# pattern can always be rewritten (`(a+)+` is `a+`; `(\w+\s)*` is `[\w\s]*` for membership
+# tests). It does not look for polynomial cases such as `.*.*.*x` (slow on long text, not
+# exponential).
 
 _REPEATS = {sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, getattr(sre_constants, "POSSESSIVE_REPEAT", None)}
 
@@ -364,6 +366,8 @@ def _backtracking(items: Any, repeated: bool) -> str | None:
             _least, most, body = av
             if repeated and most == sre_constants.MAXREPEAT:
                 return "a repetition inside a repetition (like (a+)+ or (a*)*)"
+            if most > 1 and body.getwidth()[0] == 0:
+                return "a repetition of something that can match nothing (like (a?){30} or (a|)+)"
             children = [body]
             inner = repeated or most > 1
         else:
