@@ -43,7 +43,7 @@ from lxml import etree
 from sickle import Sickle
 
 from harvester import errors as err
-from oaiserver.config import Partner
+from oaiserver.config import ConfigError, Partner, check_quirks
 from oaiserver.records import DAY_RE, SECONDS_RE, format_datestamp
 from oaiserver.xmltext import attr
 
@@ -62,12 +62,6 @@ ITEMS = {
     "ListSets": "set",
     "ListMetadataFormats": "metadataFormat",
     "Identify": "Identify",
-}
-
-# Named switches for known partner quirks (config `quirks:`), and what each one does.
-QUIRKS = {
-    "lenient_xml": "repair XML that is not well-formed (lxml recover) instead of failing the page; "
-    "repaired records are counted and logged",
 }
 
 # The prolog's parts are matched in an atomic group: with backtracking, a lazy `.*?` would go on
@@ -96,15 +90,13 @@ class ClientSettings:
 
 
 def settings_for(partner: Partner, base: ClientSettings) -> ClientSettings:
-    """The settings for one partner: the base ones, with its quirk switches applied."""
-    unknown = sorted(set(partner.quirks) - set(QUIRKS))
-    if unknown:
-        known = ", ".join(sorted(QUIRKS))
-        raise err.ConfigurationError(f"{partner.name}: unknown quirk(s) {', '.join(unknown)} (known: {known})")
-    lenient = partner.quirks.get("lenient_xml", False)
-    if not isinstance(lenient, bool):
-        raise err.ConfigurationError(f"{partner.name}: quirks.lenient_xml: expected true or false")
-    return replace(base, lenient_xml=lenient)
+    """The settings for one partner: the base ones, with its quirk switches applied. The
+    configuration checked them when it loaded; a Partner made in code is checked here."""
+    try:
+        quirks = check_quirks(partner.quirks, f"partners.{partner.name}.quirks")
+    except ConfigError as exc:
+        raise err.ConfigurationError(str(exc)) from None
+    return replace(base, lenient_xml=quirks.get("lenient_xml", False))
 
 
 def xml_parser(*, lenient: bool) -> etree.XMLParser:

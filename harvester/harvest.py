@@ -34,6 +34,7 @@ from harvester import worker
 from harvester.client import DAY, SECONDS, Client, ClientSettings, Page, settings_for, utc
 from harvester.convert import Converted, convert_page
 from oaiserver.config import Partner
+from oaiserver.records import shown_identifier
 from oaiserver.store import (
     KEEP,
     Store,
@@ -403,7 +404,7 @@ class _Run:
         delta = window - self.window
         self.cp, self.window, self.counts = checkpoint, window, self.counts + delta
         failures = converted.failures + [(i, f"the identifier belongs to {src}; not overwritten") for i, src in refused]
-        failures += [(i, "the identifier is not a URI (xs:anyURI); the store refuses it") for i in written.rejected]
+        failures += [(shown_identifier(i), why) for i, why in written.rejected]
         for where, why in failures:
             log.warning("%s: record %s not harvested: %s", name, where, why)
         self.failures.extend(failures)

@@ -23,42 +23,23 @@ from typing import Any
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
 from harvester import errors as err
 from harvester import harvest
 from harvester.client import settings_for
-from oaiserver.config import Config, Partner
+from oaiserver.config import Config, ConfigError, Partner, schedule_trigger
 from oaiserver.store import Store
 
 log = logging.getLogger(__name__)
 
-INTERVAL_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
-
 
 def trigger_for(partner: Partner) -> BaseTrigger:
-    """The trigger a partner's `schedule` describes; ConfigurationError names what is wrong."""
-    where = f"partners.{partner.name}.schedule"
-    schedule = partner.schedule
-    if len(schedule) != 1 or next(iter(schedule)) not in ("interval", "cron"):
-        raise err.ConfigurationError(f"{where}: expected exactly one of interval or cron, got {schedule!r}")
-    if "cron" in schedule:
-        line = schedule["cron"]
-        if not isinstance(line, str):
-            raise err.ConfigurationError(f"{where}.cron: expected a crontab line such as '0 3 * * *'")
-        try:
-            return CronTrigger.from_crontab(line, timezone=UTC)
-        except ValueError as exc:
-            raise err.ConfigurationError(f"{where}.cron: {line!r} is not a crontab line: {exc}") from None
-    interval = schedule["interval"]
-    if not isinstance(interval, dict) or not interval or set(interval) - set(INTERVAL_UNITS):
-        raise err.ConfigurationError(f"{where}.interval: expected a mapping of {', '.join(INTERVAL_UNITS)} to numbers")
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in interval.values()):
-        raise err.ConfigurationError(f"{where}.interval: expected non-negative numbers, got {interval!r}")
-    if not any(interval.values()):
-        raise err.ConfigurationError(f"{where}.interval: the interval is zero")
-    return IntervalTrigger(**interval, timezone=UTC)
+    """The trigger a partner's `schedule` describes (the configuration checked it when it
+    loaded; a Partner made in code is checked here); ConfigurationError names what is wrong."""
+    try:
+        return schedule_trigger(partner.schedule, f"partners.{partner.name}.schedule")
+    except ConfigError as exc:
+        raise err.ConfigurationError(str(exc)) from None
 
 
 class HarvestScheduler:

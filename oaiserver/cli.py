@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 import click
 
 from oaiserver import config as config_mod
-from oaiserver.store import Store
+from oaiserver.records import shown_identifier
+from oaiserver.store import Store, StoreUnavailable, open_store
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -42,10 +43,18 @@ class Context:
         return self._config
 
     def store(self) -> Store:
-        """The store, closed when the command ends."""
-        store = Store(self.config.storage_url)
+        """The store, closed when the command ends; one line naming `storage.url` if it cannot
+        be opened."""
+        try:
+            store = open_store(self.config.storage_url)
+        except StoreUnavailable as exc:
+            raise click.ClickException(f"configuration: {config_mod.storage_key()}: {exc}") from None
         click.get_current_context().call_on_close(store.close)
         return store
+
+    def check_store(self) -> None:
+        """Open the store once and close it (before gunicorn forks its workers, which open their own)."""
+        self.store().close()
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -147,6 +156,10 @@ def import_cmd(ctx: Context, path: Path) -> None:
     except DumpError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"imported {report.records} record(s) ({report.deleted} deleted) and {report.rows} other row(s)")
+    for identifier, why in report.rejected:
+        click.echo(f"  not imported: {shown_identifier(identifier)}: {why}", err=True)
+    if report.rejected:
+        sys.exit(1)
 
 
 def default_bind(base_url: str) -> str:
@@ -174,6 +187,7 @@ def serve(ctx: Context, bind: str | None, workers: int, timeout: int, dev: bool,
     from oaiserver import create_app
 
     cfg = ctx.config
+    ctx.check_store()
     bind = bind or default_bind(cfg.base_url)
     click.echo(f"serving {cfg.name!r} at {cfg.base_url} (listening on {bind})")
     if dev:

@@ -5,16 +5,24 @@ Every key is listed in `KEYS` with its meaning; `docs` tests hold the README to 
 
 from __future__ import annotations
 
+import calendar
 import os
 import re
+import re._constants as sre_constants  # type: ignore[import-not-found]  # the public sre_* modules warn
+import re._parser as sre_parser  # type: ignore[import-not-found]
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import sqlalchemy as sa
 import yaml
 
-from oaiserver.records import DC_ELEMENTS
+from oaiserver.records import DC_ELEMENTS, format_datestamp, parse_datestamp
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.base import BaseTrigger
 
 ENV_CONFIG = "OAI_CONFIG"
 ENV_STORAGE_URL = "OAI_STORAGE_URL"
@@ -40,10 +48,55 @@ KEYS: dict[str, str] = {
     "partners": "list of partner repositories to harvest",
 }
 
+# key -> (least, most): every number config.yaml holds has a range, so an absurd value is refused
+# by name when the file loads rather than failing every request later.
+RANGES: dict[str, tuple[int, int]] = {
+    "server.page_size": (1, 10_000),
+    "server.sets_page_size": (1, 10_000),
+    "server.token_lifetime": (60, 366 * 86400),  # a minute to a year
+    "server.max_concurrent_lists": (1, 1_000),
+    "server.retry_after": (1, 3_600),
+}
+# key -> (shortest, longest) for text, in characters. Text that goes into the store is held to its
+# columns here (the same on SQLite, which has no limits, and PostgreSQL).
+LENGTHS: dict[str, tuple[int, int]] = {
+    "repository.name": (1, 500),
+    "repository.base_url": (1, 2_000),
+    "repository.admin_emails": (3, 254),  # each address
+    "repository.identifier": (3, 255),  # a domain name
+    "repository.description": (0, 10_000),
+    "repository.publisher": (0, 500),
+    "storage.url": (1, 2_000),
+    "server.secret": (1, 1_000),
+    "seeds": (1, 4_096),
+    "sets.spec": (1, 200),
+    "sets.name": (1, 500),
+    "sets.description": (0, 10_000),
+    "sets.match.pattern": (1, 1_000),
+    "partners.name": (1, 100),
+    "partners.base_url": (1, 2_000),
+    "partners.metadata_prefix": (1, 100),
+    "partners.sets": (1, 200),  # each setSpec
+}
+# key -> most items a list may hold.
+COUNTS: dict[str, int] = {"repository.admin_emails": 100, "sets": 10_000, "partners": 1_000, "partners.sets": 1_000}
+# Schedules: an interval between a minute and a year (a partner asked more often than once a
+# minute is being hammered; a longer wait is no schedule).
+INTERVAL_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
+INTERVAL_RANGE = (60, 366 * 86400)
+# Named switches for known partner quirks (config `quirks:`), each true or false, and what each does.
+QUIRKS: dict[str, str] = {
+    "lenient_xml": "repair XML that is not well-formed (lxml recover) instead of failing the page; "
+    "repaired records are counted and logged",
+}
+STORAGE_BACKENDS = ("sqlite", "postgresql")
+
 SPEC_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()]+(:[A-Za-z0-9\-_.!~*'()]+)*")
 # oai-identifier.xsd: a domain name whose labels start with a letter, at least one dot.
 REPO_ID_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9\-]*(\.[a-zA-Z][a-zA-Z0-9\-]*)+")
 EMAIL_RE = re.compile(r"\S+@(\S+\.)+\S+")
+# The schema's metadataPrefix: URI unreserved characters.
+PREFIX_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()]+")
 MATCH_FIELDS = (*DC_ELEMENTS, "source")
 
 
@@ -148,11 +201,59 @@ def _get(data: dict[str, Any], key: str, kind: type | tuple[type, ...], default:
     return node
 
 
+def _in_range(key: str, value: int, where: str | None = None) -> int:
+    least, most = RANGES[key]
+    if not least <= value <= most:
+        raise ConfigError(f"{where or key}: must be between {least} and {most}, got {value!r}")
+    return value
+
+
+def _sized(key: str, value: str, where: str | None = None) -> str:
+    shortest, longest = LENGTHS[key]
+    if len(value) > longest:
+        raise ConfigError(f"{where or key}: at most {longest} characters, got {len(value)}")
+    if len(value) < shortest:
+        raise ConfigError(f"{where or key}: at least {shortest} character(s), got {value!r}")
+    return value
+
+
+def _counted(key: str, items: list[Any], where: str | None = None) -> list[Any]:
+    if len(items) > COUNTS[key]:
+        raise ConfigError(f"{where or key}: at most {COUNTS[key]} items, got {len(items)}")
+    return items
+
+
+def _text(data: dict[str, Any], key: str, default: str | None) -> Any:
+    value = _get(data, key, str, default)
+    return value if value is None else _sized(key, value)
+
+
 def _check_known(data: dict[str, Any], prefix: str, allowed: set[str]) -> None:
     for key in data:
         if key not in allowed:
             where = f"{prefix}.{key}" if prefix else str(key)
             raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(allowed))})")
+
+
+def storage_key() -> str:
+    """Where the storage URL comes from, as messages name it."""
+    return f"storage.url (from ${ENV_STORAGE_URL})" if os.environ.get(ENV_STORAGE_URL) else "storage.url"
+
+
+def check_storage_url(url: str, key: str = "storage.url") -> str:
+    """A URL SQLAlchemy can read, of a database the store supports. Whether it opens is for the
+    store to say (`store.open_store`)."""
+    _sized("storage.url", url, key)
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        raise ConfigError(
+            f"{key}: {url!r} is not a database URL (sqlite:///path/to/file.sqlite3 or postgresql://user@host/db)"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in STORAGE_BACKENDS:
+        raise ConfigError(f"{key}: the database {backend!r} is not supported (use sqlite or postgresql)")
+    return url
 
 
 def from_mapping(data: dict[str, Any] | None, root: Path = Path(".")) -> Config:
@@ -174,52 +275,133 @@ def from_mapping(data: dict[str, Any] | None, root: Path = Path(".")) -> Config:
     d = Config()
     emails = _get(data, "repository.admin_emails", (list, str), list(d.admin_emails))
     emails = [emails] if isinstance(emails, str) else emails
+    _counted("repository.admin_emails", emails)
     if not emails or not all(isinstance(e, str) and EMAIL_RE.fullmatch(e) for e in emails):
         raise ConfigError(f"repository.admin_emails: expected e-mail addresses, got {emails!r}")
-    repo_id = _get(data, "repository.identifier", str, d.repository_identifier)
+    for email in emails:
+        _sized("repository.admin_emails", email)
+    repo_id = _text(data, "repository.identifier", d.repository_identifier)
     if not REPO_ID_RE.fullmatch(repo_id):
         raise ConfigError(
             f"repository.identifier: {repo_id!r} is not a dotted domain name whose labels "
             "start with a letter (e.g. cables.example.org)"
         )
-    base_url = _get(data, "repository.base_url", str, d.base_url)
+    base_url = _text(data, "repository.base_url", d.base_url)
     if not re.fullmatch(r"https?://\S+", base_url):
         raise ConfigError(f"repository.base_url: expected an http(s) URL, got {base_url!r}")
-    positive = {}
-    for key, default in (
-        ("server.page_size", d.page_size),
-        ("server.sets_page_size", d.sets_page_size),
-        ("server.token_lifetime", d.token_lifetime),
-        ("server.max_concurrent_lists", d.max_concurrent_lists),
-        ("server.retry_after", d.retry_after),
-    ):
-        value = _get(data, key, int, default)
-        if value < 1:
-            raise ConfigError(f"{key}: expected a positive integer, got {value!r}")
-        positive[key] = value
+    numbers = {key: _in_range(key, _get(data, key, int, getattr(d, key.split(".")[1]))) for key in RANGES}
 
     storage_url = os.environ.get(ENV_STORAGE_URL) or _get(data, "storage.url", str, d.storage_url)
-    secret = os.environ.get(ENV_SECRET) or _get(data, "server.secret", str, None)
-    name = _get(data, "repository.name", str, d.name)
+    check_storage_url(storage_url, storage_key())
+    env_secret = os.environ.get(ENV_SECRET)
+    secret = _sized("server.secret", env_secret, f"server.secret (from ${ENV_SECRET})") if env_secret else None
+    secret = secret or _text(data, "server.secret", None)
+    name = _text(data, "repository.name", d.name)
     return Config(
         name=name,
         base_url=base_url,
         admin_emails=tuple(emails),
         repository_identifier=repo_id,
-        description=_get(data, "repository.description", str, ""),
-        publisher=_get(data, "repository.publisher", str, name),
+        description=_text(data, "repository.description", ""),
+        publisher=_text(data, "repository.publisher", name),
         storage_url=storage_url,
-        page_size=positive["server.page_size"],
-        sets_page_size=positive["server.sets_page_size"],
-        token_lifetime=positive["server.token_lifetime"],
-        max_concurrent_lists=positive["server.max_concurrent_lists"],
-        retry_after=positive["server.retry_after"],
+        page_size=numbers["server.page_size"],
+        sets_page_size=numbers["server.sets_page_size"],
+        token_lifetime=numbers["server.token_lifetime"],
+        max_concurrent_lists=numbers["server.max_concurrent_lists"],
+        retry_after=numbers["server.retry_after"],
         secret=secret,
-        seeds=_get(data, "seeds", str, d.seeds),
-        sets=_parse_sets(_get(data, "sets", list, [])),
-        partners=_parse_partners(_get(data, "partners", list, [])),
+        seeds=_text(data, "seeds", d.seeds),
+        sets=_parse_sets(_counted("sets", _get(data, "sets", list, []))),
+        partners=_parse_partners(_counted("partners", _get(data, "partners", list, []))),
         root=root,
     )
+
+
+# ---- regular expressions that cannot backtrack catastrophically -------------------------------
+#
+# A set's pattern runs on every value of every record written. A pattern whose matching time can
+# grow exponentially with the text (`(a+)+` on "aaaa…b") would stall ingest and harvests, so such
+# patterns are refused when the configuration loads. The check reads the parsed pattern (the
+# standard library's own parser) and refuses a repetition (`*`, `+`, `{n,}`, `{m,n}` with n > 1)
+# whose body can match nothing (`(a?){30}`, `(a|)+`), or holds another unbounded repetition
+# (`(a+)+`, `(a*)*`, `(.*x)*`, `(\w+\s)*`), or alternatives that can start with the same character
+# or match nothing (`(a|a)*`, `(a|ab)*`, `(ab|a.)+`). It errs on the side of refusing: such a
+# pattern can always be rewritten (`(a+)+` is `a+`; `(\w+\s)*` is `[\w\s]*` for membership
+# tests). It does not look for polynomial cases such as `.*.*.*x` (slow on long text, not
+# exponential).
+
+_REPEATS = {sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, getattr(sre_constants, "POSSESSIVE_REPEAT", None)}
+
+
+def _first_chars(items: Any) -> set[str] | None:
+    """The characters a sequence can start with, when that is a plain set of literals; None when
+    it can start with anything, a class, or nothing at all."""
+    if not items:
+        return None
+    op, av = items[0]
+    if op is sre_constants.LITERAL:
+        return {chr(av).lower()}
+    if op is sre_constants.SUBPATTERN:
+        return _first_chars(av[-1])
+    if op is sre_constants.IN and all(o is sre_constants.LITERAL for o, _ in av):
+        return {chr(v).lower() for _, v in av}
+    return None
+
+
+def _ambiguous(alternatives: list[Any]) -> bool:
+    seen: set[str] = set()
+    for alternative in alternatives:
+        first = _first_chars(alternative)
+        if first is None or first & seen:
+            return True
+        seen |= first
+    return False
+
+
+def _backtracking(items: Any, repeated: bool) -> str | None:
+    """Why the parsed `items` can backtrack catastrophically; `repeated`: inside a repetition."""
+    for op, av in items:
+        if op in _REPEATS:
+            _least, most, body = av
+            if repeated and most == sre_constants.MAXREPEAT:
+                return "a repetition inside a repetition (like (a+)+ or (a*)*)"
+            if most > 1 and body.getwidth()[0] == 0:
+                return "a repetition of something that can match nothing (like (a?){30} or (a|)+)"
+            children = [body]
+            inner = repeated or most > 1
+        else:
+            inner = repeated
+            if op is sre_constants.BRANCH:
+                if repeated and _ambiguous(av[1]):
+                    return "repeated alternatives that can match the same text (like (a|a)* or (a|ab)+)"
+                children = av[1]
+            elif op is sre_constants.SUBPATTERN:
+                children = [av[-1]]
+            elif op is sre_constants.ATOMIC_GROUP:
+                children = [av]
+            elif op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT):
+                children = [av[1]]
+            else:
+                children = []
+        for child in children:
+            if problem := _backtracking(child, inner):
+                return problem
+    return None
+
+
+def check_pattern(pattern: str, where: str) -> str:
+    """A regular expression that compiles and cannot backtrack catastrophically."""
+    _sized("sets.match.pattern", pattern, where)
+    try:
+        re.compile(pattern)
+        parsed = sre_parser.parse(pattern)
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise ConfigError(f"{where}: invalid regular expression: {exc}") from None
+    problem = _backtracking(parsed.data, False)
+    if problem:
+        raise ConfigError(f"{where}: {pattern!r} can take exponential time to match: {problem}; rewrite it")
+    return pattern
 
 
 def _parse_sets(items: list[Any]) -> tuple[SetRule, ...]:
@@ -233,12 +415,14 @@ def _parse_sets(items: list[Any]) -> tuple[SetRule, ...]:
         spec = item.get("spec")
         if not isinstance(spec, str) or not SPEC_RE.fullmatch(spec):
             raise ConfigError(f"{where}.spec: {spec!r} is not a setSpec (letters, digits, -_.!~*'() and ':')")
+        _sized("sets.spec", spec, f"{where}.spec")
         if spec in seen:
             raise ConfigError(f"{where}.spec: {spec!r} is defined twice")
         seen.add(spec)
         name = item.get("name")
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"{where}.name: expected a non-empty string")
+        _sized("sets.name", name.strip(), f"{where}.name")
         match = item.get("match")
         fld = pattern = None
         if match is not None:
@@ -250,13 +434,11 @@ def _parse_sets(items: list[Any]) -> tuple[SetRule, ...]:
                 raise ConfigError(f"{where}.match.field: {fld!r} is not one of {', '.join(MATCH_FIELDS)}")
             if not isinstance(pattern, str):
                 raise ConfigError(f"{where}.match.pattern: expected a regular expression")
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ConfigError(f"{where}.match.pattern: invalid regular expression: {exc}") from exc
+            check_pattern(pattern, f"{where}.match.pattern")
         description = item.get("description") or ""
         if not isinstance(description, str):
             raise ConfigError(f"{where}.description: expected a string")
+        _sized("sets.description", description, f"{where}.description")
         rules.append(SetRule(spec, name.strip(), description, fld, pattern))
     return tuple(rules)
 
@@ -264,49 +446,140 @@ def _parse_sets(items: list[Any]) -> tuple[SetRule, ...]:
 PARTNER_KEYS = {"name", "base_url", "metadata_prefix", "sets", "schedule", "republish", "from", "quirks"}
 
 
+def schedule_trigger(schedule: Any, where: str) -> BaseTrigger:
+    """The APScheduler trigger a partner's `schedule` describes, made by APScheduler's own
+    constructors: `{interval: {hours: 6}}` or `{cron: "0 3 * * *"}` (UTC). ConfigError names what
+    is wrong. Imported here, not at the top: the server never needs APScheduler."""
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    if not isinstance(schedule, dict) or len(schedule) != 1 or next(iter(schedule)) not in ("interval", "cron"):
+        raise ConfigError(f"{where}: expected exactly one of interval or cron, got {schedule!r}")
+    if "cron" in schedule:
+        line = schedule["cron"]
+        if not isinstance(line, str):
+            raise ConfigError(f"{where}.cron: expected a crontab line such as '0 3 * * *'")
+        try:
+            cron = CronTrigger.from_crontab(line, timezone=UTC)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{where}.cron: {line!r} is not a crontab line: {exc}") from None
+        if cron.get_next_fire_time(None, datetime.now(UTC)) is None:
+            raise ConfigError(f"{where}.cron: {line!r} never fires")
+        return cron
+    interval = schedule["interval"]
+    if not isinstance(interval, dict) or not interval or set(interval) - set(INTERVAL_UNITS):
+        raise ConfigError(f"{where}.interval: expected a mapping of {', '.join(INTERVAL_UNITS)} to numbers")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in interval.values()):
+        raise ConfigError(f"{where}.interval: expected non-negative numbers, got {interval!r}")
+    if not any(interval.values()):
+        raise ConfigError(f"{where}.interval: the interval is zero")
+    seconds = sum(float(v) * {"weeks": 604800, "days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}[k]
+                  for k, v in interval.items())  # fmt: skip
+    least, most = INTERVAL_RANGE
+    if not least <= seconds <= most:
+        raise ConfigError(f"{where}.interval: must be between {least} and {most} seconds, got {seconds:g}")
+    return IntervalTrigger(**interval, timezone=UTC)
+
+
+def check_quirks(quirks: Any, where: str) -> dict[str, bool]:
+    """Known switch names, each true or false."""
+    if not isinstance(quirks, dict):
+        raise ConfigError(f"{where}: expected a mapping of switch names to true or false")
+    unknown = sorted(str(k) for k in set(quirks) - set(QUIRKS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown quirk(s) {', '.join(unknown)} (known: {', '.join(sorted(QUIRKS))})")
+    for key, value in quirks.items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}.{key}: expected true or false, got {value!r}")
+    return dict(quirks)
+
+
+def from_date(value: Any, where: str) -> str:
+    """A partner's `from` in OAI-PMH syntax: `YYYY-MM-DD` or `YYYY-MM-DDThh:mm:ssZ` (a date or
+    datetime object, from a mapping made in code, is written so; another offset made UTC)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return format_datestamp(calendar.timegm(value.timetuple()))
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, str):
+        try:
+            parse_datestamp(value)
+        except ValueError:
+            pass
+        else:
+            return value
+    raise ConfigError(f"{where}: {value!r} is not a date (YYYY-MM-DD or YYYY-MM-DDThh:mm:ssZ, in UTC)")
+
+
 def _parse_partners(items: list[Any]) -> tuple[Partner, ...]:
+    """Every partner setting is checked here, by name, when the configuration loads: a mistake
+    stops `harvester` at once instead of becoming a failed run at 3 a.m."""
     partners: list[Partner] = []
     for i, item in enumerate(items):
-        where = f"partners[{i}]"
         if not isinstance(item, dict):
-            raise ConfigError(f"{where}: expected a mapping with name and base_url")
-        _check_known(item, where, PARTNER_KEYS)
+            raise ConfigError(f"partners[{i}]: expected a mapping with name and base_url")
         name, url = item.get("name"), item.get("base_url")
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9\-_.]+", name):
-            raise ConfigError(f"{where}.name: expected letters, digits, '-', '_' or '.', got {name!r}")
+            raise ConfigError(f"partners[{i}].name: expected letters, digits, '-', '_' or '.', got {name!r}")
+        _sized("partners.name", name, f"partners[{i}].name")
+        where = f"partners.{name}"
+        _check_known(item, where, PARTNER_KEYS)
         if any(p.name == name for p in partners):
-            raise ConfigError(f"{where}.name: {name!r} is used twice")
+            raise ConfigError(f"partners[{i}].name: {name!r} is used twice")
         if not isinstance(url, str) or not re.fullmatch(r"https?://\S+", url):
             raise ConfigError(f"{where}.base_url: expected an http(s) URL, got {url!r}")
+        _sized("partners.base_url", url, f"{where}.base_url")
+        prefix = item.get("metadata_prefix") or "oai_dc"
+        if not isinstance(prefix, str) or not PREFIX_RE.fullmatch(prefix):
+            raise ConfigError(
+                f"{where}.metadata_prefix: {prefix!r} is not a metadataPrefix (letters, digits and -_.!~*'())"
+            )
+        _sized("partners.metadata_prefix", prefix, f"{where}.metadata_prefix")
         sets = item.get("sets") or []
         sets = [sets] if isinstance(sets, str) else sets
         if not isinstance(sets, list) or not all(isinstance(s, str) for s in sets):
             raise ConfigError(f"{where}.sets: expected a setSpec or a list of them")
+        _counted("partners.sets", sets, f"{where}.sets")
+        for spec in sets:
+            if not SPEC_RE.fullmatch(spec):
+                raise ConfigError(f"{where}.sets: {spec!r} is not a setSpec (letters, digits, -_.!~*'() and ':')")
+            _sized("partners.sets", spec, f"{where}.sets")
         schedule = item.get("schedule") or {}
-        quirks = item.get("quirks") or {}
-        if not isinstance(schedule, dict):
+        if schedule:
+            schedule_trigger(schedule, f"{where}.schedule")
+        elif not isinstance(schedule, dict):
             raise ConfigError(f"{where}.schedule: expected a mapping (interval or cron)")
-        if not isinstance(quirks, dict):
-            raise ConfigError(f"{where}.quirks: expected a mapping of switch names to values")
+        quirks = check_quirks(item.get("quirks") or {}, f"{where}.quirks")
         republish = item.get("republish", True)
         if not isinstance(republish, bool):
             raise ConfigError(f"{where}.republish: expected true or false")
-        from_date = item.get("from")
-        if from_date is not None:
-            from_date = str(from_date)
+        start = item.get("from")
         partners.append(
             Partner(
                 name=name,
                 base_url=url,
-                metadata_prefix=str(item.get("metadata_prefix") or "oai_dc"),
+                metadata_prefix=prefix,
                 sets=tuple(sets),
                 schedule=schedule,
                 republish=republish,
-                from_date=from_date,
+                from_date=None if start is None else from_date(start, f"{where}.from"),
                 quirks=quirks,
             )
         )
     return tuple(partners)
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML without its implicit dates: `from: 2020-13-01` reaches the key's own check as text
+    (YAML's would raise a bare ValueError), and dates stay in the syntax written."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Config:
@@ -316,8 +589,16 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
         text = target.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise ConfigError(f"{target}: configuration file not found") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{target}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{target}: cannot be read: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # a SafeLoader, without implicit dates
     except yaml.YAMLError as exc:
         raise ConfigError(f"{target}: not valid YAML: {exc}") from exc
+    except (ValueError, OverflowError, RecursionError) as exc:  # a value YAML cannot construct
+        raise ConfigError(f"{target}: not valid YAML: {exc or 'nested too deeply'}") from None
     return from_mapping(data, root=target.resolve().parent)

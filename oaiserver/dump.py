@@ -11,7 +11,7 @@ import gzip
 import json
 from collections.abc import Generator, Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,6 +31,7 @@ class DumpReport:
     records: int = 0
     deleted: int = 0
     rows: int = 0
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (identifier, why): not stored
 
 
 def _line(obj: Any) -> bytes:
@@ -124,7 +125,7 @@ def _load(store: Store, path: Path, lines: Iterator[dict[str, Any]], batch: int)
             report.records += 1
             report.deleted += r["deleted"]
             if len(pending) >= batch:
-                store.write(pending, keep_datestamps=True, batch=batch)
+                report.rejected += store.write(pending, keep_datestamps=True, batch=batch).rejected
                 pending = []
         elif item.get("table") in rows:
             rows[item["table"]].append(item["row"])
@@ -132,7 +133,8 @@ def _load(store: Store, path: Path, lines: Iterator[dict[str, Any]], batch: int)
         else:
             raise DumpError(f"{path}: unexpected line {str(item)[:80]!r}")
     if pending:
-        store.write(pending, keep_datestamps=True, batch=batch)
+        report.rejected += store.write(pending, keep_datestamps=True, batch=batch).rejected
+    report.records -= len(report.rejected)
     for name, table_rows_ in rows.items():
         insert_rows(store, name, table_rows_)
     return report

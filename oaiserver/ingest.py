@@ -181,15 +181,22 @@ def ingest(cfg: Config, store: Store, path: Path, *, prune: bool = False) -> Ing
     files = seed_files(path)
     report = IngestReport(files=len(files))
 
+    files_of: dict[str, str] = {}  # identifier -> file, to name a file whose record the store refuses
+
     def parsed() -> Iterator[Record]:
         for f in files:
             try:
-                yield seed_record(cfg, f)
+                record = seed_record(cfg, f)
             except (SeedError, OSError) as exc:
                 report.failed[str(f)] = str(exc)
                 log.error("%s: %s", f, exc)
+                continue
+            files_of[record.identifier] = str(f)
+            yield record
 
     report.written = store.write(parsed())
+    for identifier, why in report.written.rejected:
+        report.failed[files_of.get(identifier, identifier)] = why
     if prune:
         present = {local_identifier(cfg, f.stem) for f in files}
         gone = store.identifiers(source="local", live_only=True) - present

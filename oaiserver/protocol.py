@@ -134,6 +134,9 @@ class RecordSource(Protocol):
     def page(
         self, query: ListQuery, after: tuple[int, str] | None, limit: int, *, with_metadata: bool, rendered: bool = ...
     ) -> list[Header] | list[Rendered]: ...
+    def row(
+        self, query: ListQuery, identifier: str, *, with_metadata: bool, rendered: bool = ...
+    ) -> list[Header] | list[Rendered]: ...
     def header(self, identifier: str, prefix: str) -> Header | None: ...
     def formats_of(self, identifier: str) -> list[str] | None: ...
     def earliest_datestamp(self) -> int | None: ...
@@ -351,10 +354,15 @@ def _list(args: dict[str, str], repo: Repository, answer: Answer, verb: str) -> 
     # Tokens hold a key and a cursor, not a page number: a view and /oai may page one list
     # at different sizes.
     size = min(repo.config.page_size, VIEW_PAGE_SIZE) if answer.detailed else repo.config.page_size
+    following = None
     if "resumptionToken" in args:
         state = repo.tokens.read(args["resumptionToken"], verb)
+        if state.prefix not in repo.formats or (
+            state.set_spec is not None and state.set_spec not in {s.spec for s in repo.sets}
+        ):
+            raise e.BadResumptionToken("The resumptionToken names a format or a set this repository does not have.")
         query = ListQuery(state.prefix, state.start, state.end, state.set_spec)
-        after, cursor, total = state.last, state.cursor, state.total
+        after, cursor, total, following = state.last, state.cursor, state.total, state.next
     else:
         prefix = args["metadataPrefix"]
         problems: list[e.OAIError] = []
@@ -378,13 +386,13 @@ def _list(args: dict[str, str], repo: Repository, answer: Answer, verb: str) -> 
         after, cursor = None, 0
     with_metadata = verb == "ListRecords"
     rows = repo.store.page(query, after, size + 1, with_metadata=with_metadata, rendered=not answer.detailed)
+    if not rows and after is None:  # every record changed between the count and the page
+        raise e.NoRecordsMatch()
     if not rows:
-        # Every remaining record changed (and so left the frozen window) since the last page.
-        raise e.NoRecordsMatch("No records remain in this list: they changed since the previous page.")
+        return _last_of_changed(repo, query, following, cursor, total, with_metadata, rendered=not answer.detailed)
     resumption = None
     if len(rows) > size:
-        rows = rows[:size]
-        last = rows[-1]
+        last = rows[size - 1]
         state = ListState(
             verb,
             query.prefix,
@@ -394,12 +402,42 @@ def _list(args: dict[str, str], repo: Repository, answer: Answer, verb: str) -> 
             (last.datestamp, last.identifier),
             cursor + size,
             total,
+            rows[size].identifier,
         )
         token, expires = repo.tokens.issue(state)
+        rows = rows[:size]
         resumption = Resumption(token, cursor, max(total, cursor + size + 1), expires)
     elif after is not None:
         resumption = Resumption("", cursor, max(total, cursor + len(rows)), None)
     return ListResult(rows, with_metadata, resumption)
+
+
+def _last_of_changed(
+    repo: Repository,
+    query: ListQuery,
+    following: str | None,
+    cursor: int,
+    total: int,
+    with_metadata: bool,
+    *,
+    rendered: bool,
+) -> ListResult:
+    """A token's page when every record that remained in its list has changed since the token
+    was issued (a change stamps a record after the list's frozen `until`, so it leaves the list).
+
+    A token never leads to an empty page (the schema wants one record at least, and
+    noRecordsMatch speaks of the arguments, not of a token): the record that was next when the
+    token was issued is served as it is now, its new datestamp, or a tombstone, included, which
+    section 3.5.1 of the specification allows a resumed list, and the list ends there. The
+    others come with the next incremental harvest. If that record left the set (or the format),
+    nothing of the list remains: the token is refused, and the harvester starts the list again.
+    """
+    rows = repo.store.row(query, following, with_metadata=with_metadata, rendered=rendered) if following else []
+    if not rows:
+        raise e.BadResumptionToken(
+            "Every record that remained in this list has changed since the previous page; start the list again."
+        )
+    return ListResult(rows, with_metadata, Resumption("", cursor, max(total, cursor + 1), None))
 
 
 def list_identifiers(args: dict[str, str], repo: Repository, answer: Answer) -> ListResult:

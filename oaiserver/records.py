@@ -108,6 +108,35 @@ def is_identifier(value: str) -> bool:
     return True
 
 
+# The one limit on an identifier's length, wherever a record is written (ingest, harvest, import),
+# the same on SQLite and PostgreSQL: 1,024 bytes in UTF-8. Real identifiers are far shorter (OAI
+# identifiers, handles and DOIs run to tens of characters, rarely a few hundred). A URL escapes
+# each byte as at most 3 characters, so the landing page's request line (`GET /records/<3,072
+# characters> HTTP/1.1`) and GetRecord's (`GET /oai?verb=GetRecord&metadataPrefix=oai_dc&identifier=
+# <3,072 characters> HTTP/1.1`) stay under gunicorn's 4,094-byte limit, with room for a proxy's
+# path; a request argument may hold 4,096 characters; and the store's VARCHAR(1024) columns hold
+# 1,024 characters, which is at least 1,024 bytes. So anything listed can be fetched.
+MAX_IDENTIFIER_BYTES = 1024
+
+
+def identifier_problem(value: str) -> str | None:
+    """Why `value` cannot be a stored record's identifier, in words; None if it can."""
+    # Up to 256 characters cannot reach 1,025 bytes: the common case encodes nothing.
+    if (
+        len(value) > MAX_IDENTIFIER_BYTES // 4
+        and (size := len(value.encode("utf-8", "surrogatepass"))) > MAX_IDENTIFIER_BYTES
+    ):
+        return f"the identifier is longer than {MAX_IDENTIFIER_BYTES} bytes in UTF-8 ({size})"
+    if not is_identifier(value):
+        return "the identifier is not a URI (xs:anyURI)"
+    return None
+
+
+def shown_identifier(value: str, most: int = 100) -> str:
+    """An identifier as messages name it: whole, or its start and its length when it is long."""
+    return value if len(value) <= most else f"{value[: most - 20]}… ({len(value)} characters)"
+
+
 class DCValue(NamedTuple):
     """One Dublin Core statement: element name, value, optional xml:lang.
 

@@ -13,6 +13,7 @@ code serves both. Two rules shape it:
 
 from __future__ import annotations
 
+import errno
 import gc
 import hashlib
 import itertools
@@ -38,7 +39,8 @@ from oaiserver.records import (
     Rendered,
     clean_text,
     has_forbidden_chars,
-    is_identifier,
+    identifier_problem,
+    shown_identifier,
     utf8_if_allowed,
 )
 
@@ -127,7 +129,7 @@ class WriteResult:
     added: int = 0
     changed: int = 0
     unchanged: int = 0
-    rejected: list[str] = field(default_factory=list)  # identifiers that are not URIs: not stored
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (identifier, why it cannot be one): not stored
     refused: list[tuple[str, str]] = field(default_factory=list)  # (identifier, source holding it)
 
     def __iadd__(self, other: WriteResult) -> WriteResult:
@@ -157,8 +159,40 @@ def content_hash(record: Record, encoded: dict[str, bytes] | None = None) -> str
 
 
 def _sqlite_path(url: sa.URL) -> None:
-    if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+        folder = Path(url.database).parent
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(folder))
+        folder.mkdir(parents=True, exist_ok=True)
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be opened (a folder that cannot be written, a file that is not a
+    database, a server that does not answer): the message says which store and why, on one line."""
+
+
+def open_store(url: str, **options: Any) -> Store:
+    """`Store(url, ...)`, or StoreUnavailable with the cause in words (the password hidden)."""
+    try:
+        shown = sa.make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):
+        raise StoreUnavailable(f"{url!r} is not a database URL") from None
+    try:
+        return Store(url, **options)
+    except (OSError, ImportError, sa.exc.SQLAlchemyError) as exc:
+        raise StoreUnavailable(f"cannot open {shown}: {_cause(exc)}") from exc
+
+
+def _cause(exc: BaseException) -> str:
+    """An error's own words, on one line: the driver's message, or the system's."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+        text = str(exc.orig)
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    else:
+        text = str(exc)
+    lines = text.strip().splitlines()
+    return " ".join(lines[0].split()) if lines else type(exc).__name__
 
 
 # The sqlite3 driver binds str, int and float at once, but looks every other value up as a
@@ -414,12 +448,13 @@ class Store:
         pending: dict[str, Prepared] = {}
         for item in (r if isinstance(r, Prepared) else prepare(r) for r in chunk):
             record = item.record
-            if is_identifier(record.identifier):
+            problem = identifier_problem(record.identifier)
+            if problem is None:
                 pending[record.identifier] = item
             else:
-                # It could be listed but never asked for (GetRecord would refuse it): keep it out.
-                log.warning("not stored: %r is not a URI, so it cannot be an OAI identifier", record.identifier)
-                result.rejected.append(record.identifier)
+                # It could be listed but never fetched (by GetRecord or its landing page): keep it out.
+                log.warning("not stored: %s: %s", shown_identifier(record.identifier), problem)
+                result.rejected.append((record.identifier, problem))
         cur = conn.connection.cursor()
         try:
             for _ in range(3):
@@ -714,21 +749,37 @@ class Store:
         metadata), ready to serve; otherwise as Header fields (for people's views and tests).
         """
         key = "r" if query.set_spec is None else "m"
-        if rendered:
-            columns = f"{key}.datestamp, {key}.identifier, " + ("f.record" if with_metadata else "r.header_xml")
-        else:
-            columns = "r.identifier, r.datestamp, r.deleted, r.setspecs, r.header_xml, f.xml, r.about, f.record"
-        sql, params = self._list_sql(query, columns, after)
+        sql, params = self._list_sql(query, self._row_columns(key, with_metadata, rendered), after)
         sql += f" ORDER BY {key}.datestamp, {key}.identifier LIMIT ?"
         params.append(limit)
-        rows = self._fetch(sql, params)
+        return self._rows(query.prefix, self._fetch(sql, params), with_metadata, rendered)
+
+    def row(
+        self, query: ListQuery, identifier: str, *, with_metadata: bool, rendered: bool = False
+    ) -> list[Header] | list[Rendered]:
+        """One record as `page` shows it (a list of one, or none), if it has the query's format and
+        is in its set, whatever its datestamp (a record that changed while its list was paged:
+        see protocol)."""
+        key = "r" if query.set_spec is None else "m"
+        columns = self._row_columns(key, with_metadata, rendered)
+        sql, params = self._list_sql(ListQuery(query.prefix, set_spec=query.set_spec), columns, None)
+        rows = self._fetch(sql + " AND r.identifier = ?", [*params, identifier])
+        return self._rows(query.prefix, rows, with_metadata, rendered)
+
+    @staticmethod
+    def _row_columns(key: str, with_metadata: bool, rendered: bool) -> str:
+        if rendered:
+            return f"{key}.datestamp, {key}.identifier, " + ("f.record" if with_metadata else "r.header_xml")
+        return "r.identifier, r.datestamp, r.deleted, r.setspecs, r.header_xml, f.xml, r.about, f.record"
+
+    def _rows(self, prefix: str, rows: list[Any], with_metadata: bool, rendered: bool) -> list[Header] | list[Rendered]:
         if rendered:
             if with_metadata:
                 page = list(map(Rendered._make, rows))  # tuple.__new__: no Python call per row
             else:
                 page = [Rendered(r[0], r[1], r[2].encode() + b"\n" if r[2] else b"") for r in rows]
             if not all(r.xml for r in page):  # rows an older version wrote without their rendering
-                page = [r if r.xml else self._render_row(query.prefix, r, with_metadata) for r in page]
+                page = [r if r.xml else self._render_row(prefix, r, with_metadata) for r in page]
             return page
         if with_metadata:
             return [

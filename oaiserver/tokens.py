@@ -1,9 +1,13 @@
 """Stateless, signed resumption tokens.
 
 A token carries everything the next page needs (the list's arguments, its frozen `until`,
-the last key served, the cursor and the list size), signed so it cannot be forged and
-timestamped so it expires. Nothing is stored on the server: tokens survive restarts and
-work on every instance that shares the secret.
+the last key served, the record that came next, the cursor and the list size), signed so it
+cannot be forged, and its expiry, fixed when it is issued. Nothing is stored on the server:
+tokens survive restarts and work on every instance that shares the secret.
+
+What a token carries is checked again when it comes back, type by type and range by range:
+anyone who holds the secret (or a bug) could sign a payload no server issued, and such a
+token must be a badResumptionToken, never a failed query or a schema-invalid response.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import json
 import time
 from dataclasses import dataclass
 
+from oaiserver.config import RANGES, SPEC_RE
 from oaiserver.errors import BadResumptionToken
+from oaiserver.records import has_forbidden_chars
 
 _SALT = b"oai-pmh-resumption-token"
 
@@ -32,6 +38,48 @@ class ListState:
     last: tuple[int, str] | None
     cursor: int
     total: int
+    # The identifier of the record after `last` when the token was issued (the look-ahead that
+    # showed the list goes on): served, as it is now, if every other record has left the list.
+    next: str | None = None
+
+
+MIN_EPOCH = -62135596800  # 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z: the datestamps
+MAX_EPOCH = 253402300799  # OAI-PMH's syntax can write
+MAX_COUNT = 10**15  # cursors and list sizes beyond any store
+MAX_TEXT = 4096  # an identifier in a token: no request can carry a longer one
+MAX_LIFETIME = RANGES["server.token_lifetime"][1]
+
+
+def _epoch(value: object) -> bool:
+    return type(value) is int and MIN_EPOCH <= value <= MAX_EPOCH
+
+
+def _count(value: object) -> bool:
+    return type(value) is int and 0 <= value <= MAX_COUNT
+
+
+def _text(value: object) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_TEXT and not has_forbidden_chars(value)
+
+
+def _state(fields: object) -> ListState | None:
+    """The state a token's payload describes, if every field has its type and range."""
+    if not isinstance(fields, list) or len(fields) not in (8, 9):  # 8: a token of an earlier version
+        return None
+    verb, prefix, start, end, set_spec, last, cursor, total, *rest = fields
+    following = rest[0] if rest else None
+    if not (_text(verb) and _text(prefix) and _count(cursor) and _count(total)):
+        return None
+    if not all(bound is None or _epoch(bound) for bound in (start, end)):
+        return None
+    if set_spec is not None and not (isinstance(set_spec, str) and SPEC_RE.fullmatch(set_spec)):
+        return None
+    if last is not None and not (isinstance(last, list) and len(last) == 2 and _epoch(last[0]) and _text(last[1])):
+        return None
+    if following is not None and not _text(following):
+        return None
+    key = (last[0], last[1]) if last else None
+    return ListState(verb, prefix, start, end, set_spec, key, cursor, total, following)
 
 
 def _b64(data: bytes) -> str:
@@ -51,6 +99,8 @@ class Tokens:
     """
 
     def __init__(self, secret: str, lifetime: int) -> None:
+        """`lifetime`: seconds the tokens issued from now on stay valid; each token carries its
+        own expiry, so a change of lifetime leaves the tokens already issued as they were."""
         self.lifetime = lifetime
         key = hashlib.sha256(_SALT + b"\x00" + secret.encode()).digest()
         self._mac = hmac.new(key, digestmod=hashlib.sha256)
@@ -61,12 +111,13 @@ class Tokens:
         return _b64(mac.digest()[:16])
 
     def issue(self, state: ListState) -> tuple[str, int]:
-        """The token and its expiration time (epoch seconds)."""
+        """The token and its expiration time (epoch seconds), which the token carries."""
         last = list(state.last) if state.last else None
         payload = [state.verb, state.prefix, state.start, state.end, state.set_spec, last, state.cursor, state.total]
-        issued = int(time.time())
-        body = f"{_b64(json.dumps(payload, separators=(',', ':'), ensure_ascii=False).encode())}.{issued}"
-        return f"{body}.{self._sign(body)}", issued + self.lifetime
+        payload.append(state.next)
+        expires = int(time.time()) + self.lifetime
+        body = f"{_b64(json.dumps(payload, separators=(',', ':'), ensure_ascii=False).encode())}.{expires}"
+        return f"{body}.{self._sign(body)}", expires
 
     def read(self, token: str, verb: str) -> ListState:
         """The state a token carries, or BadResumptionToken if it is garbage, forged,
@@ -77,12 +128,20 @@ class Tokens:
         if not body.isascii() or not hmac.compare_digest(given, self._sign(body).encode()):
             raise foreign
         try:
-            encoded, issued = body.split(".")
-            if int(issued) + self.lifetime < time.time():
-                raise BadResumptionToken("The resumptionToken has expired.")
-            t_verb, prefix, start, end, set_spec, last, cursor, total = json.loads(_unb64(encoded))
-        except (TypeError, ValueError):
+            encoded, stamp = body.split(".")
+            fields = json.loads(_unb64(encoded))
+        except (TypeError, ValueError, RecursionError):
             raise foreign from None
-        if t_verb != verb:
-            raise BadResumptionToken(f"The resumptionToken belongs to {t_verb}, not {verb}.")
-        return ListState(verb, prefix, start, end, set_spec, (last[0], last[1]) if last else None, cursor, total)
+        state = _state(fields)
+        if state is None or not stamp.isdigit() or len(stamp) > 12:
+            raise foreign
+        # This version signs the expiry; an earlier one (8 fields) signed the issue time.
+        expires = int(stamp) if len(fields) == 9 else int(stamp) + self.lifetime
+        now = time.time()
+        if expires > now + MAX_LIFETIME:
+            raise foreign  # no server issues a token that lives longer
+        if expires < now:
+            raise BadResumptionToken("The resumptionToken has expired.")
+        if state.verb != verb:
+            raise BadResumptionToken(f"The resumptionToken belongs to {state.verb}, not {verb}.")
+        return state

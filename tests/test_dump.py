@@ -101,3 +101,27 @@ def test_export_and_import_commands(tmp_path: Path, store_url: str, store: Store
     config3.write_text(f"storage:\n  url: sqlite:///{tmp_path / 'new3.sqlite3'}\n")
     out = CliRunner().invoke(main, ["--config", str(config3), "import", str(bad)])
     assert out.exit_code == 1 and "not an export" in out.output
+
+
+def test_an_imported_record_whose_identifier_is_too_long_is_named(tmp_path: Path) -> None:
+    """An export from a store written before the identifier limit may hold such records: the
+    import names each one it cannot store, and says so in its exit code."""
+    source = Store(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    try:
+        fill(source)
+        export(source, tmp_path / "all.jsonl")
+    finally:
+        source.close()
+    lines = (tmp_path / "all.jsonl").read_text(encoding="utf-8").splitlines()
+    long = "oai:test.example.org:" + "x" * 2000
+    lines.insert(
+        1, lines[1].replace('"identifier":"', f'"identifier":"{long}', 1).replace(long + "oai:", long + "-", 1)
+    )
+    (tmp_path / "all.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"storage:\n  url: sqlite:///{tmp_path / 'new.sqlite3'}\n")
+    out = CliRunner().invoke(main, ["--config", str(config), "import", str(tmp_path / "all.jsonl")])
+    assert out.exit_code == 1, out.output
+    assert "imported 301 record(s)" in out.output
+    assert "not imported: oai:test.example.org:xxxx" in out.output
+    assert "(2" in out.output and ": the identifier is longer than 1024 bytes in UTF-8 (" in out.output

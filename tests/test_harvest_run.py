@@ -149,7 +149,7 @@ def test_an_identifier_that_is_not_a_uri_is_refused_and_reported(store: Store) -
     with FakePartner(PagedPartner([[record("oai:p:1"), record("oai:p:with space")]])) as fake:
         report = run(store, Partner("p", fake.url))
     assert report.outcome == "partial" and report.counts.added == 1
-    assert report.failures == [("oai:p:with space", "the identifier is not a URI (xs:anyURI); the store refuses it")]
+    assert report.failures == [("oai:p:with space", "the identifier is not a URI (xs:anyURI)")]
     assert store.identifiers(source="p") == {"oai:p:1"}
 
 
@@ -355,3 +355,19 @@ def test_client_settings_reach_the_client(store: Store) -> None:
         settings = replace(FAST_HARVEST, client=replace(FAST, retries=4))
         report = run(store, Partner("p", fake.url), settings=settings)
     assert report.outcome == "failed" and len(fake.requests) == 5
+
+
+def test_a_record_whose_identifier_is_too_long_is_a_named_refusal_not_a_failed_page(store: Store) -> None:
+    """On PostgreSQL such a record used to fail its page on every run, forever; on SQLite it was
+    stored, listed, and could not be fetched. Now it is refused by the store's one limit, named
+    (shortened) with the reason, and counted; the page's other records go in."""
+    long = "oai:p:" + "x" * 1100
+    with FakePartner(PagedPartner([[record("oai:p:1"), record(long), record("oai:p:2")]])) as fake:
+        report = run(store, Partner("p", fake.url))
+    assert report.outcome == "partial" and report.counts.failed == 1 and report.counts.added == 2
+    assert store.identifiers(source="p") == {"oai:p:1", "oai:p:2"}
+    [(where, why)] = report.failures
+    assert where.startswith("oai:p:xxxx") and where.endswith("(1106 characters)") and len(where) < 120
+    assert why == "the identifier is longer than 1024 bytes in UTF-8 (1106)"
+    [history] = harvest_history(store, "p")
+    assert history.outcome == "partial" and history.counts["failed"] == 1

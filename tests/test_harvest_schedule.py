@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from werkzeug.wrappers import Response
 
 from harvester import errors as err
 from harvester.schedule import HarvestScheduler, trigger_for
-from oaiserver.config import Partner
+from oaiserver.config import ConfigError, Partner
 from oaiserver.store import Store, acquire_lease, harvest_history, harvest_state_of, leases, release_lease
 
 ROOT = Path(__file__).parent.parent
@@ -77,14 +78,20 @@ def test_one_job_per_scheduled_partner_never_overlapping(tmp_path: Path) -> None
         assert (job.max_instances, job.coalesce, job.misfire_grace_time) == (1, True, None)
 
 
-def test_a_bad_partner_is_refused_when_the_scheduler_starts(tmp_path: Path) -> None:
-    config = make_config(
-        f"sqlite:///{tmp_path / 's.sqlite3'}",
-        partners=[{"name": "odd", "base_url": "http://127.0.0.1:9/oai", "quirks": {"lenient_xlm": True}}],
+def test_a_bad_partner_is_refused_when_the_configuration_loads(tmp_path: Path) -> None:
+    """Before any scheduler starts; a Partner made in code is still checked when it starts."""
+    with pytest.raises(ConfigError, match=r"^partners\.odd\.quirks: unknown quirk"):
+        make_config(
+            f"sqlite:///{tmp_path / 's.sqlite3'}",
+            partners=[{"name": "odd", "base_url": "http://127.0.0.1:9/oai", "quirks": {"lenient_xlm": True}}],
+        )
+    config = replace(
+        make_config(f"sqlite:///{tmp_path / 's.sqlite3'}"),
+        partners=(Partner("odd", "http://127.0.0.1:9/oai", quirks={"lenient_xlm": True}),),
     )
     store = Store(config.storage_url)
     try:
-        with pytest.raises(err.ConfigurationError, match="odd: unknown quirk"):
+        with pytest.raises(err.ConfigurationError, match=r"odd\.quirks: unknown quirk"):
             HarvestScheduler(config, store)
     finally:
         store.close()

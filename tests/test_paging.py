@@ -197,14 +197,6 @@ def test_writes_during_paging_neither_repeat_nor_lose(oai: OAIClient, store: Sto
     assert set(seen) | set(incremental) == store.identifiers()
 
 
-def test_records_that_leave_the_window_end_the_list_cleanly(oai: OAIClient, store: Store, clock: Clock) -> None:
-    fill(store, clock, PAGE + 1)
-    token = token_of(oai(verb="ListIdentifiers", metadataPrefix="oai_dc")).text
-    store.write([make_record(f"{PAGE:04d}", "changed")])  # the only record left on page 2
-    doc = oai(verb="ListIdentifiers", resumptionToken=token)
-    assert error_codes(doc) == ["noRecordsMatch"]
-
-
 def test_until_is_frozen_at_the_first_request(oai: OAIClient, store: Store, clock: Clock) -> None:
     fill(store, clock, PAGE + 1)
     first = oai(verb="ListIdentifiers", metadataPrefix="oai_dc")
@@ -266,3 +258,190 @@ def test_complete_list_size_counts_what_the_list_holds(
     assert "oai:test.example.org:no-format" not in listed
     assert len(listed) > 4 and (len(listed) < 31 or window == {})
     assert sizes == {len(listed)}
+
+
+# ---- tokens never lead to an empty page; forged and old tokens ---------------------------------
+
+
+def test_a_token_never_leads_to_an_empty_page(store_url: str, store: Store, clock: Clock) -> None:
+    """The issue's case: a list from a date holds 236 records at 100 a page; the 136 not on
+    page 1 change before the token is sent. The token's page is not empty: it holds the record
+    that was next when the token was issued, as it is now (OAI-PMH 3.5.1 lets a resumed list
+    carry records whose datestamp changed), and ends the list."""
+    clock.tick(86400)
+    day = format_datestamp(clock.now)[:10]
+    ids = fill(store, clock, 236)
+    client = create_app(make_config(store_url, server__page_size=100), store=store).test_client()
+    first = validate(client.get(f"/oai?verb=ListRecords&metadataPrefix=oai_dc&from={day}").data)
+    assert identifiers(first) == ids[:100] and token_of(first).get("completeListSize") == "236"
+    store.write([make_record(i.rsplit(":", 1)[1], "changed") for i in ids[100:]])
+    clock.tick()
+    doc = validate(client.get(f"/oai?verb=ListRecords&resumptionToken={token_of(first).text}").data)
+    assert error_codes(doc) == []
+    assert identifiers(doc) == [ids[100]]
+    assert doc.findtext(".//dc:title", namespaces=NS) == "changed", "the record as it is now"
+    last = token_of(doc)
+    assert last is not None and last.text is None, "the list ends with an empty resumptionToken"
+    assert (last.get("cursor"), last.get("completeListSize")) == ("100", "236")
+
+
+@pytest.mark.parametrize("verb", ["ListIdentifiers", "ListRecords"])
+def test_records_that_leave_the_window_end_the_list_cleanly(
+    oai: OAIClient, store: Store, clock: Clock, verb: str
+) -> None:
+    fill(store, clock, PAGE + 1)
+    token = token_of(oai(verb=verb, metadataPrefix="oai_dc")).text
+    store.write([make_record(f"{PAGE:04d}", "changed")])  # the only record left on page 2
+    clock.tick()
+    doc = oai(verb=verb, resumptionToken=token)
+    assert error_codes(doc) == [] and identifiers(doc) == [f"oai:test.example.org:{PAGE:04d}"]
+    assert token_of(doc) is not None and token_of(doc).text is None
+
+
+def test_a_deleted_record_ends_the_list_as_a_tombstone(oai: OAIClient, store: Store, clock: Clock) -> None:
+    fill(store, clock, PAGE + 1)
+    token = token_of(oai(verb="ListRecords", metadataPrefix="oai_dc")).text
+    store.delete([f"oai:test.example.org:{PAGE:04d}"])
+    clock.tick()
+    doc = oai(verb="ListRecords", resumptionToken=token)
+    assert error_codes(doc) == [] and identifiers(doc) == [f"oai:test.example.org:{PAGE:04d}"]
+    assert doc.find(".//oai:header", NS).get("status") == "deleted"
+
+
+def test_a_record_that_left_the_set_is_not_served_in_the_set(oai: OAIClient, store: Store, clock: Clock) -> None:
+    """When what was next has left the set too, nothing of the list remains to serve: the token
+    is refused, so the harvester starts the list again (never an empty page or noRecordsMatch)."""
+    store.write([make_record(f"{i:04d}", sets=("a",)) for i in range(PAGE + 1)])
+    clock.tick()
+    token = token_of(oai(verb="ListRecords", metadataPrefix="oai_dc", set="a")).text
+    store.write([make_record(f"{PAGE:04d}", "moved", sets=("c",))])
+    clock.tick()
+    doc = oai(verb="ListRecords", resumptionToken=token)
+    assert error_codes(doc) == ["badResumptionToken"]
+    assert "start the list again" in doc.findtext("oai:error", namespaces=NS)
+
+
+def forge(app: Any, payload: Any, middle: str) -> str:
+    """A token signed with the repository's real secret, carrying any payload (a str: as JSON text)."""
+    import json
+
+    from oaiserver.tokens import _b64
+
+    tokens = app.extensions["oai_repository"].tokens
+    text = payload if isinstance(payload, str) else json.dumps(payload)
+    body = f"{_b64(text.encode())}.{middle}"
+    return f"{body}.{tokens._sign(body)}"
+
+
+FIELDS = ("verb", "prefix", "start", "end", "set", "last", "cursor", "total")  # a token's first fields
+
+
+def real_token(oai: OAIClient) -> tuple[list[Any], str]:
+    """The payload and middle part of the token of page 1 of ListRecords."""
+    import json
+
+    from oaiserver.tokens import _unb64
+
+    encoded, middle, _ = token_of(oai(verb="ListRecords", metadataPrefix="oai_dc")).text.split(".")
+    return json.loads(_unb64(encoded)), middle
+
+
+def changed(payload: list[Any], **changes: Any) -> list[Any]:
+    out = list(payload)
+    for name, value in changes.items():
+        out[FIELDS.index(name)] = value
+    return out
+
+
+FORGED: dict[str, Any] = {
+    "one-element key": {"last": [1_700_000_000]},
+    "three-element key": {"last": [1, "x", 3]},
+    "key of strings": {"last": ["1700000000", "oai:x"]},
+    "key of a surrogate": {"last": [1_700_000_000, "oai:\ud800"]},
+    "end of 10^20": {"end": 10**20},
+    "start of -10^20": {"start": -(10**20)},
+    "start of a string": {"start": "2020-01-01"},
+    "negative cursor": {"cursor": -1},
+    "cursor of 10^30": {"cursor": 10**30},
+    "boolean cursor": {"cursor": True},
+    "negative total": {"total": -5},
+    "float total": {"total": 20.5},
+    "unknown prefix": {"prefix": "marc21"},
+    "prefix not a string": {"prefix": ["oai_dc"]},
+    "illegal set": {"set": "a b"},
+    "unknown set": {"set": "zzz"},
+    "too few fields": "drop",
+    "too many fields": "add",
+    "not a list": {"verb": "ListRecords"},
+    "deep nesting": "[" * 1500 + "]" * 1500,
+}
+
+
+@pytest.mark.parametrize("case", sorted(FORGED))
+def test_a_forged_token_signed_with_the_real_secret_is_a_bad_resumption_token(
+    app: Any, oai: OAIClient, store: Store, clock: Clock, case: str
+) -> None:
+    fill(store, clock, 2 * PAGE + 1)
+    payload, middle = real_token(oai)
+    change = FORGED[case]
+    if change == "drop":
+        forged: Any = payload[:5]
+    elif change == "add":
+        forged = [*payload, 1]
+    elif case == "not a list" or isinstance(change, str):
+        forged = change
+    else:
+        forged = changed(payload, **change)
+    doc = oai(verb="ListRecords", resumptionToken=forge(app, forged, middle))  # validates the response
+    assert error_codes(doc) == ["badResumptionToken"]
+
+
+@pytest.mark.parametrize("middle", ["-1", "1e3", "x", "99999999999999999999999999"])
+def test_a_forged_token_with_a_bad_time_is_a_bad_resumption_token(
+    app: Any, oai: OAIClient, store: Store, clock: Clock, middle: str
+) -> None:
+    fill(store, clock, 2 * PAGE + 1)
+    payload, _ = real_token(oai)
+    assert error_codes(oai(verb="ListRecords", resumptionToken=forge(app, payload, middle))) == ["badResumptionToken"]
+
+
+def test_the_forged_tokens_baseline_is_accepted(app: Any, oai: OAIClient, store: Store, clock: Clock) -> None:
+    """The forging helper makes tokens the server takes, so the refusals above are the checks'."""
+    fill(store, clock, 2 * PAGE + 1)
+    payload, middle = real_token(oai)
+    doc = oai(verb="ListRecords", resumptionToken=forge(app, payload, middle))
+    assert error_codes(doc) == [] and identifiers(doc)[0] == f"oai:test.example.org:{PAGE:04d}"
+
+
+def test_a_tokens_expiry_is_fixed_when_it_is_issued(
+    store_url: str, store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server with a shorter token_lifetime does not expire tokens early, and one with a
+    longer lifetime does not keep them past the expirationDate they were given."""
+    fill(store, clock, 2 * PAGE)
+    long = create_app(make_config(store_url, server__token_lifetime=3600, server__secret="s"), store=store)
+    short = create_app(make_config(store_url, server__token_lifetime=60, server__secret="s"), store=store)
+    long_token = token_of(validate(long.test_client().get("/oai?verb=ListRecords&metadataPrefix=oai_dc").data))
+    short_token = token_of(validate(short.test_client().get("/oai?verb=ListRecords&metadataPrefix=oai_dc").data))
+    import oaiserver.tokens
+
+    real = time.time
+    monkeypatch.setattr(oaiserver.tokens.time, "time", lambda: real() + 120)
+    doc = validate(short.test_client().get(f"/oai?verb=ListRecords&resumptionToken={long_token.text}").data)
+    assert error_codes(doc) == [], "a token issued for an hour lives an hour"
+    doc = validate(long.test_client().get(f"/oai?verb=ListRecords&resumptionToken={short_token.text}").data)
+    assert error_codes(doc) == ["badResumptionToken"], "a token issued for a minute lives a minute"
+    assert "expired" in doc.findtext("oai:error", namespaces=NS)
+
+
+def test_a_token_issued_by_the_previous_version_is_still_read(
+    app: Any, oai: OAIClient, store: Store, clock: Clock
+) -> None:
+    """Tokens of the version before carried 8 fields and their issue time: a harvest under way
+    when the server is upgraded goes on (and such a token expires as it did then)."""
+    fill(store, clock, 2 * PAGE + 1)
+    payload, _ = real_token(oai)
+    doc = oai(verb="ListRecords", resumptionToken=forge(app, payload[:8], str(int(time.time()))))
+    assert error_codes(doc) == [] and identifiers(doc)[0] == f"oai:test.example.org:{PAGE:04d}"
+    expired = forge(app, payload[:8], str(int(time.time()) - 86400 - 10))
+    assert error_codes(oai(verb="ListRecords", resumptionToken=expired)) == ["badResumptionToken"]

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import sqlite3
 import threading
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 from conftest import OAI, Clock, OAIClient, identifiers, make_record
 
 from oaiserver.fragments import metadata_of
-from oaiserver.records import DCValue, Record, parse_datestamp
+from oaiserver.records import MAX_IDENTIFIER_BYTES, DCValue, Record, parse_datestamp
 from oaiserver.store import ListQuery, Store, collector_paused, content_hash, formats, records
 
 ID = "oai:test.example.org:1"
@@ -234,8 +235,32 @@ def test_identifiers_that_are_not_uris_are_refused(store: Store, identifier: str
     bad = make_record("x")
     bad.identifier = identifier
     result = store.write([record, bad])
-    assert result.added == 1 and result.rejected == [identifier]
+    assert result.added == 1 and [i for i, _ in result.rejected] == [identifier]
+    assert "not a URI" in result.rejected[0][1]
     assert store.identifiers() == {"oai:test.example.org:ok"}
+
+
+# 1,024 bytes in UTF-8, each of which a URL escapes: the longest identifier, and the longest URL.
+LONGEST = "oai:test.example.org:" + "€" * 334 + "a"
+
+
+@pytest.mark.parametrize("length", [1025, 1100, 4097, 5000])
+def test_an_identifier_over_the_limit_is_refused_with_a_reason(store: Store, length: int) -> None:
+    """The same limit on SQLite (which has none) and PostgreSQL (whose VARCHAR(1024) used to
+    fail the whole write): anything stored can be fetched by GetRecord and its landing page."""
+    ok, long = make_record("ok"), make_record("x")
+    long.identifier = "oai:test.example.org:" + "x" * (length - 21)
+    result = store.write([ok, long])
+    assert result.added == 1 and [i for i, _ in result.rejected] == [long.identifier]
+    assert result.rejected[0][1] == f"the identifier is longer than 1024 bytes in UTF-8 ({length})"
+    assert store.identifiers() == {ok.identifier}
+
+
+def test_the_longest_identifier_is_stored(store: Store) -> None:
+    assert len(LONGEST.encode()) == MAX_IDENTIFIER_BYTES == 1024
+    assert store.write([replace(make_record("x"), identifier=LONGEST)]).added == 1
+    fetched = store.get(LONGEST)
+    assert fetched is not None and fetched.identifier == LONGEST
 
 
 def test_an_unchanged_record_keeps_its_about(store: Store, clock: Clock) -> None:

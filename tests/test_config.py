@@ -1,0 +1,328 @@
+"""config.yaml: every key checked when the file loads, with a message that names the key; a store
+that cannot be opened is one line naming `storage.url`, from every command."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from conftest import BASE_CONFIG
+
+from harvester.cli import main as harvester_main
+from oaiserver.cli import main as oaiserver_main
+from oaiserver.config import COUNTS, KEYS, LENGTHS, RANGES, Config, ConfigError, check_pattern, from_mapping, load
+from oaiserver.store import harvest_history, open_store
+
+ROOT = Path(__file__).parent.parent
+
+
+def write_config(tmp_path: Path, data: dict[str, Any] | str, name: str = "config.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def config_with(tmp_path: Path, **sections: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in BASE_CONFIG.items()}
+    data["storage"] = {"url": f"sqlite:///{tmp_path / 'store.sqlite3'}"}
+    for key, value in sections.items():
+        section, _, name = key.partition("__")
+        if name:
+            data.setdefault(section, {})[name] = value
+        else:
+            data[section] = value
+    return data
+
+
+# ---- numbers and text have ranges --------------------------------------------------------------
+
+
+def test_every_key_has_a_range() -> None:
+    """Numbers between bounds, text between lengths, lists up to a count (partners' own settings
+    are held to theirs in the tests below)."""
+    ranged = set(RANGES) | {k.split(".")[0] if k.startswith(("sets.", "partners.")) else k for k in LENGTHS}
+    assert set(KEYS) <= ranged | set(COUNTS), sorted(set(KEYS) - ranged - set(COUNTS))
+
+
+def test_lists_have_a_most(tmp_path: Path) -> None:
+    partners = [{"name": f"p{i}", "base_url": "http://127.0.0.1:9/oai"} for i in range(1001)]
+    with pytest.raises(ConfigError, match=r"^partners: at most 1000 items, got 1001$"):
+        from_mapping(config_with(tmp_path, partners=partners))
+    with pytest.raises(ConfigError, match=r"^repository\.admin_emails: at most 100 items, got 101$"):
+        from_mapping(config_with(tmp_path, repository__admin_emails=[f"a{i}@example.org" for i in range(101)]))
+
+
+def test_every_number_has_a_range() -> None:
+    numbers = {key for key in KEYS if isinstance(getattr(Config(), key.partition(".")[2], None), int)}
+    assert numbers and numbers <= set(RANGES), sorted(numbers - set(RANGES))
+
+
+@pytest.mark.parametrize("key", sorted(RANGES))
+@pytest.mark.parametrize("where", ["below", "above", "absurd"])
+def test_a_number_out_of_range_is_refused_by_key(tmp_path: Path, key: str, where: str) -> None:
+    least, most = RANGES[key]
+    value = {"below": least - 1, "above": most + 1, "absurd": 10**22}[where]
+    section, name = key.split(".")
+    with pytest.raises(ConfigError) as caught:
+        from_mapping(config_with(tmp_path, **{f"{section}__{name}": value}))
+    assert str(caught.value) == f"{key}: must be between {least} and {most}, got {value}"
+
+
+def test_an_absurd_page_size_in_a_file_is_refused_when_it_loads(tmp_path: Path) -> None:
+    """It used to load, and then every list answered HTTP 500."""
+    text = (
+        (ROOT / "config.yaml")
+        .read_text(encoding="utf-8")
+        .replace("page_size: 500", "page_size: 10000000000000000000000")
+    )
+    with pytest.raises(ConfigError, match=r"^server\.page_size: must be between 1 and 10000, got 1000000"):
+        load(write_config(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("repository__name", "n" * 501, r"^repository\.name: at most 500 characters, got 501$"),
+        ("server__secret", "", r"^server\.secret: at least 1 character"),
+        ("partners", [{"name": "p" * 101, "base_url": "http://127.0.0.1:9/oai"}], r"^partners\[0\]\.name: at most 100"),
+        ("sets", [{"spec": "s" * 201, "name": "S"}], r"^sets\[0\]\.spec: at most 200 characters"),
+    ],
+)
+def test_text_too_long_or_short_is_refused_by_key(tmp_path: Path, key: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        from_mapping(config_with(tmp_path, **{key: value}))
+
+
+def test_the_shipped_configuration_loads() -> None:
+    config = load(ROOT / "config.yaml")
+    assert config.page_size == 500 and len(config.sets) == 4
+
+
+# ---- partners: every setting checked when the configuration loads ------------------------------
+
+PARTNER = "  - name: p\n    base_url: http://127.0.0.1:9/oai\n"
+
+BAD_PARTNERS = [
+    ("    from: yesterday\n", r"^partners\.p\.from: 'yesterday' is not a date \(YYYY-MM-DD or YYYY-MM-DDThh:mm:ssZ"),
+    ("    from: 2020-13-01\n", r"^partners\.p\.from: '2020-13-01' is not a date"),
+    ("    from: 2020-01-01T00:00:00+02:00\n", r"^partners\.p\.from: '2020-01-01T00:00:00\+02:00' is not a date"),
+    ("    from: 2020-01-01 10:00:00\n", r"^partners\.p\.from: '2020-01-01 10:00:00' is not a date"),
+    ("    from: 20200101\n", r"^partners\.p\.from: 20200101 is not a date"),
+    ("    metadata_prefix: oai dc\n", r"^partners\.p\.metadata_prefix: 'oai dc' is not a metadataPrefix"),
+    ("    metadata_prefix: '<x>'\n", r"^partners\.p\.metadata_prefix: '<x>' is not a metadataPrefix"),
+    ("    sets: [physics, 'a b']\n", r"^partners\.p\.sets: 'a b' is not a setSpec"),
+    ("    schedule: {cron: '61 * * * *'}\n", r"^partners\.p\.schedule\.cron: '61 \* \* \* \*' is not a crontab line"),
+    ("    schedule: {cron: '0 0 31 2 *'}\n", r"^partners\.p\.schedule\.cron: '0 0 31 2 \*' never fires$"),
+    ("    schedule: {interval: {seconds: 1}}\n", r"^partners\.p\.schedule\.interval: must be between 60 and"),
+    ("    schedule: {interval: {weeks: 100000000000000000000}}\n", r"^partners\.p\.schedule\.interval: must be"),
+    ("    schedule: {every: hour}\n", r"^partners\.p\.schedule: expected exactly one of interval or cron"),
+    ("    schedule: hourly\n", r"^partners\.p\.schedule: expected exactly one of interval or cron"),
+    (
+        "    quirks: {lenient_xlm: true}\n",
+        r"^partners\.p\.quirks: unknown quirk\(s\) lenient_xlm \(known: lenient_xml\)",
+    ),
+    ("    quirks: {lenient_xml: 'yes'}\n", r"^partners\.p\.quirks\.lenient_xml: expected true or false, got 'yes'$"),
+    ("    quirks: [lenient_xml]\n", r"^partners\.p\.quirks: expected a mapping of switch names to true or false"),
+    ("    republish: 'no'\n", r"^partners\.p\.republish: expected true or false"),
+    ("    colour: blue\n", r"^partners\.p\.colour: unknown key"),
+]
+
+
+@pytest.mark.parametrize(("line", "message"), BAD_PARTNERS, ids=[line.strip() for line, _ in BAD_PARTNERS])
+def test_a_bad_partner_setting_is_refused_by_name_when_the_file_loads(tmp_path: Path, line: str, message: str) -> None:
+    text = (ROOT / "config.yaml").read_text(encoding="utf-8").replace("partners: []", "partners:\n" + PARTNER + line)
+    with pytest.raises(ConfigError, match=message):
+        load(write_config(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2020-01-01", "2020-01-01"),  # as written: YAML's own dates are not read
+        ("2020-01-01T10:00:00Z", "2020-01-01T10:00:00Z"),
+        ("'2020-01-01T10:00:00Z'", "2020-01-01T10:00:00Z"),
+    ],
+)
+def test_a_partners_from_is_kept_in_oai_pmh_syntax(tmp_path: Path, value: str, expected: str) -> None:
+    text = (ROOT / "config.yaml").read_text(encoding="utf-8")
+    text = text.replace("partners: []", f"partners:\n{PARTNER}    from: {value}\n    schedule: {{cron: '0 3 * * *'}}\n")
+    assert load(write_config(tmp_path, text)).partners[0].from_date == expected
+
+
+def test_a_partners_from_made_in_code_is_written_in_utc(tmp_path: Path) -> None:
+    moment = datetime(2020, 1, 1, 10, tzinfo=timezone(timedelta(hours=2)))
+    partners = [{"name": "p", "base_url": "http://127.0.0.1:9/oai", "from": moment}]
+    assert from_mapping(config_with(tmp_path, partners=partners)).partners[0].from_date == "2020-01-01T08:00:00Z"
+
+
+def test_a_bad_from_never_becomes_a_failed_run(tmp_path: Path) -> None:
+    """`from: yesterday` used to load and fail each run, in the history; now the harvester
+    stops before it opens the store, with one line that names the setting."""
+    text = (ROOT / "config.yaml").read_text(encoding="utf-8").replace("partners: []", f"partners:\n{PARTNER}")
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    text = text.replace("sqlite:///data/oai.sqlite3", url)
+    good = write_config(tmp_path, text, "good.yaml")
+    bad = write_config(
+        tmp_path,
+        text.replace(
+            "    base_url: http://127.0.0.1:9/oai\n", "    base_url: http://127.0.0.1:9/oai\n    from: yesterday\n"
+        ),
+        "bad.yaml",
+    )
+    result = CliRunner().invoke(harvester_main, ["-c", str(bad), "run", "--retries", "0", "--timeout", "1"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.output.strip().splitlines() == [
+        "Error: configuration: partners.p.from: 'yesterday' is not a date (YYYY-MM-DD or YYYY-MM-DDThh:mm:ssZ, in UTC)"
+    ]
+    assert load(good).partners[0].from_date is None
+    store = open_store(url)
+    try:
+        assert harvest_history(store, "p") == []
+    finally:
+        store.close()
+
+
+# ---- regular expressions that can backtrack catastrophically -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["(a+)+", "(a*)*", "(a|a)*", "(?:a|ab)+", r"(\w+\s)*$", "(.*a){20}", "(x+x+)+y", "(a?){30}a{30}", "(a|)+b"],
+)
+def test_a_pattern_that_can_backtrack_catastrophically_is_refused(tmp_path: Path, pattern: str) -> None:
+    sets = [{"spec": "s", "name": "S", "match": {"field": "title", "pattern": pattern}}]
+    with pytest.raises(ConfigError, match=r"^sets\[0\]\.match\.pattern: .* can take exponential time to match"):
+        from_mapping(config_with(tmp_path, sets=sets))
+
+
+@pytest.mark.parametrize(
+    "pattern", [r"\bcable\b", "China|Chinese|Korea", "^local$", "(foo|bar)+", "(a|b)*", "x{2,5}", r"[\w\s]*", "a+b+"]
+)
+def test_ordinary_patterns_are_accepted(pattern: str) -> None:
+    assert check_pattern(pattern, "sets[0].match.pattern") == pattern
+
+
+def test_an_invalid_pattern_is_named(tmp_path: Path) -> None:
+    sets = [{"spec": "s", "name": "S", "match": {"field": "title", "pattern": "(unclosed"}}]
+    with pytest.raises(ConfigError, match=r"^sets\[0\]\.match\.pattern: invalid regular expression"):
+        from_mapping(config_with(tmp_path, sets=sets))
+
+
+# ---- files and stores that cannot be used: one line, from every command -----------------------------
+
+COMMANDS: list[tuple[Any, list[str]]] = [
+    (oaiserver_main, ["ingest", "{seeds}"]),
+    (oaiserver_main, ["delete", "oai:x:1"]),
+    (oaiserver_main, ["stats"]),
+    (oaiserver_main, ["export", "{tmp}/out.jsonl"]),
+    (oaiserver_main, ["import", "{dump}"]),
+    (oaiserver_main, ["serve", "--dev", "--bind", "127.0.0.1:1"]),
+    (harvester_main, ["run", "--retries", "0"]),
+    (harvester_main, ["status"]),
+    (harvester_main, ["history", "p"]),
+    (harvester_main, ["schedule"]),
+]
+
+
+@contextmanager
+def read_only_folder(path: Path) -> Iterator[Path]:
+    """A folder nothing can be created in, as a read-only file system would be (root ignores
+    permissions, so for root it is made immutable)."""
+    path.mkdir()
+    if os.geteuid() == 0:
+        if shutil.which("chattr") is None:
+            pytest.skip("chattr is needed to make a folder read-only for root")
+        subprocess.run(["chattr", "+i", str(path)], check=True)
+    else:
+        path.chmod(0o555)
+    try:
+        if os.access(path, os.W_OK) and os.geteuid() != 0:
+            pytest.skip("the folder could not be made read-only")
+        yield path
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        else:
+            path.chmod(0o755)
+
+
+BAD_STORES = {
+    "folder-is-a-file": ("sqlite:///{tmp}/afile/store.sqlite3", r"storage\.url: cannot open sqlite:///.*/afile/store"),
+    "read-only-folder": (
+        "sqlite:///{tmp}/ro/store.sqlite3",
+        r"storage\.url: cannot open sqlite:///.*/ro/store\.sqlite3",
+    ),
+    "not-a-database": ("sqlite:///{tmp}/afile", r"storage\.url: cannot open .*: file is not a database"),
+    "unknown-dialect": ("mysql://user@127.0.0.1/db", r"storage\.url: the database 'mysql' is not supported"),
+    "garbage": ("not a url at all", r"storage\.url: 'not a url at all' is not a database URL"),
+    "unreachable": (
+        "postgresql://postgres@127.0.0.1:1/x",
+        r"storage\.url: cannot open postgresql://postgres@127\.0\.0\.1:1/x: .*",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_STORES))
+def test_a_store_that_cannot_be_opened_is_one_line_from_every_command(tmp_path: Path, case: str) -> None:
+    url, message = BAD_STORES[case]
+    (tmp_path / "afile").write_text("this is not a database\n" * 100)
+    (tmp_path / "seeds").mkdir()
+    (tmp_path / "dump.jsonl").write_text("")
+    with read_only_folder(tmp_path / "ro"):
+        data = config_with(tmp_path, partners=[{"name": "p", "base_url": "http://127.0.0.1:9/oai"}])
+        data["storage"] = {"url": url.format(tmp=tmp_path)}
+        config = write_config(tmp_path, data)
+        for group, args in COMMANDS:
+            args = [a.format(seeds=tmp_path / "seeds", tmp=tmp_path, dump=tmp_path / "dump.jsonl") for a in args]
+            result = CliRunner().invoke(group, ["-c", str(config), *args])
+            shown = f"{group.name} {args}: {result.output!r} {result.exception!r}"
+            assert result.exit_code not in (0, None) and isinstance(result.exception, SystemExit), shown
+            lines = result.output.strip().splitlines()
+            assert len(lines) == 1 and "Traceback" not in result.output, shown
+            assert lines[0].startswith("Error: configuration: storage.url"), shown
+            assert re.search(message, lines[0]), shown
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "oaiserver.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_a_configuration_file_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    text = (ROOT / "config.yaml").read_text(encoding="utf-8").replace("Cold War", "Guerre froide à Genève")
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(text.encode("latin-1"))
+    offset = text.encode("latin-1").index("à".encode("latin-1"))
+    done = run_cli("-c", str(path), "stats")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"Error: configuration: {path}: not UTF-8 text (byte 0xe0 at offset {offset})"
+    ]
+
+
+def test_an_unreachable_store_is_one_line_on_stderr(tmp_path: Path) -> None:
+    """The real entry point, as an operator runs it: one line, no traceback, exit code 1."""
+    done = run_cli("-c", str(ROOT / "config.yaml"), "stats", env={"OAI_STORAGE_URL": "postgresql://u:pw@127.0.0.1:1/x"})
+    assert done.returncode == 1 and "Traceback" not in done.stderr and "pw" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "Error: configuration: storage.url (from $OAI_STORAGE_URL): cannot open postgresql://u:***@127.0.0.1:1/x: "
+    ), lines
