@@ -118,6 +118,27 @@ def _start_clock() -> None:
     g.started = time.perf_counter()
 
 
+# Pages for people show harvested text: no script, frame or foreign resource may run in them.
+# Every response gets these; XML documents keep no CSP, which would stop browsers from loading
+# the stylesheet (/static/oai2.xsl) they are rendered with.
+SAFETY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+PAGE_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+@bp.after_app_request
+def _safety_headers(resp: Response) -> Response:
+    resp.headers.update(SAFETY_HEADERS)
+    if resp.mimetype != "text/xml":
+        resp.headers["Content-Security-Policy"] = PAGE_CSP
+    return resp
+
+
 @bp.after_app_request
 def _log_request(resp: Response) -> Response:
     """One line for every request that did not log its own OAI line (pages, 503s, files):
