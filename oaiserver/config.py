@@ -35,6 +35,7 @@ KEYS: dict[str, str] = {
     "server.secret": "key that signs resumption tokens (env OAI_SECRET overrides)",
     "server.max_concurrent_lists": "list requests one process answers at once; more get HTTP 503",
     "server.retry_after": "seconds a refused request is asked to wait (Retry-After)",
+    "server.request_timeout": "seconds a client has to send a whole request; then 408 and closed",
     "seeds": "folder of seed documents ingested by `make run`",
     "sets": "list of sets: spec, name, description, match",
     "partners": "list of partner repositories to harvest",
@@ -45,6 +46,7 @@ SPEC_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()]+(:[A-Za-z0-9\-_.!~*'()]+)*")
 REPO_ID_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9\-]*(\.[a-zA-Z][a-zA-Z0-9\-]*)+")
 EMAIL_RE = re.compile(r"\S+@(\S+\.)+\S+")
 MATCH_FIELDS = (*DC_ELEMENTS, "source")
+REQUEST_TIMEOUT_RANGE = (1, 300)
 
 
 PARTNERS_SET = "partners"
@@ -104,6 +106,9 @@ class Config:
     token_lifetime: int = 86400
     max_concurrent_lists: int = 16
     retry_after: int = 5
+    # Seconds to receive a whole request (headers and body) before it is cut with a 408: the
+    # time a stalled or trickling client can hold a connection (serving.py).
+    request_timeout: int = 20
     secret: str | None = None
     seeds: str = "seeds"
     sets: tuple[SetRule, ...] = ()
@@ -164,7 +169,18 @@ def from_mapping(data: dict[str, Any] | None, root: Path = Path(".")) -> Config:
     for section, known in (
         ("repository", {"name", "base_url", "admin_emails", "identifier", "description", "publisher"}),
         ("storage", {"url"}),
-        ("server", {"page_size", "sets_page_size", "token_lifetime", "secret", "max_concurrent_lists", "retry_after"}),
+        (
+            "server",
+            {
+                "page_size",
+                "sets_page_size",
+                "token_lifetime",
+                "secret",
+                "max_concurrent_lists",
+                "retry_after",
+                "request_timeout",
+            },
+        ),
     ):
         value = data.get(section)
         if value is not None and not isinstance(value, dict):
@@ -198,6 +214,11 @@ def from_mapping(data: dict[str, Any] | None, root: Path = Path(".")) -> Config:
             raise ConfigError(f"{key}: expected a positive integer, got {value!r}")
         positive[key] = value
 
+    request_timeout = _get(data, "server.request_timeout", int, d.request_timeout)
+    if not REQUEST_TIMEOUT_RANGE[0] <= request_timeout <= REQUEST_TIMEOUT_RANGE[1]:
+        low, high = REQUEST_TIMEOUT_RANGE
+        raise ConfigError(f"server.request_timeout: expected an integer from {low} to {high}, got {request_timeout!r}")
+
     storage_url = os.environ.get(ENV_STORAGE_URL) or _get(data, "storage.url", str, d.storage_url)
     secret = os.environ.get(ENV_SECRET) or _get(data, "server.secret", str, None)
     name = _get(data, "repository.name", str, d.name)
@@ -214,6 +235,7 @@ def from_mapping(data: dict[str, Any] | None, root: Path = Path(".")) -> Config:
         token_lifetime=positive["server.token_lifetime"],
         max_concurrent_lists=positive["server.max_concurrent_lists"],
         retry_after=positive["server.retry_after"],
+        request_timeout=request_timeout,
         secret=secret,
         seeds=_get(data, "seeds", str, d.seeds),
         sets=_parse_sets(_get(data, "sets", list, [])),

@@ -1,0 +1,284 @@
+"""gunicorn as `oaiserver serve` runs it, and the worker that keeps slow clients from holding it.
+
+gunicorn's sync worker gives a whole process to one socket until the request is read: two
+clients that stall their headers hold both default workers until the worker timeout. Its
+gthread worker waits for a first byte in its event loop, but then reads the rest in a thread,
+so a client that sends one byte and stalls still holds a thread, and the thread pool queues
+everyone behind it. `RequestBufferingWorker` is gthread with the whole request read in the
+event loop, as nginx does: h11 (incremental and exact for Content-Length and chunked framing)
+says when the request is complete; only then does a thread get it, with every byte already in
+memory. A request not complete within `server.request_timeout` is answered 408 and closed, so a
+trickle is cut too; bodies are buffered only up to the limit the application reads
+(`web.MAX_BODY`), whatever their framing, and the application answers longer ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import selectors
+import socket
+import time
+from functools import partial
+from typing import Any
+
+import h11
+from gunicorn import http
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+from oaiserver.config import Config
+from oaiserver.web import MAX_BODY
+
+# A request's header block: far above any OAI-PMH request (gunicorn's own line limit is 8190).
+HEADER_LIMIT = 32 * 1024
+# Body bytes buffered before the application gets the request: one more than it reads, so that
+# it can tell a body that is too long; and raw bytes, framing included.
+BODY_LIMIT = MAX_BODY + 1
+BUFFER_LIMIT = HEADER_LIMIT + 2 * BODY_LIMIT
+# A closed connection's unread input is drained for LINGER seconds, at most LINGER_BYTES, so that
+# the answer is not reset (closing with unread input sends RST) by a client still sending.
+LINGER = 2.0
+LINGER_BYTES = 1024 * 1024
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def timeout_response(seconds: int) -> bytes:
+    body = f"The request was not received whole within {seconds} seconds.\n".encode()
+    head = "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    return f"{head}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+
+
+class Connection(TConn):  # type: ignore[misc]
+    """A gthread connection whose request, once complete, waits in its parser's buffer."""
+
+    def __init__(self, *args: Any, worker: RequestBufferingWorker) -> None:
+        super().__init__(*args)
+        self.worker = worker
+        self.ready = False  # the whole request (or all that will be read of it) is buffered
+        self.truncated = False  # buffering stopped at the limit: answer, then close
+        self.continued = False  # "100 Continue" was sent by the event loop
+
+    def init(self) -> None:
+        super().init()
+        # Reads in the thread find the request buffered; this bounds the rest (a framing h11
+        # refused, a body past the limit) and the writing of the response to a stalled reader.
+        self.sock.settimeout(self.worker.request_timeout)
+
+    def close(self, graceful: bool = False) -> None:
+        if graceful and self.worker.alive:
+            self.worker.linger(self.sock)  # never blocks the event loop, unlike gunicorn's close
+        else:
+            super().close(graceful)
+
+
+class Reading:
+    """A request being received: its bytes, h11's view of its framing, and its deadline."""
+
+    __slots__ = ("body", "buffer", "continued", "deadline", "parser")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        # None once h11 has refused the framing: then the header block is awaited whole.
+        self.parser: h11.Connection | None = h11.Connection(h11.SERVER, max_incomplete_event_size=HEADER_LIMIT)
+        self.buffer = bytearray()
+        self.body = 0
+        self.continued = False
+
+
+class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc]
+    """gthread whose threads get only requests that have arrived whole (see the module doc)."""
+
+    request_timeout: int = Config.request_timeout
+
+    def init_process(self) -> None:
+        self.request_timeout = getattr(self.app, "request_timeout", Config.request_timeout)
+        self.reading: dict[Connection, Reading] = {}  # in deadline order: all get the same timeout
+        self.lingering: dict[socket.socket, list[float]] = {}  # socket -> [deadline, bytes drained]
+        super().init_process()
+
+    # ---- connections enter here: new, kept alive, or with a pipelined request buffered -----
+
+    def accept(self, listener: socket.socket) -> None:
+        try:
+            sock, addr = listener.accept()
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        self.read(Connection(self.cfg, sock, addr, listener.getsockname(), worker=self), b"")
+
+    def enqueue_req(self, conn: Connection) -> None:
+        if conn.ready:
+            conn.ready = False
+            super().enqueue_req(conn)
+            return
+        pending = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
+        self.read(conn, pending)
+
+    def read(self, conn: Connection, pending: bytes) -> None:
+        """Receive the next request of `conn` in the event loop."""
+        conn.sock.setblocking(False)
+        self.reading[conn] = Reading(time.monotonic() + self.request_timeout)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_request_bytes, conn))
+        if pending:
+            self.receive(conn, pending)
+
+    def on_request_bytes(self, conn: Connection, sock: socket.socket) -> None:
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client left before its request was complete
+            self.forget(conn)
+            self.nr_conns -= 1
+            conn.close()
+            return
+        self.receive(conn, data)
+
+    def receive(self, conn: Connection, data: bytes) -> None:
+        state = self.reading[conn]
+        state.buffer += data
+        if len(state.buffer) > BUFFER_LIMIT or (state.parser is None and b"\r\n\r\n" in state.buffer):
+            self.dispatch(conn, truncated=True)
+            return
+        if state.parser is None:
+            return
+        state.parser.receive_data(data)
+        try:
+            while True:
+                event = state.parser.next_event()
+                if event is h11.NEED_DATA:
+                    return
+                if isinstance(event, h11.Request) and state.parser.they_are_waiting_for_100_continue:
+                    state.continued = True
+                    conn.sock.send(CONTINUE)  # 25 bytes into an empty send buffer
+                elif isinstance(event, h11.Data):
+                    state.body += len(event.data)
+                    if state.body >= BODY_LIMIT:
+                        self.dispatch(conn, truncated=True)
+                        return
+                elif isinstance(event, h11.EndOfMessage):
+                    self.dispatch(conn, truncated=False)
+                    return
+        except (h11.ProtocolError, OSError):
+            # Framing h11 refuses: gunicorn's parser has the last word (and its error answers),
+            # once the header block is in.
+            state.parser = None
+            if b"\r\n\r\n" in state.buffer:
+                self.dispatch(conn, truncated=True)
+
+    def dispatch(self, conn: Connection, *, truncated: bool) -> None:
+        """Hand a received request to a thread, its bytes in the parser's buffer."""
+        state = self.forget(conn)
+        if conn.parser is None:
+            conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
+        conn.parser.unreader.unread(bytes(state.buffer))
+        conn.truncated, conn.continued = truncated, state.continued
+        conn.ready = conn.data_ready = True
+        self.enqueue_req(conn)
+
+    def forget(self, conn: Connection) -> Reading:
+        with_state = self.reading.pop(conn)
+        self.poller.unregister(conn.sock)
+        return with_state
+
+    def handle_request(self, req: Any, conn: Connection) -> Any:
+        if conn.continued:
+            req._expected_100_continue = False  # the event loop has sent it
+        if conn.truncated:
+            req.force_close()  # the rest of the body is never read
+        return super().handle_request(req, conn)
+
+    # ---- deadlines: called by gthread's event loop at least once a second ---------------------
+
+    def murder_pending(self) -> None:
+        super().murder_pending()
+        now = time.monotonic()
+        for conn, state in list(self.reading.items()):
+            if state.deadline > now:
+                break
+            self.forget(conn)
+            self.nr_conns -= 1
+            if state.buffer:
+                with contextlib.suppress(OSError):
+                    conn.sock.send(timeout_response(self.request_timeout))
+                self.linger(conn.sock)
+            else:
+                conn.close()
+        for sock, (deadline, _) in list(self.lingering.items()):
+            if deadline > now:
+                break
+            self.unlinger(sock)
+
+    def linger(self, sock: socket.socket) -> None:
+        """Close after the client has read our answer: stop writing, then discard what it still
+        sends (LINGER, LINGER_BYTES), never blocking the event loop as gunicorn's close does."""
+        try:
+            sock.setblocking(False)
+            sock.shutdown(socket.SHUT_WR)
+            self.poller.register(sock, selectors.EVENT_READ, self.on_lingering_bytes)
+        except (OSError, ValueError, KeyError):
+            sock.close()
+            return
+        self.lingering[sock] = [time.monotonic() + LINGER, 0]
+
+    def on_lingering_bytes(self, sock: socket.socket) -> None:
+        try:
+            drained = len(sock.recv(65536))
+            state = self.lingering[sock]
+            state[1] += drained
+            if drained and state[1] < LINGER_BYTES:
+                return
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            pass
+        self.unlinger(sock)
+
+    def unlinger(self, sock: socket.socket) -> None:
+        self.lingering.pop(sock, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self.poller.unregister(sock)
+        sock.close()
+
+
+def run(
+    cfg: Config,
+    *,
+    bind: str,
+    workers: int,
+    threads: int,
+    timeout: int,
+    access_log: bool,
+) -> None:
+    """Serve `cfg` with gunicorn until stopped."""
+    from gunicorn.app.base import BaseApplication
+
+    from oaiserver import create_app
+
+    class Application(BaseApplication):  # type: ignore[misc]
+        request_timeout = cfg.request_timeout  # read by RequestBufferingWorker
+
+        def load_config(self) -> None:
+            options: dict[str, Any] = {
+                "bind": bind,
+                "workers": workers,
+                "worker_class": f"{__name__}.RequestBufferingWorker",
+                "threads": threads,
+                "timeout": timeout,
+                # Long arguments get an OAI-PMH badArgument from us, not an HTML 414 from gunicorn
+                # (8190 is gunicorn's largest bounded value).
+                "limit_request_line": 8190,
+            }
+            if access_log:
+                options["accesslog"] = "-"
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return create_app(cfg)
+
+    Application().run()

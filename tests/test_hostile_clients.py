@@ -1,0 +1,220 @@
+"""Hostile clients against `oaiserver serve` as users run it (gunicorn, the default worker):
+sockets that stall or trickle their request hold no worker, a stalled request is cut, and a body
+of any framing is read only up to the limit."""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import error_codes, validate
+from loadkit import Gunicorn
+
+from oaiserver.store import Store
+
+pytestmark = pytest.mark.slow
+
+FORM = "application/x-www-form-urlencoded"
+STALLED_HEADERS = b"GET /oai?verb=Identify HTTP/1.1\r\nHost: x\r\n"
+SHORT_BODY = f"POST /oai HTTP/1.1\r\nHost: x\r\nContent-Type: {FORM}\r\nContent-Length: 100\r\n\r\nverb=Ide".encode()
+STALLED_CHUNKS = (
+    f"POST /oai HTTP/1.1\r\nHost: x\r\nContent-Type: {FORM}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nverb=".encode()
+)
+KINDS = {"silent": b"", "stalled headers": STALLED_HEADERS, "short body": SHORT_BODY, "stalled chunks": STALLED_CHUNKS}
+
+
+def sqlite_url(tmp_path: Path) -> str:
+    """A store made before the server starts (two workers creating one at once may collide)."""
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    Store(url).close()
+    return url
+
+
+def connect(port: int, first: bytes) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    if first:
+        sock.sendall(first)
+    return sock
+
+
+class Trickle:
+    """Sockets that send one more header byte every `pace` seconds and never finish."""
+
+    def __init__(self, port: int, count: int, pace: float = 0.5) -> None:
+        self.sockets = [connect(port, b"GET /oai?verb=Identify HTTP/1.1\r\nHost: x\r\nX-Slow: ") for _ in range(count)]
+        self.stop = threading.Event()
+        self.pace = pace
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.pace):
+            for sock in self.sockets:
+                with suppress(OSError):
+                    sock.send(b"a")
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        for sock in self.sockets:
+            sock.close()
+
+
+@contextmanager
+def hostile_crowd(port: int, per_kind: int) -> Iterator[list[socket.socket]]:
+    """`per_kind` sockets of each stalled kind, and as many trickling ones."""
+    held = [connect(port, first) for first in KINDS.values() for _ in range(per_kind)]
+    trickle = Trickle(port, per_kind)
+    try:
+        yield held + trickle.sockets
+    finally:
+        trickle.close()
+        for sock in held:
+            sock.close()
+
+
+def test_identify_answers_while_80_connections_stall_or_trickle(tmp_path: Path) -> None:
+    """Stalled headers, short bodies, stalled chunks, silent and trickling sockets (16 of each)
+    take no worker from other clients: Identify, ListRecords and a POST are answered."""
+    with Gunicorn(tmp_path, sqlite_url(tmp_path), timeout=120) as server, hostile_crowd(server.port, 16) as crowd:
+        assert len(crowd) == 80
+        for _ in range(3):
+            identify = requests.get(server.base, params={"verb": "Identify"}, timeout=10)
+            assert identify.status_code == 200
+            assert error_codes(validate(identify.content)) == []
+        listed = requests.get(server.base, params={"verb": "ListRecords", "metadataPrefix": "oai_dc"}, timeout=10)
+        assert error_codes(validate(listed.content)) == ["noRecordsMatch"]
+        posted = requests.post(server.base, data={"verb": "Identify"}, timeout=10)
+        assert posted.status_code == 200 and error_codes(validate(posted.content)) == []
+
+
+def closed_by_server(sock: socket.socket) -> bytes:
+    """What the server sent before closing the socket (waits until it closes, at most 60 s)."""
+    sock.settimeout(60)
+    received = b""
+    while True:
+        try:
+            data = sock.recv(65536)
+        except (ConnectionResetError, BrokenPipeError):
+            return received
+        if not data:
+            return received
+        received += data
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_stalled_request_is_cut(tmp_path: Path, kind: str) -> None:
+    """A request not received whole within server.request_timeout is answered 408 (or, when
+    nothing came, closed), long before gunicorn's worker timeout."""
+    with Gunicorn(tmp_path, sqlite_url(tmp_path), timeout=120, request_timeout=2) as server:
+        sock = connect(server.port, KINDS[kind])
+        try:
+            received = closed_by_server(sock)
+        finally:
+            sock.close()
+        if kind == "silent":
+            assert received == b""
+        else:
+            assert received.startswith(b"HTTP/1.1 408 "), received[:200]
+        assert requests.get(server.base, params={"verb": "Identify"}, timeout=10).status_code == 200
+
+
+def test_a_trickling_request_is_cut(tmp_path: Path) -> None:
+    """The deadline is for the whole request, not for each byte: a client that sends a byte
+    every 0.2 s is cut too."""
+    with Gunicorn(tmp_path, sqlite_url(tmp_path), timeout=120, request_timeout=2) as server:
+        sock = connect(server.port, b"GET /oai?verb=Identify HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        received = b""
+        deadline = time.monotonic() + 60
+        try:
+            while time.monotonic() < deadline:
+                readable, _, _ = select.select([sock], [], [], 0.2)
+                if readable:
+                    received = closed_by_server(sock)
+                    break
+                sock.send(b"a")
+            else:
+                pytest.fail("the trickling request was not cut within 60 s")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # cut while we were sending
+        finally:
+            sock.close()
+        assert received == b"" or received.startswith(b"HTTP/1.1 408 "), received[:200]
+
+
+def rss_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        with suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
+
+
+def test_a_huge_chunked_body_is_not_read_whole(tmp_path: Path) -> None:
+    """200 MB sent chunked (no Content-Length): the server reads at most its limit, answers
+    badArgument (HTTP 200, schema-valid), and its workers grow by less than 100 MB."""
+    with Gunicorn(tmp_path, sqlite_url(tmp_path), timeout=120) as server:
+        workers = server.workers()
+        before = rss_kib(workers)
+        sock = connect(server.port, f"POST /oai HTTP/1.1\r\nHost: x\r\nContent-Type: {FORM}\r\n".encode())
+        sock.sendall(b"Transfer-Encoding: chunked\r\n\r\n")
+        chunk = b"verb=Identify&" + b"x" * (1024 * 1024 - 14)
+        framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+        sent = {"chunks": 0}
+        received: list[bytes] = []
+
+        def send() -> None:
+            with suppress(OSError):
+                for _ in range(200):
+                    sock.sendall(framed)
+                    sent["chunks"] += 1
+                sock.sendall(b"0\r\n\r\n")
+
+        sender = threading.Thread(target=send, daemon=True)
+        reader = threading.Thread(target=lambda: received.append(closed_by_server(sock)), daemon=True)
+        sender.start()
+        reader.start()
+        peak = before
+        while sender.is_alive() or reader.is_alive():
+            peak = max(peak, rss_kib(workers))
+            sender.join(0.05)
+            reader.join(0.05)
+        sock.close()
+        response = received[0]
+        head, _, body = response.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        assert error_codes(validate(body)) == ["badArgument"]
+        assert b"too long" in body
+        assert (peak - before) < 100 * 1024, f"workers grew by {(peak - before) // 1024} MB"
+        assert sent["chunks"] < 200, "the server read the whole body"
+        assert requests.get(server.base, params={"verb": "Identify"}, timeout=10).status_code == 200
+
+
+def test_a_long_form_post_gets_bad_argument(tmp_path: Path) -> None:
+    """Over the 64 KiB limit with a Content-Length, by the real server: badArgument, not 413."""
+    with Gunicorn(tmp_path, sqlite_url(tmp_path), timeout=120) as server:
+        body = "verb=GetRecord&metadataPrefix=oai_dc&identifier=oai:x:" + "y" * 70_000
+        response = requests.post(server.base, data=body, headers={"Content-Type": FORM}, timeout=30)
+        assert response.status_code == 200
+        assert error_codes(validate(response.content)) == ["badArgument"]
+        assert b"too long" in response.content
+
+
+def test_a_long_get_gets_bad_argument(tmp_path: Path) -> None:
+    """A GET whose identifier passes the 4,096-character limit is answered badArgument by the
+    real server, not refused by gunicorn for its request line."""
+    with Gunicorn(tmp_path, sqlite_url(tmp_path), timeout=120) as server:
+        params = {"verb": "GetRecord", "metadataPrefix": "oai_dc", "identifier": "oai:x:" + "y" * 5000}
+        response = requests.get(server.base, params=params, timeout=30)
+        assert response.status_code == 200, response.text[:300]
+        assert error_codes(validate(response.content)) == ["badArgument"]
+        assert b"too long" in response.content
