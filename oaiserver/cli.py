@@ -168,6 +168,11 @@ def default_bind(base_url: str) -> str:
     help="Threads per worker answering requests (a request gets one only once it has arrived whole).",
 )
 @click.option("--timeout", default=60, show_default=True, help="Seconds before a silent worker is restarted.")
+@click.option(
+    "--control-socket",
+    type=click.Path(dir_okay=False),
+    help="gunicorn's control socket (default: oaiserver-<bind>.ctl in $XDG_RUNTIME_DIR, else ~/.gunicorn).",
+)
 @click.option("--dev", is_flag=True, help="Use Flask's development server instead of gunicorn.")
 @click.option(
     "--access-log",
@@ -181,6 +186,7 @@ def serve(
     workers: int,
     threads: int,
     timeout: int,
+    control_socket: str | None,
     dev: bool,
     access_log: bool,
 ) -> None:
@@ -208,6 +214,7 @@ def serve(
         threads=threads,
         timeout=timeout,
         access_log=access_log,
+        control_socket=control_socket,
     )
 
 

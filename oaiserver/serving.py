@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
+import re
 import selectors
 import socket
 import time
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import h11
@@ -245,6 +248,14 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc]
         sock.close()
 
 
+def control_socket_path(bind: str) -> str:
+    """Each instance's own control socket, named after its address, in gunicorn's folder for
+    them: one shared path would be taken over, and removed, by whichever instance stops."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    folder = Path(runtime) if runtime and os.path.isdir(runtime) else Path.home() / ".gunicorn"
+    return str(folder / f"oaiserver-{re.sub(r'[^A-Za-z0-9.-]+', '_', bind)}.ctl")
+
+
 def run(
     cfg: Config,
     *,
@@ -253,6 +264,7 @@ def run(
     threads: int,
     timeout: int,
     access_log: bool,
+    control_socket: str | None,
 ) -> None:
     """Serve `cfg` with gunicorn until stopped."""
     from gunicorn.app.base import BaseApplication
@@ -272,6 +284,7 @@ def run(
                 # Long arguments get an OAI-PMH badArgument from us, not an HTML 414 from gunicorn
                 # (8190 is gunicorn's largest bounded value).
                 "limit_request_line": 8190,
+                "control_socket": control_socket or control_socket_path(bind),
             }
             if access_log:
                 options["accesslog"] = "-"

@@ -1,6 +1,6 @@
 """Hostile clients against `oaiserver serve` as users run it (gunicorn, the default worker):
-sockets that stall or trickle their request hold no worker, a stalled request is cut, and a body
-of any framing is read only up to the limit."""
+sockets that stall or trickle their request hold no worker, a stalled request is cut, a body
+of any framing is read only up to the limit, and each instance has its own control socket."""
 
 from __future__ import annotations
 
@@ -218,3 +218,33 @@ def test_a_long_get_gets_bad_argument(tmp_path: Path) -> None:
         assert response.status_code == 200, response.text[:300]
         assert error_codes(validate(response.content)) == ["badArgument"]
         assert b"too long" in response.content
+
+
+def test_each_instance_has_its_own_control_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two `oaiserver serve` on one host get distinct control sockets; stopping one leaves
+    the other's in place."""
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    url = sqlite_url(tmp_path)
+    with Gunicorn(tmp_path, url) as first, Gunicorn(tmp_path, url) as second:
+        sockets = until_sockets(runtime, 2)
+        assert all(any(str(s.port) in name for name in sockets) for s in (first, second)), sockets
+        first.stop()
+        left = until_sockets(runtime, 1)
+        assert left == [n for n in sockets if str(second.port) in n]
+        client = socket.socket(socket.AF_UNIX)
+        client.settimeout(10)
+        client.connect(str(runtime / left[0]))  # the survivor still answers on it
+        client.close()
+    assert until_sockets(runtime, 0) == []
+
+
+def until_sockets(folder: Path, count: int, timeout: float = 30.0) -> list[str]:
+    """The names of the Unix sockets under `folder`, once there are `count` of them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_socket())
+        if len(found) == count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
