@@ -64,8 +64,8 @@ class Connection(TConn):  # type: ignore[misc]
     def init(self) -> None:
         super().init()
         # Reads in the thread find the request buffered; this bounds the rest (a framing h11
-        # refused, a body past the limit) and the writing of the response to a stalled reader.
-        self.sock.settimeout(self.worker.request_timeout)
+        # refused) and the writing of the answer to a client that stops reading it.
+        self.sock.settimeout(max(self.worker.request_timeout, self.worker.cfg.timeout))
 
     def close(self, graceful: bool = False) -> None:
         if graceful and self.worker.alive:
@@ -134,12 +134,16 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc]
             return
         except OSError:
             data = b""
-        if not data:  # the client left before its request was complete
+        try:
+            if data:
+                self.receive(conn, data)
+                return
+        except Exception:  # a bug here must cost one connection, not the worker and all of its
+            self.log.exception("error reading a request")
+        if conn in self.reading:  # the client left before its request was complete
             self.forget(conn)
             self.nr_conns -= 1
             conn.close()
-            return
-        self.receive(conn, data)
 
     def receive(self, conn: Connection, data: bytes) -> None:
         state = self.reading[conn]
