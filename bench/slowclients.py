@@ -6,6 +6,8 @@ them, and the server's CPU per 1,000 records harvested (the cost of the worker t
     .venv/bin/python bench/slowclients.py                          # 20,000 records, ~2 minutes
     .venv/bin/python bench/slowclients.py --pythonpath /tmp/base   # the same, served from another
                                                                     # source tree (before/after)
+    .venv/bin/python bench/slowclients.py --cpu-against /tmp/base  # server CPU only, this tree and
+                                                                    # another side by side, alternating
 
 Prints one table and writes JSON (bench/results/slowclients.json). Figures, not targets: the
 exit code is 0 whenever the run completed. Everything talks to 127.0.0.1 only.
@@ -154,6 +156,29 @@ def probe(server: B.Server, token: str, count: int, budget: float) -> dict[str, 
     }
 
 
+def cpu_side_by_side(workdir: Path, db: Path, other: str, harvests: int) -> dict[str, Any]:
+    """Server CPU per 1,000 records of this tree and of `other`, full harvests alternating."""
+    servers: dict[str, B.Server] = {}
+    for name, path in (("this tree", ""), (other, other)):
+        folder = workdir / ("this" if not path else "other")
+        folder.mkdir()
+        os.environ.pop("PYTHONPATH", None)
+        if path:
+            os.environ["PYTHONPATH"] = path
+        servers[name] = B.start_ours(folder, db, workers=2, page_size=500)
+        B.warm_up(servers[name])
+    os.environ.pop("PYTHONPATH", None)
+    figures: dict[str, list[float]] = {name: [] for name in servers}
+    try:
+        for _ in range(harvests):
+            for name, server in servers.items():
+                figures[name].append(B.full_harvest(server).summary()["server_cpu_ms_per_1k"])
+    finally:
+        for server in servers.values():
+            server.stop()
+    return {f"server CPU ms per 1,000 records, {name} (median; each)": (B.median(v), v) for name, v in figures.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", "-n", type=int, default=20_000, help="records served (default 20,000)")
@@ -164,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--harvests", type=int, default=3, help="full harvests for the CPU figure (median)")
     parser.add_argument("--cut-wait", type=float, default=120, help="seconds to wait for the crowd to be cut")
     parser.add_argument("--pythonpath", help="serve from this source tree instead (PYTHONPATH of the server)")
+    parser.add_argument(
+        "--cpu-against", metavar="DIR", help="only the CPU figure, alternating with a server from DIR's source tree"
+    )
     parser.add_argument("--json", type=Path, default=B.BENCH / "results" / "slowclients.json")
     args = parser.parse_args(argv)
 
@@ -171,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     db = workdir / "bench.sqlite3"
     B.log(f"loading {args.records:,} records into {db}")
     B.load(db, args.records, 1000)
+    if args.cpu_against:
+        for key, value in cpu_side_by_side(workdir, db, args.cpu_against, args.harvests).items():
+            print(f"{key:55} {value}")
+        return 0
     if args.pythonpath:
         os.environ["PYTHONPATH"] = args.pythonpath
     server = B.start_ours(workdir, db, workers=2, page_size=500)

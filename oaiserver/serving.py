@@ -94,10 +94,17 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc]
     request_timeout: int = Config.request_timeout
 
     def init_process(self) -> None:
-        self.request_timeout = getattr(self.app, "request_timeout", Config.request_timeout)
         self.reading: dict[Connection, Reading] = {}  # in deadline order: all get the same timeout
         self.lingering: dict[socket.socket, list[float]] = {}  # socket -> [deadline, bytes drained]
         super().init_process()
+
+    def load_wsgi(self) -> None:
+        """The application, and its server.request_timeout (as `oaiserver serve` runs it or as
+        `gunicorn -k oaiserver.serving.RequestBufferingWorker 'oaiserver:create_app()'` does)."""
+        super().load_wsgi()
+        repository = getattr(self.wsgi, "extensions", {}).get("oai_repository")
+        if repository is not None:
+            self.request_timeout = repository.config.request_timeout
 
     # ---- connections enter here: new, kept alive, or with a pipelined request buffered -----
 
@@ -276,8 +283,6 @@ def run(
     from oaiserver import create_app
 
     class Application(BaseApplication):  # type: ignore[misc]
-        request_timeout = cfg.request_timeout  # read by RequestBufferingWorker
-
         def load_config(self) -> None:
             options: dict[str, Any] = {
                 "bind": bind,
