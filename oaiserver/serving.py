@@ -5,11 +5,12 @@ clients that stall their headers hold both default workers until the worker time
 gthread worker waits for a first byte in its event loop, but then reads the rest in a thread,
 so a client that sends one byte and stalls still holds a thread, and the thread pool queues
 everyone behind it. `RequestBufferingWorker` is gthread with the whole request read in the
-event loop, as nginx does: h11 (incremental and exact for Content-Length and chunked framing)
-says when the request is complete; only then does a thread get it, with every byte already in
-memory. A request not complete within `server.request_timeout` is answered 408 and closed, so a
-trickle is cut too; bodies are buffered only up to the limit the application reads
-(`web.MAX_BODY`), whatever their framing, and the application answers longer ones.
+event loop, as nginx does: a request without a body is complete at its blank line, and h11
+(incremental and exact for Content-Length and chunked framing) says when a body is; only then
+does a thread get the request, with every byte already in memory. A request not complete
+within `server.request_timeout` is answered 408 and closed, so a trickle is cut too; bodies are
+buffered only up to the limit the application reads (`web.MAX_BODY`), whatever their framing,
+and the application answers longer ones.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ BUFFER_LIMIT = HEADER_LIMIT + 2 * BODY_LIMIT
 LINGER = 2.0
 LINGER_BYTES = 1024 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+HEAD_END = re.compile(rb"\n\r?\n")  # the blank line (a bare LF too: gunicorn then says what is wrong)
 
 
 def timeout_response(seconds: int) -> bytes:
@@ -75,14 +77,14 @@ class Connection(TConn):  # type: ignore[misc]
 
 
 class Reading:
-    """A request being received: its bytes, h11's view of its framing, and its deadline."""
+    """A request being received: its bytes, its deadline, and once its header block announces
+    a body (Content-Length or Transfer-Encoding), h11's view of the body's framing."""
 
     __slots__ = ("body", "buffer", "continued", "deadline", "parser")
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
-        # None once h11 has refused the framing: then the header block is awaited whole.
-        self.parser: h11.Connection | None = h11.Connection(h11.SERVER, max_incomplete_event_size=HEADER_LIMIT)
+        self.parser: h11.Connection | None = None  # once the header block announces a body
         self.buffer = bytearray()
         self.body = 0
         self.continued = False
@@ -155,11 +157,21 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc]
     def receive(self, conn: Connection, data: bytes) -> None:
         state = self.reading[conn]
         state.buffer += data
-        if len(state.buffer) > BUFFER_LIMIT or (state.parser is None and b"\r\n\r\n" in state.buffer):
+        if len(state.buffer) > BUFFER_LIMIT:
             self.dispatch(conn, truncated=True)
             return
         if state.parser is None:
-            return
+            blank = HEAD_END.search(state.buffer)
+            if blank is None:
+                if len(state.buffer) > HEADER_LIMIT:
+                    self.dispatch(conn, truncated=True)  # gunicorn answers that it is too large
+                return
+            head = bytes(state.buffer[: blank.start()]).lower()
+            if b"\ncontent-length:" not in head and b"\ntransfer-encoding:" not in head:
+                self.dispatch(conn, truncated=False)  # no body (RFC 9112, 6.3): every GET, fast
+                return
+            state.parser = h11.Connection(h11.SERVER, max_incomplete_event_size=HEADER_LIMIT)
+            data = bytes(state.buffer)
         state.parser.receive_data(data)
         try:
             while True:
@@ -178,11 +190,8 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc]
                     self.dispatch(conn, truncated=False)
                     return
         except (h11.ProtocolError, OSError):
-            # Framing h11 refuses: gunicorn's parser has the last word (and its error answers),
-            # once the header block is in.
-            state.parser = None
-            if b"\r\n\r\n" in state.buffer:
-                self.dispatch(conn, truncated=True)
+            # Framing h11 refuses: gunicorn's parser has the last word, and its error answers.
+            self.dispatch(conn, truncated=True)
 
     def dispatch(self, conn: Connection, *, truncated: bool) -> None:
         """Hand a received request to a thread, its bytes in the parser's buffer."""
