@@ -14,14 +14,16 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import error_codes, validate
+from conftest import OAI, error_codes, validate
 from loadkit import Gunicorn
 
+from oaiserver.config import ConfigError, from_mapping
 from oaiserver.store import Store
 
 pytestmark = pytest.mark.slow
 
 FORM = "application/x-www-form-urlencoded"
+POST_HEAD = f"POST /oai HTTP/1.1\r\nHost: x\r\nContent-Type: {FORM}\r\n".encode()
 STALLED_HEADERS = b"GET /oai?verb=Identify HTTP/1.1\r\nHost: x\r\n"
 SHORT_BODY = f"POST /oai HTTP/1.1\r\nHost: x\r\nContent-Type: {FORM}\r\nContent-Length: 100\r\n\r\nverb=Ide".encode()
 STALLED_CHUNKS = (
@@ -248,3 +250,42 @@ def until_sockets(folder: Path, count: int, timeout: float = 30.0) -> list[str]:
         if len(found) == count or time.monotonic() > deadline:
             return found
         time.sleep(0.1)
+
+
+@pytest.mark.parametrize("value", [0, 301, "soon", True])
+def test_request_timeout_out_of_range_is_named(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"^server\.request_timeout: expected"):
+        from_mapping({"server": {"request_timeout": value}})
+    assert from_mapping({}).request_timeout == 20
+    assert from_mapping({"server": {"request_timeout": 300}}).request_timeout == 300
+
+
+def read_responses(sock: socket.socket) -> list[bytes]:
+    """Every response on a connection the server closes, split at each status line."""
+    data = closed_by_server(sock)
+    return [b"HTTP/1.1 " + part for part in data.split(b"HTTP/1.1 ")[1:]]
+
+
+def test_expect_100_continue_and_pipelining_still_work(tmp_path: Path) -> None:
+    """The event loop sends one `100 Continue` for a body it waits for, and two requests sent
+    at once on one connection get two answers, in order."""
+    with Gunicorn(tmp_path, sqlite_url(tmp_path), timeout=120) as server:
+        sock = connect(server.port, POST_HEAD + b"Content-Length: 13\r\nExpect: 100-continue\r\n\r\n")
+        sock.settimeout(30)
+        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"verb=Identify")
+        sock.shutdown(socket.SHUT_WR)
+        (answer,) = read_responses(sock)
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert error_codes(validate(answer.partition(b"\r\n\r\n")[2])) == []
+
+        two = b"GET /oai?verb=Identify HTTP/1.1\r\nHost: x\r\n\r\n"
+        two += POST_HEAD + b"Content-Length: 13\r\nConnection: close\r\n\r\nverb=ListSets"
+        sock = connect(server.port, two)
+        answers = read_responses(sock)
+        sock.close()
+        assert [a[:15] for a in answers] == [b"HTTP/1.1 200 OK"] * 2
+        docs = [validate(a.partition(b"\r\n\r\n")[2]) for a in answers]
+        assert [d.find(f"{OAI}request").get("verb") for d in docs] == ["Identify", "ListSets"]
+        assert [error_codes(d) for d in docs] == [[], []]
