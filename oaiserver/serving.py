@@ -35,9 +35,11 @@ from oaiserver.web import MAX_BODY
 
 # A request's header block: far above any OAI-PMH request (gunicorn's own line limit is 8190).
 HEADER_LIMIT = 32 * 1024
-# Body bytes buffered before the application gets the request: one more than it reads, so that
-# it can tell a body that is too long; and raw bytes, framing included.
-BODY_LIMIT = MAX_BODY + 1
+# Body bytes buffered before the application gets a request whose body is too long: more than it
+# reads (MAX_BODY + 1, to tell that it is too long) and than gunicorn's reader may ask for beyond
+# that (1 KiB), so that no read in a thread waits for the client. And raw bytes, framing included:
+# a chunked body framed so thinly that it passes this before its content does is refused.
+BODY_LIMIT = MAX_BODY + 1 + 4096
 BUFFER_LIMIT = HEADER_LIMIT + 2 * BODY_LIMIT
 # A closed connection's unread input is drained for LINGER seconds, at most LINGER_BYTES, so that
 # the answer is not reset (closing with unread input sends RST) by a client still sending.
@@ -47,10 +49,11 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 HEAD_END = re.compile(rb"\n\r?\n")  # the blank line (a bare LF too: gunicorn then says what is wrong)
 
 
-def timeout_response(seconds: int) -> bytes:
-    body = f"The request was not received whole within {seconds} seconds.\n".encode()
-    head = "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n"
-    return f"{head}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+def plain_response(status: str, message: str) -> bytes:
+    """A whole response the event loop sends itself, then closes the connection."""
+    body = f"{message}\n".encode()
+    head = f"HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
+    return f"{head}Connection: close\r\n\r\n".encode() + body
 
 
 class Connection(TConn):  # type: ignore[misc]
@@ -158,13 +161,17 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc]
         state = self.reading[conn]
         state.buffer += data
         if len(state.buffer) > BUFFER_LIMIT:
-            self.dispatch(conn, truncated=True)
+            self.refuse(conn, "400 Bad Request", f"The request's chunked framing passes {BUFFER_LIMIT} bytes.")
             return
         if state.parser is None:
             blank = HEAD_END.search(state.buffer)
             if blank is None:
                 if len(state.buffer) > HEADER_LIMIT:
-                    self.dispatch(conn, truncated=True)  # gunicorn answers that it is too large
+                    self.refuse(
+                        conn,
+                        "431 Request Header Fields Too Large",
+                        f"The request's header block passes {HEADER_LIMIT} bytes.",
+                    )
                 return
             head = bytes(state.buffer[: blank.start()]).lower()
             if b"\ncontent-length:" not in head and b"\ntransfer-encoding:" not in head:
@@ -189,9 +196,10 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc]
                 elif isinstance(event, h11.EndOfMessage):
                     self.dispatch(conn, truncated=False)
                     return
-        except (h11.ProtocolError, OSError):
-            # Framing h11 refuses: gunicorn's parser has the last word, and its error answers.
-            self.dispatch(conn, truncated=True)
+        except (h11.ProtocolError, OSError) as exc:
+            # Refused here, not handed on: a thread would wait on the socket for a body whose end
+            # is unknown.
+            self.refuse(conn, "400 Bad Request", f"The request's body is not framed correctly: {str(exc)[:200]}")
 
     def dispatch(self, conn: Connection, *, truncated: bool) -> None:
         """Hand a received request to a thread, its bytes in the parser's buffer."""
@@ -202,6 +210,14 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc]
         conn.truncated, conn.continued = truncated, state.continued
         conn.ready = conn.data_ready = True
         self.enqueue_req(conn)
+
+    def refuse(self, conn: Connection, status: str, message: str) -> None:
+        """Answer a request that is not to be read further from the event loop, and close."""
+        self.forget(conn)
+        self.nr_conns -= 1
+        with contextlib.suppress(OSError):
+            conn.sock.send(plain_response(status, message))  # a few hundred bytes: they fit
+        self.linger(conn.sock)
 
     def forget(self, conn: Connection) -> Reading:
         with_state = self.reading.pop(conn)
@@ -223,13 +239,14 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc]
         for conn, state in list(self.reading.items()):
             if state.deadline > now:
                 break
-            self.forget(conn)
-            self.nr_conns -= 1
             if state.buffer:
-                with contextlib.suppress(OSError):
-                    conn.sock.send(timeout_response(self.request_timeout))
-                self.linger(conn.sock)
+                seconds = self.request_timeout
+                self.refuse(
+                    conn, "408 Request Timeout", f"The request was not received whole within {seconds} seconds."
+                )
             else:
+                self.forget(conn)
+                self.nr_conns -= 1
                 conn.close()
         for sock, (deadline, _) in list(self.lingering.items()):
             if deadline > now:

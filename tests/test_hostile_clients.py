@@ -289,3 +289,30 @@ def test_expect_100_continue_and_pipelining_still_work(tmp_path: Path) -> None:
         docs = [validate(a.partition(b"\r\n\r\n")[2]) for a in answers]
         assert [d.find(f"{OAI}request").get("verb") for d in docs] == ["Identify", "ListSets"]
         assert [error_codes(d) for d in docs] == [[], []]
+
+
+THIN_CHUNKS = POST_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + b"1\r\nx\r\n" * 40_000
+BIG_HEADERS = b"GET /oai?verb=Identify HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"y" * 8000 + b"\r\n" * 1
+BAD_CHUNK = POST_HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nverb=Identify\r\n"
+REFUSED = {
+    "chunked framing thinner than its content": (THIN_CHUNKS, b"HTTP/1.1 400 "),
+    "a header block over 32 KiB": (BIG_HEADERS * 5, b"HTTP/1.1 431 "),
+    "a chunk size that is not hexadecimal": (BAD_CHUNK, b"HTTP/1.1 400 "),
+}
+
+
+@pytest.mark.parametrize("kind", list(REFUSED))
+def test_a_request_that_cannot_be_buffered_whole_is_refused_at_once(tmp_path: Path, kind: str) -> None:
+    """Requests the event loop cannot hand on whole are answered by it, then closed; none is
+    given to a thread that would wait on the client (which then stalls here), and the answer
+    comes long before server.request_timeout (set to 300 s)."""
+    sent, status = REFUSED[kind]
+    with Gunicorn(tmp_path, sqlite_url(tmp_path), timeout=120, request_timeout=300) as server:
+        sock = connect(server.port, b"")
+        with suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(sent)
+        received = closed_by_server(sock)
+        sock.close()
+        assert received.startswith(status), received[:300]
+        assert received.count(b"HTTP/1.1 ") == 1
+        assert requests.get(server.base, params={"verb": "Identify"}, timeout=10).status_code == 200
