@@ -167,7 +167,12 @@ def default_bind(base_url: str) -> str:
     type=click.IntRange(min=1),
     help="Threads per worker answering requests (a request gets one only once it has arrived whole).",
 )
-@click.option("--timeout", default=60, show_default=True, help="Seconds before a silent worker is restarted.")
+@click.option(
+    "--timeout",
+    default=60,
+    show_default=True,
+    help="Seconds before a silent worker is restarted; also the longest an answer waits for a client to read it.",
+)
 @click.option(
     "--control-socket",
     type=click.Path(dir_okay=False),
