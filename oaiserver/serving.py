@@ -33,14 +33,17 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 from oaiserver.config import Config
 from oaiserver.web import MAX_BODY
 
-# A request's header block: far above any OAI-PMH request (gunicorn's own line limit is 8190).
-HEADER_LIMIT = 32 * 1024
+# A request's header block: far above any OAI-PMH request (gunicorn's request line limit is 8190).
+HEADER_LIMIT = 16 * 1024
 # Body bytes buffered before the application gets a request whose body is too long: more than it
 # reads (MAX_BODY + 1, to tell that it is too long) and than gunicorn's reader may ask for beyond
-# that (1 KiB), so that no read in a thread waits for the client. And raw bytes, framing included:
-# a chunked body framed so thinly that it passes this before its content does is refused.
+# that (1 KiB), so that no read in a thread waits for the client. And raw bytes, framing included
+# (chunks of 64 bytes or more fit): a body framed more thinly is refused. A request being received
+# holds at most BUFFER_LIMIT + RECV_SIZE bytes (108 KiB); a worker, 1,000 of them (gunicorn's
+# worker_connections).
 BODY_LIMIT = MAX_BODY + 1 + 4096
-BUFFER_LIMIT = HEADER_LIMIT + 2 * BODY_LIMIT
+BUFFER_LIMIT = HEADER_LIMIT + BODY_LIMIT + 8 * 1024
+RECV_SIZE = 16 * 1024
 # A closed connection's unread input is drained for LINGER seconds, at most LINGER_BYTES, so that
 # the answer is not reset (closing with unread input sends RST) by a client still sending.
 LINGER = 2.0
@@ -141,7 +144,7 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc]
 
     def on_request_bytes(self, conn: Connection, sock: socket.socket) -> None:
         try:
-            data = sock.recv(65536)
+            data = sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -160,9 +163,6 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc]
     def receive(self, conn: Connection, data: bytes) -> None:
         state = self.reading[conn]
         state.buffer += data
-        if len(state.buffer) > BUFFER_LIMIT:
-            self.refuse(conn, "400 Bad Request", f"The request's chunked framing passes {BUFFER_LIMIT} bytes.")
-            return
         if state.parser is None:
             blank = HEAD_END.search(state.buffer)
             if blank is None:
@@ -184,6 +184,9 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc]
             while True:
                 event = state.parser.next_event()
                 if event is h11.NEED_DATA:
+                    if len(state.buffer) > BUFFER_LIMIT:  # the framing, not the content, is large
+                        message = f"The request's chunked framing passes {BUFFER_LIMIT} bytes."
+                        self.refuse(conn, "400 Bad Request", message)
                     return
                 if isinstance(event, h11.Request) and state.parser.they_are_waiting_for_100_continue:
                     state.continued = True

@@ -296,7 +296,7 @@ BIG_HEADERS = b"GET /oai?verb=Identify HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b
 BAD_CHUNK = POST_HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nverb=Identify\r\n"
 REFUSED = {
     "chunked framing thinner than its content": (THIN_CHUNKS, b"HTTP/1.1 400 "),
-    "a header block over 32 KiB": (BIG_HEADERS * 5, b"HTTP/1.1 431 "),
+    "a header block over 16 KiB": (BIG_HEADERS * 5, b"HTTP/1.1 431 "),
     "a chunk size that is not hexadecimal": (BAD_CHUNK, b"HTTP/1.1 400 "),
 }
 
