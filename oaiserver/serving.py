@@ -28,7 +28,7 @@ from typing import Any
 
 import h11
 from gunicorn import http
-from gunicorn.workers.gthread import TConn, ThreadWorker
+from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
 from oaiserver.config import Config
 from oaiserver.web import MAX_BODY
@@ -239,6 +239,9 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc]
     def murder_pending(self) -> None:
         super().murder_pending()
         now = time.monotonic()
+        if not self.alive:  # stopping: as gthread does for kept-alive connections, do not wait long
+            for state in self.reading.values():
+                state.deadline = min(state.deadline, now + STOP_KEEPALIVE_LINGER if state.buffer else now)
         for conn, state in list(self.reading.items()):
             if state.deadline > now:
                 break
