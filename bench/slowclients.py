@@ -26,12 +26,12 @@ import argparse
 import json
 import os
 import selectors
+import shutil
 import socket
 import sys
 import tempfile
 import threading
 import time
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="slowclients-"))
+    try:
+        return measure(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, workdir: Path) -> int:
     db = workdir / "bench.sqlite3"
     B.log(f"loading {args.records:,} records into {db}")
     B.load(db, args.records, 1000)
@@ -235,10 +242,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key:55} {value}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
-    with suppress(OSError):
-        for path in workdir.iterdir():
-            path.unlink()
-        workdir.rmdir()
     return 0
 
 
