@@ -84,8 +84,10 @@ def hostile_crowd(port: int, per_kind: int) -> Iterator[list[socket.socket]]:
 
 def test_identify_answers_while_80_connections_stall_or_trickle(tmp_path: Path) -> None:
     """Stalled headers, short bodies, stalled chunks, silent and trickling sockets (16 of each)
-    take no worker from other clients: Identify, ListRecords and a POST are answered."""
-    with Gunicorn(tmp_path, sqlite_url(tmp_path), timeout=120) as server, hostile_crowd(server.port, 16) as crowd:
+    take no worker from other clients: Identify, ListRecords and a POST are answered while all
+    of them are still held (server.request_timeout is set far beyond the test)."""
+    url = sqlite_url(tmp_path)
+    with Gunicorn(tmp_path, url, timeout=120, request_timeout=300) as server, hostile_crowd(server.port, 16) as crowd:
         assert len(crowd) == 80
         for _ in range(3):
             identify = requests.get(server.base, params={"verb": "Identify"}, timeout=10)
@@ -95,6 +97,8 @@ def test_identify_answers_while_80_connections_stall_or_trickle(tmp_path: Path) 
         assert error_codes(validate(listed.content)) == ["noRecordsMatch"]
         posted = requests.post(server.base, data={"verb": "Identify"}, timeout=10)
         assert posted.status_code == 200 and error_codes(validate(posted.content)) == []
+        answered_or_closed, _, _ = select.select(crowd, [], [], 0)
+        assert answered_or_closed == [], "the crowd was let go before the other clients were answered"
 
 
 def closed_by_server(sock: socket.socket) -> bytes:
