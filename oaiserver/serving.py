@@ -71,8 +71,8 @@ class Connection(TConn):  # type: ignore[misc]
 
     def init(self) -> None:
         super().init()
-        # Reads in the thread find the request buffered; this bounds the rest (a framing h11
-        # refused) and the writing of the answer to a client that stops reading it.
+        # Reads in the thread find the request buffered; this bounds the writing of the answer
+        # to a client that stops reading it.
         self.sock.settimeout(max(self.worker.request_timeout, self.worker.cfg.timeout))
 
     def close(self, graceful: bool = False) -> None:
