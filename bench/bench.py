@@ -10,7 +10,7 @@ machine (medians over --repeat repetitions, the servers measured alternately):
 
 1. load N synthetic records (oaiserver.synthetic) into a fresh SQLite store through
    `Store.write(..., keep_datestamps=True, batch=...)`; only the time spent in `write` counts;
-2. serve that file with oaiserver as in production (`oaiserver serve`: gunicorn, sync workers)
+2. serve that file with oaiserver as in production (`oaiserver serve`: gunicorn, its request-buffering workers)
    and with a reference peer, pyoai (`oaipmh` from PyPI, bench/peer_app.py) behind the same
    gunicorn, from its own venv (bench/.peer-venv, made here);
 3. full ListRecords harvests with a plain `requests` loop (token found by a regex), server CPU
@@ -788,7 +788,7 @@ class Bench:
         servers: list[Server] = []
         try:
             self.section_load(db)
-            log(f"starting oaiserver (gunicorn, {a.workers} sync workers, page size {a.page_size})")
+            log(f"starting oaiserver (gunicorn, {a.workers} workers, page size {a.page_size})")
             ours = start_ours(workdir, db, a.workers, a.page_size)
             servers.append(ours)
             peer = None
@@ -1271,7 +1271,7 @@ class Bench:
 
         a = self.args
         table = Table(
-            title=f"oaiserver benchmarks: N={a.records:,}, {a.workers} sync workers, page size {a.page_size}, "
+            title=f"oaiserver benchmarks: N={a.records:,}, {a.workers} workers, page size {a.page_size}, "
             f"{os.cpu_count()} CPUs"
         )
         for col in ("group", "figure", "value", "target", "result", "notes"):
@@ -1305,7 +1305,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-pg", action="store_true", help="do not harvest into PostgreSQL")
     p.add_argument("--skip-harvester", action="store_true", help="skip the harvester and Sickle runs")
     p.add_argument("--json", default=str(BENCH / "results" / "latest.json"), help="where to write the JSON results")
-    p.add_argument("--workers", type=int, default=2, help="gunicorn sync workers, both servers (default 2)")
+    p.add_argument("--workers", type=int, default=2, help="gunicorn workers, both servers (default 2)")
     p.add_argument(
         "--page-size",
         type=int,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import click
@@ -174,7 +173,24 @@ def default_bind(base_url: str) -> str:
     "--bind", "-b", help="Address to listen on (default: host:port of baseURL if local, else 127.0.0.1:5000)."
 )
 @click.option("--workers", "-w", default=2, show_default=True, help="gunicorn worker processes.")
-@click.option("--timeout", default=60, show_default=True, help="Seconds before a silent worker is restarted.")
+@click.option(
+    "--threads",
+    default=4,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Threads per worker answering requests (a request gets one only once it has arrived whole).",
+)
+@click.option(
+    "--timeout",
+    default=60,
+    show_default=True,
+    help="Seconds before a silent worker is restarted; also the longest an answer waits for a client to read it.",
+)
+@click.option(
+    "--control-socket",
+    type=click.Path(dir_okay=False),
+    help="gunicorn's control socket (default: oaiserver-<bind>.ctl in $XDG_RUNTIME_DIR, else ~/.gunicorn).",
+)
 @click.option("--dev", is_flag=True, help="Use Flask's development server instead of gunicorn.")
 @click.option(
     "--access-log",
@@ -182,8 +198,22 @@ def default_bind(base_url: str) -> str:
     help="Also write gunicorn's access log (every request already gets one log line of ours).",
 )
 @pass_ctx
-def serve(ctx: Context, bind: str | None, workers: int, timeout: int, dev: bool, access_log: bool) -> None:
-    """Serve the repository over OAI-PMH (gunicorn)."""
+def serve(
+    ctx: Context,
+    bind: str | None,
+    workers: int,
+    threads: int,
+    timeout: int,
+    control_socket: str | None,
+    dev: bool,
+    access_log: bool,
+) -> None:
+    """Serve the repository over OAI-PMH (gunicorn).
+
+    A request is read whole by each worker's event loop before a thread answers it, so clients
+    that stall or trickle hold no thread; one not received within server.request_timeout
+    seconds is answered 408 and closed.
+    """
     from oaiserver import create_app
 
     cfg = ctx.config
@@ -194,20 +224,17 @@ def serve(ctx: Context, bind: str | None, workers: int, timeout: int, dev: bool,
         host, _, port = bind.rpartition(":")
         create_app(cfg).run(host=host, port=int(port))
         return
-    from gunicorn.app.base import BaseApplication
+    from oaiserver import serving
 
-    class _App(BaseApplication):  # type: ignore[misc]
-        def load_config(self) -> None:
-            options: dict[str, Any] = {"bind": bind, "workers": workers, "timeout": timeout}
-            if access_log:
-                options["accesslog"] = "-"
-            for key, value in options.items():
-                self.cfg.set(key, value)
-
-        def load(self) -> Any:
-            return create_app(cfg)
-
-    _App().run()
+    serving.run(
+        cfg,
+        bind=bind,
+        workers=workers,
+        threads=threads,
+        timeout=timeout,
+        access_log=access_log,
+        control_socket=control_socket,
+    )
 
 
 @main.command()

@@ -43,6 +43,7 @@ KEYS: dict[str, str] = {
     "server.secret": "key that signs resumption tokens (env OAI_SECRET overrides)",
     "server.max_concurrent_lists": "list requests one process answers at once; more get HTTP 503",
     "server.retry_after": "seconds a refused request is asked to wait (Retry-After)",
+    "server.request_timeout": "seconds a client has to send a whole request; then 408 and closed",
     "seeds": "folder of seed documents ingested by `make run`",
     "sets": "list of sets: spec, name, description, match",
     "partners": "list of partner repositories to harvest",
@@ -56,6 +57,7 @@ RANGES: dict[str, tuple[int, int]] = {
     "server.token_lifetime": (60, 366 * 86400),  # a minute to a year
     "server.max_concurrent_lists": (1, 1_000),
     "server.retry_after": (1, 3_600),
+    "server.request_timeout": (1, 300),
 }
 # key -> (shortest, longest) for text, in characters. Text that goes into the store is held to its
 # columns here (the same on SQLite, which has no limits, and PostgreSQL).
@@ -157,6 +159,9 @@ class Config:
     token_lifetime: int = 86400
     max_concurrent_lists: int = 16
     retry_after: int = 5
+    # Seconds to receive a whole request (headers and body) before it is cut with a 408: the
+    # time a stalled or trickling client can hold a connection (serving.py).
+    request_timeout: int = 20
     secret: str | None = None
     seeds: str = "seeds"
     sets: tuple[SetRule, ...] = ()
@@ -265,7 +270,18 @@ def from_mapping(data: dict[str, Any] | None, root: Path = Path(".")) -> Config:
     for section, known in (
         ("repository", {"name", "base_url", "admin_emails", "identifier", "description", "publisher"}),
         ("storage", {"url"}),
-        ("server", {"page_size", "sets_page_size", "token_lifetime", "secret", "max_concurrent_lists", "retry_after"}),
+        (
+            "server",
+            {
+                "page_size",
+                "sets_page_size",
+                "token_lifetime",
+                "secret",
+                "max_concurrent_lists",
+                "retry_after",
+                "request_timeout",
+            },
+        ),
     ):
         value = data.get(section)
         if value is not None and not isinstance(value, dict):
@@ -310,6 +326,7 @@ def from_mapping(data: dict[str, Any] | None, root: Path = Path(".")) -> Config:
         token_lifetime=numbers["server.token_lifetime"],
         max_concurrent_lists=numbers["server.max_concurrent_lists"],
         retry_after=numbers["server.retry_after"],
+        request_timeout=numbers["server.request_timeout"],
         secret=secret,
         seeds=_text(data, "seeds", d.seeds),
         sets=_parse_sets(_counted("sets", _get(data, "sets", list, []))),

@@ -180,6 +180,13 @@ def _illegal(value: str) -> bool:
     return has_forbidden_chars(value) or len(value) > MAX_VALUE
 
 
+def _problem(value: str) -> str:
+    """Why a value cannot be taken (its length is checked first: a long value may be fine else)."""
+    if len(value) > MAX_VALUE:
+        return f"is too long (more than {MAX_VALUE} characters)"
+    return "contains characters that are not allowed"
+
+
 def check(pairs: Sequence[tuple[str, str]]) -> Request:
     """Hold the arguments to the table and the syntax rules; raise every problem found."""
     verbs = [v for k, v in pairs if k == "verb"]
@@ -199,13 +206,13 @@ def check(pairs: Sequence[tuple[str, str]]) -> Request:
         if name == "verb":
             continue
         if _illegal(name):
-            problems.append(e.BadArgument("An argument name contains characters that are not allowed."))
+            problems.append(e.BadArgument(f"An argument name {_problem(name)}."))
         elif name not in table:
             problems.append(e.BadArgument(f"{name!r} is not an argument of {verb}."))
         elif name in args:
             problems.append(e.BadArgument(f"The argument {name!r} is repeated."))
         elif _illegal(value):
-            problems.append(e.BadArgument(f"The value of {name!r} contains characters that are not allowed."))
+            problems.append(e.BadArgument(f"The value of {name!r} {_problem(value)}."))
             args[name] = value
         else:
             args[name] = value
@@ -248,6 +255,13 @@ def _syntax_problems(args: dict[str, str]) -> list[e.OAIError]:
         elif bounds["from"][0] > bounds["until"][0]:
             problems.append(e.BadArgument("The 'from' argument is later than the 'until' argument."))
     return problems
+
+
+def too_long(limit: int, now: int | None = None) -> Answer:
+    """The answer to a request whose arguments, together, pass `limit` bytes: a long GET gets
+    badArgument for its long value, and a POST that long gets the same kind of answer."""
+    problem = e.BadArgument(f"The request is too long (more than {limit} bytes of arguments).")
+    return Answer(response_date=int(time.time()) if now is None else now, errors=[problem])
 
 
 # ---- the verbs ----------------------------------------------------------------------------------

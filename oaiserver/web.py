@@ -32,14 +32,17 @@ def repository() -> protocol.Repository:
 
 
 def _raw_arguments() -> bytes | None:
-    """The query string, and for POST the form body too; None if the body is unusable."""
+    """The query string, and for POST the form body too; None if the body is over MAX_BODY.
+
+    At most MAX_BODY + 1 bytes are read, whatever the framing (Content-Length, chunked or
+    none): a longer body is recognised without being held."""
     raw = request.query_string
     if request.method == "POST":
-        if request.content_length and request.content_length > MAX_BODY:
+        if (request.content_length or 0) > MAX_BODY:
             return None
-        if request.mimetype not in (FORM, ""):
+        body = request.stream.read(MAX_BODY + 1)
+        if len(body) > MAX_BODY:
             return None
-        body = request.get_data(cache=False)
         raw = b"&".join(part for part in (raw, body) if part)
     return raw
 
@@ -47,13 +50,16 @@ def _raw_arguments() -> bytes | None:
 @bp.route("/oai", methods=["GET", "POST"])
 def oai() -> Response:
     repo = repository()
-    raw = _raw_arguments()
-    if raw is None:
+    if request.method == "POST" and request.mimetype not in (FORM, ""):
+        sent = request.mimetype[:100]
         return Response(
-            f"POST requests must send {FORM} bodies of at most {MAX_BODY} bytes.\n",
-            status=415 if request.mimetype not in (FORM, "") else 413,
+            f"POST requests must send their arguments as {FORM}, not as {sent!r}.\n",
+            status=415,
             mimetype="text/plain",
         )
+    raw = _raw_arguments()
+    if raw is None:  # answered as a long GET is: an OAI-PMH badArgument
+        return _xml(protocol.too_long(MAX_BODY), repo)
     pairs = protocol.parse_pairs(raw)
     limiter: threading.BoundedSemaphore = current_app.extensions["oai_list_limiter"]
     is_list = any(k == "verb" and v in LIST_VERBS for k, v in pairs)
@@ -65,6 +71,11 @@ def oai() -> Response:
     finally:
         if is_list:
             limiter.release()
+    return _xml(answer, repo)
+
+
+def _xml(answer: protocol.Answer, repo: protocol.Repository) -> Response:
+    """The OAI-PMH response, gzip-compressed when asked, and its log line."""
     body = render.response(answer, repo.config.base_url, stylesheet=f"{repo.config.site_url}/static/oai2.xsl")
     resp = Response(body, content_type="text/xml; charset=utf-8")
     resp.vary.add("Accept-Encoding")
@@ -105,6 +116,27 @@ def _observe(answer: protocol.Answer, seconds: float) -> None:
 @bp.before_app_request
 def _start_clock() -> None:
     g.started = time.perf_counter()
+
+
+# Pages for people show harvested text: no script, frame or foreign resource may run in them.
+# Every response gets these; XML documents keep no CSP, which would stop browsers from loading
+# the stylesheet (/static/oai2.xsl) they are rendered with.
+SAFETY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+PAGE_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+@bp.after_app_request
+def _safety_headers(resp: Response) -> Response:
+    resp.headers.update(SAFETY_HEADERS)
+    if resp.mimetype != "text/xml":
+        resp.headers["Content-Security-Policy"] = PAGE_CSP
+    return resp
 
 
 @bp.after_app_request

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from conftest import NS, Clock, OAIClient, error_codes, make_record
 
+from oaiserver.protocol import MAX_VALUE
 from oaiserver.store import Store
+from oaiserver.web import MAX_BODY
 
 LR = "verb=ListRecords&metadataPrefix=oai_dc"
 
@@ -131,3 +133,35 @@ def test_post_with_other_content_type_is_refused_clearly(oai: OAIClient) -> None
     response = oai.http.post("/oai", data="verb=Identify", content_type="application/json")
     assert response.status_code == 415
     assert b"application/x-www-form-urlencoded" in response.data
+
+
+def test_post_with_other_content_type_names_the_content_type(oai: OAIClient) -> None:
+    """The refusal of a non-form POST is about its content type, whatever its size."""
+    response = oai.http.post("/oai", data="verb=Identify", content_type="application/json")
+    message = response.data.decode()
+    assert "'application/json'" in message
+    assert "bytes" not in message and "at most" not in message
+
+
+@pytest.mark.parametrize("length", [MAX_BODY + 1, 3 * MAX_BODY])
+def test_post_over_the_body_limit_is_bad_argument(oai: OAIClient, length: int) -> None:
+    """A form body over 64 KiB is answered as a long GET is: HTTP 200, badArgument, valid."""
+    head = "verb=GetRecord&metadataPrefix=oai_dc&identifier=oai:x:"
+    doc = oai.post(head + "y" * (length - len(head)))
+    assert error_codes(doc) == ["badArgument"]
+    assert doc.find("oai:request", NS).attrib == {}
+    assert "too long" in doc.findtext("oai:error", namespaces=NS)
+
+
+@pytest.mark.parametrize("send", ["get", "post"])
+def test_a_value_over_the_length_limit_is_called_too_long(oai: OAIClient, send: str) -> None:
+    query = "verb=GetRecord&metadataPrefix=oai_dc&identifier=oai:x:" + "y" * MAX_VALUE
+    doc = oai.get(query) if send == "get" else oai.post(query)
+    assert error_codes(doc) == ["badArgument"]
+    message = doc.findtext("oai:error", namespaces=NS)
+    assert "too long" in message and "not allowed" not in message
+
+
+def test_a_value_with_forbidden_characters_is_still_called_so(oai: OAIClient) -> None:
+    doc = oai.get("verb=GetRecord&metadataPrefix=oai_dc&identifier=oai:x:%01")
+    assert "characters that are not allowed" in doc.findtext("oai:error", namespaces=NS)
