@@ -33,6 +33,7 @@ from oaiserver.dumpcheck import Refused, record_of, row_of
 from oaiserver.records import Record
 from oaiserver.store import (
     EXPORTED_TABLES,
+    Prepared,
     Store,
     content_hash,
     insert_rows_in,
@@ -138,6 +139,7 @@ class _Reader:
         self.path, self.src = path, src
         self.number = 0
         self.digest = hashlib.sha256()
+        self.raw = b""  # the line last yielded
 
     def fail(self, reason: str, number: int | None = None) -> DumpError:
         at = self.number if number is None else number
@@ -171,6 +173,7 @@ class _Reader:
                     raise self.fail("a line after the trailer")
                 return
             self.digest.update(raw)
+            self.raw = raw
             yield item
         raise self.fail(
             f"the file ends after line {self.number} without its trailer: it is incomplete (cut short) "
@@ -224,7 +227,7 @@ class _Writer:
 
     def __init__(self, store: Store, conn: Connection, stamp: int, reader: _Reader, batch: int) -> None:
         self.store, self.conn, self.stamp, self.reader, self.batch = store, conn, stamp, reader, batch
-        self.records: list[tuple[int, Record]] = []  # (line number, record)
+        self.records: list[tuple[int, Prepared]] = []  # (line number, record)
         self.rows: dict[str, list[dict[str, Any]]] = {}
         self.pending_rows = 0
         self.keys: dict[str, set[tuple[Any, ...]]] = {name: set() for name in TABLES}  # natural keys met
@@ -233,12 +236,12 @@ class _Writer:
         for item in lines:
             try:
                 if "record" in item:
-                    record = record_of(item)
-                    self.records.append((self.reader.number, record))
+                    prepared = record_of(item, self.reader.raw)
+                    self.records.append((self.reader.number, prepared))
                     report.records += 1
-                    report.deleted += record.deleted
+                    report.deleted += prepared.record.deleted
                 else:
-                    name, row = row_of(item, TABLES)
+                    name, row = row_of(item, self.reader.raw, TABLES)
                     self._check_key(name, row)
                     self.rows.setdefault(name, []).append(row)
                     self.pending_rows += 1
@@ -266,7 +269,7 @@ class _Writer:
         if not self.records:
             return
         before = last_record_id_in(self.conn)
-        chunk = [record for _, record in self.records]
+        chunk = [prepared for _, prepared in self.records]
         result = self.store.write_in(self.conn, self.stamp, chunk, keep_datestamps=True)
         if result.added != len(chunk):
             raise self._duplicate(before)
@@ -274,11 +277,12 @@ class _Writer:
 
     def _duplicate(self, before: int) -> DumpError:
         """The error for a batch that added fewer rows than it held: an identifier met twice."""
-        seen = Counter(record.identifier for _, record in self.records)
+        seen = Counter(prepared.record.identifier for _, prepared in self.records)
         earlier = {i for i, row_id in record_ids_in(self.conn, list(seen)).items() if row_id <= before}
-        for number, record in reversed(self.records):
-            if seen[record.identifier] > 1 or record.identifier in earlier:
-                return self.reader.fail(f"record {record.identifier!r} appears twice in the file", number)
+        for number, prepared in reversed(self.records):
+            identifier = prepared.record.identifier
+            if seen[identifier] > 1 or identifier in earlier:
+                return self.reader.fail(f"record {identifier!r} appears twice in the file", number)
         return self.reader.fail("a record could not be written")  # pragma: no cover - write_in refused one
 
     def _write_rows(self) -> None:

@@ -11,6 +11,7 @@ adds the file and line number.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,12 +20,8 @@ from lxml import etree
 from oaiserver.config import SPEC_RE
 from oaiserver.protocol import PREFIX_RE
 from oaiserver.records import DCValue, Record, is_identifier, utf8_if_allowed
-from oaiserver.store import content_hash, exported_columns
+from oaiserver.store import Prepared, exported_columns, prepare
 
-RECORD_KEYS = frozenset(
-    {"identifier", "datestamp", "deleted", "source", "sets", "dc", "metadata", "fulltext", "raw_xml", "provenance",
-     "about", "content_hash"}
-)  # fmt: skip
 MAX_DATESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z: datestamps have four-digit years
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 # Strict, and blind to anything outside the text: no DTD, no entities, no network.
@@ -40,10 +37,6 @@ def _expect(ok: bool, reason: str) -> None:
         raise Refused(reason)
 
 
-def _text_or_none(value: Any) -> bool:
-    return value is None or isinstance(value, str)
-
-
 def _strings(value: Any) -> list[str]:
     """Every string inside a JSON value (keys included)."""
     if isinstance(value, str):
@@ -55,80 +48,111 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
-def check_fragment(fragment: str, where: str) -> None:
-    """`fragment` is one well-formed element, as it will stand inside an element of a response
-    (so no XML declaration or DOCTYPE), with every prefix it uses declared."""
+# How a character XML forbids can hide in a JSON line (the parser refuses raw control bytes):
+# a \uXXXX escape, \b or \f, U+FFFE or U+FFFF in UTF-8 (EF BF), or a surrogate in UTF-8 (ED;
+# the parser lets those through). A line with none of these holds none, and export writes
+# none of them; a line with any has its strings walked.
+_SUSPECT = (b"\\u", b"\\b", b"\\f", b"\xef\xbf", b"\xed")
+
+
+def allowed_text(raw: bytes, value: Any) -> bool:
+    """Whether `value`, parsed from the line `raw`, holds only characters XML allows."""
+    if not any(needle in raw for needle in _SUSPECT):
+        return True
+    return utf8_if_allowed("".join(_strings(value))) is not None
+
+
+def fragment_problem(fragment: str) -> str | None:
+    """What keeps `fragment` from being served: it must be one well-formed element as it will
+    stand inside an element of a response (so no XML declaration or DOCTYPE), with every
+    prefix it uses declared."""
     try:
         wrapper = etree.fromstring(b"<w>" + fragment.encode() + b"</w>", _PARSER)
     except etree.XMLSyntaxError as exc:
-        raise Refused(f"{where} is not well-formed XML: {exc}") from None
+        return f"is not well-formed XML: {exc}"
     elements = [child for child in wrapper if isinstance(child.tag, str)]
     stray = (wrapper.text or "") + "".join(child.tail or "" for child in wrapper)
-    _expect(len(elements) == 1 and not stray.strip(), f"{where} is not one XML element")
+    return None if len(elements) == 1 and not stray.strip() else "is not one XML element"
 
 
-def record_of(item: dict[str, Any]) -> Record:
-    """The record a `{"record": {...}}` line holds, once it meets every rule."""
+def _is_dc(value: Any) -> bool:
+    return (
+        type(value) is list
+        and len(value) == 3
+        and type(value[0]) is str
+        and type(value[1]) is str
+        and (value[2] is None or type(value[2]) is str)
+    )
+
+
+def _is_spec(value: Any) -> bool:
+    return type(value) is str and len(value) <= 400 and SPEC_RE.fullmatch(value) is not None
+
+
+def _is_format(item: tuple[Any, Any]) -> bool:
+    prefix, fragment = item
+    return len(prefix) <= 100 and PREFIX_RE.fullmatch(prefix) is not None and type(fragment) is str
+
+
+def _text_or_none(value: Any) -> bool:
+    return value is None or type(value) is str
+
+
+# A record line's fields, each with its rule and what the refusal says when it is broken.
+FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "identifier": (lambda v: type(v) is str and len(v) <= 1024 and is_identifier(v), "is not a URI"),
+    "datestamp": (lambda v: type(v) is int and 0 <= v <= MAX_DATESTAMP, "is not a time in seconds"),
+    "deleted": (lambda v: type(v) is bool, "is not true or false"),
+    "source": (lambda v: type(v) is str and 0 < len(v) <= 200, "is not a name"),
+    "sets": (lambda v: type(v) is list and all(map(_is_spec, v)), "is not a list of setSpecs"),
+    "dc": (lambda v: type(v) is list and all(map(_is_dc, v)), "is not a list of [element, value, language]"),
+    "metadata": (lambda v: type(v) is dict and all(map(_is_format, v.items())), "is not metadataPrefix -> XML"),
+    "fulltext": (_text_or_none, "is not a string or null"),
+    "raw_xml": (_text_or_none, "is not a string or null"),
+    "about": (_text_or_none, "is not a string or null"),
+    "provenance": (lambda v: v is None or type(v) is dict, "is not a mapping or null"),
+    "content_hash": (lambda v: type(v) is str and _DIGEST_RE.fullmatch(v) is not None, "is not a SHA-256 digest"),
+}
+
+
+def record_of(item: dict[str, Any], raw: bytes) -> Prepared:
+    """The record a `{"record": {...}}` line (`raw`, parsed into `item`) holds, prepared for
+    the store, once it meets every rule."""
     r: Any = item.get("record")
-    _expect(isinstance(r, dict) and item.keys() == {"record"}, "not a record line")
-    _expect(r.keys() == RECORD_KEYS, f"a record has the fields {sorted(RECORD_KEYS)}, this one {sorted(r)}")
-    identifier = r["identifier"]
-    _expect(isinstance(identifier, str) and len(identifier) <= 1024, "the identifier is not a string")
-    where = f"record {identifier!r}"
-    _expect(is_identifier(identifier), f"{where}: the identifier is not a URI")
-    stamp = r["datestamp"]
-    _expect(type(stamp) is int and 0 <= stamp <= MAX_DATESTAMP, f"{where}: the datestamp is not a time")
-    _expect(isinstance(r["deleted"], bool), f"{where}: deleted is not true or false")
-    _expect(isinstance(r["source"], str) and 0 < len(r["source"]) <= 200, f"{where}: the source is not a name")
-    sets = r["sets"]
-    _expect(isinstance(sets, list) and all(isinstance(s, str) and len(s) <= 400 and SPEC_RE.fullmatch(s) for s in sets),
-            f"{where}: the sets are not a list of setSpecs")  # fmt: skip
-    dc = r["dc"]
-    _expect(isinstance(dc, list) and all(_is_dc(v) for v in dc),
-            f"{where}: dc is not a list of [element, value, language or null]")  # fmt: skip
-    metadata = r["metadata"]
-    _expect(isinstance(metadata, dict) and all(len(p) <= 100 and PREFIX_RE.fullmatch(p) and isinstance(x, str)
-                                               for p, x in metadata.items()),
-            f"{where}: metadata is not a mapping of metadataPrefix to XML")  # fmt: skip
-    for name in ("fulltext", "raw_xml", "about"):
-        _expect(_text_or_none(r[name]), f"{where}: {name} is not a string or null")
-    _expect(r["provenance"] is None or isinstance(r["provenance"], dict), f"{where}: provenance is not a mapping")
-    _expect(isinstance(r["content_hash"], str) and bool(_DIGEST_RE.fullmatch(r["content_hash"])),
-            f"{where}: content_hash is not a SHA-256 digest")  # fmt: skip
-    _expect(utf8_if_allowed("".join(_strings(r))) is not None, f"{where}: holds a character XML does not allow")
+    if type(r) is not dict or len(item) != 1:
+        raise Refused("not a record line")
+    if r.keys() != FIELDS.keys():
+        raise Refused(f"a record has the fields {sorted(FIELDS)}, this one {sorted(r)}")
+    for name, (ok, reason) in FIELDS.items():
+        if not ok(r[name]):
+            raise Refused(f"record {r['identifier']!r}: {name} {reason}")
+    if not allowed_text(raw, r):
+        raise Refused(f"record {r['identifier']!r} holds a character XML does not allow")
     record = Record(
-        identifier=identifier,
-        dc=[DCValue(e, v, lang) for e, v, lang in dc],
-        sets=sets,
+        identifier=r["identifier"],
+        dc=[DCValue(e, v, lang) for e, v, lang in r["dc"]],
+        sets=r["sets"],
         deleted=r["deleted"],
         source=r["source"],
-        datestamp=stamp,
-        metadata=metadata,
+        datestamp=r["datestamp"],
+        metadata=r["metadata"],
         fulltext=r["fulltext"],
         raw_xml=r["raw_xml"],
         provenance=r["provenance"],
         about=r["about"],
     )
     if not record.deleted:  # a tombstone serves its header alone
-        for prefix, fragment in metadata.items():
-            check_fragment(fragment, f"{where}: its {prefix} metadata")
-        if record.about is not None:
-            check_fragment(record.about, f"{where}: its about")
-    _expect(content_hash(record) == r["content_hash"], f"{where}: its content does not match its content_hash")
-    return record
+        served = [(f"its {prefix} metadata", xml) for prefix, xml in record.metadata.items()]
+        for what, fragment in [*served, *([("its about", record.about)] if record.about is not None else [])]:
+            if problem := fragment_problem(fragment):
+                raise Refused(f"record {record.identifier!r}: {what} {problem}")
+    prepared = prepare(record)
+    if prepared.digest != r["content_hash"]:
+        raise Refused(f"record {record.identifier!r}: its content does not match its content_hash")
+    return prepared
 
 
-def _is_dc(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) == 3
-        and isinstance(value[0], str)
-        and isinstance(value[1], str)
-        and _text_or_none(value[2])
-    )
-
-
-def row_of(item: dict[str, Any], tables: dict[str, sa.Table]) -> tuple[str, dict[str, Any]]:
+def row_of(item: dict[str, Any], raw: bytes, tables: dict[str, sa.Table]) -> tuple[str, dict[str, Any]]:
     """(table, row) of a `{"table": ..., "row": {...}}` line: the exported columns, each of its type."""
     name: Any = item.get("table")
     row: Any = item.get("row")
@@ -146,5 +170,5 @@ def row_of(item: dict[str, Any], tables: dict[str, sa.Table]) -> tuple[str, dict
         else:
             length = getattr(column.type, "length", None)
             _expect(isinstance(value, str) and (length is None or len(value) <= length), f"{name}.{key} is not text")
-            _expect(utf8_if_allowed(value) is not None, f"{name}.{key} holds a character XML does not allow")
+    _expect(allowed_text(raw, row), f"a {name} row holds a character XML does not allow")
     return name, row
