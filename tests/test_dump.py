@@ -215,6 +215,16 @@ def set_about(lines: list[bytes], about: str) -> list[bytes]:
     return reseal(lines)
 
 
+def set_bytes(lines: list[bytes], field: bytes) -> list[bytes]:
+    """A record's full text replaced by `field` as it stands in JSON (the content hash does
+    not cover the full text, so only the trailer needs fixing)."""
+    at = live_record_at(lines, DAMAGED)
+    item = line_dict(lines[at])
+    item["record"]["fulltext"] = "placeholder"
+    lines[at] = encode(item).replace(b'"fulltext":"placeholder"', b'"fulltext":"' + field + b'"')
+    return reseal(lines)
+
+
 # Each case: how the good file's lines are damaged, and which line (1-based) the refusal names:
 # "damaged" for the damaged line, "last" for the trailer, "end" for the last line left.
 DAMAGES: dict[str, tuple[Callable[[list[bytes]], list[bytes]], str, str]] = {
@@ -239,6 +249,9 @@ DAMAGES: dict[str, tuple[Callable[[list[bytes]], list[bytes]], str, str]] = {
         "damaged",
         "character XML does not allow",
     ),
+    "a lone surrogate": (lambda lines: set_bytes(lines, b"text \\ud800 text"), "damaged", "XML does not allow"),
+    "U+FFFF as UTF-8": (lambda lines: set_bytes(lines, "text \uffff".encode()), "damaged", "XML does not allow"),
+    "a form feed": (lambda lines: set_bytes(lines, b"text \\f"), "damaged", "XML does not allow"),
     "metadata that is two elements": (
         lambda lines: reseal(edit_metadata(lines, lambda x: x + "<x/>")),
         "damaged",
