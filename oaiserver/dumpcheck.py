@@ -10,6 +10,7 @@ adds the file and line number.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -172,5 +173,18 @@ def row_of(item: dict[str, Any], raw: bytes, tables: dict[str, sa.Table]) -> tup
         else:
             length = getattr(column.type, "length", None)
             _expect(isinstance(value, str) and (length is None or len(value) <= length), f"{name}.{key} is not text")
+    for key in JSON_OBJECTS.get(name, ()):
+        _expect(row[key] is None or _is_json_object(row[key]), f"{name}.{key} is not a JSON object")
     _expect(allowed_text(raw, row), f"a {name} row holds a character XML does not allow")
     return name, row
+
+
+# Text columns the store reads back as JSON objects (a harvest's checkpoint, a run's counts).
+JSON_OBJECTS: dict[str, tuple[str, ...]] = {"harvest_state": ("checkpoint",), "harvest_runs": ("counts",)}
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False

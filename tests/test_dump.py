@@ -225,8 +225,17 @@ def set_bytes(lines: list[bytes], field: bytes) -> list[bytes]:
     return reseal(lines)
 
 
+def run_counts(lines: list[bytes], counts: str) -> list[bytes]:
+    at = next(i for i, line in enumerate(lines) if line.startswith(b'{"row":') and b'"harvest_runs"' in line)
+    item = line_dict(lines[at])
+    item["row"]["counts"] = counts
+    lines[at] = encode(item)
+    return reseal(lines)
+
+
 # Each case: how the good file's lines are damaged, and which line (1-based) the refusal names:
-# "damaged" for the damaged line, "last" for the trailer, "end" for the last line left.
+# "damaged" for the damaged line, "last" for the trailer, "end" for the last line left, "run"
+# for the harvest run's line.
 DAMAGES: dict[str, tuple[Callable[[list[bytes]], list[bytes]], str, str]] = {
     "cut at a line end": (lambda lines: lines[:DAMAGED], "end", "without its trailer"),
     "trailer missing": (lambda lines: lines[:-1], "end", "without its trailer"),
@@ -263,6 +272,7 @@ DAMAGES: dict[str, tuple[Callable[[list[bytes]], list[bytes]], str, str]] = {
         "damaged",
         "not well-formed",
     ),
+    "a harvest run whose counts are not JSON": (lambda lines: run_counts(lines, "{received: 1"), "run", "JSON object"),
     # A byte changed and the trailer fixed, the content hash left: the record's digest refuses it.
     "a title changed, the trailer fixed": (
         lambda lines: reseal(edit_metadata(lines, lambda x: x.replace("<dc:title>", "<dc:title>X", 1), rehashed=False)),
@@ -298,7 +308,10 @@ def test_a_damaged_file_is_refused_with_its_line_and_nothing_is_written(
     change, where, reason = DAMAGES[damage]
     lines = good.read_bytes().splitlines(keepends=True)
     damaged_lines = change(list(lines))
-    expected_line = {"damaged": DAMAGED + 1, "last": len(damaged_lines), "end": len(damaged_lines)}[where]
+    run_line = next((n for n, line in enumerate(damaged_lines, 1) if b'"harvest_runs"' in line), None)
+    expected_line = {"damaged": DAMAGED + 1, "last": len(damaged_lines), "end": len(damaged_lines), "run": run_line}[
+        where
+    ]
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b"".join(damaged_lines))
     Store(store_url).close()  # the tables, as a new store has them
