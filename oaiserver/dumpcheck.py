@@ -118,6 +118,12 @@ FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+def _shown(identifier: Any) -> str:
+    """An identifier as a message names it: whatever it is, in at most 200 characters."""
+    text = repr(identifier)
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
 def record_of(item: dict[str, Any], raw: bytes) -> Prepared:
     """The record a `{"record": {...}}` line (`raw`, parsed into `item`) holds, prepared for
     the store, once it meets every rule."""
@@ -128,9 +134,9 @@ def record_of(item: dict[str, Any], raw: bytes) -> Prepared:
         raise Refused(f"a record has the fields {sorted(FIELDS)}, this one {sorted(r)}")
     for name, (ok, reason) in FIELDS.items():
         if not ok(r[name]):
-            raise Refused(f"record {r['identifier']!r}: {name} {reason}")
+            raise Refused(f"record {_shown(r['identifier'])}: {name} {reason}")
     if not allowed_text(raw, r):
-        raise Refused(f"record {r['identifier']!r} holds a character XML does not allow")
+        raise Refused(f"record {_shown(r['identifier'])} holds a character XML does not allow")
     record = Record(
         identifier=r["identifier"],
         dc=[DCValue(e, v, lang) for e, v, lang in r["dc"]],
@@ -159,7 +165,8 @@ def row_of(item: dict[str, Any], raw: bytes, tables: dict[str, sa.Table]) -> tup
     """(table, row) of a `{"table": ..., "row": {...}}` line: the exported columns, each of its type."""
     name: Any = item.get("table")
     row: Any = item.get("row")
-    _expect(item.keys() == {"table", "row"} and name in tables and isinstance(row, dict), "not a record or table line")
+    known = isinstance(name, str) and name in tables
+    _expect(item.keys() == {"table", "row"} and known and isinstance(row, dict), "not a record or table line")
     columns = {c.name: c for c in exported_columns(tables[name])}
     _expect(row.keys() == columns.keys(), f"a {name} row has the fields {sorted(columns)}, this one {sorted(row)}")
     for key, value in row.items():

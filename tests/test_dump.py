@@ -272,6 +272,11 @@ DAMAGES: dict[str, tuple[Callable[[list[bytes]], list[bytes]], str, str]] = {
         "damaged",
         "not well-formed",
     ),
+    "a table line naming a list": (
+        lambda lines: [*lines[:DAMAGED], b'{"row":{},"table":[1]}\n', *lines[DAMAGED + 1 :]],
+        "damaged",
+        "not a record or table line",
+    ),
     "a harvest run whose counts are not JSON": (lambda lines: run_counts(lines, "{received: 1"), "run", "JSON object"),
     # A byte changed and the trailer fixed, the content hash left: the record's digest refuses it.
     "a title changed, the trailer fixed": (
