@@ -1219,8 +1219,20 @@ EXPORTED_TABLES: dict[str, tuple[sa.Table, tuple[str, ...]]] = {
 }
 
 
+class Stored(NamedTuple):
+    """A record as an export carries it: with the content hash the store holds for it."""
+
+    record: Record
+    content_hash: str
+
+
 def iter_records(store: Store, batch: int = 1000) -> Iterator[Record]:
     """Every record, tombstones included, in identifier order (keyset paging, bounded memory)."""
+    return (stored.record for stored in iter_stored(store, batch))
+
+
+def iter_stored(store: Store, batch: int = 1000) -> Iterator[Stored]:
+    """`iter_records` with each record's stored content hash, which an import checks."""
     last: str | None = None
     while True:
         stmt = sa.select(records).order_by(records.c.identifier).limit(batch)
@@ -1237,7 +1249,7 @@ def iter_records(store: Store, batch: int = 1000) -> Iterator[Record]:
         if not rows:
             return
         for row in rows:
-            yield Record(
+            record = Record(
                 identifier=row.identifier,
                 dc=decode_dc(row.dc),
                 sets=row.setspecs.split(),
@@ -1250,30 +1262,47 @@ def iter_records(store: Store, batch: int = 1000) -> Iterator[Record]:
                 provenance=json.loads(row.provenance) if row.provenance else None,
                 about=row.about,
             )
+            yield Stored(record, row.content_hash)
         last = rows[-1].identifier
+
+
+def exported_columns(table: sa.Table) -> list[sa.Column[Any]]:
+    """A table's columns as an export carries them: surrogate keys are numbered afresh."""
+    return [c for c in table.c if not (c.primary_key and c.autoincrement is True)]
 
 
 def table_rows(store: Store, name: str) -> list[dict[str, Any]]:
     table, order = EXPORTED_TABLES[name]
-    keep = [c for c in table.c if not (c.primary_key and c.autoincrement is True)]
     with store.engine.connect() as conn:
-        rows = conn.execute(sa.select(*keep).order_by(*(table.c[k] for k in order))).all()
+        rows = conn.execute(sa.select(*exported_columns(table)).order_by(*(table.c[k] for k in order))).all()
     return [dict(r._mapping) for r in rows]
 
 
-def insert_rows(store: Store, name: str, rows: list[dict[str, Any]]) -> None:
+def insert_rows_in(conn: Connection, name: str, rows: list[dict[str, Any]]) -> None:
+    """Exported rows into their table, inside an import's transaction."""
     table, _ = EXPORTED_TABLES[name]
     if not rows:
         return
-    with store.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
-        if name == "settings":  # a fresh store may have generated its own secret already
-            conn.execute(settings.delete().where(settings.c.key.in_([r["key"] for r in rows])))
-        conn.execute(table.insert(), rows)
+    if name == "settings":  # a fresh store may have generated its own secret already
+        conn.execute(settings.delete().where(settings.c.key.in_([r["key"] for r in rows])))
+    conn.execute(table.insert(), rows)
 
 
-def is_empty(store: Store) -> bool:
-    with store.engine.connect() as conn:
-        return (
-            conn.execute(sa.select(records.c.id).limit(1)).first() is None
-            and conn.execute(sa.select(harvest_runs.c.id).limit(1)).first() is None
-        )
+def is_empty_in(conn: Connection) -> bool:
+    """No record and no harvest run: an import may fill it."""
+    return (
+        conn.execute(sa.select(records.c.id).limit(1)).first() is None
+        and conn.execute(sa.select(harvest_runs.c.id).limit(1)).first() is None
+    )
+
+
+def last_record_id_in(conn: Connection) -> int:
+    """The highest record row id (0 in an empty store): an import tells the rows a batch
+    added from those it found already written."""
+    return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(records.c.id), 0))).scalar_one())
+
+
+def record_ids_in(conn: Connection, identifiers: Sequence[str]) -> dict[str, int]:
+    """identifier -> row id of those stored."""
+    rows = conn.execute(sa.select(records.c.identifier, records.c.id).where(records.c.identifier.in_(identifiers)))
+    return {identifier: row_id for identifier, row_id in rows}

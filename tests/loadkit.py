@@ -1,5 +1,5 @@
 """Helpers for the production-shape tests (test_load.py): a PostgreSQL schema per store,
-gunicorn as a subprocess with its log in a file, PostgreSQL stopped and started, plain
+gunicorn as a subprocess with its log in a file, a private PostgreSQL server to stop and start, plain
 OAI-PMH list clients that honour 503 + Retry-After, and latency figures."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 import sqlalchemy as sa
 import yaml
@@ -53,24 +55,123 @@ def pg_schema(prefix: str = "l") -> Iterator[str]:
         admin.dispose()
 
 
-def pg_cluster() -> tuple[str, str] | None:
-    """(version, name) of the local cluster pg_ctlcluster can stop and start, if there is one."""
-    if shutil.which("pg_ctlcluster") is None or not Path("/etc/postgresql").is_dir():
-        return None
-    versions = sorted(os.listdir("/etc/postgresql"))
-    return (versions[-1], "main") if versions else None
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own, for tests that stop and start a database: made
+    by initdb in a fresh temporary folder, listening on 127.0.0.1 at a free port with its
+    socket in that folder. `stop`/`start` act on it alone (pg_ctl -D its folder), never on a
+    server someone else runs. initdb refuses to run as root: as root, every command runs as
+    an unprivileged user (`runuser`, else `setpriv`) who owns the folder."""
+
+    def __init__(self, bindir: Path, run_as: list[str], owner: tuple[int, int] | None) -> None:
+        self.bindir, self.run_as = bindir, run_as
+        self.root = Path(tempfile.mkdtemp(prefix="oai-pg-"))  # not under pytest's 0700 root
+        if owner is not None:
+            os.chown(self.root, *owner)
+        self.data, self.log_path = self.root / "data", self.root / "server.log"
+        self.port = 0
+        self.url = ""
+
+    def _run(self, tool: str, *args: str, timeout: float = 120) -> None:
+        cmd = [*self.run_as, str(self.bindir / tool), *args]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} exited with {done.returncode}:\n{done.stdout}{done.stderr}")
+
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "-N")
+
+    def start(self) -> None:
+        """Start it (on the port it had, once it has one) and wait until it takes connections."""
+        self.port = self.port or free_port()
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log_path), "-o", options, "-w", "-t", "90", "start")
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        """Stop it at once (fast: sessions are cut off), and wait until it is down."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "90", "stop")
+
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
+    def close(self) -> None:
+        """Stopped (killed, if it will not stop) and its folder removed: the fixture's finalizer."""
+        try:
+            if self.running():
+                try:
+                    self.stop()
+                except (AssertionError, subprocess.SubprocessError):
+                    with suppress(OSError, ValueError):  # its postmaster: the pid file's first line
+                        os.kill(int((self.data / "postmaster.pid").read_text().split()[0]), signal.SIGKILL)
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def pg_ctl(action: str) -> None:
-    cluster = pg_cluster()
-    assert cluster is not None
-    extra = ["-m", "fast"] if action == "stop" else []
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", *cluster, action, *extra],
-        check=True,
-        timeout=120,
-        capture_output=True,
-    )
+def postgres_bindir() -> Path | None:
+    """Where initdb and pg_ctl are: on PATH, else the newest /usr/lib/postgresql/*/bin."""
+    on_path = shutil.which("initdb")
+    if on_path and shutil.which("pg_ctl"):
+        return Path(on_path).resolve().parent
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return found[-1].parent if found else None
+
+
+def unprivileged() -> tuple[list[str], tuple[int, int] | None] | str:
+    """How to run PostgreSQL's tools here: (command prefix, folder owner), or why it cannot be
+    done. Not root: as we are. Root: as `postgres` (or `nobody`) through runuser or setpriv."""
+    if os.geteuid() != 0:
+        return [], None
+    import pwd
+
+    for name in ("postgres", "nobody"):
+        try:
+            user = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        if shutil.which("runuser"):
+            return ["runuser", "-u", name, "--"], (user.pw_uid, user.pw_gid)
+        if shutil.which("setpriv"):
+            ids = [f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
+            return ["setpriv", *ids], (user.pw_uid, user.pw_gid)
+        return "running as root, and neither runuser nor setpriv is there to run initdb as another user"
+    return "running as root, and there is no postgres or nobody user to run initdb as"
+
+
+def postgres_tools() -> tuple[Path, list[str], tuple[int, int] | None] | str:
+    """(bin folder, command prefix, folder owner) for a PrivatePostgres, or why there can be none."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        return "initdb and pg_ctl are neither on PATH nor in /usr/lib/postgresql/*/bin"
+    how = unprivileged()
+    return how if isinstance(how, str) else (bindir, *how)
+
+
+def require_postgres_tools() -> tuple[Path, list[str], tuple[int, int] | None]:
+    """postgres_tools(), or the test skipped with the reason (failed with CI set: there it must run)."""
+    tools = postgres_tools()
+    if isinstance(tools, str):
+        if os.environ.get("CI"):
+            pytest.fail(f"CI: a private PostgreSQL server must be possible: {tools}")
+        pytest.skip(f"needs a private PostgreSQL server: {tools}")
+    return tools
+
+
+@contextmanager
+def private_postgres(tools: tuple[Path, list[str], tuple[int, int] | None]) -> Iterator[PrivatePostgres]:
+    """A running PrivatePostgres, stopped and its folder removed afterwards, whatever happens."""
+    server = PrivatePostgres(*tools)
+    try:
+        try:
+            server.init()
+            server.start()
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{server.log()[-3000:]}") from None
+        yield server
+    finally:
+        server.close()
 
 
 def postgres_answers(url: str | None = None) -> bool:
@@ -85,18 +186,13 @@ def postgres_answers(url: str | None = None) -> bool:
         engine.dispose()
 
 
-def wait_for_postgres(timeout: float = 90.0) -> None:
-    """Until PostgreSQL accepts connections; started again if it stays down (a test that
-    stopped it and failed before starting it)."""
+def wait_for_postgres(url: str | None = None, timeout: float = 90.0) -> None:
+    """Until PostgreSQL (PG_URL's, or `url`'s) accepts connections. It is only waited for:
+    a test never starts or stops a server it did not start itself (see PrivatePostgres)."""
     first = time.monotonic()
-    tried = False
-    while not postgres_answers():
+    while not postgres_answers(url):
         if time.monotonic() - first > timeout:
             raise AssertionError(f"PostgreSQL does not accept connections after {timeout} s")
-        if not tried and time.monotonic() - first > 5 and pg_cluster() is not None:
-            tried = True
-            with suppress(subprocess.SubprocessError):  # already starting, or started by someone else
-                pg_ctl("start")
         time.sleep(0.2)
 
 
