@@ -64,6 +64,9 @@ class HarvestSettings:
     # previous page being written meanwhile: about 1.3 times the records a second on 2 cores.
     # POSIX only: the worker's pipes are file descriptors.
     worker_process: bool = os.name == "posix"
+    # A stop (SIGTERM) finishes the page in hand; a worker that has not converted it this many
+    # seconds after the stop is given up on (the page is then asked for again by the next run).
+    stop_grace: float = 30.0
 
 
 @dataclass
@@ -369,7 +372,7 @@ class _Run:
         name = self.partner.name
         converted = page.prepared  # by `_convert`, on the thread that fetched the page
         if isinstance(converted, Future):
-            converted = worker.received(converted, self.stop)
+            converted = worker.received(converted, self.stop, grace=self.settings.stop_grace)
         delta = Counts(
             pages=1,
             received=len(page.items),
