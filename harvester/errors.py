@@ -16,7 +16,8 @@
     │   ├── IdDoesNotExist            idDoesNotExist
     │   ├── NoMetadataFormats         noMetadataFormats
     │   └── NoSetHierarchy            noSetHierarchy
-    ├── RepeatedTokenError        a resumption token came back that this list already used
+    ├── ListLoopError             the list goes round (new tokens over records it gave, empty pages, far too many pages)
+    │   └── RepeatedTokenError        a resumption token came back that this list already used
     ├── PartnerBusy               another harvester holds the partner's lease
     ├── LeaseLost                 the lease was taken over during the run (nothing more is written)
     ├── WorkerError               the worker process converting pages died, or failed on a page
@@ -136,7 +137,12 @@ def partner_error(codes: list[tuple[str, str]], status: int) -> PartnerOAIError:
     return err
 
 
-class RepeatedTokenError(HarvestError):
+class ListLoopError(HarvestError):
+    """The partner's list goes round: it is ended, what it gave is kept, and the next run
+    lists the window again (resuming at one of its tokens would go round again)."""
+
+
+class RepeatedTokenError(ListLoopError):
     pass
 
 

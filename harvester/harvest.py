@@ -31,8 +31,9 @@ from typing import Any
 
 from harvester import errors as err
 from harvester import worker
-from harvester.client import DAY, SECONDS, Client, ClientSettings, Page, settings_for, utc
+from harvester.client import DAY, OAI_NS, SECONDS, Client, ClientSettings, Page, settings_for, utc
 from harvester.convert import Converted, convert_page
+from harvester.loops import ListWatch, LoopLimits
 from oaiserver.config import Partner
 from oaiserver.store import (
     KEEP,
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 page_log = logging.getLogger(f"{__name__}.pages")  # one line per page; quietened under a progress bar
 
 SUCCESS, PARTIAL, FAILED = "success", "partial", "failed"
+_IDENTIFIER = f"{{{OAI_NS}}}header/{{{OAI_NS}}}identifier"  # in a ListRecords <record>
 EXIT_CODES = {SUCCESS: 0, PARTIAL: 2, FAILED: 1}
 
 
@@ -67,6 +69,7 @@ class HarvestSettings:
     # A stop (SIGTERM) finishes the page in hand; a worker that has not converted it this many
     # seconds after the stop is given up on (the page is then asked for again by the next run).
     stop_grace: float = 30.0
+    loops: LoopLimits = field(default_factory=LoopLimits)  # when a list that goes round is ended
 
 
 @dataclass
@@ -246,8 +249,9 @@ class _Run:
             self._harvest()
         except err.Stopped as exc:
             return self._finish(FAILED, f"{exc}; the next run resumes from the checkpoint")
-        except err.RepeatedTokenError as exc:
-            # Resuming at that token would loop again: the next run lists the window afresh.
+        except err.ListLoopError as exc:
+            # Resuming at one of its tokens would go round again: the next run lists the window
+            # afresh, from the same `from` (the list did not end, so records may be unseen).
             return self._finish(FAILED, str(exc), checkpoint=None)
         except err.HarvestError as exc:
             return self._finish(FAILED, str(exc))
@@ -319,8 +323,10 @@ class _Run:
                     pages = client.pages(
                         "ListRecords", token=self.cp["token"], prepare=self._convert, ahead=ahead, **args
                     )
+                    watch = ListWatch(self.settings.loops)
                     for page in pages:
                         self._commit(page)
+                        self._watch(watch, page)
                         if self.stop.is_set():
                             raise err.Stopped("stopped after a page, as asked")
                 except err.BadResumptionToken as exc:
@@ -337,6 +343,16 @@ class _Run:
                     self.counts.restarts += 1
                     self.window.restarts += 1
                     self.cp = {**self.cp, "token": None}
+
+    def _watch(self, watch: ListWatch, page: Page) -> None:
+        """End the list (ListLoopError) once it shows a sign of going round."""
+        ids = (item.findtext(_IDENTIFIER) for item in page.items)
+        why = watch.see((i.strip() for i in ids if i), token=page.token, complete_list_size=page.complete_list_size)
+        if why is not None:
+            raise err.ListLoopError(
+                f"{self.partner.name}: the list goes round: {why}; ended after {watch.pages} page(s) of this list "
+                "(the records harvested are kept; the next run lists the window again)"
+            )
 
     def _from_argument(self, client: Client) -> str:
         """The run's `from` in the partner's granularity (Identify says which)."""

@@ -355,3 +355,77 @@ def test_client_settings_reach_the_client(store: Store) -> None:
         settings = replace(FAST_HARVEST, client=replace(FAST, retries=4))
         report = run(store, Partner("p", fake.url), settings=settings)
     assert report.outcome == "failed" and len(fake.requests) == 5
+
+
+# ---- lists that never end ------------------------------------------------------------------
+
+
+GIVE_UP = 300  # the endless partners end their list here, so that a harvester without a limit fails instead of hanging
+
+
+def endless(page_of: Any, *, announce: int | None = None) -> Any:
+    """A partner whose list does not end (before GIVE_UP requests): every page carries a new
+    token; `page_of(n)` gives the records of the n-th page (n from 0)."""
+
+    def handler(params: dict[str, str], n: int) -> Response:
+        if n >= GIVE_UP:
+            return xml(list_records([]))
+        size = f' completeListSize="{announce}"' if announce else ""
+        token = f"<resumptionToken{size}>new{n}</resumptionToken>"
+        return xml(list_records(page_of(n)).replace("</ListRecords>", f"{token}</ListRecords>"))
+
+    return handler
+
+
+def assert_list_ended(store: Store, report: harvest.RunReport, fake: FakePartner, reason: str, bound: int) -> None:
+    assert report.outcome == "failed" and re.search(reason, report.reason or ""), report.reason
+    assert len(fake.requests) <= bound, f"{len(fake.requests)} requests"
+    history = harvest_history(store, "p")
+    assert history[0].outcome == "failed" and history[0].reason == report.reason
+    state = harvest_state_of(store, "p")
+    assert state.checkpoint is None, "resuming at a token of a list that goes round would go round again"
+    assert state.next_from is None, "from does not move past records never seen"
+
+
+def test_new_tokens_over_the_same_records_end_the_list_and_keep_what_was_harvested(store: Store) -> None:
+    same = [record(f"oai:p:{i}") for i in range(5)]
+    with FakePartner(endless(lambda n: same)) as fake:
+        report = run(store, Partner("p", fake.url))
+    assert_list_ended(
+        store, report, fake, "goes round: 3 pages in a row held only records this list already gave", 1 + 3 + 2
+    )
+    assert store.identifiers(source="p") == {f"oai:p:{i}" for i in range(5)}
+
+
+def test_a_list_that_goes_round_over_many_pages_is_ended(store: Store) -> None:
+    cycle = 7  # the partner goes back to its first page after seven pages of new records
+    with FakePartner(endless(lambda n: [record(f"oai:p:{n % cycle}-{i}") for i in range(4)])) as fake:
+        report = run(store, Partner("p", fake.url))
+    assert_list_ended(store, report, fake, "goes round", cycle + 3 + 2)
+    assert len(store.identifiers(source="p")) == cycle * 4
+
+
+def test_empty_pages_in_a_row_end_the_list(store: Store) -> None:
+    first = [record(f"oai:p:{i}") for i in range(3)]
+    with FakePartner(endless(lambda n: first if n == 0 else [])) as fake:
+        report = run(store, Partner("p", fake.url))
+    assert_list_ended(store, report, fake, "10 empty pages in a row", 1 + 10 + 2)
+    assert store.identifiers(source="p") == {f"oai:p:{i}" for i in range(3)}
+
+
+def test_a_list_far_past_its_complete_list_size_is_ended(store: Store) -> None:
+    with FakePartner(endless(lambda n: [record(f"oai:p:{n}-{i}") for i in range(10)], announce=20)) as fake:
+        report = run(store, Partner("p", fake.url))
+    # 20 records at 10 a page make 2 pages; the list is ended at twice that and 10 more.
+    assert_list_ended(store, report, fake, "completeListSize 20 .* after 14 pages", 14 + 2)
+    assert len(store.identifiers(source="p")) == report.counts.received == 140
+
+
+def test_a_few_empty_pages_and_a_record_listed_twice_are_not_a_loop(store: Store) -> None:
+    pages = pages_of(3, 3, 3)
+    pages[1][0] = pages[0][0]  # a record that moved while the list was paged comes again
+    pages = [pages[0], [], [], pages[1], [], pages[2]]
+    with FakePartner(PagedPartner(pages)) as fake:
+        report = run(store, Partner("p", fake.url))
+    assert report.outcome == "success", report.reason
+    assert len(store.identifiers(source="p")) == 8
