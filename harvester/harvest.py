@@ -35,6 +35,7 @@ from harvester.client import DAY, OAI_NS, SECONDS, Client, ClientSettings, Page,
 from harvester.convert import Converted, convert_page
 from harvester.loops import ListWatch, LoopLimits
 from oaiserver.config import Partner
+from oaiserver.records import format_datestamp, parse_datestamp
 from oaiserver.store import (
     KEEP,
     Store,
@@ -70,6 +71,8 @@ class HarvestSettings:
     # seconds after the stop is given up on (the page is then asked for again by the next run).
     stop_grace: float = 30.0
     loops: LoopLimits = field(default_factory=LoopLimits)  # when a list that goes round is ended
+    # A responseDate more than this many seconds past our clock is not taken as the next `from`.
+    clock_skew: int = 300
 
 
 @dataclass
@@ -159,6 +162,26 @@ def holder_is_gone(holder: str) -> bool:
     except OSError:
         return False
     return stat.rpartition(")")[2].split()[:1] == ["Z"]
+
+
+def clock_ahead(response_date: str, now: int, skew: int) -> str | None:
+    """Why `response_date` (the partner's clock) cannot be a `from`: it is more than `skew`
+    seconds past `now` (ours); None when it can."""
+    try:
+        theirs, _ = parse_datestamp(response_date)
+    except ValueError:
+        return None  # the client gives UTC seconds; anything else is not a clock reading
+    if theirs - now <= skew:
+        return None
+    return f"its responseDate {response_date} is {_duration(theirs - now)} past ours ({format_datestamp(now)})"
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 2 * 3600:
+        return f"{round(seconds / 60)} minutes"
+    if seconds < 2 * 86_400:
+        return f"{round(seconds / 3600)} hours"
+    return f"{round(seconds / 86_400):,} days"
 
 
 def window_key(partner: Partner) -> str:
@@ -262,8 +285,20 @@ class _Run:
             first = "; ".join(f"{where}: {why}" for where, why in self.failures[:3])
             partial = f"{self.window.failed} record(s) could not be harvested" + (f" ({first})" if first else "")
             return self._finish(PARTIAL, partial, checkpoint=None)
-        reason = f"{self.window.repaired} record(s) repaired by the lenient parser" if self.window.repaired else None
+        notes = [f"{self.window.repaired} record(s) repaired by the lenient parser"] if self.window.repaired else []
         next_from = self.cp["first_response"]
+        ahead = clock_ahead(next_from, self.now(), self.settings.clock_skew) if next_from else None
+        if ahead is not None:
+            # A `from` in the future would miss every change until then. The run's own `from`
+            # loses nothing whatever the partner's clock says (the window is listed again, and
+            # unchanged records stay unchanged); our clock would lose what a partner stamps
+            # behind it.
+            kept = self.cp["from"]
+            again = f"from {kept} again" if kept else "from the beginning again"
+            notes.append(f"the partner's clock is ahead: {ahead}; the next run starts {again}")
+            log.warning("%s: %s", name, notes[-1])
+            next_from = None
+        reason = "; ".join(notes) or None
         return self._finish(SUCCESS, reason, checkpoint=None, next_from=(next_from, key) if next_from else None)
 
     def _finish(

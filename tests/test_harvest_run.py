@@ -429,3 +429,45 @@ def test_a_few_empty_pages_and_a_record_listed_twice_are_not_a_loop(store: Store
         report = run(store, Partner("p", fake.url))
     assert report.outcome == "success", report.reason
     assert len(store.identifiers(source="p")) == 8
+
+
+# ---- a partner's clock ---------------------------------------------------------------------
+
+NOON = 1_714_564_800  # 2024-05-01T12:00:00Z, the PagedPartner's responseDate by default
+
+
+def test_a_response_date_far_in_the_future_is_not_the_next_from(store: Store) -> None:
+    paged = PagedPartner(pages_of(2, 2))
+    with FakePartner(paged) as fake:
+        partner = Partner("p", fake.url)
+        assert run(store, partner, clock=lambda: NOON).next_from == "2024-05-01T12:00:00Z"
+        paged.response_date = "9999-12-31T23:59:59Z"
+        ahead = run(store, partner, clock=lambda: NOON + 3600)
+        assert ahead.outcome == "success" and ahead.counts.received == 4 and ahead.next_from is None
+        assert ahead.reason is not None and re.search(
+            r"the partner's clock is ahead: its responseDate 9999-12-31T23:59:59Z is .* past ours "
+            r"\(2024-05-01T13:00:00Z\); the next run starts from 2024-05-01T12:00:00Z again",
+            ahead.reason,
+        ), ahead.reason
+        assert harvest_history(store, "p")[0].reason == ahead.reason
+        assert harvest_state_of(store, "p").next_from == "2024-05-01T12:00:00Z", "from kept"
+        paged.response_date = "2024-05-02T08:00:00Z"
+        fake.requests.clear()
+        sane = run(store, partner, clock=lambda: NOON + 86_400)
+    assert fake.requests[1]["from"] == "2024-05-01T12:00:00Z", "the run after takes the kept from"
+    assert sane.next_from == "2024-05-02T08:00:00Z" and sane.reason is None
+
+
+def test_a_first_run_from_a_partner_whose_clock_is_ahead_leaves_from_at_the_beginning(store: Store) -> None:
+    with FakePartner(PagedPartner(pages_of(1), response_date="2024-05-01T12:10:00Z")) as fake:
+        report = run(store, Partner("p", fake.url), clock=lambda: NOON)
+    assert report.outcome == "success" and report.next_from is None
+    assert "10 minutes past ours" in (report.reason or "") and "from the beginning again" in (report.reason or "")
+    assert harvest_state_of(store, "p").next_from is None
+
+
+def test_a_response_date_within_the_allowed_skew_is_the_next_from(store: Store) -> None:
+    with FakePartner(PagedPartner(pages_of(1), response_date="2024-05-01T12:04:59Z")) as fake:
+        report = run(store, Partner("p", fake.url), clock=lambda: NOON)
+    assert report.outcome == "success" and report.reason is None
+    assert harvest_state_of(store, "p").next_from == "2024-05-01T12:04:59Z"
