@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import click
+import sqlalchemy as sa
 
 from harvester import errors as err
 from harvester import harvest
@@ -26,7 +27,17 @@ from oaiserver.records import format_datestamp
 from oaiserver.store import harvest_history, harvest_state_of, leases
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """A store that fails under any command (down, full, locked) is said on one line, exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except sa.exc.SQLAlchemyError as exc:
+            raise click.ClickException(f"the record store failed: {harvest.store_problem(exc)}") from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "-c",
     "--config",
@@ -118,6 +129,10 @@ def run(ctx: Context, partners: tuple[str, ...], full: bool, timeout: float, ret
                 click.echo(f"{exc} (lease until {format_datestamp(exc.expires)})", err=True)
                 codes.append(1)
                 continue
+            except err.StoreError as exc:  # the next partners would meet the same store
+                click.echo(str(exc), err=True)
+                codes.append(1)
+                break
             codes.append(report.exit_code)
             click.echo(_report_line(report))
             for where, why in report.failures[:20]:
@@ -170,6 +185,7 @@ def status(ctx: Context) -> None:
     if not ctx.config.partners:
         click.echo("no partners configured")
     for partner in ctx.config.partners:
+        harvest.settle_runs(store, partner.name)
         state = harvest_state_of(store, partner.name)
         last = harvest_history(store, partner.name, limit=1)
         click.echo(f"{partner.name}  {partner.base_url}  ({partner.metadata_prefix})")
@@ -206,6 +222,7 @@ def status(ctx: Context) -> None:
 def history(ctx: Context, partner: str, limit: int) -> None:
     """Show the latest runs of PARTNER with their outcome and counts."""
     store = ctx.store()
+    harvest.settle_runs(store, partner)
     runs = harvest_history(store, partner, limit=limit)
     if not runs and partner not in {p.name for p in ctx.config.partners}:
         raise click.ClickException(f"unknown partner {partner!r} and no runs recorded for it")

@@ -21,6 +21,7 @@
     ├── PartnerBusy               another harvester holds the partner's lease
     ├── LeaseLost                 the lease was taken over during the run (nothing more is written)
     ├── WorkerError               the worker process converting pages died, or failed on a page
+    ├── StoreError                the record store failed (down, full, locked) and the run could not be closed
     └── Stopped                   asked to stop (SIGTERM/SIGINT) between pages or while waiting
 
 `noRecordsMatch` is not an error here: the client turns it into an empty page. Every
@@ -154,6 +155,11 @@ class PartnerBusy(HarvestError):
 
 class LeaseLost(HarvestError):
     pass
+
+
+class StoreError(HarvestError):
+    """The record store failed under a run, and the run could not even be marked failed: the
+    next harvester command that reaches the store marks it (see harvest.settle_runs)."""
 
 
 class Stopped(HarvestError):

@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from harvester import errors as err
 from harvester import worker
 from harvester.client import DAY, OAI_NS, SECONDS, Client, ClientSettings, Page, settings_for, utc
@@ -40,11 +42,15 @@ from oaiserver.store import (
     KEEP,
     Store,
     acquire_lease,
+    close_interrupted_run,
     finish_run,
+    harvest_history,
     harvest_state_of,
+    leases,
     release_lease,
     renew_lease_in,
     save_checkpoint_in,
+    save_run_counts_in,
     start_run,
     write_harvested_in,
 )
@@ -208,20 +214,72 @@ def run(
     """
     settings = settings or HarvestSettings()
     owner = owner or default_owner()
-    won, holder, expires = acquire_lease(store, partner.name, owner, settings.lease_ttl, int(clock()))
-    if not won and holder_is_gone(holder):
-        # A harvester killed mid-run (SIGKILL, OOM, power) keeps its lease until it expires:
-        # free it now, so that a restart resumes at once. Racing takers still get one lease:
-        # the release is conditional on the dead holder, the acquisition on a free row.
-        log.warning("%s: the lease holder %s is no longer running; taking the lease over", partner.name, holder)
-        release_lease(store, partner.name, holder)
+    try:
         won, holder, expires = acquire_lease(store, partner.name, owner, settings.lease_ttl, int(clock()))
+        if not won and holder_is_gone(holder):
+            # A harvester killed mid-run (SIGKILL, OOM, power) keeps its lease until it expires:
+            # free it now, so that a restart resumes at once. Racing takers still get one lease:
+            # the release is conditional on the dead holder, the acquisition on a free row.
+            log.warning("%s: the lease holder %s is no longer running; taking the lease over", partner.name, holder)
+            release_lease(store, partner.name, holder)
+            won, holder, expires = acquire_lease(store, partner.name, owner, settings.lease_ttl, int(clock()))
+    except sa.exc.SQLAlchemyError as exc:
+        raise err.StoreError(f"{partner.name}: the record store failed: {store_problem(exc)}") from None
     if not won:
         raise err.PartnerBusy(partner.name, holder, expires)
+    failing = False
     try:
         return _Run(store, partner, settings, stop or threading.Event(), on_page, owner, clock).execute(full)
+    except err.StoreError:
+        failing = True
+        raise
     finally:
-        release_lease(store, partner.name, owner)
+        try:
+            release_lease(store, partner.name, owner)
+        except sa.exc.SQLAlchemyError as exc:
+            # Said already when the store failed under the run; the lease is taken over once
+            # this process is gone (holder_is_gone), or expires.
+            log.log(
+                logging.DEBUG if failing else logging.WARNING,
+                "%s: the lease could not be released: %s",
+                partner.name,
+                store_problem(exc),
+            )
+
+
+INTERRUPTED = (
+    "interrupted: the harvester process ended before the run finished (killed, or the record store failed "
+    "under it); the next run resumes from the checkpoint"
+)
+
+
+def settle_runs(store: Store, partner: str, clock: Callable[[], float] = time.time) -> int:
+    """Mark as failed the runs of `partner` still marked running that no harvester is running:
+    their owner holds no live lease on the partner, or is a process of this host that is gone.
+    A run killed, or whose store failed under it, is then shown as what it is. Returns how
+    many were closed."""
+    running = harvest_history(store, partner, limit=100, running=True)  # before the leases: see below
+    if not running:
+        return 0
+    # A run is started after its lease is taken and ended before it is released: read after
+    # the runs, a lease that is not there any more means its run ended (or its process died).
+    held = leases(store).get(partner)
+    now = int(clock())
+    closed = 0
+    for r in running:
+        holding = held is not None and held[0] == r.owner and held[1] >= now
+        if holding and not holder_is_gone(r.owner):
+            continue
+        closed += close_interrupted_run(store, r.id, INTERRUPTED)
+    return closed
+
+
+def store_problem(exc: sa.exc.SQLAlchemyError) -> str:
+    """A store error on one line: the driver's exception and the first line of its message
+    (SQLAlchemy's own text adds the statement, its parameters and a link)."""
+    cause: BaseException = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0].strip() if lines else ''}".rstrip(": ")
 
 
 class _Run:
@@ -241,11 +299,26 @@ class _Run:
         self.failures: list[tuple[str, str]] = []
         self.offloading = False  # pages of this run go to the worker process
         self.lenient = False  # the partner's quirk lenient_xml
+        self.run_id: int | None = None
 
     def now(self) -> int:
         return int(self.clock())
 
     def execute(self, full: bool) -> RunReport:
+        try:
+            return self._execute(full)
+        except sa.exc.SQLAlchemyError as exc:
+            reason = f"{self.partner.name}: the record store failed: {store_problem(exc)}"
+            if self.run_id is None:
+                raise err.StoreError(reason) from None
+            try:
+                return self._finish(FAILED, f"{reason}; the next run resumes from the checkpoint")
+            except sa.exc.SQLAlchemyError:
+                raise err.StoreError(
+                    f"{reason}; run #{self.run_id} is marked failed by the next harvester command that reaches it"
+                ) from None
+
+    def _execute(self, full: bool) -> RunReport:
         name = self.partner.name
         state = harvest_state_of(self.store, name)
         key = window_key(self.partner)
@@ -278,6 +351,8 @@ class _Run:
             return self._finish(FAILED, str(exc), checkpoint=None)
         except err.HarvestError as exc:
             return self._finish(FAILED, str(exc))
+        except sa.exc.SQLAlchemyError:
+            raise  # execute says so
         except Exception as exc:
             self._finish(FAILED, f"internal error: {type(exc).__name__}: {exc}")
             raise
@@ -309,10 +384,12 @@ class _Run:
         checkpoint: Any = KEEP,
         next_from: tuple[str, str] | None = None,
     ) -> RunReport:
+        assert self.run_id is not None, "a run is finished after it is started"
+        run_id = self.run_id
         counts = {**asdict(self.counts), "failures": self.failures[: self.settings.max_failures_kept]}
         finish_run(
             self.store,
-            self.run_id,
+            run_id,
             self.partner.name,
             finished=self.now(),
             outcome=outcome,
@@ -329,7 +406,7 @@ class _Run:
             partner=self.partner.name,
             outcome=outcome,
             reason=reason,
-            run_id=self.run_id,
+            run_id=run_id,
             from_date=self.cp["from"],
             resumed=self.resumed,
             counts=self.counts,
@@ -454,10 +531,17 @@ class _Run:
             )
             checkpoint["counts"] = asdict(window)
             save_checkpoint_in(conn, name, checkpoint, self.now())
+            failures = converted.failures + [
+                (i, f"the identifier belongs to {src}; not overwritten") for i, src in refused
+            ]
+            failures += [(i, "the identifier is not a URI (xs:anyURI); the store refuses it") for i in written.rejected]
+            counts = self.counts + (window - self.window)
+            keep = self.settings.max_failures_kept
+            kept = (self.failures[:keep] + failures[:keep])[:keep]
+            assert self.run_id is not None
+            save_run_counts_in(conn, self.run_id, {**asdict(counts), "failures": kept})
         delta = window - self.window
-        self.cp, self.window, self.counts = checkpoint, window, self.counts + delta
-        failures = converted.failures + [(i, f"the identifier belongs to {src}; not overwritten") for i, src in refused]
-        failures += [(i, "the identifier is not a URI (xs:anyURI); the store refuses it") for i in written.rejected]
+        self.cp, self.window, self.counts = checkpoint, window, counts
         for where, why in failures:
             log.warning("%s: record %s not harvested: %s", name, where, why)
         self.failures.extend(failures)

@@ -124,6 +124,8 @@ class HarvestScheduler:
                 harvest.run(self.store, partner, settings=self.settings, stop=self.stop)
             except err.PartnerBusy as exc:
                 log.info("%s", exc)
+            except err.StoreError as exc:
+                log.error("%s", exc)
             except Exception:
                 log.exception("%s: the harvest crashed", partner.name)
 

@@ -5,13 +5,10 @@ cleanly."""
 from __future__ import annotations
 
 import os
-import queue
-import re
 import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -21,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from conftest import BASE_CONFIG, make_config
-from harvestkit import FakePartner, list_records, record, xml
+from harvestkit import FakePartner, Lines, list_records, record, xml
 from werkzeug.wrappers import Response
 
 from harvester import errors as err
@@ -129,50 +126,6 @@ def test_racing_harvesters_get_one_lease(store: Store) -> None:
 # ---- the process: SIGTERM ends the current page --------------------------------------------
 
 
-class Lines:
-    """A process's output, line by line, read on a thread: a test waits for a line, not a time."""
-
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
-        self.lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self.seen: list[str] = []
-        assert process.stdout is not None
-        stdout = process.stdout
-
-        def read() -> None:
-            with stdout:
-                for raw in stdout:
-                    self.lines.put(raw.decode("utf-8", "replace"))
-            self.lines.put(None)
-
-        self.thread = threading.Thread(target=read, daemon=True)
-        self.thread.start()
-
-    def wait_for(self, pattern: str, timeout: float = 60) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self.lines.get(timeout=left)
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            self.seen.append(line)
-            if found := re.search(pattern, line):
-                return found
-        raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(self.seen)}")
-
-    def rest(self) -> str:
-        self.thread.join(60)
-        while True:
-            try:
-                line = self.lines.get_nowait()
-            except queue.Empty:
-                break
-            if line is not None:
-                self.seen.append(line)
-        return "".join(self.seen)
-
-
 @contextmanager
 def store_write_lock(store_url: str) -> Iterator[None]:
     """Hold off the harvest's next page transaction (it renews the partner's lease first): a
@@ -217,7 +170,7 @@ def test_sigterm_ends_the_current_page_and_exits_cleanly(store_url: str, tmp_pat
         process = subprocess.Popen(
             [*command, "--timeout", "60", "--retries", "0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
-        output = Lines(process)
+        output = Lines(process.stdout)
         try:
             assert first_asked.wait(60), output.rest()
             with store_write_lock(store_url):
