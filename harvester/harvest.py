@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from lxml import etree
 
 from harvester import errors as err
 from harvester import worker
@@ -59,7 +60,10 @@ log = logging.getLogger(__name__)
 page_log = logging.getLogger(f"{__name__}.pages")  # one line per page; quietened under a progress bar
 
 SUCCESS, PARTIAL, FAILED = "success", "partial", "failed"
-_IDENTIFIER = f"{{{OAI_NS}}}header/{{{OAI_NS}}}identifier"  # in a ListRecords <record>
+# The identifiers of a ListRecords page, in one call (under 1 us a record with ListWatch.see).
+_IDENTIFIERS = etree.XPath(
+    "o:ListRecords/o:record/o:header/o:identifier/text()", namespaces={"o": OAI_NS}, smart_strings=False
+)
 EXIT_CODES = {SUCCESS: 0, PARTIAL: 2, FAILED: 1}
 
 
@@ -458,8 +462,8 @@ class _Run:
 
     def _watch(self, watch: ListWatch, page: Page) -> None:
         """End the list (ListLoopError) once it shows a sign of going round."""
-        ids = (item.findtext(_IDENTIFIER) for item in page.items)
-        why = watch.see((i.strip() for i in ids if i), token=page.token, complete_list_size=page.complete_list_size)
+        ids = _IDENTIFIERS(page.root) if page.items else []
+        why = watch.see(ids, token=page.token, complete_list_size=page.complete_list_size)
         if why is not None:
             raise err.ListLoopError(
                 f"{self.partner.name}: the list goes round: {why}; ended after {watch.pages} page(s) of this list "
