@@ -10,7 +10,13 @@
 * Writes are upserts by identifier and unchanged content keeps its datestamp, so harvesting
   a page twice changes nothing.
 * A run ends as success, partial (some records could not be read: counted and reported), or
-  failed (with the reason), and is kept in the run history.
+  failed (with the reason), and is kept in the run history. Each page's transaction also
+  stores the run's counts so far, so a run killed mid-way shows the pages it committed.
+* A list that goes round (harvester.loops) is ended: the run fails with the reason, keeps
+  what it wrote, and leaves `from` where it was. A responseDate further ahead of our clock
+  than `clock_skew` is not taken as the next `from`.
+* A store that fails under a run fails it on one line; if the run cannot even be marked
+  failed, `settle_runs` (called by `harvester status` and `history`) marks it later.
 """
 
 from __future__ import annotations
