@@ -415,3 +415,9 @@ class Relay:
     def close(self) -> None:
         self.listener.close()
         self.down()
+
+    def __enter__(self) -> Relay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

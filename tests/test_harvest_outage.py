@@ -180,3 +180,16 @@ def test_a_store_error_on_a_page_fails_the_run_with_its_reason(store: Store, mon
     [run] = harvest_history(store, "p")
     assert run.outcome == "failed" and run.reason == report.reason and run.counts["pages"] == 1
     assert store.identifiers(source="p") == {"oai:p:1"}
+
+
+@pytest.mark.parametrize("command", [["status"], ["history", "p"], ["run"]])
+def test_a_store_that_cannot_be_reached_is_said_on_one_line(tmp_path: Path, command: list[str]) -> None:
+    with Relay(("127.0.0.1", 5432)) as relay:
+        relay.down()  # nothing answers there: connections are dropped as soon as they are made
+        config = write_config(
+            tmp_path / "config.yaml", f"postgresql://postgres@127.0.0.1:{relay.port}/test", "http://127.0.0.1:9/oai"
+        )
+        result = CliRunner().invoke(main, ["-c", str(config), *command])
+    assert result.exit_code == 1 and not isinstance(result.exception, Exception), result.exc_info
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: the record store failed: OperationalError: "), result.output
