@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -74,6 +75,15 @@ def client_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+clock_skew_option = click.option(
+    "--clock-skew",
+    type=click.IntRange(min=0),
+    default=harvest.HarvestSettings().clock_skew,
+    show_default=True,
+    help="Seconds a partner's responseDate may be ahead of our clock and still be the next `from`.",
+)
+
+
 def _settings(timeout: float, retries: int, backoff: float) -> harvest.HarvestSettings:
     if timeout <= 0 or retries < 0 or backoff < 0:
         raise click.BadParameter("--timeout must be positive, --retries and --backoff not negative")
@@ -101,14 +111,23 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 @click.argument("partners", nargs=-1)
 @click.option("--full", is_flag=True, help="Ignore the stored `from` and any checkpoint: list everything again.")
 @client_options
+@clock_skew_option
 @pass_ctx
-def run(ctx: Context, partners: tuple[str, ...], full: bool, timeout: float, retries: int, backoff: float) -> None:
+def run(
+    ctx: Context,
+    partners: tuple[str, ...],
+    full: bool,
+    timeout: float,
+    retries: int,
+    backoff: float,
+    clock_skew: int,
+) -> None:
     """Harvest PARTNERS now (default: every configured partner), one after the other.
 
     Exit code 0 when every run succeeded, 2 when some records could not be harvested
     (partial), 1 when a run failed or a partner was busy (another harvester holds its lease).
     """
-    settings = _settings(timeout, retries, backoff)
+    settings = replace(_settings(timeout, retries, backoff), clock_skew=clock_skew)
     configured = {p.name: p for p in ctx.config.partners}
     unknown = [name for name in partners if name not in configured]
     if unknown:
@@ -243,15 +262,16 @@ def history(ctx: Context, partner: str, limit: int) -> None:
 @main.command()
 @click.option("--now", "run_now", is_flag=True, help="Also harvest every scheduled partner right away.")
 @client_options
+@clock_skew_option
 @pass_ctx
-def schedule(ctx: Context, run_now: bool, timeout: float, retries: int, backoff: float) -> None:
+def schedule(ctx: Context, run_now: bool, timeout: float, retries: int, backoff: float, clock_skew: int) -> None:
     """Run the partners' schedules in the foreground until SIGTERM or SIGINT.
 
     On a signal, each running harvest finishes its current page, then the process exits 0.
     """
     from harvester.schedule import HarvestScheduler
 
-    settings = _settings(timeout, retries, backoff)
+    settings = replace(_settings(timeout, retries, backoff), clock_skew=clock_skew)
     store = ctx.store()
     try:
         scheduler = HarvestScheduler(ctx.config, store, settings=settings, run_now=run_now)
