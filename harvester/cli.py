@@ -13,9 +13,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import click
+import sqlalchemy as sa
 
 from harvester import errors as err
 from harvester import harvest
@@ -26,7 +28,17 @@ from oaiserver.records import format_datestamp
 from oaiserver.store import harvest_history, harvest_state_of, leases
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """A store that fails under any command (down, full, locked) is said on one line, exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except sa.exc.SQLAlchemyError as exc:
+            raise click.ClickException(f"the record store failed: {harvest.store_problem(exc)}") from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "-c",
     "--config",
@@ -63,6 +75,15 @@ def client_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+clock_skew_option = click.option(
+    "--clock-skew",
+    type=click.IntRange(min=0),
+    default=harvest.HarvestSettings().clock_skew,
+    show_default=True,
+    help="Seconds a partner's responseDate may be ahead of our clock and still be the next `from`.",
+)
+
+
 def _settings(timeout: float, retries: int, backoff: float) -> harvest.HarvestSettings:
     if timeout <= 0 or retries < 0 or backoff < 0:
         raise click.BadParameter("--timeout must be positive, --retries and --backoff not negative")
@@ -90,14 +111,23 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 @click.argument("partners", nargs=-1)
 @click.option("--full", is_flag=True, help="Ignore the stored `from` and any checkpoint: list everything again.")
 @client_options
+@clock_skew_option
 @pass_ctx
-def run(ctx: Context, partners: tuple[str, ...], full: bool, timeout: float, retries: int, backoff: float) -> None:
+def run(
+    ctx: Context,
+    partners: tuple[str, ...],
+    full: bool,
+    timeout: float,
+    retries: int,
+    backoff: float,
+    clock_skew: int,
+) -> None:
     """Harvest PARTNERS now (default: every configured partner), one after the other.
 
     Exit code 0 when every run succeeded, 2 when some records could not be harvested
     (partial), 1 when a run failed or a partner was busy (another harvester holds its lease).
     """
-    settings = _settings(timeout, retries, backoff)
+    settings = replace(_settings(timeout, retries, backoff), clock_skew=clock_skew)
     configured = {p.name: p for p in ctx.config.partners}
     unknown = [name for name in partners if name not in configured]
     if unknown:
@@ -118,6 +148,10 @@ def run(ctx: Context, partners: tuple[str, ...], full: bool, timeout: float, ret
                 click.echo(f"{exc} (lease until {format_datestamp(exc.expires)})", err=True)
                 codes.append(1)
                 continue
+            except err.StoreError as exc:  # the next partners would meet the same store
+                click.echo(str(exc), err=True)
+                codes.append(1)
+                break
             codes.append(report.exit_code)
             click.echo(_report_line(report))
             for where, why in report.failures[:20]:
@@ -170,6 +204,7 @@ def status(ctx: Context) -> None:
     if not ctx.config.partners:
         click.echo("no partners configured")
     for partner in ctx.config.partners:
+        harvest.settle_runs(store, partner.name)
         state = harvest_state_of(store, partner.name)
         last = harvest_history(store, partner.name, limit=1)
         click.echo(f"{partner.name}  {partner.base_url}  ({partner.metadata_prefix})")
@@ -206,6 +241,7 @@ def status(ctx: Context) -> None:
 def history(ctx: Context, partner: str, limit: int) -> None:
     """Show the latest runs of PARTNER with their outcome and counts."""
     store = ctx.store()
+    harvest.settle_runs(store, partner)
     runs = harvest_history(store, partner, limit=limit)
     if not runs and partner not in {p.name for p in ctx.config.partners}:
         raise click.ClickException(f"unknown partner {partner!r} and no runs recorded for it")
@@ -226,15 +262,16 @@ def history(ctx: Context, partner: str, limit: int) -> None:
 @main.command()
 @click.option("--now", "run_now", is_flag=True, help="Also harvest every scheduled partner right away.")
 @client_options
+@clock_skew_option
 @pass_ctx
-def schedule(ctx: Context, run_now: bool, timeout: float, retries: int, backoff: float) -> None:
+def schedule(ctx: Context, run_now: bool, timeout: float, retries: int, backoff: float, clock_skew: int) -> None:
     """Run the partners' schedules in the foreground until SIGTERM or SIGINT.
 
     On a signal, each running harvest finishes its current page, then the process exits 0.
     """
     from harvester.schedule import HarvestScheduler
 
-    settings = _settings(timeout, retries, backoff)
+    settings = replace(_settings(timeout, retries, backoff), clock_skew=clock_skew)
     store = ctx.store()
     try:
         scheduler = HarvestScheduler(ctx.config, store, settings=settings, run_now=run_now)

@@ -16,10 +16,12 @@
     │   ├── IdDoesNotExist            idDoesNotExist
     │   ├── NoMetadataFormats         noMetadataFormats
     │   └── NoSetHierarchy            noSetHierarchy
-    ├── RepeatedTokenError        a resumption token came back that this list already used
+    ├── ListLoopError             the list goes round (new tokens over records it gave, empty pages, far too many pages)
+    │   └── RepeatedTokenError        a resumption token came back that this list already used
     ├── PartnerBusy               another harvester holds the partner's lease
     ├── LeaseLost                 the lease was taken over during the run (nothing more is written)
     ├── WorkerError               the worker process converting pages died, or failed on a page
+    ├── StoreError                the record store failed (down, full, locked) and the run could not be closed
     └── Stopped                   asked to stop (SIGTERM/SIGINT) between pages or while waiting
 
 `noRecordsMatch` is not an error here: the client turns it into an empty page. Every
@@ -136,7 +138,12 @@ def partner_error(codes: list[tuple[str, str]], status: int) -> PartnerOAIError:
     return err
 
 
-class RepeatedTokenError(HarvestError):
+class ListLoopError(HarvestError):
+    """The partner's list goes round: it is ended, what it gave is kept, and the next run
+    lists the window again (resuming at one of its tokens would go round again)."""
+
+
+class RepeatedTokenError(ListLoopError):
     pass
 
 
@@ -148,6 +155,11 @@ class PartnerBusy(HarvestError):
 
 class LeaseLost(HarvestError):
     pass
+
+
+class StoreError(HarvestError):
+    """The record store failed under a run, and the run could not even be marked failed: the
+    next harvester command that reaches the store marks it (see harvest.settle_runs)."""
 
 
 class Stopped(HarvestError):

@@ -10,7 +10,13 @@
 * Writes are upserts by identifier and unchanged content keeps its datestamp, so harvesting
   a page twice changes nothing.
 * A run ends as success, partial (some records could not be read: counted and reported), or
-  failed (with the reason), and is kept in the run history.
+  failed (with the reason), and is kept in the run history. Each page's transaction also
+  stores the run's counts so far, so a run killed mid-way shows the pages it committed.
+* A list that goes round (harvester.loops) is ended: the run fails with the reason, keeps
+  what it wrote, and leaves `from` where it was. A responseDate further ahead of our clock
+  than `clock_skew` is not taken as the next `from`.
+* A store that fails under a run fails it on one line; if the run cannot even be marked
+  failed, `settle_runs` (called by `harvester status` and `history`) marks it later.
 """
 
 from __future__ import annotations
@@ -29,21 +35,29 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+from lxml import etree
+
 from harvester import errors as err
 from harvester import worker
-from harvester.client import DAY, SECONDS, Client, ClientSettings, Page, settings_for, utc
+from harvester.client import DAY, OAI_NS, SECONDS, Client, ClientSettings, Page, settings_for, utc
 from harvester.convert import Converted, convert_page
+from harvester.loops import ListWatch, LoopLimits
 from oaiserver.config import Partner
-from oaiserver.records import shown_identifier
+from oaiserver.records import format_datestamp, parse_datestamp, shown_identifier
 from oaiserver.store import (
     KEEP,
     Store,
     acquire_lease,
+    close_interrupted_run,
     finish_run,
+    harvest_history,
     harvest_state_of,
+    leases,
     release_lease,
     renew_lease_in,
     save_checkpoint_in,
+    save_run_counts_in,
     start_run,
     write_harvested_in,
 )
@@ -52,6 +66,10 @@ log = logging.getLogger(__name__)
 page_log = logging.getLogger(f"{__name__}.pages")  # one line per page; quietened under a progress bar
 
 SUCCESS, PARTIAL, FAILED = "success", "partial", "failed"
+# The identifiers of a ListRecords page, in one call (under 1 us a record with ListWatch.see).
+_IDENTIFIERS = etree.XPath(
+    "o:ListRecords/o:record/o:header/o:identifier/text()", namespaces={"o": OAI_NS}, smart_strings=False
+)
 EXIT_CODES = {SUCCESS: 0, PARTIAL: 2, FAILED: 1}
 
 
@@ -65,6 +83,12 @@ class HarvestSettings:
     # previous page being written meanwhile: about 1.3 times the records a second on 2 cores.
     # POSIX only: the worker's pipes are file descriptors.
     worker_process: bool = os.name == "posix"
+    # A stop (SIGTERM) finishes the page in hand; a worker that has not converted it this many
+    # seconds after the stop is given up on (the page is then asked for again by the next run).
+    stop_grace: float = 30.0
+    loops: LoopLimits = field(default_factory=LoopLimits)  # when a list that goes round is ended
+    # A responseDate more than this many seconds past our clock is not taken as the next `from`.
+    clock_skew: int = 300
 
 
 @dataclass
@@ -156,6 +180,26 @@ def holder_is_gone(holder: str) -> bool:
     return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
+def clock_ahead(response_date: str, now: int, skew: int) -> str | None:
+    """Why `response_date` (the partner's clock) cannot be a `from`: it is more than `skew`
+    seconds past `now` (ours); None when it can."""
+    try:
+        theirs, _ = parse_datestamp(response_date)
+    except ValueError:
+        return None  # the client gives UTC seconds; anything else is not a clock reading
+    if theirs - now <= skew:
+        return None
+    return f"its responseDate {response_date} is {_duration(theirs - now)} past ours ({format_datestamp(now)})"
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 2 * 3600:
+        return f"{round(seconds / 60)} minutes"
+    if seconds < 2 * 86_400:
+        return f"{round(seconds / 3600)} hours"
+    return f"{round(seconds / 86_400):,} days"
+
+
 def window_key(partner: Partner) -> str:
     """The list a `from` and a checkpoint belong to; changing any of these starts afresh."""
     return json.dumps([partner.metadata_prefix, list(partner.sets), partner.republish])
@@ -180,20 +224,72 @@ def run(
     """
     settings = settings or HarvestSettings()
     owner = owner or default_owner()
-    won, holder, expires = acquire_lease(store, partner.name, owner, settings.lease_ttl, int(clock()))
-    if not won and holder_is_gone(holder):
-        # A harvester killed mid-run (SIGKILL, OOM, power) keeps its lease until it expires:
-        # free it now, so that a restart resumes at once. Racing takers still get one lease:
-        # the release is conditional on the dead holder, the acquisition on a free row.
-        log.warning("%s: the lease holder %s is no longer running; taking the lease over", partner.name, holder)
-        release_lease(store, partner.name, holder)
+    try:
         won, holder, expires = acquire_lease(store, partner.name, owner, settings.lease_ttl, int(clock()))
+        if not won and holder_is_gone(holder):
+            # A harvester killed mid-run (SIGKILL, OOM, power) keeps its lease until it expires:
+            # free it now, so that a restart resumes at once. Racing takers still get one lease:
+            # the release is conditional on the dead holder, the acquisition on a free row.
+            log.warning("%s: the lease holder %s is no longer running; taking the lease over", partner.name, holder)
+            release_lease(store, partner.name, holder)
+            won, holder, expires = acquire_lease(store, partner.name, owner, settings.lease_ttl, int(clock()))
+    except sa.exc.SQLAlchemyError as exc:
+        raise err.StoreError(f"{partner.name}: the record store failed: {store_problem(exc)}") from None
     if not won:
         raise err.PartnerBusy(partner.name, holder, expires)
+    failing = False
     try:
         return _Run(store, partner, settings, stop or threading.Event(), on_page, owner, clock).execute(full)
+    except err.StoreError:
+        failing = True
+        raise
     finally:
-        release_lease(store, partner.name, owner)
+        try:
+            release_lease(store, partner.name, owner)
+        except sa.exc.SQLAlchemyError as exc:
+            # Said already when the store failed under the run; the lease is taken over once
+            # this process is gone (holder_is_gone), or expires.
+            log.log(
+                logging.DEBUG if failing else logging.WARNING,
+                "%s: the lease could not be released: %s",
+                partner.name,
+                store_problem(exc),
+            )
+
+
+INTERRUPTED = (
+    "interrupted: the harvester process ended before the run finished (killed, or the record store failed "
+    "under it); the next run resumes from the checkpoint"
+)
+
+
+def settle_runs(store: Store, partner: str, clock: Callable[[], float] = time.time) -> int:
+    """Mark as failed the runs of `partner` still marked running that no harvester is running:
+    their owner holds no live lease on the partner, or is a process of this host that is gone.
+    A run killed, or whose store failed under it, is then shown as what it is. Returns how
+    many were closed."""
+    running = harvest_history(store, partner, limit=100, running=True)  # before the leases: see below
+    if not running:
+        return 0
+    # A run is started after its lease is taken and ended before it is released: read after
+    # the runs, a lease that is not there any more means its run ended (or its process died).
+    held = leases(store).get(partner)
+    now = int(clock())
+    closed = 0
+    for r in running:
+        holding = held is not None and held[0] == r.owner and held[1] >= now
+        if holding and not holder_is_gone(r.owner):
+            continue
+        closed += close_interrupted_run(store, r.id, INTERRUPTED)
+    return closed
+
+
+def store_problem(exc: sa.exc.SQLAlchemyError) -> str:
+    """A store error on one line: the driver's exception and the first line of its message
+    (SQLAlchemy's own text adds the statement, its parameters and a link)."""
+    cause: BaseException = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0].strip() if lines else ''}".rstrip(": ")
 
 
 class _Run:
@@ -213,11 +309,26 @@ class _Run:
         self.failures: list[tuple[str, str]] = []
         self.offloading = False  # pages of this run go to the worker process
         self.lenient = False  # the partner's quirk lenient_xml
+        self.run_id: int | None = None
 
     def now(self) -> int:
         return int(self.clock())
 
     def execute(self, full: bool) -> RunReport:
+        try:
+            return self._execute(full)
+        except sa.exc.SQLAlchemyError as exc:
+            reason = f"{self.partner.name}: the record store failed: {store_problem(exc)}"
+            if self.run_id is None:
+                raise err.StoreError(reason) from None
+            try:
+                return self._finish(FAILED, f"{reason}; the next run resumes from the checkpoint")
+            except sa.exc.SQLAlchemyError:
+                raise err.StoreError(
+                    f"{reason}; run #{self.run_id} is marked failed by the next harvester command that reaches it"
+                ) from None
+
+    def _execute(self, full: bool) -> RunReport:
         name = self.partner.name
         state = harvest_state_of(self.store, name)
         key = window_key(self.partner)
@@ -244,11 +355,14 @@ class _Run:
             self._harvest()
         except err.Stopped as exc:
             return self._finish(FAILED, f"{exc}; the next run resumes from the checkpoint")
-        except err.RepeatedTokenError as exc:
-            # Resuming at that token would loop again: the next run lists the window afresh.
+        except err.ListLoopError as exc:
+            # Resuming at one of its tokens would go round again: the next run lists the window
+            # afresh, from the same `from` (the list did not end, so records may be unseen).
             return self._finish(FAILED, str(exc), checkpoint=None)
         except err.HarvestError as exc:
             return self._finish(FAILED, str(exc))
+        except sa.exc.SQLAlchemyError:
+            raise  # execute says so
         except Exception as exc:
             self._finish(FAILED, f"internal error: {type(exc).__name__}: {exc}")
             raise
@@ -256,8 +370,20 @@ class _Run:
             first = "; ".join(f"{where}: {why}" for where, why in self.failures[:3])
             partial = f"{self.window.failed} record(s) could not be harvested" + (f" ({first})" if first else "")
             return self._finish(PARTIAL, partial, checkpoint=None)
-        reason = f"{self.window.repaired} record(s) repaired by the lenient parser" if self.window.repaired else None
+        notes = [f"{self.window.repaired} record(s) repaired by the lenient parser"] if self.window.repaired else []
         next_from = self.cp["first_response"]
+        ahead = clock_ahead(next_from, self.now(), self.settings.clock_skew) if next_from else None
+        if ahead is not None:
+            # A `from` in the future would miss every change until then. The run's own `from`
+            # loses nothing whatever the partner's clock says (the window is listed again, and
+            # unchanged records stay unchanged); our clock would lose what a partner stamps
+            # behind it.
+            kept = self.cp["from"]
+            again = f"from {kept} again" if kept else "from the beginning again"
+            notes.append(f"the partner's clock is ahead: {ahead}; the next run starts {again}")
+            log.warning("%s: %s", name, notes[-1])
+            next_from = None
+        reason = "; ".join(notes) or None
         return self._finish(SUCCESS, reason, checkpoint=None, next_from=(next_from, key) if next_from else None)
 
     def _finish(
@@ -268,10 +394,12 @@ class _Run:
         checkpoint: Any = KEEP,
         next_from: tuple[str, str] | None = None,
     ) -> RunReport:
+        assert self.run_id is not None, "a run is finished after it is started"
+        run_id = self.run_id
         counts = {**asdict(self.counts), "failures": self.failures[: self.settings.max_failures_kept]}
         finish_run(
             self.store,
-            self.run_id,
+            run_id,
             self.partner.name,
             finished=self.now(),
             outcome=outcome,
@@ -288,7 +416,7 @@ class _Run:
             partner=self.partner.name,
             outcome=outcome,
             reason=reason,
-            run_id=self.run_id,
+            run_id=run_id,
             from_date=self.cp["from"],
             resumed=self.resumed,
             counts=self.counts,
@@ -317,8 +445,10 @@ class _Run:
                     pages = client.pages(
                         "ListRecords", token=self.cp["token"], prepare=self._convert, ahead=ahead, **args
                     )
+                    watch = ListWatch(self.settings.loops)
                     for page in pages:
                         self._commit(page)
+                        self._watch(watch, page)
                         if self.stop.is_set():
                             raise err.Stopped("stopped after a page, as asked")
                 except err.BadResumptionToken as exc:
@@ -335,6 +465,16 @@ class _Run:
                     self.counts.restarts += 1
                     self.window.restarts += 1
                     self.cp = {**self.cp, "token": None}
+
+    def _watch(self, watch: ListWatch, page: Page) -> None:
+        """End the list (ListLoopError) once it shows a sign of going round."""
+        ids = _IDENTIFIERS(page.root) if page.items else []
+        why = watch.see(ids, token=page.token, complete_list_size=page.complete_list_size)
+        if why is not None:
+            raise err.ListLoopError(
+                f"{self.partner.name}: the list goes round: {why}; ended after {watch.pages} page(s) of this list "
+                "(the records harvested are kept; the next run lists the window again)"
+            )
 
     def _from_argument(self, client: Client) -> str:
         """The run's `from` in the partner's granularity (Identify says which)."""
@@ -370,7 +510,7 @@ class _Run:
         name = self.partner.name
         converted = page.prepared  # by `_convert`, on the thread that fetched the page
         if isinstance(converted, Future):
-            converted = worker.received(converted, self.stop)
+            converted = worker.received(converted, self.stop, grace=self.settings.stop_grace)
         delta = Counts(
             pages=1,
             received=len(page.items),
@@ -401,10 +541,17 @@ class _Run:
             )
             checkpoint["counts"] = asdict(window)
             save_checkpoint_in(conn, name, checkpoint, self.now())
+            failures = converted.failures + [
+                (i, f"the identifier belongs to {src}; not overwritten") for i, src in refused
+            ]
+            failures += [(shown_identifier(i), why) for i, why in written.rejected]
+            counts = self.counts + (window - self.window)
+            keep = self.settings.max_failures_kept
+            kept = (self.failures[:keep] + failures[:keep])[:keep]
+            assert self.run_id is not None
+            save_run_counts_in(conn, self.run_id, {**asdict(counts), "failures": kept})
         delta = window - self.window
-        self.cp, self.window, self.counts = checkpoint, window, self.counts + delta
-        failures = converted.failures + [(i, f"the identifier belongs to {src}; not overwritten") for i, src in refused]
-        failures += [(shown_identifier(i), why) for i, why in written.rejected]
+        self.cp, self.window, self.counts = checkpoint, window, counts
         for where, why in failures:
             log.warning("%s: record %s not harvested: %s", name, where, why)
         self.failures.extend(failures)

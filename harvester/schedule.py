@@ -7,7 +7,10 @@ busy or asleep collapse into one (coalesce). Across processes, the partner's lea
 store keeps two harvesters sharing one PostgreSQL off the same partner.
 
 SIGTERM or SIGINT: every running harvest finishes the page it is on (its records and
-checkpoint are committed), the scheduler stops, and the process exits 0.
+checkpoint are committed), the scheduler stops, and the process exits 0. The scheduler runs
+on its own thread while the main thread waits for the stop in short steps: the system may
+deliver a signal to any thread, and Python runs its handler only when the main thread next
+runs Python code, which a main thread asleep until the next job (hours) would not do.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
-from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from harvester import errors as err
@@ -43,7 +46,7 @@ def trigger_for(partner: Partner) -> BaseTrigger:
 
 
 class HarvestScheduler:
-    """A BlockingScheduler with one job per scheduled partner, stopped cleanly by signals."""
+    """A scheduler with one job per scheduled partner, stopped cleanly by signals."""
 
     def __init__(
         self,
@@ -58,7 +61,7 @@ class HarvestScheduler:
         self.stop = threading.Event()
         self._active = 0
         self._idle = threading.Condition()
-        self.scheduler = BlockingScheduler(timezone=UTC)
+        self.scheduler = BackgroundScheduler(timezone=UTC, daemon=True)
         for partner in config.partners:
             settings_for(partner, self.settings.client)  # an unknown quirk stops us here, not at 3 a.m.
             if not partner.schedule:
@@ -102,23 +105,20 @@ class HarvestScheduler:
                 harvest.run(self.store, partner, settings=self.settings, stop=self.stop)
             except err.PartnerBusy as exc:
                 log.info("%s", exc)
+            except err.StoreError as exc:
+                log.error("%s", exc)
             except Exception:
                 log.exception("%s: the harvest crashed", partner.name)
 
     def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
-        """Finish the current pages, then stop. Safe in a signal handler: the scheduler is
-        shut down from another thread, so no lock is taken here."""
-        if signum is not None:
+        """Finish the current pages, then stop. Safe in a signal handler: it only sets an
+        event, which the main thread waits for."""
+        if signum is not None and not self.stop.is_set():
             log.info("%s: finishing the current page(s), then exiting", signal.Signals(signum).name)
         self.stop.set()
-        threading.Thread(target=self._shutdown, name="scheduler-shutdown", daemon=True).start()
-
-    def _shutdown(self) -> None:
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
 
     def run_forever(self) -> None:
-        """Run in the foreground until SIGTERM or SIGINT, then wait for running harvests."""
+        """Run until SIGTERM or SIGINT, then wait for running harvests."""
         previous = {s: signal.signal(s, self.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             if not self.jobs:
@@ -126,11 +126,21 @@ class HarvestScheduler:
                 return
             for job in self.jobs:
                 log.info("scheduled %s (%s)", job.name, job.trigger)
-            if not self.stop.is_set():
-                self.scheduler.start()
+            if self.stop.is_set():
+                return
+            self.scheduler.start()
+            while not self.stop.wait(_SIGNAL_POLL):
+                pass
         finally:
+            if self.scheduler.running:
+                self.scheduler.shutdown(wait=False)
             with self._idle:
                 while self._active:
                     self._idle.wait()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+# How long the main thread sleeps at a time: a signal that the system delivered to another
+# thread is handled at the latest this many seconds later.
+_SIGNAL_POLL = 0.5

@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -74,16 +75,27 @@ def submit(page: Page, partner: Partner) -> Future[Offloaded]:
     return current.submit((page.body, partner, page.response_date))
 
 
-def received(future: Future[Offloaded], stop: threading.Event | None = None) -> Converted:
-    """The page's records, prepared for the store, once the worker is done with them; Stopped
-    if `stop` is set meanwhile (the page is then neither written nor checkpointed)."""
+def received(future: Future[Offloaded], stop: threading.Event | None = None, *, grace: float = 30.0) -> Converted:
+    """The page's records, prepared for the store, once the worker is done with them.
+
+    A stop (SIGTERM) does not drop the page in hand: it is finished, so that the caller writes
+    and checkpoints it, as a page converted in-process would be. Only a worker that has not
+    answered `grace` seconds after the stop is given up on (Stopped: the page is then neither
+    written nor checkpointed, and the next run asks for it again)."""
+    stopped_at: float | None = None
     while True:
         try:
-            done = future.result(timeout=0.5)
+            done = future.result(timeout=0.1 if stopped_at is not None else 0.5)
             break
         except TimeoutError:
-            if stop is not None and stop.is_set():
-                raise err.Stopped("stopped while the worker converted a page") from None
+            if stop is None or not stop.is_set():
+                continue
+            now = time.monotonic()
+            stopped_at = now if stopped_at is None else stopped_at
+            if now - stopped_at >= grace:
+                raise err.Stopped(
+                    f"stopped: the harvest worker did not finish the page within {grace:g} s of the stop"
+                ) from None
     for name, level, message in done.logs:
         logging.getLogger(name).log(level, "%s", message)
     return Converted(

@@ -1055,6 +1055,24 @@ def start_run(store: Store, partner: str, owner: str, *, started: int, from_date
         return int(inserted.inserted_primary_key[0])  # type: ignore[index]
 
 
+def save_run_counts_in(conn: Connection, run_id: int, counts: dict[str, Any]) -> None:
+    """A running run's counts so far, inside the transaction that writes a page: a run killed
+    afterwards shows in the history the pages it committed."""
+    conn.execute(harvest_runs.update().where(harvest_runs.c.id == run_id).values(counts=json.dumps(counts)))
+
+
+def close_interrupted_run(store: Store, run_id: int, reason: str) -> bool:
+    """Mark a run that is still marked running as failed (its process is gone); False if it
+    ended meanwhile. Its counts stay what its last page committed."""
+    with _write_conn(store) as conn, conn.begin():
+        closed = conn.execute(
+            harvest_runs.update()
+            .where(harvest_runs.c.id == run_id, harvest_runs.c.outcome == "running")
+            .values(outcome="failed", reason=reason)
+        )
+        return closed.rowcount == 1
+
+
 KEEP = object()  # finish_run: leave the checkpoint as the last page committed it
 
 
@@ -1085,11 +1103,15 @@ def finish_run(
         _upsert_state(conn, partner, values)
 
 
-def harvest_history(store: Store, partner: str | None = None, limit: int = 20) -> list[HarvestRun]:
-    """The latest runs first."""
+def harvest_history(
+    store: Store, partner: str | None = None, limit: int = 20, *, running: bool = False
+) -> list[HarvestRun]:
+    """The latest runs first; `running`: only those still marked running."""
     stmt = sa.select(harvest_runs).order_by(harvest_runs.c.id.desc()).limit(limit)
     if partner is not None:
         stmt = stmt.where(harvest_runs.c.partner == partner)
+    if running:
+        stmt = stmt.where(harvest_runs.c.outcome == "running")
     with store.engine.connect() as conn:
         rows = conn.execute(stmt).all()
     return [

@@ -3,13 +3,16 @@ and small OAI-PMH documents to serve from it."""
 
 from __future__ import annotations
 
+import queue
+import re
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import parse_qsl
 
 import sqlalchemy as sa
@@ -299,3 +302,122 @@ class RawPartner:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(10)
+
+
+# ---- a process's output, and a store that goes away -------------------------------------------
+
+
+class Lines:
+    """A process's output (a pipe), line by line, read on a thread: a test waits for a line, not a time."""
+
+    def __init__(self, stream: IO[bytes] | None) -> None:
+        self.lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self.seen: list[str] = []
+        assert stream is not None
+        stdout = stream
+
+        def read() -> None:
+            with stdout:
+                for raw in stdout:
+                    self.lines.put(raw.decode("utf-8", "replace"))
+            self.lines.put(None)
+
+        self.thread = threading.Thread(target=read, daemon=True)
+        self.thread.start()
+
+    def wait_for(self, pattern: str, timeout: float = 60) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.seen.append(line)
+            if found := re.search(pattern, line):
+                return found
+        raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(self.seen)}")
+
+    def rest(self) -> str:
+        self.thread.join(60)
+        while True:
+            try:
+                line = self.lines.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.seen.append(line)
+        return "".join(self.seen)
+
+
+class Relay:
+    """A TCP relay on 127.0.0.1, port 0, to `target` (the machine's PostgreSQL): `down()` drops
+    every connection through it and refuses new ones until `up()`. An outage of the database
+    for the processes that connect through it, and for no one else."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open = True
+        self.sockets: set[socket.socket] = set()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, name="relay", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            with self.lock:
+                if not self.open:
+                    client.close()
+                    continue
+                try:
+                    server = socket.create_connection(self.target, timeout=10)
+                except OSError:
+                    client.close()
+                    continue
+                server.settimeout(None)
+                self.sockets |= {client, server}
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for s in (source, sink):
+            self._drop(s)
+
+    def _drop(self, s: socket.socket) -> None:
+        with self.lock:
+            self.sockets.discard(s)
+        with suppress(OSError):
+            s.shutdown(socket.SHUT_RDWR)
+        s.close()
+
+    def down(self) -> None:
+        with self.lock:
+            self.open = False
+            sockets = list(self.sockets)
+        for s in sockets:
+            self._drop(s)
+
+    def up(self) -> None:
+        with self.lock:
+            self.open = True
+
+    def close(self) -> None:
+        self.listener.close()
+        self.down()
+
+    def __enter__(self) -> Relay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

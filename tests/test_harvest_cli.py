@@ -96,3 +96,18 @@ def test_status_and_history(config_file: Path) -> None:
     assert history.exit_code == 0
     assert "partial" in history.output and "1 failed" in history.output
     assert harvester(config_file, "history", "nobody").exit_code == 1
+
+
+def test_clock_skew_sets_how_far_ahead_a_partners_response_date_may_be(tmp_path: Path, store_url: str) -> None:
+    ahead = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 600))  # ten minutes ahead of ours
+    with FakePartner(PagedPartner([[record("oai:fast:1")]], response_date=ahead)) as fake:
+        data: dict[str, Any] = {**BASE_CONFIG, "storage": {"url": store_url}}
+        data["partners"] = [{"name": "fast", "base_url": fake.url}]
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(data))
+        default = harvester(path, "run", *FAST)
+        assert default.exit_code == 0 and "the partner's clock is ahead" in default.output, default.output
+        assert "next from" not in default.output
+        allowed = harvester(path, "run", *FAST, "--clock-skew", "900")
+        assert allowed.exit_code == 0 and f"next from {ahead}" in allowed.output, allowed.output
+    assert harvester(path, "run", "--clock-skew", "-1").exit_code == 2

@@ -371,3 +371,119 @@ def test_a_record_whose_identifier_is_too_long_is_a_named_refusal_not_a_failed_p
     assert why == "the identifier is longer than 1024 bytes in UTF-8 (1106)"
     [history] = harvest_history(store, "p")
     assert history.outcome == "partial" and history.counts["failed"] == 1
+
+
+# ---- lists that never end ------------------------------------------------------------------
+
+
+GIVE_UP = 300  # the endless partners end their list here, so that a harvester without a limit fails instead of hanging
+
+
+def endless(page_of: Any, *, announce: int | None = None) -> Any:
+    """A partner whose list does not end (before GIVE_UP requests): every page carries a new
+    token; `page_of(n)` gives the records of the n-th page (n from 0)."""
+
+    def handler(params: dict[str, str], n: int) -> Response:
+        if n >= GIVE_UP:
+            return xml(list_records([]))
+        size = f' completeListSize="{announce}"' if announce else ""
+        token = f"<resumptionToken{size}>new{n}</resumptionToken>"
+        return xml(list_records(page_of(n)).replace("</ListRecords>", f"{token}</ListRecords>"))
+
+    return handler
+
+
+def assert_list_ended(store: Store, report: harvest.RunReport, fake: FakePartner, reason: str, bound: int) -> None:
+    assert report.outcome == "failed" and re.search(reason, report.reason or ""), report.reason
+    assert len(fake.requests) <= bound, f"{len(fake.requests)} requests"
+    history = harvest_history(store, "p")
+    assert history[0].outcome == "failed" and history[0].reason == report.reason
+    state = harvest_state_of(store, "p")
+    assert state.checkpoint is None, "resuming at a token of a list that goes round would go round again"
+    assert state.next_from is None, "from does not move past records never seen"
+
+
+def test_new_tokens_over_the_same_records_end_the_list_and_keep_what_was_harvested(store: Store) -> None:
+    same = [record(f"oai:p:{i}") for i in range(5)]
+    with FakePartner(endless(lambda n: same)) as fake:
+        report = run(store, Partner("p", fake.url))
+    assert_list_ended(
+        store, report, fake, "goes round: 3 pages in a row held only records this list already gave", 1 + 3 + 2
+    )
+    assert store.identifiers(source="p") == {f"oai:p:{i}" for i in range(5)}
+
+
+def test_a_list_that_goes_round_over_many_pages_is_ended(store: Store) -> None:
+    cycle = 7  # the partner goes back to its first page after seven pages of new records
+    with FakePartner(endless(lambda n: [record(f"oai:p:{n % cycle}-{i}") for i in range(4)])) as fake:
+        report = run(store, Partner("p", fake.url))
+    assert_list_ended(store, report, fake, "goes round", cycle + 3 + 2)
+    assert len(store.identifiers(source="p")) == cycle * 4
+
+
+def test_empty_pages_in_a_row_end_the_list(store: Store) -> None:
+    first = [record(f"oai:p:{i}") for i in range(3)]
+    with FakePartner(endless(lambda n: first if n == 0 else [])) as fake:
+        report = run(store, Partner("p", fake.url))
+    assert_list_ended(store, report, fake, "10 empty pages in a row", 1 + 10 + 2)
+    assert store.identifiers(source="p") == {f"oai:p:{i}" for i in range(3)}
+
+
+def test_a_list_far_past_its_complete_list_size_is_ended(store: Store) -> None:
+    with FakePartner(endless(lambda n: [record(f"oai:p:{n}-{i}") for i in range(10)], announce=20)) as fake:
+        report = run(store, Partner("p", fake.url))
+    # 20 records at 10 a page make 2 pages; the list is ended at twice that and 10 more.
+    assert_list_ended(store, report, fake, "completeListSize 20 .* after 14 pages", 14 + 2)
+    assert len(store.identifiers(source="p")) == report.counts.received == 140
+
+
+def test_a_few_empty_pages_and_a_record_listed_twice_are_not_a_loop(store: Store) -> None:
+    pages = pages_of(3, 3, 3)
+    pages[1][0] = pages[0][0]  # a record that moved while the list was paged comes again
+    pages = [pages[0], [], [], pages[1], [], pages[2]]
+    with FakePartner(PagedPartner(pages)) as fake:
+        report = run(store, Partner("p", fake.url))
+    assert report.outcome == "success", report.reason
+    assert len(store.identifiers(source="p")) == 8
+
+
+# ---- a partner's clock ---------------------------------------------------------------------
+
+NOON = 1_714_564_800  # 2024-05-01T12:00:00Z, the PagedPartner's responseDate by default
+
+
+def test_a_response_date_far_in_the_future_is_not_the_next_from(store: Store) -> None:
+    paged = PagedPartner(pages_of(2, 2))
+    with FakePartner(paged) as fake:
+        partner = Partner("p", fake.url)
+        assert run(store, partner, clock=lambda: NOON).next_from == "2024-05-01T12:00:00Z"
+        paged.response_date = "9999-12-31T23:59:59Z"
+        ahead = run(store, partner, clock=lambda: NOON + 3600)
+        assert ahead.outcome == "success" and ahead.counts.received == 4 and ahead.next_from is None
+        assert ahead.reason is not None and re.search(
+            r"the partner's clock is ahead: its responseDate 9999-12-31T23:59:59Z is .* past ours "
+            r"\(2024-05-01T13:00:00Z\); the next run starts from 2024-05-01T12:00:00Z again",
+            ahead.reason,
+        ), ahead.reason
+        assert harvest_history(store, "p")[0].reason == ahead.reason
+        assert harvest_state_of(store, "p").next_from == "2024-05-01T12:00:00Z", "from kept"
+        paged.response_date = "2024-05-02T08:00:00Z"
+        fake.requests.clear()
+        sane = run(store, partner, clock=lambda: NOON + 86_400)
+    assert fake.requests[1]["from"] == "2024-05-01T12:00:00Z", "the run after takes the kept from"
+    assert sane.next_from == "2024-05-02T08:00:00Z" and sane.reason is None
+
+
+def test_a_first_run_from_a_partner_whose_clock_is_ahead_leaves_from_at_the_beginning(store: Store) -> None:
+    with FakePartner(PagedPartner(pages_of(1), response_date="2024-05-01T12:10:00Z")) as fake:
+        report = run(store, Partner("p", fake.url), clock=lambda: NOON)
+    assert report.outcome == "success" and report.next_from is None
+    assert "10 minutes past ours" in (report.reason or "") and "from the beginning again" in (report.reason or "")
+    assert harvest_state_of(store, "p").next_from is None
+
+
+def test_a_response_date_within_the_allowed_skew_is_the_next_from(store: Store) -> None:
+    with FakePartner(PagedPartner(pages_of(1), response_date="2024-05-01T12:04:59Z")) as fake:
+        report = run(store, Partner("p", fake.url), clock=lambda: NOON)
+    assert report.outcome == "success" and report.reason is None
+    assert harvest_state_of(store, "p").next_from == "2024-05-01T12:04:59Z"

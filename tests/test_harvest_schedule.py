@@ -4,19 +4,22 @@ cleanly."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import threading
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import yaml
 from conftest import BASE_CONFIG, make_config
-from harvestkit import FakePartner, list_records, record, xml
+from harvestkit import FakePartner, Lines, list_records, record, xml
 from werkzeug.wrappers import Response
 
 from harvester import errors as err
@@ -130,15 +133,41 @@ def test_racing_harvesters_get_one_lease(store: Store) -> None:
 # ---- the process: SIGTERM ends the current page --------------------------------------------
 
 
-def test_sigterm_ends_the_current_page_and_exits_cleanly(store_url: str, tmp_path: Path) -> None:
-    page_started = threading.Event()
+@contextmanager
+def store_write_lock(store_url: str) -> Iterator[None]:
+    """Hold off the harvest's next page transaction (it renews the partner's lease first): a
+    write lock on SQLite, the lease row's lock on PostgreSQL."""
+    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            if store_url.startswith("sqlite"):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.begin()
+                conn.exec_driver_sql("SELECT owner FROM harvest_leases FOR UPDATE").all()
+            yield
+            conn.rollback()
+    finally:
+        engine.dispose()
 
-    def slow(params: dict[str, str], n: int) -> Response:
-        page_started.set()
-        time.sleep(0.3)
+
+def test_sigterm_ends_the_current_page_and_exits_cleanly(store_url: str, tmp_path: Path) -> None:
+    """SIGTERM while page 1 is in the worker's hands (the worker held stopped, the store's write
+    lock held, so the signal surely comes before the page is written): page 1 is converted,
+    written and checkpointed, then the process exits 0. No step waits on a clock."""
+    first_asked, answer_first, later = threading.Event(), threading.Event(), threading.Event()
+
+    def partner(params: dict[str, str], n: int) -> Response:
+        if n == 0:
+            first_asked.set()
+            answer_first.wait(60)
+        else:
+            later.wait(60)  # the pages asked for ahead are never answered before the process ends
         return xml(list_records([record(f"oai:p:{n}-{i}") for i in range(5)], f"t{n + 1}"))
 
-    with FakePartner(slow) as fake:
+    Store(store_url).close()  # the tables, made before the harvester starts
+    worker_pid = None
+    with FakePartner(partner) as fake:
         config = {k: v for k, v in BASE_CONFIG.items()}
         config["storage"] = {"url": store_url}
         config["partners"] = [{"name": "slow", "base_url": fake.url, "schedule": {"interval": {"hours": 1}}}]
@@ -146,33 +175,38 @@ def test_sigterm_ends_the_current_page_and_exits_cleanly(store_url: str, tmp_pat
         path.write_text(yaml.safe_dump(config))
         command = [sys.executable, "-m", "harvester.cli", "-c", str(path), "schedule", "--now"]
         process = subprocess.Popen(
-            [*command, "--timeout", "5", "--retries", "0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            [*command, "--timeout", "60", "--retries", "0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
+        output = Lines(process.stdout)
         try:
-            deadline = time.monotonic() + 20
-            while len(fake.requests) < 3 and time.monotonic() < deadline:
-                time.sleep(0.02)
-            assert len(fake.requests) >= 3, process.stdout.read() if process.poll() is not None else "no requests"  # type: ignore[union-attr]
-            process.send_signal(signal.SIGTERM)
-            output, _ = process.communicate(timeout=20)
+            assert first_asked.wait(60), output.rest()
+            with store_write_lock(store_url):
+                answer_first.set()
+                worker_pid = int(output.wait_for(r"started the harvest worker process \(pid (\d+)\)").group(1))
+                os.kill(worker_pid, signal.SIGSTOP)  # page 1 is in its hands (or already back)
+                process.send_signal(signal.SIGTERM)
+                output.wait_for("SIGTERM: finishing the current page")
+                os.kill(worker_pid, signal.SIGCONT)
+            process.wait(60)
         finally:
+            later.set()
+            if worker_pid is not None:
+                with suppress(ProcessLookupError):
+                    os.kill(worker_pid, signal.SIGCONT)
             if process.poll() is None:
                 process.kill()
-        asked = len(fake.requests)
-    assert process.returncode == 0, output.decode()
+                process.wait()
+    text = output.rest()
+    assert process.returncode == 0, text
+    assert "Traceback" not in text
     store = Store(store_url)
     try:
         runs = harvest_history(store, "slow")
-        assert [r.outcome for r in runs] == ["failed"] and "stopped" in (runs[0].reason or ""), output.decode()
-        # Every page written was written whole and checkpointed; the pages asked for ahead of the
-        # one in hand (up to two, with the worker process converting) when the signal came are
-        # dropped, and asked again by the next run.
+        assert [r.outcome for r in runs] == ["failed"] and "stopped after a page" in (runs[0].reason or ""), text
         state = harvest_state_of(store, "slow")
-        assert state.checkpoint is not None
-        pages = state.checkpoint["counts"]["pages"]
-        assert asked - 2 <= pages <= asked
-        assert len(store.identifiers(source="slow")) == 5 * pages
-        assert state.checkpoint["token"] == f"t{pages}"
+        assert state.checkpoint is not None, text
+        assert state.checkpoint["counts"]["pages"] == 1 and state.checkpoint["token"] == "t1"
+        assert store.identifiers(source="slow") == {f"oai:p:0-{i}" for i in range(5)}
         assert leases(store) == {}, "the lease is released"
     finally:
         store.close()

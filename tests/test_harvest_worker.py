@@ -27,7 +27,7 @@ from harvester import errors as err
 from harvester import harvest, worker
 from harvester.client import Page
 from oaiserver.config import Partner
-from oaiserver.store import Store
+from oaiserver.store import Store, harvest_state_of
 
 ABOUT = (
     "<about><provenance xmlns='http://www.openarchives.org/OAI/2.0/provenance'>"
@@ -192,14 +192,59 @@ def test_a_page_that_cannot_be_sent_fails_alone_and_never_shifts_the_answers(fre
     assert [p.record.source for p in after.prepared] == ["after", "after"]
 
 
-def test_a_stop_while_the_worker_converts_stops_the_wait() -> None:
+def test_a_stop_waits_for_the_page_in_hand_only_so_long() -> None:
+    """A worker that never answers cannot hold a stopping harvest for longer than `grace`."""
     never: Future[worker.Offloaded] = Future()
     stop = threading.Event()
     threading.Timer(0.2, stop.set).start()
     started = time.monotonic()
-    with pytest.raises(err.Stopped):
-        worker.received(never, stop)
-    assert time.monotonic() - started < 5
+    with pytest.raises(err.Stopped, match=r"did not finish the page within 0\.3 s"):
+        worker.received(never, stop, grace=0.3)
+    assert time.monotonic() - started < 30
+
+
+def test_a_stop_while_the_worker_converts_waits_for_the_page() -> None:
+    """SIGTERM finishes the page in flight: a page being converted when the stop comes is
+    still handed back, to be written and checkpointed."""
+    answer: Future[worker.Offloaded] = Future()
+    stop = threading.Event()
+    stop.set()
+    threading.Thread(
+        target=lambda: (stop.wait(), answer.set_result(worker.Offloaded([], [], 3, []))), daemon=True
+    ).start()
+    converted = worker.received(answer, stop, grace=60)
+    assert converted.without_dc == 3
+
+
+def test_a_stop_while_the_worker_converts_the_first_page_commits_it(
+    fresh_worker: None, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop comes while page 1 is in the worker's hands (its answer is held back until the
+    stop is set): page 1 is written and checkpointed, then the run stops."""
+    real_submit, stop = worker.submit, threading.Event()
+
+    def submit_then_stop(page: Page, partner: Partner) -> Future[worker.Offloaded]:
+        real = real_submit(page, partner)
+        held: Future[worker.Offloaded] = Future()
+
+        def relay() -> None:
+            stop.wait()
+            try:
+                held.set_result(real.result(60))
+            except Exception as exc:
+                held.set_exception(exc)
+
+        threading.Thread(target=relay, daemon=True).start()
+        stop.set()  # SIGTERM, while the worker converts the page
+        return held
+
+    monkeypatch.setattr(worker, "submit", submit_then_stop)
+    with FakePartner(PagedPartner(pages_of_every_kind(n_pages=3, per_page=10))) as partner:
+        report = harvest.run(store, Partner("p", partner.url), settings=FAST_HARVEST, stop=stop)
+    assert report.outcome == "failed" and "stopped after a page" in (report.reason or ""), report.reason
+    assert report.counts.pages == 1 and report.counts.received == 10
+    assert harvest_state_of(store, "p").checkpoint["token"] == "t1"  # type: ignore[index]
+    assert store.identifiers(source="p") == {f"oai:partner.example.org:0-{i}" for i in range(10) if i != 9}
 
 
 def test_a_page_the_worker_cannot_convert_is_an_error_and_the_worker_goes_on(fresh_worker: None) -> None:
@@ -260,7 +305,7 @@ def test_a_script_without_a_main_guard_harvests_through_the_worker(fresh_worker:
                 f"""
                 from harvester import harvest, worker
                 from oaiserver.config import Partner
-                from oaiserver.store import Store
+                from oaiserver.store import Store, harvest_state_of
                 report = harvest.run(Store("sqlite:///{target}"), Partner("p", "{partner.url}"))
                 print(report.outcome, report.counts.received, worker._worker is not None)
                 """
@@ -281,7 +326,7 @@ def within(future: Future[worker.Offloaded], seconds: float = 60) -> Any:
     timer = threading.Timer(seconds, stop.set)
     timer.start()
     try:
-        return worker.received(future, stop)
+        return worker.received(future, stop, grace=0)
     finally:
         timer.cancel()
 
