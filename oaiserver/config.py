@@ -86,6 +86,8 @@ class Partner:
     republish: bool = True
     from_date: str | None = None
     quirks: dict[str, Any] = field(default_factory=dict)
+    max_page_mb: int | None = None  # None: the harvester's default (harvester.client)
+    allow_redirects_to: tuple[str, ...] = ()  # [scheme://]host[:port] a redirect may go to
 
 
 @dataclass(frozen=True)
@@ -261,7 +263,43 @@ def _parse_sets(items: list[Any]) -> tuple[SetRule, ...]:
     return tuple(rules)
 
 
-PARTNER_KEYS = {"name", "base_url", "metadata_prefix", "sets", "schedule", "republish", "from", "quirks"}
+PARTNER_KEYS = {
+    "name",
+    "base_url",
+    "metadata_prefix",
+    "sets",
+    "schedule",
+    "republish",
+    "from",
+    "quirks",
+    "max_page_mb",
+    "allow_redirects_to",
+}
+MAX_PAGE_MB = 1024
+# Where a partner's redirect may go besides its own origin: [http(s)://]host[:port].
+REDIRECT_TARGET_RE = re.compile(
+    r"(?:https?://)?(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?"
+)
+
+
+def _transport_limits(item: dict[str, Any], where: str) -> tuple[int | None, tuple[str, ...]]:
+    """A partner's `max_page_mb` and `allow_redirects_to`, checked (harvester.client uses them)."""
+    size = item.get("max_page_mb")
+    if size is not None and (type(size) is not int or not 1 <= size <= MAX_PAGE_MB):
+        raise ConfigError(
+            f"{where}.max_page_mb: expected a whole number of megabytes from 1 to {MAX_PAGE_MB}, got {size!r}"
+        )
+    targets = item.get("allow_redirects_to") or []
+    if not isinstance(targets, list):
+        raise ConfigError(
+            f"{where}.allow_redirects_to: expected a list of hosts ([https://]host[:port]), got {targets!r}"
+        )
+    for target in targets:
+        if not isinstance(target, str) or not REDIRECT_TARGET_RE.fullmatch(target):
+            raise ConfigError(
+                f"{where}.allow_redirects_to: {target!r} is not a host, host:port or http(s)://host[:port]"
+            )
+    return size, tuple(targets)
 
 
 def _parse_partners(items: list[Any]) -> tuple[Partner, ...]:
@@ -294,6 +332,7 @@ def _parse_partners(items: list[Any]) -> tuple[Partner, ...]:
         from_date = item.get("from")
         if from_date is not None:
             from_date = str(from_date)
+        max_page_mb, redirect_targets = _transport_limits(item, where)
         partners.append(
             Partner(
                 name=name,
@@ -304,6 +343,8 @@ def _parse_partners(items: list[Any]) -> tuple[Partner, ...]:
                 republish=republish,
                 from_date=from_date,
                 quirks=quirks,
+                max_page_mb=max_page_mb,
+                allow_redirects_to=redirect_targets,
             )
         )
     return tuple(partners)
