@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import bisect
 import calendar
+import contextlib
 import logging
 import queue
 import re
@@ -49,7 +50,9 @@ from typing import Any, NamedTuple
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import requests.adapters
 import urllib3
+import urllib3.connection
 from lxml import etree
 from sickle import Sickle
 
@@ -261,6 +264,77 @@ class _Transport(Sickle):  # type: ignore[misc]
         return self.session.post(self.endpoint, data=kwargs, **options)  # pragma: no cover
 
 
+class _Watch:
+    """A request's deadline kept by a timer that shuts the request's socket when it passes: the
+    one way to end a read that goes on receiving a byte at a time inside http.client (a status
+    line and headers that drip, or a compressed drip that inflates to nothing)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.sock: socket.socket | None = None
+        self.expired = self.done = False
+
+    def watch(self, sock: socket.socket | None) -> None:
+        with self.lock:
+            self.sock, late = sock, self.expired
+        if late:
+            _shut(sock)
+
+    def expire(self) -> None:
+        with self.lock:
+            if self.done:
+                return
+            self.expired, sock = True, self.sock
+        _shut(sock)
+
+    def finish(self) -> None:
+        with self.lock:
+            self.done = True
+
+
+def _shut(sock: socket.socket | None) -> None:
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+_watching = threading.local()  # .watch: the _Watch of the request this thread is sending
+
+
+def _watched(sock: socket.socket | None) -> None:
+    watch = getattr(_watching, "watch", None)
+    if watch is not None:
+        watch.watch(sock)
+
+
+class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        super().request(*args, **kwargs)
+        _watched(self.sock)
+
+
+class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        super().request(*args, **kwargs)
+        _watched(self.sock)
+
+
+class _WatchedHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, whose connections show their socket to the request's _Watch."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
 class _Answer(NamedTuple):
     """An HTTP answer read whole (within the page cap and the deadline)."""
 
@@ -295,6 +369,8 @@ class Client:
         self.session = requests.Session()
         self.session.headers["User-Agent"] = self.settings.user_agent
         self.session.headers["Accept-Encoding"] = "gzip, deflate"  # the codings _Inflate reads
+        for scheme in ("http://", "https://"):
+            self.session.mount(scheme, _Adapter())
         self._transport = _Transport(base_url, self.session, self.settings.timeout)
         self.requests = 0  # HTTP requests sent, retries included
         self._warned_content_type = False
@@ -368,6 +444,27 @@ class Client:
         s = self.settings
         total = s.deadline if s.deadline is not None else DEADLINE_TIMES_TIMEOUT * s.timeout
         deadline = time.monotonic() + total
+        watch = _Watch()
+        timer = threading.Timer(total, watch.expire)
+        timer.daemon = True
+        timer.start()
+        _watching.watch = watch
+        try:
+            return self._follow(params, deadline, total)
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, err.TransportError):
+            if watch.expired:
+                raise err.DeadlineExceeded(
+                    f"{self.base_url} ({params['verb']}): the response did not complete within {total:g} s "
+                    "(the request's deadline)"
+                ) from None
+            raise
+        finally:
+            watch.finish()
+            timer.cancel()
+            _watching.watch = None
+
+    def _follow(self, params: dict[str, str], deadline: float, total: float) -> _Answer:
+        s = self.settings
         url = self.base_url
         query: dict[str, str] | None = params  # None once following a redirect's Location
         for _ in range(MAX_REDIRECTS + 1):

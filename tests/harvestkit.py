@@ -252,7 +252,8 @@ class Raw:
 class Streamed:
     """What a RawPartner sends piece by piece: the head, then each of `parts` as it is made, in
     chunked transfer coding or as is (`length` announces a Content-Length whatever follows),
-    until the parts end or the client goes away. For partners that send forever, or drip."""
+    until the parts end or the client goes away. For partners that send forever, or drip. With
+    `head=False` the parts are the whole answer, its status line and headers included."""
 
     def __init__(
         self,
@@ -261,11 +262,15 @@ class Streamed:
         headers: dict[str, str] | None = None,
         chunked: bool = False,
         length: int | None = None,
+        head: bool = True,
     ) -> None:
-        self.parts, self.chunked, self.length = parts, chunked, length
+        self.parts, self.chunked, self.length, self.head = parts, chunked, length, head
         self.headers = {"Content-Type": "text/xml; charset=utf-8", **(headers or {})}
 
     def pieces(self) -> Iterator[bytes]:
+        if not self.head:  # the parts are the whole answer, status line and headers included
+            yield from self.parts
+            return
         head = ["HTTP/1.1 200 OK", *(f"{k}: {v}" for k, v in self.headers.items())]
         if self.chunked:
             head.append("Transfer-Encoding: chunked")

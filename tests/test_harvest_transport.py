@@ -65,12 +65,29 @@ def endless() -> Iterator[bytes]:
         yield chunk
 
 
+def header_drip(interval: float) -> Iterator[bytes]:
+    """A status line, then a header that never ends, one byte each `interval` seconds."""
+    yield b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nX-Slow: "
+    while True:
+        time.sleep(interval)
+        yield b"a"
+
+
 def drip(interval: float) -> Iterator[bytes]:
     """One byte each `interval` seconds, for ever: every read gets something well within its
     timeout, so only a deadline for the whole response ends it."""
     for byte in itertools.cycle(list(oai("").encode())):
         time.sleep(interval)
         yield bytes([byte])
+
+
+def gzip_drip(interval: float) -> Iterator[bytes]:
+    """A gzip stream that inflates to nothing, for ever: empty stored blocks, one each `interval`
+    seconds (a decoder reading on until it has output would never return)."""
+    yield b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"  # the gzip header
+    while True:
+        time.sleep(interval)
+        yield b"\x00\x00\x00\xff\xff"  # a stored block of no bytes, not the last
 
 
 @functools.cache
@@ -89,6 +106,8 @@ HOSTILE: dict[str, Callable[[], Raw | Streamed]] = {
     "huge-page": lambda: Streamed(endless(), length=2 * 1024 * MB),
     "endless-chunked": lambda: Streamed(endless(), chunked=True),
     "drip": lambda: Streamed(drip(0.05), length=100_000),
+    "header-drip": lambda: Streamed(header_drip(0.05), head=False),
+    "gzip-drip": lambda: Streamed(gzip_drip(0.05), headers={"Content-Encoding": "gzip"}, length=1_000_000),
 }
 
 
@@ -121,6 +140,8 @@ REASONS = {
     "huge-page": r"announces 2,048 MB, more than 1 MB .*max_page_mb",
     "endless-chunked": r"larger than 1 MB .*max_page_mb",
     "drip": r"did not complete within 3 s",
+    "header-drip": r"did not complete within 3 s",
+    "gzip-drip": r"did not complete within 3 s",
 }
 
 
