@@ -16,6 +16,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -400,3 +401,45 @@ def test_heavy_pages_are_not_asked_for_ahead(monkeypatch: pytest.MonkeyPatch, bu
                 assert len(partner.requests) == asked
             tokens.append(page.token)
     assert tokens == [f"t{n}" for n in range(1, 6)] + [None]
+
+
+def _urllib3_errors() -> list[type[BaseException]]:
+    import inspect
+
+    import urllib3.exceptions
+
+    return [
+        cls
+        for _, cls in inspect.getmembers(urllib3.exceptions, inspect.isclass)
+        if issubclass(cls, urllib3.exceptions.HTTPError)
+    ]
+
+
+@pytest.mark.parametrize("exc_type", _urllib3_errors(), ids=lambda c: c.__name__)
+def test_every_urllib3_error_while_reading_a_body_is_mapped(
+    exc_type: type[BaseException], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The body is read from urllib3 directly: its errors come unwrapped by requests."""
+    import urllib3.response
+
+    response = SimpleNamespace(tell=lambda: 0, length_remaining=1)
+    for attempt in (("boom",), (None, "boom"), (None, None, "boom"), (0, 10), (response, b"x")):
+        try:
+            made = exc_type(*attempt)
+            str(made)
+            break
+        except (TypeError, AttributeError):
+            continue
+    else:
+        raise AssertionError(f"cannot make a {exc_type.__name__}")
+
+    def explode(*args: Any, **kwargs: Any) -> Any:
+        raise made
+
+    monkeypatch.setattr(urllib3.response.HTTPResponse, "read1", explode)
+    with (
+        FakePartner(lambda params, n: xml(list_records(PAGE_1))) as partner,
+        Client(partner.url, replace(SMALL, retries=1)) as client,
+        pytest.raises(err.TransportError, match=exc_type.__name__),
+    ):
+        client.request("ListRecords", metadataPrefix="oai_dc")
