@@ -8,7 +8,8 @@ One synthetic data set is loaded and served with `oaiserver serve` (gunicorn, 2 
 records a page), as bench/bench.py does; then each `--code` directory (a checkout holding
 `harvester/` and `oaiserver/`) harvests it into a fresh SQLite store in a process of its own,
 the versions taking turns, `--repeat` times each. Only ratios measured side by side in one run
-compare: the machine is shared. Prints one line per run and the medians.
+compare: the machine is shared. Prints one line per run and the medians, of records/s and of
+the harvester's CPU (its process and its worker process) per 1,000 records.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # bench/bench.py, next to this file
 
 # Runs in a child process whose sys.path starts with the code under test.
+# CPU: this process and its worker process (stopped first, so that it is counted), which is
+# steadier than the wall time on a machine others use too.
 CHILD = """
-import json, sys, time
+import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
-from harvester import harvest
+from harvester import harvest, worker
 from oaiserver.config import Partner
 from oaiserver.store import Store
 store = Store(f"sqlite:///{sys.argv[3]}")
@@ -36,7 +39,9 @@ started = time.perf_counter()
 report = harvest.run(store, Partner("bench", sys.argv[2]))
 seconds = time.perf_counter() - started
 store.close()
-print(json.dumps({"outcome": report.outcome, "records": report.counts.received, "seconds": seconds,
+worker.shutdown()
+cpu = sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
+print(json.dumps({"outcome": report.outcome, "records": report.counts.received, "seconds": seconds, "cpu": cpu,
                   "code": harvest.__file__}))
 """
 
@@ -55,6 +60,7 @@ def main() -> None:
         bench.load(db, args.records, 1000)
         server = bench.start_ours(work, db, 2, 500)
         rates: dict[str, list[float]] = {name: [] for name, _ in codes}
+        cpus: dict[str, list[float]] = {name: [] for name, _ in codes}
         try:
             bench.warm_up(server)
             for rep in range(args.repeat):
@@ -78,7 +84,8 @@ def main() -> None:
             server.stop()
     for name, values in rates.items():
         shown = " / ".join(f"{v:,.0f}" for v in values)
-        print(f"{name}: median {statistics.median(values):,.0f} records/s ({shown})")
+        cpu = statistics.median(cpus[name])
+        print(f"{name}: median {statistics.median(values):,.0f} records/s ({shown}); {cpu:,.0f} ms CPU per 1,000")
 
 
 if __name__ == "__main__":

@@ -263,18 +263,8 @@ def _parse_sets(items: list[Any]) -> tuple[SetRule, ...]:
     return tuple(rules)
 
 
-PARTNER_KEYS = {
-    "name",
-    "base_url",
-    "metadata_prefix",
-    "sets",
-    "schedule",
-    "republish",
-    "from",
-    "quirks",
-    "max_page_mb",
-    "allow_redirects_to",
-}
+PARTNER_KEYS = {"name", "base_url", "metadata_prefix", "sets", "schedule", "republish", "from", "quirks"}
+PARTNER_KEYS |= {"max_page_mb", "allow_redirects_to"}  # the transport's limits: _transport_limits
 MAX_PAGE_MB = 1024
 # Where a partner's redirect may go besides its own origin: [http(s)://]host[:port].
 REDIRECT_TARGET_RE = re.compile(
