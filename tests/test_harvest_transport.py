@@ -443,3 +443,38 @@ def test_every_urllib3_error_while_reading_a_body_is_mapped(
         pytest.raises(err.TransportError, match=exc_type.__name__),
     ):
         client.request("ListRecords", metadataPrefix="oai_dc")
+
+
+def test_the_connection_is_kept_alive_from_page_to_page() -> None:
+    """A page read whole returns its connection to the pool: a partner over TLS is not shaken
+    hands with anew for every page."""
+    import http.server
+
+    peers: list[tuple[str, int]] = []
+
+    class KeepAlive(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            peers.append(self.client_address)
+            body = list_records(PAGE_1).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), KeepAlive)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        with Client(f"http://127.0.0.1:{server.server_address[1]}/oai", SMALL) as client:
+            for _ in range(3):
+                assert len(client.request("ListRecords", metadataPrefix="oai_dc").items) == 3
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(peers) == 3 and len(set(peers)) == 1, peers
