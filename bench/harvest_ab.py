@@ -26,21 +26,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # bench/bench.py, next to this file
 
 # Runs in a child process whose sys.path starts with the code under test.
-# CPU: this process and its worker process (stopped first, so that it is counted), which is
-# steadier than the wall time on a machine others use too.
+# CPU: this process during the run, and its worker process (stopped first, so that it is
+# counted), which is steadier than the wall time on a machine others use too.
 CHILD = """
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 from harvester import harvest, worker
 from oaiserver.config import Partner
 from oaiserver.store import Store
+def cpu(who):
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
 store = Store(f"sqlite:///{sys.argv[3]}")
-started = time.perf_counter()
+cpu0, started = cpu(resource.RUSAGE_SELF), time.perf_counter()
 report = harvest.run(store, Partner("bench", sys.argv[2]))
 seconds = time.perf_counter() - started
 store.close()
 worker.shutdown()
-cpu = sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
+cpu = cpu(resource.RUSAGE_SELF) - cpu0 + cpu(resource.RUSAGE_CHILDREN)
 print(json.dumps({"outcome": report.outcome, "records": report.counts.received, "seconds": seconds, "cpu": cpu,
                   "code": harvest.__file__}))
 """
@@ -74,10 +77,12 @@ def main() -> None:
                     )
                     result = json.loads(done.stdout.strip().splitlines()[-1])
                     rate = result["records"] / result["seconds"]
+                    cpu = result["cpu"] * 1e6 / result["records"]
                     rates[name].append(rate)
+                    cpus[name].append(cpu)
                     print(
                         f"{name} run {rep + 1}: {result['outcome']}, {result['records']:,} records, "
-                        f"{rate:,.0f} records/s ({result['code']})",
+                        f"{rate:,.0f} records/s, {cpu:,.0f} ms CPU per 1,000 records ({result['code']})",
                         flush=True,
                     )
         finally:
