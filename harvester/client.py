@@ -516,6 +516,8 @@ class Client:
         parts: list[bytes] = []
         size = 0
         while True:
+            if self.stop.is_set():  # SIGTERM: a page still arriving is asked for again by the next run
+                raise err.Stopped(f"{where}: stopped while the page was arriving ({size:,} bytes)")
             left = deadline - time.monotonic()
             if left <= 0:
                 raise err.DeadlineExceeded(

@@ -523,3 +523,35 @@ def test_the_connection_is_kept_alive_from_page_to_page() -> None:
         server.shutdown()
         server.server_close()
     assert len(peers) == 3 and len(set(peers)) == 1, peers
+
+
+def test_a_stop_ends_a_page_that_is_still_arriving(store: Store) -> None:
+    """SIGTERM while a partner drips a page: the run stops at once (not at the deadline), and
+    the next run asks for the page again."""
+    dripping, stop = threading.Event(), threading.Event()
+    paged = PagedPartner([PAGE_1, PAGE_2])
+
+    def slow() -> Iterator[bytes]:
+        for byte in drip(0.05):
+            dripping.set()
+            yield byte
+
+    def handler(params: dict[str, str], n: int) -> Raw | Streamed:
+        if params.get("resumptionToken") == "t1":
+            return Streamed(slow(), length=100_000)
+        answer = paged(params, n)
+        return Raw(answer.get_data(), status=answer.status_code)
+
+    patient = replace(SMALL_HARVEST, client=replace(SMALL, deadline=120.0))
+    result: list[harvest.RunReport] = []
+    with RawPartner(handler) as partner:
+        work = lambda: result.append(harvest.run(store, Partner("p", partner.url), settings=patient, stop=stop))  # noqa: E731
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        assert dripping.wait(60), "the partner never started its page"
+        stop.set()
+        thread.join(60)
+    assert result, "the run did not stop while the page was arriving"
+    assert result[0].outcome == "failed" and "stopped" in (result[0].reason or ""), result[0].reason
+    checkpoint = harvest_state_of(store, "p").checkpoint
+    assert checkpoint is not None and checkpoint["token"] == "t1"
