@@ -59,7 +59,12 @@ def client_options(command: Callable[..., Any]) -> Callable[..., Any]:
     defaults = ClientSettings()
     options = [
         click.option(
-            "--timeout", type=float, default=defaults.timeout, show_default=True, help="Seconds to wait for a partner."
+            "--timeout",
+            type=float,
+            default=defaults.timeout,
+            show_default=True,
+            help="Seconds to wait for a partner to connect and for each read; a whole request (redirects "
+            "included) may take 4 times this.",
         ),
         click.option("--retries", type=int, default=defaults.retries, show_default=True, help="Retries per request."),
         click.option(

@@ -4,14 +4,21 @@ partners misbehave.
 Sickle builds the requests (endpoint, method, arguments, requests options); everything it
 does not do, or does in a way a long-running harvester cannot live with, is done here:
 
-* a timeout on every request (Sickle has none by default);
+* a timeout on every read, and a deadline for each whole request (Sickle has none by default):
+  a partner that drips its answer a byte at a time ends at the deadline;
+* a cap on each page, counted on the decompressed bytes as they arrive (a gzip bomb, a 2 GiB
+  page or an endless stream stop at the cap, never in memory), and on its markup (a page of
+  tiny elements would make a tree fifty times its size): `max_page_mb`;
+* redirects followed here, at most 5, and only on the partner's own scheme, host and port
+  unless its `allow_redirects_to` names others (requests would follow 30, anywhere);
 * retries with exponential backoff on connection errors, timeouts, 429 and 5xx, honouring
   `Retry-After` in seconds or as an HTTP date, up to a cap (Sickle retries 503 only);
 * an OAI `<error>` is read from any body, 4xx included (Sickle raises `HTTPError` first);
   `noRecordsMatch` is an empty page, not an error;
 * each page is parsed once, strictly: no entities, no DTD, no network, no huge trees (Sickle
   re-parses on every `.xml` access and silently repairs broken XML with `recover=True`);
-  the `lenient_xml` quirk allows repairs, and they are counted;
+  the `lenient_xml` quirk allows repairs, and they are counted; a DOCTYPE anywhere in the
+  prolog refuses the page unread, quirk or not;
 * an HTML page where XML was expected is refused with a message that says so;
 * a response cut short (the connection closed mid-body: Content-Length or chunked framing
   incomplete, or, for a body delimited by the end of the connection, no closing `</OAI-PMH>`)
@@ -26,19 +33,26 @@ from __future__ import annotations
 
 import bisect
 import calendar
+import contextlib
 import logging
 import queue
 import re
+import socket
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import urljoin, urlsplit
 
 import requests
+import requests.adapters
+import urllib3
+import urllib3.connection
 from lxml import etree
 from sickle import Sickle
 
@@ -67,8 +81,9 @@ ITEMS = {
 # The prolog's parts are matched in an atomic group: with backtracking, a lazy `.*?` would go on
 # to the next `?>` or `-->` anywhere in the page (milliseconds a page, and a wrong answer).
 _HTML_START = re.compile(rb"^(?:\xef\xbb\xbf)?(?>\s*(?:<!--.*?-->\s*)*)<(?:!doctype\s+html|html[\s>])", re.I | re.S)
-# A DOCTYPE in the prolog (after a BOM, the XML declaration, comments or processing instructions).
-_DOCTYPE = re.compile(rb"^(?:\xef\xbb\xbf)?(?>\s*(?:<\?.*?\?>\s*|<!--.*?-->\s*)*)<!DOCTYPE", re.S)
+# The prolog before a DOCTYPE or the root: a BOM, the XML declaration, comments, processing
+# instructions and white space. Atomic, so a long prolog is read once, however long.
+_PROLOG = re.compile(rb"(?:\xef\xbb\xbf)?(?>\s*(?:<\?.*?\?>\s*|<!--.*?-->\s*)*)", re.S)
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.I | re.S)
 # The root's start and end tags, with or without a prefix (a cut response has no end tag).
 _ROOT_START = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?OAI-PMH[\s>]")
@@ -76,11 +91,35 @@ _ROOT_END = re.compile(rb"</(?:[A-Za-z_][\w.-]*:)?OAI-PMH\s*>")
 _XML_TYPE = re.compile(r"^\s*(?:text/xml|application/xml|application/[\w.+-]*\+xml)\s*(?:;|$)", re.I)
 
 
+MB = 2**20
+# A real page of 500 records is 1 to 5 MB (MARCXML about 2 MB); lxml's tree costs 2 to 8 times a
+# page's bytes (50 for bare markup), and converting its records 20 more: the heaviest page 12 MB
+# allows keeps each of the harvest's two processes under 400 MB (README, "Hostile partners").
+DEFAULT_MAX_PAGE_MB = 12
+# A page may hold one tag or attribute (`<` or `=`) per this many bytes of its cap: 393,216 for
+# 12 MB, which a page of 700 MARCXML records stays under. lxml spends about 120 bytes per element
+# and 240 per attribute: this bounds a page's tree (a page of bare `<a/>` is 50 times its size).
+BYTES_PER_MARKUP = 32
+# And this many records per megabyte of the cap (3,840 for 12 MB; real pages hold 100 to 1,000):
+# each record converted costs kilobytes of Python objects, in the worker and again here.
+RECORDS_PER_MB = 320
+WEIGHT_PER_MARKUP = 200  # estimated bytes of tree (and records) per `<` or `=` of a page
+AHEAD_BUDGET = 64 * MB  # pages are asked for ahead while the pages held weigh less than this
+MAX_REDIRECTS = 5
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_READ_SIZE = 1 << 20  # bytes asked of the socket at a time: one recv, so the deadline is checked often
+DEADLINE_TIMES_TIMEOUT = 4  # a whole request may take this many timeouts, unless `deadline` says
+
+
 @dataclass(frozen=True)
 class ClientSettings:
     """How patient the client is. Defaults suit real partners; tests make them tiny."""
 
     timeout: float = 60.0  # seconds to connect, and to wait for each chunk of the answer
+    deadline: float | None = None  # seconds for a whole request, redirects included (None: 4 timeouts)
+    max_page_bytes: int = DEFAULT_MAX_PAGE_MB * MB  # a page's size, decompressed (partner: max_page_mb)
+    redirect_origins: tuple[str, ...] = ()  # where redirects may go besides the partner (allow_redirects_to)
     retries: int = 5  # further attempts after a connection error, a timeout, 429 or 5xx
     backoff: float = 2.0  # first wait between attempts; doubles each time
     max_backoff: float = 300.0  # cap for the doubling
@@ -90,13 +129,42 @@ class ClientSettings:
 
 
 def settings_for(partner: Partner, base: ClientSettings) -> ClientSettings:
-    """The settings for one partner: the base ones, with its quirk switches applied. The
-    configuration checked them when it loaded; a Partner made in code is checked here."""
+    """The settings for one partner: the base ones, with its quirk switches and transport limits
+    applied. The configuration checked them when it loaded; a Partner made in code is checked here."""
     try:
         quirks = check_quirks(partner.quirks, f"partners.{partner.name}.quirks")
     except ConfigError as exc:
         raise err.ConfigurationError(str(exc)) from None
-    return replace(base, lenient_xml=quirks.get("lenient_xml", False))
+    size = partner.max_page_mb * MB if partner.max_page_mb is not None else base.max_page_bytes
+    return replace(
+        base,
+        lenient_xml=quirks.get("lenient_xml", False),
+        max_page_bytes=size,
+        redirect_origins=partner.allow_redirects_to,
+    )
+
+
+def redirect_allowed(base_url: str, target: str, allowed: tuple[str, ...] = ()) -> bool:
+    """Whether a redirect from the partner at `base_url` may go to `target`: the partner's own
+    scheme, host and port, or one of `allowed` (`host`, `host:port` in the partner's scheme, or
+    `scheme://host[:port]`; a missing port is the scheme's own)."""
+    where = _origin(target)
+    own = _origin(base_url)
+    if where is None or own is None:
+        return False
+    return where == own or any(where == _origin(a if "://" in a else f"{own[0]}://{a}") for a in allowed)
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    try:
+        parts = urlsplit(url)
+        scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError:  # a port that is not a number, or out of range
+        return None
+    if scheme not in _DEFAULT_PORTS or not host:
+        return None
+    return scheme, host, port or _DEFAULT_PORTS[scheme]
 
 
 def xml_parser(*, lenient: bool) -> etree.XMLParser:
@@ -125,6 +193,7 @@ class Page:
     started: float = 0.0  # time.monotonic() when the request was first sent
     fetched: float = 0.0  # seconds from then until the page was parsed, retries included
     prepared: Any = field(default=None, repr=False)  # what `pages(prepare=...)` made of it
+    weight: int = 0  # what the page is estimated to cost in memory, body and tree (see WEIGHT_PER_MARKUP)
 
     @cached_property
     def raw(self) -> list[str] | None:
@@ -176,19 +245,109 @@ def utc(value: str) -> tuple[str, str] | None:
 
 
 class _Transport(Sickle):  # type: ignore[misc]
-    """Sickle's request building, over one keep-alive session."""
+    """Sickle's request building, over one keep-alive session. Answers are streamed and
+    redirects are not followed: the client reads and follows them under its own limits."""
 
     def __init__(self, endpoint: str, session: requests.Session, timeout: float) -> None:
         super().__init__(endpoint, timeout=timeout)
         self.session = session
 
-    def _request(self, kwargs: dict[str, str]) -> requests.Response:
+    def _request(self, kwargs: dict[str, str], timeout: float | None = None) -> requests.Response:
+        options = {**self.request_args, "stream": True, "allow_redirects": False}
+        if timeout is not None:
+            options["timeout"] = timeout
         if self.http_method == "GET":
-            return self.session.get(self.endpoint, params=kwargs, **self.request_args)
-        return self.session.post(self.endpoint, data=kwargs, **self.request_args)  # pragma: no cover
+            return self.session.get(self.endpoint, params=kwargs, **options)
+        return self.session.post(self.endpoint, data=kwargs, **options)  # pragma: no cover
 
 
-RETRIED = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+class _Watch:
+    """A request's deadline kept by a timer that shuts the request's socket when it passes: the
+    one way to end a read that goes on receiving a byte at a time inside http.client (a status
+    line and headers that drip, or a compressed drip that inflates to nothing)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.sock: socket.socket | None = None
+        self.expired = self.done = False
+
+    def watch(self, sock: socket.socket | None) -> None:
+        with self.lock:
+            self.sock, late = sock, self.expired
+        if late:
+            _shut(sock)
+
+    def expire(self) -> None:
+        with self.lock:
+            if self.done:
+                return
+            self.expired, sock = True, self.sock
+        _shut(sock)
+
+    def finish(self) -> None:
+        with self.lock:
+            self.done = True
+
+
+def _shut(sock: socket.socket | None) -> None:
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+_watching = threading.local()  # .watch: the _Watch of the request this thread is sending
+
+
+def _watched(sock: socket.socket | None) -> None:
+    watch = getattr(_watching, "watch", None)
+    if watch is not None:
+        watch.watch(sock)
+
+
+class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        super().request(*args, **kwargs)
+        _watched(self.sock)
+
+
+class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        super().request(*args, **kwargs)
+        _watched(self.sock)
+
+
+class _WatchedHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, whose connections show their socket to the request's _Watch."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class _Answer(NamedTuple):
+    """An HTTP answer read whole (within the page cap and the deadline)."""
+
+    status: int
+    reason: str
+    headers: Any  # requests' case-insensitive headers
+    body: bytes
+
+
+# urllib3's errors reach us unwrapped while a streamed body is read.
+RETRIED = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.HTTPError,
+)
 
 
 class Client:
@@ -206,6 +365,9 @@ class Client:
         self.stop = stop or threading.Event()
         self.session = requests.Session()
         self.session.headers["User-Agent"] = self.settings.user_agent
+        self.session.headers["Accept-Encoding"] = "gzip, deflate"  # the codings _Inflate reads
+        for scheme in ("http://", "https://"):
+            self.session.mount(scheme, _Adapter())
         self._transport = _Transport(base_url, self.session, self.settings.timeout)
         self.requests = 0  # HTTP requests sent, retries included
         self._warned_content_type = False
@@ -229,12 +391,12 @@ class Client:
         """`request`, also abandoned (Stopped) when `cancel` is set: a page asked for ahead
         that its list no longer wants must not go on retrying."""
         started, clock = time.time(), time.monotonic()
-        response = self._fetch(params, cancel)
-        page = self._parse(response, params, started)
+        answer = self._fetch(params, cancel)
+        page = self._parse(answer, params, started)
         page.started, page.fetched = clock, time.monotonic() - clock
         return page
 
-    def _fetch(self, params: dict[str, str], cancel: threading.Event | None = None) -> requests.Response:
+    def _fetch(self, params: dict[str, str], cancel: threading.Event | None = None) -> _Answer:
         s = self.settings
         attempt = 0
         while True:
@@ -242,27 +404,28 @@ class Client:
                 raise err.Stopped("stopped before sending a request")
             self.requests += 1
             try:
-                response = self._transport._request(params)
+                answer = self._exchange(params)
+            except err.DeadlineExceeded as exc:
+                problem: err.HarvestError = exc
+                wait = self._backoff(attempt)
             except RETRIED as exc:
-                problem: err.HarvestError = err.TransportError(f"{self.base_url}: {_describe(exc)}")
+                problem = err.TransportError(f"{self.base_url}: {_describe(exc)}")
                 wait = self._backoff(attempt)
             except requests.RequestException as exc:
                 raise err.TransportError(f"{self.base_url}: {_describe(exc)}") from exc
             else:
-                if response.status_code != 429 and response.status_code < 500:
-                    short = _cut_short(response.content, response.status_code)
+                if answer.status != 429 and answer.status < 500:
+                    short = _cut_short(answer.body, answer.status)
                     if short is None:
-                        return response
+                        return answer
                     problem = err.TransportError(f"{self.base_url} ({params['verb']}): {short}")
                     wait = self._backoff(attempt)
                 else:
                     problem = err.HTTPStatusError(
-                        response.status_code,
-                        f"{self.base_url} answered HTTP {response.status_code} {response.reason or ''}".rstrip(),
+                        answer.status, f"{self.base_url} answered HTTP {answer.status} {answer.reason}".rstrip()
                     )
-                    after = _retry_after(response.headers.get("Retry-After"))
+                    after = _retry_after(answer.headers.get("Retry-After"))
                     wait = min(after, s.retry_after_cap) if after is not None else self._backoff(attempt)
-                response.close()
             if attempt >= s.retries:
                 if s.retries:
                     raise type(problem)(*_args(problem, f" (after {s.retries} retries)"))
@@ -271,6 +434,109 @@ class Client:
             log.warning("%s; retry %d of %d in %.1f s", problem, attempt, s.retries, wait)
             if self._wait(wait, cancel):
                 raise err.Stopped("stopped while waiting to retry")
+
+    def _exchange(self, params: dict[str, str]) -> _Answer:
+        """One request, its redirects followed (at most MAX_REDIRECTS, each checked), and its
+        answer read, all within one deadline."""
+        s = self.settings
+        total = s.deadline if s.deadline is not None else DEADLINE_TIMES_TIMEOUT * s.timeout
+        deadline = time.monotonic() + total
+        watch = _Watch()
+        timer = threading.Timer(total, watch.expire)
+        timer.daemon = True
+        timer.start()
+        _watching.watch = watch
+        try:
+            return self._follow(params, deadline, total)
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, err.TransportError):
+            if watch.expired:
+                raise err.DeadlineExceeded(
+                    f"{self.base_url} ({params['verb']}): the response did not complete within {total:g} s "
+                    "(the request's deadline)"
+                ) from None
+            raise
+        finally:
+            watch.finish()
+            timer.cancel()
+            _watching.watch = None
+
+    def _follow(self, params: dict[str, str], deadline: float, total: float) -> _Answer:
+        s = self.settings
+        url = self.base_url
+        query: dict[str, str] | None = params  # None once following a redirect's Location
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._send(url, query, deadline, total)
+            try:
+                location = response.headers.get("Location")
+                if response.status_code in _REDIRECT_STATUSES and location:
+                    target = urljoin(response.url or url, location.strip())
+                    if not redirect_allowed(self.base_url, target, s.redirect_origins):
+                        raise err.RedirectError(
+                            f"{self.base_url} ({params['verb']}) redirected to {target[:300]}, off the partner's "
+                            "scheme, host and port; if that is right, add it to the partner's allow_redirects_to"
+                        )
+                    url, query = target, None
+                    self.requests += 1
+                    continue
+                if response.status_code == 429 or response.status_code >= 500:
+                    body = b""  # only its status and Retry-After matter
+                else:
+                    body = self._read(response, deadline, total, f"{self.base_url} ({params['verb']})")
+                return _Answer(response.status_code, response.reason or "", response.headers, body)
+            finally:
+                response.close()
+        raise err.RedirectError(
+            f"{self.base_url} ({params['verb']}): more than {MAX_REDIRECTS} redirects (the last to {url[:300]})"
+        )
+
+    def _send(self, url: str, query: dict[str, str] | None, deadline: float, total: float) -> requests.Response:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise err.DeadlineExceeded(f"{self.base_url}: no answer within {total:g} s (the request's deadline)")
+        timeout = min(self.settings.timeout, left)
+        if query is None:  # a redirect's Location, as given
+            return self.session.get(url, timeout=timeout, stream=True, allow_redirects=False)
+        return self._transport._request(query, timeout)
+
+    def _read(self, response: requests.Response, deadline: float, total: float, where: str) -> bytes:
+        """The body, decompressed as it arrives: refused once past the page cap, and abandoned at
+        the deadline (each read waits at most what is left of it)."""
+        limit = self.settings.max_page_bytes
+        coding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
+        length = (response.headers.get("Content-Length") or "").strip()
+        if coding == "identity" and length.isdigit() and int(length) > limit:
+            raise err.PageTooLargeError(
+                f"{where}: the response announces {int(length) / MB:,.0f} MB, more than {_cap(limit)}; refused unread"
+            )
+        inflate = _Inflate(coding, where)
+        sock = _socket_of(response)
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            if self.stop.is_set():  # SIGTERM: a page still arriving is asked for again by the next run
+                raise err.Stopped(f"{where}: stopped while the page was arriving ({size:,} bytes)")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise err.DeadlineExceeded(
+                    f"{where}: the response did not complete within {total:g} s (the request's deadline); "
+                    f"{size:,} bytes had arrived"
+                )
+            if sock is not None:
+                sock.settimeout(min(self.settings.timeout, left))
+            try:
+                data = response.raw.read1(_READ_SIZE, decode_content=False)
+            except urllib3.exceptions.ReadTimeoutError:
+                if time.monotonic() < deadline:
+                    raise
+                continue  # the deadline, reached while waiting: said as such above
+            chunk = inflate.feed(data, limit - size + 1) if data else inflate.flush()
+            size += len(chunk)
+            if size > limit:
+                raise err.PageTooLargeError(f"{where}: the page is larger than {_cap(limit)}; refused")
+            if chunk:
+                parts.append(chunk)
+            if not data:
+                return b"".join(parts)
 
     def _wait(self, seconds: float, cancel: threading.Event | None) -> bool:
         """Sleep, waking early (True) when the client is stopped or `cancel` is set."""
@@ -285,8 +551,8 @@ class Client:
     def _backoff(self, attempt: int) -> float:
         return float(min(self.settings.backoff * (2**attempt), self.settings.max_backoff))
 
-    def _parse(self, response: requests.Response, params: dict[str, str], started: float) -> Page:
-        body, status = response.content, response.status_code
+    def _parse(self, answer: _Answer, params: dict[str, str], started: float) -> Page:
+        body, status = answer.body, answer.status
         verb = params["verb"]
         where = f"{self.base_url} ({verb}, HTTP {status})"
         if _HTML_START.match(body[:4096]):
@@ -296,10 +562,16 @@ class Client:
                 f"{where} sent an HTML page{shown} instead of OAI-PMH XML: is the baseURL right, "
                 "or is the repository down for maintenance?"
             )
-        if _DOCTYPE.match(body[:65536]):
+        if declares_doctype(body):
             raise err.NotOAIResponseError(
                 f"{where}: the response declares a DOCTYPE (a DTD or entities); OAI-PMH responses are defined by "
                 "XML Schema and carry none, so the page is refused unread (no entity is resolved, no DTD fetched)"
+            )
+        markup, most = body.count(b"<") + body.count(b"="), self.settings.max_page_bytes // BYTES_PER_MARKUP
+        if markup > most:
+            raise err.PageTooLargeError(
+                f"{where}: the page holds {markup:,} tags and attributes, more than the {most:,} that "
+                f"{_cap(self.settings.max_page_bytes)} allows (one per {BYTES_PER_MARKUP} bytes); refused unparsed"
             )
         parser = xml_parser(lenient=self.settings.lenient_xml)
         try:
@@ -332,8 +604,9 @@ class Client:
             raise err.NotOAIResponseError(
                 f"{where}: the root element is <{root.tag}>, not <OAI-PMH> in the namespace {OAI_NS}"
             )
-        self._check_content_type(response.headers.get("Content-Type"))
+        self._check_content_type(answer.headers.get("Content-Type"))
         page = Page(verb, params, status, root, self._response_date(root, started), body=body)
+        page.weight = len(body) + WEIGHT_PER_MARKUP * markup
         if self.settings.lenient_xml and len(parser.error_log):
             page.repairs = [f"line {e.line}, column {e.column}: {e.message}" for e in parser.error_log]
         errors = [(e.get("code") or "unknown", " ".join((e.text or "").split())) for e in root.findall(f"{_OAI}error")]
@@ -377,6 +650,12 @@ class Client:
                 f"{self.base_url} ({page.verb}): the response has neither <{page.verb}> nor <error>"
             )
         page.items = [container] if page.verb == "Identify" else container.findall(f"{_OAI}{ITEMS.get(page.verb, '*')}")
+        most = self.settings.max_page_bytes * RECORDS_PER_MB // MB
+        if len(page.items) > most:
+            raise err.PageTooLargeError(
+                f"{self.base_url} ({page.verb}): the page holds {len(page.items):,} records, more than the {most:,} "
+                f"that {_cap(self.settings.max_page_bytes)} allows ({RECORDS_PER_MB} a megabyte); refused unconverted"
+            )
         token = container.find(f"{_OAI}resumptionToken")
         if token is not None:
             page.token = (token.text or "").strip() or None
@@ -440,10 +719,26 @@ class Client:
 
         ready: queue.SimpleQueue[Page | BaseException | None] = queue.SimpleQueue()  # None: stopped
         room = threading.Semaphore(max(ahead, 1))  # pages asked for and not yet taken by the caller
+        # Memory: pages are asked for ahead only while those held (the caller's and the ones
+        # waiting) weigh less than AHEAD_BUDGET, or when the caller waits; so heavy pages are
+        # held two at a time at most (the caller's last, and the next), light ones `ahead` + 1.
+        scale = threading.Condition()
+        held = {"ahead": 0, "current": 0, "waiting": 0}
+
+        def may_fetch() -> bool:
+            return (
+                held["ahead"] + held["current"] < AHEAD_BUDGET
+                or bool(held["waiting"])
+                or cancel.is_set()
+                or self.stop.is_set()
+            )
 
         def fetch_ahead(token: str) -> None:
             while True:
                 room.acquire()
+                with scale:
+                    while not scale.wait_for(may_fetch, timeout=0.1):
+                        pass
                 if cancel.is_set() or self.stop.is_set():
                     ready.put(None)
                     return
@@ -452,6 +747,8 @@ class Client:
                 except BaseException as exc:
                     ready.put(exc)
                     return
+                with scale:
+                    held["ahead"] += page.weight
                 ready.put(page)
                 if page.token is None:
                     return
@@ -459,18 +756,25 @@ class Client:
 
         try:
             page = fetch(token)
+            held["current"] = page.weight
             if page.token is not None:
                 threading.Thread(target=fetch_ahead, args=(page.token,), name="oai-prefetch", daemon=True).start()
             while True:
                 yield page
                 if page.token is None:
                     return
+                with scale:
+                    held["waiting"] = 1
+                    scale.notify_all()
                 upcoming = ready.get()
                 room.release()
                 if upcoming is None:  # stopped: the list is not complete, and must not look it
                     raise err.Stopped("stopped after a page, as asked")
                 if isinstance(upcoming, BaseException):
                     raise upcoming
+                with scale:
+                    held["waiting"], held["current"] = 0, upcoming.weight
+                    held["ahead"] -= upcoming.weight
                 page = upcoming
         finally:
             cancel.set()
@@ -575,6 +879,73 @@ def _repaired_items(items: list[etree._Element], parser: etree.XMLParser) -> set
     return hit
 
 
+def declares_doctype(body: bytes) -> bool:
+    """Whether the prolog, however long, declares a DOCTYPE. The prolog is read once and no
+    further than the root's start (a `<!DOCTYPE` quoted later in the page is no declaration).
+    UTF-16 is decoded a window at a time, as far as the prolog goes."""
+    if body[:2] not in (b"\xff\xfe", b"\xfe\xff") and body[:4] not in (b"<\x00?\x00", b"\x00<\x00?"):
+        return body.startswith(b"<!DOCTYPE", _PROLOG.match(body).end())  # type: ignore[union-attr]
+    codec = "utf-16" if body[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-16-le" if body[:1] == b"<" else "utf-16-be"
+    size = 1 << 16
+    while True:
+        text = body[:size].decode(codec, "ignore").encode("utf-8")
+        end = _PROLOG.match(text).end()  # type: ignore[union-attr]
+        if text.startswith(b"<!DOCTYPE", end):
+            return True
+        rest = text[end:]
+        if size >= len(body) or (len(rest) >= 9 and not rest.startswith((b"<!--", b"<?"))):
+            return False
+        size *= 4
+
+
+class _Inflate:
+    """A Content-Encoding undone as the bytes arrive, never more than asked at a time: a gzip
+    bomb inflates only as far as the page cap."""
+
+    def __init__(self, coding: str, where: str) -> None:
+        if coding in ("identity", ""):
+            self.wbits: int | None = None
+        elif coding in ("gzip", "x-gzip"):
+            self.wbits = 16 + zlib.MAX_WBITS
+        elif coding == "deflate":
+            self.wbits = zlib.MAX_WBITS  # zlib-wrapped, as the RFC says; raw deflate is tried too
+        else:
+            raise err.ResponseError(f"{where}: the response is in Content-Encoding {coding!r}, which was not asked for")
+        self.where, self.started = where, False
+        self.z = zlib.decompressobj(self.wbits) if self.wbits is not None else None
+
+    def feed(self, data: bytes, most: int) -> bytes:
+        """Up to `most` bytes of what `data` inflates to (more means the cap is passed anyway)."""
+        if self.z is None:
+            return data
+        try:
+            out = self.z.decompress(data, most)
+        except zlib.error as exc:
+            if self.wbits == zlib.MAX_WBITS and not self.started:  # raw deflate, as some servers send
+                self.wbits, self.z = -zlib.MAX_WBITS, zlib.decompressobj(-zlib.MAX_WBITS)
+                return self.feed(data, most)
+            raise err.TransportError(f"{self.where}: the compressed response is corrupt ({exc})") from None
+        self.started = True
+        if self.z.eof and self.z.unused_data and len(out) < most:  # gzip members one after the other
+            rest, self.z = self.z.unused_data, zlib.decompressobj(self.wbits or zlib.MAX_WBITS)
+            out += self.feed(rest, most - len(out))
+        return out
+
+    def flush(self) -> bytes:
+        return self.z.flush() if self.z is not None else b""
+
+
+def _socket_of(response: requests.Response) -> socket.socket | None:
+    """The socket a streamed answer is read from, to give each read what is left of the deadline."""
+    connection = getattr(response.raw, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def _cap(limit: int) -> str:
+    return f"{limit / MB:g} MB decompressed (the partner's max_page_mb)"
+
+
 def _cut_short(body: bytes, status: int) -> str | None:
     """Why `body` looks like an OAI-PMH response cut short, or None if it does not.
 
@@ -619,8 +990,8 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _describe(exc: requests.RequestException) -> str:
-    if isinstance(exc, requests.Timeout):
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, requests.Timeout | urllib3.exceptions.TimeoutError):
         return f"timed out ({type(exc).__name__}: {_short(exc)})"
     if isinstance(exc, requests.ConnectionError):
         return f"connection failed ({type(exc).__name__}: {_short(exc)})"

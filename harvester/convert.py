@@ -10,6 +10,7 @@ counted by the caller, never dropped silently.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 from lxml import etree
@@ -72,21 +73,40 @@ class Origin:
 
 
 def convert_page(page: Page, partner: Partner) -> Converted:
+    """A page's records; each one that cannot be read, or whose identifier the page lists more
+    than once (which copy is right cannot be known), is a named failure instead."""
     result = Converted()
+    converted: list[tuple[int, Record]] = []
     for i, element in enumerate(page.items):
         try:
             raw = page.raw[i] if page.raw is not None else None
-            record = convert_record(element, partner, harvest_date=page.response_date, raw=raw)
+            converted.append((i, convert_record(element, partner, harvest_date=page.response_date, raw=raw)))
         except RecordError as exc:
             where = _identifier_of(element) or f"record {i + 1} of the page"
             result.failures.append((where, str(exc)))
-            continue
+    if len({record.identifier for _, record in converted}) < len(converted):
+        converted = _without_repeats(converted, result.failures)
+    for i, record in converted:
         if not record.deleted and not record.dc:
             result.without_dc += 1
         if i in page.repaired:
             result.repaired.append(record.identifier)
         result.records.append(record)
     return result
+
+
+def _without_repeats(converted: list[tuple[int, Record]], failures: list[tuple[str, str]]) -> list[tuple[int, Record]]:
+    """The records whose identifier is listed once; every copy of the others is a failure."""
+    times = Counter(record.identifier for _, record in converted)
+    kept = []
+    for i, record in converted:
+        n = times[record.identifier]
+        if n > 1:
+            why = f"the identifier is listed {n} times in one page; none of them is stored"
+            failures.append((record.identifier, why))
+        else:
+            kept.append((i, record))
+    return kept
 
 
 def _identifier_of(element: etree._Element) -> str | None:
@@ -96,16 +116,24 @@ def _identifier_of(element: etree._Element) -> str | None:
 
 def _parts(element: etree._Element) -> tuple[etree._Element | None, etree._Element | None, etree._Element | None]:
     """(header, metadata, about) of a `<record>`, in one pass over its children (a path
-    search costs lxml more than the whole walk)."""
+    search costs lxml more than the whole walk). The schema allows one header and at most one
+    metadata: with two, which one the partner meant cannot be known, so the record is refused."""
     header = metadata = about = None
+    headers = metadatas = 0
     for child in element:
         tag = child.tag
-        if tag == _HEADER and header is None:
-            header = child
-        elif tag == _METADATA and metadata is None:
-            metadata = child
+        if tag == _HEADER:
+            headers += 1
+            header = header if header is not None else child
+        elif tag == _METADATA:
+            metadatas += 1
+            metadata = metadata if metadata is not None else child
         elif tag == _ABOUT and about is None:
             about = child
+    if headers > 1:
+        raise RecordError(f"the record has {headers} <header> elements; OAI-PMH allows one")
+    if metadatas > 1:
+        raise RecordError(f"the record has {metadatas} <metadata> elements; OAI-PMH allows one")
     return header, metadata, about
 
 
@@ -130,7 +158,10 @@ def convert_record(element: etree._Element, partner: Partner, *, harvest_date: s
     if parsed is None:
         raise RecordError(f"the datestamp {sent_datestamp!r} is not a date")
     datestamp = parsed[0]
-    deleted = header.get("status") == "deleted"
+    status = header.get("status")
+    if status is not None and status != "deleted":
+        raise RecordError(f'the header\'s status is {status!r}; OAI-PMH allows only status="deleted"')
+    deleted = status == "deleted"
     payload = _payload(metadata)
     if payload is None and not deleted:
         raise RecordError("the record is not deleted but has no metadata")

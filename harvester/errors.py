@@ -3,11 +3,15 @@
     HarvestError
     ├── ConfigurationError        a partner's configuration cannot be used (unknown quirk, bad `from`)
     ├── TransportError            no usable HTTP answer: connection refused, timeout, broken stream
+    │   └── DeadlineExceeded      the whole answer did not arrive within the request's deadline
     ├── HTTPStatusError           an HTTP error status without an OAI-PMH <error> in its body
     ├── ResponseError             an answer that is not a usable OAI-PMH response
     │   ├── HTMLResponseError     an HTML page instead of XML (a login, portal or error page)
     │   ├── XMLSyntaxError        XML that is not well-formed (see the `lenient_xml` quirk)
-    │   └── NotOAIResponseError   well-formed XML whose root is not OAI-PMH 2.0's <OAI-PMH>
+    │   ├── NotOAIResponseError   well-formed XML whose root is not OAI-PMH 2.0's <OAI-PMH>
+    │   ├── PageTooLargeError     a page past the partner's max_page_mb (decompressed), or with
+    │   │                         more markup than that size allows: refused, never parsed
+    │   └── RedirectError         a redirect off the partner's scheme, host and port, or too many
     ├── PartnerOAIError           the partner answered with OAI-PMH <error>s; `.code` is the wire code
     │   ├── BadArgument               badArgument
     │   ├── BadResumptionToken        badResumptionToken
@@ -49,6 +53,10 @@ class TransportError(HarvestError):
     pass
 
 
+class DeadlineExceeded(TransportError):
+    """A response that trickles: each read gets something in time, the whole never comes."""
+
+
 class HTTPStatusError(HarvestError):
     def __init__(self, status: int, message: str) -> None:
         self.status = status
@@ -68,6 +76,14 @@ class XMLSyntaxError(ResponseError):
 
 
 class NotOAIResponseError(ResponseError):
+    pass
+
+
+class PageTooLargeError(ResponseError):
+    """Not retried: the same request would bring the same page."""
+
+
+class RedirectError(ResponseError):
     pass
 
 

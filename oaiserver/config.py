@@ -141,6 +141,8 @@ class Partner:
     republish: bool = True
     from_date: str | None = None
     quirks: dict[str, Any] = field(default_factory=dict)
+    max_page_mb: int | None = None  # None: the harvester's default (harvester.client)
+    allow_redirects_to: tuple[str, ...] = ()  # [scheme://]host[:port] a redirect may go to
 
 
 @dataclass(frozen=True)
@@ -461,6 +463,32 @@ def _parse_sets(items: list[Any]) -> tuple[SetRule, ...]:
 
 
 PARTNER_KEYS = {"name", "base_url", "metadata_prefix", "sets", "schedule", "republish", "from", "quirks"}
+PARTNER_KEYS |= {"max_page_mb", "allow_redirects_to"}  # the transport's limits: _transport_limits
+MAX_PAGE_MB = 1024
+# Where a partner's redirect may go besides its own origin: [http(s)://]host[:port].
+REDIRECT_TARGET_RE = re.compile(
+    r"(?:https?://)?(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?"
+)
+
+
+def _transport_limits(item: dict[str, Any], where: str) -> tuple[int | None, tuple[str, ...]]:
+    """A partner's `max_page_mb` and `allow_redirects_to`, checked (harvester.client uses them)."""
+    size = item.get("max_page_mb")
+    if size is not None and (type(size) is not int or not 1 <= size <= MAX_PAGE_MB):
+        raise ConfigError(
+            f"{where}.max_page_mb: expected a whole number of megabytes from 1 to {MAX_PAGE_MB}, got {size!r}"
+        )
+    targets = item.get("allow_redirects_to") or []
+    if not isinstance(targets, list):
+        raise ConfigError(
+            f"{where}.allow_redirects_to: expected a list of hosts ([https://]host[:port]), got {targets!r}"
+        )
+    for target in targets:
+        if not isinstance(target, str) or not REDIRECT_TARGET_RE.fullmatch(target):
+            raise ConfigError(
+                f"{where}.allow_redirects_to: {target!r} is not a host, host:port or http(s)://host[:port]"
+            )
+    return size, tuple(targets)
 
 
 def schedule_trigger(schedule: Any, where: str) -> BaseTrigger:
@@ -573,6 +601,7 @@ def _parse_partners(items: list[Any]) -> tuple[Partner, ...]:
         if not isinstance(republish, bool):
             raise ConfigError(f"{where}.republish: expected true or false")
         start = item.get("from")
+        max_page_mb, redirect_targets = _transport_limits(item, where)
         partners.append(
             Partner(
                 name=name,
@@ -583,6 +612,8 @@ def _parse_partners(items: list[Any]) -> tuple[Partner, ...]:
                 republish=republish,
                 from_date=None if start is None else from_date(start, f"{where}.from"),
                 quirks=quirks,
+                max_page_mb=max_page_mb,
+                allow_redirects_to=redirect_targets,
             )
         )
     return tuple(partners)

@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
@@ -252,12 +252,48 @@ class Raw:
         return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
 
 
-RawHandler = Callable[[dict[str, str], int], Raw]
+class Streamed:
+    """What a RawPartner sends piece by piece: the head, then each of `parts` as it is made, in
+    chunked transfer coding or as is (`length` announces a Content-Length whatever follows),
+    until the parts end or the client goes away. For partners that send forever, or drip. With
+    `head=False` the parts are the whole answer, its status line and headers included."""
+
+    def __init__(
+        self,
+        parts: Iterable[bytes],
+        *,
+        headers: dict[str, str] | None = None,
+        chunked: bool = False,
+        length: int | None = None,
+        head: bool = True,
+    ) -> None:
+        self.parts, self.chunked, self.length, self.head = parts, chunked, length, head
+        self.headers = {"Content-Type": "text/xml; charset=utf-8", **(headers or {})}
+
+    def pieces(self) -> Iterator[bytes]:
+        if not self.head:  # the parts are the whole answer, status line and headers included
+            yield from self.parts
+            return
+        head = ["HTTP/1.1 200 OK", *(f"{k}: {v}" for k, v in self.headers.items())]
+        if self.chunked:
+            head.append("Transfer-Encoding: chunked")
+        elif self.length is not None:
+            head.append(f"Content-Length: {self.length}")
+        head.append("Connection: close")
+        yield ("\r\n".join(head) + "\r\n\r\n").encode("ascii")
+        for part in self.parts:
+            yield b"%x\r\n%s\r\n" % (len(part), part) if self.chunked else part
+        if self.chunked:
+            yield b"0\r\n\r\n"
+
+
+RawHandler = Callable[[dict[str, str], int], "Raw | Streamed"]
 
 
 class RawPartner:
     """A partner on 127.0.0.1, port 0, that writes each answer byte by byte as `handler(params, n)`
-    says (a Raw), then closes the connection. Requests are kept in `requests`, as in FakePartner."""
+    says (a Raw, or a Streamed made as it is sent), then closes the connection. Requests are kept
+    in `requests`, as in FakePartner."""
 
     def __init__(self, handler: RawHandler) -> None:
         import socketserver
@@ -281,6 +317,13 @@ class RawPartner:
                     n = len(partner.requests)
                     partner.requests.append(params)
                 answer = partner.handler(params, n)
+                if isinstance(answer, Streamed):
+                    try:
+                        for piece in answer.pieces():
+                            self.wfile.write(piece)
+                    except OSError:  # the client went away: what a hostile partner hopes not to see
+                        pass
+                    return
                 self.wfile.write(answer.wire())
                 self.wfile.flush()
                 if answer.stall:
