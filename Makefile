@@ -29,10 +29,11 @@ browser:
 test: $(STAMP) browser
 	$(BIN)/pytest
 
-## Benchmarks (a script that prints figures and writes JSON; N=100000 by default).
+## Benchmarks (scripts that print figures and write JSON; N=100000 by default): the server, the harvester, slow clients.
 N ?= 100000
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py --records $(N)
+	$(BIN)/python bench/slowclients.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check oaiserver harvester tests
