@@ -366,7 +366,7 @@ FULL_HOSTILE: dict[str, Callable[[], Streamed]] = {
     "gzip-bomb": lambda: Streamed([gzip_bomb(1024 * MB)], headers={"Content-Encoding": "gzip"}),
     "huge-page": lambda: Streamed(endless(), length=2 * 1024 * MB),
     "endless-chunked": lambda: Streamed(endless(), chunked=True),
-    "drip": lambda: Streamed(drip(1.0), length=10 * MB),
+    "drip": lambda: Streamed(drip(1.0), length=4 * MB),
     "header-drip": lambda: Streamed(header_drip(1.0), head=False),
 }
 
