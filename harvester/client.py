@@ -93,14 +93,15 @@ _XML_TYPE = re.compile(r"^\s*(?:text/xml|application/xml|application/[\w.+-]*\+x
 
 MB = 2**20
 # A real page of 500 records is 1 to 5 MB (MARCXML about 2 MB); lxml's tree costs 2 to 8 times a
-# page's bytes (50 for bare markup), and converting its records 20 more: the heaviest page 12 MB
-# allows keeps each of the harvest's two processes under 400 MB (README, "Hostile partners").
-DEFAULT_MAX_PAGE_MB = 12
-# A page may hold one tag or attribute (`<` or `=`) per this many bytes of its cap: 393,216 for
-# 12 MB, which a page of 700 MARCXML records stays under. lxml spends about 120 bytes per element
+# page's bytes (50 for bare markup), and converting its records 20 more: the heaviest pages 6 MB
+# allows keep the harvest's two processes together under 400 MB (232 + 154 MB measured; at 12 MB
+# they were 393 + 250). A partner whose real pages are larger gets its own `max_page_mb`.
+DEFAULT_MAX_PAGE_MB = 6
+# A page may hold one tag or attribute (`<` or `=`) per this many bytes of its cap: 196,608 for
+# 6 MB, which a page of 350 MARCXML records stays under. lxml spends about 120 bytes per element
 # and 240 per attribute: this bounds a page's tree (a page of bare `<a/>` is 50 times its size).
 BYTES_PER_MARKUP = 32
-# And this many records per megabyte of the cap (3,840 for 12 MB; real pages hold 100 to 1,000):
+# And this many records per megabyte of the cap (1,920 for 6 MB; real pages hold 100 to 1,000):
 # each record converted costs kilobytes of Python objects, in the worker and again here.
 RECORDS_PER_MB = 320
 WEIGHT_PER_MARKUP = 200  # estimated bytes of tree (and records) per `<` or `=` of a page

@@ -366,7 +366,7 @@ FULL_HOSTILE: dict[str, Callable[[], Streamed]] = {
     "gzip-bomb": lambda: Streamed([gzip_bomb(1024 * MB)], headers={"Content-Encoding": "gzip"}),
     "huge-page": lambda: Streamed(endless(), length=2 * 1024 * MB),
     "endless-chunked": lambda: Streamed(endless(), chunked=True),
-    "drip": lambda: Streamed(drip(1.0), length=10 * MB),
+    "drip": lambda: Streamed(drip(1.0), length=4 * MB),
     "header-drip": lambda: Streamed(header_drip(1.0), head=False),
 }
 
@@ -431,13 +431,24 @@ def _urllib3_errors() -> list[type[BaseException]]:
 
 
 @pytest.mark.slow
-def test_the_heaviest_pages_the_default_caps_allow_keep_each_process_under_400_mb(tmp_path: Path) -> None:
-    """Five pages just under 12 MB, of 3,150 records of 3.8 KB (the records cap is 3,840, the
-    markup cap far off): the heaviest a partner can send by default. Printed with pytest -s."""
+@pytest.mark.parametrize("shape", ["long values", "many elements"])
+def test_the_heaviest_pages_the_default_caps_allow_keep_the_harvester_under_400_mb(tmp_path: Path, shape: str) -> None:
+    """Five pages just under the default cap, each holding as many records as the cap allows,
+    each record as large as fits, in long values or in as many elements as the markup cap allows:
+    the heaviest a partner can send by default. The harvester is its process and its worker
+    process together. Printed with pytest -s."""
     store_url = f"sqlite:///{tmp_path / 'store.sqlite3'}"  # the transport's and conversion's memory
-    text = "<dc:creator>Someone, A.</dc:creator>" * 5 + "<dc:description>" + "word " * 650 + "</dc:description>"
-    template = list_records([record(f"oai:p:PAGE-{i}", "A title " * 20, extra=text) for i in range(3150)], "TOKEN")
-    assert len(template) < 12 * MB
+    cap = client_module.DEFAULT_MAX_PAGE_MB * MB
+    count = client_module.RECORDS_PER_MB * client_module.DEFAULT_MAX_PAGE_MB - 1
+    empty = len(list_records([record("oai:p:PAGE-0", "A title " * 20, extra="<dc:description></dc:description>")], "T"))
+    room = (cap - 64 * 1024) // count - empty  # bytes left in each record
+    if shape == "long values":
+        text = "<dc:description>" + "word " * (room // 5) + "</dc:description>"
+    else:  # each <dc:subject>ab</dc:subject> is two of the markup cap's `<`, in 27 bytes
+        most = cap // client_module.BYTES_PER_MARKUP // count // 2 - 12  # less the record's own
+        text = "<dc:description></dc:description>" + "<dc:subject>ab</dc:subject>" * min(most, room // 27)
+    template = list_records([record(f"oai:p:PAGE-{i}", "A title " * 20, extra=text) for i in range(count)], "TOKEN")
+    assert len(template) < cap and (shape != "long values" or len(template) > cap * 0.9), (len(template), cap)
 
     def handler(params: dict[str, str], n: int) -> Response:
         token = params.get("resumptionToken")
@@ -448,10 +459,13 @@ def test_the_heaviest_pages_the_default_caps_allow_keep_each_process_under_400_m
     with FakePartner(handler) as partner:
         config = {**BASE_CONFIG, "storage": {"url": store_url}, "partners": [{"name": "p", "base_url": partner.url}]}
         status, seconds, peak, worker, killed, output = watched_run(config, tmp_path)
-    print(f"\nheaviest pages: exit {status}, {seconds} s, peak RSS {peak} MB, worker {worker} MB {killed}")
+    print(
+        f"\nheaviest pages ({shape}: {count} records, {len(template)} bytes, {template.count('<')} tags): "
+        f"exit {status}, {seconds} s, peak RSS {peak} MB, worker {worker} MB {killed}"
+    )
     assert not killed and status == "0", output
-    assert "15750 record(s)" in output.replace(",", ""), output
-    assert peak < 400 and worker < 400, (peak, worker)
+    assert f"{5 * count} record(s)" in output.replace(",", ""), output
+    assert peak + worker < 400, (peak, worker)
 
 
 @pytest.mark.parametrize("exc_type", _urllib3_errors(), ids=lambda c: c.__name__)
