@@ -520,9 +520,9 @@ def test_a_worker_killed_mid_response(
     transport_errors: list[str] = []
     original = harvest_client._Transport._request
 
-    def observed(self: Any, kwargs: dict[str, str]) -> requests.Response:
+    def observed(self: Any, kwargs: dict[str, str], timeout: float | None = None) -> requests.Response:
         try:
-            return original(self, kwargs)
+            return original(self, kwargs, timeout)
         except requests.RequestException as exc:
             transport_errors.append(type(exc).__name__)
             raise
