@@ -102,6 +102,10 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc]
     request_timeout: int = Config.request_timeout
 
     def init_process(self) -> None:
+        if self.cfg.is_ssl:  # requests are read raw in the event loop, before any TLS wrapping
+            raise RuntimeError(
+                "RequestBufferingWorker does not terminate TLS: put a TLS proxy in front (see the README)"
+            )
         self.reading: dict[Connection, Reading] = {}  # in deadline order: all get the same timeout
         self.lingering: dict[socket.socket, list[float]] = {}  # socket -> [deadline, bytes drained]
         super().init_process()
@@ -270,6 +274,7 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc]
             sock.close()
             return
         self.lingering[sock] = [time.monotonic() + LINGER, 0]
+        self.nr_conns += 1  # an open socket still: counted, so worker_connections bounds them too
 
     def on_lingering_bytes(self, sock: socket.socket) -> None:
         try:
@@ -285,7 +290,8 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc]
         self.unlinger(sock)
 
     def unlinger(self, sock: socket.socket) -> None:
-        self.lingering.pop(sock, None)
+        if self.lingering.pop(sock, None) is not None:
+            self.nr_conns -= 1
         with contextlib.suppress(KeyError, ValueError):
             self.poller.unregister(sock)
         sock.close()

@@ -40,7 +40,10 @@ def _raw_arguments() -> bytes | None:
     if request.method == "POST":
         if (request.content_length or 0) > MAX_BODY:
             return None
-        body = request.stream.read(MAX_BODY + 1)
+        try:
+            body = request.stream.read(MAX_BODY + 1)
+        except Exception:  # the server's body reader refused the client's framing, or it left
+            abort(400, "The request's body could not be read: its framing is malformed or it ended early.")
         if len(body) > MAX_BODY:
             return None
         raw = b"&".join(part for part in (raw, body) if part)

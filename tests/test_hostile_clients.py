@@ -320,3 +320,25 @@ def test_a_request_that_cannot_be_buffered_whole_is_refused_at_once(tmp_path: Pa
         assert received.startswith(status), received[:300]
         assert received.count(b"HTTP/1.1 ") == 1
         assert requests.get(server.base, params={"verb": "Identify"}, timeout=10).status_code == 200
+
+
+# Chunked framing h11 lets through but gunicorn's own body reader refuses when the application
+# reads the body: each is the client's fault, answered 400, never a 500 with a traceback.
+STRICTER_CHUNKS = {
+    "a chunk size with a trailing space": b"3 \r\nv=a\r\n0\r\n\r\n",
+    "a Content-Length trailer": b"3\r\nv=a\r\n0\r\nContent-Length: 3\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("kind", list(STRICTER_CHUNKS))
+def test_chunked_framing_the_application_cannot_read_is_a_bad_request(tmp_path: Path, kind: str) -> None:
+    sent = POST_HEAD + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + STRICTER_CHUNKS[kind]
+    with Gunicorn(tmp_path, sqlite_url(tmp_path), timeout=120, request_timeout=30) as server:
+        sock = connect(server.port, b"")
+        with suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(sent)
+        received = closed_by_server(sock)
+        sock.close()
+        assert received.startswith(b"HTTP/1.1 400 "), received[:300]
+        assert b"Traceback" not in received
+        assert requests.get(server.base, params={"verb": "Identify"}, timeout=10).status_code == 200
