@@ -233,6 +233,7 @@ class Gunicorn:
     ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}/oai"
+        self.expected_workers = workers
         # Its connections are named, so a test can tell them from other tests' in pg_stat_activity.
         self.application = f"oai-test-{self.port}"
         if url.startswith("postgresql"):
@@ -293,12 +294,15 @@ class Gunicorn:
             if self.proc.poll() is not None:
                 raise AssertionError(f"gunicorn exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
             try:
-                if requests.get(self.base + "?verb=Identify", timeout=2).status_code == 200:
+                # Answering, and every worker booted: a test that notes the workers at the start
+                # must not see one that was still booting as a restart.
+                answered = requests.get(self.base + "?verb=Identify", timeout=2).status_code == 200
+                if answered and len(self.workers()) == self.expected_workers:
                     return
             except requests.RequestException:
                 pass
             time.sleep(0.1)
-        raise AssertionError(f"gunicorn did not answer within {timeout} s:\n{self.log()[-3000:]}")
+        raise AssertionError(f"gunicorn did not answer with all its workers within {timeout} s:\n{self.log()[-3000:]}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
