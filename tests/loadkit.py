@@ -225,8 +225,9 @@ def write_config(path: Path, url: str, port: int, **server: Any) -> Path:
 
 class Gunicorn:
     """gunicorn in its own session, its output (access log included) in a file, so a busy
-    server never blocks on a full pipe. `serve` is `oaiserver serve`; `gthread` runs gunicorn
-    itself with threads (which `oaiserver serve` cannot configure)."""
+    server never blocks on a full pipe. By default it is `oaiserver serve`; `gthread` runs plain
+    gunicorn with its own gthread worker and that many threads, as a deployment that starts
+    gunicorn itself would."""
 
     def __init__(
         self, tmp: Path, url: str, *, workers: int = 2, timeout: int = 30, gthread: int = 0, **server: Any

@@ -137,7 +137,7 @@ LOAD_SECONDS = 60.0
 def test_32_harvesters_for_a_minute_get_complete_lists(
     tmp_path: Path, pg_url: str, source: Store, figures: Figures
 ) -> None:
-    """32 concurrent harvesters against `oaiserver serve` (4 sync workers) for 60 s: every
+    """32 concurrent harvesters against `oaiserver serve` (4 workers, 4 threads each) for 60 s: every
     request answered, every list exactly the stored identifiers in order, none twice."""
     load(source, LOAD_RECORDS)
     since = parse_datestamp("2010-01-01")[0]
@@ -157,9 +157,8 @@ def test_32_harvesters_for_a_minute_get_complete_lists(
     ]
     assert len(plans[0][2]) == LOAD_RECORDS and all(len(p[2]) > 300 for p in plans)
     stats = Stats()
-    # Sync workers answer one request at a time, so the per-process list cap is never reached;
-    # it is raised anyway so that the 32 clients are never refused by it, and a 503 that does
-    # come (a store hiccup) is honoured after Retry-After and counted.
+    # The per-process list cap is raised to the number of clients so that none is refused by
+    # it; a 503 that does come (a store hiccup) is honoured after Retry-After and counted.
     with Gunicorn(
         tmp_path, pg_url, workers=4, timeout=30, page_size=100, max_concurrent_lists=LOAD_CLIENTS, retry_after=1
     ) as server:
