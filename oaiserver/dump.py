@@ -38,10 +38,10 @@ from oaiserver.store import (
     content_hash,
     insert_rows_in,
     is_empty_in,
-    iter_stored,
+    iter_stored_in,
     last_record_id_in,
     record_ids_in,
-    table_rows,
+    table_rows_in,
 )
 
 FORMAT = "oai-repository-export"
@@ -114,16 +114,17 @@ def export(store: Store, path: Path) -> DumpReport:
             lines += 1
 
         put({"format": FORMAT, "version": VERSION})
-        for record, stored_hash in iter_stored(store):
-            put({"record": _record(record, stored_hash)})
-            report.records += 1
-            report.deleted += record.deleted
-            if content_hash(record) != stored_hash:
-                report.mismatched.append(record.identifier)
-        for name in EXPORTED_TABLES:
-            for row in table_rows(store, name):
-                put({"table": name, "row": row})
-                report.rows += 1
+        with store.snapshot() as conn:  # a live store is exported as it was at one moment
+            for record, stored_hash in iter_stored_in(conn):
+                put({"record": _record(record, stored_hash)})
+                report.records += 1
+                report.deleted += record.deleted
+                if content_hash(record) != stored_hash:
+                    report.mismatched.append(record.identifier)
+            for name in EXPORTED_TABLES:
+                for row in table_rows_in(conn, name):
+                    put({"table": name, "row": row})
+                    report.rows += 1
         out.write(_line(_trailer(lines, report, digest.hexdigest())))
     return report
 

@@ -393,6 +393,18 @@ class Store:
             newest = conn.execute(sa.select(sa.func.max(records.c.datestamp))).scalar()
             yield conn, max(self._now(conn), newest or 0)
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """One read transaction that sees the store as it was at its first read, whatever
+        commits meanwhile: an export of a live store is consistent (records, settings and
+        harvest state from one moment). SQLite's WAL keeps the snapshot of a read
+        transaction; PostgreSQL needs REPEATABLE READ for it."""
+        conn = self.engine.connect()
+        if not self.is_sqlite:
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn, conn.begin():
+            yield conn
+
     def freeze(self) -> int:
         """Now, once every write stamped before now has committed (see the module doc)."""
         with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
@@ -1250,24 +1262,25 @@ class Stored(NamedTuple):
 
 def iter_records(store: Store, batch: int = 1000) -> Iterator[Record]:
     """Every record, tombstones included, in identifier order (keyset paging, bounded memory)."""
-    return (stored.record for stored in iter_stored(store, batch))
+    with store.snapshot() as conn:
+        yield from (stored.record for stored in iter_stored_in(conn, batch))
 
 
-def iter_stored(store: Store, batch: int = 1000) -> Iterator[Stored]:
-    """`iter_records` with each record's stored content hash, which an import checks."""
+def iter_stored_in(conn: Connection, batch: int = 1000) -> Iterator[Stored]:
+    """`iter_records` with each record's stored content hash, which an import checks, read
+    through `conn` (a `Store.snapshot()`, so that the batches are of one moment)."""
     last: str | None = None
     while True:
         stmt = sa.select(records).order_by(records.c.identifier).limit(batch)
         if last is not None:
             stmt = stmt.where(records.c.identifier > last)
-        with store.engine.connect() as conn:
-            rows = conn.execute(stmt).all()
-            ids = [r.id for r in rows]
-            fmts: dict[int, dict[str, str]] = {}
-            if ids:
-                about = {r.id: r.about for r in rows}
-                for f in conn.execute(sa.select(formats).where(formats.c.record_id.in_(ids))):
-                    fmts.setdefault(f.record_id, {})[f.prefix] = _metadata(f.xml, f.record, about[f.record_id]) or ""
+        rows = conn.execute(stmt).all()
+        ids = [r.id for r in rows]
+        fmts: dict[int, dict[str, str]] = {}
+        if ids:
+            about = {r.id: r.about for r in rows}
+            for f in conn.execute(sa.select(formats).where(formats.c.record_id.in_(ids))):
+                fmts.setdefault(f.record_id, {})[f.prefix] = _metadata(f.xml, f.record, about[f.record_id]) or ""
         if not rows:
             return
         for row in rows:
@@ -1293,10 +1306,10 @@ def exported_columns(table: sa.Table) -> list[sa.Column[Any]]:
     return [c for c in table.c if not (c.primary_key and c.autoincrement is True)]
 
 
-def table_rows(store: Store, name: str) -> list[dict[str, Any]]:
+def table_rows_in(conn: Connection, name: str) -> list[dict[str, Any]]:
+    """An exported table's rows, read through `conn` (an export's snapshot)."""
     table, order = EXPORTED_TABLES[name]
-    with store.engine.connect() as conn:
-        rows = conn.execute(sa.select(*exported_columns(table)).order_by(*(table.c[k] for k in order))).all()
+    rows = conn.execute(sa.select(*exported_columns(table)).order_by(*(table.c[k] for k in order))).all()
     return [dict(r._mapping) for r in rows]
 
 

@@ -19,7 +19,17 @@ from conftest import PG_URL, Clock, make_record
 from oaiserver.cli import main
 from oaiserver.dump import DumpError, export, load
 from oaiserver.records import Record
-from oaiserver.store import ListQuery, Store, content_hash, finish_run, formats, harvest_history, meta, start_run
+from oaiserver.store import (
+    ListQuery,
+    Store,
+    content_hash,
+    finish_run,
+    formats,
+    harvest_history,
+    iter_records,
+    meta,
+    start_run,
+)
 from oaiserver.synthetic import synthetic_records
 
 
@@ -393,3 +403,34 @@ def test_a_record_changed_in_the_store_is_reported_by_export_and_refused_by_impo
     out = import_cli(tmp_path, f"sqlite:///{tmp_path / 'copy.sqlite3'}", path)
     assert out.exit_code == 1, out.output
     assert "line 3: record 'oai:test.example.org:2': its content does not match its content_hash" in out.output
+
+
+def test_an_export_of_a_live_store_is_one_snapshot(
+    store: Store, store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backup taken while harvests write holds the store as it was at one moment: a record
+    and a harvest run written while the export runs are in neither its records nor its rows
+    (a newer harvest state beside older records would make a restored harvester skip them)."""
+    import oaiserver.dump as dump_module
+
+    fill(store)
+    before = tmp_path / "before.jsonl"
+    export(store, before)
+    other = Store(store_url)
+    real_record = dump_module._record
+    written = []
+
+    def record_then_write(*args: Any) -> Any:
+        if not written:  # once the export has begun reading records
+            other.write([make_record("zzz-written-during-the-export", "late")])
+            start_run(other, "partner", "me", started=1_800_000_000, from_date=None, resumed=False)
+            written.append(True)
+        return real_record(*args)
+
+    monkeypatch.setattr(dump_module, "_record", record_then_write)
+    during = tmp_path / "during.jsonl"
+    export(store, during)
+    other.engine.dispose()
+    assert written
+    assert during.read_bytes() == before.read_bytes()
+    assert "oai:test.example.org:zzz-written-during-the-export" in {r.identifier for r in iter_records(store)}
