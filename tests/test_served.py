@@ -156,6 +156,17 @@ def test_every_request_is_logged_on_one_line(tmp_path: Path, how: str) -> None:
     assert len(re.findall(r"http client=127\.0\.0\.1 GET / status=200", log)) == 1
 
 
+def test_requests_are_logged_under_any_wsgi_server(tmp_path: Path) -> None:
+    """A WSGI server that configures no logging at all (here, none: the app called directly)
+    still gets the lines, on standard error."""
+    config = write_config(tmp_path / "config.yaml", f"sqlite:///{tmp_path / 'store.sqlite3'}", 5000)
+    code = "from oaiserver import create_app; create_app().test_client().get('/oai?verb=Identify')"
+    env = {**os.environ, "OAI_CONFIG": str(config)}
+    done = subprocess.run([str(BIN / "python"), "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(re.findall(r"INFO oaiserver\.web: oai client=127\.0\.0\.1 verb=Identify args=- ", done.stderr)) == 1
+
+
 # ---- /metrics: the server's counts, whichever worker answers ----------------------------------
 
 
@@ -220,6 +231,10 @@ def test_server_started_on_a_missing_database_serves_once_it_exists(tmp_path: Pa
             metrics = server.get("/metrics")
             assert metrics.status_code == 200 and metric(metrics.text, "oai_store_up") == 0.0
             workers = server.children()
+            deadline = time.monotonic() + 60
+            while server.stderr().count("storage.url: cannot open") < 2:  # both workers have booted
+                assert time.monotonic() < deadline, server.stderr()
+                time.sleep(0.1)
             with admin.connect() as conn:
                 conn.exec_driver_sql(f"CREATE DATABASE {name}")
             server.wait("/healthz", 200)
