@@ -24,7 +24,7 @@ from conftest import PG_URL, validate
 from loadkit import BIN, free_port
 
 from oaiserver import create_app
-from oaiserver.config import from_mapping
+from oaiserver.config import from_mapping, load
 
 README_WORKER = ["-k", "oaiserver.serving.RequestBufferingWorker", "--threads", "4", "--limit-request-line", "8190"]
 PARTNER_SETS = re.compile(r"<setSpec>(partners(?::[^<]*)?)</setSpec>")
@@ -274,3 +274,21 @@ def test_partners_added_and_removed_show_without_a_restart(tmp_path: Path) -> No
         settle(lambda s: s == ({"partners", "partners:alpha-repo"}, True))
         write_config(server.config, f"sqlite:///{tmp_path / 'store.sqlite3'}", server.port)
         settle(lambda s: s == (set(), False))
+
+
+def test_a_configuration_that_cannot_be_read_keeps_the_last_partners(tmp_path: Path) -> None:
+    """A half-written or invalid config.yaml changes nothing (a warning says why); the next good
+    one is read."""
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    path = write_config(tmp_path / "config.yaml", url, 5000, [{"name": "alpha", "base_url": "http://127.0.0.1:9/oai"}])
+    client = create_app(load(path)).test_client()
+
+    def partner_sets() -> set[str]:
+        return set(PARTNER_SETS.findall(client.get("/oai?verb=ListSets").get_data(as_text=True)))
+
+    assert partner_sets() == {"partners", "partners:alpha"}
+    path.write_text("partners: [")
+    assert partner_sets() == {"partners", "partners:alpha"}
+    write_config(path, url, 5000, [{"name": "beta", "base_url": "http://127.0.0.1:9/oai"}])
+    assert partner_sets() == {"partners", "partners:beta"}
+    assert "beta" in client.get("/").get_data(as_text=True)
