@@ -25,6 +25,7 @@ from loadkit import BIN, free_port
 
 from oaiserver import create_app
 from oaiserver.config import from_mapping, load
+from oaiserver.store import Store
 
 README_WORKER = ["-k", "oaiserver.serving.RequestBufferingWorker", "--threads", "4", "--limit-request-line", "8190"]
 PARTNER_SETS = re.compile(r"<setSpec>(partners(?::[^<]*)?)</setSpec>")
@@ -212,6 +213,24 @@ def test_app_starts_without_its_store_and_serves_once_it_opens(tmp_path: Path) -
     validate(client.get("/oai?verb=Identify").data)
     assert client.get("/").status_code == 200
     assert metric(client.get("/metrics").text, "oai_store_up") == 1.0
+
+
+def test_metrics_answer_when_the_store_fails_after_the_start(tmp_path: Path) -> None:
+    """The store breaks while serving (here its file is overwritten): /metrics still answers,
+    with the server's counts and oai_store_up 0, while the OAI-PMH interface answers 503."""
+    path = tmp_path / "store.sqlite3"
+    store = Store(f"sqlite:///{path}")
+    client = create_app(from_mapping({"storage": {"url": f"sqlite:///{path}"}}), store=store).test_client()
+    assert client.get("/oai?verb=Identify").status_code == 200
+    store.engine.dispose()
+    path.write_bytes(b"not a database" * 1000)
+    for name in ("store.sqlite3-wal", "store.sqlite3-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    assert client.get("/oai?verb=Identify").status_code == 503
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200 and metric(metrics.text, "oai_store_up") == 0.0
+    assert (metric(metrics.text, 'oai_requests_total{verb="Identify"}') or 0) >= 1
+    assert "harvest_runs_total" not in metrics.text
 
 
 @pytest.mark.skipif(PG_URL is None, reason="needs PostgreSQL (OAI_TEST_PG_URL)")
