@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import threading
 from typing import Any
 
@@ -10,36 +9,30 @@ from flask import Flask
 
 from oaiserver import config as config_mod
 from oaiserver import oai_dc
-from oaiserver.protocol import MetadataFormat, Repository
+from oaiserver.protocol import MetadataFormat
 from oaiserver.store import Store
-from oaiserver.tokens import Tokens
 
 FORMATS = {oai_dc.PREFIX: MetadataFormat(oai_dc.PREFIX, oai_dc.SCHEMA, oai_dc.NAMESPACE)}
 
 
-def token_secret(cfg: config_mod.Config, store: Store) -> str:
-    """The configured secret, else one generated once and kept in the store, so every
-    worker, instance and restart that shares the store accepts the same tokens."""
-    return cfg.secret or store.ensure_setting("token_secret", secrets.token_urlsafe(32))
-
-
 def create_app(cfg: config_mod.Config | dict[str, Any] | None = None, store: Store | None = None) -> Flask:
-    """The Flask app. `cfg` is a Config, a mapping like config.yaml, or None for config.yaml."""
+    """The Flask app. `cfg` is a Config, a mapping like config.yaml, or None for config.yaml.
+
+    It never needs the store to be up: without `store`, the store is opened when it can be
+    (oaiserver.live), and the app answers 503 until then. However it is served, its log lines
+    reach a handler (oaiserver.logs) and, under gunicorn, its metrics count every worker."""
+    from oaiserver import logs, metrics
+    from oaiserver.live import Live
+
+    logs.reach_a_handler()
+    metrics.share_across_workers()
     if cfg is None:
         cfg = config_mod.load()
     elif isinstance(cfg, dict):
         cfg = config_mod.from_mapping(cfg)
     app = Flask(__name__)
-    store = store or Store(cfg.storage_url)
-    app.extensions["oai_store"] = store
     app.extensions["oai_list_limiter"] = threading.BoundedSemaphore(cfg.max_concurrent_lists)
-    app.extensions["oai_repository"] = Repository(
-        config=cfg,
-        store=store,
-        tokens=Tokens(token_secret(cfg, store), cfg.token_lifetime),
-        formats=FORMATS,
-        sets=cfg.all_sets,
-    )
+    app.extensions["oai_live"] = Live(cfg, FORMATS, store)
     from oaiserver import web
 
     app.register_blueprint(web.bp)

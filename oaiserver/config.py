@@ -10,7 +10,7 @@ import os
 import re
 import re._constants as sre_constants  # type: ignore[import-not-found]  # the public sre_* modules warn
 import re._parser as sre_parser  # type: ignore[import-not-found]
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -169,6 +169,7 @@ class Config:
     sets: tuple[SetRule, ...] = ()
     partners: tuple[Partner, ...] = ()
     root: Path = Path(".")
+    source: Path | None = None  # the file it was read from: the server re-reads its partners when it changes
 
     @property
     def site_url(self) -> str:
@@ -649,4 +650,4 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"{target}: not valid YAML: {exc}") from exc
     except (ValueError, OverflowError, RecursionError) as exc:  # a value YAML cannot construct
         raise ConfigError(f"{target}: not valid YAML: {exc or 'nested too deeply'}") from None
-    return from_mapping(data, root=target.resolve().parent)
+    return replace(from_mapping(data, root=target.resolve().parent), source=target.resolve())

@@ -1,12 +1,20 @@
 """Prometheus metrics for the data provider, and the /metrics exposition.
 
-Under gunicorn, `oaiserver serve` points PROMETHEUS_MULTIPROC_DIR at a fresh folder so
-every worker's counts add up in one scrape.
+The counts are the server's, whichever worker answers a scrape: under gunicorn every worker
+writes its counts to a file of its own in a folder the workers share (prometheus_client's
+multiprocess mode), and a scrape adds the files up. A worker that is restarted leaves its file
+behind, so its counts stay counted; its successor, another process, writes another file, so
+none is counted twice. The folder is $PROMETHEUS_MULTIPROC_DIR when set (`oaiserver serve` sets
+a fresh one for each start), else one named after the gunicorn master process (gunicorn run by
+hand). A single process (`--dev`, tests) keeps its counts in memory.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -16,30 +24,96 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    values,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-REQUESTS = Counter("oai_requests_total", "OAI-PMH requests answered, by verb", ["verb"])
-ERRORS = Counter("oai_errors_total", "OAI-PMH errors answered, by code", ["code"])
-RECORDS = Counter("oai_records_served_total", "Headers and records served in lists and GetRecord", ["verb"])
-LATENCY = Histogram(
-    "oai_request_seconds",
-    "Time to answer an OAI-PMH request, by verb",
-    ["verb"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-)
-OVERLOAD = Counter("oai_overload_total", "List requests refused with 503 because the cap was reached")
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+REGISTRY = CollectorRegistry()  # this process's own instruments (the default one adds the process's)
+
+
+def _instruments(registry: CollectorRegistry) -> tuple[Counter, Counter, Counter, Histogram, Counter]:
+    return (
+        Counter("oai_requests_total", "OAI-PMH requests answered, by verb", ["verb"], registry=registry),
+        Counter("oai_errors_total", "OAI-PMH errors answered, by code", ["code"], registry=registry),
+        Counter(
+            "oai_records_served_total", "Headers and records served in lists and GetRecord", ["verb"], registry=registry
+        ),
+        Histogram(
+            "oai_request_seconds",
+            "Time to answer an OAI-PMH request, by verb",
+            ["verb"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=registry,
+        ),
+        Counter("oai_overload_total", "List requests refused with 503 because the cap was reached", registry=registry),
+    )
+
+
+REQUESTS, ERRORS, RECORDS, LATENCY, OVERLOAD = _instruments(REGISTRY)
+
+
+def gunicorn_master() -> int | None:
+    """The pid of the gunicorn master this process serves under, or None outside gunicorn.
+
+    gunicorn's master sets SERVER_SOFTWARE for itself and its workers; a worker's SIGTERM
+    handler is a method of the worker, which knows its master."""
+    if not os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn/"):
+        return None
+    worker = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    return int(getattr(worker, "ppid", 0) or 0) or os.getpid()
+
+
+def _started(pid: int) -> str:
+    """When process `pid` started (clock ticks since boot; Linux), so that a folder left by
+    an earlier master with the same pid is not taken for this one's."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "0"
+
+
+def share_across_workers() -> None:
+    """Count in the folder the server's workers share, from now on in this process.
+
+    Called by the app factory in each worker; prometheus_client decides between memory and
+    files when an instrument is made, and the master may have made ours (importing the worker
+    class) before the folder was known, so they are made again here."""
+    if values.ValueClass._multiprocess:  # type: ignore[union-attr]
+        return
+    folder = os.environ.get(ENV)
+    if folder is None:
+        master = gunicorn_master()
+        if master is None:
+            return
+        folder = os.path.join(tempfile.gettempdir(), f"oaiserver-metrics-{master}-{_started(master)}")
+        os.environ[ENV] = folder
+    os.makedirs(folder, exist_ok=True)
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    global REQUESTS, ERRORS, RECORDS, LATENCY, OVERLOAD  # the names web.py counts with
+    REQUESTS, ERRORS, RECORDS, LATENCY, OVERLOAD = _instruments(CollectorRegistry())
+
+
+def worker_exited(pid: int) -> None:
+    """gunicorn's child_exit hook: a dead worker's live gauges go; its counts stay."""
+    if os.environ.get(ENV):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 class HarvestCollector(Collector):
     """Harvester figures, read from the store's run history at scrape time, so they are right
-    whichever process harvested."""
+    whichever process harvested; None when the store could not be read (they are left out)."""
 
-    def __init__(self, summary: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, summary: dict[str, dict[str, Any]] | None) -> None:
         self.summary = summary
 
     def collect(self) -> Any:
+        up = GaugeMetricFamily("oai_store_up", "1 if the store answered this scrape, else 0 (harvest figures left out)")
+        up.add_metric([], 0 if self.summary is None else 1)
+        yield up
+        if self.summary is None:
+            return
         runs = CounterMetricFamily("harvest_runs", "Harvest runs by partner and outcome", labels=["partner", "outcome"])
         received = CounterMetricFamily("harvest_records", "Records received from a partner", labels=["partner"])
         success = GaugeMetricFamily(
@@ -54,14 +128,15 @@ class HarvestCollector(Collector):
         yield from (runs, received, success)
 
 
-def exposition(harvests: dict[str, dict[str, Any]]) -> tuple[bytes, str]:
-    """The metrics text (aggregated over gunicorn workers), then the harvest figures."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+def exposition(harvests: dict[str, dict[str, Any]] | None) -> tuple[bytes, str]:
+    """The metrics text (every worker's counts added up), then the store's figures; `harvests`
+    is None when the store cannot be read."""
+    if values.ValueClass._multiprocess:  # type: ignore[union-attr]
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         own = generate_latest(registry)
     else:
-        own = generate_latest()
-    harvest_registry = CollectorRegistry()
-    harvest_registry.register(HarvestCollector(harvests))
-    return own + generate_latest(harvest_registry), CONTENT_TYPE_LATEST
+        own = generate_latest(REGISTRY)
+    store_registry = CollectorRegistry()
+    store_registry.register(HarvestCollector(harvests))
+    return own + generate_latest(store_registry), CONTENT_TYPE_LATEST

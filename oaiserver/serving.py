@@ -20,7 +20,9 @@ import errno
 import os
 import re
 import selectors
+import shutil
 import socket
+import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -114,9 +116,9 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc]
         """The application, and its server.request_timeout (as `oaiserver serve` runs it or as
         `gunicorn -k oaiserver.serving.RequestBufferingWorker 'oaiserver:create_app()'` does)."""
         super().load_wsgi()
-        repository = getattr(self.wsgi, "extensions", {}).get("oai_repository")
-        if repository is not None:
-            self.request_timeout = repository.config.request_timeout
+        live = getattr(self.wsgi, "extensions", {}).get("oai_live")
+        if live is not None:
+            self.request_timeout = live.config.request_timeout
 
     # ---- connections enter here: new, kept alive, or with a pipelined request buffered -----
 
@@ -318,7 +320,7 @@ def run(
     """Serve `cfg` with gunicorn until stopped."""
     from gunicorn.app.base import BaseApplication
 
-    from oaiserver import create_app
+    from oaiserver import create_app, metrics
 
     class Application(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -332,6 +334,7 @@ def run(
                 # (8190 is gunicorn's largest bounded value).
                 "limit_request_line": 8190,
                 "control_socket": control_socket or control_socket_path(bind),
+                "child_exit": lambda _arbiter, worker: metrics.worker_exited(worker.pid),
             }
             if access_log:
                 options["accesslog"] = "-"
@@ -341,4 +344,14 @@ def run(
         def load(self) -> Any:
             return create_app(cfg)
 
-    Application().run()
+    # The workers count in a folder of this server's own, made afresh and removed at the end
+    # (oaiserver.metrics); one set by the operator is theirs to manage.
+    fresh = None if os.environ.get(metrics.ENV) else tempfile.mkdtemp(prefix="oaiserver-metrics-")
+    if fresh is not None:
+        os.environ[metrics.ENV] = fresh
+    master = os.getpid()
+    try:
+        Application().run()
+    finally:
+        if fresh is not None and os.getpid() == master:  # workers, forked in run(), exit through here too
+            shutil.rmtree(fresh, ignore_errors=True)

@@ -209,6 +209,20 @@ def _sqlite_binds_as_is() -> None:
             sqlite3.register_adapter(kind, same)
 
 
+def _switch_to_wal(cur: sqlite3.Cursor, attempts: int = 100) -> None:
+    """PRAGMA journal_mode=WAL, waited for: on a new file, the switch needs a lock that SQLite
+    refuses at once (no busy timeout) while another process (a second gunicorn worker) is
+    creating the tables, for milliseconds."""
+    for attempt in range(attempts):
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+
+
 def make_engine(url: str) -> Engine:
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -223,7 +237,7 @@ def make_engine(url: str) -> Engine:
             # 16 KiB pages (new files only): a stored record fits a page with room to spare, and a
             # list page reads about 40 % less CPU than with 4 KiB pages (bench/README.md).
             cur.execute("PRAGMA page_size=16384")
-            cur.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(cur)
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=60000")
@@ -281,11 +295,18 @@ class Store:
         self._dbapi_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
         if create:
             try:
-                meta.create_all(self.engine)
+                self._create_tables()
             except sa.exc.DBAPIError:
                 # Another process (a second gunicorn worker) created the tables first.
-                meta.create_all(self.engine)
+                self._create_tables()
             self._upgrade()
+
+    def _create_tables(self) -> None:
+        # SQLite: BEGIN IMMEDIATE, so that two processes creating a new file take turns (a
+        # deferred transaction that reads the catalogue then writes is refused at once, "database
+        # is locked", while another one writes).
+        with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
+            meta.create_all(conn)
 
     def _q(self, sql: str) -> str:
         """SQL written with `?` placeholders, in the driver's own style (psycopg: `%s`)."""

@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import cast
 
 from flask import Blueprint, Response, abort, current_app, g, render_template, request, url_for
 from sqlalchemy.exc import DBAPIError
 
 from oaiserver import html, metrics, protocol, render
+from oaiserver.live import Live
 from oaiserver.records import format_datestamp
-from oaiserver.store import Store, harvest_summary
+from oaiserver.store import Store, StoreUnavailable, harvest_summary
 
 try:  # Intel ISA-L: gzip at level 1 in a fifth of zlib's time, for the same size
     from isal.igzip import compress as gzip_compress
@@ -26,8 +28,17 @@ MAX_BODY = 64 * 1024
 LIST_VERBS = ("ListRecords", "ListIdentifiers")
 
 
+def live() -> Live:
+    state: Live = current_app.extensions["oai_live"]
+    return state
+
+
 def repository() -> protocol.Repository:
-    repo: protocol.Repository = current_app.extensions["oai_repository"]
+    """This request's Repository (one for the whole request, however the configuration
+    changes meanwhile); StoreUnavailable, answered 503, while the store cannot be opened."""
+    if "repository" not in g:
+        g.repository = live().repository()
+    repo: protocol.Repository = g.repository
     return repo
 
 
@@ -105,15 +116,15 @@ def _observe(answer: protocol.Answer, seconds: float) -> None:
     for err in answer.errors:
         metrics.ERRORS.labels(err.code).inc()
     g.logged = True
-    log.info(
-        "oai client=%s verb=%s args=%s status=200 errors=%s records=%d ms=%.1f",
-        request.remote_addr,
-        verb,
-        "&".join(f"{k}={v}" for k, v in answer.request_args.items() if k != "verb") or "-",
-        ",".join(err.code for err in answer.errors) or "-",
-        served,
-        seconds * 1000,
-    )
+    args = "&".join(f"{k}={v}" for k, v in answer.request_args.items() if k != "verb") or "-"
+    errors = ",".join(err.code for err in answer.errors) or "-"
+    log.info("%s", request_line("oai", f"verb={verb} args={args} status=200 errors={errors} records={served}", seconds))
+
+
+def request_line(kind: str, what: str, seconds: float) -> str:
+    """A request's one log line: `oai` (an OAI-PMH request) or `http` (anything else), who
+    asked, what was asked and answered, and how long it took."""
+    return f"{kind} client={request.remote_addr} {what} ms={seconds * 1000:.1f}"
 
 
 @bp.before_app_request
@@ -147,20 +158,14 @@ def _log_request(resp: Response) -> Response:
     """One line for every request that did not log its own OAI line (pages, 503s, files):
     with these, gunicorn's access log (a fifth of a small request's CPU) is not needed."""
     if not g.get("logged"):
-        log.info(
-            "http client=%s %s %s status=%d ms=%.1f",
-            request.remote_addr,
-            request.method,
-            request.path,
-            resp.status_code,
-            (time.perf_counter() - g.get("started", time.perf_counter())) * 1000,
-        )
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
+        log.info("%s", request_line("http", f"{request.method} {request.path} status={resp.status_code}", seconds))
     return resp
 
 
 def _unavailable(message: str) -> Response:
     resp = Response(message + "\n", status=503, mimetype="text/plain")
-    resp.headers["Retry-After"] = str(repository().config.retry_after)
+    resp.headers["Retry-After"] = str(live().config.retry_after)
     return resp
 
 
@@ -173,14 +178,26 @@ def healthz() -> Response:
 
 @bp.route("/metrics")
 def metrics_page() -> Response:
-    body, content_type = metrics.exposition(harvest_summary(store()))
+    """Answered while the store is down too: the counts are the server's; the harvest figures,
+    read from the store, are left out (and `oai_store_up` says 0)."""
+    try:
+        harvests = harvest_summary(store())
+    except (StoreUnavailable, DBAPIError):
+        harvests = None
+    body, content_type = metrics.exposition(harvests)
     return Response(body, content_type=content_type)
 
 
 @bp.app_errorhandler(DBAPIError)
 def store_unavailable(exc: DBAPIError) -> Response:
     """The store is down or overloaded: ask the harvester to come back, never a 500."""
-    log.error("store error: %s", exc.__class__.__name__, exc_info=exc)
+    log.error("store error: %s", " ".join(str(exc.orig or exc).split())[:300])  # one line, not a traceback each
+    return _unavailable("The repository's store is unavailable; retry after the delay given in Retry-After.")
+
+
+@bp.app_errorhandler(StoreUnavailable)
+def store_not_open(_exc: StoreUnavailable) -> Response:
+    """Started while the store was down: 503 until it opens (oaiserver.live logged why)."""
     return _unavailable("The repository's store is unavailable; retry after the delay given in Retry-After.")
 
 
@@ -188,8 +205,7 @@ def store_unavailable(exc: DBAPIError) -> Response:
 
 
 def store() -> Store:
-    s: Store = current_app.extensions["oai_store"]
-    return s
+    return cast(Store, repository().store)  # a Repository built by oaiserver.live holds a Store
 
 
 @bp.app_template_filter("datestamp")

@@ -327,7 +327,7 @@ def forge(app: Any, payload: Any, middle: str) -> str:
 
     from oaiserver.tokens import _b64
 
-    tokens = app.extensions["oai_repository"].tokens
+    tokens = app.extensions["oai_live"].repository().tokens
     text = payload if isinstance(payload, str) else json.dumps(payload)
     body = f"{_b64(text.encode())}.{middle}"
     return f"{body}.{tokens._sign(body)}"
