@@ -263,6 +263,19 @@ def check_storage_url(url: str, key: str = "storage.url") -> str:
     return url
 
 
+def sqlite_relative_to(url: str, root: Path) -> str:
+    """A SQLite URL whose file path is relative, made relative to `root` (the configuration
+    file's folder), so a command finds the same store from any current directory. A URL from
+    $OAI_STORAGE_URL is taken as given: a path typed at a shell is the shell's."""
+    parsed = sa.make_url(url)
+    path = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not path or path == ":memory:" or path.startswith("file:"):
+        return url
+    if Path(path).is_absolute():
+        return url
+    return parsed.set(database=str(root / path)).render_as_string(hide_password=False)
+
+
 def from_mapping(data: dict[str, Any] | None, root: Path = Path(".")) -> Config:
     """Build a Config from parsed YAML (or a dict in tests), checking every key."""
     data = data or {}
@@ -311,6 +324,8 @@ def from_mapping(data: dict[str, Any] | None, root: Path = Path(".")) -> Config:
 
     storage_url = os.environ.get(ENV_STORAGE_URL) or _get(data, "storage.url", str, d.storage_url)
     check_storage_url(storage_url, storage_key())
+    if not os.environ.get(ENV_STORAGE_URL):
+        storage_url = sqlite_relative_to(storage_url, root)
     env_secret = os.environ.get(ENV_SECRET)
     secret = _sized("server.secret", env_secret, f"server.secret (from ${ENV_SECRET})") if env_secret else None
     secret = secret or _text(data, "server.secret", None)
