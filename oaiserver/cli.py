@@ -90,7 +90,9 @@ def sqlite_file(url: str) -> Path | None:
 
 
 def shown_url(url: str) -> str:
-    """A storage URL as messages show it: the password hidden."""
+    """A storage URL as messages show it: the password hidden, a SQLite file's path as it is."""
+    if (path := sqlite_file(url)) is not None:
+        return f"sqlite:///{path}"
     try:
         return sa.make_url(url).render_as_string(hide_password=True)
     except (sa.exc.ArgumentError, ValueError):

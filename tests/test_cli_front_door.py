@@ -360,14 +360,14 @@ def test_a_store_that_fails_under_a_command_is_one_line(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def pruning(tmp_path: Path) -> tuple[Path, Path, str]:
-    """A store holding `keep` and three records whose seed files have gone."""
-    config = write_config(tmp_path)
+def pruning(tmp_path: Path, store_url: str) -> tuple[Path, Path, str]:
+    """A store (SQLite, PostgreSQL) holding `keep` and three records whose seed files have gone."""
+    config = write_config(tmp_path, url=store_url)
     seeds = seeds_in(tmp_path / "seeds", "keep", "gone1", "gone2", "gone3")
     assert cli("oaiserver", "ingest", str(seeds), "-c", str(config)).exit_code == 0
     for name in ("gone1", "gone2", "gone3"):
         (seeds / f"{name}.txt").unlink()
-    return config, seeds, f"sqlite:///{tmp_path / 'data' / 'store.sqlite3'}"
+    return config, seeds, store_url
 
 
 def datestamps(url: str) -> dict[str, int | None]:
