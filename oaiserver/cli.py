@@ -56,7 +56,7 @@ class Context:
         be opened. `existing`: a command that only reads says a SQLite store is missing rather
         than create an empty one."""
         url = self.config.storage_url
-        missing = sqlite_file(url)
+        missing = config_mod.sqlite_file(url)
         if existing and missing is not None and not missing.exists():
             raise click.ClickException(
                 f"configuration: {config_mod.storage_key()}: cannot open {shown_url(url)}: "
@@ -69,6 +69,11 @@ class Context:
         click.get_current_context().call_on_close(store.close)
         return store
 
+    def store_named(self) -> str:
+        """`storage.url`, with the URL once the configuration is loaded (password hidden)."""
+        key = config_mod.storage_key()
+        return key if self._config is None else f"{key}: {shown_url(self._config.storage_url)}"
+
     def check_store(self) -> None:
         """Open the store once and close it (before gunicorn forks its workers, which open their own)."""
         self.store().close()
@@ -77,21 +82,9 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
-def sqlite_file(url: str) -> Path | None:
-    """The file of a SQLite store, or None for another database (or one in memory)."""
-    try:
-        parsed = sa.make_url(url)
-    except (sa.exc.ArgumentError, ValueError):
-        return None
-    path = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not path or path == ":memory:" or path.startswith("file:"):
-        return None
-    return Path(path)
-
-
 def shown_url(url: str) -> str:
     """A storage URL as messages show it: the password hidden, a SQLite file's path as it is."""
-    if (path := sqlite_file(url)) is not None:
+    if (path := config_mod.sqlite_file(url)) is not None:
         return f"sqlite:///{path}"
     try:
         return sa.make_url(url).render_as_string(hide_password=True)
@@ -143,10 +136,8 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except sa.exc.SQLAlchemyError as exc:
-            where = config_mod.storage_key()
             obj = ctx.find_object(Context)
-            if obj is not None and obj._config is not None:
-                where = f"{where}: {shown_url(obj._config.storage_url)}"
+            where = obj.store_named() if obj is not None else config_mod.storage_key()
             raise click.ClickException(f"the record store failed ({where}): {store_problem(exc)}") from None
 
 

@@ -263,17 +263,27 @@ def check_storage_url(url: str, key: str = "storage.url") -> str:
     return url
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite store, as written in its URL; None for another database, one in
+    memory, a `file:` URI or a URL that does not parse."""
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        return None
+    path = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return Path(path)
+
+
 def sqlite_relative_to(url: str, root: Path) -> str:
     """A SQLite URL whose file path is relative, made relative to `root` (the configuration
     file's folder), so a command finds the same store from any current directory. A URL from
     $OAI_STORAGE_URL is taken as given: a path typed at a shell is the shell's."""
-    parsed = sa.make_url(url)
-    path = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not path or path == ":memory:" or path.startswith("file:"):
+    path = sqlite_file(url)
+    if path is None or path.is_absolute():
         return url
-    if Path(path).is_absolute():
-        return url
-    return parsed.set(database=str(root / path)).render_as_string(hide_password=False)
+    return sa.make_url(url).set(database=str(root / path)).render_as_string(hide_password=False)
 
 
 def from_mapping(data: dict[str, Any] | None, root: Path = Path(".")) -> Config:
