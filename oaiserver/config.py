@@ -44,7 +44,7 @@ KEYS: dict[str, str] = {
     "server.max_concurrent_lists": "list requests one process answers at once; more get HTTP 503",
     "server.retry_after": "seconds a refused request is asked to wait (Retry-After)",
     "server.request_timeout": "seconds a client has to send a whole request; then 408 and closed",
-    "seeds": "folder of seed documents ingested by `make run`",
+    "seeds": "folder of seed documents `oaiserver ingest` reads when given no PATH",
     "sets": "list of sets: spec, name, description, match",
     "partners": "list of partner repositories to harvest",
 }
