@@ -17,37 +17,17 @@ from dataclasses import replace
 from typing import Any
 
 import click
-import sqlalchemy as sa
 
 from harvester import errors as err
 from harvester import harvest
 from harvester.client import ClientSettings
-from oaiserver import config as config_mod
-from oaiserver.cli import Context, pass_ctx, setup_logging
+from oaiserver.cli import Context, Group, group_options, pass_ctx, setup_logging
 from oaiserver.records import format_datestamp
 from oaiserver.store import harvest_history, harvest_state_of, leases
 
 
-class _Group(click.Group):
-    """A store that fails under any command (down, full, locked) is said on one line, exit 1."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except sa.exc.SQLAlchemyError as exc:
-            raise click.ClickException(f"the record store failed: {harvest.store_problem(exc)}") from None
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    envvar=config_mod.ENV_CONFIG,
-    type=click.Path(dir_okay=False),
-    help="Configuration file (default: ./config.yaml, or $OAI_CONFIG).",
-)
-@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@group_options("harvester")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     """Harvest the partner repositories of config.yaml into the shared record store."""
@@ -203,7 +183,7 @@ def _progress() -> Iterator[harvest.ProgressCallback | None]:
 @pass_ctx
 def status(ctx: Context) -> None:
     """Show each partner's next `from`, checkpoint, last run and lease."""
-    store = ctx.store()
+    store = ctx.store(existing=True)
     held = leases(store)
     now = int(time.time())
     if not ctx.config.partners:
@@ -245,7 +225,7 @@ def status(ctx: Context) -> None:
 @pass_ctx
 def history(ctx: Context, partner: str, limit: int) -> None:
     """Show the latest runs of PARTNER with their outcome and counts."""
-    store = ctx.store()
+    store = ctx.store(existing=True)
     harvest.settle_runs(store, partner)
     runs = harvest_history(store, partner, limit=limit)
     if not runs and partner not in {p.name for p in ctx.config.partners}:

@@ -7,13 +7,22 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import click
+import sqlalchemy as sa
 
 from oaiserver import config as config_mod
 from oaiserver.store import Store, StoreUnavailable, open_store
+
+DISTRIBUTION = "oai-repository"  # the installed package, whose version --version prints
+CONFIG_HELP = "Configuration file (default: ./config.yaml, or $OAI_CONFIG)."
+VERBOSE_HELP = "Log debug messages."
+F = TypeVar("F", bound=Callable[..., Any])
+CREATORS = "oaiserver ingest, oaiserver import or harvester run create it"
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -24,6 +33,8 @@ def setup_logging(verbose: bool = False) -> None:
         logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(show_path=False)])
     else:
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose:  # also when logging was set up before (basicConfig then does nothing)
+        logging.getLogger().setLevel(logging.DEBUG)
 
 
 class Context:
@@ -40,15 +51,28 @@ class Context:
                 raise click.ClickException(f"configuration: {exc}") from None
         return self._config
 
-    def store(self) -> Store:
+    def store(self, *, existing: bool = False) -> Store:
         """The store, closed when the command ends; one line naming `storage.url` if it cannot
-        be opened."""
+        be opened. `existing`: a command that only reads says a SQLite store is missing rather
+        than create an empty one."""
+        url = self.config.storage_url
+        missing = config_mod.sqlite_file(url)
+        if existing and missing is not None and not missing.exists():
+            raise click.ClickException(
+                f"configuration: {config_mod.storage_key()}: cannot open {shown_url(url)}: "
+                f"there is no store there yet ({CREATORS})"
+            )
         try:
-            store = open_store(self.config.storage_url)
+            store = open_store(url)
         except StoreUnavailable as exc:
             raise click.ClickException(f"configuration: {config_mod.storage_key()}: {exc}") from None
         click.get_current_context().call_on_close(store.close)
         return store
+
+    def store_named(self) -> str:
+        """`storage.url`, with the URL once the configuration is loaded (password hidden)."""
+        key = config_mod.storage_key()
+        return key if self._config is None else f"{key}: {shown_url(self._config.storage_url)}"
 
     def check_store(self) -> None:
         """Open the store once and close it (before gunicorn forks its workers, which open their own)."""
@@ -58,16 +82,90 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    envvar=config_mod.ENV_CONFIG,
-    type=click.Path(dir_okay=False),
-    help="Configuration file (default: ./config.yaml, or $OAI_CONFIG).",
-)
-@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+def shown_url(url: str) -> str:
+    """A storage URL as messages show it: the password hidden, a SQLite file's path as it is."""
+    if (path := config_mod.sqlite_file(url)) is not None:
+        return f"sqlite:///{path}"
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):
+        return repr(url)
+
+
+def store_problem(exc: sa.exc.SQLAlchemyError) -> str:
+    """A store error on one line: the driver's exception and the first line of its message."""
+    cause: BaseException = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0].strip() if lines else ''}".rstrip(": ")
+
+
+def _config_given(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:  # after the subcommand: wins over the one before it and $OAI_CONFIG
+        ctx.find_object(Context).config_path = value  # type: ignore[union-attr]
+
+
+def _verbose_given(_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        logging.getLogger().setLevel(logging.DEBUG)
+
+
+def shared_options() -> list[click.Parameter]:
+    """--config and --verbose as a subcommand takes them (the group's own come with $OAI_CONFIG)."""
+    return [
+        click.Option(
+            ["-c", "--config", "config_path"],
+            type=click.Path(dir_okay=False),
+            expose_value=False,
+            callback=_config_given,
+            help=CONFIG_HELP,
+        ),
+        click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, callback=_verbose_given, help=VERBOSE_HELP),
+    ]
+
+
+class Group(click.Group):
+    """The group of either program: every subcommand also takes --config and --verbose after
+    its name, and a store that fails under a command (down, full, locked) is one line, exit 1."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        taken = {p.name for p in cmd.params}
+        cmd.params.extend(p for p in shared_options() if p.name not in taken)
+        super().add_command(cmd, name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except sa.exc.SQLAlchemyError as exc:
+            obj = ctx.find_object(Context)
+            where = obj.store_named() if obj is not None else config_mod.storage_key()
+            raise click.ClickException(f"the record store failed ({where}): {store_problem(exc)}") from None
+
+
+def group_options(program: str) -> Callable[[F], F]:
+    """The options of either program's group: --config (or $OAI_CONFIG), --verbose, --version."""
+    options = [
+        click.option(
+            "-c",
+            "--config",
+            "config_path",
+            envvar=config_mod.ENV_CONFIG,
+            type=click.Path(dir_okay=False),
+            help=CONFIG_HELP,
+        ),
+        click.option("-v", "--verbose", is_flag=True, help=VERBOSE_HELP),
+        click.version_option(package_name=DISTRIBUTION, prog_name=program),
+    ]
+
+    def apply(f: F) -> F:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return apply
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@group_options("oaiserver")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     """An OAI-PMH 2.0 data provider over the shared record store."""
@@ -75,23 +173,50 @@ def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     ctx.obj = Context(config_path)
 
 
+SHOWN = 20  # identifiers listed before "… and N more"
+
+
 @main.command()
-@click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option("--prune", is_flag=True, help="Turn local records whose seed file has gone into deleted records.")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="Also turn local records whose seed file has gone into deleted records, for good (lists them, asks first).",
+)
+@click.option("--yes", "-y", is_flag=True, help="Prune without asking (needed when there is no terminal to ask).")
+@click.option("--dry-run", is_flag=True, help="Only say what would be added, changed and pruned; write nothing.")
 @pass_ctx
-def ingest(ctx: Context, path: Path, prune: bool) -> None:
-    """Ingest seed documents from PATH (a folder of .txt files, or one file).
+def ingest(ctx: Context, path: Path | None, prune: bool, yes: bool, dry_run: bool) -> None:
+    """Ingest seed documents from PATH (a folder of .txt files, or one file; default: the
+    `seeds` folder of the configuration).
 
     Unchanged files keep their datestamps. Exit code 1 if any file failed to parse
     (the others are still ingested).
     """
     from oaiserver.ingest import ingest as run_ingest
+    from oaiserver.ingest import vanished
 
-    store = ctx.store()
-    report = run_ingest(ctx.config, store, path, prune=prune)
+    if path is None:
+        path, named = ctx.config.path(ctx.config.seeds), "seeds: "
+    else:
+        named = ""
+    if not path.exists():
+        raise click.BadParameter(f"{named}{path} does not exist", param_hint="'[PATH]'")
+    store = ctx.store(existing=dry_run)
+    gone = vanished(ctx.config, store, path) if prune else []
+    if gone:
+        click.echo(f"--prune would make tombstones of {len(gone)} record(s) whose seed file is gone from {path}:")
+        for identifier in gone[:SHOWN]:
+            click.echo(f"  {identifier}")
+        if len(gone) > SHOWN:
+            click.echo(f"  … and {len(gone) - SHOWN} more")
+        if not (yes or dry_run):
+            _confirm_prune(len(gone))
+    report = run_ingest(ctx.config, store, path, prune=prune, dry_run=dry_run)
     w = report.written
     click.echo(
-        f"{report.files} file(s): {w.added} added, {w.changed} changed, {w.unchanged} unchanged, "
+        ("dry run, nothing written: " if dry_run else "")
+        + f"{report.files} file(s): {w.added} added, {w.changed} changed, {w.unchanged} unchanged, "
         f"{len(report.failed)} failed, {report.pruned} pruned"
     )
     for name, reason in report.failed.items():
@@ -100,12 +225,29 @@ def ingest(ctx: Context, path: Path, prune: bool) -> None:
         sys.exit(1)
 
 
+def _confirm_prune(count: int) -> None:
+    """Tombstones are for good (harvesters delete their copies): ask on a terminal, never wait on
+    a pipe, and stop before anything is written unless the answer is yes."""
+    if not sys.stdin.isatty():
+        raise click.ClickException(
+            "--prune deletes for good and asks first, but there is no terminal to ask: "
+            "add --yes to go ahead, or --dry-run to only see what it would do"
+        )
+    try:
+        agreed = click.confirm(f"Make tombstones of these {count} record(s) for good?", default=False)
+    except click.Abort:  # end of input or Ctrl-C at the question
+        agreed = False
+    if not agreed:
+        click.echo("Aborted: nothing ingested, nothing deleted.", err=True)
+        sys.exit(1)
+
+
 @main.command()
 @click.argument("identifiers", nargs=-1, required=True)
 @pass_ctx
 def delete(ctx: Context, identifiers: tuple[str, ...]) -> None:
     """Make tombstones of IDENTIFIERS: they stay listed, with status="deleted"."""
-    store = ctx.store()
+    store = ctx.store(existing=True)
     unknown = [i for i in identifiers if store.formats_of(i) is None]
     count = store.delete(i for i in identifiers if i not in unknown)
     click.echo(f"{count} record(s) deleted")
@@ -119,7 +261,7 @@ def delete(ctx: Context, identifiers: tuple[str, ...]) -> None:
 @pass_ctx
 def stats(ctx: Context) -> None:
     """Show record counts (live, deleted) and set sizes."""
-    store = ctx.store()
+    store = ctx.store(existing=True)
     counts = store.counts()
     click.echo(f"records: {counts['live']} live, {counts['deleted']} deleted")
     for spec, n in sorted(store.set_counts().items()):
@@ -139,7 +281,7 @@ def export_cmd(ctx: Context, path: Path) -> None:
     """
     from oaiserver.dump import export
 
-    report = export(ctx.store(), path)
+    report = export(ctx.store(existing=True), path)
     click.echo(
         f"exported {report.records} record(s) ({report.deleted} deleted) and {report.rows} other row(s) to {path}"
     )
@@ -170,6 +312,35 @@ def import_cmd(ctx: Context, path: Path) -> None:
     except DumpError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"imported {report.records} record(s) ({report.deleted} deleted) and {report.rows} other row(s)")
+
+
+@main.command()
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace the file if it exists.")
+@pass_ctx
+def init(ctx: Context, path: Path | None, force: bool) -> None:
+    """Write a commented configuration file to start from, to PATH (default: the file the other
+    commands read: --config, $OAI_CONFIG, else ./config.yaml). An existing file is left alone
+    unless --force.
+    """
+    from oaiserver.starter import CONFIG_TEMPLATE
+
+    target = path or Path(ctx.config_path or "config.yaml")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("w" if force else "x", encoding="utf-8") as f:
+            f.write(CONFIG_TEMPLATE)
+    except FileExistsError:
+        raise click.ClickException(f"{target} already exists (--force replaces it)") from None
+    except OSError as exc:
+        raise click.ClickException(f"{target}: cannot be written: {exc.strerror or exc}") from None
+    where = target.resolve()
+    option = "" if target == Path("config.yaml") else f" -c {where}"
+    click.echo(f"wrote {where}")
+    click.echo(
+        f"next: edit its repository section, put seed documents (.txt) in {where.parent / 'seeds'}, then run "
+        f"`oaiserver{option} ingest` and `oaiserver{option} serve`"
+    )
 
 
 def default_bind(base_url: str) -> str:

@@ -44,7 +44,7 @@ KEYS: dict[str, str] = {
     "server.max_concurrent_lists": "list requests one process answers at once; more get HTTP 503",
     "server.retry_after": "seconds a refused request is asked to wait (Retry-After)",
     "server.request_timeout": "seconds a client has to send a whole request; then 408 and closed",
-    "seeds": "folder of seed documents ingested by `make run`",
+    "seeds": "folder of seed documents `oaiserver ingest` reads when given no PATH",
     "sets": "list of sets: spec, name, description, match",
     "partners": "list of partner repositories to harvest",
 }
@@ -264,6 +264,29 @@ def check_storage_url(url: str, key: str = "storage.url") -> str:
     return url
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite store, as written in its URL; None for another database, one in
+    memory, a `file:` URI or a URL that does not parse."""
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        return None
+    path = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return Path(path)
+
+
+def sqlite_relative_to(url: str, root: Path) -> str:
+    """A SQLite URL whose file path is relative, made relative to `root` (the configuration
+    file's folder), so a command finds the same store from any current directory. A URL from
+    $OAI_STORAGE_URL is taken as given: a path typed at a shell is the shell's."""
+    path = sqlite_file(url)
+    if path is None or path.is_absolute():
+        return url
+    return sa.make_url(url).set(database=str(root / path)).render_as_string(hide_password=False)
+
+
 def from_mapping(data: dict[str, Any] | None, root: Path = Path(".")) -> Config:
     """Build a Config from parsed YAML (or a dict in tests), checking every key."""
     data = data or {}
@@ -312,6 +335,8 @@ def from_mapping(data: dict[str, Any] | None, root: Path = Path(".")) -> Config:
 
     storage_url = os.environ.get(ENV_STORAGE_URL) or _get(data, "storage.url", str, d.storage_url)
     check_storage_url(storage_url, storage_key())
+    if not os.environ.get(ENV_STORAGE_URL):
+        storage_url = sqlite_relative_to(storage_url, root)
     env_secret = os.environ.get(ENV_SECRET)
     secret = _sized("server.secret", env_secret, f"server.secret (from ${ENV_SECRET})") if env_secret else None
     secret = secret or _text(data, "server.secret", None)

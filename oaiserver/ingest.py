@@ -8,6 +8,7 @@ sections `Author(s):`, `Associated Places`, `Document Information`, `Source`,
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -174,8 +175,22 @@ class IngestReport:
     pruned: int = 0
 
 
-def ingest(cfg: Config, store: Store, path: Path, *, prune: bool = False) -> IngestReport:
-    """Ingest a folder or a file. Bad files are reported, the rest still go in."""
+class _DryRun(Exception):
+    """Raised inside a dry run's transaction so that it rolls back."""
+
+
+def vanished(cfg: Config, store: Store, path: Path) -> list[str]:
+    """Local live records whose seed file is not in `path`: what `--prune` would make tombstones of."""
+    present = {local_identifier(cfg, f.stem) for f in seed_files(path)}
+    return sorted(store.identifiers(source="local", live_only=True) - present)
+
+
+def ingest(cfg: Config, store: Store, path: Path, *, prune: bool = False, dry_run: bool = False) -> IngestReport:
+    """Ingest a folder or a file. Bad files are reported, the rest still go in.
+
+    `dry_run`: the records are written in one transaction that is rolled back, so the report
+    says exactly what would be added, changed or left alone, and nothing (no datestamp) changes.
+    """
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
     files = seed_files(path)
@@ -194,11 +209,19 @@ def ingest(cfg: Config, store: Store, path: Path, *, prune: bool = False) -> Ing
             files_of[record.identifier] = str(f)
             yield record
 
-    report.written = store.write(parsed())
+    gone = vanished(cfg, store, path) if prune else []
+    if dry_run:
+        try:
+            with store.writing() as (conn, stamp):
+                records = parsed()
+                while chunk := list(itertools.islice(records, 500)):
+                    report.written += store.write_in(conn, stamp, chunk)
+                raise _DryRun
+        except _DryRun:
+            pass
+    else:
+        report.written = store.write(parsed())
     for identifier, why in report.written.rejected:
         report.failed[files_of.get(identifier, identifier)] = why
-    if prune:
-        present = {local_identifier(cfg, f.stem) for f in files}
-        gone = store.identifiers(source="local", live_only=True) - present
-        report.pruned = store.delete(sorted(gone))
+    report.pruned = len(gone) if dry_run else store.delete(gone)
     return report

@@ -170,7 +170,7 @@ def test_prune_turns_vanished_files_into_tombstones(project: tuple[Path, Path, s
     (seeds / "stalin.txt").unlink()
     _, out = run(cfg, "ingest", str(seeds))
     assert "0 pruned" in out, "without --prune nothing is deleted"
-    code, out = run(cfg, "ingest", "--prune", str(seeds))
+    code, out = run(cfg, "ingest", "--prune", "--yes", str(seeds))
     assert code == 0 and "1 pruned" in out
     store = Store(url)
     try:
