@@ -16,7 +16,7 @@ import click
 import sqlalchemy as sa
 
 from oaiserver import config as config_mod
-from oaiserver.store import Store, StoreUnavailable, open_store
+from oaiserver.store import Store, StoreNotOpen, StoreUnavailable, open_store
 
 DISTRIBUTION = "oai-repository"  # the installed package, whose version --version prints
 CONFIG_HELP = "Configuration file (default: ./config.yaml, or $OAI_CONFIG)."
@@ -35,6 +35,10 @@ def setup_logging(verbose: bool = False) -> None:
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if verbose:  # also when logging was set up before (basicConfig then does nothing)
         logging.getLogger().setLevel(logging.DEBUG)
+
+
+class StoreDown(click.ClickException):
+    """The configured store cannot be opened now: a command stops on it, a server waits for it."""
 
 
 class Context:
@@ -64,6 +68,8 @@ class Context:
             )
         try:
             store = open_store(url)
+        except StoreNotOpen as exc:
+            raise StoreDown(f"configuration: {config_mod.storage_key()}: {exc}") from None
         except StoreUnavailable as exc:
             raise click.ClickException(f"configuration: {config_mod.storage_key()}: {exc}") from None
         click.get_current_context().call_on_close(store.close)
@@ -399,7 +405,10 @@ def serve(
     from oaiserver import create_app
 
     cfg = ctx.config
-    ctx.check_store()
+    try:
+        ctx.check_store()
+    except StoreDown as exc:  # down or not there yet: serve 503s until it opens (oaiserver.live)
+        click.echo(f"{exc.format_message()}; answering 503 until it opens", err=True)
     bind = bind or default_bind(cfg.base_url)
     click.echo(f"serving {cfg.name!r} at {cfg.base_url} (listening on {bind})")
     if dev:

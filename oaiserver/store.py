@@ -171,6 +171,11 @@ class StoreUnavailable(Exception):
     database, a server that does not answer): the message says which store and why, on one line."""
 
 
+class StoreNotOpen(StoreUnavailable):
+    """A store named rightly that cannot be opened now (a server down, a database or folder not
+    there yet): a server waits for it, answering 503, where a wrong URL stops it."""
+
+
 def open_store(url: str, **options: Any) -> Store:
     """`Store(url, ...)`, or StoreUnavailable with the cause in words (the password hidden)."""
     try:
@@ -180,7 +185,7 @@ def open_store(url: str, **options: Any) -> Store:
     try:
         return Store(url, **options)
     except (OSError, ImportError, sa.exc.SQLAlchemyError) as exc:
-        raise StoreUnavailable(f"cannot open {shown}: {_cause(exc)}") from exc
+        raise StoreNotOpen(f"cannot open {shown}: {_cause(exc)}") from exc
 
 
 def _cause(exc: BaseException) -> str:

@@ -227,7 +227,6 @@ COMMANDS: list[tuple[Any, list[str]]] = [
     (oaiserver_main, ["stats"]),
     (oaiserver_main, ["export", "{tmp}/out.jsonl"]),
     (oaiserver_main, ["import", "{dump}"]),
-    (oaiserver_main, ["serve", "--dev", "--bind", "127.0.0.1:1"]),
     (harvester_main, ["run", "--retries", "0"]),
     (harvester_main, ["status"]),
     (harvester_main, ["history", "p"]),
@@ -293,6 +292,18 @@ def test_a_store_that_cannot_be_opened_is_one_line_from_every_command(tmp_path: 
             assert lines[0].startswith("Error: configuration: storage.url"), shown
             assert re.search(message, lines[0]), shown
     assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("case", ["unknown-dialect", "garbage"])
+def test_serve_refuses_a_storage_url_that_can_never_open(tmp_path: Path, case: str) -> None:
+    """A URL that names no store we can use stops `serve` with one line; a store that cannot be
+    opened yet is waited for, answering 503 (tests/test_served.py)."""
+    url, message = BAD_STORES[case]
+    data = config_with(tmp_path)
+    data["storage"] = {"url": url}
+    result = CliRunner().invoke(oaiserver_main, ["-c", str(write_config(tmp_path, data)), "serve", "--dev"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1 and re.search(message, lines[0]), result.output
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
