@@ -104,7 +104,10 @@ BYTES_PER_MARKUP = 32
 # And this many records per megabyte of the cap (1,920 for 6 MB; real pages hold 100 to 1,000):
 # each record converted costs kilobytes of Python objects, in the worker and again here.
 RECORDS_PER_MB = 320
-WEIGHT_PER_MARKUP = 200  # estimated bytes of tree (and records) per `<` or `=` of a page
+WEIGHT_PER_MARKUP = 200  # estimated bytes of tree per `<` or `=` of a page
+# A page's records converted for the store (Prepared, or the worker's tuples for them) weigh
+# about this many times the page's bytes (3.7 to 3.9 measured, on long values and on many elements).
+CONVERTED_PER_BYTE = 4
 AHEAD_BUDGET = 64 * MB  # pages are asked for ahead while the pages held weigh less than this
 MAX_REDIRECTS = 5
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -181,10 +184,10 @@ class Page:
     verb: str
     params: dict[str, str]
     status: int
-    root: etree._Element
+    root: etree._Element | None  # None once `shed`
     response_date: str  # UTC, YYYY-MM-DDThh:mm:ssZ
-    body: bytes = field(default=b"", repr=False)  # the response as received
-    items: list[etree._Element] = field(default_factory=list)
+    body: bytes = field(default=b"", repr=False)  # the response as received (empty once `shed`)
+    items: list[etree._Element] = field(default_factory=list)  # empty once `shed`
     token: str | None = None  # the next page's token; None when the list is complete
     cursor: int | None = None
     complete_list_size: int | None = None
@@ -194,16 +197,24 @@ class Page:
     started: float = 0.0  # time.monotonic() when the request was first sent
     fetched: float = 0.0  # seconds from then until the page was parsed, retries included
     prepared: Any = field(default=None, repr=False)  # what `pages(prepare=...)` made of it
-    weight: int = 0  # what the page is estimated to cost in memory, body and tree (see WEIGHT_PER_MARKUP)
+    weight: int = 0  # what the page is estimated to cost in memory: body, tree and converted records
 
     @cached_property
     def raw(self) -> list[str] | None:
         """Each record exactly as the partner sent it (bytes decoded from UTF-8), when the page
         lets them be cut out with certainty (see `verbatim_items`); None otherwise. Cut when
         first asked for: a page handed to a worker process is cut there."""
-        if self.repairs or self.verb not in ("ListRecords", "GetRecord"):
+        if self.repairs or self.verb not in ("ListRecords", "GetRecord") or self.root is None:
             return None
         return verbatim_items(self.body, self.items, self.root.getroottree().docinfo.encoding)
+
+    def shed(self) -> None:
+        """Let go of the body and the tree: a page converted elsewhere (a worker process) needs
+        neither here once it is sent, and they weigh three to ten times the page. What is left
+        weighs what its converted records will, once they are back."""
+        self.weight = CONVERTED_PER_BYTE * len(self.body)
+        self.body, self.root, self.items = b"", None, []
+        self.__dict__.pop("raw", None)
 
 
 @dataclass(frozen=True)
@@ -607,7 +618,7 @@ class Client:
             )
         self._check_content_type(answer.headers.get("Content-Type"))
         page = Page(verb, params, status, root, self._response_date(root, started), body=body)
-        page.weight = len(body) + WEIGHT_PER_MARKUP * markup
+        page.weight = (1 + CONVERTED_PER_BYTE) * len(body) + WEIGHT_PER_MARKUP * markup
         if self.settings.lenient_xml and len(parser.error_log):
             page.repairs = [f"line {e.line}, column {e.column}: {e.message}" for e in parser.error_log]
         errors = [(e.get("code") or "unknown", " ".join((e.text or "").split())) for e in root.findall(f"{_OAI}error")]
@@ -618,7 +629,7 @@ class Client:
             raise err.partner_error(errors, status)
         if status >= 400:
             raise err.HTTPStatusError(status, f"{where}: an HTTP error status on an OAI-PMH response without <error>")
-        self._read_items(page, parser)
+        self._read_items(page, root, parser)
         return page
 
     def _check_content_type(self, value: str | None) -> None:
@@ -644,8 +655,8 @@ class Client:
         value, granularity = parsed
         return f"{value}T00:00:00Z" if granularity == DAY else value
 
-    def _read_items(self, page: Page, parser: etree.XMLParser) -> None:
-        container = page.root.find(f"{_OAI}{page.verb}")
+    def _read_items(self, page: Page, root: etree._Element, parser: etree.XMLParser) -> None:
+        container = root.find(f"{_OAI}{page.verb}")
         if container is None:
             raise err.NotOAIResponseError(
                 f"{self.base_url} ({page.verb}): the response has neither <{page.verb}> nor <error>"
