@@ -93,9 +93,10 @@ _XML_TYPE = re.compile(r"^\s*(?:text/xml|application/xml|application/[\w.+-]*\+x
 
 MB = 2**20
 # A real page of 500 records is 1 to 5 MB (MARCXML about 2 MB); lxml's tree costs 2 to 8 times a
-# page's bytes (50 for bare markup), and converting its records 20 more: the heaviest pages 6 MB
-# allows keep the harvest's two processes together under 400 MB (232 + 154 MB measured; at 12 MB
-# they were 393 + 250). A partner whose real pages are larger gets its own `max_page_mb`.
+# page's bytes (50 for bare markup), and its records converted about 4 more: the heaviest pages
+# 6 MB allows keep the harvest's two processes together well under 400 MB (140 + 97 MB measured
+# on long values, 122 + 110 on many elements; at 12 MB, 207 + 134). A partner whose real pages
+# are larger gets its own `max_page_mb`.
 DEFAULT_MAX_PAGE_MB = 6
 # A page may hold one tag or attribute (`<` or `=`) per this many bytes of its cap: 196,608 for
 # 6 MB, which a page of 350 MARCXML records stays under. lxml spends about 120 bytes per element
