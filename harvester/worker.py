@@ -7,7 +7,7 @@ before the write run in a worker process on page N+1 while the harvest writes pa
 Records come back as plain tuples (`Prepared.to_wire`), which pickle at a fifth of the cost
 of records, a part at a time (about PART_BYTES each): neither process ever holds a page's
 records pickled whole, and the worker lets each record go once it is sent. A page's body goes
-as bytes, unpickled and uncopied.
+as it is, not pickled (a pickle would be one more copy of it on each side).
 
 Only that conversion moves. Requests, retries, the checks on every response, the checkpoint
 and the writes stay in the harvest's process, in page order, so a crash loses nothing and a
