@@ -93,9 +93,10 @@ _XML_TYPE = re.compile(r"^\s*(?:text/xml|application/xml|application/[\w.+-]*\+x
 
 MB = 2**20
 # A real page of 500 records is 1 to 5 MB (MARCXML about 2 MB); lxml's tree costs 2 to 8 times a
-# page's bytes (50 for bare markup), and converting its records 20 more: the heaviest pages 6 MB
-# allows keep the harvest's two processes together under 400 MB (232 + 154 MB measured; at 12 MB
-# they were 393 + 250). A partner whose real pages are larger gets its own `max_page_mb`.
+# page's bytes (50 for bare markup), and its records converted about 4 more: the heaviest pages
+# 6 MB allows keep the harvest's two processes together well under 400 MB (140 + 97 MB measured
+# on long values, 122 + 110 on many elements; at 12 MB, 207 + 134). A partner whose real pages
+# are larger gets its own `max_page_mb`.
 DEFAULT_MAX_PAGE_MB = 6
 # A page may hold one tag or attribute (`<` or `=`) per this many bytes of its cap: 196,608 for
 # 6 MB, which a page of 350 MARCXML records stays under. lxml spends about 120 bytes per element
@@ -104,7 +105,10 @@ BYTES_PER_MARKUP = 32
 # And this many records per megabyte of the cap (1,920 for 6 MB; real pages hold 100 to 1,000):
 # each record converted costs kilobytes of Python objects, in the worker and again here.
 RECORDS_PER_MB = 320
-WEIGHT_PER_MARKUP = 200  # estimated bytes of tree (and records) per `<` or `=` of a page
+WEIGHT_PER_MARKUP = 200  # estimated bytes of tree per `<` or `=` of a page
+# A page's records converted for the store (Prepared, or the worker's tuples for them) weigh
+# about this many times the page's bytes (3.7 to 3.9 measured, on long values and on many elements).
+CONVERTED_PER_BYTE = 4
 AHEAD_BUDGET = 64 * MB  # pages are asked for ahead while the pages held weigh less than this
 MAX_REDIRECTS = 5
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -181,10 +185,10 @@ class Page:
     verb: str
     params: dict[str, str]
     status: int
-    root: etree._Element
+    root: etree._Element | None  # None once `shed`
     response_date: str  # UTC, YYYY-MM-DDThh:mm:ssZ
-    body: bytes = field(default=b"", repr=False)  # the response as received
-    items: list[etree._Element] = field(default_factory=list)
+    body: bytes = field(default=b"", repr=False)  # the response as received (empty once `shed`)
+    items: list[etree._Element] = field(default_factory=list)  # empty once `shed`
     token: str | None = None  # the next page's token; None when the list is complete
     cursor: int | None = None
     complete_list_size: int | None = None
@@ -194,16 +198,24 @@ class Page:
     started: float = 0.0  # time.monotonic() when the request was first sent
     fetched: float = 0.0  # seconds from then until the page was parsed, retries included
     prepared: Any = field(default=None, repr=False)  # what `pages(prepare=...)` made of it
-    weight: int = 0  # what the page is estimated to cost in memory, body and tree (see WEIGHT_PER_MARKUP)
+    weight: int = 0  # what the page is estimated to cost in memory: body, tree and converted records
 
     @cached_property
     def raw(self) -> list[str] | None:
         """Each record exactly as the partner sent it (bytes decoded from UTF-8), when the page
         lets them be cut out with certainty (see `verbatim_items`); None otherwise. Cut when
         first asked for: a page handed to a worker process is cut there."""
-        if self.repairs or self.verb not in ("ListRecords", "GetRecord"):
+        if self.repairs or self.verb not in ("ListRecords", "GetRecord") or self.root is None:
             return None
         return verbatim_items(self.body, self.items, self.root.getroottree().docinfo.encoding)
+
+    def shed(self) -> None:
+        """Let go of the body and the tree: a page converted elsewhere (a worker process) needs
+        neither here once it is sent, and they weigh three to ten times the page. What is left
+        weighs what its converted records will, once they are back."""
+        self.weight = CONVERTED_PER_BYTE * len(self.body)
+        self.body, self.root, self.items = b"", None, []
+        self.__dict__.pop("raw", None)
 
 
 @dataclass(frozen=True)
@@ -607,7 +619,7 @@ class Client:
             )
         self._check_content_type(answer.headers.get("Content-Type"))
         page = Page(verb, params, status, root, self._response_date(root, started), body=body)
-        page.weight = len(body) + WEIGHT_PER_MARKUP * markup
+        page.weight = (1 + CONVERTED_PER_BYTE) * len(body) + WEIGHT_PER_MARKUP * markup
         if self.settings.lenient_xml and len(parser.error_log):
             page.repairs = [f"line {e.line}, column {e.column}: {e.message}" for e in parser.error_log]
         errors = [(e.get("code") or "unknown", " ".join((e.text or "").split())) for e in root.findall(f"{_OAI}error")]
@@ -618,7 +630,7 @@ class Client:
             raise err.partner_error(errors, status)
         if status >= 400:
             raise err.HTTPStatusError(status, f"{where}: an HTTP error status on an OAI-PMH response without <error>")
-        self._read_items(page, parser)
+        self._read_items(page, root, parser)
         return page
 
     def _check_content_type(self, value: str | None) -> None:
@@ -644,8 +656,8 @@ class Client:
         value, granularity = parsed
         return f"{value}T00:00:00Z" if granularity == DAY else value
 
-    def _read_items(self, page: Page, parser: etree.XMLParser) -> None:
-        container = page.root.find(f"{_OAI}{page.verb}")
+    def _read_items(self, page: Page, root: etree._Element, parser: etree.XMLParser) -> None:
+        container = root.find(f"{_OAI}{page.verb}")
         if container is None:
             raise err.NotOAIResponseError(
                 f"{self.base_url} ({page.verb}): the response has neither <{page.verb}> nor <error>"

@@ -468,7 +468,8 @@ class _Run:
 
     def _watch(self, watch: ListWatch, page: Page) -> None:
         """End the list (ListLoopError) once it shows a sign of going round."""
-        ids = _IDENTIFIERS(page.root) if page.items else []
+        handed = page.prepared
+        ids = handed.identifiers if isinstance(handed, _Handed) else _identifiers(page)
         why = watch.see(ids, token=page.token, complete_list_size=page.complete_list_size)
         if why is not None:
             raise err.ListLoopError(
@@ -496,24 +497,29 @@ class _Run:
             return utc_value if given == SECONDS else f"{utc_value}T00:00:00Z"
         return utc_value[:10]
 
-    def _convert(self, page: Page) -> Converted | Future[worker.Offloaded]:
+    def _convert(self, page: Page) -> Converted | _Handed:
         """On the thread that fetched the page: convert it here, or hand it to the worker once
-        the list turns out to have more than one page."""
+        the list turns out to have more than one page. A page handed over is shed (its body and
+        tree let go): only what the harvest still reads of it is kept."""
         wanted = self.settings.worker_process and (page.token is not None or self.offloading)
         if wanted and worker.can_offload(page, lenient=self.lenient):
             self.offloading = True
-            return worker.submit(page, self.partner)
+            handed = _Handed(worker.submit(page, self.partner), len(page.items), _identifiers(page))
+            page.shed()
+            return handed
         return convert_page(page, self.partner)
 
     def _commit(self, page: Page) -> None:
         """The page's records and the checkpoint, in one transaction, under our lease."""
         name = self.partner.name
         converted = page.prepared  # by `_convert`, on the thread that fetched the page
-        if isinstance(converted, Future):
-            converted = worker.received(converted, self.stop, grace=self.settings.stop_grace)
+        received = len(page.items)
+        if isinstance(converted, _Handed):
+            received = converted.received
+            converted = worker.received(converted.future, self.stop, grace=self.settings.stop_grace)
         delta = Counts(
             pages=1,
-            received=len(page.items),
+            received=received,
             deleted=converted.deleted,
             failed=len(converted.failures),
             repaired=len(converted.repaired),
@@ -581,6 +587,20 @@ class _Run:
         page_log.info("page %s", " ".join(f"{k}={v}" for k, v in line.items()), extra={"harvest_page": line})
         if self.on_page is not None:
             self.on_page(name, self.counts, page)
+
+
+@dataclass(frozen=True)
+class _Handed:
+    """A page handed to the worker process: its records to come, and what the harvest reads of
+    the page itself once it is shed."""
+
+    future: Future[worker.Offloaded]
+    received: int  # the page's records
+    identifiers: list[str]  # for ListWatch
+
+
+def _identifiers(page: Page) -> list[str]:
+    return _IDENTIFIERS(page.root) if page.items and page.root is not None else []
 
 
 def _summary(c: Counts) -> str:

@@ -5,7 +5,9 @@ Dublin Core, render our oai_dc and provenance, prepare its rows (`Store`'s `prep
 write them. In one process these steps take turns on the interpreter lock; here the ones
 before the write run in a worker process on page N+1 while the harvest writes page N.
 Records come back as plain tuples (`Prepared.to_wire`), which pickle at a fifth of the cost
-of records.
+of records, a part at a time (about PART_BYTES each): neither process ever holds a page's
+records pickled whole, and the worker lets each record go once it is sent. A page's body goes
+as it is, not pickled (a pickle would be one more copy of it on each side).
 
 Only that conversion moves. Requests, retries, the checks on every response, the checkpoint
 and the writes stay in the harvest's process, in page order, so a crash loses nothing and a
@@ -27,6 +29,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -48,11 +51,19 @@ from oaiserver.store import Prepared, prepare
 log = logging.getLogger(__name__)
 
 
+# What the worker answers for a page: PART messages, each some of its records, then DONE
+# (what is left: failures, counts, logs) or FAILED (why it could not be converted).
+PART, DONE, FAILED = "part", "done", "failed"
+# The records of a page are sent in parts of about this many bytes of text: a page's records
+# pickled at once would be a second copy of them in each process (18 MB for a 6 MB page).
+PART_BYTES = 1 << 20
+
+
 @dataclass
 class Offloaded:
     """A page's records as the worker sends them back: plain values, cheap to pickle."""
 
-    records: list[tuple[Any, ...]]  # Prepared.to_wire
+    records: list[tuple[Any, ...]]  # Prepared.to_wire, gathered from the PART messages
     failures: list[tuple[str, str]]
     without_dc: int
     logs: list[tuple[str, int, str]]  # (logger, level, message) logged in the worker
@@ -72,7 +83,7 @@ def submit(page: Page, partner: Partner) -> Future[Offloaded]:
         if _worker is None or not _worker.alive:
             _worker = _Worker()
         current = _worker
-    return current.submit((page.body, partner, page.response_date))
+    return current.submit(page.body, (partner, page.response_date))
 
 
 def received(future: Future[Offloaded], stop: threading.Event | None = None, *, grace: float = 30.0) -> Converted:
@@ -145,7 +156,8 @@ class _Worker:
         threading.Thread(target=self._read, name="harvest-worker-answers", daemon=True).start()
         log.info("started the harvest worker process (pid %d) to convert pages", self.process.pid)
 
-    def submit(self, request: tuple[Any, ...]) -> Future[Offloaded]:
+    def submit(self, body: bytes, request: tuple[Any, ...]) -> Future[Offloaded]:
+        """`request` pickled, then `body` as it is (send_bytes copies nothing)."""
         future: Future[Offloaded] = Future()
         with self.sending:
             with self.lock:
@@ -154,6 +166,7 @@ class _Worker:
                 self.pending.append(future)
             try:
                 self.requests.send(request)
+                self.requests.send_bytes(body)
                 return future
             except BaseException as exc:
                 # Part of a request may be on the pipe: nothing after it would be read in step.
@@ -173,9 +186,10 @@ class _Worker:
 
     def _read(self) -> None:
         ended = False
+        records: list[tuple[Any, ...]] = []  # the parts of the page at the head of `pending`
         while True:
             try:
-                ok, answer = self.answers.recv()
+                kind, answer = self.answers.recv()
             except EOFError:
                 self._fail(f"the harvest worker process ended (exit status {self.process.wait()})")
                 ended = True
@@ -184,14 +198,22 @@ class _Worker:
                 self._fail(f"an answer of the harvest worker could not be read ({type(exc).__name__}: {exc})")
                 break
             with self.lock:
-                future = self.pending.popleft() if self.pending else None
+                future = self.pending[0] if self.pending else None
+                if future is not None and kind != PART:
+                    self.pending.popleft()
             if future is None:  # an answer to a page that was given up: out of step from here on
                 self._fail("the harvest worker answered a page it was not asked for")
                 break
-            if ok:
+            if kind == PART:
+                records += answer
+                continue
+            if kind == DONE:  # with the last part
+                records += answer.records
+                answer.records = records
                 future.set_result(answer)
             else:
                 future.set_exception(err.WorkerError(f"the harvest worker could not convert a page: {answer}"))
+            records = []
         if not ended:  # it may be alive and blocked on the pipe: a sender waiting on it then lets go
             self.process.kill()
         self.close()
@@ -271,26 +293,56 @@ def main() -> None:
     # What start-up made lives as long as the worker: out of the collector's sight, so that its
     # collections walk one page's objects only (7 % of the worker's CPU, measured).
     gc.freeze()
+
+    def send(part: list[tuple[Any, ...]]) -> None:
+        answers.send((PART, part))
+
     while True:
         try:
-            body, partner, response_date = requests.recv()
+            partner, response_date = requests.recv()
+            body = [requests.recv_bytes()]
         except (EOFError, OSError):  # the end of the input, or its end in the middle of a page
             return
         try:
-            answer: tuple[bool, Any] = (True, convert_body(body, partner, response_date))
+            answer: tuple[str, Any] = (DONE, convert_body(body, partner, response_date, send))
         except Exception as exc:  # sent back: the harvest fails the run with it
-            answer = (False, f"{type(exc).__name__}: {exc}")
-        answers.send(answer)
+            answer = (FAILED, f"{type(exc).__name__}: {exc}")
+        try:
+            answers.send(answer)
+        except OSError:  # the harvest's process has gone
+            return
 
 
-def convert_body(body: bytes, partner: Partner, response_date: str) -> Offloaded:
+def convert_body(
+    body: list[bytes], partner: Partner, response_date: str, send: Callable[[list[tuple[Any, ...]]], None]
+) -> Offloaded:
     """A ListRecords response's bytes to its records prepared for the store (in the worker).
-    The harvest's process parsed and checked the same bytes with the same parser already."""
+    The harvest's process parsed and checked the same bytes with the same parser already.
+
+    The records go to `send` a part at a time, and what is done with is let go on the way:
+    the body (handed over in a list, emptied here) once parsed, the tree once the records are
+    read, each record once prepared. The page's copies are then never all alive at once."""
     _logged.clear()
-    root = etree.fromstring(body, xml_parser(lenient=False))
+    root = etree.fromstring(body[0], xml_parser(lenient=False))
     container = root.find(f"{{{OAI_NS}}}ListRecords")
     items = container.findall(f"{{{OAI_NS}}}{ITEMS['ListRecords']}") if container is not None else []
-    page = Page("ListRecords", {}, 200, root, response_date, body=body, items=items)
+    page = Page("ListRecords", {}, 200, root, response_date, body=body.pop(), items=items)
     converted = convert_page(page, partner)
-    records = [prepare(record).to_wire() for record in converted.records]
-    return Offloaded(records, converted.failures, converted.without_dc, list(_logged))
+    del page, root, container, items
+    records, converted.records = converted.records, []
+    records.reverse()  # taken from the end, each let go once prepared
+    part: list[tuple[Any, ...]] = []
+    size = 0
+    while records:
+        wire = prepare(records.pop()).to_wire()
+        part.append(wire)
+        size += _size(wire)
+        if size >= PART_BYTES:
+            send(part)
+            part, size = [], 0
+    return Offloaded(part, converted.failures, converted.without_dc, list(_logged))
+
+
+def _size(values: tuple[Any, ...]) -> int:
+    """The text a record's wire values carry, roughly what they pickle to."""
+    return sum(len(v) if isinstance(v, str | bytes) else _size(v) if isinstance(v, tuple) else 8 for v in values)

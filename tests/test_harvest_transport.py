@@ -312,20 +312,23 @@ def test_where_a_redirect_may_go(target: str, allowed: tuple[str, ...], ok: bool
 # ---- memory and time of `harvester run` against each hostile page (default cap) -------------------
 
 # Runs the command given, watches its memory (killing it past GUARD MB, so a broken cap cannot
-# take the machine down), and prints its exit code, the seconds it took and its peak RSS in MB.
+# take the machine down), and prints its exit code, the seconds it took and its peak RSS in MB;
+# then the RSS of the process and of its worker every quarter of a second (`rss`, time of day,
+# MB, MB: the clock its log lines are stamped with), and what it printed.
 WATCH = """
-import resource, subprocess, sys, time
+import datetime, resource, subprocess, sys, time
 GUARD = 600 * 1024
 started = time.monotonic()
 child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-killed, workers = False, {}
+killed, workers, samples, sampled = False, {}, [], 0.0
 def status(pid, key):
     try:
         return int(open(f"/proc/{pid}/status").read().split(key + ":")[1].split()[0])
     except (OSError, IndexError, ValueError):
         return 0
 while child.poll() is None:
-    if status(child.pid, "VmRSS") > GUARD and not killed:
+    rss = status(child.pid, "VmRSS")
+    if rss > GUARD and not killed:
         child.kill()
         killed = True
     try:
@@ -334,14 +337,33 @@ while child.poll() is None:
         pids = []
     for pid in pids:  # the worker process: its high-water mark, while it lives
         workers[pid] = max(workers.get(pid, 0), status(pid, "VmHWM"))
+    if time.monotonic() - sampled >= 0.25:
+        sampled = time.monotonic()
+        when = datetime.datetime.now().strftime("%H:%M:%S,%f")[:12]
+        samples.append(f"rss\t{when}\t{rss // 1024}\t{sum(status(pid, 'VmRSS') for pid in pids) // 1024}")
     time.sleep(0.02)
 err = child.stderr.read().decode("utf-8", "replace")
 peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 worker = max(workers.values(), default=0) / 1024
 row = (child.returncode, round(time.monotonic() - started, 1), round(peak), round(worker), "killed" if killed else "")
 print(*row, sep="\t")
+print(*samples, sep="\\n")
 print(err[-3000:])
 """
+_LOGGED = re.compile(r"\d{4}-\d\d-\d\d (\d\d:\d\d:\d\d,\d{3}) (.*)")
+
+
+def memory_story(output: str) -> str:
+    """What WATCH printed, as one story in time order: the RSS of the harvest's process and of its
+    worker, among the harvest's log lines (each page committed, the worker started...)."""
+    events = []
+    for line in output.splitlines()[1:]:
+        if line.startswith("rss\t"):
+            _, when, main, worker = line.split("\t")
+            events.append((when, f"RSS {main} + {worker} = {int(main) + int(worker)} MB"))
+        elif m := _LOGGED.match(line):
+            events.append((m.group(1), "  " + m.group(2)[:240]))
+    return "\n".join(f"{when} {what}" for when, what in sorted(events, key=lambda e: e[0]))
 
 
 def watched_run(config: dict[str, Any], tmp_path: Path) -> tuple[str, str, int, int, str, str]:
@@ -459,13 +481,15 @@ def test_the_heaviest_pages_the_default_caps_allow_keep_the_harvester_under_400_
     with FakePartner(handler) as partner:
         config = {**BASE_CONFIG, "storage": {"url": store_url}, "partners": [{"name": "p", "base_url": partner.url}]}
         status, seconds, peak, worker, killed, output = watched_run(config, tmp_path)
-    print(
-        f"\nheaviest pages ({shape}: {count} records, {len(template)} bytes, {template.count('<')} tags): "
-        f"exit {status}, {seconds} s, peak RSS {peak} MB, worker {worker} MB {killed}"
+    story = (
+        f"heaviest pages ({shape}: {count} records, {len(template):,} bytes, {template.count('<'):,} tags; pages "
+        f"asked for ahead while those held weigh under {client_module.AHEAD_BUDGET // MB} MB): exit {status}, "
+        f"{seconds} s, peak RSS {peak} MB + worker {worker} MB = {peak + worker} MB {killed}\n{memory_story(output)}"
     )
+    print("\n" + story)
     assert not killed and status == "0", output
     assert f"{5 * count} record(s)" in output.replace(",", ""), output
-    assert peak + worker < 400, (peak, worker)
+    assert peak + worker < 400, story
 
 
 @pytest.mark.parametrize("exc_type", _urllib3_errors(), ids=lambda c: c.__name__)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -163,7 +164,7 @@ def test_big_pages_from_concurrent_harvests_never_deadlock_the_pipes(fresh_worke
     page = [record(f"oai:big.example.org:{i}", f"Title {i} {filler}") for i in range(450)]  # about 1.5 MB
     body = PagedPartner([page])({"verb": "ListRecords"}, 0).get_data()
     assert len(body) > 1 << 20
-    big = Page("ListRecords", {}, 200, None, "2024-05-01T12:00:00Z", body=body)  # type: ignore[arg-type]
+    big = Page("ListRecords", {}, 200, None, "2024-05-01T12:00:00Z", body=body)
     results: list[int] = []
 
     def send_three() -> None:
@@ -179,11 +180,46 @@ def test_big_pages_from_concurrent_harvests_never_deadlock_the_pipes(fresh_worke
     assert results == [450] * 9
 
 
+def test_a_page_handed_to_the_worker_lets_go_of_its_body_and_tree_here(fresh_worker: None, store: Store) -> None:
+    """The harvest's process keeps of a page sent to the worker only what it still reads (its
+    token, its record count, its identifiers for the loop watch): not its bytes, nor its tree,
+    which weigh three to ten times the page while the pages ahead wait their turn."""
+    held: list[tuple[int, bool, int]] = []
+
+    def on_page(name: str, counts: harvest.Counts, page: Page) -> None:
+        held.append((len(page.body), page.root is not None, len(page.items)))
+
+    with FakePartner(PagedPartner(pages_of_every_kind(n_pages=3))) as partner:
+        report = harvest.run(store, Partner("p", partner.url), settings=FAST_HARVEST, on_page=on_page)
+    assert worker._worker is not None, "the pages went to the worker"
+    assert held == [(0, False, 0)] * 3
+    assert report.counts.pages == 3 and report.counts.received == 90 and report.counts.failed == 9
+
+
+def test_the_worker_sends_a_page_s_records_in_parts_and_keeps_none_of_them(fresh_worker: None) -> None:
+    """A page's records go back a part at a time (about PART_BYTES each, never the whole page
+    pickled at once), in the page's order, and the worker lets go of the body it was handed."""
+    filler = "x" * 3000
+    page = [record(f"oai:big.example.org:{i}", f"Title {i} {filler}") for i in range(1000)]  # about 3.3 MB
+    body = PagedPartner([page])({"verb": "ListRecords"}, 0).get_data()
+    handed, parts = [body], []
+    rest = worker.convert_body(handed, Partner("p", "http://127.0.0.1:1/oai"), "2024-05-01T12:00:00Z", parts.append)
+    assert handed == [], "the body is let go once parsed"
+    sizes = [len(pickle.dumps(part)) for part in parts]
+    assert len(parts) >= 3 and max(sizes) < 2 * worker.PART_BYTES, sizes
+    identifiers = [values[0] for part in [*parts, rest.records] for values in part]
+    assert identifiers == [f"oai:big.example.org:{i}" for i in range(1000)]
+    # and through the pipes, gathered in order
+    sent = Page("ListRecords", {}, 200, None, "2024-05-01T12:00:00Z", body=body)
+    done = within(worker.submit(sent, Partner("p", "http://127.0.0.1:1/oai")))
+    assert [p.record.identifier for p in done.prepared] == identifiers
+
+
 def test_a_page_that_cannot_be_sent_fails_alone_and_never_shifts_the_answers(fresh_worker: None) -> None:
     """A request that breaks off mid-send must not leave the answers one page out of step: a
     later page would be given another page's records."""
     good_body = PagedPartner([pages_of_every_kind(1)[0][:2]])({"verb": "ListRecords"}, 0).get_data()
-    good = Page("ListRecords", {}, 200, None, "2024-05-01T12:00:00Z", body=good_body)  # type: ignore[arg-type]
+    good = Page("ListRecords", {}, 200, None, "2024-05-01T12:00:00Z", body=good_body)
     unpicklable = Partner("p", "http://127.0.0.1:1/oai", quirks={"hook": lambda: None})
     broken = worker.submit(good, unpicklable)
     with pytest.raises(err.WorkerError, match="could not be sent"):
@@ -248,11 +284,11 @@ def test_a_stop_while_the_worker_converts_the_first_page_commits_it(
 
 
 def test_a_page_the_worker_cannot_convert_is_an_error_and_the_worker_goes_on(fresh_worker: None) -> None:
-    bad = Page("ListRecords", {}, 200, None, "2024-05-01T12:00:00Z", body=b"<not xml")  # type: ignore[arg-type]
+    bad = Page("ListRecords", {}, 200, None, "2024-05-01T12:00:00Z", body=b"<not xml")
     with pytest.raises(err.WorkerError, match="could not convert a page: XMLSyntaxError"):
         within(worker.submit(bad, Partner("p", "http://127.0.0.1:1/oai")))
     body = PagedPartner([pages_of_every_kind(1)[0][:3]])({"verb": "ListRecords"}, 0).get_data()
-    good = Page("ListRecords", {}, 200, None, "2024-05-01T12:00:00Z", body=body)  # type: ignore[arg-type]
+    good = Page("ListRecords", {}, 200, None, "2024-05-01T12:00:00Z", body=body)
     done = within(worker.submit(good, Partner("p", "http://127.0.0.1:1/oai")))
     assert [p.record.identifier for p in done.prepared] == [f"oai:partner.example.org:0-{i}" for i in range(3)]
     assert done.deleted == 0 and not done.failures
