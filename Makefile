@@ -11,7 +11,7 @@ PIP := $(BIN)/pip install -qq
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint clean browser venv bench
+.PHONY: run demo test lint clean browser venv bench
 
 $(RUN_STAMP): pyproject.toml
 	@test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -31,6 +31,14 @@ venv: $(DEV_STAMP)
 run: $(RUN_STAMP)
 	$(BIN)/oaiserver ingest seeds
 	$(BIN)/oaiserver serve
+
+## The seeds plus DEMO_RECORDS synthetic records ("[synthetic]" titles, set synthetic, 2% deleted), in the
+## store of demo.yaml (data/demo.sqlite3, whatever OAI_STORAGE_URL says), served at http://127.0.0.1:5001/.
+DEMO_RECORDS ?= 3000
+demo: $(RUN_STAMP)
+	OAI_STORAGE_URL= $(BIN)/oaiserver --config demo.yaml ingest seeds
+	OAI_STORAGE_URL= $(BIN)/oaiserver --config demo.yaml synthetic $(DEMO_RECORDS)
+	OAI_STORAGE_URL= $(BIN)/oaiserver --config demo.yaml serve
 
 ## Browser tests drive Debian's Chromium. Where it is missing, it is installed if we are root and apt-get
 ## works; otherwise the browser tests skip, saying why. With CI set, a Chromium that cannot be had fails.
