@@ -6,8 +6,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # -qq: pip's errors only (its warnings about this machine's package indexes, and the build's
-# notices, are noise on a first run).
-PIP := $(BIN)/pip install -qq
+# notices, are noise on a first run). --no-compile: modules are compiled when first imported, only those used.
+PIP := $(BIN)/pip install -qq --no-compile
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 

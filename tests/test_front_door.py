@@ -46,20 +46,21 @@ def stamp(folder: Path, name: str, when: int) -> None:
 
 
 def installs(commands: str) -> list[str]:
-    return [line.split("install -qq ", 1)[1] for line in commands.splitlines() if "pip install" in line]
+    """What each `pip install` of a plan installs."""
+    return [line.rsplit(" -e ", 1)[1] for line in commands.splitlines() if "pip install" in line]
 
 
 @needs_make
 def test_make_run_installs_only_what_running_needs(clone: Path) -> None:
-    assert installs(plan(clone, "run")) == ["-e '.[postgres]'"]
+    assert installs(plan(clone, "run")) == ["'.[postgres]'"]
 
 
 @needs_make
 def test_make_test_then_adds_only_the_dev_tools(clone: Path) -> None:
     stamp(clone, ".installed-run", 1_700_000_100)
-    assert installs(plan(clone, "test")) == ["-e '.[postgres,dev]'"]
+    assert installs(plan(clone, "test")) == ["'.[postgres,dev]'"]
     for target in ("lint", "bench", "venv"):
-        assert installs(plan(clone, target)) == ["-e '.[postgres,dev]'"], target
+        assert installs(plan(clone, target)) == ["'.[postgres,dev]'"], target
 
 
 @needs_make
@@ -74,7 +75,7 @@ def test_nothing_is_installed_twice(clone: Path) -> None:
 def test_a_changed_pyproject_installs_both_again(clone: Path) -> None:
     stamp(clone, ".installed-run", 1_600_000_100)
     stamp(clone, ".installed-dev", 1_600_000_200)
-    assert installs(plan(clone, "test")) == ["-e '.[postgres]'", "-e '.[postgres,dev]'"]
+    assert installs(plan(clone, "test")) == ["'.[postgres]'", "'.[postgres,dev]'"]
 
 
 def test_the_runtime_needs_no_dev_tool() -> None:
