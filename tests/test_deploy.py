@@ -26,7 +26,7 @@ from oaiserver.cli import main as oaiserver_main
 
 ROOT = HERE.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-PROGRAMS: dict[str, click.Group] = {"oaiserver": oaiserver_main, "harvester": harvester_main}  # type: ignore[dict-item]
+PROGRAMS: dict[str, click.Command] = {"oaiserver": oaiserver_main, "harvester": harvester_main}
 UNITS = sorted((ROOT / "deploy" / "systemd").glob("*.service"))
 
 
@@ -59,7 +59,9 @@ def env_of(stage: list[tuple[str, str]]) -> dict[str, str]:
     env: dict[str, str] = {}
     for op, args in stage:
         if op == "ENV":
-            env.update(pair.split("=", 1) for pair in shlex.split(args))
+            for pair in shlex.split(args):
+                key, _, value = pair.partition("=")
+                env[key] = value
     return env
 
 
@@ -75,6 +77,7 @@ def check_command(argv: list[str]) -> None:
     program = Path(argv[0]).name
     assert program in PYPROJECT["project"]["scripts"], argv
     group = PROGRAMS[program]
+    assert isinstance(group, click.Group)
     rest = [str(ROOT / image_copies()[a]) if a in image_copies() else a for a in argv[1:]]
     command = group.commands.get(rest[0])
     assert command is not None, f"{program} has no command {rest[0]!r}"
