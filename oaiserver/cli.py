@@ -461,5 +461,30 @@ def validate(url: str, max_pages: int, timeout: float) -> None:
     sys.exit(run_validate(url, max_pages=max_pages, timeout=timeout))
 
 
+@main.command("synthetic")
+@click.argument("count", type=click.IntRange(min=0, max=1_000_000))
+@pass_ctx
+def synthetic_cmd(ctx: Context, count: int) -> None:
+    """Add COUNT synthetic records, for demonstrations (`make demo`).
+
+    Marked so that no one takes them for real: identifiers oai:<id>:synthetic-…, titles
+    starting "[synthetic]", every one in set `synthetic` (and a subset such as
+    synthetic:history); 2% are deleted records. The same COUNT again changes nothing.
+    Load them into a store of their own (demo.yaml's), not the repository's.
+    """
+    from oaiserver.synthetic import SYNTHETIC_SET, synthetic_records
+
+    cfg = ctx.config
+    records = synthetic_records(count, cfg.repository_identifier, base_url=cfg.site_url, marked=True)
+    w = ctx.store().write(records, keep_datestamps=True)
+    click.echo(f"{count} synthetic record(s): {w.added} added, {w.changed} changed, {w.unchanged} unchanged")
+    if SYNTHETIC_SET not in {s.spec for s in cfg.sets}:
+        click.echo(
+            f"note: the configuration lists no set {SYNTHETIC_SET!r}, so ListSets does not show these "
+            "records' sets (demo.yaml lists them)",
+            err=True,
+        )
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -3,6 +3,10 @@
 Records look like catalogue records: a title (some with `& < "` and non-ASCII text), two
 creators, three subjects, a description of about 500 characters, a date, type,
 identifier, rights and language; datestamps spread over 20 years; 8 sets; 2% deleted.
+
+Marked (`marked=True`, what `oaiserver synthetic` loads for demonstrations), they cannot be
+taken for real records: identifiers `oai:<id>:synthetic-…`, titles starting "[synthetic]",
+every set under `synthetic`, and source `synthetic` (seeds are `local`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from collections.abc import Iterator
 from oaiserver import oai_dc
 from oaiserver.records import DCValue, Record
 
+SYNTHETIC_SET = "synthetic"
+TITLE_MARK = "[synthetic] "
 SETS = ("history", "politics", "economy", "science", "culture", "law", "military", "diplomacy")
 START = 946_684_800  # 2000-01-01T00:00:00Z
 SPAN = 20 * 365 * 86400
@@ -54,14 +60,19 @@ def synthetic_records(
     *,
     seed: int = 1,
     base_url: str = "http://127.0.0.1:5000",
+    marked: bool = False,
 ) -> Iterator[Record]:
-    """`n` records with datestamps already assigned (load them with keep_datestamps=True)."""
+    """`n` records with datestamps already assigned (load them with keep_datestamps=True).
+
+    `base_url` is the site's root: each record's dc:identifier is its landing page there.
+    """
     rng = random.Random(seed)
     stamps = sorted(START + rng.randrange(SPAN) for _ in range(n))
+    local, mark, under = ("synthetic", TITLE_MARK, f"{SYNTHETIC_SET}:") if marked else ("rec", "", "")
     for i in range(n):
-        identifier = f"oai:{repository_identifier}:rec-{i:07d}"
+        identifier = f"oai:{repository_identifier}:{local}-{i:07d}"
         words = [rng.choice(_WORDS) for _ in range(6)]
-        title = _TRICKY[i % len(_TRICKY)] + f" {i}" if i % 50 == 0 else " ".join(words).capitalize()
+        title = mark + (_TRICKY[i % len(_TRICKY)] + f" {i}" if i % 50 == 0 else " ".join(words).capitalize())
         description = " ".join(rng.choice(_WORDS) for _ in range(70))[:500]
         dc = [
             DCValue("title", title),
@@ -75,25 +86,29 @@ def synthetic_records(
             DCValue("language", "en"),
             DCValue("rights", "Free to reuse for research and education."),
         ]
-        sets = [SETS[i % len(SETS)]]
+        sets = [under + SETS[i % len(SETS)]]
         if i % 3 == 0:
-            sets.append(SETS[(i // 3) % len(SETS)] + ":sub")
+            sets.append(under + SETS[(i // 3) % len(SETS)] + ":sub")
         deleted = rng.random() < 0.02
         yield Record(
             identifier=identifier,
             dc=dc,
             sets=sets,
             deleted=deleted,
-            source="local",
+            source=SYNTHETIC_SET if marked else "local",  # so `ingest --prune` leaves them alone
             datestamp=stamps[i],
             metadata={oai_dc.PREFIX: "" if deleted else oai_dc.render(dc)},
         )
 
 
-def synthetic_sets() -> list[dict[str, str]]:
-    """Set definitions (config.yaml shape) covering every spec the records carry."""
+def synthetic_sets(marked: bool = False) -> list[dict[str, str]]:
+    """Set definitions (config.yaml shape) covering every spec the records carry (and, marked,
+    the `synthetic` set above them all)."""
+    under, mark = (f"{SYNTHETIC_SET}:", TITLE_MARK) if marked else ("", "")
     specs: list[dict[str, str]] = []
+    if marked:
+        specs.append({"spec": SYNTHETIC_SET, "name": f"{mark}Synthetic records, for demonstrations"})
     for name in SETS:
-        specs.append({"spec": name, "name": name.capitalize()})
-        specs.append({"spec": f"{name}:sub", "name": f"{name.capitalize()}, selected"})
+        specs.append({"spec": f"{under}{name}", "name": f"{mark}{name.capitalize()}"})
+        specs.append({"spec": f"{under}{name}:sub", "name": f"{mark}{name.capitalize()}, selected"})
     return specs

@@ -4,9 +4,10 @@ a client that validates every response against the official schemas, and a live 
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,21 @@ NS = {
 PG_URL = os.environ.get("OAI_TEST_PG_URL") or (
     "postgresql+psycopg://postgres@127.0.0.1:5432/test" if os.environ.get("CI") else None
 )
+
+
+def browser_skip_reason(environ: Mapping[str, str] = os.environ) -> str | None:
+    """Why the browser tests cannot run here, or None when they run. With CI set they always
+    run, so a CI without Chromium fails rather than passing with nothing checked."""
+    if environ.get("CI"):
+        return None
+    missing = [name for name in ("chromium", "chromedriver") if shutil.which(name, path=environ.get("PATH")) is None]
+    if not missing:
+        return None
+    return (
+        f"{' and '.join(missing)} not found on PATH: `make browser` installs Debian's chromium and "
+        "chromium-driver when run as root with apt-get (with CI set these tests fail instead)"
+    )
+
 
 # A namespace imported first is never fetched again: see data/schemas/SOURCES.md.
 ORDER = [

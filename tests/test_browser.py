@@ -1,19 +1,19 @@
 """What people see: the views in headless Chromium against a live server, with screenshots.
 
 Screenshots go to test-output/screenshots/. Chromium comes from Debian (`make test`
-installs it); without it these tests skip, except in CI, where they fail.
+installs it when run as root with apt-get); without it these tests skip with the reason
+(conftest.browser_skip_reason), except in CI, where they fail.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HERE, Clock, LiveServer, make_config, make_record
+from conftest import HERE, Clock, LiveServer, browser_skip_reason, make_config, make_record
 
 from oaiserver import create_app
 from oaiserver.records import Record
@@ -23,9 +23,8 @@ SHOTS = HERE.parent / "test-output" / "screenshots"
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 HOSTILE = '<script>window.pwned=1</script>"><img src=x onerror="window.pwned=2"> \x07bell'
 
-pytestmark = pytest.mark.slow
-if not (CHROMIUM and DRIVER) and not os.environ.get("CI"):
-    pytestmark = [pytest.mark.slow, pytest.mark.skip(reason="chromium and chromedriver are not installed")]
+SKIP = browser_skip_reason()
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(SKIP is not None, reason=SKIP or "")]
 
 
 @pytest.fixture(scope="module")
