@@ -145,58 +145,123 @@ def run(
         return
     store = ctx.store()
     codes: list[int] = []
-    with _stop_on_signals() as stop, _progress() as on_page:
+    with _stop_on_signals() as stop, _quiet(harvest.report_log), _display() as display:
         for partner in chosen:
+            display.start(partner.name)
             try:
-                report = harvest.run(store, partner, settings=settings, stop=stop, on_page=on_page, full=full)
+                report = harvest.run(store, partner, settings=settings, stop=stop, on_page=display.on_page, full=full)
             except err.PartnerBusy as exc:
-                click.echo(f"{exc} (lease until {format_datestamp(exc.expires)})", err=True)
+                display.done(partner.name, f"{exc} (lease until {format_datestamp(exc.expires)})", err=True)
                 codes.append(1)
                 continue
             except err.StoreError as exc:  # the next partners would meet the same store
-                click.echo(str(exc), err=True)
+                display.done(partner.name, str(exc), err=True)
                 codes.append(1)
                 break
             codes.append(report.exit_code)
-            click.echo(_report_line(report))
-            for where, why in report.failures[:20]:
-                click.echo(f"  not harvested: {where}: {why}", err=True)
+            display.done(partner.name, harvest.describe(report))
+            for where, why in report.failures[:_FAILURES_SHOWN]:
+                display.line(f"  not harvested: {where}: {why}", err=True)
+            if report.counts.failed > _FAILURES_SHOWN:
+                more = report.counts.failed - _FAILURES_SHOWN
+                display.line(f"  … and {more:,} more (harvester history {partner.name} --json)", err=True)
             if stop.is_set():
                 break
     sys.exit(1 if 1 in codes else 2 if 2 in codes else 0)
 
 
-def _report_line(r: harvest.RunReport) -> str:
-    c = r.counts
-    head = f"{r.partner}: {r.outcome}" + (f" ({r.reason})" if r.reason else "")
-    return (
-        f"{head}: {c.pages} page(s), {c.received} record(s), {c.deleted} deleted; {c.added} added, "
-        f"{c.changed} changed, {c.unchanged} unchanged, {c.failed} failed"
-        + (", resumed" if r.resumed else "")
-        + (f"; next from {r.next_from}" if r.next_from else "")
-    )
+_FAILURES_SHOWN = 20  # records not harvested listed after a run's line
 
 
 @contextmanager
-def _progress() -> Iterator[harvest.ProgressCallback | None]:
-    """A rich progress bar per partner on a terminal; plain log lines otherwise."""
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    """`logger` says nothing while the command prints the same itself."""
+    before, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = before
+
+
+class _Lines:
+    """What `harvester run` shows when stderr is no terminal: each outcome on a line of stdout,
+    problems on stderr, no progress bar (the per-page log lines say how a run goes)."""
+
+    on_page: harvest.ProgressCallback | None = None
+
+    def start(self, partner: str) -> None:
+        pass
+
+    def line(self, text: str, *, err: bool = False) -> None:
+        click.echo(text, err=err)
+
+    def done(self, partner: str, text: str, *, err: bool = False) -> None:
+        self.line(text, err=err)
+
+
+class _Bar(_Lines):
+    """On a terminal: a live progress bar (rich) for the partner being harvested, on stderr,
+    with every line (outcomes, log records) printed above it through rich's console, never
+    into the bar's line. A partner's bar goes once its outcome is printed."""
+
+    def __init__(self, progress: Any) -> None:
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
+        self.stdout_is_terminal = sys.stdout.isatty()
+
+    def start(self, partner: str) -> None:
+        self.tasks[partner] = self.progress.add_task(partner, total=None)
+
+    def on_page(self, partner: str, counts: harvest.Counts, page: Any) -> None:  # type: ignore[override]
+        self.progress.update(self.tasks[partner], completed=counts.received, total=page.complete_list_size)
+
+    def line(self, text: str, *, err: bool = False) -> None:
+        if err or self.stdout_is_terminal:
+            self.progress.console.print(text, markup=False, highlight=False, emoji=False, soft_wrap=True)
+        else:  # stdout goes to a file or a pipe: the line goes there, the bar stays on the terminal
+            click.echo(text)
+
+    def done(self, partner: str, text: str, *, err: bool = False) -> None:
+        task = self.tasks.pop(partner, None)
+        if task is not None:
+            self.progress.remove_task(task)
+        self.line(text, err=err)
+
+
+@contextmanager
+def _display() -> Iterator[_Lines]:
+    """A progress bar on a terminal (stderr), plain lines otherwise."""
     if not sys.stderr.isatty():
-        yield None
+        yield _Lines()
         return
+    from rich.console import Console
+    from rich.logging import RichHandler
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    logging.getLogger("harvester.harvest.pages").setLevel(logging.WARNING)  # the bar shows them
-    tasks: dict[str, Any] = {}
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
-    ) as progress:
-
-        def on_page(partner: str, counts: harvest.Counts, page: Any) -> None:
-            if partner not in tasks:
-                tasks[partner] = progress.add_task(partner, total=None)
-            progress.update(tasks[partner], completed=counts.received, total=page.complete_list_size)
-
-        yield on_page
+    console = Console(stderr=True)
+    # Log records go through the bar's console too, so they print above the bar.
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, RichHandler)]
+    consoles = [h.console for h in handlers]
+    pages = logging.getLogger("harvester.harvest.pages")
+    level = pages.level
+    pages.setLevel(logging.WARNING)  # the bar shows them
+    try:
+        for handler in handlers:
+            handler.console = console
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            redirect_stdout=sys.stdout.isatty(),
+        ) as progress:
+            yield _Bar(progress)
+    finally:
+        pages.setLevel(level)
+        for handler, previous in zip(handlers, consoles, strict=True):
+            handler.console = previous
 
 
 @main.command()

@@ -317,7 +317,7 @@ WATCH = """
 import resource, subprocess, sys, time
 GUARD = 600 * 1024
 started = time.monotonic()
-child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # the outcome is on stdout
 killed, workers = False, {}
 def status(pid, key):
     try:
@@ -335,7 +335,7 @@ while child.poll() is None:
     for pid in pids:  # the worker process: its high-water mark, while it lives
         workers[pid] = max(workers.get(pid, 0), status(pid, "VmHWM"))
     time.sleep(0.02)
-err = child.stderr.read().decode("utf-8", "replace")
+err = child.stdout.read().decode("utf-8", "replace")
 peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 worker = max(workers.values(), default=0) / 1024
 row = (child.returncode, round(time.monotonic() - started, 1), round(peak), round(worker), "killed" if killed else "")
