@@ -67,7 +67,14 @@ def client_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="Seconds to wait for a partner to connect and for each read; a whole request (redirects "
             "included) may take 4 times this.",
         ),
-        click.option("--retries", type=int, default=defaults.retries, show_default=True, help="Retries per request."),
+        click.option(
+            "--retries",
+            type=int,
+            default=defaults.retries,
+            show_default=True,
+            help="Retries per request after a timeout, a broken connection, 429 or 5xx (a partner that refuses "
+            "the connection, or whose host name is unknown, is not retried: its next run tries again).",
+        ),
         click.option(
             "--backoff",
             type=float,
@@ -129,6 +136,9 @@ def run(
     clock_skew: int,
 ) -> None:
     """Harvest PARTNERS now (default: every configured partner), one after the other.
+
+    Each partner's outcome is one line on stdout (`name: outcome: counts; next from …`, or the
+    reason it failed); records that could not be harvested are listed on stderr.
 
     Exit code 0 when every run succeeded, 2 when some records could not be harvested
     (partial), 1 when a run failed or a partner was busy (another harvester holds its lease).
@@ -266,7 +276,7 @@ def _display() -> Iterator[_Lines]:
 
 
 json_option = click.option(
-    "--json", "as_json", is_flag=True, help="Print JSON for scripts (keys and times: see README, Harvester)."
+    "--json", "as_json", is_flag=True, help="Print JSON for scripts (keys and times: README, Harvesting partners)."
 )
 
 

@@ -123,7 +123,7 @@ class ClientSettings:
     deadline: float | None = None  # seconds for a whole request, redirects included (None: 4 timeouts)
     max_page_bytes: int = DEFAULT_MAX_PAGE_MB * MB  # a page's size, decompressed (partner: max_page_mb)
     redirect_origins: tuple[str, ...] = ()  # where redirects may go besides the partner (allow_redirects_to)
-    retries: int = 5  # further attempts after a connection error, a timeout, 429 or 5xx
+    retries: int = 5  # further attempts after a broken connection, a timeout, 429 or 5xx (not after Unreachable)
     backoff: float = 2.0  # first wait between attempts; doubles each time
     max_backoff: float = 300.0  # cap for the doubling
     retry_after_cap: float = 900.0  # a longer Retry-After is shortened to this
