@@ -1045,17 +1045,20 @@ _POOL_PREFIX = re.compile(r"^\w*HTTPS?Connection(?:Pool)?\([^)]*\):\s*")
 
 
 def _innermost(exc: BaseException) -> str:
+    """`ConnectionResetError: Connection reset by peer`: the innermost cause, named."""
     *_, inner = _causes(exc)
-    if isinstance(inner, OSError) and inner.strerror:
-        return inner.strerror
-    text = _POOL_PREFIX.sub("", str(inner)) or type(inner).__name__
-    return text
+    text = inner.strerror if isinstance(inner, OSError) and inner.strerror else _POOL_PREFIX.sub("", str(inner))
+    return f"{type(inner).__name__}: {text}" if text else type(inner).__name__
 
 
 def _no_connection(exc: BaseException) -> str | None:
     """Why no connection could be made, when that is what `exc` says (refused, host name
     unknown, no route, network down); None for anything else, a connect timeout included (a
-    partner too busy to accept is retried like one too busy to answer)."""
+    partner too busy to accept is retried like one too busy to answer). Connections are made
+    inside requests, which wraps what fails there: urllib3's errors that come unwrapped were
+    raised while a body was read, over a connection that was made."""
+    if not isinstance(exc, requests.ConnectionError):
+        return None
     for cause in _causes(exc):
         if isinstance(cause, urllib3.exceptions.NameResolutionError):
             host = getattr(cause, "_host", None) or "the partner's host"

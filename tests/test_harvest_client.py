@@ -202,10 +202,8 @@ def test_a_broken_connection_is_retried_and_said_without_urllib3_reprs(monkeypat
         with pytest.raises(err.TransportError) as info:
             client.request("Identify")
     assert type(info.value) is err.TransportError and client.requests == 3
-    assert (
-        str(info.value)
-        == "http://partner.example.org/oai: connection failed (Connection reset by peer) (after 2 retries)"
-    )
+    said = "connection failed (ConnectionResetError: Connection reset by peer) (after 2 retries)"
+    assert str(info.value) == f"http://partner.example.org/oai: {said}"
 
 
 def test_stop_interrupts_a_retry_wait() -> None:
