@@ -6,6 +6,7 @@ succeeded, 2 some records could not be harvested (partial), 1 a run failed or wa
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -13,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import click
@@ -21,9 +22,10 @@ import click
 from harvester import errors as err
 from harvester import harvest
 from harvester.client import ClientSettings
+from oaiserver import config as config_mod
 from oaiserver.cli import Context, Group, group_options, pass_ctx, setup_logging
 from oaiserver.records import format_datestamp
-from oaiserver.store import harvest_history, harvest_state_of, leases
+from oaiserver.store import HarvestRun, HeldRecords, Store, harvest_history, harvest_state_of, leases, records_held
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,7 +48,14 @@ def client_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="Seconds to wait for a partner to connect and for each read; a whole request (redirects "
             "included) may take 4 times this.",
         ),
-        click.option("--retries", type=int, default=defaults.retries, show_default=True, help="Retries per request."),
+        click.option(
+            "--retries",
+            type=int,
+            default=defaults.retries,
+            show_default=True,
+            help="Retries per request after a timeout, a broken connection, 429 or 5xx (a partner that refuses "
+            "the connection, or whose host name is unknown, is not retried: its next run tries again).",
+        ),
         click.option(
             "--backoff",
             type=float,
@@ -109,6 +118,9 @@ def run(
 ) -> None:
     """Harvest PARTNERS now (default: every configured partner), one after the other.
 
+    Each partner's outcome is one line on stdout (`name: outcome: counts; next from …`, or the
+    reason it failed); records that could not be harvested are listed on stderr.
+
     Exit code 0 when every run succeeded, 2 when some records could not be harvested
     (partial), 1 when a run failed or a partner was busy (another harvester holds its lease).
     """
@@ -125,111 +137,266 @@ def run(
         return
     store = ctx.store()
     codes: list[int] = []
-    with _stop_on_signals() as stop, _progress() as on_page:
+    with _stop_on_signals() as stop, _quiet(harvest.report_log), _display() as display:
         for partner in chosen:
+            display.start(partner.name)
             try:
-                report = harvest.run(store, partner, settings=settings, stop=stop, on_page=on_page, full=full)
+                report = harvest.run(store, partner, settings=settings, stop=stop, on_page=display.on_page, full=full)
             except err.PartnerBusy as exc:
-                click.echo(f"{exc} (lease until {format_datestamp(exc.expires)})", err=True)
+                display.done(partner.name, f"{exc} (lease until {format_datestamp(exc.expires)})", err=True)
                 codes.append(1)
                 continue
             except err.StoreError as exc:  # the next partners would meet the same store
-                click.echo(str(exc), err=True)
+                display.done(partner.name, str(exc), err=True)
                 codes.append(1)
                 break
             codes.append(report.exit_code)
-            click.echo(_report_line(report))
-            for where, why in report.failures[:20]:
-                click.echo(f"  not harvested: {where}: {why}", err=True)
+            display.done(partner.name, harvest.describe(report))
+            for where, why in report.failures[:_FAILURES_SHOWN]:
+                display.line(f"  not harvested: {where}: {why}", err=True)
+            if report.counts.failed > _FAILURES_SHOWN:
+                more = report.counts.failed - _FAILURES_SHOWN
+                display.line(f"  … and {more:,} more (harvester history {partner.name} --json)", err=True)
             if stop.is_set():
                 break
     sys.exit(1 if 1 in codes else 2 if 2 in codes else 0)
 
 
-def _report_line(r: harvest.RunReport) -> str:
-    c = r.counts
-    head = f"{r.partner}: {r.outcome}" + (f" ({r.reason})" if r.reason else "")
-    return (
-        f"{head}: {c.pages} page(s), {c.received} record(s), {c.deleted} deleted; {c.added} added, "
-        f"{c.changed} changed, {c.unchanged} unchanged, {c.failed} failed"
-        + (", resumed" if r.resumed else "")
-        + (f"; next from {r.next_from}" if r.next_from else "")
-    )
+_FAILURES_SHOWN = 20  # records not harvested listed after a run's line
 
 
 @contextmanager
-def _progress() -> Iterator[harvest.ProgressCallback | None]:
-    """A rich progress bar per partner on a terminal; plain log lines otherwise."""
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    """`logger` says nothing while the command prints the same itself."""
+    before, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = before
+
+
+class _Lines:
+    """What `harvester run` shows when stderr is no terminal: each outcome on a line of stdout,
+    problems on stderr, no progress bar (the per-page log lines say how a run goes)."""
+
+    on_page: harvest.ProgressCallback | None = None
+
+    def start(self, partner: str) -> None:
+        pass
+
+    def line(self, text: str, *, err: bool = False) -> None:
+        click.echo(text, err=err)
+
+    def done(self, partner: str, text: str, *, err: bool = False) -> None:
+        self.line(text, err=err)
+
+
+class _Bar(_Lines):
+    """On a terminal: a live progress bar (rich) for the partner being harvested, on stderr,
+    with every line (outcomes, log records) printed above it through rich's console, never
+    into the bar's line. A partner's bar goes once its outcome is printed."""
+
+    def __init__(self, progress: Any) -> None:
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
+        self.stdout_is_terminal = sys.stdout.isatty()
+
+    def start(self, partner: str) -> None:
+        self.tasks[partner] = self.progress.add_task(partner, total=None)
+
+    def on_page(self, partner: str, counts: harvest.Counts, page: Any) -> None:  # type: ignore[override]
+        self.progress.update(self.tasks[partner], completed=counts.received, total=page.complete_list_size)
+
+    def line(self, text: str, *, err: bool = False) -> None:
+        if err or self.stdout_is_terminal:
+            self.progress.console.print(text, markup=False, highlight=False, emoji=False, soft_wrap=True)
+        else:  # stdout goes to a file or a pipe: the line goes there, the bar stays on the terminal
+            click.echo(text)
+
+    def done(self, partner: str, text: str, *, err: bool = False) -> None:
+        task = self.tasks.pop(partner, None)
+        if task is not None:
+            self.progress.remove_task(task)
+        self.line(text, err=err)
+
+
+@contextmanager
+def _display() -> Iterator[_Lines]:
+    """A progress bar on a terminal (stderr), plain lines otherwise."""
     if not sys.stderr.isatty():
-        yield None
+        yield _Lines()
         return
+    from rich.console import Console
+    from rich.logging import RichHandler
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    logging.getLogger("harvester.harvest.pages").setLevel(logging.WARNING)  # the bar shows them
-    tasks: dict[str, Any] = {}
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
-    ) as progress:
+    console = Console(stderr=True)
+    # Log records go through the bar's console too, so they print above the bar.
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, RichHandler)]
+    consoles = [h.console for h in handlers]
+    pages = logging.getLogger("harvester.harvest.pages")
+    level = pages.level
+    pages.setLevel(logging.WARNING)  # the bar shows them
+    try:
+        for handler in handlers:
+            handler.console = console
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            redirect_stdout=sys.stdout.isatty(),
+        ) as progress:
+            yield _Bar(progress)
+    finally:
+        pages.setLevel(level)
+        for handler, previous in zip(handlers, consoles, strict=True):
+            handler.console = previous
 
-        def on_page(partner: str, counts: harvest.Counts, page: Any) -> None:
-            if partner not in tasks:
-                tasks[partner] = progress.add_task(partner, total=None)
-            progress.update(tasks[partner], completed=counts.received, total=page.complete_list_size)
 
-        yield on_page
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON for scripts (keys and times: README, Harvesting partners)."
+)
 
 
 @main.command()
+@json_option
 @pass_ctx
-def status(ctx: Context) -> None:
-    """Show each partner's next `from`, checkpoint, last run and lease."""
+def status(ctx: Context, as_json: bool) -> None:
+    """Show each partner's records, next `from`, checkpoint, last run, last error, next
+    scheduled run and lease."""
     store = ctx.store(existing=True)
-    held = leases(store)
     now = int(time.time())
-    if not ctx.config.partners:
-        click.echo("no partners configured")
-    for partner in ctx.config.partners:
+    partners = ctx.config.partners
+    for partner in partners:
         harvest.settle_runs(store, partner.name)
-        state = harvest_state_of(store, partner.name)
-        last = harvest_history(store, partner.name, limit=1)
-        click.echo(f"{partner.name}  {partner.base_url}  ({partner.metadata_prefix})")
-        click.echo(f"  next from: {state.next_from or partner.from_date or 'the beginning (full harvest)'}")
-        if state.checkpoint:
-            cp = state.checkpoint
-            counts = cp.get("counts", {})
-            click.echo(
-                f"  checkpoint: {counts.get('received', 0)} record(s) in {counts.get('pages', 0)} page(s) "
-                f"of the window from {cp.get('from') or 'the beginning'}; the next run resumes there"
-            )
-        if last:
-            r = last[0]
-            when = format_datestamp(r.finished or r.started)
-            reason = f": {r.reason}" if r.reason else ""
-            click.echo(f"  last run: #{r.id} {r.outcome} at {when}{reason}")
-        else:
-            click.echo("  last run: never")
-        if partner.name in held and held[partner.name][1] >= now:
-            owner, expires = held[partner.name]
-            if harvest.holder_is_gone(owner):
-                click.echo(
-                    f"  lease held by {owner} until {format_datestamp(expires)}, but that process is gone; "
-                    "the next run takes the lease over"
-                )
-            else:
-                click.echo(f"  being harvested by {owner} (lease until {format_datestamp(expires)})")
+    held = leases(store)
+    counts = records_held(store, [p.name for p in partners])
+    shown = [_partner_status(store, p, counts.get(p.name, HeldRecords()), held.get(p.name), now) for p in partners]
+    if as_json:
+        click.echo(json.dumps({"now": _iso(now), "partners": shown}, indent=2))
+        return
+    if not partners:
+        click.echo("no partners configured")
+    for entry in shown:
+        _print_status(entry, now)
+
+
+def _iso(epoch: int | None) -> str | None:
+    """ISO 8601 in UTC, to the second (`2026-12-03T17:08:39Z`), as every time in the JSON."""
+    return format_datestamp(epoch) if epoch is not None else None
+
+
+def _partner_status(
+    store: Store, partner: config_mod.Partner, records: HeldRecords, lease: tuple[str, int] | None, now: int
+) -> dict[str, Any]:
+    """What `status --json` says of one partner; the text output is made from it too."""
+    from harvester.schedule import next_run
+
+    state = harvest_state_of(store, partner.name)
+    last = harvest_history(store, partner.name, limit=1)
+    error = harvest_history(store, partner.name, limit=1, outcomes=(harvest.FAILED, harvest.PARTIAL))
+    checkpoint = None
+    if state.checkpoint:
+        cp_counts = harvest.Counts.from_dict(state.checkpoint.get("counts"))
+        checkpoint = {"from": state.checkpoint.get("from"), "pages": cp_counts.pages, "records": cp_counts.received}
+    return {
+        "name": partner.name,
+        "base_url": partner.base_url,
+        "metadata_prefix": partner.metadata_prefix,
+        "sets": list(partner.sets),
+        "records": {"live": records.live, "deleted": records.deleted},
+        "next_from": state.next_from or partner.from_date,
+        "checkpoint": checkpoint,
+        "schedule": partner.schedule or None,
+        "next_run": _iso(next_run(partner, last[0].started if last else None, now)),
+        "last_run": _run_json(last[0]) if last else None,
+        "last_error": _run_json(error[0]) if error else None,
+        "lease": None
+        if lease is None or lease[1] < now
+        else {"holder": lease[0], "expires": _iso(lease[1]), "holder_gone": harvest.holder_is_gone(lease[0])},
+    }
+
+
+def _run_json(r: HarvestRun) -> dict[str, Any]:
+    """One run as `history --json` and `status --json` give it."""
+    counts = asdict(harvest.Counts.from_dict(r.counts))
+    failures = [{"identifier": str(i), "reason": str(why)} for i, why in r.counts.get("failures", [])]
+    return {
+        "id": r.id,
+        "partner": r.partner,
+        "outcome": r.outcome,
+        "reason": r.reason,
+        "started": _iso(r.started),
+        "finished": _iso(r.finished),
+        "seconds": r.finished - r.started if r.finished is not None else None,
+        "from": r.from_date,
+        "resumed": r.resumed,
+        "counts": counts,
+        "failures": failures,
+    }
+
+
+def _print_status(entry: dict[str, Any], now: int) -> None:
+    from harvester.schedule import describe_schedule
+
+    click.echo(f"{entry['name']}  {entry['base_url']}  ({entry['metadata_prefix']})")
+    records = entry["records"]
+    click.echo(f"  records: {records['live']:,} live, {records['deleted']:,} deleted")
+    click.echo(f"  next from: {entry['next_from'] or 'the beginning (full harvest)'}")
+    if entry["checkpoint"]:
+        cp = entry["checkpoint"]
+        click.echo(
+            f"  checkpoint: {cp['records']:,} record(s) in {cp['pages']:,} page(s) "
+            f"of the window from {cp['from'] or 'the beginning'}; the next run resumes there"
+        )
+    last, error = entry["last_run"], entry["last_error"]
+    if last:
+        reason = f": {last['reason']}" if last["reason"] and last["outcome"] == harvest.SUCCESS else ""
+        click.echo(f"  last run: #{last['id']} {last['outcome']} at {last['finished'] or last['started']}{reason}")
+    else:
+        click.echo("  last run: never")
+    if error:
+        when = error["finished"] or error["started"]
+        click.echo(f"  last error: #{error['id']} {error['outcome']} at {when}: {error['reason']}")
+    else:
+        click.echo("  last error: none")
+    if entry["schedule"] is None:
+        click.echo("  next run: not scheduled (harvested by `harvester run` only)")
+    elif entry["next_run"] < _iso(now):
+        click.echo(
+            f"  next run: due since {entry['next_run']} ({describe_schedule(entry['schedule'])}): "
+            "is `harvester schedule` running?"
+        )
+    else:
+        click.echo(f"  next run: {entry['next_run']} ({describe_schedule(entry['schedule'])})")
+    lease = entry["lease"]
+    if lease and lease["holder_gone"]:
+        click.echo(
+            f"  lease held by {lease['holder']} until {lease['expires']}, but that process is gone; "
+            "the next run takes the lease over"
+        )
+    elif lease:
+        click.echo(f"  being harvested by {lease['holder']} (lease until {lease['expires']})")
 
 
 @main.command()
 @click.argument("partner")
 @click.option("--limit", "-n", default=20, show_default=True, help="How many runs to show, latest first.")
+@json_option
 @pass_ctx
-def history(ctx: Context, partner: str, limit: int) -> None:
+def history(ctx: Context, partner: str, limit: int, as_json: bool) -> None:
     """Show the latest runs of PARTNER with their outcome and counts."""
     store = ctx.store(existing=True)
     harvest.settle_runs(store, partner)
     runs = harvest_history(store, partner, limit=limit)
     if not runs and partner not in {p.name for p in ctx.config.partners}:
         raise click.ClickException(f"unknown partner {partner!r} and no runs recorded for it")
+    if as_json:
+        click.echo(json.dumps({"partner": partner, "runs": [_run_json(r) for r in runs]}, indent=2))
+        return
     if not runs:
         click.echo(f"{partner}: no runs yet")
     for r in runs:
@@ -237,8 +404,7 @@ def history(ctx: Context, partner: str, limit: int) -> None:
         took = f"{r.finished - r.started}s" if r.finished is not None else "-"
         click.echo(
             f"#{r.id} {format_datestamp(r.started)} {r.outcome:<8} {took:>6}  from {r.from_date or '-'}"
-            f"{'  resumed' if r.resumed else ''}: {c.pages} page(s), {c.received} received, {c.deleted} deleted, "
-            f"{c.added} added, {c.changed} changed, {c.unchanged} unchanged, {c.failed} failed"
+            f"{'  resumed' if r.resumed else ''}" + (f": {text}" if (text := harvest.counts_text(c)) else "")
         )
         if r.reason:
             click.echo(f"    {r.reason}")

@@ -11,8 +11,10 @@ does not do, or does in a way a long-running harvester cannot live with, is done
   tiny elements would make a tree fifty times its size): `max_page_mb`;
 * redirects followed here, at most 5, and only on the partner's own scheme, host and port
   unless its `allow_redirects_to` names others (requests would follow 30, anywhere);
-* retries with exponential backoff on connection errors, timeouts, 429 and 5xx, honouring
-  `Retry-After` in seconds or as an HTTP date, up to a cap (Sickle retries 503 only);
+* retries with exponential backoff on broken connections, timeouts, 429 and 5xx, honouring
+  `Retry-After` in seconds or as an HTTP date, up to a cap (Sickle retries 503 only); a
+  connection that cannot be made at all (refused, unknown host name, no route) is not
+  retried: that is an outage, which outlasts a retry's wait (Unreachable);
 * an OAI `<error>` is read from any body, 4xx included (Sickle raises `HTTPError` first);
   `noRecordsMatch` is an empty page, not an error;
 * each page is parsed once, strictly: no entities, no DTD, no network, no huge trees (Sickle
@@ -125,7 +127,7 @@ class ClientSettings:
     deadline: float | None = None  # seconds for a whole request, redirects included (None: 4 timeouts)
     max_page_bytes: int = DEFAULT_MAX_PAGE_MB * MB  # a page's size, decompressed (partner: max_page_mb)
     redirect_origins: tuple[str, ...] = ()  # where redirects may go besides the partner (allow_redirects_to)
-    retries: int = 5  # further attempts after a connection error, a timeout, 429 or 5xx
+    retries: int = 5  # further attempts after a broken connection, a timeout, 429 or 5xx (not after Unreachable)
     backoff: float = 2.0  # first wait between attempts; doubles each time
     max_backoff: float = 300.0  # cap for the doubling
     retry_after_cap: float = 900.0  # a longer Retry-After is shortened to this
@@ -422,6 +424,9 @@ class Client:
                 problem: err.HarvestError = exc
                 wait = self._backoff(attempt)
             except RETRIED as exc:
+                why = _no_connection(exc)
+                if why is not None:  # refused, unknown host: not worth minutes of retries in a run
+                    raise err.Unreachable(f"{self.base_url}: cannot connect ({why})") from exc
                 problem = err.TransportError(f"{self.base_url}: {_describe(exc)}")
                 wait = self._backoff(attempt)
             except requests.RequestException as exc:
@@ -575,6 +580,9 @@ class Client:
                 f"{where} sent an HTML page{shown} instead of OAI-PMH XML: is the baseURL right, "
                 "or is the repository down for maintenance?"
             )
+        not_xml = _not_xml(body) if status < 400 else None
+        if not_xml is not None:
+            raise err.NotXMLResponseError(f"{where} sent {not_xml}, not OAI-PMH XML: is the base_url right?")
         if declares_doctype(body):
             raise err.NotOAIResponseError(
                 f"{where}: the response declares a DOCTYPE (a DTD or entities); OAI-PMH responses are defined by "
@@ -980,6 +988,23 @@ def _cut_short(body: bytes, status: int) -> str | None:
     return f"the response was cut short: {len(body)} bytes and no closing </OAI-PMH> (the connection closed early?)"
 
 
+# The first character that is not white space (after a UTF-8 BOM): XML starts with `<`.
+_FIRST = re.compile(rb"(?:\xef\xbb\xbf)?\s*(\S)")
+
+
+def _not_xml(body: bytes) -> str | None:
+    """What `body` is when it cannot be XML at all (JSON, plain text), or None. Only a first
+    character in printable ASCII other than `<` counts: UTF-16 and other encodings are the
+    parser's to judge. The lenient parser could not read such a body either."""
+    m = _FIRST.match(body[:4096])
+    if m is None or not 0x21 <= m.group(1)[0] < 0x7F or m.group(1) == b"<":
+        return None
+    if m.group(1) in (b"{", b"["):
+        return "JSON"
+    begins = " ".join(body[m.start(1) : m.start(1) + 200].decode("utf-8", "replace").split())[:60]
+    return f"text (it begins {begins!r})"
+
+
 def _int(value: str | None) -> int | None:
     try:
         return int(value) if value is not None else None
@@ -1004,14 +1029,63 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def _describe(exc: Exception) -> str:
-    if isinstance(exc, requests.Timeout | urllib3.exceptions.TimeoutError):
-        return f"timed out ({type(exc).__name__}: {_short(exc)})"
-    if isinstance(exc, requests.ConnectionError):
-        return f"connection failed ({type(exc).__name__}: {_short(exc)})"
-    return f"{type(exc).__name__}: {_short(exc)}"
+    """A transport error in a few words: the innermost cause's message, without the pool and
+    connection reprs urllib3 and requests wrap it in."""
+    kind = "timed out" if isinstance(exc, requests.Timeout | urllib3.exceptions.TimeoutError) else None
+    if kind is None and isinstance(exc, requests.ConnectionError | urllib3.exceptions.HTTPError):
+        kind = "connection failed"
+    if kind is None:
+        return f"{type(exc).__name__}: {_short(exc)}"
+    return f"{kind} ({_short(_innermost(exc))})"
 
 
-def _short(exc: BaseException) -> str:
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then what it wraps, innermost last: MaxRetryError's reason, an exception given
+    as an argument (requests, ProtocolError), or the exception it was raised from."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(seen) < 10:
+        seen.add(id(current))
+        yield current
+        inner = getattr(current, "reason", None) if isinstance(current, urllib3.exceptions.MaxRetryError) else None
+        if not isinstance(inner, BaseException):
+            inner = next((a for a in current.args if isinstance(a, BaseException)), None)
+        current = inner or current.__cause__
+
+
+_POOL_PREFIX = re.compile(r"^\w*HTTPS?Connection(?:Pool)?\([^)]*\):\s*")
+
+
+def _innermost(exc: BaseException) -> str:
+    """`ConnectionResetError: Connection reset by peer`: the innermost cause, named."""
+    *_, inner = _causes(exc)
+    text = inner.strerror if isinstance(inner, OSError) and inner.strerror else _POOL_PREFIX.sub("", str(inner))
+    return f"{type(inner).__name__}: {text}" if text else type(inner).__name__
+
+
+def _no_connection(exc: BaseException) -> str | None:
+    """Why no connection could be made, when that is what `exc` says (refused, host name
+    unknown, no route, network down); None for anything else, a connect timeout included (a
+    partner too busy to accept is retried like one too busy to answer). Connections are made
+    inside requests, which wraps what fails there: urllib3's errors that come unwrapped were
+    raised while a body was read, over a connection that was made."""
+    if not isinstance(exc, requests.ConnectionError):
+        return None
+    for cause in _causes(exc):
+        if isinstance(cause, urllib3.exceptions.NameResolutionError):
+            host = getattr(cause, "_host", None) or "the partner's host"
+            return f"the host name {host} cannot be resolved"
+        if isinstance(cause, urllib3.exceptions.NewConnectionError):  # a ConnectTimeoutError too, in name only
+            inner = cause.__cause__
+            if isinstance(inner, socket.timeout | TimeoutError):
+                return None
+            if isinstance(inner, OSError) and inner.strerror:
+                return inner.strerror[:1].lower() + inner.strerror[1:]
+            return "no connection could be made"
+    return None
+
+
+def _short(exc: BaseException | str) -> str:
     text = str(exc)
     return text if len(text) <= 300 else text[:300] + "…"
 

@@ -2,11 +2,14 @@
 
     HarvestError
     ├── ConfigurationError        a partner's configuration cannot be used (unknown quirk, bad `from`)
-    ├── TransportError            no usable HTTP answer: connection refused, timeout, broken stream
+    ├── TransportError            no usable HTTP answer: timeout, broken stream (retried)
+    │   ├── Unreachable           no connection at all: refused, host name unknown, no route
+    │   │                         (not retried: the partner's next run tries again)
     │   └── DeadlineExceeded      the whole answer did not arrive within the request's deadline
     ├── HTTPStatusError           an HTTP error status without an OAI-PMH <error> in its body
     ├── ResponseError             an answer that is not a usable OAI-PMH response
     │   ├── HTMLResponseError     an HTML page instead of XML (a login, portal or error page)
+    │   ├── NotXMLResponseError   a body that is not XML at all (JSON, plain text)
     │   ├── XMLSyntaxError        XML that is not well-formed (see the `lenient_xml` quirk)
     │   ├── NotOAIResponseError   well-formed XML whose root is not OAI-PMH 2.0's <OAI-PMH>
     │   ├── PageTooLargeError     a page past the partner's max_page_mb (decompressed), or with
@@ -53,6 +56,12 @@ class TransportError(HarvestError):
     pass
 
 
+class Unreachable(TransportError):
+    """No connection could be made (refused, unknown host name, no route). Not retried within
+    a run: a partner that is down or misnamed stays so for longer than a retry's wait, and
+    its next run tries again; a partner that answers 503 or times out is retried."""
+
+
 class DeadlineExceeded(TransportError):
     """A response that trickles: each read gets something in time, the whole never comes."""
 
@@ -69,6 +78,10 @@ class ResponseError(HarvestError):
 
 class HTMLResponseError(ResponseError):
     pass
+
+
+class NotXMLResponseError(ResponseError):
+    """JSON, plain text: no parser setting reads it, so the `lenient_xml` hint is not given."""
 
 
 class XMLSyntaxError(ResponseError):

@@ -64,6 +64,9 @@ from oaiserver.store import (
 
 log = logging.getLogger(__name__)
 page_log = logging.getLogger(f"{__name__}.pages")  # one line per page; quietened under a progress bar
+# A run's outcome and the records it could not harvest: the scheduler's record of them.
+# `harvester run` prints them itself, once, and quietens this logger.
+report_log = logging.getLogger(f"{__name__}.report")
 
 SUCCESS, PARTIAL, FAILED = "success", "partial", "failed"
 # The identifiers of a ListRecords page, in one call (under 1 us a record with ListWatch.see).
@@ -359,6 +362,8 @@ class _Run:
             # Resuming at one of its tokens would go round again: the next run lists the window
             # afresh, from the same `from` (the list did not end, so records may be unseen).
             return self._finish(FAILED, str(exc), checkpoint=None)
+        except err.Unreachable as exc:
+            return self._finish(FAILED, f"{exc}; the next run tries again")
         except err.HarvestError as exc:
             return self._finish(FAILED, str(exc))
         except sa.exc.SQLAlchemyError:
@@ -381,7 +386,6 @@ class _Run:
             kept = self.cp["from"]
             again = f"from {kept} again" if kept else "from the beginning again"
             notes.append(f"the partner's clock is ahead: {ahead}; the next run starts {again}")
-            log.warning("%s: %s", name, notes[-1])
             next_from = None
         reason = "; ".join(notes) or None
         return self._finish(SUCCESS, reason, checkpoint=None, next_from=(next_from, key) if next_from else None)
@@ -408,11 +412,7 @@ class _Run:
             checkpoint=checkpoint,
             next_from=next_from,
         )
-        level = logging.INFO if outcome == SUCCESS else logging.WARNING
-        log.log(
-            level, "%s: %s%s (%s)", self.partner.name, outcome, f": {reason}" if reason else "", _summary(self.counts)
-        )
-        return RunReport(
+        report = RunReport(
             partner=self.partner.name,
             outcome=outcome,
             reason=reason,
@@ -424,6 +424,8 @@ class _Run:
             failures=self.failures,
             next_from=next_from[0] if next_from else None,
         )
+        report_log.log(logging.INFO if outcome == SUCCESS and not reason else logging.WARNING, "%s", describe(report))
+        return report
 
     def _harvest(self) -> None:
         partner = self.partner
@@ -559,7 +561,7 @@ class _Run:
         delta = window - self.window
         self.cp, self.window, self.counts = checkpoint, window, counts
         for where, why in failures:
-            log.warning("%s: record %s not harvested: %s", name, where, why)
+            report_log.warning("%s: record %s not harvested: %s", name, where, why)
         self.failures.extend(failures)
         if converted.repaired:
             log.warning(
@@ -603,8 +605,27 @@ def _identifiers(page: Page) -> list[str]:
     return _IDENTIFIERS(page.root) if page.items and page.root is not None else []
 
 
-def _summary(c: Counts) -> str:
-    return (
-        f"{c.pages} page(s), {c.received} record(s) received ({c.deleted} deleted): {c.added} added, "
-        f"{c.changed} changed, {c.unchanged} unchanged, {c.failed} failed"
-    )
+def describe(report: RunReport) -> str:
+    """A run's outcome on one line, as `harvester run` prints it and the scheduler logs it:
+    `name: outcome: counts; resumed; next from …; reason`, leaving out what is empty. A partial
+    run's reason is left out: the records it could not harvest are listed one by one."""
+    details = [counts_text(report.counts)]
+    details += ["resumed"] if report.resumed else []
+    details += [f"next from {report.next_from}"] if report.next_from else []
+    details += [report.reason] if report.reason and report.outcome != PARTIAL else []
+    shown = "; ".join(d for d in details if d)
+    return f"{report.partner}: {report.outcome}" + (f": {shown}" if shown else "")
+
+
+def counts_text(c: Counts) -> str:
+    """`2 page(s), 3 record(s) (1 deleted): 3 added`: only the counts that are not zero; empty
+    when the run received no page at all."""
+    if not c.received:
+        return "no records" if c.pages else ""
+    text = f"{c.pages:,} page(s), {c.received:,} record(s)" + (f" ({c.deleted:,} deleted)" if c.deleted else "")
+    changes = [
+        f"{n:,} {label}"
+        for n, label in ((c.added, "added"), (c.changed, "changed"), (c.unchanged, "unchanged"), (c.failed, "failed"))
+        if n
+    ]
+    return text + (": " + ", ".join(changes) if changes else "")

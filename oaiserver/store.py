@@ -1142,14 +1142,22 @@ def finish_run(
 
 
 def harvest_history(
-    store: Store, partner: str | None = None, limit: int = 20, *, running: bool = False
+    store: Store,
+    partner: str | None = None,
+    limit: int = 20,
+    *,
+    running: bool = False,
+    outcomes: Sequence[str] = (),
 ) -> list[HarvestRun]:
-    """The latest runs first; `running`: only those still marked running."""
+    """The latest runs first; `running`: only those still marked running; `outcomes`: only
+    those that ended so (`harvester status` finds the last error with it)."""
     stmt = sa.select(harvest_runs).order_by(harvest_runs.c.id.desc()).limit(limit)
     if partner is not None:
         stmt = stmt.where(harvest_runs.c.partner == partner)
     if running:
         stmt = stmt.where(harvest_runs.c.outcome == "running")
+    if outcomes:
+        stmt = stmt.where(harvest_runs.c.outcome.in_(list(outcomes)))
     with store.engine.connect() as conn:
         rows = conn.execute(stmt).all()
     return [
@@ -1240,6 +1248,29 @@ def write_harvested_in(store: Store, conn: Connection, stamp: int, chunk: Sequen
     datestamp does.
     """
     return store.write_in(conn, stamp, chunk, guard_source=True)
+
+
+class HeldRecords(NamedTuple):
+    live: int = 0
+    deleted: int = 0
+
+
+def records_held(store: Store, sources: Sequence[str]) -> dict[str, HeldRecords]:
+    """Per source of `sources` (partners' names, `local`): the records it holds, live and
+    deleted; a source that holds none is left out."""
+    held: dict[str, HeldRecords] = {}
+    if not sources:
+        return held
+    stmt = (
+        sa.select(records.c.source, records.c.deleted, sa.func.count())
+        .where(records.c.source.in_(list(sources)))
+        .group_by(records.c.source, records.c.deleted)
+    )
+    with store.engine.connect() as conn:
+        for source, deleted, count in conn.execute(stmt):
+            live, gone = held.get(source, HeldRecords())
+            held[source] = HeldRecords(live, gone + count) if deleted else HeldRecords(live + count, gone)
+    return held
 
 
 def harvest_summary(store: Store) -> dict[str, dict[str, Any]]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import inspect
+import socket
 import threading
 import time
 from dataclasses import replace
@@ -132,11 +133,77 @@ def test_a_partner_that_is_always_slow_fails_with_a_timeout() -> None:
         fetch(partner, timeout=0.15, retries=1)
 
 
-def test_connection_refused_is_a_transport_error() -> None:
+def test_a_refused_connection_is_unreachable_and_not_retried() -> None:
+    """A partner that is down or misnamed stays so for longer than a retry's wait: one attempt,
+    one short line, and the partner's next run tries again."""
     with serve(ok_page()) as partner:
         url = partner.url
-    with Client(url, replace(FAST, retries=1)) as client, pytest.raises(err.TransportError, match="connection failed"):
+    stop = RecordingStop()
+    with Client(url, replace(FAST, retries=5), stop=stop) as client, pytest.raises(err.Unreachable) as info:
         client.request("Identify")
+    assert str(info.value) == f"{url}: cannot connect (connection refused)"
+    assert isinstance(info.value, err.TransportError) and client.requests == 1 and stop.waits == []
+
+
+def test_a_read_timeout_is_still_retried() -> None:
+    def slow(params: dict[str, str], n: int) -> Response:
+        time.sleep(0.5 if n == 0 else 0)
+        return ok_page()
+
+    with FakePartner(slow) as partner:
+        page = fetch(partner, timeout=0.2, retries=1)
+    assert len(page.items) == 1 and len(partner.requests) == 2
+
+
+def _new_connection_error(cause: OSError) -> requests.ConnectionError:
+    """What requests raises when urllib3 could not connect, built as urllib3 builds it."""
+    import urllib3
+
+    conn = urllib3.connection.HTTPConnection("partner.example.org", 80)
+    if isinstance(cause, socket.gaierror):
+        inner: Exception = urllib3.exceptions.NameResolutionError("partner.example.org", conn, cause)
+    else:
+        inner = urllib3.exceptions.NewConnectionError(conn, f"Failed to establish a new connection: {cause}")
+    inner.__cause__ = cause
+    pool_error = urllib3.exceptions.MaxRetryError(None, "/oai", inner)  # type: ignore[arg-type]
+    return requests.ConnectionError(pool_error)
+
+
+@pytest.mark.parametrize(
+    ("cause", "said"),
+    [
+        (ConnectionRefusedError(111, "Connection refused"), "connection refused"),
+        (socket.gaierror(-2, "Name or service not known"), "the host name partner.example.org cannot be resolved"),
+        (OSError(113, "No route to host"), "no route to host"),
+        (OSError(101, "Network is unreachable"), "network is unreachable"),
+    ],
+)
+def test_no_connection_is_said_in_a_few_words(cause: OSError, said: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise _new_connection_error(cause)
+
+    with Client("http://partner.example.org/oai", replace(FAST, retries=3), stop=RecordingStop()) as client:
+        monkeypatch.setattr(client.session, "get", refuse)
+        with pytest.raises(err.Unreachable) as info:
+            client.request("Identify")
+    assert str(info.value) == f"http://partner.example.org/oai: cannot connect ({said})"
+    assert client.requests == 1
+
+
+def test_a_broken_connection_is_retried_and_said_without_urllib3_reprs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import urllib3
+
+    def reset(*args: Any, **kwargs: Any) -> Any:
+        inner = ConnectionResetError(104, "Connection reset by peer")
+        raise requests.ConnectionError(urllib3.exceptions.ProtocolError("Connection aborted.", inner))
+
+    with Client("http://partner.example.org/oai", replace(FAST, retries=2), stop=RecordingStop()) as client:
+        monkeypatch.setattr(client.session, "get", reset)
+        with pytest.raises(err.TransportError) as info:
+            client.request("Identify")
+    assert type(info.value) is err.TransportError and client.requests == 3
+    said = "connection failed (ConnectionResetError: Connection reset by peer) (after 2 retries)"
+    assert str(info.value) == f"http://partner.example.org/oai: {said}"
 
 
 def test_stop_interrupts_a_retry_wait() -> None:
@@ -150,6 +217,26 @@ def test_stop_interrupts_a_retry_wait() -> None:
 
 
 # ---- what the body says ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "mimetype", "said"),
+    [
+        ('{"error": "no such page"}', "application/json", "sent JSON, not OAI-PMH XML"),
+        ('\n  [{"id": 1}]', "text/plain", "sent JSON, not OAI-PMH XML"),
+        (
+            "Service temporarily\nunavailable",
+            "text/plain",
+            "sent text (it begins 'Service temporarily unavailable'), not",
+        ),
+    ],
+)
+def test_a_body_that_is_not_xml_is_named_without_the_lenient_xml_hint(body: str, mimetype: str, said: str) -> None:
+    """lenient_xml repairs XML; it cannot read JSON or text, so it is not suggested for them."""
+    with serve(Response(body, mimetype=mimetype)) as partner, pytest.raises(err.NotXMLResponseError) as info:
+        fetch(partner, lenient_xml=False)
+    assert said in str(info.value) and "is the base_url right?" in str(info.value)
+    assert "lenient_xml" not in str(info.value) and len(partner.requests) == 1
 
 
 def test_an_oai_error_in_a_422_body_is_read() -> None:

@@ -192,7 +192,7 @@ def test_a_harvest_killed_at_random_points_ends_as_an_uninterrupted_one(
             process.wait(max(1.0, deadline - time.monotonic()))
             outputs.append(log.read_text())
             assert process.returncode == 0, "\n---\n".join(outputs)
-            assert "mirror: success" in outputs[-1] and ", resumed" in outputs[-1], outputs[-1]
+            assert "mirror: success: " in outputs[-1] and "; resumed" in outputs[-1], outputs[-1]
 
             print(f"kills left the window at pages {progress}")  # shown with -s
             assert dead_lease_shown, "no kill left a lease behind"

@@ -88,7 +88,7 @@ def assert_failed_with_two_pages(config: Path, store_url: str) -> Any:
     history = cli(config, "history", "p")
     assert history.exit_code == 0, history.output
     assert "#1 " in history.output and " failed " in history.output and "running" not in history.output
-    assert f"2 page(s), {2 * PER_PAGE} received" in history.output, history.output
+    assert f"2 page(s), {2 * PER_PAGE:,} record(s)" in history.output, history.output
     store = Store(store_url)
     try:
         [run] = harvest_history(store, "p")

@@ -319,7 +319,7 @@ WATCH = """
 import datetime, resource, subprocess, sys, time
 GUARD = 600 * 1024
 started = time.monotonic()
-child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # the outcome is on stdout
 killed, workers, samples, sampled = False, {}, [], 0.0
 def status(pid, key):
     try:
@@ -342,7 +342,7 @@ while child.poll() is None:
         when = datetime.datetime.now().strftime("%H:%M:%S,%f")[:12]
         samples.append(f"rss\t{when}\t{rss // 1024}\t{sum(status(pid, 'VmRSS') for pid in pids) // 1024}")
     time.sleep(0.02)
-err = child.stderr.read().decode("utf-8", "replace")
+err = child.stdout.read().decode("utf-8", "replace")
 peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 worker = max(workers.values(), default=0) / 1024
 row = (child.returncode, round(time.monotonic() - started, 1), round(peak), round(worker), "killed" if killed else "")
