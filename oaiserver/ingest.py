@@ -124,7 +124,7 @@ def to_dublin_core(seed: Seed, cfg: Config, identifier: str) -> list[DCValue]:
         dc.append(DCValue("publisher", cfg.publisher))
     dc.append(DCValue("date", seed.date))
     dc.append(DCValue("type", "Text"))
-    dc.append(DCValue("identifier", cfg.landing_url(identifier)))
+    dc.append(DCValue("identifier", oai_dc.landing_ref(identifier)))
     dc += [DCValue("source", v) for v in s.get("Original Archive", [])]
     dc += [DCValue("relation", v) for v in s.get("Source", [])]
     dc.append(DCValue("language", "en"))
@@ -150,10 +150,15 @@ def seed_record(cfg: Config, path: Path) -> Record:
     seed = parse_seed(content)
     identifier = local_identifier(cfg, path.stem)
     dc = to_dublin_core(seed, cfg, identifier)
+    # Sets match the landing URL as it is served (oai_dc.landing_ref keeps the site's address out).
+    served = [
+        DCValue(v.element, cfg.landing_url(identifier), v.lang) if isinstance(v.value, oai_dc.Landing) else v
+        for v in dc
+    ]
     return Record(
         identifier=identifier,
         dc=dc,
-        sets=set_specs(cfg, dc, "local"),
+        sets=set_specs(cfg, served, "local"),
         source="local",
         metadata={oai_dc.PREFIX: oai_dc.render(dc)},
         fulltext=seed.text,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from oaiserver import protocol as p
 from oaiserver.fragments import header_xml, record_xml
+from oaiserver.oai_dc import resolve
 from oaiserver.records import Header, Rendered, format_datestamp
 from oaiserver.xmltext import attr, text
 
@@ -22,7 +23,8 @@ _HEAD = (
 OAI_IDENTIFIER_NS = "http://www.openarchives.org/OAI/2.0/oai-identifier"
 
 
-def response(answer: p.Answer, base_url: str, stylesheet: str | None = None) -> bytes:
+def response(answer: p.Answer, base_url: str, stylesheet: str | None = None, site_url: str | None = None) -> bytes:
+    """The document; `site_url` completes the landing URLs of stored records (oai_dc.resolve)."""
     head = _HEAD.format(
         stylesheet=f'<?xml-stylesheet type="text/xsl" href="{attr(stylesheet)}"?>\n' if stylesheet else ""
     )
@@ -38,7 +40,8 @@ def response(answer: p.Answer, base_url: str, stylesheet: str | None = None) -> 
         assert answer.result is not None
         parts.extend(_RENDER[type(answer.result)](answer.result))  # type: ignore[operator]
     parts.append("</OAI-PMH>\n")
-    return b"".join([part if type(part) is bytes else part.encode() for part in parts])  # type: ignore[union-attr]
+    body = b"".join([part if type(part) is bytes else part.encode() for part in parts])  # type: ignore[union-attr]
+    return body if site_url is None else resolve(body, site_url)
 
 
 def _request(args: dict[str, str], base_url: str) -> str:
