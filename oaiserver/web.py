@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from functools import partial
 
 from flask import Blueprint, Response, abort, current_app, g, render_template, request, url_for
 from sqlalchemy.exc import DBAPIError
 
-from oaiserver import html, metrics, protocol, render
+from oaiserver import html, metrics, protocol, proxy, render
 from oaiserver.records import format_datestamp
 from oaiserver.store import Store, harvest_summary
 
@@ -79,7 +80,8 @@ def oai() -> Response:
 
 def _xml(answer: protocol.Answer, repo: protocol.Repository) -> Response:
     """The OAI-PMH response, gzip-compressed when asked, and its log line."""
-    body = render.response(answer, repo.config.base_url, stylesheet=f"{repo.config.site_url}/static/oai2.xsl")
+    site = repo.config.site_url
+    body = render.response(answer, repo.config.base_url, stylesheet=f"{site}/static/oai2.xsl", site_url=site)
     resp = Response(body, content_type="text/xml; charset=utf-8")
     resp.vary.add("Accept-Encoding")
     if request.accept_encodings["gzip"] > 0 and len(body) > 512:
@@ -106,14 +108,25 @@ def _observe(answer: protocol.Answer, seconds: float) -> None:
         metrics.ERRORS.labels(err.code).inc()
     g.logged = True
     log.info(
-        "oai client=%s verb=%s args=%s status=200 errors=%s records=%d ms=%.1f",
-        request.remote_addr,
+        "oai client=%s verb=%s args=%s status=200 errors=%s records=%d ms=%.1f ua=%s",
+        _client(),
         verb,
         "&".join(f"{k}={v}" for k, v in answer.request_args.items() if k != "verb") or "-",
         ",".join(err.code for err in answer.errors) or "-",
         served,
         seconds * 1000,
+        _user_agent(),
     )
+
+
+def _client() -> str:
+    """The log line's client: behind trusted proxies, the one they name (proxy.client_address)."""
+    trusted = repository().config.trusted_proxies
+    return proxy.log_address(proxy.client_address(request.remote_addr, request.headers.get("X-Forwarded-For"), trusted))
+
+
+def _user_agent() -> str:
+    return proxy.log_text(request.headers.get("User-Agent"))
 
 
 @bp.before_app_request
@@ -148,12 +161,13 @@ def _log_request(resp: Response) -> Response:
     with these, gunicorn's access log (a fifth of a small request's CPU) is not needed."""
     if not g.get("logged"):
         log.info(
-            "http client=%s %s %s status=%d ms=%.1f",
-            request.remote_addr,
+            "http client=%s %s %s status=%d ms=%.1f ua=%s",
+            _client(),
             request.method,
             request.path,
             resp.status_code,
             (time.perf_counter() - g.get("started", time.perf_counter())) * 1000,
+            _user_agent(),
         )
     return resp
 
@@ -199,7 +213,9 @@ def _datestamp(epoch: int) -> str:
 
 @bp.app_context_processor
 def _helpers() -> dict[str, object]:
-    return {"config": repository().config, "q": html.query, "dc_fields": html.dc_fields, "explain": html.EXPLAIN}
+    cfg = repository().config
+    fields = partial(html.dc_fields, site_url=cfg.site_url)
+    return {"config": cfg, "q": html.query, "dc_fields": fields, "explain": html.EXPLAIN}
 
 
 @bp.route("/oai/view", methods=["GET"])
@@ -256,7 +272,9 @@ def record_page(identifier: str) -> tuple[str, int]:
     record = store().get(identifier)
     if record is None:
         abort(404)
-    fields = html.dc_fields(record.metadata.get("oai_dc")) or [(v.element, v.value) for v in record.dc]
+    fields = html.dc_fields(record.metadata.get("oai_dc"), repository().config.site_url) or [
+        (v.element, v.value) for v in record.dc
+    ]
     titles = [v for k, v in fields if k == "title"]
     title = titles[0] if titles else record.identifier
     page = render_template("record.html", record=record, fields=fields, title=title)
