@@ -41,7 +41,15 @@ def response(answer: p.Answer, base_url: str, stylesheet: str | None = None, sit
         parts.extend(_RENDER[type(answer.result)](answer.result))  # type: ignore[operator]
     parts.append("</OAI-PMH>\n")
     body = b"".join([part if type(part) is bytes else part.encode() for part in parts])  # type: ignore[union-attr]
-    return body if site_url is None else resolve(body, site_url)
+    if site_url is not None and _carries_metadata(answer):
+        body = resolve(body, site_url)
+    return body
+
+
+def _carries_metadata(answer: p.Answer) -> bool:
+    """Only records hold landing URLs: other answers are not scanned for them."""
+    r = answer.result
+    return isinstance(r, p.RecordResult) or (isinstance(r, p.ListResult) and r.with_metadata)
 
 
 def _request(args: dict[str, str], base_url: str) -> str:
