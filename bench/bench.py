@@ -413,7 +413,7 @@ def load(db: Path, n: int, batch: int) -> dict[str, Any]:
         with suppress(FileNotFoundError):
             Path(f"{db}{suffix}").unlink()
     store = Store(f"sqlite:///{db}")
-    records = synthetic_records(n, REPO_ID, base_url=None)  # landing URLs stored as ingest stores them
+    records = synthetic_records(n, REPO_ID)
     write_s = gen_s = 0.0
     added = 0
     cpu0 = self_cpu()
@@ -1254,7 +1254,7 @@ class Bench:
 
         n = min(a.records, 20_000)
         log(f"profile: loading {n:,} records (Store.write, batch={a.load_batch}; generated beforehand)")
-        records = list(synthetic_records(n, REPO_ID, base_url=None))
+        records = list(synthetic_records(n, REPO_ID))
         store = Store(f"sqlite:///{workdir / 'profile-load.sqlite3'}")
         path = outdir / "profile-load.txt"
         with sampling(path):

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 import yaml
 
-from oaiserver.oai_dc import landing_path
 from oaiserver.records import DC_ELEMENTS, format_datestamp, parse_datestamp
 
 if TYPE_CHECKING:
@@ -182,7 +182,7 @@ class Config:
 
     def landing_url(self, identifier: str) -> str:
         """A record's landing page: what its dc:identifier points to."""
-        return self.site_url + landing_path(identifier)
+        return f"{self.site_url}/records/{quote(identifier, safe=':')}"
 
     @property
     def all_sets(self) -> tuple[SetRule, ...]:

@@ -8,7 +8,8 @@ from urllib.parse import urlencode
 
 from lxml import etree
 
-from oaiserver.oai_dc import DC_NAMESPACE, resolve_text
+from oaiserver.landing import relocate_text
+from oaiserver.oai_dc import DC_NAMESPACE
 
 EXPLAIN = {
     "badVerb": "The request does not name one of the six OAI-PMH verbs exactly once.",
@@ -25,12 +26,12 @@ EXPLAIN = {
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
 
 
-def dc_fields(fragment: str | None, site_url: str = "") -> list[tuple[str, str]]:
-    """(element, value) pairs of an oai_dc fragment, in document order; its landing URL
-    completed with `site_url`, as the XML is (oai_dc.resolve)."""
+def dc_fields(fragment: str | None, moved: tuple[str, str] | None = None) -> list[tuple[str, str]]:
+    """(element, value) pairs of an oai_dc fragment, in document order; landing URLs on the
+    configured site, as the XML has them (`moved`: see landing.py)."""
     if not fragment:
         return []
-    fragment = resolve_text(fragment, site_url)
+    fragment = relocate_text(fragment, moved)
     try:
         root = etree.fromstring(fragment.encode("utf-8"), _PARSER)
     except etree.XMLSyntaxError:

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
-from oaiserver import oai_dc
+from oaiserver import landing, oai_dc
 from oaiserver.config import Config
 from oaiserver.records import DCValue, Record
 from oaiserver.store import Store, WriteResult
@@ -124,7 +124,7 @@ def to_dublin_core(seed: Seed, cfg: Config, identifier: str) -> list[DCValue]:
         dc.append(DCValue("publisher", cfg.publisher))
     dc.append(DCValue("date", seed.date))
     dc.append(DCValue("type", "Text"))
-    dc.append(DCValue("identifier", oai_dc.landing_ref(identifier)))
+    dc.append(DCValue("identifier", cfg.landing_url(identifier)))
     dc += [DCValue("source", v) for v in s.get("Original Archive", [])]
     dc += [DCValue("relation", v) for v in s.get("Source", [])]
     dc.append(DCValue("language", "en"))
@@ -150,15 +150,10 @@ def seed_record(cfg: Config, path: Path) -> Record:
     seed = parse_seed(content)
     identifier = local_identifier(cfg, path.stem)
     dc = to_dublin_core(seed, cfg, identifier)
-    # Sets match the landing URL as it is served (oai_dc.landing_ref keeps the site's address out).
-    served = [
-        DCValue(v.element, cfg.landing_url(identifier), v.lang) if isinstance(v.value, oai_dc.Landing) else v
-        for v in dc
-    ]
     return Record(
         identifier=identifier,
         dc=dc,
-        sets=set_specs(cfg, served, "local"),
+        sets=set_specs(cfg, dc, "local"),
         source="local",
         metadata={oai_dc.PREFIX: oai_dc.render(dc)},
         fulltext=seed.text,
@@ -177,6 +172,7 @@ class IngestReport:
     written: WriteResult = field(default_factory=WriteResult)
     failed: dict[str, str] = field(default_factory=dict)
     pruned: int = 0
+    relocated: int = 0  # records whose landing URL moved to the configured site (datestamps kept)
 
 
 def ingest(cfg: Config, store: Store, path: Path, *, prune: bool = False) -> IngestReport:
@@ -184,7 +180,7 @@ def ingest(cfg: Config, store: Store, path: Path, *, prune: bool = False) -> Ing
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
     files = seed_files(path)
-    report = IngestReport(files=len(files))
+    report = IngestReport(files=len(files), relocated=landing.follow(cfg, store))
 
     files_of: dict[str, str] = {}  # identifier -> file, to name a file whose record the store refuses
 

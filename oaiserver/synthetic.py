@@ -53,10 +53,9 @@ def synthetic_records(
     repository_identifier: str = "synthetic.example.org",
     *,
     seed: int = 1,
-    base_url: str | None = "http://127.0.0.1:5000",
+    base_url: str = "http://127.0.0.1:5000",
 ) -> Iterator[Record]:
-    """`n` records with datestamps already assigned (load them with keep_datestamps=True).
-    `base_url` None: landing URLs as ingest stores them, completed when served (oai_dc.landing_ref)."""
+    """`n` records with datestamps already assigned (load them with keep_datestamps=True)."""
     rng = random.Random(seed)
     stamps = sorted(START + rng.randrange(SPAN) for _ in range(n))
     for i in range(n):
@@ -72,9 +71,7 @@ def synthetic_records(
             DCValue("description", description),
             DCValue("date", f"{1945 + rng.randrange(50)}-{1 + rng.randrange(12):02d}-{1 + rng.randrange(28):02d}"),
             DCValue("type", "Text"),
-            DCValue(
-                "identifier", oai_dc.landing_ref(identifier) if base_url is None else f"{base_url}/records/{identifier}"
-            ),
+            DCValue("identifier", f"{base_url}/records/{identifier}"),
             DCValue("language", "en"),
             DCValue("rights", "Free to reuse for research and education."),
         ]

@@ -10,7 +10,7 @@ from functools import partial
 from flask import Blueprint, Response, abort, current_app, g, render_template, request, url_for
 from sqlalchemy.exc import DBAPIError
 
-from oaiserver import html, metrics, protocol, proxy, render
+from oaiserver import html, landing, metrics, protocol, proxy, render
 from oaiserver.records import format_datestamp
 from oaiserver.store import Store, harvest_summary
 
@@ -81,7 +81,7 @@ def oai() -> Response:
 def _xml(answer: protocol.Answer, repo: protocol.Repository) -> Response:
     """The OAI-PMH response, gzip-compressed when asked, and its log line."""
     site = repo.config.site_url
-    body = render.response(answer, repo.config.base_url, stylesheet=f"{site}/static/oai2.xsl", site_url=site)
+    body = render.response(answer, repo.config.base_url, stylesheet=f"{site}/static/oai2.xsl", moved=_moved())
     resp = Response(body, content_type="text/xml; charset=utf-8")
     resp.vary.add("Accept-Encoding")
     if request.accept_encodings["gzip"] > 0 and len(body) > 512:
@@ -127,6 +127,14 @@ def _client() -> str:
 
 def _user_agent() -> str:
     return proxy.log_text(request.headers.get("User-Agent"))
+
+
+def _moved() -> tuple[str, str] | None:
+    """(stored site, configured site) while a move of the site is not yet ingested (landing.py)."""
+    stored: landing.StoredSite | None = current_app.extensions.get("oai_landing")
+    if stored is None:
+        stored = current_app.extensions.setdefault("oai_landing", landing.StoredSite(store()))
+    return stored.moved(repository().config.site_url)
 
 
 @bp.before_app_request
@@ -214,7 +222,7 @@ def _datestamp(epoch: int) -> str:
 @bp.app_context_processor
 def _helpers() -> dict[str, object]:
     cfg = repository().config
-    fields = partial(html.dc_fields, site_url=cfg.site_url)
+    fields = partial(html.dc_fields, moved=_moved())
     return {"config": cfg, "q": html.query, "dc_fields": fields, "explain": html.EXPLAIN}
 
 
@@ -272,9 +280,7 @@ def record_page(identifier: str) -> tuple[str, int]:
     record = store().get(identifier)
     if record is None:
         abort(404)
-    fields = html.dc_fields(record.metadata.get("oai_dc"), repository().config.site_url) or [
-        (v.element, v.value) for v in record.dc
-    ]
+    fields = html.dc_fields(record.metadata.get("oai_dc"), _moved()) or [(v.element, v.value) for v in record.dc]
     titles = [v for k, v in fields if k == "title"]
     title = titles[0] if titles else record.identifier
     page = render_template("record.html", record=record, fields=fields, title=title)
