@@ -80,8 +80,8 @@ def oai() -> Response:
 
 def _xml(answer: protocol.Answer, repo: protocol.Repository) -> Response:
     """The OAI-PMH response, gzip-compressed when asked, and its log line."""
-    site = repo.config.site_url
-    body = render.response(answer, repo.config.base_url, stylesheet=f"{site}/static/oai2.xsl", moved=_moved())
+    stylesheet = f"{repo.config.site_url}/static/oai2.xsl"
+    body = render.response(answer, repo.config.base_url, stylesheet=stylesheet, moved=_moved())
     resp = Response(body, content_type="text/xml; charset=utf-8")
     resp.vary.add("Accept-Encoding")
     if request.accept_encodings["gzip"] > 0 and len(body) > 512:
