@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask
 
 from oaiserver import config as config_mod
-from oaiserver import oai_dc
+from oaiserver import oai_dc, proxy
 from oaiserver.protocol import MetadataFormat
 from oaiserver.store import Store
 
@@ -36,4 +36,6 @@ def create_app(cfg: config_mod.Config | dict[str, Any] | None = None, store: Sto
     from oaiserver import web
 
     app.register_blueprint(web.bp)
+    if prefix := proxy.prefix_of(cfg.site_url):  # base_url under a path, behind a proxy: links keep it
+        app.wsgi_app = proxy.PrefixMount(app.wsgi_app, prefix)  # type: ignore[method-assign]
     return app

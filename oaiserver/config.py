@@ -6,6 +6,7 @@ Every key is listed in `KEYS` with its meaning; `docs` tests hold the README to 
 from __future__ import annotations
 
 import calendar
+import ipaddress
 import os
 import re
 import re._constants as sre_constants  # type: ignore[import-not-found]  # the public sre_* modules warn
@@ -44,6 +45,7 @@ KEYS: dict[str, str] = {
     "server.max_concurrent_lists": "list requests one process answers at once; more get HTTP 503",
     "server.retry_after": "seconds a refused request is asked to wait (Retry-After)",
     "server.request_timeout": "seconds a client has to send a whole request; then 408 and closed",
+    "server.trusted_proxies": "addresses or networks of reverse proxies whose X-Forwarded-For is believed",
     "seeds": "folder of seed documents `oaiserver ingest` reads when given no PATH",
     "sets": "list of sets: spec, name, description, match",
     "partners": "list of partner repositories to harvest",
@@ -82,6 +84,7 @@ LENGTHS: dict[str, tuple[int, int]] = {
 }
 # key -> most items a list may hold.
 COUNTS: dict[str, int] = {"repository.admin_emails": 100, "sets": 10_000, "partners": 1_000, "partners.sets": 1_000}
+COUNTS["server.trusted_proxies"] = 100
 # Schedules: an interval between a minute and a year (a partner asked more often than once a
 # minute is being hammered; a longer wait is no schedule).
 INTERVAL_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
@@ -168,6 +171,8 @@ class Config:
     seeds: str = "seeds"
     sets: tuple[SetRule, ...] = ()
     partners: tuple[Partner, ...] = ()
+    # Reverse proxies whose X-Forwarded-For names the client (none by default: see proxy.py).
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     root: Path = Path(".")
     source: Path | None = None  # the file it was read from: the server re-reads its partners when it changes
 
@@ -306,6 +311,7 @@ def from_mapping(data: dict[str, Any] | None, root: Path = Path(".")) -> Config:
                 "max_concurrent_lists",
                 "retry_after",
                 "request_timeout",
+                "trusted_proxies",
             },
         ),
     ):
@@ -359,8 +365,26 @@ def from_mapping(data: dict[str, Any] | None, root: Path = Path(".")) -> Config:
         seeds=_text(data, "seeds", d.seeds),
         sets=_parse_sets(_counted("sets", _get(data, "sets", list, []))),
         partners=_parse_partners(_counted("partners", _get(data, "partners", list, []))),
+        trusted_proxies=trusted_proxies(_get(data, "server.trusted_proxies", (list, str), [])),
         root=root,
     )
+
+
+def trusted_proxies(items: list[Any] | str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """`server.trusted_proxies`: IP addresses and networks (CIDR), one or a list."""
+    key = "server.trusted_proxies"
+    items = _counted(key, [items] if isinstance(items, str) else items)
+    networks = []
+    for item in items:
+        try:
+            if not isinstance(item, str):
+                raise ValueError
+            networks.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"{key}: {item!r} is not an IP address or network (like 127.0.0.1, 10.0.0.0/8 or ::1)"
+            ) from None
+    return tuple(networks)
 
 
 # ---- regular expressions that cannot backtrack catastrophically -------------------------------

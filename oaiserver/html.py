@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 
 from lxml import etree
 
+from oaiserver.landing import relocate_text
 from oaiserver.oai_dc import DC_NAMESPACE
 
 EXPLAIN = {
@@ -25,10 +26,12 @@ EXPLAIN = {
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
 
 
-def dc_fields(fragment: str | None) -> list[tuple[str, str]]:
-    """(element, value) pairs of an oai_dc fragment, in document order."""
+def dc_fields(fragment: str | None, moved: tuple[str, str] | None = None) -> list[tuple[str, str]]:
+    """(element, value) pairs of an oai_dc fragment, in document order; landing URLs on the
+    configured site, as the XML has them (`moved`: see landing.py)."""
     if not fragment:
         return []
+    fragment = relocate_text(fragment, moved)
     try:
         root = etree.fromstring(fragment.encode("utf-8"), _PARSER)
     except etree.XMLSyntaxError:

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
-from oaiserver import oai_dc
+from oaiserver import landing, oai_dc
 from oaiserver.config import Config
 from oaiserver.records import DCValue, Record
 from oaiserver.store import Store, WriteResult
@@ -173,6 +173,7 @@ class IngestReport:
     written: WriteResult = field(default_factory=WriteResult)
     failed: dict[str, str] = field(default_factory=dict)
     pruned: int = 0
+    relocated: int = 0  # records whose landing URL moved to the configured site (datestamps kept)
 
 
 class _DryRun(Exception):
@@ -194,7 +195,7 @@ def ingest(cfg: Config, store: Store, path: Path, *, prune: bool = False, dry_ru
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
     files = seed_files(path)
-    report = IngestReport(files=len(files))
+    report = IngestReport(files=len(files), relocated=landing.follow(cfg, store))
 
     files_of: dict[str, str] = {}  # identifier -> file, to name a file whose record the store refuses
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from oaiserver import protocol as p
 from oaiserver.fragments import header_xml, record_xml
+from oaiserver.landing import relocate
 from oaiserver.records import Header, Rendered, format_datestamp
 from oaiserver.xmltext import attr, text
 
@@ -22,7 +23,11 @@ _HEAD = (
 OAI_IDENTIFIER_NS = "http://www.openarchives.org/OAI/2.0/oai-identifier"
 
 
-def response(answer: p.Answer, base_url: str, stylesheet: str | None = None) -> bytes:
+def response(
+    answer: p.Answer, base_url: str, stylesheet: str | None = None, moved: tuple[str, str] | None = None
+) -> bytes:
+    """The document. `moved`: (stored site, configured site) while the site's move is not yet
+    ingested; the records' landing URLs are rewritten (landing.py)."""
     head = _HEAD.format(
         stylesheet=f'<?xml-stylesheet type="text/xsl" href="{attr(stylesheet)}"?>\n' if stylesheet else ""
     )
@@ -38,7 +43,16 @@ def response(answer: p.Answer, base_url: str, stylesheet: str | None = None) -> 
         assert answer.result is not None
         parts.extend(_RENDER[type(answer.result)](answer.result))  # type: ignore[operator]
     parts.append("</OAI-PMH>\n")
-    return b"".join([part if type(part) is bytes else part.encode() for part in parts])  # type: ignore[union-attr]
+    body = b"".join([part if type(part) is bytes else part.encode() for part in parts])  # type: ignore[union-attr]
+    if moved is not None and _carries_metadata(answer):
+        body = relocate(body, moved)
+    return body
+
+
+def _carries_metadata(answer: p.Answer) -> bool:
+    """Only records hold landing URLs: other answers are never rewritten."""
+    r = answer.result
+    return isinstance(r, p.RecordResult) or (isinstance(r, p.ListResult) and r.with_metadata)
 
 
 def _request(args: dict[str, str], base_url: str) -> str:

@@ -44,6 +44,9 @@ server:
   retry_after: 5
   # Seconds a client has to send a whole request before it is answered 408 and closed.
   request_timeout: 20
+  # Reverse proxies in front of the server (addresses or CIDR networks): only their
+  # X-Forwarded-For is believed, so the log names the real client. None by default.
+  # trusted_proxies: [127.0.0.1, 10.0.0.0/8]
   # The key that signs resumption tokens. Leave it unset: one is generated once and kept in
   # the store ($OAI_SECRET overrides it). Set it when several stores must accept one token.
   # secret: a-long-random-string

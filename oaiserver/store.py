@@ -866,6 +866,12 @@ class Store:
             value = conn.execute(sa.select(settings.c.value).where(settings.c.key == key)).scalar()
         return default if value is None else value
 
+    def put_setting(self, key: str, value: str) -> None:
+        """Store `value` under `key`, replacing what is there."""
+        with self.engine.begin() as conn:
+            if conn.execute(settings.update().where(settings.c.key == key).values(value=value)).rowcount == 0:
+                conn.execute(settings.insert().values(key=key, value=value))
+
     def ensure_setting(self, key: str, value: str) -> str:
         """Store `value` under `key` unless one is there already; return the stored one."""
         try:

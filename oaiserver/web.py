@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from functools import partial
 from typing import cast
 
 from flask import Blueprint, Response, abort, current_app, g, render_template, request, url_for
 from sqlalchemy.exc import DBAPIError
 
-from oaiserver import html, metrics, protocol, render
+from oaiserver import html, landing, metrics, protocol, proxy, render
 from oaiserver.live import Live
 from oaiserver.records import format_datestamp
 from oaiserver.store import Store, StoreUnavailable, harvest_summary
@@ -90,7 +91,8 @@ def oai() -> Response:
 
 def _xml(answer: protocol.Answer, repo: protocol.Repository) -> Response:
     """The OAI-PMH response, gzip-compressed when asked, and its log line."""
-    body = render.response(answer, repo.config.base_url, stylesheet=f"{repo.config.site_url}/static/oai2.xsl")
+    stylesheet = f"{repo.config.site_url}/static/oai2.xsl"
+    body = render.response(answer, repo.config.base_url, stylesheet=stylesheet, moved=_moved())
     resp = Response(body, content_type="text/xml; charset=utf-8")
     resp.vary.add("Accept-Encoding")
     if request.accept_encodings["gzip"] > 0 and len(body) > 512:
@@ -123,8 +125,27 @@ def _observe(answer: protocol.Answer, seconds: float) -> None:
 
 def request_line(kind: str, what: str, seconds: float) -> str:
     """A request's one log line: `oai` (an OAI-PMH request) or `http` (anything else), who
-    asked, what was asked and answered, and how long it took."""
-    return f"{kind} client={request.remote_addr} {what} ms={seconds * 1000:.1f}"
+    asked, what was asked and answered, how long it took, and the User-Agent (which tells
+    one harvester from another), quoted so that no client can forge a line or a field."""
+    return f"{kind} client={_client()} {what} ms={seconds * 1000:.1f} ua={_user_agent()}"
+
+
+def _client() -> str:
+    """The log line's client: behind trusted proxies, the one they name (proxy.client_address)."""
+    trusted = live().config.trusted_proxies  # known while the store is down too
+    return proxy.log_address(proxy.client_address(request.remote_addr, request.headers.get("X-Forwarded-For"), trusted))
+
+
+def _user_agent() -> str:
+    return proxy.log_text(request.headers.get("User-Agent"))
+
+
+def _moved() -> tuple[str, str] | None:
+    """(stored site, configured site) while a move of the site is not yet ingested (landing.py)."""
+    stored: landing.StoredSite | None = current_app.extensions.get("oai_landing")
+    if stored is None:
+        stored = current_app.extensions.setdefault("oai_landing", landing.StoredSite(store()))
+    return stored.moved(repository().config.site_url)
 
 
 @bp.before_app_request
@@ -215,7 +236,9 @@ def _datestamp(epoch: int) -> str:
 
 @bp.app_context_processor
 def _helpers() -> dict[str, object]:
-    return {"config": repository().config, "q": html.query, "dc_fields": html.dc_fields, "explain": html.EXPLAIN}
+    cfg = repository().config
+    fields = partial(html.dc_fields, moved=_moved())
+    return {"config": cfg, "q": html.query, "dc_fields": fields, "explain": html.EXPLAIN}
 
 
 @bp.route("/oai/view", methods=["GET"])
@@ -272,7 +295,7 @@ def record_page(identifier: str) -> tuple[str, int]:
     record = store().get(identifier)
     if record is None:
         abort(404)
-    fields = html.dc_fields(record.metadata.get("oai_dc")) or [(v.element, v.value) for v in record.dc]
+    fields = html.dc_fields(record.metadata.get("oai_dc"), _moved()) or [(v.element, v.value) for v in record.dc]
     titles = [v for k, v in fields if k == "title"]
     title = titles[0] if titles else record.identifier
     page = render_template("record.html", record=record, fields=fields, title=title)
