@@ -231,7 +231,8 @@ def test_a_lease_and_an_overdue_schedule_are_shown(config_file: Path, store_url:
     assert f"  next run: due since {due} (every 6 hours): is `harvester schedule` running?" in lines
 
 
-def test_history_json_of_a_partner_never_harvested_and_of_an_unknown_one(config_file: Path) -> None:
+def test_history_json_of_a_partner_never_harvested_and_of_an_unknown_one(config_file: Path, store_url: str) -> None:
+    Store(store_url).close()  # a store that exists (on a missing one, reading commands say so)
     assert as_json(config_file, "history", "good") == {"partner": "good", "runs": []}
     unknown = harvester(config_file, "history", "nobody", "--json")
     assert unknown.exit_code == 1 and "unknown partner 'nobody'" in unknown.output
