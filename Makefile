@@ -27,16 +27,16 @@ $(DEV_STAMP): $(RUN_STAMP)
 ## Everything: what running, testing, linting and benchmarking need.
 venv: $(DEV_STAMP)
 
-## Ingest seeds/ into the SQLite store named in config.yaml, then serve at the configured baseURL.
+## Ingest the seeds folder of config.yaml (seeds/) into its SQLite store, then serve at the configured baseURL.
 run: $(RUN_STAMP)
-	$(BIN)/oaiserver ingest seeds
+	$(BIN)/oaiserver ingest
 	$(BIN)/oaiserver serve
 
 ## The seeds plus DEMO_RECORDS synthetic records ("[synthetic]" titles, set synthetic, 2% deleted), in the
 ## store of demo.yaml (data/demo.sqlite3, whatever OAI_STORAGE_URL says), served at http://127.0.0.1:5001/.
 DEMO_RECORDS ?= 3000
 demo: $(RUN_STAMP)
-	OAI_STORAGE_URL= $(BIN)/oaiserver --config demo.yaml ingest seeds
+	OAI_STORAGE_URL= $(BIN)/oaiserver --config demo.yaml ingest
 	OAI_STORAGE_URL= $(BIN)/oaiserver --config demo.yaml synthetic $(DEMO_RECORDS)
 	OAI_STORAGE_URL= $(BIN)/oaiserver --config demo.yaml serve
 

@@ -29,3 +29,11 @@ def test_every_command_is_documented() -> None:
 def test_readme_opens_with_the_two_commands() -> None:
     first_block = README.split("```sh", 1)[1].split("```", 1)[0]
     assert "make run" in first_block and "make test" in first_block
+
+
+def test_the_layout_names_every_module() -> None:
+    """The README's Layout is the map a new maintainer reads first: every module is on it."""
+    layout = README.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    for package in ("oaiserver", "harvester"):
+        for module in sorted((HERE.parent / package).glob("*.py")):
+            assert f" {module.name}" in layout, f"{package}/{module.name} is not in the README's Layout"
