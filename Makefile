@@ -6,8 +6,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # -qq: pip's errors only (its warnings about this machine's package indexes, and the build's
-# notices, are noise on a first run). --no-compile: modules are compiled when first imported, only those used.
-PIP := $(BIN)/pip install -qq --no-compile
+# notices, are noise on a first run). Modules are compiled as they are installed: compiled later, on first
+# import, a dependency's SyntaxWarnings (Sickle has some) would be errors under the tests' -W error.
+PIP := $(BIN)/pip install -qq
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
