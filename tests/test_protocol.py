@@ -1,10 +1,11 @@
 """The protocol core, driven directly: `protocol.handle` over a RecordSource in memory.
 
 One test (or one table row) per sentence of the OAI-PMH 2.0 specification, named after its
-section: 3.1 and 4 (arguments of each verb), 3.3 (UTCdatetime), 2.7.1 (selective harvesting
-by datestamp), 2.7.2 (by set), 3.5 (flow control). No HTTP, no XML, no database: the same
-rules are tested end to end, through HTTP, in test_arguments, test_verbs and test_paging.
-The last tests prove the core imports no I/O and that the memory source lists as the store does.
+section: 3.1.1 and 4 (the arguments of each verb), 3.2 (the request echoed), 3.3 (UTCdatetime),
+2.7.1 and 2.7.2 (selective harvesting by datestamp and by set), 2.5.1 (deleted records), 3.5
+(flow control), 3.6 (errors). No HTTP, no XML, no database: the same rules are tested end to
+end, through HTTP, in test_arguments, test_verbs and test_paging. The last tests prove that the
+core imports no I/O, and that the memory source lists what the store lists.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from memsource import MemorySource
 
 from oaiserver import FORMATS, protocol
 from oaiserver.config import Config
-from oaiserver.records import ListQuery, format_datestamp
+from oaiserver.records import Header, ListQuery, format_datestamp
 from oaiserver.store import Store
 from oaiserver.tokens import Tokens
 
@@ -70,13 +71,13 @@ def repo(source: MemorySource) -> protocol.Repository:
     return repository(source)
 
 
-# ---- 3.1 and 4: the arguments each verb takes -----------------------------------------------
+# ---- 3.1.1 and 4: the arguments each verb takes -----------------------------------------------
 
 ID = "oai:x.org:0"
 ARGUMENT_RULES: list[tuple[list[tuple[str, str]], list[str], str]] = [
-    ([], ["badVerb"], "3.1: the verb argument is required"),
-    ([("verb", "Identify"), ("verb", "Identify")], ["badVerb"], "3.1: the verb may not be repeated"),
-    ([("verb", "identify")], ["badVerb"], "3.1: the verb is case-sensitive"),
+    ([], ["badVerb"], "3.1.1: the verb argument is required"),
+    ([("verb", "Identify"), ("verb", "Identify")], ["badVerb"], "3.1.1: the verb may not be repeated"),
+    ([("verb", "identify")], ["badVerb"], "3.1.1: the verb is case-sensitive"),
     ([("verb", "Identify"), ("foo", "bar")], ["badArgument"], "4.2: Identify takes no arguments"),
     ([("verb", "Identify")], [], "4.2: Identify, no arguments"),
     ([("verb", "ListMetadataFormats")], [], "4.4: identifier is optional"),
@@ -115,7 +116,7 @@ ARGUMENT_RULES: list[tuple[list[tuple[str, str]], list[str], str]] = [
     (
         [("verb", "ListRecords"), ("metadataPrefix", "oai_dc"), ("metadataPrefix", "oai_dc")],
         ["badArgument"],
-        "3.1: an argument may not be repeated, even with the same value",
+        "3.1.1: an argument may not be repeated, even with the same value",
     ),
     (
         [("verb", "ListRecords"), ("metadataPrefix", "oai_dc"), ("identifier", ID)],
@@ -127,12 +128,12 @@ ARGUMENT_RULES: list[tuple[list[tuple[str, str]], list[str], str]] = [
         ["badArgument"] * 2,
         "3.6: one badArgument per illegal argument",
     ),
-    ([("metadataPrefix", "oai_dc"), ("verb", "ListRecords")], [], "3.1: arguments come in any order"),
+    ([("metadataPrefix", "oai_dc"), ("verb", "ListRecords")], [], "3.1.1: arguments come in any order"),
 ]
 
 
 @pytest.mark.parametrize(("pairs", "expected", "sentence"), ARGUMENT_RULES, ids=[s for *_, s in ARGUMENT_RULES])
-def test_3_1_and_4_each_verb_takes_its_arguments(
+def test_3_1_1_and_4_each_verb_takes_its_arguments(
     repo: protocol.Repository, pairs: list[tuple[str, str]], expected: list[str], sentence: str
 ) -> None:
     answer = protocol.handle(pairs, repo)
@@ -140,7 +141,7 @@ def test_3_1_and_4_each_verb_takes_its_arguments(
     assert (answer.result is None) == bool(expected), sentence
 
 
-def test_3_1_the_argument_table_is_the_specifications() -> None:
+def test_4_the_argument_table_is_the_specifications() -> None:
     """Section 4, verb by verb: which arguments are required, optional or exclusive."""
     r, o, x = protocol.REQUIRED, protocol.OPTIONAL, protocol.EXCLUSIVE
     lists = {"metadataPrefix": r, "from": o, "until": o, "set": o, "resumptionToken": x}
@@ -154,14 +155,14 @@ def test_3_1_the_argument_table_is_the_specifications() -> None:
     } == protocol.ARGUMENTS
 
 
-def test_3_6_illegal_arguments_echo_no_request(repo: protocol.Repository) -> None:
-    """badVerb and badArgument: the response's <request> carries no attributes."""
+def test_3_2_illegal_arguments_echo_no_request(repo: protocol.Repository) -> None:
+    """After badVerb or badArgument, <request> carries the base URL only, no attributes."""
     for pairs in ([("verb", "Nope")], [("verb", "ListRecords"), ("foo", "1")]):
         answer = protocol.handle(pairs, repo)
         assert answer.errors and answer.request_args == {}
 
 
-def test_3_6_a_legal_request_is_echoed(repo: protocol.Repository) -> None:
+def test_3_2_a_legal_request_is_echoed(repo: protocol.Repository) -> None:
     answer = ask(repo, verb="ListIdentifiers", metadataPrefix="oai_dc", set="a")
     assert answer.request_args == {"verb": "ListIdentifiers", "metadataPrefix": "oai_dc", "set": "a"}
 
@@ -292,6 +293,57 @@ def test_4_6_list_sets_lists_the_configured_sets(repo: protocol.Repository) -> N
     assert [s.spec for s in answer.result.sets] == ["a", "a:b", "c"]
 
 
+# ---- 4.1, 4.2, 4.4: single items and the repository; 2.5.1 deleted records ----------------------
+
+
+@pytest.mark.parametrize(
+    ("identifier", "prefix", "expected"),
+    [
+        ("oai:x.org:0", "oai_dc", []),
+        ("oai:x.org:nope", "oai_dc", ["idDoesNotExist"]),
+        ("oai:x.org:0", "marc21", ["cannotDisseminateFormat"]),
+        ("oai:x.org:nope", "marc21", ["idDoesNotExist", "cannotDisseminateFormat"]),
+        ("oai:x.org:bare", "oai_dc", ["cannotDisseminateFormat"]),
+    ],
+    ids=["a record", "an unknown item", "an unknown format", "both unknown", "an item without the format"],
+)
+def test_4_1_get_record(source: MemorySource, identifier: str, prefix: str, expected: list[str]) -> None:
+    source.add("oai:x.org:bare", T0, formats={})
+    answer = ask(repository(source), verb="GetRecord", identifier=identifier, metadataPrefix=prefix)
+    assert codes(answer) == expected
+    if not expected:
+        assert isinstance(answer.result, protocol.RecordResult)
+        assert answer.result.header.identifier == identifier
+
+
+def test_4_2_identify_names_the_earliest_datestamp(repo: protocol.Repository, source: MemorySource) -> None:
+    answer = ask(repo, verb="Identify")
+    assert isinstance(answer.result, protocol.IdentifyResult)
+    assert answer.result.earliest == T0
+    assert answer.result.sample_identifier == "oai:x.org:0", "a real identifier that fits oai-identifier"
+    source.items.clear()
+    empty = ask(repo, verb="Identify")
+    assert isinstance(empty.result, protocol.IdentifyResult) and empty.result.earliest == empty.response_date
+
+
+def test_4_4_list_metadata_formats(source: MemorySource) -> None:
+    source.add("oai:x.org:bare", T0, formats={})
+    repo = repository(source)
+    answer = ask(repo, verb="ListMetadataFormats", identifier="oai:x.org:0")
+    assert isinstance(answer.result, protocol.FormatsResult)
+    assert [f.prefix for f in answer.result.formats] == ["oai_dc"]
+    assert codes(ask(repo, verb="ListMetadataFormats", identifier="oai:x.org:nope")) == ["idDoesNotExist"]
+    assert codes(ask(repo, verb="ListMetadataFormats", identifier="oai:x.org:bare")) == ["noMetadataFormats"]
+
+
+def test_2_5_1_deleted_records_are_listed_as_deleted(source: MemorySource) -> None:
+    source.add("oai:x.org:2", T0 + 2 * DAY, sets=("c",), deleted=True)
+    answer = protocol.handle([*LR.items(), ("set", "c")], repository(source), detailed=True)
+    assert isinstance(answer.result, protocol.ListResult)
+    headers = [h for h in answer.result.headers if isinstance(h, Header)]  # detailed: Header fields
+    assert [(h.identifier, h.deleted) for h in headers] == [("oai:x.org:2", True)]
+
+
 # ---- 3.5 flow control ---------------------------------------------------------------------------
 
 
@@ -345,8 +397,8 @@ def test_3_5_complete_list_size_counts_the_selection() -> None:
     assert {p.resumption.total for p in pages(repo, set="a") if p.resumption} == {5}
 
 
-def test_3_5_a_token_carries_the_selection_and_nothing_may_join_it() -> None:
-    """The token's arguments are exclusive: the set and window of the first request hold."""
+def test_3_5_a_token_keeps_the_selection_of_the_first_request() -> None:
+    """A token is sent alone (it is exclusive), so it carries the set and window it lists."""
     _, repo = many(10)
     rows = [row.identifier for page in pages(repo, set="a") for row in page.headers]
     assert rows == [f"oai:x.org:{i:03d}" for i in (1, 3, 5, 7, 9)]
