@@ -2,8 +2,9 @@
 
 Nothing here does I/O or touches Flask: `parse_pairs` turns raw query bytes into argument
 pairs, `check` holds them to the argument table, and `handle` answers a checked request
-from a `Repository` (the configuration, the store, the token signer). Results are plain
-objects; `render` turns them into XML.
+from a `Repository` (the configuration, a `RecordSource`, the token signer). Results are
+plain objects; `render` turns them into XML. The store is reached only through the
+`RecordSource` protocol, never imported (tests/test_protocol.py holds this module to that).
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from urllib.parse import unquote_to_bytes
 
 from oaiserver import errors as e
 from oaiserver.config import SPEC_RE, Config, SetRule
-from oaiserver.records import Header, Rendered, has_forbidden_chars, is_identifier, parse_datestamp
-from oaiserver.store import ListQuery, Store
+from oaiserver.records import Header, ListQuery, Rendered, has_forbidden_chars, is_identifier, parse_datestamp
 from oaiserver.tokens import ListState, Tokens
 
 REQUIRED, OPTIONAL, EXCLUSIVE = "required", "optional", "exclusive"
@@ -127,7 +127,8 @@ class Answer:
 
 
 class RecordSource(Protocol):
-    """What the protocol needs of the store."""
+    """What the protocol needs of the store, and all it knows of it: `store.Store` fits this
+    shape without naming it, and a test can answer from memory (tests/memsource.py)."""
 
     def freeze(self) -> int: ...
     def count(self, query: ListQuery) -> int: ...
@@ -147,7 +148,7 @@ class Repository:
     """Everything a verb may consult."""
 
     config: Config
-    store: RecordSource | Store
+    store: RecordSource
     tokens: Tokens
     formats: dict[str, MetadataFormat]
     sets: tuple[SetRule, ...] = ()

@@ -185,6 +185,19 @@ class Header:
     rendered: bytes | None = None  # the pre-rendered <record> element, as served
 
 
+@dataclass(frozen=True)
+class ListQuery:
+    """A selective list: which format, which window of datestamps, which set.
+
+    Here, not in the store, because the protocol asks for lists in these terms and must not
+    import the store to do so."""
+
+    prefix: str
+    start: int | None = None
+    end: int | None = None
+    set_spec: str | None = None
+
+
 class Rendered(NamedTuple):
     """A list row as served: its key, and its stored `<record>` (or `<header>`) element."""
 

@@ -35,6 +35,7 @@ from oaiserver.fragments import header_xml, metadata_of, record_body, record_xml
 from oaiserver.records import (
     DCValue,
     Header,
+    ListQuery,  # the protocol's word for a list, defined in records; importable from here too
     Record,
     Rendered,
     clean_text,
@@ -112,16 +113,6 @@ _ROW12 = "(" + ", ".join(["?"] * 12) + ")"
 
 def _marks(n: int) -> str:
     return ", ".join(["?"] * n)
-
-
-@dataclass(frozen=True)
-class ListQuery:
-    """A selective list: which format, which window of datestamps, which set."""
-
-    prefix: str
-    start: int | None = None
-    end: int | None = None
-    set_spec: str | None = None
 
 
 @dataclass
