@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import sqlalchemy as sa
 import yaml
 
 from oaiserver.records import DC_ELEMENTS, format_datestamp, parse_datestamp
@@ -256,6 +255,8 @@ def storage_key() -> str:
 def check_storage_url(url: str, key: str = "storage.url") -> str:
     """A URL SQLAlchemy can read, of a database the store supports. Whether it opens is for the
     store to say (`store.open_store`)."""
+    import sqlalchemy as sa  # here, not at the top: the harvest worker reads a Partner, never a URL
+
     _sized("storage.url", url, key)
     try:
         parsed = sa.make_url(url)
@@ -272,6 +273,8 @@ def check_storage_url(url: str, key: str = "storage.url") -> str:
 def sqlite_file(url: str) -> Path | None:
     """The file of a SQLite store, as written in its URL; None for another database, one in
     memory, a `file:` URI or a URL that does not parse."""
+    import sqlalchemy as sa
+
     try:
         parsed = sa.make_url(url)
     except (sa.exc.ArgumentError, ValueError):
@@ -289,6 +292,8 @@ def sqlite_relative_to(url: str, root: Path) -> str:
     path = sqlite_file(url)
     if path is None or path.is_absolute():
         return url
+    import sqlalchemy as sa
+
     return sa.make_url(url).set(database=str(root / path)).render_as_string(hide_password=False)
 
 
