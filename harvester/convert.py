@@ -19,7 +19,7 @@ from harvester.client import OAI_NS, Page, utc
 from oaiserver import oai_dc
 from oaiserver.config import Partner, partner_set
 from oaiserver.records import DC_ELEMENTS, DCValue, Record
-from oaiserver.store import Prepared
+from oaiserver.rows import Prepared
 from oaiserver.xmltext import attr, text
 
 PROVENANCE_NS = "http://www.openarchives.org/OAI/2.0/provenance"

@@ -1,7 +1,7 @@
 """List pages converted in a worker process, so that a harvest uses two cores.
 
 What a harvest does to a record is Python work: cut it out of the page verbatim, read its
-Dublin Core, render our oai_dc and provenance, prepare its rows (`Store`'s `prepare`), and
+Dublin Core, render our oai_dc and provenance, prepare its rows (`oaiserver.rows`), and
 write them. In one process these steps take turns on the interpreter lock; here the ones
 before the write run in a worker process on page N+1 while the harvest writes page N.
 Records come back as plain tuples (`Prepared.to_wire`), which pickle at a fifth of the cost
@@ -46,7 +46,7 @@ from harvester import errors as err
 from harvester.client import ITEMS, OAI_NS, Page, xml_parser
 from harvester.convert import Converted, convert_page
 from oaiserver.config import Partner
-from oaiserver.store import Prepared, prepare
+from oaiserver.rows import Prepared, prepare
 
 log = logging.getLogger(__name__)
 

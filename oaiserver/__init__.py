@@ -1,27 +1,51 @@
-"""oaiserver: an OAI-PMH 2.0 data provider over the shared record store."""
+"""oaiserver: an OAI-PMH 2.0 data provider over the shared record store.
+
+Importing the package loads nothing else: the harvester imports `oaiserver.store` and
+`oaiserver.records` (and so this file), and neither it nor its worker process needs Flask.
+`create_app` imports the web stack when called; FORMATS is built on first use (PEP 562)."""
 
 from __future__ import annotations
 
-import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+if TYPE_CHECKING:
+    from flask import Flask
 
-from oaiserver import config as config_mod
-from oaiserver import oai_dc, proxy
-from oaiserver.protocol import MetadataFormat
-from oaiserver.store import Store
+    from oaiserver.config import Config
+    from oaiserver.protocol import MetadataFormat
+    from oaiserver.store import Store
 
-FORMATS = {oai_dc.PREFIX: MetadataFormat(oai_dc.PREFIX, oai_dc.SCHEMA, oai_dc.NAMESPACE)}
+    FORMATS: dict[str, MetadataFormat]
 
 
-def create_app(cfg: config_mod.Config | dict[str, Any] | None = None, store: Store | None = None) -> Flask:
+def __getattr__(name: str) -> Any:
+    if name == "FORMATS":
+        return _formats()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _formats() -> dict[str, MetadataFormat]:
+    """FORMATS, the formats the app serves: built once, when first asked for."""
+    if (formats := globals().get("FORMATS")) is None:
+        from oaiserver import oai_dc
+        from oaiserver.protocol import MetadataFormat
+
+        formats = globals()["FORMATS"] = {oai_dc.PREFIX: MetadataFormat(oai_dc.PREFIX, oai_dc.SCHEMA, oai_dc.NAMESPACE)}
+    return formats
+
+
+def create_app(cfg: Config | dict[str, Any] | None = None, store: Store | None = None) -> Flask:
     """The Flask app. `cfg` is a Config, a mapping like config.yaml, or None for config.yaml.
 
     It never needs the store to be up: without `store`, the store is opened when it can be
     (oaiserver.live), and the app answers 503 until then. However it is served, its log lines
     reach a handler (oaiserver.logs) and, under gunicorn, its metrics count every worker."""
-    from oaiserver import logs, metrics
+    import threading
+
+    from flask import Flask
+
+    from oaiserver import config as config_mod
+    from oaiserver import logs, metrics, proxy
     from oaiserver.live import Live
 
     logs.reach_a_handler()
@@ -32,7 +56,7 @@ def create_app(cfg: config_mod.Config | dict[str, Any] | None = None, store: Sto
         cfg = config_mod.from_mapping(cfg)
     app = Flask(__name__)
     app.extensions["oai_list_limiter"] = threading.BoundedSemaphore(cfg.max_concurrent_lists)
-    app.extensions["oai_live"] = Live(cfg, FORMATS, store)
+    app.extensions["oai_live"] = Live(cfg, _formats(), store)
     from oaiserver import web
 
     app.register_blueprint(web.bp)

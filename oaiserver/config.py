@@ -255,7 +255,8 @@ def storage_key() -> str:
 def check_storage_url(url: str, key: str = "storage.url") -> str:
     """A URL SQLAlchemy can read, of a database the store supports. Whether it opens is for the
     store to say (`store.open_store`)."""
-    import sqlalchemy as sa  # here, not at the top: the protocol core imports this module, never a database
+    # SQLAlchemy here, not at the top: the protocol core and the harvest worker import this module, never a database.
+    import sqlalchemy as sa
 
     _sized("storage.url", url, key)
     try:

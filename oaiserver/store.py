@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import gc
-import hashlib
 import itertools
 import json
 import logging
@@ -31,19 +30,22 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from oaiserver.fragments import header_xml, metadata_of, record_body, record_xml, with_header
+from oaiserver.fragments import header_xml, metadata_of, record_xml, with_header
 from oaiserver.records import (
     DCValue,
     Header,
     ListQuery,  # the protocol's word for a list, defined in records; importable from here too
     Record,
     Rendered,
-    clean_text,
-    has_forbidden_chars,
     identifier_problem,
     shown_identifier,
-    utf8_if_allowed,
 )
+
+# Row preparation lives in oaiserver.rows (the harvest worker uses it without SQLAlchemy); its
+# names stay importable from here.
+from oaiserver.rows import _FIELD, _VALUE, Prepared, content_hash, prepare
+from oaiserver.rows import ancestors as ancestors
+from oaiserver.rows import encode_dc as encode_dc
 
 log = logging.getLogger(__name__)
 
@@ -130,23 +132,6 @@ class WriteResult:
         self.rejected += other.rejected
         self.refused += other.refused
         return self
-
-
-def ancestors(spec: str) -> list[str]:
-    """`a:b:c` is also in `a:b` and `a`: the specs a membership query must find it under."""
-    parts = spec.split(":")
-    return [":".join(parts[: i + 1]) for i in range(len(parts))]
-
-
-def content_hash(record: Record, encoded: dict[str, bytes] | None = None) -> str:
-    """`encoded`: the metadata fragments in UTF-8, when the caller has them already."""
-    parts = [b"D" if record.deleted else b"L"]
-    parts += [b"\x00S" + spec.encode() for spec in sorted(set(record.sets))]
-    for prefix in sorted(record.metadata):
-        parts.append(b"\x00M" + prefix.encode() + b"\x00")
-        if not record.deleted:
-            parts.append(encoded[prefix] if encoded is not None else record.metadata[prefix].encode())
-    return hashlib.sha256(b"".join(parts)).hexdigest()  # the digest of the parts fed one by one
 
 
 def _sqlite_path(url: sa.URL) -> None:
@@ -878,24 +863,6 @@ class Store:
             return stored
 
 
-_DC_JSON = json.JSONEncoder(ensure_ascii=False).encode  # one encoder: json.dumps(**options) builds one a call
-_FIELD, _VALUE = "\x1f", "\x1e"  # separators no stored value can hold: XML forbids them, _cleaned removes them
-
-
-def encode_dc(values: Sequence[DCValue]) -> str:
-    """Dublin Core statements for `records.dc`: `element US lang US value`, joined by RS
-    (a fifth of JSON's cost; an empty lang reads back as None). JSON (`[[element, value,
-    lang], ...]`, as earlier versions stored it) when a name or tag would be ambiguous."""
-    text = _VALUE.join([f"{v.element}{_FIELD}{v.lang or ''}{_FIELD}{v.value}" for v in values])
-    if (
-        text.count(_FIELD) == 2 * len(values)
-        and text.count(_VALUE) == max(len(values) - 1, 0)
-        and not text.startswith("[")
-    ):
-        return text
-    return _DC_JSON(values)
-
-
 def decode_dc(text: str) -> list[DCValue]:
     if text.startswith("["):  # JSON: a store of an earlier version, or a separator in a name
         return [DCValue(e, v, lang) for e, v, lang in json.loads(text)]
@@ -906,74 +873,12 @@ def decode_dc(text: str) -> list[DCValue]:
     return values
 
 
-class Prepared(NamedTuple):
-    """A record checked and encoded for the store: the part of a write that needs no database
-    (a harvest prepares records in a worker process, see `harvester.worker`)."""
-
-    record: Record  # with every character XML forbids removed
-    digest: str  # content_hash
-    setspecs: str
-    dc: str  # encode_dc
-    provenance: str | None  # JSON
-    specs: tuple[str, ...]  # the set memberships to index: each spec and its ancestors
-    bodies: tuple[tuple[str, bytes], ...]  # (prefix, what follows the header in the served <record>)
-
-    def to_wire(self) -> tuple[Any, ...]:
-        """Plain values, which pickle at a fifth of the cost of this tuple and its Record. Only
-        what a write reads of the record travels (its Dublin Core and fragments are encoded)."""
-        r = self.record
-        return (r.identifier, r.deleted, r.source, r.datestamp, r.fulltext, r.raw_xml, r.about, *self[1:])
-
-    @classmethod
-    def from_wire(cls, values: tuple[Any, ...]) -> Prepared:
-        identifier, deleted, source, datestamp, fulltext, raw_xml, about, *rest = values
-        record = Record(identifier, deleted=deleted, source=source, datestamp=datestamp, fulltext=fulltext,
-                        raw_xml=raw_xml, about=about)  # fmt: skip
-        return cls(record, *rest)
-
-
-def prepare(record: Record) -> Prepared:
-    record, encoded = _cleaned(record)
-    about = None if record.deleted else record.about
-    specs = dict.fromkeys(record.sets)
-    setspecs = " ".join(specs)
-    return Prepared(
-        record,
-        content_hash(record, encoded),
-        setspecs,
-        encode_dc(record.dc),
-        json.dumps(record.provenance) if record.provenance else None,
-        tuple(dict.fromkeys(a for spec in specs for a in ancestors(spec)) if ":" in setspecs else specs),
-        tuple((p, record_body(None if record.deleted else xml, about)) for p, xml in encoded.items()),
-    )
-
-
 def _metadata(xml: str | None, record: bytes | None, about: str | None) -> str | None:
     """A format's metadata fragment: kept alone by stores before formats.record, read out of
     the served `<record>` since (None for a deleted record)."""
     if xml is not None or record is None:
         return xml
     return metadata_of(bytes(record), about)  # bytes(): a driver may hand BYTEA over as a memoryview
-
-
-def _cleaned(record: Record) -> tuple[Record, dict[str, bytes]]:
-    """The record with every character XML forbids removed (logged once per value), and its
-    metadata fragments in UTF-8 (checked as they are encoded: they are most of the text)."""
-    encoded = {p: utf8_if_allowed(x) for p, x in record.metadata.items()}
-    texts = [record.identifier, *record.sets, record.fulltext or "", record.about or ""]
-    texts += [v.value for v in record.dc]
-    if None not in encoded.values() and not has_forbidden_chars("".join(texts)):
-        return record, encoded  # type: ignore[return-value]  # the common case: one scan, no copies
-    where = record.identifier
-    record.identifier = clean_text(record.identifier, where="an identifier")
-    record.dc = [DCValue(v.element, clean_text(v.value, where=where), v.lang) for v in record.dc]
-    record.metadata = {p: clean_text(x, where=where) for p, x in record.metadata.items()}
-    record.sets = [clean_text(s, where=where) for s in record.sets]
-    if record.about is not None:
-        record.about = clean_text(record.about, where=where)
-    if record.fulltext is not None:
-        record.fulltext = clean_text(record.fulltext, where=where)
-    return record, {p: x.encode() for p, x in record.metadata.items()}
 
 
 # ---- harvest state ----------------------------------------------------------------------------

@@ -418,13 +418,13 @@ def test_a_harvest_does_not_overwrite_a_record_another_source_took_meanwhile(
     harvest's update must not land: it refuses the record."""
     import threading
 
-    from oaiserver import store as store_module
+    from oaiserver import rows  # where a write's records are prepared, and hashed
 
     harvested = make_record("x", "From the partner")
     harvested.source = "partner"
     store.write([harvested])
     clock.tick(10)
-    real_hash = store_module.content_hash
+    real_hash = rows.content_hash
     taken = threading.Event()
 
     def hash_then_interleave(record: Record, encoded: dict[str, bytes] | None = None) -> str:
@@ -435,7 +435,7 @@ def test_a_harvest_does_not_overwrite_a_record_another_source_took_meanwhile(
             thread.join(10)
         return real_hash(record, encoded)
 
-    monkeypatch.setattr(store_module, "content_hash", hash_then_interleave)
+    monkeypatch.setattr(rows, "content_hash", hash_then_interleave)
     again = make_record("x", "From the partner, changed")
     again.source = "partner"
     with store.writing() as (conn, stamp):
