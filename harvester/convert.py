@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from harvester.client import OAI_NS, Page, utc
-from oaiserver import oai_dc
+from oaiserver import formats, oai_dc
 from oaiserver.config import Partner, partner_set
 from oaiserver.records import DC_ELEMENTS, DCValue, Record
 from oaiserver.rows import Prepared
@@ -184,13 +184,13 @@ def convert_record(element: etree._Element, partner: Partner, *, harvest_date: s
     )
     if deleted:
         if partner.republish:
-            record.metadata = {oai_dc.PREFIX: ""}
+            record.metadata = formats.rendered([], deleted=True)
             record.sets = [partner_set(partner.name)]
         return record
     assert payload is not None
     record.dc = dublin_core(payload)
     if partner.republish and record.dc:
-        record.metadata = {oai_dc.PREFIX: oai_dc.render(record.dc)}
+        record.metadata = formats.rendered(record.dc)
         record.sets = [partner_set(partner.name)]
         origin = Origin(partner.base_url, identifier, datestamp, namespace, harvest_date, True, _inner_origin(about))
         record.about = provenance_container(origin)

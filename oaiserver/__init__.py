@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from oaiserver.config import Config
-    from oaiserver.protocol import MetadataFormat
+    from oaiserver.formats import MetadataFormat
     from oaiserver.store import Store
 
     FORMATS: dict[str, MetadataFormat]
@@ -25,13 +25,10 @@ def __getattr__(name: str) -> Any:
 
 
 def _formats() -> dict[str, MetadataFormat]:
-    """FORMATS, the formats the app serves: built once, when first asked for."""
-    if (formats := globals().get("FORMATS")) is None:
-        from oaiserver import oai_dc
-        from oaiserver.protocol import MetadataFormat
+    """FORMATS, the formats the app serves: the registry of oaiserver.formats."""
+    from oaiserver.formats import REGISTRY
 
-        formats = globals()["FORMATS"] = {oai_dc.PREFIX: MetadataFormat(oai_dc.PREFIX, oai_dc.SCHEMA, oai_dc.NAMESPACE)}
-    return formats
+    return REGISTRY
 
 
 def create_app(cfg: Config | dict[str, Any] | None = None, store: Store | None = None) -> Flask:

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import yaml
 
+from oaiserver import formats
 from oaiserver.records import DC_ELEMENTS, format_datestamp, parse_datestamp
 
 if TYPE_CHECKING:
@@ -137,7 +138,7 @@ class SetRule:
 class Partner:
     name: str
     base_url: str
-    metadata_prefix: str = "oai_dc"
+    metadata_prefix: str = formats.DEFAULT
     sets: tuple[str, ...] = ()
     schedule: dict[str, Any] = field(default_factory=dict)
     republish: bool = True
@@ -632,7 +633,7 @@ def _parse_partners(items: list[Any]) -> tuple[Partner, ...]:
         if not isinstance(url, str) or not re.fullmatch(r"https?://\S+", url):
             raise ConfigError(f"{where}.base_url: expected an http(s) URL, got {url!r}")
         _sized("partners.base_url", url, f"{where}.base_url")
-        prefix = item.get("metadata_prefix") or "oai_dc"
+        prefix = item.get("metadata_prefix") or formats.DEFAULT
         if not isinstance(prefix, str) or not PREFIX_RE.fullmatch(prefix):
             raise ConfigError(
                 f"{where}.metadata_prefix: {prefix!r} is not a metadataPrefix (letters, digits and -_.!~*'())"

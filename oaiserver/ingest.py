@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
-from oaiserver import landing, oai_dc
+from oaiserver import formats, landing
 from oaiserver.config import Config
 from oaiserver.records import DCValue, Record
 from oaiserver.store import Store, WriteResult
@@ -156,7 +156,7 @@ def seed_record(cfg: Config, path: Path) -> Record:
         dc=dc,
         sets=set_specs(cfg, dc, "local"),
         source="local",
-        metadata={oai_dc.PREFIX: oai_dc.render(dc)},
+        metadata=formats.rendered(dc),
         fulltext=seed.text,
     )
 

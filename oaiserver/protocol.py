@@ -18,6 +18,7 @@ from urllib.parse import unquote_to_bytes
 
 from oaiserver import errors as e
 from oaiserver.config import SPEC_RE, Config, SetRule
+from oaiserver.formats import MetadataFormat
 from oaiserver.records import Header, ListQuery, Rendered, has_forbidden_chars, is_identifier, parse_datestamp
 from oaiserver.tokens import ListState, Tokens
 
@@ -49,13 +50,6 @@ PREFIX_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()]+")
 MAX_VALUE = 4096
 
 GRANULARITY = "YYYY-MM-DDThh:mm:ssZ"
-
-
-@dataclass(frozen=True)
-class MetadataFormat:
-    prefix: str
-    schema: str
-    namespace: str
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from oaiserver import oai_dc
+from oaiserver import formats
 from oaiserver.records import DCValue, Record
 
 SYNTHETIC_SET = "synthetic"
@@ -97,7 +97,7 @@ def synthetic_records(
             deleted=deleted,
             source=SYNTHETIC_SET if marked else "local",  # so `ingest --prune` leaves them alone
             datestamp=stamps[i],
-            metadata={oai_dc.PREFIX: "" if deleted else oai_dc.render(dc)},
+            metadata=formats.rendered(dc, deleted=deleted),
         )
 
 

@@ -11,7 +11,7 @@ from typing import cast
 from flask import Blueprint, Response, abort, current_app, g, render_template, request, url_for
 from sqlalchemy.exc import DBAPIError
 
-from oaiserver import html, landing, metrics, protocol, proxy, render
+from oaiserver import formats, html, landing, metrics, protocol, proxy, render
 from oaiserver.live import Live
 from oaiserver.records import format_datestamp
 from oaiserver.store import Store, StoreUnavailable, harvest_summary
@@ -248,13 +248,13 @@ def view() -> str:
     args = answer.request_args
     prefix = args.get("metadataPrefix")
     if prefix is None and isinstance(answer.result, protocol.ListResult) and answer.result.headers:
-        prefix = "oai_dc"
+        prefix = formats.DEFAULT
     return render_template(
         "view.html",
         answer=answer,
         verb=args.get("verb"),
         args=args,
-        prefix=prefix or "oai_dc",
+        prefix=prefix or formats.DEFAULT,
         raw_query=request.query_string.decode("latin-1"),
     )
 
