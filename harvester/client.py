@@ -60,15 +60,12 @@ from sickle import Sickle
 
 from harvester import errors as err
 from oaiserver.config import ConfigError, Partner, check_quirks
-from oaiserver.records import DAY_RE, SECONDS_RE, format_datestamp
+from oaiserver.records import DAY, DAY_RE, OAI_NS, SECONDS, SECONDS_RE, format_datestamp
 from oaiserver.xmltext import attr
 
 log = logging.getLogger(__name__)
 
-OAI_NS = "http://www.openarchives.org/OAI/2.0/"
 _OAI = f"{{{OAI_NS}}}"
-SECONDS = "YYYY-MM-DDThh:mm:ssZ"
-DAY = "YYYY-MM-DD"
 
 # The element each verb's answer is a list of.
 ITEMS = {
