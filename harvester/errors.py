@@ -1,7 +1,7 @@
 """Everything that can stop a harvest, under one root.
 
     HarvestError
-    ├── ConfigurationError        a partner's configuration cannot be used (unknown quirk, bad `from`)
+    ├── ConfigurationError        a run's `from` (its checkpoint, read from the store) is not a date
     ├── TransportError            no usable HTTP answer: timeout, broken stream (retried)
     │   ├── Unreachable           no connection at all: refused, host name unknown, no route
     │   │                         (not retried: the partner's next run tries again)
