@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from harvester.client import OAI_NS, Page, utc
+from harvester.client import Page, utc
 from oaiserver import formats, oai_dc
 from oaiserver.config import Partner, partner_set
-from oaiserver.records import DC_ELEMENTS, DCValue, Record
+from oaiserver.records import DC_ELEMENTS, OAI_NS, DCValue, Record
 from oaiserver.rows import Prepared
 from oaiserver.xmltext import attr, text
 

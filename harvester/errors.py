@@ -1,7 +1,7 @@
 """Everything that can stop a harvest, under one root.
 
     HarvestError
-    ├── ConfigurationError        a partner's configuration cannot be used (unknown quirk, bad `from`)
+    ├── ConfigurationError        a run's `from` (its checkpoint, read from the store) is not a date
     ├── TransportError            no usable HTTP answer: timeout, broken stream (retried)
     │   ├── Unreachable           no connection at all: refused, host name unknown, no route
     │   │                         (not retried: the partner's next run tries again)
@@ -31,7 +31,11 @@
     ├── StoreError                the record store failed (down, full, locked) and the run could not be closed
     └── Stopped                   asked to stop (SIGTERM/SIGINT) between pages or while waiting
 
-`noRecordsMatch` is not an error here: the client turns it into an empty page. Every
+The wire codes are the protocol's one list, `oaiserver.records.ERROR_CODES` (the server's
+errors and the validator use it too; a test holds this tree to it). PartnerOAIError is kept apart
+from the server's `oaiserver.errors.OAIError` on purpose: receiving an error from a partner is a
+harvest failure, raising one is an answer we give. `noRecordsMatch` is not an error here: the
+client turns it into an empty page. Every
 exception of `requests` and `lxml` that the client meets is mapped onto this tree; a test
 holds it to that.
 """

@@ -40,11 +40,11 @@ from lxml import etree
 
 from harvester import errors as err
 from harvester import worker
-from harvester.client import DAY, OAI_NS, SECONDS, Client, ClientSettings, Page, settings_for, utc
+from harvester.client import Client, ClientSettings, Page, settings_for, utc
 from harvester.convert import Converted, convert_page
 from harvester.loops import ListWatch, LoopLimits
 from oaiserver.config import Partner
-from oaiserver.records import format_datestamp, parse_datestamp, shown_identifier
+from oaiserver.records import DAY, OAI_NS, SECONDS, format_datestamp, parse_datestamp, shown_identifier
 from oaiserver.store import (
     KEEP,
     Store,

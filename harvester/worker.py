@@ -43,9 +43,10 @@ except ImportError:  # pragma: no cover - Windows has no fcntl
     fcntl = None  # type: ignore[assignment]
 
 from harvester import errors as err
-from harvester.client import ITEMS, OAI_NS, Page, xml_parser
+from harvester.client import ITEMS, Page, xml_parser
 from harvester.convert import Converted, convert_page
 from oaiserver.config import Partner
+from oaiserver.records import OAI_NS
 from oaiserver.rows import Prepared, prepare
 
 log = logging.getLogger(__name__)

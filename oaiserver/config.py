@@ -20,7 +20,7 @@ from urllib.parse import quote
 import yaml
 
 from oaiserver import formats
-from oaiserver.records import DC_ELEMENTS, format_datestamp, parse_datestamp
+from oaiserver.records import DC_ELEMENTS, REPO_ID_RE, format_datestamp, parse_datestamp
 
 if TYPE_CHECKING:
     from apscheduler.triggers.base import BaseTrigger
@@ -97,8 +97,6 @@ QUIRKS: dict[str, str] = {
 STORAGE_BACKENDS = ("sqlite", "postgresql")
 
 SPEC_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()]+(:[A-Za-z0-9\-_.!~*'()]+)*")
-# oai-identifier.xsd: a domain name whose labels start with a letter, at least one dot.
-REPO_ID_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9\-]*(\.[a-zA-Z][a-zA-Z0-9\-]*)+")
 EMAIL_RE = re.compile(r"\S+@(\S+\.)+\S+")
 # The schema's metadataPrefix: URI unreserved characters.
 PREFIX_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()]+")

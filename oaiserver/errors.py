@@ -11,70 +11,57 @@
     └── NoSetHierarchy            noSetHierarchy
 
 Wire names stay at the edge, as the `code` class attribute; the renderer writes one
-`<error>` per instance.
+`<error>` per instance. The codes and their meanings are the shared list in
+`records.ERROR_CODES`, which the validator and the harvester read too. The harvester's
+`PartnerOAIError` tree (harvester/errors.py) is a separate hierarchy on purpose: it means
+"a partner answered with this error", not "we answer with this error".
 """
 
 from __future__ import annotations
 
+from oaiserver.records import ERROR_CODES
+
 
 class OAIError(Exception):
+    """One error we answer with; without a message, the spec's meaning of its code."""
+
     code: str = ""
-    default_message: str = ""
 
     def __init__(self, message: str | None = None) -> None:
-        self.message = message or self.default_message
+        self.message = message or ERROR_CODES[self.code]
         super().__init__(self.message)
 
 
 class BadVerb(OAIError):
     code = "badVerb"
-    default_message = (
-        "Value of the verb argument is not a legal OAI-PMH verb, the verb argument is missing, "
-        "or the verb argument is repeated."
-    )
 
 
 class BadArgument(OAIError):
     code = "badArgument"
-    default_message = (
-        "The request includes illegal arguments, is missing required arguments, includes a repeated "
-        "argument, or values for arguments have an illegal syntax."
-    )
 
 
 class BadResumptionToken(OAIError):
     code = "badResumptionToken"
-    default_message = "The value of the resumptionToken argument is invalid or expired."
 
 
 class CannotDisseminateFormat(OAIError):
     code = "cannotDisseminateFormat"
-    default_message = (
-        "The metadata format identified by the value given for the metadataPrefix argument is not "
-        "supported by the item or by the repository."
-    )
 
 
 class IdDoesNotExist(OAIError):
     code = "idDoesNotExist"
-    default_message = "The value of the identifier argument is unknown or illegal in this repository."
 
 
 class NoRecordsMatch(OAIError):
     code = "noRecordsMatch"
-    default_message = (
-        "The combination of the values of the from, until, set and metadataPrefix arguments results in an empty list."
-    )
 
 
 class NoMetadataFormats(OAIError):
     code = "noMetadataFormats"
-    default_message = "There are no metadata formats available for the specified item."
 
 
 class NoSetHierarchy(OAIError):
     code = "noSetHierarchy"
-    default_message = "The repository does not support sets."
 
 
 ALL_ERRORS: tuple[type[OAIError], ...] = (

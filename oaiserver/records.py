@@ -16,6 +16,39 @@ from typing import NamedTuple
 
 log = logging.getLogger(__name__)
 
+# ---- the protocol's own names: one definition each, for server, validator and harvester -------
+
+OAI_NS = "http://www.openarchives.org/OAI/2.0/"
+
+# oai-identifier.xsd: a repositoryIdentifier is a domain name whose labels start with a letter,
+# with at least one dot.
+REPO_ID_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9\-]*(\.[a-zA-Z][a-zA-Z0-9\-]*)+")
+
+# The error codes of OAI-PMH 2.0 (section 3.6) and what each means, in the spec's words. The
+# server raises them (oaiserver.errors), the harvester receives them (harvester.errors) and the
+# validator expects them (oaiserver.validate): three uses, one list.
+ERROR_CODES: dict[str, str] = {
+    "badArgument": (
+        "The request includes illegal arguments, is missing required arguments, includes a repeated "
+        "argument, or values for arguments have an illegal syntax."
+    ),
+    "badResumptionToken": "The value of the resumptionToken argument is invalid or expired.",
+    "badVerb": (
+        "Value of the verb argument is not a legal OAI-PMH verb, the verb argument is missing, "
+        "or the verb argument is repeated."
+    ),
+    "cannotDisseminateFormat": (
+        "The metadata format identified by the value given for the metadataPrefix argument is not "
+        "supported by the item or by the repository."
+    ),
+    "idDoesNotExist": "The value of the identifier argument is unknown or illegal in this repository.",
+    "noRecordsMatch": (
+        "The combination of the values of the from, until, set and metadataPrefix arguments results in an empty list."
+    ),
+    "noMetadataFormats": "There are no metadata formats available for the specified item.",
+    "noSetHierarchy": "The repository does not support sets.",
+}
+
 # The fifteen elements of simple Dublin Core, in the order oai_dc renders them.
 DC_ELEMENTS: tuple[str, ...] = (
     "title",
@@ -208,8 +241,13 @@ class Rendered(NamedTuple):
 
 # ---- datestamps: epoch seconds inside, UTC ISO 8601 at the edge ---------------------------
 
-DAY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # [0-9]: \\d matches any script's digits
+# The two granularities, as Identify names them, and the syntax of each. [0-9], never \\d: \\d
+# (and strptime) match any script's digits; the server, the harvester and the validator all
+# read dates with these.
+DAY, SECONDS = "YYYY-MM-DD", "YYYY-MM-DDThh:mm:ssZ"
+DAY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 SECONDS_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+DATESTAMP_RES = {DAY: DAY_RE, SECONDS: SECONDS_RE}
 
 
 def format_datestamp(epoch: int) -> str:
@@ -229,8 +267,8 @@ def parse_datestamp(text: str, *, end_of_day: bool = False) -> tuple[int, str]:
     """
     if DAY_RE.fullmatch(text):
         epoch = calendar.timegm(datetime.strptime(text, "%Y-%m-%d").timetuple())
-        return (epoch + 86399 if end_of_day else epoch), "YYYY-MM-DD"
+        return (epoch + 86399 if end_of_day else epoch), DAY
     if SECONDS_RE.fullmatch(text):
         parsed = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
-        return calendar.timegm(parsed.timetuple()), "YYYY-MM-DDThh:mm:ssZ"
+        return calendar.timegm(parsed.timetuple()), SECONDS
     raise ValueError(f"not an OAI-PMH UTC datetime: {text!r}")

@@ -10,10 +10,9 @@ from __future__ import annotations
 from oaiserver import protocol as p
 from oaiserver.fragments import header_xml, record_xml
 from oaiserver.landing import relocate
-from oaiserver.records import Header, Rendered, format_datestamp
+from oaiserver.records import OAI_NS, Header, Rendered, format_datestamp
 from oaiserver.xmltext import attr, text
 
-OAI_NS = "http://www.openarchives.org/OAI/2.0/"
 _HEAD = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
     "{stylesheet}"

@@ -30,13 +30,12 @@ from urllib.parse import urlsplit
 import requests
 from lxml import etree
 
-from oaiserver.records import format_datestamp, format_day
+from oaiserver.records import DATESTAMP_RES, DAY, OAI_NS, REPO_ID_RE, SECONDS, format_datestamp, format_day
 
 log = logging.getLogger(__name__)
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
-OAI_NS = "http://www.openarchives.org/OAI/2.0/"
 OAI_DC_NS = "http://www.openarchives.org/OAI/2.0/oai_dc/"
 OAI_DC_SCHEMA = "http://www.openarchives.org/OAI/2.0/oai_dc.xsd"
 OAI_ID_NS = "http://www.openarchives.org/OAI/2.0/oai-identifier"
@@ -59,15 +58,12 @@ SCHEMA_ORDER = (
 
 PASS, FAIL, WARN, SKIP = "PASS", "FAIL", "WARN", "SKIP"
 
-DAY, SECONDS = "YYYY-MM-DD", "YYYY-MM-DDThh:mm:ssZ"
 FORMATS = {DAY: "%Y-%m-%d", SECONDS: "%Y-%m-%dT%H:%M:%SZ"}
-PATTERNS = {DAY: re.compile(r"\d{4}-\d{2}-\d{2}"), SECONDS: re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")}
 DELETED_RECORD = ("no", "transient", "persistent")
 # RFC 3986 (IRI: non-ASCII allowed): a scheme, then URI characters or %-escapes; no whitespace.
 URI_RE = re.compile(
     r"[A-Za-z][A-Za-z0-9+.\-]*:(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2}|[^\x00-\x7f\s])+"
 )
-REPO_ID_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9\-]*(\.[a-zA-Z][a-zA-Z0-9\-]*)+")
 MAX_BYTES = 64 * 1024 * 1024
 MAX_RETRY_AFTER = 10
 USER_AGENT = "oaiserver-validate/1 (OAI-PMH 2.0 conformance check)"
@@ -176,8 +172,9 @@ def parse(body: bytes) -> Any:
 
 
 def parse_utc(text: str, granularity: str) -> datetime | None:
-    """A datestamp in exactly this granularity, or None."""
-    if not PATTERNS[granularity].fullmatch(text):
+    """A datestamp in exactly this granularity, or None. The server's syntax (records.py):
+    ASCII digits only, which strptime alone would not insist on."""
+    if not DATESTAMP_RES[granularity].fullmatch(text):
         return None
     try:
         return datetime.strptime(text, FORMATS[granularity])
@@ -193,9 +190,9 @@ def date_problem(text: str, granularity: str | None) -> str | None:
     """Why `text` is not a legal datestamp in `granularity` (either legal one if None)."""
     if (granularity and parse_utc(text, granularity)) or (granularity is None and parse_any(text)):
         return None
-    if re.search(r":\d{2}\.\d", text):
+    if re.search(r":[0-9]{2}\.[0-9]", text):
         why = "has fractional seconds"
-    elif re.search(r"([+-]\d{2}:?\d{2}|[+-]\d{2})$", text) and "T" in text:
+    elif re.search(r"([+-][0-9]{2}:?[0-9]{2}|[+-][0-9]{2})$", text) and "T" in text:
         why = "has a UTC offset instead of Z"
     elif granularity and parse_any(text):
         why = f"is not in the declared granularity {granularity}"

@@ -8,6 +8,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,15 @@ NS = {
     "id": "http://www.openarchives.org/OAI/2.0/oai-identifier",
     "prov": "http://www.openarchives.org/OAI/2.0/provenance",
 }
-PG_URL = os.environ.get("OAI_TEST_PG_URL") or (
-    "postgresql+psycopg://postgres@127.0.0.1:5432/test" if os.environ.get("CI") else None
-)
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def pg_url_from(environ: Mapping[str, str]) -> str | None:
+    """OAI_TEST_PG_URL; with CI set and no URL given, the local PostgreSQL; otherwise None (skip)."""
+    return environ.get("OAI_TEST_PG_URL") or (DEFAULT_PG_URL if environ.get("CI") else None)
+
+
+PG_URL = pg_url_from(os.environ)
 
 
 def browser_skip_reason(environ: Mapping[str, str] = os.environ) -> str | None:
@@ -125,25 +132,53 @@ def make_config(url: str, **overrides: Any) -> Config:
     return from_mapping(data)
 
 
+# ---- PostgreSQL: one skip rule, one per-test schema ---------------------------------------------
+
+
+def pg_url() -> str:
+    """The PostgreSQL every PG test uses, or a skip. The one rule: without OAI_TEST_PG_URL the test
+    is skipped, unless CI is set; then PG_URL is 127.0.0.1:5432 and a PostgreSQL that is down
+    fails the test instead of skipping it."""
+    if PG_URL is None:
+        pytest.skip("PostgreSQL tests run when CI is set or OAI_TEST_PG_URL is given")
+    return PG_URL
+
+
+@contextmanager
+def pg_schema(prefix: str = "t") -> Iterator[str]:
+    """A store URL in a fresh schema of `pg_url()` (its search_path), dropped afterwards, so tests
+    share one database without seeing each other's tables."""
+    url = pg_url()
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(url)
+    try:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+        sep = "&" if "?" in url else "?"
+        yield f"{url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        admin.dispose()  # a fresh connection for the drop: the test may have broken the pooled ones
+        admin = sa.create_engine(url)
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        admin.dispose()
+
+
+@contextmanager
+def backend_store_url(backend: str, folder: Path) -> Iterator[str]:
+    """A fresh store's URL on `backend` ("sqlite": a file in `folder`; "postgresql": `pg_schema`)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{folder / 'store.sqlite3'}"
+    else:
+        with pg_schema() as url:
+            yield url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Each store test runs on both backends; PostgreSQL is never skipped when CI is set."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.sqlite3'}"
-        return
-    if PG_URL is None:
-        pytest.skip("PostgreSQL tests run when CI is set or OAI_TEST_PG_URL is given")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+    with backend_store_url(request.param, tmp_path) as url:
+        yield url
 
 
 class Clock:

@@ -8,15 +8,13 @@ import re
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import parse_qsl
 
-import sqlalchemy as sa
-from conftest import PG_URL
+from conftest import pg_schema
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
@@ -39,18 +37,8 @@ def second_store_url(store_url: str, tmp_path: Path) -> Iterator[str]:
     if store_url.startswith("sqlite"):
         yield f"sqlite:///{tmp_path / 'target.sqlite3'}"
         return
-    assert PG_URL is not None
-    schema = f"h_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+    with pg_schema("h") as url:
+        yield url
 
 
 @contextmanager

@@ -14,7 +14,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import requests
 import sqlalchemy as sa
 import yaml
 from conftest import NS, PG_URL, validate
+from conftest import pg_schema as conftest_pg_schema
 from lxml import etree
 
 OAI = "{http://www.openarchives.org/OAI/2.0/}"
@@ -37,22 +37,13 @@ BIN = Path(sys.executable).parent
 
 @contextmanager
 def pg_schema(prefix: str = "l") -> Iterator[str]:
-    """A store URL on PG_URL in a fresh schema, dropped afterwards (PostgreSQL must be up)."""
-    assert PG_URL is not None
-    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_URL)
-    try:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-        sep = "&" if "?" in PG_URL else "?"
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        wait_for_postgres()
-        admin.dispose()
-        admin = sa.create_engine(PG_URL)
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        admin.dispose()
+    """conftest's `pg_schema`, which waits for PostgreSQL to answer again before the drop (a load
+    test may leave it busy)."""
+    with conftest_pg_schema(prefix) as url:
+        try:
+            yield url
+        finally:
+            wait_for_postgres()
 
 
 class PrivatePostgres:

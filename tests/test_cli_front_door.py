@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner, Result
-from conftest import BASE_CONFIG, HERE, PG_URL
+from conftest import BASE_CONFIG, HERE, pg_url
 
 from harvester.cli import main as harvester_main
 from oaiserver import config as config_mod
@@ -310,8 +310,7 @@ def unreachable(tmp_path: Path, case: str) -> tuple[str, str]:
             rf"cannot open postgresql://postgres:\*\*\*@127\.0\.0\.1:{port}/x: .*(refused|failed)",
         )
     if case == "no-such-database":
-        if PG_URL is None:
-            pytest.skip("needs the PostgreSQL at 127.0.0.1:5432 (OAI_TEST_PG_URL)")
+        pg_url()  # skips without PostgreSQL (conftest's one rule)
         return (
             "postgresql://postgres@127.0.0.1:5432/nosuchdb_xyz",
             r"cannot open postgresql://postgres@127\.0\.0\.1:5432/nosuchdb_xyz: "

@@ -6,7 +6,6 @@ import gzip
 import hashlib
 import json
 import re
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import PG_URL, Clock, make_record
+from conftest import PG_URL, Clock, backend_store_url, make_record
 
 from oaiserver.cli import main
 from oaiserver.dump import DumpError, export, load
@@ -54,17 +53,6 @@ def fill(store: Store) -> None:
     )
 
 
-def pg_schema_url() -> tuple[str, sa.Engine, str] | None:
-    if PG_URL is None:
-        return None
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in PG_URL else "?"
-    return f"{PG_URL}{sep}options=-csearch_path%3D{schema}", admin, schema
-
-
 @pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
 def test_export_import_export_is_byte_identical(store: Store, clock: Clock, tmp_path: Path, suffix: str) -> None:
     fill(store)
@@ -73,30 +61,25 @@ def test_export_import_export_is_byte_identical(store: Store, clock: Clock, tmp_
     synthetic_deleted = sum(r.deleted for r in synthetic_records(300, "test.example.org"))
     assert (report.records, report.deleted) == (301, 1 + synthetic_deleted)
     # Into the other backend (SQLite when the source is PostgreSQL, and vice versa when it runs).
-    targets = [f"sqlite:///{tmp_path / 'copy.sqlite3'}"]
-    pg = pg_schema_url() if store.is_sqlite else None
-    if pg is not None:
-        targets = [pg[0]]
-    copy = Store(targets[0])
-    try:
-        load(copy, first)
-        export(copy, second)
-        assert first.read_bytes() == second.read_bytes()
-        assert copy.get("oai:test.example.org:x") == store.get("oai:test.example.org:x")
-        assert copy.setting("token_secret") == "kept-across-the-move"
-        assert [r.outcome for r in harvest_history(copy, "partner")] == ["success"]
-        query = ListQuery("oai_dc", set_spec="a")
-        assert [h.xml for h in copy.page(query, None, 500, with_metadata=True)] == [
-            h.xml for h in store.page(query, None, 500, with_metadata=True)
-        ]
-        with pytest.raises(DumpError, match="not empty"):
+    other = "postgresql" if store.is_sqlite and PG_URL is not None else "sqlite"
+    (tmp_path / "copy").mkdir()
+    with backend_store_url(other, tmp_path / "copy") as target:
+        copy = Store(target)
+        try:
             load(copy, first)
-    finally:
-        copy.close()
-        if pg is not None:
-            with pg[1].begin() as conn:
-                conn.exec_driver_sql(f"DROP SCHEMA {pg[2]} CASCADE")
-            pg[1].dispose()
+            export(copy, second)
+            assert first.read_bytes() == second.read_bytes()
+            assert copy.get("oai:test.example.org:x") == store.get("oai:test.example.org:x")
+            assert copy.setting("token_secret") == "kept-across-the-move"
+            assert [r.outcome for r in harvest_history(copy, "partner")] == ["success"]
+            query = ListQuery("oai_dc", set_spec="a")
+            assert [h.xml for h in copy.page(query, None, 500, with_metadata=True)] == [
+                h.xml for h in store.page(query, None, 500, with_metadata=True)
+            ]
+            with pytest.raises(DumpError, match="not empty"):
+                load(copy, first)
+        finally:
+            copy.close()
 
 
 def test_export_and_import_commands(tmp_path: Path, store_url: str, store: Store) -> None:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import calendar
 import time
-import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from conftest import NS, PG_URL, LiveServer, error_codes, make_config, token_of, validate
+from conftest import NS, LiveServer, backend_store_url, error_codes, make_config, token_of, validate
 from lxml import etree
 from sickle import Sickle, oaiexceptions
 from sickle.models import Header
@@ -52,18 +51,8 @@ def _unavailable(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    admin = schema = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('e2e') / 'store.sqlite3'}"
-    else:
-        if PG_URL is None:
-            pytest.skip("PostgreSQL tests run when CI is set or OAI_TEST_PG_URL is given")
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        admin = sa.create_engine(PG_URL)
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-        sep = "&" if "?" in PG_URL else "?"
-        url = f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    stack = ExitStack()
+    url = stack.enter_context(backend_store_url(request.param, tmp_path_factory.mktemp("e2e")))
     store = Store(url)
     try:
         records = list(synthetic_records(N, "test.example.org"))
@@ -82,10 +71,7 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
             server.server.server_close()
     finally:
         store.close()
-        if admin is not None:
-            with admin.begin() as conn:
-                conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-            admin.dispose()
+        stack.close()
 
 
 class RecordingSickle(Sickle):

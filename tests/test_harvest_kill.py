@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 import yaml
 from click.testing import CliRunner
-from conftest import BASE_CONFIG, PG_URL, LiveServer, make_config
+from conftest import BASE_CONFIG, LiveServer, make_config, pg_schema
 from harvestkit import (
     FAST,
     FAST_HARVEST,
@@ -312,32 +311,12 @@ def test_two_partners_writing_one_identifier_at_once_refuse_it_cleanly(
 
 # ---- two processes, one PostgreSQL store ------------------------------------------------------------
 
-DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
 
 @pytest.fixture
 def pg_store_url() -> Iterator[str]:
-    """A fresh schema on PostgreSQL; skipped if there is none, unless CI is set (then it fails)."""
-    url = PG_URL or DEFAULT_PG
-    admin = sa.create_engine(url)
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL is not available: {str(exc).splitlines()[0]}")
-    schema = f"k_{os.urandom(6).hex()}"
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in url else "?"
-    try:
-        yield f"{url}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+    """A fresh schema on PostgreSQL (conftest's one skip rule)."""
+    with pg_schema("k") as url:
+        yield url
 
 
 class ListLog:

@@ -9,14 +9,14 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from conftest import OAI_SCHEMA, make_record
+from conftest import OAI_SCHEMA, make_config, make_record
 from harvestkit import FAST, FAST_HARVEST, FakePartner, PagedPartner, error, list_records, record, xml
 from lxml import etree
 from werkzeug.wrappers import Response
 
 from harvester import errors as err
 from harvester import harvest
-from oaiserver.config import Partner, partner_set
+from oaiserver.config import ConfigError, Partner, partner_set
 from oaiserver.store import Store, acquire_lease, harvest_history, harvest_state_of
 
 DAY = "YYYY-MM-DD"
@@ -267,10 +267,12 @@ def test_a_changed_list_configuration_starts_afresh(store: Store) -> None:
     assert report.from_date is None and fake.requests[0] == {"verb": "ListRecords", "metadataPrefix": "oai_dc"}
 
 
-def test_an_unknown_quirk_fails_the_run_clearly(store: Store) -> None:
+def test_an_unknown_quirk_is_refused_before_any_run(store: Store) -> None:
+    """Partner settings are checked once, when the configuration loads; a run trusts them."""
     with FakePartner(PagedPartner(pages_of(1))) as fake:
-        report = run(store, Partner("p", fake.url, quirks={"lenient": True}))
-    assert report.outcome == "failed" and "unknown quirk(s) lenient (known: lenient_xml)" in (report.reason or "")
+        with pytest.raises(ConfigError, match=r"unknown quirk\(s\) lenient \(known: lenient_xml\)"):
+            make_config(store.url, partners=[{"name": "p", "base_url": fake.url, "quirks": {"lenient": True}}])
+        assert fake.requests == []
 
 
 # ---- leases and stopping ---------------------------------------------------------------------

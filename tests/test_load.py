@@ -21,7 +21,7 @@ from urllib.parse import quote
 import pytest
 import requests
 import sqlalchemy as sa
-from conftest import NS, PG_URL, make_config, make_record, validate
+from conftest import NS, make_config, make_record, validate
 from harvestkit import FakePartner, identify, list_records, record, xml
 from loadkit import (
     Gunicorn,
@@ -58,8 +58,6 @@ REPO = "test.example.org"
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    if PG_URL is None:
-        pytest.skip("PostgreSQL tests run when CI is set or OAI_TEST_PG_URL is given")
     with pg_schema("load") as url:
         yield url
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import re
 
+import conftest
 import pytest
 import sqlalchemy as sa
-from conftest import HERE, PG_URL
+from conftest import DEFAULT_PG_URL, HERE, PG_URL, pg_url, pg_url_from
 from loadkit import postgres_answers, private_postgres, require_postgres_tools
 
 
@@ -22,6 +23,25 @@ def test_no_test_drives_a_server_it_did_not_start() -> None:
             if re.search(r"pg_ctlcluster|systemctl|service postgresql|pg_ctl\(", line):
                 offenders.append(f"{path.name}:{number}: {line.strip()}")
     assert not offenders, offenders
+
+
+def test_postgres_tests_skip_only_without_a_database_and_never_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One skip rule for every PostgreSQL test (conftest.pg_url): skipped without
+    OAI_TEST_PG_URL, never when CI is set (the local PostgreSQL is then required)."""
+    assert pg_url_from({}) is None
+    assert pg_url_from({"CI": "true"}) == DEFAULT_PG_URL
+    assert pg_url_from({"CI": "true", "OAI_TEST_PG_URL": "postgresql://u@h/db"}) == "postgresql://u@h/db"
+    monkeypatch.setattr(conftest, "PG_URL", None)
+    with pytest.raises(pytest.skip.Exception, match="OAI_TEST_PG_URL"):
+        pg_url()
+    monkeypatch.setattr(conftest, "PG_URL", DEFAULT_PG_URL)
+    assert pg_url() == DEFAULT_PG_URL
+
+
+def test_one_per_test_schema_helper() -> None:
+    """The per-test PostgreSQL schema is made in one place (conftest.pg_schema), used by all."""
+    copies = [p.name for p in sorted(HERE.glob("*.py")) if "CREATE " + "SCHEMA" in p.read_text()]
+    assert copies == ["conftest.py"], copies
 
 
 def shared_start_time() -> object:

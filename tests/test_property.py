@@ -10,15 +10,14 @@ from __future__ import annotations
 import json
 import random
 import time
-import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import pytest
-import sqlalchemy as sa
-from conftest import NS, OAI, PG_URL, Clock, error_codes, make_config, make_record, token_of, validate
+from conftest import NS, OAI, Clock, backend_store_url, error_codes, make_config, make_record, token_of, validate
 from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 from lxml import etree
@@ -86,18 +85,8 @@ class Served:
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """One app per backend for the whole module: 25 records over a few datestamps, 2 deleted."""
-    admin = schema = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('property') / 'store.sqlite3'}"
-    else:
-        if PG_URL is None:
-            pytest.skip("PostgreSQL tests run when CI is set or OAI_TEST_PG_URL is given")
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        admin = sa.create_engine(PG_URL)
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-        sep = "&" if "?" in PG_URL else "?"
-        url = f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    stack = ExitStack()
+    url = stack.enter_context(backend_store_url(request.param, tmp_path_factory.mktemp("property")))
     clock = Clock()
     store = Store(url, clock=clock)
     try:
@@ -126,10 +115,7 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         yield Served(client, config.base_url, tokens)
     finally:
         store.close()
-        if admin is not None:
-            with admin.begin() as conn:
-                conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-            admin.dispose()
+        stack.close()
 
 
 # ---- strategies: verbs, names, values ------------------------------------------------------------

@@ -127,6 +127,7 @@ OAI_ID = (
     "<sampleIdentifier>oai:partner.example.org:0</sampleIdentifier></oai-identifier>"
 )
 RESPONSE_DATE = "2024-01-01T12:00:00Z"
+ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
 IDS = [f"oai:partner.example.org:{i}" for i in range(8)]
 STAMPS = {ident: f"2020-01-0{i + 1}T00:00:00Z" for i, ident in enumerate(IDS)}
 DELETED = {IDS[2], IDS[5]}
@@ -144,6 +145,8 @@ ARGS = {
 BREAKS: dict[str, tuple[str, set[str]]] = {
     "http-422": ("badArgument answered with HTTP 422", {"http-200"}),
     "fraction": ("a datestamp with fractional seconds", {"datestamps"}),
+    # \\d matches any script's digits; the datestamp syntax (and our server) wants 0-9.
+    "arabic-digits": ("a datestamp in Arabic-Indic digits", {"datestamps", "schema-valid"}),
     "offset": ("a responseDate with a +02:00 offset", {"response-date"}),
     "empty-page": ("the last page's token leads to noRecordsMatch", {"list.no-empty-page", "list.last-token"}),
     "repeat": ("page 2 repeats an identifier of page 1", {"list.unique"}),
@@ -220,6 +223,8 @@ class FakePartner:
         stamp = STAMPS[ident]
         if "fraction" in self.breaks and ident == IDS[1]:
             stamp = "2020-01-02T00:00:00.5Z"
+        if "arabic-digits" in self.breaks and ident == IDS[1]:
+            stamp = stamp.translate(ARABIC_INDIC)
         if "getrecord" in self.breaks and verb == "GetRecord":
             stamp = "2021-01-01T00:00:00Z"
         status = ' status="deleted"' if ident in DELETED else ""
@@ -434,11 +439,24 @@ def test_parsing_refuses_doctypes_and_entities() -> None:
         ("2020-01-02", v.SECONDS, "declared granularity YYYY-MM-DDThh:mm:ssZ"),
         ("2020-13-02", v.DAY, "is not YYYY-MM-DD"),
         ("yesterday", None, "is not YYYY-MM-DD"),
+        ("2020-01-02".translate(ARABIC_INDIC), None, "is not YYYY-MM-DD"),
+        ("2020-01-02T03:04:05Z".translate(ARABIC_INDIC), v.SECONDS, "is not YYYY-MM-DD"),
+        ("2020-01-02T03:04:05.5Z".translate(ARABIC_INDIC), v.SECONDS, "is not YYYY-MM-DD"),  # not a fraction
     ],
 )
 def test_date_problems_are_named(text: str, granularity: str | None, problem: str | None) -> None:
     found = v.date_problem(text, granularity)
     assert (found is None) if problem is None else (found is not None and problem in found)
+
+
+def test_the_validator_holds_dates_to_the_servers_rule(app: Any) -> None:
+    """One rule for a datestamp's digits: what the server refuses as `from`, the validator
+    refuses in a response (ASCII 0-9 only; Python's \\d matches any script's digits)."""
+    client = app.test_client()
+    for text in ("2020-01-02".translate(ARABIC_INDIC), "2020-01-02T03:04:05Z".translate(ARABIC_INDIC)):
+        r = client.get("/oai", query_string={"verb": "ListIdentifiers", "metadataPrefix": "oai_dc", "from": text})
+        assert r.status_code == 200 and b'code="badArgument"' in r.data, text
+        assert v.parse_any(text) is None and v.date_problem(text, None) is not None, text
 
 
 def test_rich_report_prints_the_same_lines() -> None:

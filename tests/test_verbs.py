@@ -140,6 +140,18 @@ def test_get_record_errors(oai: OAIClient, store: Store, identifier: str, prefix
     }
 
 
+def test_errors_speak_the_one_list_of_codes(oai: OAIClient) -> None:
+    """Every code of OAI-PMH 2.0 has one error class; one raised without words says what the spec
+    says the code means, from the list the validator and the harvester read too."""
+    from oaiserver.errors import ALL_ERRORS
+    from oaiserver.records import ERROR_CODES
+
+    assert sorted(cls.code for cls in ALL_ERRORS) == sorted(ERROR_CODES)
+    assert all(cls().message == ERROR_CODES[cls.code] for cls in ALL_ERRORS)
+    doc = oai(verb="GetRecord", identifier="oai:test.example.org:nope", metadataPrefix="oai_dc")
+    assert doc.findtext("oai:error", namespaces=NS) == ERROR_CODES["idDoesNotExist"]
+
+
 def test_deleted_record_has_status_and_no_metadata(oai: OAIClient, store: Store, clock: Clock) -> None:
     store.write([make_record("1"), make_record("2")])
     clock.tick()
