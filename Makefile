@@ -65,10 +65,12 @@ bench: $(DEV_STAMP)
 	$(BIN)/python bench/bench.py --records $(N)
 	$(BIN)/python bench/slowclients.py
 
+## The lint gate (CI runs it after the tests): ruff and mypy over all our Python, tests and benchmarks too.
+LINTED := oaiserver harvester tests bench
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check oaiserver harvester tests
-	$(BIN)/ruff format --check oaiserver harvester tests
-	$(BIN)/mypy oaiserver harvester
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy $(LINTED)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .hypothesis

@@ -362,7 +362,9 @@ def crowd(server: Server, harvesters: int, seconds: float, max_pages: int) -> Cr
     def one(k: int) -> None:
         start = first_page({"from": f"{2000 + (20 * k) // harvesters:04d}-01-01"})
         session = requests.Session()
-        params, records, latencies, errors, kinds, count = start, 0, [], 0, {}, 0
+        params, records, errors, count = start, 0, 0, 0
+        latencies: list[float] = []
+        kinds: dict[str, int] = {}  # error kind -> how many times
         barrier.wait()
         while time.perf_counter() < deadline[0] and count < max_pages:
             count += 1
@@ -947,7 +949,7 @@ class Bench:
         targets = [("ours", ours, walks["ours"])]
         if peer is not None and "peer" in walks:
             targets.append(("peer", peer, walks["peer"]))
-        samples = {name: {p: [] for p in positions} for name, _, _ in targets}
+        samples: dict[str, dict[int | str, list[float]]] = {name: {p: [] for p in positions} for name, _, _ in targets}
         session = requests.Session()
         log(f"page latency: first and second page, 10, 50, 90 % of the list, {a.latency_reps} times each")
         for _ in range(a.latency_reps):
@@ -1072,7 +1074,8 @@ class Bench:
         if isinstance(api, str):
             self.skipped["harvester"] = api
             log(f"harvester: SKIPPED: {api}")
-        sickle_runs, sqlite_runs = [], []
+        sickle_runs: list[dict[str, Any]] = []
+        sqlite_runs: list[dict[str, Any]] = []
         for rep in range(a.harvest_repeat):
             if not isinstance(api, str):
                 log(f"harvester into SQLite (repetition {rep + 1} of {a.harvest_repeat})")
@@ -1089,9 +1092,9 @@ class Bench:
                     traceback.print_exc()
                 sqlite_runs.append(r)
                 log(f"  {r['outcome']}: {r['records']:,} records, {r['records_per_s']:,.0f} records/s")
-                for s in ("", "-wal", "-shm"):
+                for suffix in ("", "-wal", "-shm"):
                     with suppress(FileNotFoundError):
-                        Path(f"{target}{s}").unlink()
+                        Path(f"{target}{suffix}").unlink()
             log(f"plain Sickle loop into SQLite (repetition {rep + 1} of {a.harvest_repeat})")
             target = workdir / f"sickle-{rep}.sqlite3"
             s = sickle_loop(ours, target)
@@ -1110,7 +1113,7 @@ class Bench:
             f"client CPU {median([r['client_cpu_ms_per_1k'] or 0 for r in sickle_runs]):.0f} ms/1k; "
             f"others used {median([r['others_cpu_pct'] for r in sickle_runs]):.0f} % of the CPUs",
         )
-        if sqlite_runs:
+        if sqlite_runs and not isinstance(api, str):  # runs only with the harvester's API at hand
             rate = median([r["records_per_s"] for r in sqlite_runs])
             ok = all(r["outcome"] == "success" and r["records"] == a.records for r in sqlite_runs)
             out["sqlite"] = {"records_per_s": rate, "runs": sqlite_runs}
@@ -1142,11 +1145,11 @@ class Bench:
                 self.skipped["harvester_pg"] = "--skip-pg"
             else:
                 log("harvester into PostgreSQL (a fresh schema)")
-                r = None
+                pg_run: dict[str, Any] | None = None
                 for attempt in (1, 2):  # the shared server may be restarted under us: then once more
                     try:
                         with pg_target(a.pg_url) as url:
-                            r = run_harvester(api, ours, url)
+                            pg_run = run_harvester(api, ours, url)
                         break
                     except Exception as exc:
                         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -1155,17 +1158,20 @@ class Bench:
                         if attempt == 2 or not wait_for_pg(a.pg_url, 90):
                             self.skipped["harvester_pg"] = why
                             break
-                if r is not None:
-                    out["postgresql"] = r
+                if pg_run is not None:
+                    out["postgresql"] = pg_run
                     self.check(
                         "harvester",
                         "harvester into PostgreSQL",
-                        f"{r['records_per_s']:,.0f} records/s",
-                        note=f"outcome {r['outcome']}, {r['records']:,} records; {a.pg_url.split('@')[-1]}; "
-                        f"harvester CPU {r.get('harvester_cpu_ms_per_1k') or 0:.0f} ms/1k; "
-                        f"others used {r.get('others_cpu_pct') or 0:.0f} % of the CPUs",
+                        f"{pg_run['records_per_s']:,.0f} records/s",
+                        note=f"outcome {pg_run['outcome']}, {pg_run['records']:,} records; {a.pg_url.split('@')[-1]}; "
+                        f"harvester CPU {pg_run.get('harvester_cpu_ms_per_1k') or 0:.0f} ms/1k; "
+                        f"others used {pg_run.get('others_cpu_pct') or 0:.0f} % of the CPUs",
                     )
-                    log(f"  {r['outcome']}: {r['records']:,} records, {r['records_per_s']:,.0f} records/s")
+                    log(
+                        f"  {pg_run['outcome']}: {pg_run['records']:,} records, "
+                        f"{pg_run['records_per_s']:,.0f} records/s"
+                    )
         self.results["harvester"] = out
 
     def section_memory(self, ours: Server, peer: Server | None) -> None:

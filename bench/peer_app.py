@@ -114,7 +114,8 @@ class SQLiteOAI:
         batch_size: int = 10,
     ) -> list[tuple[common.Header, common.Metadata | None, None]]:
         self._check_prefix(metadataPrefix)
-        where, params = [], []
+        where: list[str] = []
+        params: list[str | int | None] = []  # the query's parameters, in the order of `where`
         if set is not None:
             where.append("r.id IN (SELECT record_id FROM set_members WHERE spec = ?)")
             params.append(set)

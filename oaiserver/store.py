@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -747,6 +747,40 @@ class Store:
         else:
             sql, params = self._list_sql(query, "count(*)", None)
         return int(self._fetch(sql, params)[0][0])
+
+    # Which of the two lists `page` gives follows from `rendered`: these say so to the type checker.
+    @overload
+    def page(
+        self,
+        query: ListQuery,
+        after: tuple[int, str] | None,
+        limit: int,
+        *,
+        with_metadata: bool,
+        rendered: Literal[False] = False,
+    ) -> list[Header]: ...
+
+    @overload
+    def page(
+        self,
+        query: ListQuery,
+        after: tuple[int, str] | None,
+        limit: int,
+        *,
+        with_metadata: bool,
+        rendered: Literal[True],
+    ) -> list[Rendered]: ...
+
+    @overload
+    def page(
+        self,
+        query: ListQuery,
+        after: tuple[int, str] | None,
+        limit: int,
+        *,
+        with_metadata: bool,
+        rendered: bool = False,
+    ) -> list[Header] | list[Rendered]: ...
 
     def page(
         self,

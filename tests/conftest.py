@@ -104,6 +104,13 @@ def token_of(doc: etree._Element) -> etree._Element | None:
     return doc.find(".//oai:resumptionToken", NS)
 
 
+def the_token(doc: etree._Element) -> etree._Element:
+    """The resumptionToken element of a list that must have one (an incomplete list)."""
+    token = token_of(doc)
+    assert token is not None, "the list has no resumptionToken"
+    return token
+
+
 BASE_CONFIG: dict[str, Any] = {
     "repository": {
         "name": "Test Repository",
@@ -273,3 +280,10 @@ def make_record(local: str, title: str = "A title", *, sets: tuple[str, ...] = (
         sets=list(sets),
         metadata={oai_dc.PREFIX: oai_dc.render(values)},
     )
+
+
+def stored(store: Store, identifier: str) -> Record:
+    """The record `identifier`, which must be in the store (a tombstone counts)."""
+    record = store.get(identifier)
+    assert record is not None, f"{identifier} is not in the store"
+    return record

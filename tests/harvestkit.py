@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from conftest import pg_schema
@@ -21,6 +21,9 @@ from werkzeug.wrappers import Request, Response
 from harvester.client import ClientSettings
 from harvester.harvest import HarvestSettings
 from oaiserver.store import Store
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 OAI_NS = "http://www.openarchives.org/OAI/2.0/"
 SECONDS = "YYYY-MM-DDThh:mm:ssZ"
@@ -67,13 +70,14 @@ class FakePartner:
         self.url = f"http://127.0.0.1:{self.server.server_port}/oai"
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
-    @Request.application  # type: ignore[misc]
-    def _app(self, request: Request) -> Response:
-        params = dict(parse_qsl(request.query_string.decode(), keep_blank_values=True))
+    def _app(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """The WSGI app (what `Request.application` would make of a method, which it cannot type)."""
+        with Request(environ) as request:
+            params = dict(parse_qsl(request.query_string.decode(), keep_blank_values=True))
         with self._lock:
             n = len(self.requests)
             self.requests.append(params)
-        return self.handler(params, n)
+        return self.handler(params, n)(environ, start_response)
 
     def __enter__(self) -> FakePartner:
         self.thread.start()

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner, Result
-from conftest import BASE_CONFIG, HERE, pg_url
+from conftest import BASE_CONFIG, HERE, pg_url, stored
 
 from harvester.cli import main as harvester_main
 from oaiserver import config as config_mod
@@ -134,7 +134,7 @@ def test_verbose_is_accepted_before_or_after_the_subcommand(
 @pytest.mark.parametrize("program", sorted(PROGRAMS))
 def test_every_subcommand_lists_config_and_verbose_in_its_help(program: str) -> None:
     group = PROGRAMS[program]
-    for name in group.commands:  # type: ignore[attr-defined]
+    for name in group.commands:
         text = cli(program, name, "--help").output
         assert "--config" in text and "--verbose" in text, name
 
@@ -373,7 +373,7 @@ def pruning(tmp_path: Path, store_url: str) -> tuple[Path, Path, str]:
 def datestamps(url: str) -> dict[str, int | None]:
     store = Store(url)
     try:
-        return {i: store.get(i).datestamp for i in sorted(store.identifiers())}  # type: ignore[union-attr]
+        return {i: stored(store, i).datestamp for i in sorted(store.identifiers())}
     finally:
         store.close()
 

@@ -401,7 +401,7 @@ def test_an_export_of_a_live_store_is_one_snapshot(
     export(store, before)
     other = Store(store_url)
     real_record = dump_module._record
-    written = []
+    written: list[bool] = []  # True once the record was written during the export
 
     def record_then_write(*args: Any) -> Any:
         if not written:  # once the export has begun reading records

@@ -166,6 +166,7 @@ def _new_connection_error(cause: OSError) -> requests.ConnectionError:
     else:
         inner = urllib3.exceptions.NewConnectionError(conn, f"Failed to establish a new connection: {cause}")
     inner.__cause__ = cause
+    # urllib3 types `pool` as a ConnectionPool; requests reads only the reason, and a pool is not needed to say it.
     pool_error = urllib3.exceptions.MaxRetryError(None, "/oai", inner)  # type: ignore[arg-type]
     return requests.ConnectionError(pool_error)
 
@@ -500,7 +501,7 @@ def test_pages_are_asked_for_ahead_as_far_as_asked_and_no_further(ahead: int) ->
         return xml(list_records([record(f"oai:p:{n}")], f"t{n + 1}" if n < 9 else None))
 
     with FakePartner(answer) as partner, Client(partner.url, FAST) as client:
-        tokens = []
+        tokens: list[str | None] = []
         for page in client.pages("ListRecords", ahead=ahead, metadataPrefix="oai_dc"):
             if not tokens:
                 time.sleep(0.5)  # time enough for any number of pages to be asked for

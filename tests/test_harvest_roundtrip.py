@@ -68,7 +68,9 @@ def assert_mirrors(source: Store, target: Store, partner: str) -> None:
         assert copy.provenance["datestamp"] == format_datestamp(original.datestamp or 0)
         # Kept byte for byte: the <record> element exactly as the source served it, with the
         # namespaces it inherits from the response's root declared on it.
-        served = theirs[identifier].rendered.decode().rstrip("\n")  # type: ignore[union-attr]
+        rendered = theirs[identifier].rendered
+        assert rendered is not None
+        served = rendered.decode().rstrip("\n")
         inherited = f'<record xmlns="{OAI_NS}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
         assert copy.raw_xml == served.replace("<record>", inherited, 1)
         assert (copy.about is None) == copy.deleted

@@ -347,7 +347,8 @@ def test_stop_ends_the_run_after_the_current_page(store: Store) -> None:
         assert report.outcome == "failed" and "stopped after a page" in (report.reason or "")
         # The next pages may have been requested ahead (up to two); they are neither written nor checkpointed.
         assert 2 <= len(fake.requests) <= 4 and len(store.identifiers(source="p")) == 4
-        assert harvest_state_of(store, "p").checkpoint["token"] == "t2"  # type: ignore[index]
+        checkpoint = harvest_state_of(store, "p").checkpoint
+        assert checkpoint is not None and checkpoint["token"] == "t2"
         resumed = run(store, partner)
     assert resumed.outcome == "success" and resumed.window.received == 8
 

@@ -34,13 +34,13 @@ def partner(**schedule: Any) -> Partner:
 
 def test_an_interval_schedule() -> None:
     trigger = trigger_for(partner(interval={"minutes": 60}))
-    assert trigger.interval.total_seconds() == 3600  # type: ignore[attr-defined]
+    assert trigger.interval.total_seconds() == 3600
 
 
 def test_a_cron_schedule_in_utc() -> None:
     trigger = trigger_for(partner(cron="0 3 * * *"))
-    fields = {f.name: str(f) for f in trigger.fields}  # type: ignore[attr-defined]
-    assert (fields["hour"], fields["minute"]) == ("3", "0") and str(trigger.timezone) == "UTC"  # type: ignore[attr-defined]
+    fields = {f.name: str(f) for f in trigger.fields}
+    assert (fields["hour"], fields["minute"]) == ("3", "0") and str(trigger.timezone) == "UTC"
 
 
 BAD_SCHEDULES = [
@@ -110,7 +110,8 @@ def test_racing_harvesters_get_one_lease(store: Store) -> None:
             won.append(name)
 
     for attempt in range(3):
-        barrier, won = threading.Barrier(6), []
+        barrier = threading.Barrier(6)
+        won: list[str] = []
         threads = [threading.Thread(target=contend, args=(f"h{i}", f"race{attempt}", barrier, won)) for i in range(6)]
         for t in threads:
             t.start()

@@ -431,7 +431,7 @@ def test_heavy_pages_are_not_asked_for_ahead(monkeypatch: pytest.MonkeyPatch, bu
         return xml(list_records([record(f"oai:p:{n}")], f"t{n + 1}" if n < 5 else None))
 
     with FakePartner(answer) as partner, Client(partner.url, SMALL) as client:
-        tokens = []
+        tokens: list[str | None] = []
         for page in client.pages("ListRecords", ahead=2, metadataPrefix="oai_dc"):
             if not tokens:
                 time.sleep(0.5)  # time enough for the pages ahead to be asked for, if they are

@@ -9,6 +9,7 @@ import copy
 import pytest
 from harvestkit import FAST_HARVEST, OAI_NS, FakePartner, list_records, oai, record, xml
 from lxml import etree
+from werkzeug.wrappers import Response
 
 from harvester import harvest
 from harvester.client import verbatim_items
@@ -93,12 +94,12 @@ def test_harvested_records_keep_the_partners_bytes(store: Store) -> None:
     records = [record("oai:p:1", "Tom &amp; Jerry &#233;"), ODD]
     commented = [record("oai:p:2", "Plain"), record("oai:p:3", "With <!-- a comment --> inside")]
 
-    def answer(params: dict[str, str], n: int) -> object:
+    def answer(params: dict[str, str], n: int) -> Response:
         if params.get("resumptionToken") == "t1":
             return xml(list_records(commented))
         return xml(list_records(records, "t1"))
 
-    with FakePartner(answer) as fake:  # type: ignore[arg-type]
+    with FakePartner(answer) as fake:
         report = harvest.run(store, Partner("p", fake.url), settings=FAST_HARVEST)
     assert report.outcome == "success"
     for original in records:

@@ -202,7 +202,8 @@ def test_the_worker_sends_a_page_s_records_in_parts_and_keeps_none_of_them(fresh
     filler = "x" * 3000
     page = [record(f"oai:big.example.org:{i}", f"Title {i} {filler}") for i in range(1000)]  # about 3.3 MB
     body = PagedPartner([page])({"verb": "ListRecords"}, 0).get_data()
-    handed, parts = [body], []
+    handed = [body]
+    parts: list[list[tuple[Any, ...]]] = []
     rest = worker.convert_body(handed, Partner("p", "http://127.0.0.1:1/oai"), "2024-05-01T12:00:00Z", parts.append)
     assert handed == [], "the body is let go once parsed"
     sizes = [len(pickle.dumps(part)) for part in parts]
@@ -245,9 +246,12 @@ def test_a_stop_while_the_worker_converts_waits_for_the_page() -> None:
     answer: Future[worker.Offloaded] = Future()
     stop = threading.Event()
     stop.set()
-    threading.Thread(
-        target=lambda: (stop.wait(), answer.set_result(worker.Offloaded([], [], 3, []))), daemon=True
-    ).start()
+
+    def answer_once_stopped() -> None:
+        stop.wait()
+        answer.set_result(worker.Offloaded([], [], 3, []))
+
+    threading.Thread(target=answer_once_stopped, daemon=True).start()
     converted = worker.received(answer, stop, grace=60)
     assert converted.without_dc == 3
 
@@ -279,7 +283,8 @@ def test_a_stop_while_the_worker_converts_the_first_page_commits_it(
         report = harvest.run(store, Partner("p", partner.url), settings=FAST_HARVEST, stop=stop)
     assert report.outcome == "failed" and "stopped after a page" in (report.reason or ""), report.reason
     assert report.counts.pages == 1 and report.counts.received == 10
-    assert harvest_state_of(store, "p").checkpoint["token"] == "t1"  # type: ignore[index]
+    checkpoint = harvest_state_of(store, "p").checkpoint
+    assert checkpoint is not None and checkpoint["token"] == "t1"
     assert store.identifiers(source="p") == {f"oai:partner.example.org:0-{i}" for i in range(10) if i != 9}
 
 

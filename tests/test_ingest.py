@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import HERE, make_config
+from conftest import HERE, make_config, stored
 
 from oaiserver.cli import main
 from oaiserver.ingest import SeedError, parse_seed, seed_record
@@ -69,6 +69,7 @@ def test_the_shipped_seed_parses() -> None:
     for empty in ("coverage", "source", "relation"):
         assert dc(record.dc, empty) == [], "an empty section yields no element"
     assert "<dc:coverage" not in record.metadata["oai_dc"]
+    assert record.fulltext is not None
     assert record.fulltext.startswith("Handling the Issue of Border Residents")
     assert record.fulltext.endswith("21 April 1962")
 
@@ -131,11 +132,11 @@ def test_ingest_is_idempotent_and_reports(project: tuple[Path, Path, str]) -> No
     assert code == 0 and "2 added" in out
     store = Store(url)
     try:
-        first = store.get("oai:test.example.org:stalin")
+        first = stored(store, "oai:test.example.org:stalin")
         assert first.sets == ["asia"]
         code, out = run(cfg, "ingest", str(seeds))
         assert code == 0 and "0 added, 0 changed, 2 unchanged" in out
-        assert store.get("oai:test.example.org:stalin").datestamp == first.datestamp
+        assert stored(store, "oai:test.example.org:stalin").datestamp == first.datestamp
     finally:
         store.close()
 
@@ -159,7 +160,7 @@ def test_ingest_one_file_and_changes(project: tuple[Path, Path, str]) -> None:
         (seeds / "stalin.txt").write_text(FULL.replace("Reuse welcome.", "Reuse very welcome."), encoding="utf-8")
         code, out = run(cfg, "ingest", str(seeds / "stalin.txt"))
         assert code == 0 and "1 changed" in out
-        assert "Reuse very welcome." in store.get("oai:test.example.org:stalin").metadata["oai_dc"]
+        assert "Reuse very welcome." in stored(store, "oai:test.example.org:stalin").metadata["oai_dc"]
     finally:
         store.close()
 
@@ -174,8 +175,8 @@ def test_prune_turns_vanished_files_into_tombstones(project: tuple[Path, Path, s
     assert code == 0 and "1 pruned" in out
     store = Store(url)
     try:
-        assert store.get("oai:test.example.org:stalin").deleted
-        assert not store.get("oai:test.example.org:000_44774e4221cac103").deleted
+        assert stored(store, "oai:test.example.org:stalin").deleted
+        assert not stored(store, "oai:test.example.org:000_44774e4221cac103").deleted
     finally:
         store.close()
 

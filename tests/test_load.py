@@ -589,7 +589,7 @@ def test_a_worker_killed_mid_response(
 OVERLOAD_RECORDS = 1000
 
 
-class CountingSickle(Sickle):  # type: ignore[misc]
+class CountingSickle(Sickle):
     """Sickle, with its own retry loop, counting the 503s it honours."""
 
     refused = 0

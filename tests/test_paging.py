@@ -7,7 +7,18 @@ import time
 from typing import Any
 
 import pytest
-from conftest import NS, Clock, OAIClient, error_codes, identifiers, make_config, make_record, token_of, validate
+from conftest import (
+    NS,
+    Clock,
+    OAIClient,
+    error_codes,
+    identifiers,
+    make_config,
+    make_record,
+    the_token,
+    token_of,
+    validate,
+)
 
 from oaiserver import create_app
 from oaiserver.records import format_datestamp
@@ -56,17 +67,17 @@ def test_paging_gives_every_record_once(oai: OAIClient, store: Store, clock: Clo
 def test_token_has_expiration_date(oai: OAIClient, store: Store, clock: Clock) -> None:
     fill(store, clock, PAGE + 1)
     doc = oai(verb="ListRecords", metadataPrefix="oai_dc")
-    expires = token_of(doc).get("expirationDate")
+    expires = the_token(doc).get("expirationDate")
     response = doc.findtext("oai:responseDate", namespaces=NS)
     assert expires > response
 
 
 def test_same_token_same_page(oai: OAIClient, store: Store, clock: Clock) -> None:
     fill(store, clock, 3 * PAGE)
-    token = token_of(oai(verb="ListRecords", metadataPrefix="oai_dc")).text
+    token = the_token(oai(verb="ListRecords", metadataPrefix="oai_dc")).text
     first, again = oai(verb="ListRecords", resumptionToken=token), oai(verb="ListRecords", resumptionToken=token)
     assert identifiers(first) == identifiers(again) and len(identifiers(first)) == PAGE
-    assert token_of(first).get("cursor") == token_of(again).get("cursor") == str(PAGE)
+    assert the_token(first).get("cursor") == the_token(again).get("cursor") == str(PAGE)
 
 
 def test_token_survives_a_restart(store_url: str, store: Store, clock: Clock) -> None:
@@ -76,7 +87,7 @@ def test_token_survives_a_restart(store_url: str, store: Store, clock: Clock) ->
     other = Store(store_url)
     try:
         one, two = create_app(cfg, store=store).test_client(), create_app(cfg, store=other).test_client()
-        token = token_of(validate(one.get("/oai?verb=ListIdentifiers&metadataPrefix=oai_dc").data)).text
+        token = the_token(validate(one.get("/oai?verb=ListIdentifiers&metadataPrefix=oai_dc").data)).text
         doc = validate(two.get(f"/oai?verb=ListIdentifiers&resumptionToken={token}").data)
     finally:
         other.close()
@@ -96,7 +107,7 @@ def test_token_survives_a_restart(store_url: str, store: Store, clock: Clock) ->
 )
 def test_bad_resumption_token(oai: OAIClient, store: Store, clock: Clock, mangle: Any) -> None:
     fill(store, clock, 2 * PAGE)
-    token = token_of(oai(verb="ListRecords", metadataPrefix="oai_dc")).text
+    token = the_token(oai(verb="ListRecords", metadataPrefix="oai_dc")).text
     doc = oai(verb="ListRecords", resumptionToken=mangle(token))
     assert error_codes(doc) in (["badResumptionToken"], ["badArgument"])
     if mangle(token):
@@ -106,7 +117,7 @@ def test_bad_resumption_token(oai: OAIClient, store: Store, clock: Clock, mangle
 
 def test_token_of_another_verb(oai: OAIClient, store: Store, clock: Clock) -> None:
     fill(store, clock, 2 * PAGE)
-    token = token_of(oai(verb="ListRecords", metadataPrefix="oai_dc")).text
+    token = the_token(oai(verb="ListRecords", metadataPrefix="oai_dc")).text
     assert error_codes(oai(verb="ListIdentifiers", resumptionToken=token)) == ["badResumptionToken"]
     assert error_codes(oai(verb="ListSets", resumptionToken=token)) == ["badResumptionToken"]
 
@@ -114,7 +125,7 @@ def test_token_of_another_verb(oai: OAIClient, store: Store, clock: Clock) -> No
 def test_expired_token(store_url: str, store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
     fill(store, clock, 2 * PAGE)
     client = create_app(make_config(store_url, server__token_lifetime=60), store=store).test_client()
-    token = token_of(validate(client.get("/oai?verb=ListRecords&metadataPrefix=oai_dc").data)).text
+    token = the_token(validate(client.get("/oai?verb=ListRecords&metadataPrefix=oai_dc").data)).text
     import oaiserver.tokens
 
     real = time.time
@@ -128,7 +139,7 @@ def test_token_from_another_secret(store_url: str, store: Store, clock: Clock) -
     fill(store, clock, 2 * PAGE)
     one = create_app(make_config(store_url, server__secret="one"), store=store).test_client()
     two = create_app(make_config(store_url, server__secret="two"), store=store).test_client()
-    token = token_of(validate(one.get("/oai?verb=ListRecords&metadataPrefix=oai_dc").data)).text
+    token = the_token(validate(one.get("/oai?verb=ListRecords&metadataPrefix=oai_dc").data)).text
     assert error_codes(validate(two.get(f"/oai?verb=ListRecords&resumptionToken={token}").data)) == [
         "badResumptionToken"
     ]
@@ -138,7 +149,7 @@ def test_page_size_is_configurable(store_url: str, store: Store, clock: Clock) -
     fill(store, clock, 7)
     client = create_app(make_config(store_url, server__page_size=3), store=store).test_client()
     doc = validate(client.get("/oai?verb=ListIdentifiers&metadataPrefix=oai_dc").data)
-    assert len(identifiers(doc)) == 3 and token_of(doc).get("completeListSize") == "7"
+    assert len(identifiers(doc)) == 3 and the_token(doc).get("completeListSize") == "7"
 
 
 def test_list_sets_pages(store_url: str, store: Store) -> None:
@@ -175,7 +186,7 @@ def test_writes_during_paging_neither_repeat_nor_lose(oai: OAIClient, store: Sto
     first = oai(verb="ListIdentifiers", metadataPrefix="oai_dc")
     response_date = first.findtext("oai:responseDate", namespaces=NS)
     seen = identifiers(first)
-    token = token_of(first).text
+    token = the_token(first).text
     # While the list is being paged, in the same second as the first response and later:
     store.write([make_record("0000", "changed, already listed")])  # moves behind the list
     store.write([make_record("0045", "changed, not yet listed")])  # moves out of the window
@@ -186,7 +197,7 @@ def test_writes_during_paging_neither_repeat_nor_lose(oai: OAIClient, store: Sto
     while token:
         doc = oai(verb="ListIdentifiers", resumptionToken=token)
         seen += identifiers(doc)
-        token = (token_of(doc).text if token_of(doc) is not None else None) or ""
+        token = (element.text if (element := token_of(doc)) is not None else None) or ""
     clock.tick()
     assert len(seen) == len(set(seen)), "an identifier was listed twice"
     changed = {f"oai:test.example.org:{x}" for x in ("0000", "0045", "0030", "new-1", "new-2")}
@@ -203,7 +214,7 @@ def test_until_is_frozen_at_the_first_request(oai: OAIClient, store: Store, cloc
     assert first.findtext("oai:responseDate", namespaces=NS) == format_datestamp(clock.now)
     store.write([make_record("zzzz")])  # sorts last, stamped now
     clock.tick(10)
-    rest = oai(verb="ListIdentifiers", resumptionToken=token_of(first).text)
+    rest = oai(verb="ListIdentifiers", resumptionToken=the_token(first).text)
     assert "oai:test.example.org:zzzz" not in identifiers(rest)
 
 
@@ -273,10 +284,10 @@ def test_a_token_never_leads_to_an_empty_page(store_url: str, store: Store, cloc
     ids = fill(store, clock, 236)
     client = create_app(make_config(store_url, server__page_size=100), store=store).test_client()
     first = validate(client.get(f"/oai?verb=ListRecords&metadataPrefix=oai_dc&from={day}").data)
-    assert identifiers(first) == ids[:100] and token_of(first).get("completeListSize") == "236"
+    assert identifiers(first) == ids[:100] and the_token(first).get("completeListSize") == "236"
     store.write([make_record(i.rsplit(":", 1)[1], "changed") for i in ids[100:]])
     clock.tick()
-    doc = validate(client.get(f"/oai?verb=ListRecords&resumptionToken={token_of(first).text}").data)
+    doc = validate(client.get(f"/oai?verb=ListRecords&resumptionToken={the_token(first).text}").data)
     assert error_codes(doc) == []
     assert identifiers(doc) == [ids[100]]
     assert doc.findtext(".//dc:title", namespaces=NS) == "changed", "the record as it is now"
@@ -290,17 +301,17 @@ def test_records_that_leave_the_window_end_the_list_cleanly(
     oai: OAIClient, store: Store, clock: Clock, verb: str
 ) -> None:
     fill(store, clock, PAGE + 1)
-    token = token_of(oai(verb=verb, metadataPrefix="oai_dc")).text
+    token = the_token(oai(verb=verb, metadataPrefix="oai_dc")).text
     store.write([make_record(f"{PAGE:04d}", "changed")])  # the only record left on page 2
     clock.tick()
     doc = oai(verb=verb, resumptionToken=token)
     assert error_codes(doc) == [] and identifiers(doc) == [f"oai:test.example.org:{PAGE:04d}"]
-    assert token_of(doc) is not None and token_of(doc).text is None
+    assert the_token(doc).text is None
 
 
 def test_a_deleted_record_ends_the_list_as_a_tombstone(oai: OAIClient, store: Store, clock: Clock) -> None:
     fill(store, clock, PAGE + 1)
-    token = token_of(oai(verb="ListRecords", metadataPrefix="oai_dc")).text
+    token = the_token(oai(verb="ListRecords", metadataPrefix="oai_dc")).text
     store.delete([f"oai:test.example.org:{PAGE:04d}"])
     clock.tick()
     doc = oai(verb="ListRecords", resumptionToken=token)
@@ -313,7 +324,7 @@ def test_a_record_that_left_the_set_is_not_served_in_the_set(oai: OAIClient, sto
     is refused, so the harvester starts the list again (never an empty page or noRecordsMatch)."""
     store.write([make_record(f"{i:04d}", sets=("a",)) for i in range(PAGE + 1)])
     clock.tick()
-    token = token_of(oai(verb="ListRecords", metadataPrefix="oai_dc", set="a")).text
+    token = the_token(oai(verb="ListRecords", metadataPrefix="oai_dc", set="a")).text
     store.write([make_record(f"{PAGE:04d}", "moved", sets=("c",))])
     clock.tick()
     doc = oai(verb="ListRecords", resumptionToken=token)
@@ -342,7 +353,7 @@ def real_token(oai: OAIClient) -> tuple[list[Any], str]:
 
     from oaiserver.tokens import _unb64
 
-    encoded, middle, _ = token_of(oai(verb="ListRecords", metadataPrefix="oai_dc")).text.split(".")
+    encoded, middle, _ = the_token(oai(verb="ListRecords", metadataPrefix="oai_dc")).text.split(".")
     return json.loads(_unb64(encoded)), middle
 
 
@@ -421,8 +432,8 @@ def test_a_tokens_expiry_is_fixed_when_it_is_issued(
     fill(store, clock, 2 * PAGE)
     long = create_app(make_config(store_url, server__token_lifetime=3600, server__secret="s"), store=store)
     short = create_app(make_config(store_url, server__token_lifetime=60, server__secret="s"), store=store)
-    long_token = token_of(validate(long.test_client().get("/oai?verb=ListRecords&metadataPrefix=oai_dc").data))
-    short_token = token_of(validate(short.test_client().get("/oai?verb=ListRecords&metadataPrefix=oai_dc").data))
+    long_token = the_token(validate(long.test_client().get("/oai?verb=ListRecords&metadataPrefix=oai_dc").data))
+    short_token = the_token(validate(short.test_client().get("/oai?verb=ListRecords&metadataPrefix=oai_dc").data))
     import oaiserver.tokens
 
     real = time.time

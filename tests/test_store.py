@@ -7,12 +7,13 @@ import hashlib
 import logging
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import OAI, Clock, OAIClient, identifiers, make_record
+from conftest import OAI, Clock, OAIClient, identifiers, make_record, stored
 
 from oaiserver.fragments import metadata_of
 from oaiserver.records import MAX_IDENTIFIER_BYTES, DCValue, Record, parse_datestamp
@@ -23,11 +24,11 @@ ID = "oai:test.example.org:1"
 
 def test_unchanged_write_keeps_datestamp(store: Store, clock: Clock) -> None:
     assert store.write([make_record("1")]).added == 1
-    stamp = store.get(ID).datestamp
+    stamp = stored(store, ID).datestamp
     clock.tick(100)
     result = store.write([make_record("1")])
     assert (result.added, result.changed, result.unchanged) == (0, 0, 1)
-    assert store.get(ID).datestamp == stamp
+    assert stored(store, ID).datestamp == stamp
 
 
 def test_the_content_hash_is_the_one_stores_already_hold() -> None:
@@ -60,37 +61,40 @@ def test_the_content_hash_is_the_one_stores_already_hold() -> None:
     ],
     ids=["metadata", "sets", "deleted flag"],
 )
-def test_changed_exposed_content_gets_new_datestamp(store: Store, clock: Clock, change: object) -> None:
+def test_changed_exposed_content_gets_new_datestamp(
+    store: Store, clock: Clock, change: Callable[[Record], None]
+) -> None:
     store.write([make_record("1")])
-    before = store.get(ID).datestamp
+    before = stored(store, ID).datestamp
+    assert before is not None
     clock.tick(100)
     record = make_record("1")
-    change(record)  # type: ignore[operator]
+    change(record)
     assert store.write([record]).changed == 1
-    assert store.get(ID).datestamp == before + 100
+    assert stored(store, ID).datestamp == before + 100
 
 
 def test_unexposed_change_keeps_datestamp(store: Store, clock: Clock) -> None:
     store.write([make_record("1")])
-    before = store.get(ID).datestamp
+    before = stored(store, ID).datestamp
     clock.tick(100)
     record = make_record("1")
     record.fulltext = "now with its full text"
     assert store.write([record]).unchanged == 1
-    assert store.get(ID).datestamp == before
-    assert store.get(ID).fulltext == "now with its full text"
+    assert stored(store, ID).datestamp == before
+    assert stored(store, ID).fulltext == "now with its full text"
 
 
 def test_delete_makes_a_tombstone_kept_forever(store: Store, clock: Clock) -> None:
     store.write([make_record("1", sets=("a",))])
     clock.tick(50)
     assert store.delete([ID]) == 1
-    tomb = store.get(ID)
+    tomb = stored(store, ID)
     assert tomb.deleted and tomb.datestamp == clock.now and tomb.sets == ["a"]
     assert store.formats_of(ID) == ["oai_dc"]
     clock.tick(50)
     assert store.delete([ID]) == 0, "deleting a tombstone again changes nothing"
-    assert store.get(ID).datestamp == clock.now - 50
+    assert stored(store, ID).datestamp == clock.now - 50
     assert store.counts() == {"live": 0, "deleted": 1}
     query = ListQuery("oai_dc", set_spec="a")
     assert [h.identifier for h in store.page(query, None, 10, with_metadata=True)] == [ID]
@@ -101,7 +105,7 @@ def test_a_deleted_record_can_come_back(store: Store, clock: Clock) -> None:
     store.delete([ID])
     clock.tick()
     assert store.write([make_record("1")]).changed == 1
-    assert not store.get(ID).deleted
+    assert not stored(store, ID).deleted
 
 
 def test_forbidden_characters_are_removed_and_logged(
@@ -119,9 +123,9 @@ def test_forbidden_characters_are_removed_and_logged(
     with caplog.at_level(logging.WARNING, logger="oaiserver.records"):
         store.write([bad])
     assert "removed" in caplog.text
-    stored = store.get("oai:test.example.org:ctl")
-    assert stored.dc[0].value == "bell and nul and "
-    assert stored.fulltext == "tab\tandvertical tab"
+    kept = stored(store, "oai:test.example.org:ctl")
+    assert kept.dc[0].value == "bell and nul and "
+    assert kept.fulltext == "tab\tandvertical tab"
     clock.tick()
     assert identifiers(oai(verb="ListRecords", metadataPrefix="oai_dc")) == ["oai:test.example.org:ctl"]
 
@@ -138,10 +142,10 @@ def test_a_forbidden_character_in_a_fragment_alone_is_removed_and_the_record_sta
         return record
 
     store.write([dirty()])
-    stamp = store.get("oai:test.example.org:ctl").datestamp
+    stamp = stored(store, "oai:test.example.org:ctl").datestamp
     clock.tick(100)
     assert store.write([dirty()]).unchanged == 1
-    assert store.get("oai:test.example.org:ctl").datestamp == stamp
+    assert stored(store, "oai:test.example.org:ctl").datestamp == stamp
     served = oai(verb="GetRecord", identifier="oai:test.example.org:ctl", metadataPrefix="oai_dc")
     assert served.findtext(".//{http://purl.org/dc/elements/1.1/}title") == "bell"
 
@@ -272,7 +276,7 @@ def test_an_unchanged_record_keeps_its_about(store: Store, clock: Clock) -> None
     record = make_record("1")
     record.about = "<p xmlns='urn:a'>second</p>"
     assert store.write([record]).unchanged == 1
-    assert store.get(ID).about == "<p xmlns='urn:a'>first</p>"
+    assert stored(store, ID).about == "<p xmlns='urn:a'>first</p>"
 
 
 def keep_fragments_alone(store: Store) -> None:
