@@ -334,7 +334,7 @@ class Store:
         if create:
             try:
                 self._migrate(migrations)
-            except StoreTooNew:
+            except BaseException:  # refused or failed: no connection is left open behind
                 self.engine.dispose()
                 raise
 
@@ -358,11 +358,12 @@ class Store:
                 )
             if current == latest:
                 return
-            # A new store: migration 1 makes the latest schema whole. Otherwise the steps it lacks.
-            for number, step in migrations[:1] if current == 0 else migrations:
-                if number > current:
-                    log.info("store schema: migration %d", number)
-                    step(conn)
+            # A new store is made whole by migration 1 (the tables above are the latest schema);
+            # an older one gets the steps it lacks.
+            steps = migrations[:1] if current == 0 else [m for m in migrations if m[0] > current]
+            for number, step in steps:
+                log.info("store schema: migration %d of %d", number, latest)
+                step(conn)
             conn.execute(schema_version.delete())
             conn.execute(schema_version.insert().values(version=latest))
 

@@ -56,6 +56,10 @@ def add_probe_table(conn: sa.Connection) -> None:
     conn.exec_driver_sql("CREATE TABLE probe (n INTEGER)")
 
 
+def test_migrations_are_numbered_from_1_without_gaps() -> None:
+    assert [number for number, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+
+
 def test_a_new_store_has_every_table_and_the_latest_number(store_url: str) -> None:
     opened(store_url)
     assert version_rows(store_url) == [LATEST]
