@@ -361,8 +361,9 @@ class Store:
             # A new store is made whole by migration 1 (the tables above are the latest schema);
             # an older one gets the steps it lacks.
             steps = migrations[:1] if current == 0 else [m for m in migrations if m[0] > current]
-            for number, step in steps:
-                log.info("store schema: migration %d of %d", number, latest)
+            if current:
+                log.info("migrating the store's schema from %d to %d", current, latest)
+            for _, step in steps:
                 step(conn)
             conn.execute(schema_version.delete())
             conn.execute(schema_version.insert().values(version=latest))

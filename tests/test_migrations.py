@@ -3,6 +3,7 @@ in place when opened, and one written by a newer version is refused in one line.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from collections.abc import Callable
@@ -60,8 +61,10 @@ def test_migrations_are_numbered_from_1_without_gaps() -> None:
     assert [number for number, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
 
 
-def test_a_new_store_has_every_table_and_the_latest_number(store_url: str) -> None:
-    opened(store_url)
+def test_a_new_store_has_every_table_and_the_latest_number(store_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="oaiserver.store"):
+        opened(store_url)
+    assert caplog.text == "", "creating a store is not news"
     assert version_rows(store_url) == [LATEST]
     assert set(meta.tables) <= table_names(store_url)
 
@@ -86,15 +89,19 @@ def test_opening_a_store_again_does_nothing(store_url: str) -> None:
     assert version_rows(store_url) == [2]
 
 
-def test_a_store_at_the_previous_number_is_migrated_and_keeps_its_records(store_url: str, clock: Clock) -> None:
+def test_a_store_at_the_previous_number_is_migrated_and_keeps_its_records(
+    store_url: str, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
     store = Store(store_url, clock=clock)
     store.write([make_record("1"), make_record("2")])
     store.close()
     assert version_rows(store_url) == [LATEST]
     calls: list[int] = []
     newer = with_next(recording(calls, LATEST + 1, add_probe_table))
-    migrated = Store(store_url, clock=clock, migrations=newer)
+    with caplog.at_level(logging.INFO, logger="oaiserver.store"):
+        migrated = Store(store_url, clock=clock, migrations=newer)
     try:
+        assert f"migrating the store's schema from {LATEST} to {LATEST + 1}" in caplog.text
         assert calls == [LATEST + 1]
         assert version_rows(store_url) == [LATEST + 1]
         assert "probe" in table_names(store_url)
