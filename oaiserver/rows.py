@@ -41,7 +41,8 @@ _FIELD, _VALUE = "\x1f", "\x1e"  # separators no stored value can hold: XML forb
 def encode_dc(values: Sequence[DCValue]) -> str:
     """Dublin Core statements for `records.dc`: `element US lang US value`, joined by RS
     (a fifth of JSON's cost; an empty lang reads back as None). JSON (`[[element, value,
-    lang], ...]`, as earlier versions stored it) when a name or tag would be ambiguous."""
+    lang], ...]`) when a name or tag would be ambiguous: one holding a separator, or a first
+    name starting with `[`."""
     text = _VALUE.join([f"{v.element}{_FIELD}{v.lang or ''}{_FIELD}{v.value}" for v in values])
     if (
         text.count(_FIELD) == 2 * len(values)

@@ -76,15 +76,13 @@ formats = sa.Table(
     meta,
     sa.Column("record_id", sa.Integer, sa.ForeignKey("records.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("prefix", sa.String(100), primary_key=True),
-    # The metadata fragment, as stores before formats.record kept it; NULL in rows written since
-    # (the fragment is read out of `record`, see `_metadata`) and in deleted records' rows.
-    sa.Column("xml", sa.Text),
     # The whole <record> element as served (header, metadata, about), UTF-8: a list page is
     # these bytes joined, with nothing decoded, parsed or re-encoded on the way out. A deleted
-    # record's rows keep the formats it had, with the header alone.
-    sa.Column("record", sa.LargeBinary),
+    # record's rows keep the formats it had, with the header alone. The metadata fragment is
+    # kept only here (see `_metadata`).
+    sa.Column("record", sa.LargeBinary, nullable=False),
     # The record's datestamp again: a list's completeListSize is then counted on one index.
-    sa.Column("datestamp", sa.BigInteger),
+    sa.Column("datestamp", sa.BigInteger, nullable=False),
     sa.Index("ix_formats_prefix_datestamp", "prefix", "datestamp"),
 )
 
@@ -96,7 +94,7 @@ set_members = sa.Table(
     sa.Column("identifier", sa.String(1024), primary_key=True),
     sa.Column("record_id", sa.Integer, sa.ForeignKey("records.id", ondelete="CASCADE"), nullable=False),
     sa.Index("ix_set_members_record", "record_id"),
-    # SQLite (new stores): the rows are the primary key's index itself, one B-tree fewer to write.
+    # SQLite: the rows are the primary key's index itself, one B-tree fewer to write.
     sqlite_with_rowid=False,
 )
 
@@ -107,9 +105,16 @@ settings = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
+# The number of the last migration the store has (one row). A table of its own, not a row of
+# `settings`: an export carries the settings into another store, and a schema is the store's own.
+schema_version = sa.Table(
+    "schema_version",
+    meta,
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
 PG_CLOCK_LOCK = 0x0A1_C10C  # advisory lock key for the write clock
-PG_UPGRADE_LOCK = 0x0A1_5C4E  # advisory lock key for upgrading the schema
-UPGRADE_BATCH = 2000  # rows rendered per statement when an old store is upgraded
+PG_SCHEMA_LOCK = 0x0A1_5C4E  # advisory lock key for creating and migrating the schema
 _ROW12 = "(" + ", ".join(["?"] * 12) + ")"
 
 
@@ -150,6 +155,25 @@ class StoreUnavailable(Exception):
 class StoreNotOpen(StoreUnavailable):
     """A store named rightly that cannot be opened now (a server down, a database or folder not
     there yet): a server waits for it, answering 503, where a wrong URL stops it."""
+
+
+class StoreTooNew(StoreUnavailable):
+    """The store has a schema newer than this version knows: it is left as it is, unread."""
+
+
+Migration = Callable[[Connection], None]
+
+
+def _schema_from_metadata(conn: Connection) -> None:
+    """Migration 1: the tables and indexes this module declares (those not there yet)."""
+    meta.create_all(conn)
+
+
+# Schema changes, numbered, applied in order. A new store is made from the tables above, which
+# always describe the latest schema, and gets the last number; a store at an earlier number gets
+# each later step. Changing the schema is changing the tables above *and* appending the step
+# that brings a store of the previous number to them (never "inspect the columns and patch").
+MIGRATIONS: tuple[tuple[int, Migration], ...] = ((1, _schema_from_metadata),)
 
 
 def open_store(url: str, **options: Any) -> Store:
@@ -268,7 +292,16 @@ def collector_paused() -> Iterator[None]:
 class Store:
     """Records and their state, over one SQLAlchemy engine."""
 
-    def __init__(self, url: str, *, create: bool = True, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        create: bool = True,
+        clock: Callable[[], float] | None = None,
+        migrations: Sequence[tuple[int, Migration]] = MIGRATIONS,
+    ) -> None:
+        """`create`: make or migrate the schema (see `MIGRATIONS`); StoreTooNew if the store's
+        is newer than `migrations` know."""
         self.url = url
         self.clock = clock
         self.engine = make_engine(url)
@@ -276,18 +309,40 @@ class Store:
         self._dbapi_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
         if create:
             try:
-                self._create_tables()
-            except sa.exc.DBAPIError:
-                # Another process (a second gunicorn worker) created the tables first.
-                self._create_tables()
-            self._upgrade()
+                self._migrate(migrations)
+            except BaseException:  # refused or failed: no connection is left open behind
+                self.engine.dispose()
+                raise
 
-    def _create_tables(self) -> None:
-        # SQLite: BEGIN IMMEDIATE, so that two processes creating a new file take turns (a
-        # deferred transaction that reads the catalogue then writes is refused at once, "database
-        # is locked", while another one writes).
+    def _migrate(self, migrations: Sequence[tuple[int, Migration]]) -> None:
+        """Bring the schema to the last of `migrations`, in one transaction.
+
+        Under the schema lock, so that processes opening one store at once (gunicorn's workers)
+        take turns and the later ones find the work done: on SQLite BEGIN IMMEDIATE (a deferred
+        transaction that reads the catalogue then writes is refused at once, "database is
+        locked", while another one writes), on PostgreSQL an advisory lock.
+        """
+        latest = migrations[-1][0]
         with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
-            meta.create_all(conn)
+            if not self.is_sqlite:
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_SCHEMA_LOCK})")
+            schema_version.create(conn, checkfirst=True)
+            current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+            if current > latest:
+                raise StoreTooNew(
+                    f"the store was written by a newer version (schema {current}); this version knows up to {latest}"
+                )
+            if current == latest:
+                return
+            # A new store is made whole by migration 1 (the tables above are the latest schema);
+            # an older one gets the steps it lacks.
+            steps = migrations[:1] if current == 0 else [m for m in migrations if m[0] > current]
+            if current:
+                log.info("migrating the store's schema from %d to %d", current, latest)
+            for _, step in steps:
+                step(conn)
+            conn.execute(schema_version.delete())
+            conn.execute(schema_version.insert().values(version=latest))
 
     def _q(self, sql: str) -> str:
         """SQL written with `?` placeholders, in the driver's own style (psycopg: `%s`)."""
@@ -313,57 +368,6 @@ class Store:
             raise sa.exc.DBAPIError.instance(sql, params, exc, self._dbapi_error) from exc
         finally:
             conn.close()  # back to the pool, rolled back
-
-    def _upgrade(self) -> None:
-        """Bring a store made by an earlier version up to this schema, in place.
-
-        Before formats.record: add it, rendered from what is stored. Before formats.datestamp:
-        add it, copied from the records, and its index.
-        """
-        if {"record", "datestamp"} <= {c["name"] for c in sa.inspect(self.engine).get_columns("formats")}:
-            return
-        log.warning("upgrading the store to this version's schema (once)")
-        with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
-            # SQLite: BEGIN IMMEDIATE, so no other process is upgrading now; PostgreSQL: an
-            # advisory lock, so a second process reads the columns after the first one committed.
-            if not self.is_sqlite:
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_UPGRADE_LOCK})")
-            columns = {c["name"] for c in sa.inspect(conn).get_columns("formats")}
-            if "record" not in columns:
-                self._add_column(conn, "record", "BLOB" if self.is_sqlite else "BYTEA")
-                self._render_records(conn)
-            if "datestamp" not in columns:
-                self._add_column(conn, "datestamp", "BIGINT")
-                conn.exec_driver_sql(
-                    "UPDATE formats SET datestamp = (SELECT r.datestamp FROM records r WHERE r.id = formats.record_id)"
-                )
-            conn.exec_driver_sql(
-                "CREATE INDEX IF NOT EXISTS ix_formats_prefix_datestamp ON formats (prefix, datestamp)"
-            )
-
-    def _add_column(self, conn: Connection, name: str, kind: str) -> None:
-        exists = "" if self.is_sqlite else "IF NOT EXISTS "
-        conn.exec_driver_sql(f"ALTER TABLE formats ADD COLUMN {exists}{name} {kind}")
-
-    @staticmethod
-    def _render_records(conn: Connection) -> None:
-        by_key = sa.and_(formats.c.record_id == sa.bindparam("rid"), formats.c.prefix == sa.bindparam("p"))
-        last = -1
-        while True:  # in batches: a large store must not be read into memory at once
-            rows = conn.execute(
-                sa.select(formats.c.record_id, formats.c.prefix, formats.c.xml, records.c.header_xml, records.c.about)
-                .select_from(formats.join(records, records.c.id == formats.c.record_id))
-                .where(formats.c.record_id >= last, formats.c.record.is_(None))  # >=: prefixes split
-                .order_by(formats.c.record_id)
-                .limit(UPGRADE_BATCH)
-            ).all()
-            if not rows:
-                return
-            conn.execute(
-                formats.update().where(by_key).values(record=sa.bindparam("r")),
-                [{"rid": r[0], "p": r[1], "r": record_xml(r[3], r[2], r[4])} for r in rows],
-            )
-            last = rows[-1][0]
 
     def close(self) -> None:
         self.engine.dispose()
@@ -654,7 +658,7 @@ class Store:
                 conn.execute(
                     formats.update()
                     .where(formats.c.record_id == row.id)
-                    .values(xml=None, record=record_xml(header, None, None), datestamp=stamp)
+                    .values(record=record_xml(header, None, None), datestamp=stamp)
                 )
                 conn.execute(set_members.update().where(set_members.c.record_id == row.id).values(datestamp=stamp))
                 count += 1
@@ -668,7 +672,7 @@ class Store:
             if row is None:
                 return None
             fmts = {
-                r.prefix: _metadata(r.xml, r.record, row.about)
+                r.prefix: _metadata(r.record, row.about)
                 for r in conn.execute(sa.select(formats).where(formats.c.record_id == row.id))
             }
         return Record(
@@ -688,14 +692,14 @@ class Store:
     def header(self, identifier: str, prefix: str) -> Header | None:
         """GetRecord's one row: the header and the fragment for `prefix` (None if it has none)."""
         rows = self._fetch(
-            "SELECT r.identifier, r.datestamp, r.deleted, r.setspecs, f.xml, r.about, r.header_xml, f.record"
+            "SELECT r.identifier, r.datestamp, r.deleted, r.setspecs, r.about, r.header_xml, f.record"
             " FROM records r JOIN formats f ON f.record_id = r.id AND f.prefix = ? WHERE r.identifier = ?",
             (prefix, identifier),
         )
         if not rows:
             return None
         r = rows[0]
-        return Header(r[0], r[1], bool(r[2]), tuple(r[3].split()), _metadata(r[4], r[7], r[5]), r[5], r[6], r[7])
+        return Header(r[0], r[1], bool(r[2]), tuple(r[3].split()), _metadata(r[6], r[4]), r[4], r[5], r[6])
 
     def formats_of(self, identifier: str) -> list[str] | None:
         """The prefixes a record can be disseminated in, or None if there is no such record."""
@@ -800,7 +804,7 @@ class Store:
         sql, params = self._list_sql(query, self._row_columns(key, with_metadata, rendered), after)
         sql += f" ORDER BY {key}.datestamp, {key}.identifier LIMIT ?"
         params.append(limit)
-        return self._rows(query.prefix, self._fetch(sql, params), with_metadata, rendered)
+        return self._rows(self._fetch(sql, params), with_metadata, rendered)
 
     def row(
         self, query: ListQuery, identifier: str, *, with_metadata: bool, rendered: bool = False
@@ -812,36 +816,26 @@ class Store:
         columns = self._row_columns(key, with_metadata, rendered)
         sql, params = self._list_sql(ListQuery(query.prefix, set_spec=query.set_spec), columns, None)
         rows = self._fetch(sql + " AND r.identifier = ?", [*params, identifier])
-        return self._rows(query.prefix, rows, with_metadata, rendered)
+        return self._rows(rows, with_metadata, rendered)
 
     @staticmethod
     def _row_columns(key: str, with_metadata: bool, rendered: bool) -> str:
         if rendered:
             return f"{key}.datestamp, {key}.identifier, " + ("f.record" if with_metadata else "r.header_xml")
-        return "r.identifier, r.datestamp, r.deleted, r.setspecs, r.header_xml, f.xml, r.about, f.record"
+        return "r.identifier, r.datestamp, r.deleted, r.setspecs, r.header_xml, r.about, f.record"
 
-    def _rows(self, prefix: str, rows: list[Any], with_metadata: bool, rendered: bool) -> list[Header] | list[Rendered]:
+    @staticmethod
+    def _rows(rows: list[Any], with_metadata: bool, rendered: bool) -> list[Header] | list[Rendered]:
         if rendered:
             if with_metadata:
-                page = list(map(Rendered._make, rows))  # tuple.__new__: no Python call per row
-            else:
-                page = [Rendered(r[0], r[1], r[2].encode() + b"\n" if r[2] else b"") for r in rows]
-            if not all(r.xml for r in page):  # rows an older version wrote without their rendering
-                page = [r if r.xml else self._render_row(prefix, r, with_metadata) for r in page]
-            return page
+                return list(map(Rendered._make, rows))  # tuple.__new__: no Python call per row
+            return [Rendered(r[0], r[1], r[2].encode() + b"\n") for r in rows]
         if with_metadata:
             return [
-                Header(r[0], r[1], bool(r[2]), tuple(r[3].split()), _metadata(r[5], r[7], r[6]), r[6], r[4], r[7])
+                Header(r[0], r[1], bool(r[2]), tuple(r[3].split()), _metadata(r[6], r[5]), r[5], r[4], r[6])
                 for r in rows
             ]
         return [Header(r[0], r[1], bool(r[2]), tuple(r[3].split()), xml=r[4]) for r in rows]
-
-    def _render_row(self, prefix: str, row: Rendered, with_metadata: bool) -> Rendered:
-        h = self.header(row.identifier, prefix)
-        assert h is not None
-        header = h.xml or header_xml(h.identifier, h.datestamp, h.deleted, h.sets)
-        xml = record_xml(header, None if h.deleted else h.metadata, h.about) if with_metadata else header.encode()
-        return Rendered(row.datestamp, row.identifier, xml + (b"" if with_metadata else b"\n"))
 
     def earliest_datestamp(self) -> int | None:
         with self.engine.connect() as conn:
@@ -898,7 +892,7 @@ class Store:
 
 
 def decode_dc(text: str) -> list[DCValue]:
-    if text.startswith("["):  # JSON: a store of an earlier version, or a separator in a name
+    if text.startswith("["):  # JSON: a separator in a name or tag (see encode_dc)
         return [DCValue(e, v, lang) for e, v, lang in json.loads(text)]
     values = []
     for item in text.split(_VALUE) if text else ():
@@ -907,11 +901,8 @@ def decode_dc(text: str) -> list[DCValue]:
     return values
 
 
-def _metadata(xml: str | None, record: bytes | None, about: str | None) -> str | None:
-    """A format's metadata fragment: kept alone by stores before formats.record, read out of
-    the served `<record>` since (None for a deleted record)."""
-    if xml is not None or record is None:
-        return xml
+def _metadata(record: bytes, about: str | None) -> str | None:
+    """A format's metadata fragment, read out of the served `<record>` (None for a deleted record)."""
     return metadata_of(bytes(record), about)  # bytes(): a driver may hand BYTEA over as a memoryview
 
 
@@ -1273,7 +1264,7 @@ def iter_stored_in(conn: Connection, batch: int = 1000) -> Iterator[Stored]:
         if ids:
             about = {r.id: r.about for r in rows}
             for f in conn.execute(sa.select(formats).where(formats.c.record_id.in_(ids))):
-                fmts.setdefault(f.record_id, {})[f.prefix] = _metadata(f.xml, f.record, about[f.record_id]) or ""
+                fmts.setdefault(f.record_id, {})[f.prefix] = _metadata(f.record, about[f.record_id]) or ""
         if not rows:
             return
         for row in rows:

@@ -64,10 +64,9 @@ def _text(value: object) -> bool:
 
 def _state(fields: object) -> ListState | None:
     """The state a token's payload describes, if every field has its type and range."""
-    if not isinstance(fields, list) or len(fields) not in (8, 9):  # 8: a token of an earlier version
+    if not isinstance(fields, list) or len(fields) != 9:
         return None
-    verb, prefix, start, end, set_spec, last, cursor, total, *rest = fields
-    following = rest[0] if rest else None
+    verb, prefix, start, end, set_spec, last, cursor, total, following = fields
     if not (_text(verb) and _text(prefix) and _count(cursor) and _count(total)):
         return None
     if not all(bound is None or _epoch(bound) for bound in (start, end)):
@@ -135,8 +134,7 @@ class Tokens:
         state = _state(fields)
         if state is None or not stamp.isdigit() or len(stamp) > 12:
             raise foreign
-        # This version signs the expiry; an earlier one (8 fields) signed the issue time.
-        expires = int(stamp) if len(fields) == 9 else int(stamp) + self.lifetime
+        expires = int(stamp)
         now = time.time()
         if expires > now + MAX_LIFETIME:
             raise foreign  # no server issues a token that lives longer

@@ -73,7 +73,7 @@ def stored(store: Store) -> dict[str, list[Any]]:
     with store.engine.connect() as conn:
         rows = conn.exec_driver_sql("SELECT * FROM records ORDER BY identifier").mappings().all()
         fmts = conn.exec_driver_sql(
-            "SELECT r.identifier, f.prefix, f.xml, f.record, f.datestamp FROM formats f"
+            "SELECT r.identifier, f.prefix, f.record, f.datestamp FROM formats f"
             " JOIN records r ON r.id = f.record_id ORDER BY r.identifier, f.prefix"
         ).all()
         members = conn.exec_driver_sql(
@@ -81,7 +81,7 @@ def stored(store: Store) -> dict[str, list[Any]]:
         ).all()
     return {
         "records": [{k: v for k, v in r.items() if k != "id"} for r in rows],
-        "formats": [(i, p, x, bytes(b) if b is not None else None, d) for i, p, x, b, d in fmts],
+        "formats": [(i, p, bytes(b), d) for i, p, b, d in fmts],
         "set_members": [tuple(m) for m in members],
     }
 

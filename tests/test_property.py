@@ -7,7 +7,6 @@ come from an oracle written here from the spec, not from `oaiserver.protocol`.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Iterator
@@ -705,4 +704,3 @@ def test_a_forbidden_character_is_found_wherever_it_stands(value: str) -> None:
 def test_stored_dublin_core_reads_back_as_written(values: list[tuple[str, str, str | None]]) -> None:
     dc = [DCValue(*v) for v in values]
     assert decode_dc(encode_dc(dc)) == dc
-    assert decode_dc(json.dumps([list(v) for v in values])) == dc  # as earlier versions stored it

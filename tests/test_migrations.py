@@ -1,0 +1,161 @@
+"""The store's schema is numbered: a new store gets the latest number, an older one is migrated
+in place when opened, and one written by a newer version is refused in one line."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from conftest import Clock, make_record
+
+from oaiserver.store import MIGRATIONS, Migration, Store, StoreTooNew, meta, open_store, schema_version
+
+LATEST = MIGRATIONS[-1][0]
+
+
+def version_rows(url: str) -> list[int]:
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.select(schema_version.c.version)).scalars())
+    finally:
+        engine.dispose()
+
+
+def table_names(url: str) -> set[str]:
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def opened(url: str, migrations: tuple[tuple[int, Migration], ...] = MIGRATIONS) -> None:
+    Store(url, migrations=migrations).close()
+
+
+def with_next(step: Migration) -> tuple[tuple[int, Migration], ...]:
+    """This version's migrations and one more: the code of a version that changes the schema."""
+    return (*MIGRATIONS, (LATEST + 1, step))
+
+
+def recording(calls: list[int], number: int, then: Migration | None = None) -> Migration:
+    def step(conn: sa.Connection) -> None:
+        calls.append(number)
+        if then is not None:
+            then(conn)
+
+    return step
+
+
+def add_probe_table(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("CREATE TABLE probe (n INTEGER)")
+
+
+def test_migrations_are_numbered_from_1_without_gaps() -> None:
+    assert [number for number, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+
+
+def test_a_new_store_has_every_table_and_the_latest_number(store_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="oaiserver.store"):
+        opened(store_url)
+    assert caplog.text == "", "creating a store is not news"
+    assert version_rows(store_url) == [LATEST]
+    assert set(meta.tables) <= table_names(store_url)
+
+
+def test_a_new_store_is_made_by_migration_1_alone(store_url: str) -> None:
+    """The tables describe the latest schema: a new store is made from them, stamped with the
+    last number, and the later steps (written for stores made before them) do not run."""
+    calls: list[int] = []
+    steps = ((1, recording(calls, 1, MIGRATIONS[0][1])), (2, recording(calls, 2)), (3, recording(calls, 3)))
+    opened(store_url, steps)
+    assert calls == [1]
+    assert version_rows(store_url) == [3]
+
+
+def test_opening_a_store_again_does_nothing(store_url: str) -> None:
+    calls: list[int] = []
+    steps = ((1, recording(calls, 1, MIGRATIONS[0][1])), (2, recording(calls, 2)))
+    opened(store_url, steps)
+    opened(store_url, steps)
+    opened(store_url, steps)
+    assert calls == [1]
+    assert version_rows(store_url) == [2]
+
+
+def test_a_store_at_the_previous_number_is_migrated_and_keeps_its_records(
+    store_url: str, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Store(store_url, clock=clock)
+    store.write([make_record("1"), make_record("2")])
+    store.close()
+    assert version_rows(store_url) == [LATEST]
+    calls: list[int] = []
+    newer = with_next(recording(calls, LATEST + 1, add_probe_table))
+    with caplog.at_level(logging.INFO, logger="oaiserver.store"):
+        migrated = Store(store_url, clock=clock, migrations=newer)
+    try:
+        assert f"migrating the store's schema from {LATEST} to {LATEST + 1}" in caplog.text
+        assert calls == [LATEST + 1]
+        assert version_rows(store_url) == [LATEST + 1]
+        assert "probe" in table_names(store_url)
+        assert migrated.counts() == {"live": 2, "deleted": 0}
+    finally:
+        migrated.close()
+    opened(store_url, newer)
+    assert calls == [LATEST + 1], "a second opening finds nothing to do"
+
+
+def test_a_migration_that_fails_leaves_the_store_as_it_was(store_url: str) -> None:
+    """The steps and the new number commit together, or not at all."""
+
+    def half_done(conn: sa.Connection) -> None:
+        add_probe_table(conn)
+        raise RuntimeError("the step fails after changing the schema")
+
+    opened(store_url)
+    with pytest.raises(RuntimeError, match="the step fails"):
+        opened(store_url, with_next(half_done))
+    assert version_rows(store_url) == [LATEST]
+    assert "probe" not in table_names(store_url)
+
+
+def test_a_store_written_by_a_newer_version_is_refused_and_left_alone(store_url: str) -> None:
+    opened(store_url, with_next(add_probe_table))
+    expected = f"the store was written by a newer version (schema {LATEST + 1}); this version knows up to {LATEST}"
+    with pytest.raises(StoreTooNew) as refused:
+        open_store(store_url)
+    assert str(refused.value) == expected
+    assert version_rows(store_url) == [LATEST + 1]
+
+
+NEWER_STORE_COMMANDS: dict[str, Callable[[Path], list[str]]] = {
+    "oaiserver stats": lambda config: ["oaiserver", "-c", str(config), "stats"],
+    "oaiserver serve": lambda config: ["oaiserver", "-c", str(config), "serve", "--bind", "127.0.0.1:0"],
+    "harvester status": lambda config: ["harvester", "-c", str(config), "status"],
+}
+
+
+@pytest.mark.parametrize("command", list(NEWER_STORE_COMMANDS))
+def test_the_commands_refuse_a_newer_store_in_one_line(tmp_path: Path, command: str) -> None:
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    opened(url, with_next(add_probe_table))
+    config = tmp_path / "config.yaml"
+    config.write_text(f"storage:\n  url: {url}\n")
+    program, *args = NEWER_STORE_COMMANDS[command](config)
+    done = subprocess.run(
+        [sys.executable, "-m", program, *args], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].endswith(
+        f"the store was written by a newer version (schema {LATEST + 1}); this version knows up to {LATEST}"
+    )
+    assert version_rows(url) == [LATEST + 1]
