@@ -1,0 +1,162 @@
+"""The rules checked on every response (HTTP status, media type, XML, schema, <request>, dates,
+deleted records), as a table of small checks run by `inspect` on each response fetched."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from oaiserver.records import SECONDS
+from oaiserver.validate.parsing import OAI, child_text, date_problem, more, one_line, parse_any
+from oaiserver.validate.rules import ECHO_FORBIDDEN, FAIL, PASS, WARN
+
+if TYPE_CHECKING:
+    from oaiserver.validate.core import Fetched, Validator
+
+Check = Callable[["Validator", "Fetched"], None]
+
+
+def inspect(v: Validator, f: Fetched) -> None:
+    """Every rule that holds for any response: the HTTP ones always, the rest once there is a document."""
+    check_http_status(v, f)
+    check_content_type(v, f)
+    if f.doc is None:
+        if f.status == 200:  # a failed status is enough to report for a body that is not XML
+            v.note("well-formed", FAIL, f.problem or "no document", f.subject)
+        return
+    for check in DOCUMENT_CHECKS:
+        check(v, f)
+
+
+def check_http_status(v: Validator, f: Fetched) -> None:
+    s = f.subject
+    if f.status == 200:
+        v.note("http-200", PASS, "", s)
+    elif f.status is not None and 300 <= f.status < 400:
+        v.note("http-200", FAIL, f"HTTP {f.status} redirect to {f.location}: the base URL must answer itself", s)
+    elif f.errors:
+        v.note(
+            "http-200",
+            FAIL,
+            f"HTTP {f.status} with an OAI-PMH error body ({', '.join(f.codes)}): "
+            "OAI-PMH errors must be sent with HTTP 200",
+            s,
+        )
+    else:
+        v.note("http-200", FAIL, f"HTTP {f.status}", s)
+
+
+def check_content_type(v: Validator, f: Fetched) -> None:
+    mime = f.content_type.split(";")[0].strip().lower()
+    if mime in ("text/xml", "application/xml"):
+        v.note("content-type", PASS, "", f.subject)
+    else:
+        v.note("content-type", WARN, f"Content-Type is {f.content_type or 'missing'!r}, not text/xml", f.subject)
+
+
+def check_well_formed(v: Validator, f: Fetched) -> None:
+    v.note("well-formed", PASS, "", f.subject)
+
+
+def check_schema_valid(v: Validator, f: Fetched) -> None:
+    if v.schema.validate(f.doc):
+        v.note("schema-valid", PASS, "", f.subject)
+        return
+    errors = v.schema.error_log.filter_from_errors()
+    first = errors[0] if errors else None
+    where = f"line {first.line}: {one_line(first.message, 200)}" if first else "invalid"
+    v.note("schema-valid", FAIL, where + more(errors, 1), f.subject)
+
+
+def check_request_element(v: Validator, f: Fetched) -> None:
+    request = f.doc.find(f"{OAI}request")
+    if request is None:
+        v.note("request-element", FAIL, "no <request> element", f.subject)
+        return
+    problems = []
+    if (request.text or "").strip() != v.url:
+        problems.append(f"<request> holds {(request.text or '').strip()!r}, not the base URL {v.url!r}")
+    sent = [value for key, value in f.pairs if key == "verb"]
+    if not f.errors and sent and request.get("verb") != sent[0]:
+        problems.append(f"<request verb={request.get('verb')!r}> for a {sent[0]} request")
+    v.note("request-element", FAIL if problems else PASS, "; ".join(problems), f.subject)
+
+
+def check_error_echo(v: Validator, f: Fetched) -> None:
+    """badVerb and badArgument responses must echo no arguments in <request>."""
+    request = f.doc.find(f"{OAI}request")
+    if request is None or not any(code in ECHO_FORBIDDEN for code in f.codes):
+        return
+    if request.attrib:
+        echoed = " ".join(f'{k}="{value}"' for k, value in request.attrib.items())
+        v.note(
+            "error.request-attributes",
+            FAIL,
+            f"{', '.join(sorted(set(f.codes)))} response echoes {echoed}; it must echo no arguments",
+            f.subject,
+        )
+    else:
+        v.note("error.request-attributes", PASS, "", f.subject)
+
+
+def check_response_date(v: Validator, f: Fetched) -> None:
+    rd = f.doc.find(f"{OAI}responseDate")
+    if rd is not None:
+        problem = date_problem((rd.text or "").strip(), SECONDS)
+        v.note("response-date", FAIL if problem else PASS, f"responseDate {problem}" if problem else "", f.subject)
+
+
+def check_datestamps(v: Validator, f: Fetched) -> None:
+    """Header datestamps in the declared granularity (the oldest is remembered) and token expiration dates."""
+    problems: list[str] = []
+    checked = 0
+    for header in f.doc.iter(f"{OAI}header"):
+        checked += 1
+        _header_datestamp(v, header, problems)
+    for token in f.doc.iter(f"{OAI}resumptionToken"):
+        expires = token.get("expirationDate")
+        if expires is not None:
+            checked += 1
+            problem = date_problem(expires, SECONDS)
+            if problem:
+                problems.append(f"resumptionToken expirationDate {problem}")
+    if problems:
+        v.note("datestamps", FAIL, "; ".join(problems[:2]) + more(problems, 2), f.subject)
+    elif checked:
+        v.note("datestamps", PASS, "", f.subject)
+
+
+def _header_datestamp(v: Validator, header: object, problems: list[str]) -> None:
+    ds, ident = child_text(header, "datestamp"), child_text(header, "identifier")
+    problem = date_problem(ds, v.granularity)
+    if problem:
+        problems.append(f"{ident}: datestamp {problem}")
+        return
+    when = parse_any(ds)
+    if when is not None and (v.earliest_seen is None or when < v.earliest_seen[1]):
+        v.earliest_seen = (f"{ident} ({ds})", when)
+
+
+def check_deleted_no_metadata(v: Validator, f: Fetched) -> None:
+    for record in f.doc.iter(f"{OAI}record"):
+        header = record.find(f"{OAI}header")
+        if header is None or header.get("status") != "deleted":
+            continue
+        ident = child_text(header, "identifier")
+        if record.find(f"{OAI}metadata") is not None:
+            v.note("records.deleted-no-metadata", FAIL, f"deleted record {ident} carries <metadata>", f.subject)
+        else:
+            v.note("records.deleted-no-metadata", PASS, "", f.subject)
+
+
+# The checks that read the document, in the order they run (the order matters only for datestamps,
+# which remembers the oldest one seen).
+DOCUMENT_CHECKS: tuple[Check, ...] = (
+    check_well_formed,
+    check_schema_valid,
+    check_request_element,
+    check_error_echo,
+    check_response_date,
+    check_datestamps,
+    check_deleted_no_metadata,
+)
