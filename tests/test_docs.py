@@ -130,5 +130,5 @@ def test_the_layout_names_every_module() -> None:
     """The README's Layout is the map a new maintainer reads first: every module is on it."""
     layout = README.split("## Layout", 1)[1].split("\n## ", 1)[0]
     for package in ("oaiserver", "harvester"):
-        for module in sorted((HERE.parent / package).glob("*.py")):
+        for module in sorted((HERE.parent / package).rglob("*.py")):
             assert f" {module.name}" in layout, f"{package}/{module.name} is not in the README's Layout"
