@@ -43,7 +43,7 @@ import socket
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -53,6 +53,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 import requests.adapters
+import requests.structures
 import urllib3
 import urllib3.connection
 from lxml import etree
@@ -252,23 +253,6 @@ def utc(value: str) -> tuple[str, str] | None:
     return format_datestamp(calendar.timegm(parsed.timetuple())), SECONDS
 
 
-class _Transport(Sickle):  # type: ignore[misc]
-    """Sickle's request building, over one keep-alive session. Answers are streamed and
-    redirects are not followed: the client reads and follows them under its own limits."""
-
-    def __init__(self, endpoint: str, session: requests.Session, timeout: float) -> None:
-        super().__init__(endpoint, timeout=timeout)
-        self.session = session
-
-    def _request(self, kwargs: dict[str, str], timeout: float | None = None) -> requests.Response:
-        options = {**self.request_args, "stream": True, "allow_redirects": False}
-        if timeout is not None:
-            options["timeout"] = timeout
-        if self.http_method == "GET":
-            return self.session.get(self.endpoint, params=kwargs, **options)
-        return self.session.post(self.endpoint, data=kwargs, **options)  # pragma: no cover
-
-
 class _Watch:
     """A request's deadline kept by a timer that shuts the request's socket when it passes: the
     one way to end a read that goes on receiving a byte at a time inside http.client (a status
@@ -340,13 +324,21 @@ class _Adapter(requests.adapters.HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
 
 
-class _Answer(NamedTuple):
-    """An HTTP answer read whole (within the page cap and the deadline)."""
+class Answer(NamedTuple):
+    """An HTTP answer read whole (within the page cap and the deadline): what a transport
+    gives the client for one request."""
 
     status: int
-    reason: str
-    headers: Any  # requests' case-insensitive headers
     body: bytes
+    headers: Mapping[str, str] = {}  # a transport's own: the client reads it, never writes
+    reason: str = ""
+
+
+# A transport: one request's OAI-PMH arguments in, its answer out (redirects followed, the
+# body read whole). It raises what requests and urllib3 raise, or the client's TransportErrors;
+# the client retries, waits and parses around it. The default sends HTTP through Sickle's
+# settings; tests give a plain function.
+Send = Callable[[dict[str, str]], Answer]
 
 
 # urllib3's errors reach us unwrapped while a streamed body is read.
@@ -367,7 +359,15 @@ class Client:
         settings: ClientSettings | None = None,
         *,
         stop: threading.Event | None = None,
+        send: Send | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
+        """`send` replaces HTTP (a handler from a request's arguments to its Answer); `clock`
+        (seconds since the epoch) dates a request and reads a Retry-After date; `sleep`
+        replaces the wait between attempts (a stop is then seen after it, not during it).
+        Tests give all three, to run retries, backoff and Retry-After with no server and no
+        real wait."""
         self.base_url = base_url
         self.settings = settings or ClientSettings()
         self.stop = stop or threading.Event()
@@ -376,7 +376,12 @@ class Client:
         self.session.headers["Accept-Encoding"] = "gzip, deflate"  # the codings _Inflate reads
         for scheme in ("http://", "https://"):
             self.session.mount(scheme, _Adapter())
-        self._transport = _Transport(base_url, self.session, self.settings.timeout)
+        # Sickle holds the partner's request settings (endpoint, method, requests options);
+        # `_send` reads them through its public attributes.
+        self.sickle = Sickle(base_url, timeout=self.settings.timeout)
+        self._handler = send
+        self.clock = clock
+        self._sleep = sleep
         self.requests = 0  # HTTP requests sent, retries included
         self._warned_content_type = False
 
@@ -398,13 +403,13 @@ class Client:
     def _request(self, params: dict[str, str], cancel: threading.Event | None) -> Page:
         """`request`, also abandoned (Stopped) when `cancel` is set: a page asked for ahead
         that its list no longer wants must not go on retrying."""
-        started, clock = time.time(), time.monotonic()
+        started, clock = self.clock(), time.monotonic()
         answer = self._fetch(params, cancel)
         page = self._parse(answer, params, started)
         page.started, page.fetched = clock, time.monotonic() - clock
         return page
 
-    def _fetch(self, params: dict[str, str], cancel: threading.Event | None = None) -> _Answer:
+    def _fetch(self, params: dict[str, str], cancel: threading.Event | None = None) -> Answer:
         s = self.settings
         attempt = 0
         while True:
@@ -412,7 +417,7 @@ class Client:
                 raise err.Stopped("stopped before sending a request")
             self.requests += 1
             try:
-                answer = self._exchange(params)
+                answer = self._exchange(params) if self._handler is None else self._handled(params)
             except err.DeadlineExceeded as exc:
                 problem: err.HarvestError = exc
                 wait = self._backoff(attempt)
@@ -435,7 +440,7 @@ class Client:
                     problem = err.HTTPStatusError(
                         answer.status, f"{self.base_url} answered HTTP {answer.status} {answer.reason}".rstrip()
                     )
-                    after = _retry_after(answer.headers.get("Retry-After"))
+                    after = _retry_after(answer.headers.get("Retry-After"), self.clock())
                     wait = min(after, s.retry_after_cap) if after is not None else self._backoff(attempt)
             if attempt >= s.retries:
                 if s.retries:
@@ -446,7 +451,13 @@ class Client:
             if self._wait(wait, cancel):
                 raise err.Stopped("stopped while waiting to retry")
 
-    def _exchange(self, params: dict[str, str]) -> _Answer:
+    def _handled(self, params: dict[str, str]) -> Answer:
+        """The injected transport's answer, its headers made case-insensitive as HTTP's are."""
+        assert self._handler is not None
+        answer = self._handler(dict(params))
+        return answer._replace(headers=requests.structures.CaseInsensitiveDict(answer.headers))
+
+    def _exchange(self, params: dict[str, str]) -> Answer:
         """One request, its redirects followed (at most MAX_REDIRECTS, each checked), and its
         answer read, all within one deadline."""
         s = self.settings
@@ -471,7 +482,7 @@ class Client:
             timer.cancel()
             _watching.watch = None
 
-    def _follow(self, params: dict[str, str], deadline: float, total: float) -> _Answer:
+    def _follow(self, params: dict[str, str], deadline: float, total: float) -> Answer:
         s = self.settings
         url = self.base_url
         query: dict[str, str] | None = params  # None once following a redirect's Location
@@ -493,7 +504,7 @@ class Client:
                     body = b""  # only its status and Retry-After matter
                 else:
                     body = self._read(response, deadline, total, f"{self.base_url} ({params['verb']})")
-                return _Answer(response.status_code, response.reason or "", response.headers, body)
+                return Answer(response.status_code, body, response.headers, response.reason or "")
             finally:
                 response.close()
         raise err.RedirectError(
@@ -507,7 +518,10 @@ class Client:
         timeout = min(self.settings.timeout, left)
         if query is None:  # a redirect's Location, as given
             return self.session.get(url, timeout=timeout, stream=True, allow_redirects=False)
-        return self._transport._request(query, timeout)
+        options = {**self.sickle.request_args, "timeout": timeout, "stream": True, "allow_redirects": False}
+        if self.sickle.http_method == "GET":
+            return self.session.get(self.sickle.endpoint, params=query, **options)
+        return self.session.post(self.sickle.endpoint, data=query, **options)  # pragma: no cover
 
     def _read(self, response: requests.Response, deadline: float, total: float, where: str) -> bytes:
         """The body, decompressed as it arrives: refused once past the page cap, and abandoned at
@@ -551,6 +565,9 @@ class Client:
 
     def _wait(self, seconds: float, cancel: threading.Event | None) -> bool:
         """Sleep, waking early (True) when the client is stopped or `cancel` is set."""
+        if self._sleep is not None:
+            self._sleep(seconds)
+            return self.stop.is_set() or (cancel is not None and cancel.is_set())
         if cancel is None:
             return self.stop.wait(seconds)
         deadline = time.monotonic() + seconds
@@ -562,7 +579,7 @@ class Client:
     def _backoff(self, attempt: int) -> float:
         return float(min(self.settings.backoff * (2**attempt), self.settings.max_backoff))
 
-    def _parse(self, answer: _Answer, params: dict[str, str], started: float) -> Page:
+    def _parse(self, answer: Answer, params: dict[str, str], started: float) -> Page:
         body, status = answer.body, answer.status
         verb = params["verb"]
         where = f"{self.base_url} ({verb}, HTTP {status})"
@@ -1005,8 +1022,9 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds from now: an integer, or an HTTP date; None if absent or garbage."""
+def _retry_after(value: str | None, now: float) -> float | None:
+    """Retry-After as seconds from `now` (seconds since the epoch): an integer, or an HTTP date;
+    None if absent or garbage."""
     if not value:
         return None
     value = value.strip()
@@ -1018,7 +1036,7 @@ def _retry_after(value: str | None) -> float | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return max(0.0, when.timestamp() - now)
 
 
 def _describe(exc: Exception) -> str:
