@@ -1,9 +1,23 @@
 """The OAI-PMH client: the only module that imports Sickle, and the one place that knows how
 partners misbehave.
 
-Sickle builds the requests (endpoint, method, arguments, requests options); everything it
-does not do, or does in a way a long-running harvester cannot live with, is done here:
+What comes from Sickle, through its public API: the `Sickle` object holds a partner's request
+settings (endpoint, HTTP method, requests options such as the timeout), and every request is
+sent to `sickle.endpoint` with `sickle.http_method` and `sickle.request_args`.
 
+What does not, and why: `Sickle.harvest()` sends with the module-level `requests.get` (no
+keep-alive session, no streaming, so no size cap or deadline while a body arrives; redirects
+followed anywhere) and calls `raise_for_status()` before the body is read, so an OAI `<error>`
+in a 4xx body is lost; `OAIResponse.xml` parses again on every access, with `recover=True`
+(broken XML silently repaired, a truncated page read as a shorter list); the verbs' iterators
+(`iterator=`, `class_mapping=`) are built on `harvest()` and `OAIResponse`, so they inherit all
+that. tests/test_harvest_client.py pins these quirks against the real Sickle: when a release
+mends one, its test fails and the part here can go. So the client sends, reads, parses and
+pages itself:
+
+* the transport is injectable: `Client(send=...)` takes a function from a request's arguments
+  to its `Answer`, and `clock=`/`sleep=` replace the time a Retry-After date is read against
+  and the wait between attempts, so retries are tested without a server or a real wait;
 * a timeout on every read, and a deadline for each whole request (Sickle has none by default):
   a partner that drips its answer a byte at a time ends at the deadline;
 * a cap on each page, counted on the decompressed bytes as they arrive (a gzip bomb, a 2 GiB
