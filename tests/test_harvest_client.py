@@ -639,11 +639,19 @@ def test_sickle_oai_response_repairs_a_cut_page_into_a_shorter_list_silently() -
 
 
 def test_the_client_sends_to_its_sickle_objects_endpoint_with_its_settings() -> None:
-    """The request settings live in a public Sickle object; the client sends by them."""
+    """The request settings live in a public Sickle object; the HTTP transport sends by them."""
     with serve(ok_page()) as first, serve(ok_page(2)) as second, Client(first.url, FAST) as client:
-        assert type(client.sickle) is Sickle and client.sickle.endpoint == first.url
-        assert client.sickle.http_method == "GET" and client.sickle.request_args == {"timeout": FAST.timeout}
-        client.sickle = Sickle(second.url, timeout=FAST.timeout)
+        assert client.http is not None, "no transport given: the client speaks HTTP"
+        sickle = client.http.sickle
+        assert type(sickle) is Sickle and sickle.endpoint == first.url
+        assert sickle.http_method == "GET" and sickle.request_args == {"timeout": FAST.timeout}
+        client.http.sickle = Sickle(second.url, timeout=FAST.timeout)
         page = client.request("ListRecords", metadataPrefix="oai_dc")
     assert len(page.items) == 2 and first.requests == []
     assert second.requests == [{"verb": "ListRecords", "metadataPrefix": "oai_dc"}]
+
+
+def test_a_client_given_a_transport_opens_no_connection() -> None:
+    with Client("http://partner.example.org/oai", FAST, send=Script(OK)) as client:
+        assert client.http is None and len(client.request("ListRecords", metadataPrefix="oai_dc").items) == 1
+    assert client.requests == 1
