@@ -1,15 +1,30 @@
-"""The OAI-PMH client: the only module that imports Sickle, and the one place that knows how
-partners misbehave.
+"""The OAI-PMH client, the one place that knows how partners misbehave; its HTTP half is
+harvester/transport.py, the only module that imports Sickle.
 
-Sickle builds the requests (endpoint, method, arguments, requests options); everything it
-does not do, or does in a way a long-running harvester cannot live with, is done here:
+What comes from Sickle, through its public API: the `Sickle` object holds a partner's request
+settings (endpoint, HTTP method, requests options such as the timeout), and every request is
+sent to `sickle.endpoint` with `sickle.http_method` and `sickle.request_args`.
 
-* a timeout on every read, and a deadline for each whole request (Sickle has none by default):
+What does not, and why: `Sickle.harvest()` sends with the module-level `requests.get` (no
+keep-alive session, no streaming, so no size cap or deadline while a body arrives; redirects
+followed anywhere) and calls `raise_for_status()` before the body is read, so an OAI `<error>`
+in a 4xx body is lost; `OAIResponse.xml` parses again on every access, with `recover=True`
+(broken XML silently repaired, a truncated page read as a shorter list); the verbs' iterators
+(`iterator=`, `class_mapping=`) are built on `harvest()` and `OAIResponse`, so they inherit all
+that. tests/test_harvest_client.py pins these quirks against the real Sickle: when a release
+mends one, its test fails and the part here can go. So the client sends, reads, parses and
+pages itself:
+
+* the transport is injectable: `Client(send=...)` takes a function from a request's arguments
+  to its `Answer` (transport.HTTPTransport is the real one), and `clock=`/`sleep=` replace the
+  time a Retry-After date is read against and the wait between attempts, so retries are
+  tested without a server or a real wait;
+* (transport.py) a timeout on every read, and a deadline for each whole request (Sickle has none by default):
   a partner that drips its answer a byte at a time ends at the deadline;
 * a cap on each page, counted on the decompressed bytes as they arrive (a gzip bomb, a 2 GiB
   page or an endless stream stop at the cap, never in memory), and on its markup (a page of
   tiny elements would make a tree fifty times its size): `max_page_mb`;
-* redirects followed here, at most 5, and only on the partner's own scheme, host and port
+* (transport.py) redirects followed here, at most 5, and only on the partner's own scheme, host and port
   unless its `allow_redirects_to` names others (requests would follow 30, anywhere);
 * retries with exponential backoff on broken connections, timeouts, 429 and 5xx, honouring
   `Retry-After` in seconds or as an HTTP date, up to a cap (Sickle retries 503 only); a
@@ -35,30 +50,34 @@ from __future__ import annotations
 
 import bisect
 import calendar
-import contextlib
 import logging
 import queue
 import re
-import socket
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import cached_property
-from typing import Any, NamedTuple
-from urllib.parse import urljoin, urlsplit
+from typing import Any
 
 import requests
-import requests.adapters
-import urllib3
-import urllib3.connection
+import requests.structures
 from lxml import etree
-from sickle import Sickle
 
 from harvester import errors as err
+from harvester.transport import (
+    MB,
+    RETRIED,
+    Answer,
+    HTTPTransport,
+    Limits,
+    Send,
+    describe,
+    no_connection,
+    page_cap,
+)
 from oaiserver.config import Partner
 from oaiserver.records import DAY, DAY_RE, OAI_NS, SECONDS, SECONDS_RE, format_datestamp
 from oaiserver.xmltext import attr
@@ -90,7 +109,6 @@ _ROOT_END = re.compile(rb"</(?:[A-Za-z_][\w.-]*:)?OAI-PMH\s*>")
 _XML_TYPE = re.compile(r"^\s*(?:text/xml|application/xml|application/[\w.+-]*\+xml)\s*(?:;|$)", re.I)
 
 
-MB = 2**20
 # A real page of 500 records is 1 to 5 MB (MARCXML about 2 MB); lxml's tree costs 2 to 8 times a
 # page's bytes (50 for bare markup), and its records converted about 4 more: the heaviest pages
 # 6 MB allows keep the harvest's two processes together well under 400 MB (140 + 97 MB measured
@@ -109,11 +127,6 @@ WEIGHT_PER_MARKUP = 200  # estimated bytes of tree per `<` or `=` of a page
 # about this many times the page's bytes (3.7 to 3.9 measured, on long values and on many elements).
 CONVERTED_PER_BYTE = 4
 AHEAD_BUDGET = 64 * MB  # pages are asked for ahead while the pages held weigh less than this
-MAX_REDIRECTS = 5
-_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-_READ_SIZE = 1 << 20  # bytes asked of the socket at a time: one recv, so the deadline is checked often
-DEADLINE_TIMES_TIMEOUT = 4  # a whole request may take this many timeouts, unless `deadline` says
 
 
 @dataclass(frozen=True)
@@ -142,29 +155,6 @@ def settings_for(partner: Partner, base: ClientSettings) -> ClientSettings:
         max_page_bytes=size,
         redirect_origins=partner.allow_redirects_to,
     )
-
-
-def redirect_allowed(base_url: str, target: str, allowed: tuple[str, ...] = ()) -> bool:
-    """Whether a redirect from the partner at `base_url` may go to `target`: the partner's own
-    scheme, host and port, or one of `allowed` (`host`, `host:port` in the partner's scheme, or
-    `scheme://host[:port]`; a missing port is the scheme's own)."""
-    where = _origin(target)
-    own = _origin(base_url)
-    if where is None or own is None:
-        return False
-    return where == own or any(where == _origin(a if "://" in a else f"{own[0]}://{a}") for a in allowed)
-
-
-def _origin(url: str) -> tuple[str, str, int] | None:
-    try:
-        parts = urlsplit(url)
-        scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
-        port = parts.port
-    except ValueError:  # a port that is not a number, or out of range
-        return None
-    if scheme not in _DEFAULT_PORTS or not host:
-        return None
-    return scheme, host, port or _DEFAULT_PORTS[scheme]
 
 
 def xml_parser(*, lenient: bool) -> etree.XMLParser:
@@ -252,112 +242,6 @@ def utc(value: str) -> tuple[str, str] | None:
     return format_datestamp(calendar.timegm(parsed.timetuple())), SECONDS
 
 
-class _Transport(Sickle):  # type: ignore[misc]
-    """Sickle's request building, over one keep-alive session. Answers are streamed and
-    redirects are not followed: the client reads and follows them under its own limits."""
-
-    def __init__(self, endpoint: str, session: requests.Session, timeout: float) -> None:
-        super().__init__(endpoint, timeout=timeout)
-        self.session = session
-
-    def _request(self, kwargs: dict[str, str], timeout: float | None = None) -> requests.Response:
-        options = {**self.request_args, "stream": True, "allow_redirects": False}
-        if timeout is not None:
-            options["timeout"] = timeout
-        if self.http_method == "GET":
-            return self.session.get(self.endpoint, params=kwargs, **options)
-        return self.session.post(self.endpoint, data=kwargs, **options)  # pragma: no cover
-
-
-class _Watch:
-    """A request's deadline kept by a timer that shuts the request's socket when it passes: the
-    one way to end a read that goes on receiving a byte at a time inside http.client (a status
-    line and headers that drip, or a compressed drip that inflates to nothing)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.sock: socket.socket | None = None
-        self.expired = self.done = False
-
-    def watch(self, sock: socket.socket | None) -> None:
-        with self.lock:
-            self.sock, late = sock, self.expired
-        if late:
-            _shut(sock)
-
-    def expire(self) -> None:
-        with self.lock:
-            if self.done:
-                return
-            self.expired, sock = True, self.sock
-        _shut(sock)
-
-    def finish(self) -> None:
-        with self.lock:
-            self.done = True
-
-
-def _shut(sock: socket.socket | None) -> None:
-    if sock is not None:
-        with contextlib.suppress(OSError):  # already closed
-            sock.shutdown(socket.SHUT_RDWR)
-
-
-_watching = threading.local()  # .watch: the _Watch of the request this thread is sending
-
-
-def _watched(sock: socket.socket | None) -> None:
-    watch = getattr(_watching, "watch", None)
-    if watch is not None:
-        watch.watch(sock)
-
-
-class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        super().request(*args, **kwargs)
-        _watched(self.sock)
-
-
-class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        super().request(*args, **kwargs)
-        _watched(self.sock)
-
-
-class _WatchedHTTPPool(urllib3.HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
-
-
-class _WatchedHTTPSPool(urllib3.HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
-
-
-class _Adapter(requests.adapters.HTTPAdapter):
-    """requests' adapter, whose connections show their socket to the request's _Watch."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
-
-
-class _Answer(NamedTuple):
-    """An HTTP answer read whole (within the page cap and the deadline)."""
-
-    status: int
-    reason: str
-    headers: Any  # requests' case-insensitive headers
-    body: bytes
-
-
-# urllib3's errors reach us unwrapped while a streamed body is read.
-RETRIED = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-    urllib3.exceptions.HTTPError,
-)
-
-
 class Client:
     """An OAI-PMH client for one partner. Use as a context manager, or call `close()`."""
 
@@ -367,21 +251,36 @@ class Client:
         settings: ClientSettings | None = None,
         *,
         stop: threading.Event | None = None,
+        send: Send | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
+        """`send` replaces HTTP (a handler from a request's arguments to its Answer); `clock`
+        (seconds since the epoch) dates a request and reads a Retry-After date; `sleep`
+        replaces the wait between attempts (a stop is then seen after it, not during it).
+        Tests give all three, to run retries, backoff and Retry-After with no server and no
+        real wait."""
         self.base_url = base_url
         self.settings = settings or ClientSettings()
         self.stop = stop or threading.Event()
-        self.session = requests.Session()
-        self.session.headers["User-Agent"] = self.settings.user_agent
-        self.session.headers["Accept-Encoding"] = "gzip, deflate"  # the codings _Inflate reads
-        for scheme in ("http://", "https://"):
-            self.session.mount(scheme, _Adapter())
-        self._transport = _Transport(base_url, self.session, self.settings.timeout)
-        self.requests = 0  # HTTP requests sent, retries included
+        s = self.settings
+        limits = Limits(s.timeout, s.deadline, s.max_page_bytes, s.redirect_origins)
+        # The real transport, unless another is given (then nothing here opens a connection).
+        self.http = HTTPTransport(base_url, limits, user_agent=s.user_agent, stop=self.stop) if send is None else None
+        self._handler = send
+        self.clock = clock
+        self._sleep = sleep
+        self._attempts = 0
         self._warned_content_type = False
 
+    @property
+    def requests(self) -> int:
+        """HTTP requests sent: every attempt, retries and redirects included."""
+        return self._attempts + (self.http.redirects if self.http is not None else 0)
+
     def close(self) -> None:
-        self.session.close()
+        if self.http is not None:
+            self.http.close()
 
     def __enter__(self) -> Client:
         return self
@@ -398,32 +297,32 @@ class Client:
     def _request(self, params: dict[str, str], cancel: threading.Event | None) -> Page:
         """`request`, also abandoned (Stopped) when `cancel` is set: a page asked for ahead
         that its list no longer wants must not go on retrying."""
-        started, clock = time.time(), time.monotonic()
+        started, clock = self.clock(), time.monotonic()
         answer = self._fetch(params, cancel)
         page = self._parse(answer, params, started)
         page.started, page.fetched = clock, time.monotonic() - clock
         return page
 
-    def _fetch(self, params: dict[str, str], cancel: threading.Event | None = None) -> _Answer:
+    def _fetch(self, params: dict[str, str], cancel: threading.Event | None = None) -> Answer:
         s = self.settings
         attempt = 0
         while True:
             if self.stop.is_set() or (cancel is not None and cancel.is_set()):
                 raise err.Stopped("stopped before sending a request")
-            self.requests += 1
+            self._attempts += 1
             try:
-                answer = self._exchange(params)
+                answer = self.http(params) if self.http is not None else self._handled(params)
             except err.DeadlineExceeded as exc:
                 problem: err.HarvestError = exc
                 wait = self._backoff(attempt)
             except RETRIED as exc:
-                why = _no_connection(exc)
+                why = no_connection(exc)
                 if why is not None:  # refused, unknown host: not worth minutes of retries in a run
                     raise err.Unreachable(f"{self.base_url}: cannot connect ({why})") from exc
-                problem = err.TransportError(f"{self.base_url}: {_describe(exc)}")
+                problem = err.TransportError(f"{self.base_url}: {describe(exc)}")
                 wait = self._backoff(attempt)
             except requests.RequestException as exc:
-                raise err.TransportError(f"{self.base_url}: {_describe(exc)}") from exc
+                raise err.TransportError(f"{self.base_url}: {describe(exc)}") from exc
             else:
                 if answer.status != 429 and answer.status < 500:
                     short = _cut_short(answer.body, answer.status)
@@ -435,7 +334,7 @@ class Client:
                     problem = err.HTTPStatusError(
                         answer.status, f"{self.base_url} answered HTTP {answer.status} {answer.reason}".rstrip()
                     )
-                    after = _retry_after(answer.headers.get("Retry-After"))
+                    after = _retry_after(answer.headers.get("Retry-After"), self.clock())
                     wait = min(after, s.retry_after_cap) if after is not None else self._backoff(attempt)
             if attempt >= s.retries:
                 if s.retries:
@@ -446,111 +345,17 @@ class Client:
             if self._wait(wait, cancel):
                 raise err.Stopped("stopped while waiting to retry")
 
-    def _exchange(self, params: dict[str, str]) -> _Answer:
-        """One request, its redirects followed (at most MAX_REDIRECTS, each checked), and its
-        answer read, all within one deadline."""
-        s = self.settings
-        total = s.deadline if s.deadline is not None else DEADLINE_TIMES_TIMEOUT * s.timeout
-        deadline = time.monotonic() + total
-        watch = _Watch()
-        timer = threading.Timer(total, watch.expire)
-        timer.daemon = True
-        timer.start()
-        _watching.watch = watch
-        try:
-            return self._follow(params, deadline, total)
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, err.TransportError):
-            if watch.expired:
-                raise err.DeadlineExceeded(
-                    f"{self.base_url} ({params['verb']}): the response did not complete within {total:g} s "
-                    "(the request's deadline)"
-                ) from None
-            raise
-        finally:
-            watch.finish()
-            timer.cancel()
-            _watching.watch = None
-
-    def _follow(self, params: dict[str, str], deadline: float, total: float) -> _Answer:
-        s = self.settings
-        url = self.base_url
-        query: dict[str, str] | None = params  # None once following a redirect's Location
-        for _ in range(MAX_REDIRECTS + 1):
-            response = self._send(url, query, deadline, total)
-            try:
-                location = response.headers.get("Location")
-                if response.status_code in _REDIRECT_STATUSES and location:
-                    target = urljoin(response.url or url, location.strip())
-                    if not redirect_allowed(self.base_url, target, s.redirect_origins):
-                        raise err.RedirectError(
-                            f"{self.base_url} ({params['verb']}) redirected to {target[:300]}, off the partner's "
-                            "scheme, host and port; if that is right, add it to the partner's allow_redirects_to"
-                        )
-                    url, query = target, None
-                    self.requests += 1
-                    continue
-                if response.status_code == 429 or response.status_code >= 500:
-                    body = b""  # only its status and Retry-After matter
-                else:
-                    body = self._read(response, deadline, total, f"{self.base_url} ({params['verb']})")
-                return _Answer(response.status_code, response.reason or "", response.headers, body)
-            finally:
-                response.close()
-        raise err.RedirectError(
-            f"{self.base_url} ({params['verb']}): more than {MAX_REDIRECTS} redirects (the last to {url[:300]})"
-        )
-
-    def _send(self, url: str, query: dict[str, str] | None, deadline: float, total: float) -> requests.Response:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise err.DeadlineExceeded(f"{self.base_url}: no answer within {total:g} s (the request's deadline)")
-        timeout = min(self.settings.timeout, left)
-        if query is None:  # a redirect's Location, as given
-            return self.session.get(url, timeout=timeout, stream=True, allow_redirects=False)
-        return self._transport._request(query, timeout)
-
-    def _read(self, response: requests.Response, deadline: float, total: float, where: str) -> bytes:
-        """The body, decompressed as it arrives: refused once past the page cap, and abandoned at
-        the deadline (each read waits at most what is left of it)."""
-        limit = self.settings.max_page_bytes
-        coding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
-        length = (response.headers.get("Content-Length") or "").strip()
-        if coding == "identity" and length.isdigit() and int(length) > limit:
-            raise err.PageTooLargeError(
-                f"{where}: the response announces {int(length) / MB:,.0f} MB, more than {_cap(limit)}; refused unread"
-            )
-        inflate = _Inflate(coding, where)
-        sock = _socket_of(response)
-        parts: list[bytes] = []
-        size = 0
-        while True:
-            if self.stop.is_set():  # SIGTERM: a page still arriving is asked for again by the next run
-                raise err.Stopped(f"{where}: stopped while the page was arriving ({size:,} bytes)")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise err.DeadlineExceeded(
-                    f"{where}: the response did not complete within {total:g} s (the request's deadline); "
-                    f"{size:,} bytes had arrived"
-                )
-            if sock is not None:
-                sock.settimeout(min(self.settings.timeout, left))
-            try:
-                data = response.raw.read1(_READ_SIZE, decode_content=False)
-            except urllib3.exceptions.ReadTimeoutError:
-                if time.monotonic() < deadline:
-                    raise
-                continue  # the deadline, reached while waiting: said as such above
-            chunk = inflate.feed(data, limit - size + 1) if data else inflate.flush()
-            size += len(chunk)
-            if size > limit:
-                raise err.PageTooLargeError(f"{where}: the page is larger than {_cap(limit)}; refused")
-            if chunk:
-                parts.append(chunk)
-            if not data:
-                return b"".join(parts)
+    def _handled(self, params: dict[str, str]) -> Answer:
+        """The injected transport's answer, its headers made case-insensitive as HTTP's are."""
+        assert self._handler is not None
+        answer = self._handler(dict(params))
+        return answer._replace(headers=requests.structures.CaseInsensitiveDict(answer.headers))
 
     def _wait(self, seconds: float, cancel: threading.Event | None) -> bool:
         """Sleep, waking early (True) when the client is stopped or `cancel` is set."""
+        if self._sleep is not None:
+            self._sleep(seconds)
+            return self.stop.is_set() or (cancel is not None and cancel.is_set())
         if cancel is None:
             return self.stop.wait(seconds)
         deadline = time.monotonic() + seconds
@@ -562,7 +367,7 @@ class Client:
     def _backoff(self, attempt: int) -> float:
         return float(min(self.settings.backoff * (2**attempt), self.settings.max_backoff))
 
-    def _parse(self, answer: _Answer, params: dict[str, str], started: float) -> Page:
+    def _parse(self, answer: Answer, params: dict[str, str], started: float) -> Page:
         body, status = answer.body, answer.status
         verb = params["verb"]
         where = f"{self.base_url} ({verb}, HTTP {status})"
@@ -585,7 +390,7 @@ class Client:
         if markup > most:
             raise err.PageTooLargeError(
                 f"{where}: the page holds {markup:,} tags and attributes, more than the {most:,} that "
-                f"{_cap(self.settings.max_page_bytes)} allows (one per {BYTES_PER_MARKUP} bytes); refused unparsed"
+                f"{page_cap(self.settings.max_page_bytes)} allows (one per {BYTES_PER_MARKUP} bytes); refused unparsed"
             )
         parser = xml_parser(lenient=self.settings.lenient_xml)
         try:
@@ -667,8 +472,9 @@ class Client:
         most = self.settings.max_page_bytes * RECORDS_PER_MB // MB
         if len(page.items) > most:
             raise err.PageTooLargeError(
-                f"{self.base_url} ({page.verb}): the page holds {len(page.items):,} records, more than the {most:,} "
-                f"that {_cap(self.settings.max_page_bytes)} allows ({RECORDS_PER_MB} a megabyte); refused unconverted"
+                f"{self.base_url} ({page.verb}): the page holds {len(page.items):,} records, more than the "
+                f"{most:,} that {page_cap(self.settings.max_page_bytes)} allows ({RECORDS_PER_MB} a megabyte); "
+                "refused unconverted"
             )
         token = container.find(f"{_OAI}resumptionToken")
         if token is not None:
@@ -912,54 +718,6 @@ def declares_doctype(body: bytes) -> bool:
         size *= 4
 
 
-class _Inflate:
-    """A Content-Encoding undone as the bytes arrive, never more than asked at a time: a gzip
-    bomb inflates only as far as the page cap."""
-
-    def __init__(self, coding: str, where: str) -> None:
-        if coding in ("identity", ""):
-            self.wbits: int | None = None
-        elif coding in ("gzip", "x-gzip"):
-            self.wbits = 16 + zlib.MAX_WBITS
-        elif coding == "deflate":
-            self.wbits = zlib.MAX_WBITS  # zlib-wrapped, as the RFC says; raw deflate is tried too
-        else:
-            raise err.ResponseError(f"{where}: the response is in Content-Encoding {coding!r}, which was not asked for")
-        self.where, self.started = where, False
-        self.z = zlib.decompressobj(self.wbits) if self.wbits is not None else None
-
-    def feed(self, data: bytes, most: int) -> bytes:
-        """Up to `most` bytes of what `data` inflates to (more means the cap is passed anyway)."""
-        if self.z is None:
-            return data
-        try:
-            out = self.z.decompress(data, most)
-        except zlib.error as exc:
-            if self.wbits == zlib.MAX_WBITS and not self.started:  # raw deflate, as some servers send
-                self.wbits, self.z = -zlib.MAX_WBITS, zlib.decompressobj(-zlib.MAX_WBITS)
-                return self.feed(data, most)
-            raise err.TransportError(f"{self.where}: the compressed response is corrupt ({exc})") from None
-        self.started = True
-        if self.z.eof and self.z.unused_data and len(out) < most:  # gzip members one after the other
-            rest, self.z = self.z.unused_data, zlib.decompressobj(self.wbits or zlib.MAX_WBITS)
-            out += self.feed(rest, most - len(out))
-        return out
-
-    def flush(self) -> bytes:
-        return self.z.flush() if self.z is not None else b""
-
-
-def _socket_of(response: requests.Response) -> socket.socket | None:
-    """The socket a streamed answer is read from, to give each read what is left of the deadline."""
-    connection = getattr(response.raw, "_connection", None)
-    sock = getattr(connection, "sock", None)
-    return sock if isinstance(sock, socket.socket) else None
-
-
-def _cap(limit: int) -> str:
-    return f"{limit / MB:g} MB decompressed (the partner's max_page_mb)"
-
-
 def _cut_short(body: bytes, status: int) -> str | None:
     """Why `body` looks like an OAI-PMH response cut short, or None if it does not.
 
@@ -1005,8 +763,9 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds from now: an integer, or an HTTP date; None if absent or garbage."""
+def _retry_after(value: str | None, now: float) -> float | None:
+    """Retry-After as seconds from `now` (seconds since the epoch): an integer, or an HTTP date;
+    None if absent or garbage."""
     if not value:
         return None
     value = value.strip()
@@ -1018,69 +777,7 @@ def _retry_after(value: str | None) -> float | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def _describe(exc: Exception) -> str:
-    """A transport error in a few words: the innermost cause's message, without the pool and
-    connection reprs urllib3 and requests wrap it in."""
-    kind = "timed out" if isinstance(exc, requests.Timeout | urllib3.exceptions.TimeoutError) else None
-    if kind is None and isinstance(exc, requests.ConnectionError | urllib3.exceptions.HTTPError):
-        kind = "connection failed"
-    if kind is None:
-        return f"{type(exc).__name__}: {_short(exc)}"
-    return f"{kind} ({_short(_innermost(exc))})"
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """`exc`, then what it wraps, innermost last: MaxRetryError's reason, an exception given
-    as an argument (requests, ProtocolError), or the exception it was raised from."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen and len(seen) < 10:
-        seen.add(id(current))
-        yield current
-        inner = getattr(current, "reason", None) if isinstance(current, urllib3.exceptions.MaxRetryError) else None
-        if not isinstance(inner, BaseException):
-            inner = next((a for a in current.args if isinstance(a, BaseException)), None)
-        current = inner or current.__cause__
-
-
-_POOL_PREFIX = re.compile(r"^\w*HTTPS?Connection(?:Pool)?\([^)]*\):\s*")
-
-
-def _innermost(exc: BaseException) -> str:
-    """`ConnectionResetError: Connection reset by peer`: the innermost cause, named."""
-    *_, inner = _causes(exc)
-    text = inner.strerror if isinstance(inner, OSError) and inner.strerror else _POOL_PREFIX.sub("", str(inner))
-    return f"{type(inner).__name__}: {text}" if text else type(inner).__name__
-
-
-def _no_connection(exc: BaseException) -> str | None:
-    """Why no connection could be made, when that is what `exc` says (refused, host name
-    unknown, no route, network down); None for anything else, a connect timeout included (a
-    partner too busy to accept is retried like one too busy to answer). Connections are made
-    inside requests, which wraps what fails there: urllib3's errors that come unwrapped were
-    raised while a body was read, over a connection that was made."""
-    if not isinstance(exc, requests.ConnectionError):
-        return None
-    for cause in _causes(exc):
-        if isinstance(cause, urllib3.exceptions.NameResolutionError):
-            host = getattr(cause, "_host", None) or "the partner's host"
-            return f"the host name {host} cannot be resolved"
-        if isinstance(cause, urllib3.exceptions.NewConnectionError):  # a ConnectTimeoutError too, in name only
-            inner = cause.__cause__
-            if isinstance(inner, socket.timeout | TimeoutError):
-                return None
-            if isinstance(inner, OSError) and inner.strerror:
-                return inner.strerror[:1].lower() + inner.strerror[1:]
-            return "no connection could be made"
-    return None
-
-
-def _short(exc: BaseException | str) -> str:
-    text = str(exc)
-    return text if len(text) <= 300 else text[:300] + "…"
+    return max(0.0, when.timestamp() - now)
 
 
 def _args(problem: err.HarvestError, suffix: str) -> tuple[Any, ...]:

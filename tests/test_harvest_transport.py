@@ -40,7 +40,8 @@ from werkzeug.wrappers import Response
 from harvester import client as client_module
 from harvester import errors as err
 from harvester import harvest
-from harvester.client import Client, redirect_allowed, settings_for
+from harvester.client import Client, settings_for
+from harvester.transport import redirect_allowed
 from oaiserver.config import ConfigError, Partner, from_mapping
 from oaiserver.store import Store, harvest_state_of
 

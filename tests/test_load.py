@@ -6,6 +6,7 @@ user_properties, as record_property does)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
@@ -41,6 +42,7 @@ from sickle import Sickle
 from werkzeug.wrappers import Response
 
 from harvester import client as harvest_client
+from harvester import errors as harvest_errors
 from harvester import harvest
 from harvester.client import ClientSettings
 from harvester.harvest import HarvestSettings
@@ -507,7 +509,7 @@ def test_a_worker_killed_mid_response(
     tmp_path: Path,
     pg_url: str,
     source: Store,
-    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
     figures: Figures,
 ) -> None:
     """The only gunicorn worker is SIGKILLed twice while it answers the harvester (held in a
@@ -515,16 +517,18 @@ def test_a_worker_killed_mid_response(
     project's harvester retries, the arbiter boots a new worker, and the copy is complete."""
     load(source, FAULT_RECORDS)
     transport_errors: list[str] = []
-    original = harvest_client._Transport._request
 
-    def observed(self: Any, kwargs: dict[str, str], timeout: float | None = None) -> requests.Response:
-        try:
-            return original(self, kwargs, timeout)
-        except requests.RequestException as exc:
-            transport_errors.append(type(exc).__name__)
-            raise
+    class Retried(logging.Handler):
+        """The client's log line for each retry after a broken connection (not after a 503)."""
 
-    monkeypatch.setattr(harvest_client._Transport, "_request", observed)
+        def emit(self, record: logging.LogRecord) -> None:
+            problem = record.args[0] if isinstance(record.args, tuple) and record.args else None
+            if type(problem) in (harvest_errors.TransportError, harvest_errors.DeadlineExceeded):
+                transport_errors.append(str(problem))
+
+    retried = Retried(logging.WARNING)
+    logging.getLogger(harvest_client.__name__).addHandler(retried)
+    request.addfinalizer(lambda: logging.getLogger(harvest_client.__name__).removeHandler(retried))
     pause = Pause(4)
     with pg_schema("copy") as copy_url, Gunicorn(tmp_path, pg_url, workers=1, page_size=200, retry_after=1) as server:
         target = Store(copy_url)
@@ -589,18 +593,18 @@ def test_a_worker_killed_mid_response(
 OVERLOAD_RECORDS = 1000
 
 
-class CountingSickle(Sickle):
-    """Sickle, with its own retry loop, counting the 503s it honours."""
+class Refusals:
+    """A requests response hook (passed through Sickle's public `**request_args`) counting the
+    503s that Sickle's own retry loop honours."""
 
-    refused = 0
-    lock = threading.Lock()
+    def __init__(self) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
 
-    def _request(self, kwargs: dict[str, str]) -> requests.Response:
-        response = super()._request(kwargs)
+    def __call__(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         if response.status_code == 503:
-            with CountingSickle.lock:
-                CountingSickle.refused += 1
-        return response
+            with self.lock:
+                self.count += 1
 
 
 def test_overload_answers_503_with_retry_after_and_patient_clients_finish(
@@ -643,12 +647,17 @@ def test_overload_answers_503_with_retry_after_and_patient_clients_finish(
         for r in served:
             validate(r.content)
 
-        CountingSickle.refused = 0
+        refusals = Refusals()
         results: dict[int, list[str]] = {}
 
         def patient_client(i: int) -> None:
-            sickle = CountingSickle(
-                server.base, max_retries=120, retry_status_codes=[503], default_retry_after=1, timeout=30
+            sickle = Sickle(
+                server.base,
+                max_retries=120,
+                retry_status_codes=[503],
+                default_retry_after=1,
+                timeout=30,
+                hooks={"response": refusals},
             )
             results[i] = [h.identifier for h in sickle.ListIdentifiers(metadataPrefix="oai_dc")]
 
@@ -662,7 +671,7 @@ def test_overload_answers_503_with_retry_after_and_patient_clients_finish(
     figures(
         burst_503=len(refused),
         burst_200=len(served),
-        sickle_503=CountingSickle.refused,
+        sickle_503=refusals.count,
         sickle_seconds=round(seconds, 1),
     )
     assert not clients.failures, clients.failures[:3]
