@@ -4,7 +4,7 @@ The hot paths (`header`, `page`, `row`, `count`) go straight to the driver (`Tra
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, overload
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -46,14 +46,11 @@ class Reads(Transactions):
     def header(self, identifier: str, prefix: str) -> Header | None:
         """GetRecord's one row: the header and the fragment for `prefix` (None if it has none)."""
         rows = self._fetch(
-            "SELECT r.identifier, r.datestamp, r.deleted, r.setspecs, r.about, r.header_xml, f.record"
+            f"SELECT {_HEADER_COLUMNS}"
             " FROM records r JOIN formats f ON f.record_id = r.id AND f.prefix = ? WHERE r.identifier = ?",
             (prefix, identifier),
         )
-        if not rows:
-            return None
-        r = rows[0]
-        return Header(r[0], r[1], bool(r[2]), tuple(r[3].split()), _metadata(r[6], r[4]), r[4], r[5], r[6])
+        return _headers(rows, with_metadata=True)[0] if rows else None
 
     def formats_of(self, identifier: str) -> list[str] | None:
         """The prefixes a record can be disseminated in, or None if there is no such record."""
@@ -106,90 +103,48 @@ class Reads(Transactions):
             sql, params = self._list_sql(query, "count(*)", None)
         return int(self._fetch(sql, params)[0][0])
 
-    # Which of the two lists `page` gives follows from `rendered`: these say so to the type checker.
-    @overload
-    def page(
-        self,
-        query: ListQuery,
-        after: tuple[int, str] | None,
-        limit: int,
-        *,
-        with_metadata: bool,
-        rendered: Literal[False] = False,
-    ) -> list[Header]: ...
+    # Two reads per shape, one return type each: the stored XML elements a list serves
+    # (`*_rendered`), or Header fields, for people's views and tests (`*_headers`).
 
-    @overload
-    def page(
-        self,
-        query: ListQuery,
-        after: tuple[int, str] | None,
-        limit: int,
-        *,
-        with_metadata: bool,
-        rendered: Literal[True],
-    ) -> list[Rendered]: ...
+    def page_rendered(
+        self, query: ListQuery, after: tuple[int, str] | None, limit: int, *, with_metadata: bool
+    ) -> list[Rendered]:
+        """Up to `limit` records in (datestamp, identifier) order, strictly after `after`, each as
+        its stored XML element (`<record>`, or `<header>` without metadata), ready to serve."""
+        rows = self._page(query, after, limit, _rendered_columns(query, with_metadata))
+        if with_metadata:
+            return list(map(Rendered._make, rows))  # tuple.__new__: no Python call per row
+        return [Rendered(datestamp, identifier, xml.encode() + b"\n") for datestamp, identifier, xml in rows]
 
-    @overload
-    def page(
-        self,
-        query: ListQuery,
-        after: tuple[int, str] | None,
-        limit: int,
-        *,
-        with_metadata: bool,
-        rendered: bool = False,
-    ) -> list[Header] | list[Rendered]: ...
+    def page_headers(
+        self, query: ListQuery, after: tuple[int, str] | None, limit: int, *, with_metadata: bool
+    ) -> list[Header]:
+        """`page_rendered`'s records as Header fields."""
+        return _headers(self._page(query, after, limit, _HEADER_COLUMNS), with_metadata)
 
-    def page(
-        self,
-        query: ListQuery,
-        after: tuple[int, str] | None,
-        limit: int,
-        *,
-        with_metadata: bool,
-        rendered: bool = False,
-    ) -> list[Header] | list[Rendered]:
-        """Up to `limit` records in (datestamp, identifier) order, strictly after `after`.
+    def row_rendered(self, query: ListQuery, identifier: str, *, with_metadata: bool) -> list[Rendered]:
+        """One record as `page_rendered` shows it (a list of one, or none), if it has the query's
+        format and is in its set, whatever its datestamp (a record that changed while its list
+        was paged: see protocol)."""
+        rows = self._row(query, identifier, _rendered_columns(query, with_metadata))
+        if with_metadata:
+            return list(map(Rendered._make, rows))
+        return [Rendered(datestamp, ident, xml.encode() + b"\n") for datestamp, ident, xml in rows]
 
-        `rendered`: each as its stored XML element (`<record>`, or `<header>` without
-        metadata), ready to serve; otherwise as Header fields (for people's views and tests).
-        """
+    def row_headers(self, query: ListQuery, identifier: str, *, with_metadata: bool) -> list[Header]:
+        """`row_rendered`'s record as Header fields."""
+        return _headers(self._row(query, identifier, _HEADER_COLUMNS), with_metadata)
+
+    def _page(self, query: ListQuery, after: tuple[int, str] | None, limit: int, columns: str) -> list[Any]:
         key = "r" if query.set_spec is None else "m"
-        sql, params = self._list_sql(query, self._row_columns(key, with_metadata, rendered), after)
+        sql, params = self._list_sql(query, columns, after)
         sql += f" ORDER BY {key}.datestamp, {key}.identifier LIMIT ?"
         params.append(limit)
-        return self._rows(self._fetch(sql, params), with_metadata, rendered)
+        return self._fetch(sql, params)
 
-    def row(
-        self, query: ListQuery, identifier: str, *, with_metadata: bool, rendered: bool = False
-    ) -> list[Header] | list[Rendered]:
-        """One record as `page` shows it (a list of one, or none), if it has the query's format and
-        is in its set, whatever its datestamp (a record that changed while its list was paged:
-        see protocol)."""
-        key = "r" if query.set_spec is None else "m"
-        columns = self._row_columns(key, with_metadata, rendered)
+    def _row(self, query: ListQuery, identifier: str, columns: str) -> list[Any]:
         sql, params = self._list_sql(ListQuery(query.prefix, set_spec=query.set_spec), columns, None)
-        rows = self._fetch(sql + " AND r.identifier = ?", [*params, identifier])
-        return self._rows(rows, with_metadata, rendered)
-
-    @staticmethod
-    def _row_columns(key: str, with_metadata: bool, rendered: bool) -> str:
-        if rendered:
-            return f"{key}.datestamp, {key}.identifier, " + ("f.record" if with_metadata else "r.header_xml")
-        return "r.identifier, r.datestamp, r.deleted, r.setspecs, r.header_xml, r.about, f.record"
-
-    @staticmethod
-    def _rows(rows: list[Any], with_metadata: bool, rendered: bool) -> list[Header] | list[Rendered]:
-        if rendered:
-            if with_metadata:
-                return list(map(Rendered._make, rows))  # tuple.__new__: no Python call per row
-            return [Rendered(r[0], r[1], r[2].encode() + b"\n") for r in rows]
-        if with_metadata:
-            return [
-                Header(r[0], r[1], bool(r[2]), tuple(r[3].split()), _metadata(r[6], r[5]), r[5], r[4], r[6])
-                for r in rows
-            ]
-        return [Header(r[0], r[1], bool(r[2]), tuple(r[3].split()), xml=r[4]) for r in rows]
+        return self._fetch(sql + " AND r.identifier = ?", [*params, identifier])
 
     def earliest_datestamp(self) -> int | None:
         with self.engine.connect() as conn:
@@ -231,3 +186,46 @@ def decode_dc(text: str) -> list[DCValue]:
 def _metadata(record: bytes, about: str | None) -> str | None:
     """A format's metadata fragment, read out of the served `<record>` (None for a deleted record)."""
     return metadata_of(bytes(record), about)  # bytes(): a driver may hand BYTEA over as a memoryview
+
+
+class _HeaderRow(NamedTuple):
+    """The columns a Header is made from, in the order they are selected (`_HEADER_COLUMNS`)."""
+
+    identifier: str
+    datestamp: int
+    deleted: bool
+    setspecs: str
+    header_xml: str
+    about: str | None
+    record: bytes
+
+
+_HEADER_COLUMNS = ", ".join(("f." if name == "record" else "r.") + name for name in _HeaderRow._fields)
+
+
+def _rendered_columns(query: ListQuery, with_metadata: bool) -> str:
+    """A rendered row's columns, as `Rendered`'s fields: (datestamp, identifier, XML element),
+    the key from the table the list is keyed on (see `_list_sql`)."""
+    key = "r" if query.set_spec is None else "m"
+    return f"{key}.datestamp, {key}.identifier, " + ("f.record" if with_metadata else "r.header_xml")
+
+
+def _headers(rows: list[Any], with_metadata: bool) -> list[Header]:
+    if with_metadata:
+        return [
+            Header(
+                r.identifier,
+                r.datestamp,
+                bool(r.deleted),
+                tuple(r.setspecs.split()),
+                _metadata(r.record, r.about),
+                r.about,
+                r.header_xml,
+                r.record,
+            )
+            for r in map(_HeaderRow._make, rows)
+        ]
+    return [
+        Header(r.identifier, r.datestamp, bool(r.deleted), tuple(r.setspecs.split()), xml=r.header_xml)
+        for r in map(_HeaderRow._make, rows)
+    ]
