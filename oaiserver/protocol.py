@@ -126,12 +126,14 @@ class RecordSource(Protocol):
 
     def freeze(self) -> int: ...
     def count(self, query: ListQuery) -> int: ...
-    def page(
-        self, query: ListQuery, after: tuple[int, str] | None, limit: int, *, with_metadata: bool, rendered: bool = ...
-    ) -> list[Header] | list[Rendered]: ...
-    def row(
-        self, query: ListQuery, identifier: str, *, with_metadata: bool, rendered: bool = ...
-    ) -> list[Header] | list[Rendered]: ...
+    def page_rendered(
+        self, query: ListQuery, after: tuple[int, str] | None, limit: int, *, with_metadata: bool
+    ) -> list[Rendered]: ...
+    def page_headers(
+        self, query: ListQuery, after: tuple[int, str] | None, limit: int, *, with_metadata: bool
+    ) -> list[Header]: ...
+    def row_rendered(self, query: ListQuery, identifier: str, *, with_metadata: bool) -> list[Rendered]: ...
+    def row_headers(self, query: ListQuery, identifier: str, *, with_metadata: bool) -> list[Header]: ...
     def header(self, identifier: str, prefix: str) -> Header | None: ...
     def formats_of(self, identifier: str) -> list[str] | None: ...
     def earliest_datestamp(self) -> int | None: ...
@@ -303,7 +305,7 @@ SAMPLE_RE = re.compile(r"oai:[a-zA-Z][a-zA-Z0-9\-]*(\.[a-zA-Z][a-zA-Z0-9\-]*)+:[
 
 def _sample_identifier(repo: Repository) -> str:
     """A real identifier when one fits the oai-identifier scheme, else a made-up one."""
-    first = repo.store.page(ListQuery("oai_dc"), None, 1, with_metadata=False)
+    first = repo.store.page_headers(ListQuery("oai_dc"), None, 1, with_metadata=False)
     if first and SAMPLE_RE.fullmatch(first[0].identifier):
         return first[0].identifier
     return f"oai:{repo.config.repository_identifier}:example"
@@ -394,7 +396,11 @@ def _list(args: dict[str, str], repo: Repository, answer: Answer, verb: str) -> 
             raise e.NoRecordsMatch()
         after, cursor = None, 0
     with_metadata = verb == "ListRecords"
-    rows = repo.store.page(query, after, size + 1, with_metadata=with_metadata, rendered=not answer.detailed)
+    rows: list[Header] | list[Rendered] = (
+        repo.store.page_headers(query, after, size + 1, with_metadata=with_metadata)
+        if answer.detailed
+        else repo.store.page_rendered(query, after, size + 1, with_metadata=with_metadata)
+    )
     if not rows and after is None:  # every record changed between the count and the page
         raise e.NoRecordsMatch()
     if not rows:
@@ -441,7 +447,11 @@ def _last_of_changed(
     others come with the next incremental harvest. If that record left the set (or the format),
     nothing of the list remains: the token is refused, and the harvester starts the list again.
     """
-    rows = repo.store.row(query, following, with_metadata=with_metadata, rendered=rendered) if following else []
+    rows: list[Header] | list[Rendered] = []
+    if following and rendered:
+        rows = repo.store.row_rendered(query, following, with_metadata=with_metadata)
+    elif following:
+        rows = repo.store.row_headers(query, following, with_metadata=with_metadata)
     if not rows:
         raise e.BadResumptionToken(
             "Every record that remained in this list has changed since the previous page; start the list again."

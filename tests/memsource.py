@@ -59,12 +59,6 @@ class MemorySource:
         ]
         return sorted(found, key=lambda i: (i.datestamp, i.identifier))
 
-    @staticmethod
-    def _shown(items: list[Item], prefix: str, with_metadata: bool, rendered: bool) -> list[Header] | list[Rendered]:
-        if rendered:
-            return [i.rendered(with_metadata) for i in items]
-        return [i.header(prefix, with_metadata=with_metadata) for i in items]
-
     # ---- RecordSource ----------------------------------------------------------------------
 
     def freeze(self) -> int:
@@ -73,23 +67,27 @@ class MemorySource:
     def count(self, query: ListQuery) -> int:
         return len(self._listed(query))
 
-    def page(
-        self,
-        query: ListQuery,
-        after: tuple[int, str] | None,
-        limit: int,
-        *,
-        with_metadata: bool,
-        rendered: bool = False,
-    ) -> list[Header] | list[Rendered]:
-        items = [i for i in self._listed(query) if after is None or (i.datestamp, i.identifier) > after]
-        return self._shown(items[:limit], query.prefix, with_metadata, rendered)
+    def _after(self, query: ListQuery, after: tuple[int, str] | None, limit: int) -> list[Item]:
+        return [i for i in self._listed(query) if after is None or (i.datestamp, i.identifier) > after][:limit]
 
-    def row(
-        self, query: ListQuery, identifier: str, *, with_metadata: bool, rendered: bool = False
-    ) -> list[Header] | list[Rendered]:
-        items = [i for i in self._listed(query, window=False) if i.identifier == identifier]
-        return self._shown(items, query.prefix, with_metadata, rendered)
+    def _the(self, query: ListQuery, identifier: str) -> list[Item]:
+        return [i for i in self._listed(query, window=False) if i.identifier == identifier]
+
+    def page_rendered(
+        self, query: ListQuery, after: tuple[int, str] | None, limit: int, *, with_metadata: bool
+    ) -> list[Rendered]:
+        return [i.rendered(with_metadata) for i in self._after(query, after, limit)]
+
+    def page_headers(
+        self, query: ListQuery, after: tuple[int, str] | None, limit: int, *, with_metadata: bool
+    ) -> list[Header]:
+        return [i.header(query.prefix, with_metadata=with_metadata) for i in self._after(query, after, limit)]
+
+    def row_rendered(self, query: ListQuery, identifier: str, *, with_metadata: bool) -> list[Rendered]:
+        return [i.rendered(with_metadata) for i in self._the(query, identifier)]
+
+    def row_headers(self, query: ListQuery, identifier: str, *, with_metadata: bool) -> list[Header]:
+        return [i.header(query.prefix, with_metadata=with_metadata) for i in self._the(query, identifier)]
 
     def header(self, identifier: str, prefix: str) -> Header | None:
         item = self.items.get(identifier)

@@ -46,7 +46,7 @@ def source_app(source: Store, **overrides: Any) -> Any:
 
 def everything(store: Store) -> dict[str, Header]:
     """identifier -> header with its oai_dc fragment, for every record (deleted ones too)."""
-    return {h.identifier: h for h in store.page(ListQuery("oai_dc"), None, 10**6, with_metadata=True)}
+    return {h.identifier: h for h in store.page_headers(ListQuery("oai_dc"), None, 10**6, with_metadata=True)}
 
 
 def assert_mirrors(source: Store, target: Store, partner: str) -> None:

@@ -66,3 +66,17 @@ def test_an_unknown_name_of_the_package_is_an_attribute_error() -> None:
     assert not hasattr(oaiserver, "no_such_name")
     with pytest.raises(ImportError):
         exec("from oaiserver import no_such_name", {})
+
+
+def test_importing_the_store_changes_nothing_process_wide() -> None:
+    """The store's process-wide switches belong to the code that needs them: importing it leaves
+    sqlite3's adapters and the cyclic collector as they were; opening a SQLite store registers
+    the adapters (sqlite3 has no per-connection ones)."""
+    code = (
+        "import gc, json, sqlite3; before = dict(sqlite3.adapters); import oaiserver.store, harvester.harvest;"
+        " imported = sqlite3.adapters == before; on = gc.isenabled(); oaiserver.store.Store('sqlite://').close();"
+        " print(json.dumps([imported, on, (bool, sqlite3.PrepareProtocol) in sqlite3.adapters]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=HERE.parent, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [True, True, True]

@@ -78,14 +78,14 @@ def load(store: Store, n: int) -> None:
 
 def listed(store: Store, query: ListQuery) -> list[str]:
     """The identifiers a list over `query` must give, in the order it must give them."""
-    return [h.identifier for h in store.page(query, None, 10**7, with_metadata=False)]
+    return [h.identifier for h in store.page_headers(query, None, 10**7, with_metadata=False)]
 
 
 def state(store: Store) -> dict[str, tuple[str, bool]]:
     """identifier -> (datestamp, deleted) of every record, tombstones included."""
     return {
         h.identifier: (format_datestamp(h.datestamp), h.deleted)
-        for h in store.page(ListQuery("oai_dc"), None, 10**7, with_metadata=False)
+        for h in store.page_headers(ListQuery("oai_dc"), None, 10**7, with_metadata=False)
     }
 
 

@@ -64,7 +64,7 @@ def test_overload_gets_503_and_retry_after(
     store.write([make_record(str(i)) for i in range(3)])
     clock.tick()
     release, inside = threading.Event(), threading.Semaphore(0)
-    real_page, held = store.page, iter(range(2))
+    real_page, held = store.page_rendered, iter(range(2))
 
     def slow_page(*args: Any, **kwargs: Any) -> Any:
         if next(held, None) is not None:  # the first two list pages wait until released
@@ -72,7 +72,7 @@ def test_overload_gets_503_and_retry_after(
             release.wait(10)
         return real_page(*args, **kwargs)
 
-    monkeypatch.setattr(store, "page", slow_page)
+    monkeypatch.setattr(store, "page_rendered", slow_page)
     with LiveServer(None) as server:
         cfg = make_config(
             store_url, repository__base_url=server.url, server__max_concurrent_lists=2, server__retry_after=3

@@ -540,7 +540,7 @@ def test_the_memory_source_lists_as_the_store_does(tmp_path: Path, query: dict[s
         bare.metadata = {}
         store.write([bare])
         clock.tick()
-        for h in store.page(ListQuery("oai_dc"), None, 100, with_metadata=False):
+        for h in store.page_headers(ListQuery("oai_dc"), None, 100, with_metadata=False):
             assert not isinstance(h, tuple)
             formats = {p: "<oai_dc:dc/>" for p in store.formats_of(h.identifier) or []}
             mem.add(h.identifier, h.datestamp, sets=h.sets, deleted=h.deleted, formats=formats)

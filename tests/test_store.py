@@ -96,7 +96,7 @@ def test_delete_makes_a_tombstone_kept_forever(store: Store, clock: Clock) -> No
     assert stored(store, ID).datestamp == clock.now - 50
     assert store.counts() == {"live": 0, "deleted": 1}
     query = ListQuery("oai_dc", set_spec="a")
-    assert [h.identifier for h in store.page(query, None, 10, with_metadata=True)] == [ID]
+    assert [h.identifier for h in store.page_headers(query, None, 10, with_metadata=True)] == [ID]
 
 
 def test_a_deleted_record_can_come_back(store: Store, clock: Clock) -> None:
@@ -180,10 +180,31 @@ def test_keyset_pages_follow_datestamp_then_identifier(store: Store, clock: Cloc
     clock.tick()
     store.write([make_record("0")])
     query = ListQuery("oai_dc")
-    first = store.page(query, None, 2, with_metadata=False)
+    first = store.page_headers(query, None, 2, with_metadata=False)
     assert [h.identifier[-1] for h in first] == ["a", "b"]
-    rest = store.page(query, (first[-1].datestamp, first[-1].identifier), 10, with_metadata=False)
+    rest = store.page_headers(query, (first[-1].datestamp, first[-1].identifier), 10, with_metadata=False)
     assert [h.identifier[-1] for h in rest] == ["c", "0"]
+
+
+@pytest.mark.parametrize("set_spec", [None, "a"])
+def test_a_list_reads_as_served_elements_or_as_headers_one_type_each(store: Store, set_spec: str | None) -> None:
+    """The same records, in the same order: `*_rendered` as the stored elements a list serves,
+    `*_headers` as Header fields (people's views); a record's row alike, each of one type."""
+    store.write([make_record(x, sets=("a",)) for x in ("b", "a")])
+    query = ListQuery("oai_dc", set_spec=set_spec)
+    served = store.page_rendered(query, None, 10, with_metadata=True)
+    bare = store.page_rendered(query, None, 10, with_metadata=False)
+    headers = store.page_headers(query, None, 10, with_metadata=True)
+    assert [type(r).__name__ for r in served + bare] == ["Rendered"] * 4
+    assert [type(h).__name__ for h in headers] == ["Header"] * 2
+    assert [(r.datestamp, r.identifier) for r in served] == [(h.datestamp, h.identifier) for h in headers]
+    assert [r.xml for r in served] == [h.rendered for h in headers]
+    assert [r.xml for r in bare] == [h.xml.encode() + b"\n" for h in headers]
+    assert headers[0].metadata and "<dc:title>" in headers[0].metadata and headers[0].sets == ("a",)
+    b = headers[1].identifier
+    assert store.row_rendered(query, b, with_metadata=True) == served[1:]
+    assert store.row_headers(query, b, with_metadata=False)[0].xml == headers[1].xml
+    assert store.row_headers(ListQuery("oai_dc", set_spec="z"), b, with_metadata=True) == []
 
 
 def test_count_matches_the_selection(store: Store, clock: Clock) -> None:
@@ -392,7 +413,7 @@ def test_a_fragment_is_kept_once_and_read_back_exactly(store: Store) -> None:
     assert got is not None and got.metadata == record.metadata and got.about == about
     header = store.header("oai:test.example.org:1", "x")
     assert header is not None and header.metadata == fragment
-    listed = store.page(ListQuery("x"), None, 10, with_metadata=True)
+    listed = store.page_headers(ListQuery("x"), None, 10, with_metadata=True)
     assert [h.metadata for h in listed] == [fragment]
     with store.engine.connect() as conn:  # no column but `record` holds it
         columns = {c["name"] for c in sa.inspect(conn).get_columns("formats")}

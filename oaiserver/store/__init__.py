@@ -1,0 +1,166 @@
+"""The record store: the one place records live, and the only package that writes SQL.
+
+SQLAlchemy Core over SQLite (WAL, the embedded default) or PostgreSQL (for scale); the same
+code serves both. Two rules shape it:
+
+* Datestamps mean change. A write whose exposed content (metadata fragments, sets, deleted
+  flag) hashes the same as what is stored changes nothing.
+* A list frozen at time T never misses a write. Writers take a shared "clock" lock and stamp
+  their changes only after acquiring it; `freeze()` takes the lock exclusively, so every
+  write stamped before T has committed when it returns, and every later write is stamped at
+  T or after. Lists run with `until = T - 1`.
+
+Its modules, one concern each: `schema` (tables, migrations), `engine` (opening a database,
+the errors that say why it cannot be), `transactions` (what reads and writes share: the
+engine, the write clock), `write`, `read`, `stored_settings`, `export` (the whole store as rows),
+and `harvester_state` (the harvester's). Every name importers use is importable from here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+# The protocol's word for a list, defined in records; importable from here too.
+from oaiserver.records import ListQuery as ListQuery
+
+# Row preparation lives in oaiserver.rows (the harvest worker uses it without SQLAlchemy); its
+# names stay importable from here.
+from oaiserver.rows import Prepared as Prepared
+from oaiserver.rows import ancestors as ancestors
+from oaiserver.rows import content_hash as content_hash
+from oaiserver.rows import encode_dc as encode_dc
+from oaiserver.rows import prepare as prepare
+from oaiserver.store.engine import StoreNotOpen, StoreTooNew, StoreUnavailable, _cause, make_engine
+from oaiserver.store.export import (
+    EXPORTED_TABLES,
+    Stored,
+    exported_columns,
+    insert_rows_in,
+    is_empty_in,
+    iter_records,
+    iter_stored_in,
+    last_record_id_in,
+    record_ids_in,
+    table_rows_in,
+)
+from oaiserver.store.harvester_state import (
+    KEEP,
+    HarvestRun,
+    HarvestState,
+    HeldRecords,
+    acquire_lease,
+    close_interrupted_run,
+    finish_run,
+    harvest_history,
+    harvest_state_of,
+    harvest_summary,
+    leases,
+    records_held,
+    release_lease,
+    renew_lease_in,
+    save_checkpoint_in,
+    save_run_counts_in,
+    start_run,
+    write_harvested_in,
+)
+from oaiserver.store.read import Reads, decode_dc
+from oaiserver.store.schema import (
+    MIGRATIONS,
+    PG_CLOCK_LOCK,
+    PG_SCHEMA_LOCK,
+    Migration,
+    formats,
+    harvest_leases,
+    harvest_runs,
+    harvest_state,
+    meta,
+    records,
+    schema_version,
+    set_members,
+    settings,
+)
+from oaiserver.store.stored_settings import Settings
+from oaiserver.store.write import WriteResult, Writes, collector_paused
+
+
+class Store(Writes, Reads, Settings):
+    """Records and their state, over one SQLAlchemy engine.
+
+    One object (what the protocol's `RecordSource` describes, and what a test patches), its
+    methods kept by purpose in the package's modules: `write.Writes`, `read.Reads`,
+    `stored_settings.Settings`, over `transactions.Transactions` (opening, the write clock).
+    """
+
+
+def open_store(url: str, **options: Any) -> Store:
+    """`Store(url, ...)`, or StoreUnavailable with the cause in words (the password hidden)."""
+    try:
+        shown = sa.make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):
+        raise StoreUnavailable(f"{url!r} is not a database URL") from None
+    try:
+        return Store(url, **options)
+    except (OSError, ImportError, sa.exc.SQLAlchemyError) as exc:
+        raise StoreNotOpen(f"cannot open {shown}: {_cause(exc)}") from exc
+
+
+__all__ = [
+    "EXPORTED_TABLES",
+    "KEEP",
+    "MIGRATIONS",
+    "PG_CLOCK_LOCK",
+    "PG_SCHEMA_LOCK",
+    "HarvestRun",
+    "HarvestState",
+    "HeldRecords",
+    "ListQuery",
+    "Migration",
+    "Prepared",
+    "Store",
+    "StoreNotOpen",
+    "StoreTooNew",
+    "StoreUnavailable",
+    "Stored",
+    "WriteResult",
+    "acquire_lease",
+    "ancestors",
+    "close_interrupted_run",
+    "collector_paused",
+    "content_hash",
+    "decode_dc",
+    "encode_dc",
+    "exported_columns",
+    "finish_run",
+    "formats",
+    "harvest_history",
+    "harvest_leases",
+    "harvest_runs",
+    "harvest_state",
+    "harvest_state_of",
+    "harvest_summary",
+    "insert_rows_in",
+    "is_empty_in",
+    "iter_records",
+    "iter_stored_in",
+    "last_record_id_in",
+    "leases",
+    "make_engine",
+    "meta",
+    "open_store",
+    "prepare",
+    "record_ids_in",
+    "records",
+    "records_held",
+    "release_lease",
+    "renew_lease_in",
+    "save_checkpoint_in",
+    "save_run_counts_in",
+    "schema_version",
+    "set_members",
+    "settings",
+    "start_run",
+    "table_rows_in",
+    "write_harvested_in",
+]

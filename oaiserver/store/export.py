@@ -1,0 +1,117 @@
+"""Export and import: the whole store as plain rows, read through one snapshot (`oaiserver.dump`
+writes and reads the files)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from oaiserver.records import Record
+from oaiserver.store.read import _metadata, decode_dc
+from oaiserver.store.schema import formats, harvest_runs, harvest_state, records, settings
+
+if TYPE_CHECKING:
+    from oaiserver.store import Store
+
+# Tables carried by an export besides records, with the order that makes an export
+# deterministic. Surrogate keys are left out (an import numbers rows afresh, in order), and so
+# are harvest leases, which only mean something to the processes that hold them.
+EXPORTED_TABLES: dict[str, tuple[sa.Table, tuple[str, ...]]] = {
+    "settings": (settings, ("key",)),
+    "harvest_state": (harvest_state, ("partner",)),
+    "harvest_runs": (harvest_runs, ("id",)),
+}
+
+
+class Stored(NamedTuple):
+    """A record as an export carries it: with the content hash the store holds for it."""
+
+    record: Record
+    content_hash: str
+
+
+def iter_records(store: Store, batch: int = 1000) -> Iterator[Record]:
+    """Every record, tombstones included, in identifier order (keyset paging, bounded memory)."""
+    with store.snapshot() as conn:
+        yield from (stored.record for stored in iter_stored_in(conn, batch))
+
+
+def iter_stored_in(conn: Connection, batch: int = 1000) -> Iterator[Stored]:
+    """`iter_records` with each record's stored content hash, which an import checks, read
+    through `conn` (a `Store.snapshot()`, so that the batches are of one moment)."""
+    last: str | None = None
+    while True:
+        stmt = sa.select(records).order_by(records.c.identifier).limit(batch)
+        if last is not None:
+            stmt = stmt.where(records.c.identifier > last)
+        rows = conn.execute(stmt).all()
+        ids = [r.id for r in rows]
+        fmts: dict[int, dict[str, str]] = {}
+        if ids:
+            about = {r.id: r.about for r in rows}
+            for f in conn.execute(sa.select(formats).where(formats.c.record_id.in_(ids))):
+                fmts.setdefault(f.record_id, {})[f.prefix] = _metadata(f.record, about[f.record_id]) or ""
+        if not rows:
+            return
+        for row in rows:
+            record = Record(
+                identifier=row.identifier,
+                dc=decode_dc(row.dc),
+                sets=row.setspecs.split(),
+                deleted=row.deleted,
+                source=row.source,
+                datestamp=row.datestamp,
+                metadata=dict(sorted(fmts.get(row.id, {}).items())),
+                fulltext=row.fulltext,
+                raw_xml=row.raw_xml,
+                provenance=json.loads(row.provenance) if row.provenance else None,
+                about=row.about,
+            )
+            yield Stored(record, row.content_hash)
+        last = rows[-1].identifier
+
+
+def exported_columns(table: sa.Table) -> list[sa.Column[Any]]:
+    """A table's columns as an export carries them: surrogate keys are numbered afresh."""
+    return [c for c in table.c if not (c.primary_key and c.autoincrement is True)]
+
+
+def table_rows_in(conn: Connection, name: str) -> list[dict[str, Any]]:
+    """An exported table's rows, read through `conn` (an export's snapshot)."""
+    table, order = EXPORTED_TABLES[name]
+    rows = conn.execute(sa.select(*exported_columns(table)).order_by(*(table.c[k] for k in order))).all()
+    return [dict(r._mapping) for r in rows]
+
+
+def insert_rows_in(conn: Connection, name: str, rows: list[dict[str, Any]]) -> None:
+    """Exported rows into their table, inside an import's transaction."""
+    table, _ = EXPORTED_TABLES[name]
+    if not rows:
+        return
+    if name == "settings":  # a fresh store may have generated its own secret already
+        conn.execute(settings.delete().where(settings.c.key.in_([r["key"] for r in rows])))
+    conn.execute(table.insert(), rows)
+
+
+def is_empty_in(conn: Connection) -> bool:
+    """No record and no harvest run: an import may fill it."""
+    return (
+        conn.execute(sa.select(records.c.id).limit(1)).first() is None
+        and conn.execute(sa.select(harvest_runs.c.id).limit(1)).first() is None
+    )
+
+
+def last_record_id_in(conn: Connection) -> int:
+    """The highest record row id (0 in an empty store): an import tells the rows a batch
+    added from those it found already written."""
+    return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(records.c.id), 0))).scalar_one())
+
+
+def record_ids_in(conn: Connection, identifiers: Sequence[str]) -> dict[str, int]:
+    """identifier -> row id of those stored."""
+    rows = conn.execute(sa.select(records.c.identifier, records.c.id).where(records.c.identifier.in_(identifiers)))
+    return {identifier: row_id for identifier, row_id in rows}

@@ -1,0 +1,303 @@
+"""The harvester's state, kept in the record store: written by `harvester` only.
+
+Per partner: the `from` of its next run, the checkpoint of the window being harvested (committed
+in the same transaction as the records of each page), a history of runs, and a lease, so that of
+several harvester processes sharing one store only one harvests a given partner at a time.
+Functions, not methods: the harvester's state stays out of the record store's class.
+
+It lives in `oaiserver.store` rather than `harvester` because imports go one way (`harvester`
+uses `oaiserver`, never the reverse) and the server reads it too: `harvest_summary` for its
+metrics, an export carries `harvest_state` and `harvest_runs`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from oaiserver.records import Record
+from oaiserver.rows import Prepared
+from oaiserver.store.schema import harvest_leases, harvest_runs, harvest_state, records
+from oaiserver.store.write import WriteResult
+
+if TYPE_CHECKING:
+    from oaiserver.store import Store
+
+
+@dataclass(frozen=True)
+class HarvestState:
+    partner: str
+    next_from: str | None = None
+    next_from_key: str | None = None
+    checkpoint: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class HarvestRun:
+    id: int
+    partner: str
+    owner: str
+    started: int
+    finished: int | None
+    outcome: str
+    reason: str | None
+    from_date: str | None
+    resumed: bool
+    counts: dict[str, Any]
+
+
+def _write_conn(store: Store) -> Connection:
+    return store.engine.connect().execution_options(sqlite_immediate=True)
+
+
+def harvest_state_of(store: Store, partner: str) -> HarvestState:
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(harvest_state).where(harvest_state.c.partner == partner)).first()
+    if row is None:
+        return HarvestState(partner)
+    checkpoint = json.loads(row.checkpoint) if row.checkpoint else None
+    return HarvestState(row.partner, row.next_from, row.next_from_key, checkpoint)
+
+
+def _upsert_state(conn: Connection, partner: str, values: dict[str, Any]) -> None:
+    updated = conn.execute(harvest_state.update().where(harvest_state.c.partner == partner).values(**values))
+    if updated.rowcount == 0:
+        conn.execute(harvest_state.insert().values(partner=partner, **values))
+
+
+def save_checkpoint_in(conn: Connection, partner: str, checkpoint: dict[str, Any] | None, now: int) -> None:
+    """Record where the window stands, inside the transaction that writes the page's records."""
+    _upsert_state(conn, partner, {"checkpoint": json.dumps(checkpoint) if checkpoint else None, "updated": now})
+
+
+def start_run(store: Store, partner: str, owner: str, *, started: int, from_date: str | None, resumed: bool) -> int:
+    """A new row in the run history. Runs still marked running were cut short (the caller
+    holds the lease, so no one else is running them): they are closed as failed."""
+    with _write_conn(store) as conn, conn.begin():
+        conn.execute(
+            harvest_runs.update()
+            .where(harvest_runs.c.partner == partner, harvest_runs.c.outcome == "running")
+            .values(outcome="failed", reason="interrupted: the process ended before the run finished")
+        )
+        inserted = conn.execute(
+            harvest_runs.insert().values(
+                partner=partner,
+                owner=owner,
+                started=started,
+                outcome="running",
+                from_date=from_date,
+                resumed=resumed,
+                counts="{}",
+            )
+        )
+        return int(inserted.inserted_primary_key[0])  # type: ignore[index]
+
+
+def save_run_counts_in(conn: Connection, run_id: int, counts: dict[str, Any]) -> None:
+    """A running run's counts so far, inside the transaction that writes a page: a run killed
+    afterwards shows in the history the pages it committed."""
+    conn.execute(harvest_runs.update().where(harvest_runs.c.id == run_id).values(counts=json.dumps(counts)))
+
+
+def close_interrupted_run(store: Store, run_id: int, reason: str) -> bool:
+    """Mark a run that is still marked running as failed (its process is gone); False if it
+    ended meanwhile. Its counts stay what its last page committed."""
+    with _write_conn(store) as conn, conn.begin():
+        closed = conn.execute(
+            harvest_runs.update()
+            .where(harvest_runs.c.id == run_id, harvest_runs.c.outcome == "running")
+            .values(outcome="failed", reason=reason)
+        )
+        return closed.rowcount == 1
+
+
+KEEP = object()  # finish_run: leave the checkpoint as the last page committed it
+
+
+def finish_run(
+    store: Store,
+    run_id: int,
+    partner: str,
+    *,
+    finished: int,
+    outcome: str,
+    reason: str | None,
+    counts: dict[str, Any],
+    checkpoint: Any = KEEP,
+    next_from: tuple[str, str] | None = None,
+) -> None:
+    """Close a run; on success `next_from` = (the partner's responseDate, the list's key)."""
+    with _write_conn(store) as conn, conn.begin():
+        conn.execute(
+            harvest_runs.update()
+            .where(harvest_runs.c.id == run_id)
+            .values(finished=finished, outcome=outcome, reason=reason, counts=json.dumps(counts))
+        )
+        values: dict[str, Any] = {"updated": finished}
+        if checkpoint is not KEEP:
+            values["checkpoint"] = json.dumps(checkpoint) if checkpoint else None
+        if next_from is not None:
+            values["next_from"], values["next_from_key"] = next_from
+        _upsert_state(conn, partner, values)
+
+
+def harvest_history(
+    store: Store,
+    partner: str | None = None,
+    limit: int = 20,
+    *,
+    running: bool = False,
+    outcomes: Sequence[str] = (),
+) -> list[HarvestRun]:
+    """The latest runs first; `running`: only those still marked running; `outcomes`: only
+    those that ended so (`harvester status` finds the last error with it)."""
+    stmt = sa.select(harvest_runs).order_by(harvest_runs.c.id.desc()).limit(limit)
+    if partner is not None:
+        stmt = stmt.where(harvest_runs.c.partner == partner)
+    if running:
+        stmt = stmt.where(harvest_runs.c.outcome == "running")
+    if outcomes:
+        stmt = stmt.where(harvest_runs.c.outcome.in_(list(outcomes)))
+    with store.engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return [
+        HarvestRun(
+            r.id,
+            r.partner,
+            r.owner,
+            r.started,
+            r.finished,
+            r.outcome,
+            r.reason,
+            r.from_date,
+            bool(r.resumed),
+            json.loads(r.counts or "{}"),
+        )
+        for r in rows
+    ]
+
+
+def acquire_lease(store: Store, partner: str, owner: str, ttl: int, now: int) -> tuple[bool, str, int]:
+    """Take `partner`'s lease until `now + ttl` if it is free, expired or already ours.
+
+    Returns (won, holder, expires). One conditional UPDATE decides, so two processes racing
+    on PostgreSQL cannot both win: the second re-checks the row after the first commits.
+    """
+    expires = now + ttl
+    with _write_conn(store) as conn:
+        with conn.begin():
+            taken = conn.execute(
+                harvest_leases.update()
+                .where(
+                    harvest_leases.c.partner == partner,
+                    sa.or_(harvest_leases.c.owner == owner, harvest_leases.c.expires < now),
+                )
+                .values(owner=owner, expires=expires)
+            )
+            if taken.rowcount == 1:
+                return True, owner, expires
+            row = conn.execute(
+                sa.select(harvest_leases.c.owner, harvest_leases.c.expires).where(harvest_leases.c.partner == partner)
+            ).first()
+            if row is not None:
+                return False, row.owner, row.expires
+        try:
+            with conn.begin():
+                conn.execute(harvest_leases.insert().values(partner=partner, owner=owner, expires=expires))
+            return True, owner, expires
+        except sa.exc.IntegrityError:  # another process inserted it first
+            with conn.begin():
+                row = conn.execute(
+                    sa.select(harvest_leases.c.owner, harvest_leases.c.expires).where(
+                        harvest_leases.c.partner == partner
+                    )
+                ).one()
+            return False, row.owner, row.expires
+
+
+def renew_lease_in(conn: Connection, partner: str, owner: str, ttl: int, now: int) -> bool:
+    """Extend our lease inside a page's transaction; False if someone else holds it now."""
+    renewed = conn.execute(
+        harvest_leases.update()
+        .where(harvest_leases.c.partner == partner, harvest_leases.c.owner == owner)
+        .values(expires=now + ttl)
+    )
+    return renewed.rowcount == 1
+
+
+def release_lease(store: Store, partner: str, owner: str) -> None:
+    with _write_conn(store) as conn, conn.begin():
+        conn.execute(
+            harvest_leases.delete().where(harvest_leases.c.partner == partner, harvest_leases.c.owner == owner)
+        )
+
+
+def leases(store: Store) -> dict[str, tuple[str, int]]:
+    """partner -> (holder, expires), expired leases included."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(harvest_leases)).all()
+    return {r.partner: (r.owner, r.expires) for r in rows}
+
+
+def write_harvested_in(store: Store, conn: Connection, stamp: int, chunk: Sequence[Record | Prepared]) -> WriteResult:
+    """Write a partner's records inside a page's transaction (see `Store.write_in`).
+
+    A record held under another source (a local record, or another partner's) is refused and
+    listed with its holder in `refused`, never overwritten. A record whose exposed content is unchanged
+    keeps its stored `about`, so the provenance served (its harvestDate) changes only when the
+    datestamp does.
+    """
+    return store.write_in(conn, stamp, chunk, guard_source=True)
+
+
+class HeldRecords(NamedTuple):
+    live: int = 0
+    deleted: int = 0
+
+
+def records_held(store: Store, sources: Sequence[str]) -> dict[str, HeldRecords]:
+    """Per source of `sources` (partners' names, `local`): the records it holds, live and
+    deleted; a source that holds none is left out."""
+    held: dict[str, HeldRecords] = {}
+    if not sources:
+        return held
+    stmt = (
+        sa.select(records.c.source, records.c.deleted, sa.func.count())
+        .where(records.c.source.in_(list(sources)))
+        .group_by(records.c.source, records.c.deleted)
+    )
+    with store.engine.connect() as conn:
+        for source, deleted, count in conn.execute(stmt):
+            live, gone = held.get(source, HeldRecords())
+            held[source] = HeldRecords(live, gone + count) if deleted else HeldRecords(live + count, gone)
+    return held
+
+
+def harvest_summary(store: Store) -> dict[str, dict[str, Any]]:
+    """Per partner: runs by outcome, records received, and the last run and last success times."""
+    summary: dict[str, dict[str, Any]] = {}
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(
+                harvest_runs.c.partner,
+                harvest_runs.c.outcome,
+                harvest_runs.c.started,
+                harvest_runs.c.finished,
+                harvest_runs.c.counts,
+            ).order_by(harvest_runs.c.id)
+        )
+        for partner, outcome, started, finished, counts in rows:
+            entry = summary.setdefault(
+                partner, {"runs": {}, "received": 0, "last_outcome": None, "last_run": None, "last_success": None}
+            )
+            entry["runs"][outcome] = entry["runs"].get(outcome, 0) + 1
+            entry["received"] += int(json.loads(counts or "{}").get("received", 0))
+            entry["last_outcome"], entry["last_run"] = outcome, finished or started
+            if outcome == "success":
+                entry["last_success"] = finished or started
+    return summary

@@ -1,0 +1,231 @@
+"""Reads of records: GetRecord's row, list pages and their counts, whole records, and tallies.
+The hot paths (`header`, `page`, `row`, `count`) go straight to the driver (`Transactions._fetch`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+
+from oaiserver.fragments import metadata_of
+from oaiserver.records import DCValue, Header, ListQuery, Record, Rendered
+from oaiserver.rows import _FIELD, _VALUE
+from oaiserver.store.schema import formats, records, set_members
+from oaiserver.store.transactions import Transactions
+
+
+class Reads(Transactions):
+    """`Store`'s reads."""
+
+    # ---- reads ----------------------------------------------------------------------------
+
+    def get(self, identifier: str) -> Record | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(records).where(records.c.identifier == identifier)).first()
+            if row is None:
+                return None
+            fmts = {
+                r.prefix: _metadata(r.record, row.about)
+                for r in conn.execute(sa.select(formats).where(formats.c.record_id == row.id))
+            }
+        return Record(
+            identifier=row.identifier,
+            dc=decode_dc(row.dc),
+            sets=row.setspecs.split(),
+            deleted=row.deleted,
+            source=row.source,
+            datestamp=row.datestamp,
+            metadata={p: x or "" for p, x in fmts.items()},
+            fulltext=row.fulltext,
+            raw_xml=row.raw_xml,
+            provenance=json.loads(row.provenance) if row.provenance else None,
+            about=row.about,
+        )
+
+    def header(self, identifier: str, prefix: str) -> Header | None:
+        """GetRecord's one row: the header and the fragment for `prefix` (None if it has none)."""
+        rows = self._fetch(
+            f"SELECT {_HEADER_COLUMNS}"
+            " FROM records r JOIN formats f ON f.record_id = r.id AND f.prefix = ? WHERE r.identifier = ?",
+            (prefix, identifier),
+        )
+        return _headers(rows, with_metadata=True)[0] if rows else None
+
+    def formats_of(self, identifier: str) -> list[str] | None:
+        """The prefixes a record can be disseminated in, or None if there is no such record."""
+        with self.engine.connect() as conn:
+            rid = conn.execute(sa.select(records.c.id).where(records.c.identifier == identifier)).scalar()
+            if rid is None:
+                return None
+            return [r.prefix for r in conn.execute(sa.select(formats.c.prefix).where(formats.c.record_id == rid))]
+
+    @staticmethod
+    def _list_sql(query: ListQuery, columns: str, after: tuple[int, str] | None) -> tuple[str, list[Any]]:
+        """FROM and WHERE of a list, keyed on (datestamp, identifier) of the records or,
+        for a set, of its members (each has its own index, so paging is an index range scan).
+
+        CROSS JOIN fixes the join order in SQLite (PostgreSQL plans it freely): the keyed table
+        drives, in index order, so a page never sorts what remains of the list."""
+        params: list[Any] = [query.prefix]
+        if query.set_spec is None:
+            key = "r"
+            sql = f"SELECT {columns} FROM records r CROSS JOIN formats f WHERE f.record_id = r.id AND f.prefix = ?"
+        else:
+            key = "m"
+            sql = (
+                f"SELECT {columns} FROM set_members m CROSS JOIN records r CROSS JOIN formats f"
+                " WHERE r.id = m.record_id AND f.record_id = r.id AND f.prefix = ? AND m.spec = ?"
+            )
+            params.append(query.set_spec)
+        if query.start is not None:
+            sql += f" AND {key}.datestamp >= ?"
+            params.append(query.start)
+        if query.end is not None:
+            sql += f" AND {key}.datestamp <= ?"
+            params.append(query.end)
+        if after is not None:
+            sql += f" AND ({key}.datestamp, {key}.identifier) > (?, ?)"
+            params += after
+        return sql, params
+
+    def count(self, query: ListQuery) -> int:
+        params: list[Any]
+        if query.set_spec is None:  # one index range, however many records the list holds
+            sql, params = "SELECT count(*) FROM formats WHERE prefix = ?", [query.prefix]
+            if query.start is not None:
+                sql += " AND datestamp >= ?"
+                params.append(query.start)
+            if query.end is not None:
+                sql += " AND datestamp <= ?"
+                params.append(query.end)
+        else:
+            sql, params = self._list_sql(query, "count(*)", None)
+        return int(self._fetch(sql, params)[0][0])
+
+    # Two reads per shape, one return type each: the stored XML elements a list serves
+    # (`*_rendered`), or Header fields, for people's views and tests (`*_headers`).
+
+    def page_rendered(
+        self, query: ListQuery, after: tuple[int, str] | None, limit: int, *, with_metadata: bool
+    ) -> list[Rendered]:
+        """Up to `limit` records in (datestamp, identifier) order, strictly after `after`, each as
+        its stored XML element (`<record>`, or `<header>` without metadata), ready to serve."""
+        rows = self._page(query, after, limit, _rendered_columns(query, with_metadata))
+        if with_metadata:
+            return list(map(Rendered._make, rows))  # tuple.__new__: no Python call per row
+        return [Rendered(datestamp, identifier, xml.encode() + b"\n") for datestamp, identifier, xml in rows]
+
+    def page_headers(
+        self, query: ListQuery, after: tuple[int, str] | None, limit: int, *, with_metadata: bool
+    ) -> list[Header]:
+        """`page_rendered`'s records as Header fields."""
+        return _headers(self._page(query, after, limit, _HEADER_COLUMNS), with_metadata)
+
+    def row_rendered(self, query: ListQuery, identifier: str, *, with_metadata: bool) -> list[Rendered]:
+        """One record as `page_rendered` shows it (a list of one, or none), if it has the query's
+        format and is in its set, whatever its datestamp (a record that changed while its list
+        was paged: see protocol)."""
+        rows = self._row(query, identifier, _rendered_columns(query, with_metadata))
+        if with_metadata:
+            return list(map(Rendered._make, rows))
+        return [Rendered(datestamp, ident, xml.encode() + b"\n") for datestamp, ident, xml in rows]
+
+    def row_headers(self, query: ListQuery, identifier: str, *, with_metadata: bool) -> list[Header]:
+        """`row_rendered`'s record as Header fields."""
+        return _headers(self._row(query, identifier, _HEADER_COLUMNS), with_metadata)
+
+    def _page(self, query: ListQuery, after: tuple[int, str] | None, limit: int, columns: str) -> list[Any]:
+        key = "r" if query.set_spec is None else "m"
+        sql, params = self._list_sql(query, columns, after)
+        sql += f" ORDER BY {key}.datestamp, {key}.identifier LIMIT ?"
+        params.append(limit)
+        return self._fetch(sql, params)
+
+    def _row(self, query: ListQuery, identifier: str, columns: str) -> list[Any]:
+        sql, params = self._list_sql(ListQuery(query.prefix, set_spec=query.set_spec), columns, None)
+        return self._fetch(sql + " AND r.identifier = ?", [*params, identifier])
+
+    def earliest_datestamp(self) -> int | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.min(records.c.datestamp))).scalar()
+
+    def identifiers(self, source: str | None = None, *, live_only: bool = False) -> set[str]:
+        stmt = sa.select(records.c.identifier)
+        if source is not None:
+            stmt = stmt.where(records.c.source == source)
+        if live_only:
+            stmt = stmt.where(records.c.deleted.is_(False))
+        with self.engine.connect() as conn:
+            return set(conn.execute(stmt).scalars())
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(records.c.deleted, sa.func.count()).group_by(records.c.deleted)).all()
+        result = {"live": 0, "deleted": 0}
+        for deleted, n in rows:
+            result["deleted" if deleted else "live"] = int(n)
+        return result
+
+    def set_counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(set_members.c.spec, sa.func.count()).group_by(set_members.c.spec)).all()
+        return {spec: int(n) for spec, n in rows}
+
+
+def decode_dc(text: str) -> list[DCValue]:
+    if text.startswith("["):  # JSON: a separator in a name or tag (see encode_dc)
+        return [DCValue(e, v, lang) for e, v, lang in json.loads(text)]
+    values = []
+    for item in text.split(_VALUE) if text else ():
+        element, lang, value = item.split(_FIELD, 2)
+        values.append(DCValue(element, value, lang or None))
+    return values
+
+
+def _metadata(record: bytes, about: str | None) -> str | None:
+    """A format's metadata fragment, read out of the served `<record>` (None for a deleted record)."""
+    return metadata_of(bytes(record), about)  # bytes(): a driver may hand BYTEA over as a memoryview
+
+
+class _HeaderRow(NamedTuple):
+    """The columns a Header is made from, in the order they are selected (`_HEADER_COLUMNS`)."""
+
+    identifier: str
+    datestamp: int
+    deleted: bool
+    setspecs: str
+    header_xml: str
+    about: str | None
+    record: bytes
+
+
+_HEADER_COLUMNS = ", ".join(("f." if name == "record" else "r.") + name for name in _HeaderRow._fields)
+
+
+def _rendered_columns(query: ListQuery, with_metadata: bool) -> str:
+    """A rendered row's columns, as `Rendered`'s fields: (datestamp, identifier, XML element),
+    the key from the table the list is keyed on (see `_list_sql`)."""
+    key = "r" if query.set_spec is None else "m"
+    return f"{key}.datestamp, {key}.identifier, " + ("f.record" if with_metadata else "r.header_xml")
+
+
+def _headers(rows: list[Any], with_metadata: bool) -> list[Header]:
+    if with_metadata:
+        return [
+            Header(
+                r.identifier,
+                r.datestamp,
+                bool(r.deleted),
+                tuple(r.setspecs.split()),
+                _metadata(r.record, r.about),
+                r.about,
+                r.header_xml,
+                r.record,
+            )
+            for r in map(_HeaderRow._make, rows)
+        ]
+    return [
+        Header(r.identifier, r.datestamp, bool(r.deleted), tuple(r.setspecs.split()), xml=r.header_xml)
+        for r in map(_HeaderRow._make, rows)
+    ]

@@ -1,0 +1,132 @@
+"""The store's schema: its tables, and the numbered migrations that bring a store to them.
+
+The harvester's tables (`harvest_state`, `harvest_runs`, `harvest_leases`) are declared here
+too, though only `harvester_state.py` reads and writes them: one `MetaData`, so that migration 1
+makes every table and a migration sees the whole schema it changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+meta = sa.MetaData()
+
+records = sa.Table(
+    "records",
+    meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("identifier", sa.String(1024), nullable=False, unique=True),
+    sa.Column("datestamp", sa.BigInteger, nullable=False),
+    sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+    sa.Column("source", sa.String(200), nullable=False, default="local"),
+    sa.Column("setspecs", sa.Text, nullable=False, default=""),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("dc", sa.Text, nullable=False, default=""),  # see encode_dc
+    sa.Column("fulltext", sa.Text),
+    sa.Column("raw_xml", sa.Text),
+    sa.Column("provenance", sa.Text),
+    sa.Column("about", sa.Text),  # pre-rendered <about> payload (provenance of harvested records)
+    sa.Column("header_xml", sa.Text, nullable=False, default=""),  # pre-rendered <header>
+    sa.Index("ix_records_datestamp_identifier", "datestamp", "identifier"),
+    sa.Index("ix_records_source", "source"),
+)
+
+formats = sa.Table(
+    "formats",
+    meta,
+    sa.Column("record_id", sa.Integer, sa.ForeignKey("records.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("prefix", sa.String(100), primary_key=True),
+    # The whole <record> element as served (header, metadata, about), UTF-8: a list page is
+    # these bytes joined, with nothing decoded, parsed or re-encoded on the way out. A deleted
+    # record's rows keep the formats it had, with the header alone. The metadata fragment is
+    # kept only here (see `_metadata`).
+    sa.Column("record", sa.LargeBinary, nullable=False),
+    # The record's datestamp again: a list's completeListSize is then counted on one index.
+    sa.Column("datestamp", sa.BigInteger, nullable=False),
+    sa.Index("ix_formats_prefix_datestamp", "prefix", "datestamp"),
+)
+
+set_members = sa.Table(
+    "set_members",
+    meta,
+    sa.Column("spec", sa.String(400), primary_key=True),
+    sa.Column("datestamp", sa.BigInteger, primary_key=True),
+    sa.Column("identifier", sa.String(1024), primary_key=True),
+    sa.Column("record_id", sa.Integer, sa.ForeignKey("records.id", ondelete="CASCADE"), nullable=False),
+    sa.Index("ix_set_members_record", "record_id"),
+    # SQLite: the rows are the primary key's index itself, one B-tree fewer to write.
+    sqlite_with_rowid=False,
+)
+
+settings = sa.Table(
+    "settings",
+    meta,
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+# The number of the last migration the store has (one row). A table of its own, not a row of
+# `settings`: an export carries the settings into another store, and a schema is the store's own.
+schema_version = sa.Table(
+    "schema_version",
+    meta,
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+PG_CLOCK_LOCK = 0x0A1_C10C  # advisory lock key for the write clock
+PG_SCHEMA_LOCK = 0x0A1_5C4E  # advisory lock key for creating and migrating the schema
+
+
+harvest_state = sa.Table(
+    "harvest_state",
+    meta,
+    sa.Column("partner", sa.String(200), primary_key=True),
+    # The partner's responseDate of the first request of the last complete run.
+    sa.Column("next_from", sa.String(40)),
+    # Which list (prefix, sets, republish) `next_from` belongs to: another list starts afresh.
+    sa.Column("next_from_key", sa.Text),
+    sa.Column("checkpoint", sa.Text),  # JSON: the window in progress (token, counts), or NULL
+    sa.Column("updated", sa.BigInteger, nullable=False),
+)
+
+harvest_runs = sa.Table(
+    "harvest_runs",
+    meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),  # not exported: renumbered
+    sa.Column("partner", sa.String(200), nullable=False),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("started", sa.BigInteger, nullable=False),
+    sa.Column("finished", sa.BigInteger),
+    sa.Column("outcome", sa.String(20), nullable=False),  # running, success, partial, failed
+    sa.Column("reason", sa.Text),
+    sa.Column("from_date", sa.String(40)),
+    sa.Column("resumed", sa.Boolean, nullable=False, default=False),
+    sa.Column("counts", sa.Text, nullable=False, default="{}"),
+    sa.Index("ix_harvest_runs_partner_id", "partner", "id"),
+)
+
+harvest_leases = sa.Table(
+    "harvest_leases",
+    meta,
+    sa.Column("partner", sa.String(200), primary_key=True),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("expires", sa.BigInteger, nullable=False),
+)
+
+
+Migration = Callable[[Connection], None]
+
+
+def _schema_from_metadata(conn: Connection) -> None:
+    """Migration 1: the tables and indexes this module declares (those not there yet)."""
+    meta.create_all(conn)
+
+
+# Schema changes, numbered, applied in order. A new store is made from the tables above, which
+# always describe the latest schema, and gets the last number; a store at an earlier number gets
+# each later step. Changing the schema is changing the tables above *and* appending the step
+# that brings a store of the previous number to them (never "inspect the columns and patch").
+MIGRATIONS: tuple[tuple[int, Migration], ...] = ((1, _schema_from_metadata),)
