@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmarks for oaiserver and the harvester (issue 6): one table on stdout, JSON on disk.
+"""Benchmarks for oaiserver and the harvester: one table on stdout, JSON on disk.
 
     .venv/bin/python bench/bench.py --records 100000        # what `make bench` runs
     .venv/bin/python bench/bench.py --quick                 # a smoke run (5,000 records)
@@ -77,7 +77,7 @@ ERROR_WINDOW = 16_384
 RECORD = b"<record>"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-# Targets (issue 6), for a 2-core machine.
+# Targets, for a 2-core machine.
 T_LOAD = 20_000  # records/s into SQLite
 T_CPU = 15.0  # server CPU ms per 1,000 records, full ListRecords harvest
 T_LATE_PAGE = 1.2  # the page at 90 % of the list within this factor of the first page

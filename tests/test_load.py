@@ -1,4 +1,4 @@
-"""The production shape (issue 5): gunicorn over PostgreSQL under load, under writes, through
+"""The production shape: gunicorn over PostgreSQL under load, under writes, through
 faults and overload, and against hostile XML. Each test is bounded in time and stops by
 itself; they run on PostgreSQL only (with CI set they never skip; elsewhere set
 OAI_TEST_PG_URL). Figures are printed (pytest -s) and attached to the test report (its
