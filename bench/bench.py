@@ -19,10 +19,12 @@ machine (medians over --repeat repetitions, the servers measured alternately):
 4. the project's harvester (`harvester.harvest.run`) harvesting our server into a second store
    (SQLite, and PostgreSQL unless --skip-pg or unreachable) against a plain Sickle loop.
 
-See bench/README.md for the figures' definitions and the targets. This file is the command line;
-the parts live next to it: harness (paths, log, medians), procfs (CPU and memory from /proc), loading
-(the data set), servers (ours and the peer under gunicorn), oai_client (full harvests, crowds),
-harvesters (harvest.run against a Sickle loop), cpu_profiles, sections (the run), results (the table).
+See bench/README.md for the figures' definitions and the targets. This file is the command line
+and the run's order; the parts live next to it, one idea each: harness (paths, log, medians), procfs
+(CPU and memory from /proc), loading (the data set), servers (ours and the peer under gunicorn),
+oai_client (full harvests and crowds with a plain requests loop), harvesters (harvest.run and a
+Sickle loop), cpu_profiles; the sections that use them (sections, server_sections,
+harvester_sections, profile_sections); results (the machine, the table and what goes into the JSON).
 """
 
 from __future__ import annotations
@@ -30,17 +32,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
 
 from harness import BENCH, ROOT, log, median, percentile
+from harvester_sections import HarvesterSections
 from loading import load
 from oai_client import full_harvest, warm_up
+from profile_sections import ProfileSections
 from results import machine
-from sections import Bench
-from servers import Server, start_ours
+from server_sections import ServerSections
+from servers import Server, start_ours, start_peer
 
 from oaiserver.config import Config
 
@@ -61,6 +68,53 @@ __all__ = [
 ]
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+class Bench(ServerSections, HarvesterSections, ProfileSections):
+    """One run: the sections in order, the servers stopped and the work folder removed afterwards."""
+
+    def run(self) -> None:
+        a = self.args
+        workdir = Path(a.workdir) if a.workdir else Path(tempfile.mkdtemp(prefix="oai-bench-"))
+        workdir.mkdir(parents=True, exist_ok=True)
+        db = workdir / "oai.sqlite3"
+        log(f"working in {workdir}")
+        servers: list[Server] = []
+        try:
+            self.section_load(db)
+            log(f"starting oaiserver (gunicorn, {a.workers} workers, page size {a.page_size})")
+            ours = start_ours(workdir, db, a.workers, a.page_size)
+            servers.append(ours)
+            peer = None
+            if a.skip_peer:
+                self.skipped["peer"] = "--skip-peer"
+            else:
+                log("starting the pyoai peer (gunicorn, same workers)")
+                try:
+                    peer = start_peer(workdir, db, a.workers, a.page_size)
+                    servers.append(peer)
+                except (RuntimeError, subprocess.CalledProcessError) as exc:
+                    self.skipped["peer"] = f"the peer could not be started: {exc}"
+                    log(self.skipped["peer"])
+            for s in servers:
+                warm_up(s)
+            walks = self.section_full_harvest(ours, peer)
+            self.section_page_latency(ours, peer, walks)
+            self.section_get_record(ours, peer)
+            self.section_crowds(ours, peer)
+            self.section_harvester(ours, workdir)
+            self.section_memory(ours, peer)
+            if a.other_page_size:
+                self.section_other_page_size(ours, workdir, db)
+            if a.profile:
+                self.section_profiles(ours, workdir)
+        finally:
+            for s in servers:
+                s.stop()
+            if not a.keep and not a.workdir:
+                shutil.rmtree(workdir, ignore_errors=True)
+            elif a.keep:
+                log(f"kept {workdir}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

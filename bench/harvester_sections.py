@@ -1,0 +1,128 @@
+"""The section that compares the project's harvester with a plain Sickle loop, into SQLite and
+PostgreSQL."""
+
+from __future__ import annotations
+
+import traceback
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+from harness import log, median
+from harvesters import harvester_api, pg_target, run_harvester, sickle_loop, wait_for_pg
+from sections import T_HARVESTER, T_HARVESTER_VS_SICKLE, Sections
+from servers import Server
+
+
+class HarvesterSections(Sections):
+    """harvest.run against a plain Sickle loop, harvesting our server."""
+
+    def section_harvester(self, ours: Server, workdir: Path) -> None:
+        a = self.args
+        out: dict[str, Any] = {}
+        if a.skip_harvester:
+            self.skipped["harvester"] = "--skip-harvester"
+            return
+        api = harvester_api()
+        if isinstance(api, str):
+            self.skipped["harvester"] = api
+            log(f"harvester: SKIPPED: {api}")
+        sickle_runs: list[dict[str, Any]] = []
+        sqlite_runs: list[dict[str, Any]] = []
+        for rep in range(a.harvest_repeat):
+            if not isinstance(api, str):
+                log(f"harvester into SQLite (repetition {rep + 1} of {a.harvest_repeat})")
+                target = workdir / f"harvested-{rep}.sqlite3"
+                try:
+                    r = run_harvester(api, ours, f"sqlite:///{target}")
+                except Exception as exc:
+                    r = {
+                        "outcome": "error",
+                        "reason": f"{type(exc).__name__}: {exc}",
+                        "records_per_s": 0.0,
+                        "records": 0,
+                    }
+                    traceback.print_exc()
+                sqlite_runs.append(r)
+                log(f"  {r['outcome']}: {r['records']:,} records, {r['records_per_s']:,.0f} records/s")
+                for suffix in ("", "-wal", "-shm"):
+                    with suppress(FileNotFoundError):
+                        Path(f"{target}{suffix}").unlink()
+            log(f"plain Sickle loop into SQLite (repetition {rep + 1} of {a.harvest_repeat})")
+            target = workdir / f"sickle-{rep}.sqlite3"
+            s = sickle_loop(ours, target)
+            sickle_runs.append(s)
+            log(f"  {s['records']:,} records, {s['records_per_s']:,.0f} records/s")
+            for suffix in ("", "-wal", "-shm"):
+                with suppress(FileNotFoundError):
+                    Path(f"{target}{suffix}").unlink()
+        sickle_rate = median([s["records_per_s"] for s in sickle_runs])
+        out["sickle"] = {"records_per_s": sickle_rate, "runs": sickle_runs}
+        self.check(
+            "harvester",
+            "plain Sickle loop into SQLite",
+            f"{sickle_rate:,.0f} records/s",
+            note=f"raw XML, executemany in batches of 500; median of {len(sickle_runs)}; "
+            f"client CPU {median([r['client_cpu_ms_per_1k'] or 0 for r in sickle_runs]):.0f} ms/1k; "
+            f"others used {median([r['others_cpu_pct'] for r in sickle_runs]):.0f} % of the CPUs",
+        )
+        if sqlite_runs and not isinstance(api, str):  # runs only with the harvester's API at hand
+            rate = median([r["records_per_s"] for r in sqlite_runs])
+            ok = all(r["outcome"] == "success" and r["records"] == a.records for r in sqlite_runs)
+            out["sqlite"] = {"records_per_s": rate, "runs": sqlite_runs}
+            self.check(
+                "harvester",
+                "harvester into SQLite",
+                f"{rate:,.0f} records/s",
+                f">= {T_HARVESTER:,} records/s",
+                rate >= T_HARVESTER and ok,
+                f"harvest.run, default settings; outcome {'success, every record' if ok else 'NOT COMPLETE'}; "
+                f"harvester CPU (with its worker process) "
+                f"{median([r.get('harvester_cpu_ms_per_1k') or 0 for r in sqlite_runs]):.0f} ms/1k, "
+                f"server CPU {median([r.get('server_cpu_ms_per_1k') or 0 for r in sqlite_runs]):.0f} ms/1k; "
+                f"others used {median([r.get('others_cpu_pct') or 0 for r in sqlite_runs]):.0f} % of the CPUs",
+            )
+            ratio = rate / sickle_rate if sickle_rate else float("inf")
+            h_cpu = median([r.get("harvester_cpu_ms_per_1k") or 0 for r in sqlite_runs])
+            s_cpu = median([r["client_cpu_ms_per_1k"] or 0 for r in sickle_runs]) or float("nan")
+            self.check(
+                "harvester",
+                "harvester / plain Sickle loop",
+                f"{ratio:.2f}x",
+                f">= {T_HARVESTER_VS_SICKLE:g}x",
+                ratio >= T_HARVESTER_VS_SICKLE,
+                f"records/s, same run; client CPU per record: harvester {h_cpu:.0f} ms/1k, Sickle loop "
+                f"{s_cpu:.0f} ms/1k ({h_cpu / s_cpu:.1f}x)",
+            )
+            if a.skip_pg or not a.pg_url:
+                self.skipped["harvester_pg"] = "--skip-pg"
+            else:
+                log("harvester into PostgreSQL (a fresh schema)")
+                pg_run: dict[str, Any] | None = None
+                for attempt in (1, 2):  # the shared server may be restarted under us: then once more
+                    try:
+                        with pg_target(a.pg_url) as url:
+                            pg_run = run_harvester(api, ours, url)
+                        break
+                    except Exception as exc:
+                        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                        why = f"PostgreSQL at {a.pg_url}: {type(exc).__name__}: {first}"
+                        log(f"harvester into PostgreSQL failed (attempt {attempt}): {why}")
+                        if attempt == 2 or not wait_for_pg(a.pg_url, 90):
+                            self.skipped["harvester_pg"] = why
+                            break
+                if pg_run is not None:
+                    out["postgresql"] = pg_run
+                    self.check(
+                        "harvester",
+                        "harvester into PostgreSQL",
+                        f"{pg_run['records_per_s']:,.0f} records/s",
+                        note=f"outcome {pg_run['outcome']}, {pg_run['records']:,} records; {a.pg_url.split('@')[-1]}; "
+                        f"harvester CPU {pg_run.get('harvester_cpu_ms_per_1k') or 0:.0f} ms/1k; "
+                        f"others used {pg_run.get('others_cpu_pct') or 0:.0f} % of the CPUs",
+                    )
+                    log(
+                        f"  {pg_run['outcome']}: {pg_run['records']:,} records, "
+                        f"{pg_run['records_per_s']:,.0f} records/s"
+                    )
+        self.results["harvester"] = out

@@ -1,0 +1,279 @@
+"""The sections that measure the servers: the load, full harvests, page latency, GetRecord, crowds
+of concurrent harvesters, memory."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import requests
+from harness import log, median, percentile
+from loading import identifier, load
+from oai_client import Crowd, Walk, crowd, fetch, first_page, full_harvest, warm_up
+from sections import T_CPU, T_LATE_PAGE, T_LOAD, T_RSS_MB, T_VS_PEER_32, Sections
+from servers import Server, start_ours
+
+
+class ServerSections(Sections):
+    """The data set and the servers under test, ours against the peer."""
+
+    def section_load(self, db: Path) -> None:
+        a = self.args
+        log(f"loading {a.records:,} synthetic records into SQLite (Store.write, batch={a.load_batch})")
+        r = load(db, a.records, a.load_batch)
+        self.results["load"] = r
+        self.check(
+            "load",
+            "bulk load into SQLite (Store.write)",
+            f"{r['records_per_s']:,.0f} records/s",
+            f">= {T_LOAD:,} records/s",
+            r["records_per_s"] >= T_LOAD,
+            f"{r['records']:,} records in {r['write_seconds']} s; generating them took {r['generate_seconds']} s more",
+        )
+
+    def section_other_page_size(self, ours: Server, workdir: Path, db: Path) -> None:
+        """The same full harvest from a second server configured with another page size,
+        alternating with the first: how much of the CPU per record is the per-request cost
+        (gunicorn's HTTP handling alone is about 0.5 ms a request)."""
+        a = self.args
+        size = a.other_page_size
+        log(f"full ListRecords harvest with {size} records per page (a second server)")
+        other_dir = workdir / f"pages-{size}"
+        other_dir.mkdir(exist_ok=True)
+        other = start_ours(other_dir, db, a.workers, size)
+        try:
+            warm_up(other, pages=5)
+            main_walks, other_walks = [], []
+            for _ in range(a.repeat):
+                main_walks.append(full_harvest(ours))
+                other_walks.append(full_harvest(other))
+        finally:
+            other.stop()
+        cpu = {
+            name: median([w.server_cpu * 1e6 / w.records for w in walks])
+            for name, walks in (("main", main_walks), ("other", other_walks))
+        }
+        rate = median([w.records / w.seconds for w in other_walks])
+        self.results["other_page_size"] = {
+            "page_size": size,
+            "records_per_s": round(rate, 1),
+            "server_cpu_ms_per_1k": round(cpu["other"], 2),
+            "same_run_main_cpu_ms_per_1k": round(cpu["main"], 2),
+            "page_ms_p50": round(median([median(w.latencies) for w in other_walks]) * 1000, 2),
+            "runs": [w.summary() for w in other_walks],
+        }
+        self.check(
+            "full harvest",
+            f"ours, {size} records per page: server CPU per 1,000 (gzip)",
+            f"{cpu['other']:.1f} ms",
+            note=f"{rate:,.0f} records/s, {self.results['other_page_size']['page_ms_p50']:.1f} ms a page; "
+            f"alternating with page size {a.page_size} ({cpu['main']:.1f} ms), medians of {a.repeat}",
+        )
+
+    def section_full_harvest(self, ours: Server, peer: Server | None) -> dict[str, Walk]:
+        a = self.args
+        runs: dict[str, list[Walk]] = {"ours": [], "ours_identity": [], "peer": []}
+        for rep in range(a.repeat):
+            log(f"full ListRecords harvest, repetition {rep + 1} of {a.repeat}")
+            runs["ours"].append(full_harvest(ours))
+            if peer is not None:
+                runs["peer"].append(full_harvest(peer))
+            if rep == 0:  # information only: what gzip costs; one run is enough
+                runs["ours_identity"].append(full_harvest(ours, gzip=False))
+            for name, walks in runs.items():
+                if walks:
+                    w = walks[-1]
+                    log(f"  {name}: {w.records:,} records, {w.records / w.seconds:,.0f} records/s")
+        out: dict[str, Any] = {}
+        for name, walks in runs.items():
+            if not walks:
+                continue
+            out[name] = {
+                "records_per_s": round(median([w.records / w.seconds for w in walks]), 1),
+                "server_cpu_ms_per_1k": round(median([w.server_cpu * 1e6 / w.records for w in walks]), 2),
+                "client_cpu_ms_per_1k": round(median([w.client_cpu * 1e6 / w.records for w in walks]), 2),
+                "others_cpu_pct": median([w.summary()["others_cpu_pct"] for w in walks]),
+                "runs": [w.summary() for w in walks],
+            }
+        self.results["full_harvest"] = out
+        o = out["ours"]
+        expected = a.records
+        complete = all(w.records == expected for w in runs["ours"] + runs["ours_identity"] + runs["peer"])
+        self.check(
+            "full harvest",
+            "ours: records/s (1 client, gzip)",
+            f"{o['records_per_s']:,.0f}",
+            note=f"median of {a.repeat}; every run saw {expected:,} records: {'yes' if complete else 'NO'}; "
+            f"others used {o['others_cpu_pct']:.0f} % of the CPUs meanwhile",
+        )
+        self.check(
+            "full harvest",
+            "ours: server CPU per 1,000 records (gzip)",
+            f"{o['server_cpu_ms_per_1k']:.1f} ms",
+            f"<= {T_CPU:g} ms",
+            o["server_cpu_ms_per_1k"] <= T_CPU,
+            "gunicorn master + workers, utime + stime from /proc",
+        )
+        oi = out["ours_identity"]
+        self.check(
+            "full harvest",
+            "ours: records/s and CPU, identity encoding",
+            f"{oi['records_per_s']:,.0f}/s, {oi['server_cpu_ms_per_1k']:.1f} ms",
+            note="same loop, Accept-Encoding: identity (what gzip costs the server); one run",
+        )
+        if "peer" in out:
+            p = out["peer"]
+            self.check(
+                "full harvest",
+                "peer (pyoai): records/s, server CPU per 1,000",
+                f"{p['records_per_s']:,.0f}/s, {p['server_cpu_ms_per_1k']:.1f} ms",
+                note=f"ours/peer: {o['records_per_s'] / p['records_per_s']:.2f}x records/s, "
+                f"{p['server_cpu_ms_per_1k'] / o['server_cpu_ms_per_1k']:.2f}x less CPU (peer sends no gzip)",
+            )
+        return {name: walks[0] for name, walks in runs.items() if walks}
+
+    def section_page_latency(self, ours: Server, peer: Server | None, walks: dict[str, Walk]) -> None:
+        """The first page (a new list), the second (the first token), and the pages at 10, 50 and
+        90 % of the list, re-requested with the tokens of the first walk."""
+        a = self.args
+        positions: tuple[int | str, ...] = (0, "p2", 10, 50, 90)
+        targets = [("ours", ours, walks["ours"])]
+        if peer is not None and "peer" in walks:
+            targets.append(("peer", peer, walks["peer"]))
+        samples: dict[str, dict[int | str, list[float]]] = {name: {p: [] for p in positions} for name, _, _ in targets}
+        session = requests.Session()
+        log(f"page latency: first and second page, 10, 50, 90 % of the list, {a.latency_reps} times each")
+        for _ in range(a.latency_reps):
+            for p in positions:
+                for name, server, walk in targets:
+                    page = 1 if p == "p2" else (int(p) * walk.pages) // 100
+                    params = (
+                        first_page() if page == 0 else {"verb": "ListRecords", "resumptionToken": walk.tokens[page - 1]}
+                    )
+                    _, elapsed = fetch(session, server.url, params)
+                    samples[name][p].append(elapsed)
+        label = {0: "first", "p2": "second", 10: "10%", 50: "50%", 90: "90%"}
+        self.results["page_latency"] = {
+            name: {
+                label[p]: {"median_ms": round(median(v) * 1000, 2), "samples_ms": [round(x * 1000, 2) for x in v]}
+                for p, v in per.items()
+            }
+            for name, per in samples.items()
+        }
+        for name, _, _ in targets:
+            m = {p: median(samples[name][p]) * 1000 for p in positions}
+            ratio = m[90] / m[0]
+            self.check(
+                "page latency",
+                f"{name}: first, 2nd, 10/50/90 % page (ms)",
+                " / ".join(f"{m[p]:.1f}" for p in positions),
+                f"90 % <= {T_LATE_PAGE}x first" if name == "ours" else "",
+                ratio <= T_LATE_PAGE if name == "ours" else None,
+                f"90 %/first = {ratio:.2f}, 90 %/2nd = {m[90] / m['p2']:.2f}; median of {a.latency_reps}"
+                + ("; the first page starts a list: freeze + count of the whole list" if name == "ours" else ""),
+            )
+
+    def section_get_record(self, ours: Server, peer: Server | None) -> None:
+        a = self.args
+        rng = random.Random(6)
+        ids = [identifier(rng.randrange(a.records)) for _ in range(a.get_records)]
+        targets = [("ours", ours)] + ([("peer", peer)] if peer is not None else [])
+        samples: dict[str, list[float]] = {name: [] for name, _ in targets}
+        log(f"GetRecord of {len(ids)} random identifiers")
+        session = requests.Session()
+        for ident in ids:
+            for name, server in targets:
+                params = {"verb": "GetRecord", "metadataPrefix": "oai_dc", "identifier": ident}
+                _, elapsed = fetch(session, server.url, params)
+                samples[name].append(elapsed)
+        out = {}
+        for name, v in samples.items():
+            out[name] = {
+                "requests": len(v),
+                "p50_ms": round(median(v) * 1000, 2),
+                "p95_ms": round(percentile(v, 95) * 1000, 2),
+            }
+            self.check(
+                "GetRecord",
+                f"{name}: p50 / p95",
+                f"{out[name]['p50_ms']:.1f} / {out[name]['p95_ms']:.1f} ms",
+                note=f"{len(v)} random identifiers",
+            )
+        self.results["get_record"] = out
+
+    def section_crowds(self, ours: Server, peer: Server | None) -> None:
+        a = self.args
+        out: dict[str, Any] = {}
+        for level in (8, 32):
+            runs: dict[str, list[Crowd]] = {"ours": [], "peer": []}
+            for rep in range(a.repeat):
+                for name, server in (("ours", ours), ("peer", peer)):
+                    if server is None:
+                        continue
+                    log(f"{level} concurrent harvesters on {name}, {a.crowd_seconds:g} s (repetition {rep + 1})")
+                    c = crowd(server, level, a.crowd_seconds, a.crowd_max_pages)
+                    runs[name].append(c)
+                    log(
+                        f"  {c.records / c.seconds:,.0f} records/s, p95 {percentile(c.latencies, 95) * 1000:.0f} ms, "
+                        f"{c.errors} errors"
+                    )
+            for name, crowds in runs.items():
+                if not crowds:
+                    continue
+                out[f"{name}_{level}"] = {
+                    "records_per_s": round(median([c.records / c.seconds for c in crowds]), 1),
+                    "p95_ms": round(median([percentile(c.latencies, 95) * 1000 for c in crowds]), 1),
+                    "errors": sum(c.errors for c in crowds),
+                    "server_cpu_ms_per_1k": round(
+                        median([c.server_cpu * 1e6 / c.records for c in crowds if c.records]), 2
+                    ),
+                    "others_cpu_pct": median([c.summary()["others_cpu_pct"] for c in crowds]),
+                    "runs": [c.summary() for c in crowds],
+                }
+        self.results["concurrent"] = out
+        for level in (8, 32):
+            o = out[f"ours_{level}"]
+            self.check(
+                "concurrent",
+                f"ours: {level} harvesters, aggregate / p95 / errors",
+                f"{o['records_per_s']:,.0f}/s, {o['p95_ms']:.0f} ms, {o['errors']}",
+                "0 errors",
+                o["errors"] == 0,
+                f"median of {a.repeat} x {a.crowd_seconds:g} s; server CPU {o['server_cpu_ms_per_1k']:.1f} ms/1k; "
+                f"others used {o['others_cpu_pct']:.0f} % of the CPUs",
+            )
+            p = out.get(f"peer_{level}")
+            if p is not None:
+                ratio = o["records_per_s"] / p["records_per_s"] if p["records_per_s"] else float("inf")
+                self.check(
+                    "concurrent",
+                    f"peer: {level} harvesters, aggregate / p95 / errors",
+                    f"{p['records_per_s']:,.0f}/s, {p['p95_ms']:.0f} ms, {p['errors']}",
+                    f"ours >= {T_VS_PEER_32:g}x peer" if level == 32 else "",
+                    ratio >= T_VS_PEER_32 if level == 32 else None,
+                    f"ours/peer = {ratio:.2f}x; peer CPU {p['server_cpu_ms_per_1k']:.1f} ms/1k; "
+                    f"others used {p['others_cpu_pct']:.0f} % of the CPUs",
+                )
+
+    def section_memory(self, ours: Server, peer: Server | None) -> None:
+        out = {"ours": ours.memory()}
+        if peer is not None:
+            out["peer"] = peer.memory()
+        self.results["memory"] = out
+        hwm = max(out["ours"]["worker_hwm_mb"] or [0])
+        at = self.args.records
+        self.check(
+            "memory",
+            "ours: peak RSS per worker (VmHWM)",
+            f"{hwm:.0f} MB",
+            f"<= {T_RSS_MB:g} MB at 1M",
+            hwm <= T_RSS_MB,
+            f"at N={at:,}"
+            + ("" if at >= 1_000_000 else " (run `make bench N=1000000` for the target's N)")
+            + f"; workers: {', '.join(f'{x:.0f}' for x in out['ours']['worker_hwm_mb'])} MB",
+        )
+        if peer is not None:
+            self.check(
+                "memory", "peer: peak RSS per worker (VmHWM)", f"{max(out['peer']['worker_hwm_mb'] or [0]):.0f} MB"
+            )
