@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -132,6 +133,7 @@ IDS = [f"oai:partner.example.org:{i}" for i in range(8)]
 STAMPS = {ident: f"2020-01-0{i + 1}T00:00:00Z" for i, ident in enumerate(IDS)}
 DELETED = {IDS[2], IDS[5]}
 PAGE = 3
+CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffd]")
 ARGS = {
     "Identify": set(),
     "ListMetadataFormats": {"identifier"},
@@ -179,6 +181,8 @@ class FakePartner:
         if request.method == "POST" and "no-post" in self.breaks:
             return Response("GET only", status=405, mimetype="text/plain")
         pairs = list(request.args.items(multi=True)) + list(request.form.items(multi=True))
+        if any(CONTROL.search(value) for _, value in pairs):  # NUL, controls, undecodable UTF-8
+            return self.error("badArgument", None)
         verbs = [value for name, value in pairs if name == "verb"]
         if len(verbs) != 1 or verbs[0] not in ARGS:
             return self.error("badVerb", verbs[0] if verbs and verbs[0] in ARGS else None)

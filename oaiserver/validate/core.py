@@ -17,7 +17,7 @@ from lxml import etree
 from oaiserver.validate.parsing import OAI, load_schema, one_line, parse
 from oaiserver.validate.report import results
 from oaiserver.validate.responses import inspect
-from oaiserver.validate.rules import ERROR_CASES, FAIL, RULES, WARN, Note, Result
+from oaiserver.validate.rules import FAIL, WARN, Note, Result, rule_names
 from oaiserver.validate.steps import STEPS, check_identify
 
 log = logging.getLogger("oaiserver.validate")
@@ -25,6 +25,11 @@ log = logging.getLogger("oaiserver.validate")
 MAX_BYTES = 64 * 1024 * 1024
 MAX_RETRY_AFTER = 10
 USER_AGENT = "oaiserver-validate/1 (OAI-PMH 2.0 conformance check)"
+MAX_REQUESTS = 500
+
+
+class RequestCap(Exception):
+    """The run has sent --max-requests requests: the checks still to come are skipped."""
 
 
 @dataclass
@@ -32,10 +37,12 @@ class Fetched:
     """One request and what came back."""
 
     subject: str
-    pairs: list[tuple[str, str]]
+    pairs: list[tuple[str, Any]]  # values are str, or bytes for the probes that send invalid UTF-8
     method: str = "GET"
+    url: str = ""
     status: int | None = None
     content_type: str = ""
+    content_encoding: str = ""
     location: str | None = None
     body: bytes | None = None
     doc: Any = None
@@ -87,12 +94,19 @@ class Validator:
         *,
         max_pages: int = 50,
         timeout: float = 30.0,
+        max_requests: int = MAX_REQUESTS,
+        delay: float = 0.0,
         session: requests.Session | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> None:
         self.url = url
         self.max_pages = max_pages
         self.timeout = timeout
+        self.max_requests = max_requests
+        self.delay = delay
+        self.sent = 0  # requests sent, retries included
+        self.urls: dict[str, str] = {}  # subject -> the URL of its request, for the reports' links
+        self.not_oai: str | None = None  # why the base URL is not an OAI-PMH one at all
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
         self.progress = progress or (lambda _msg: None)
@@ -109,6 +123,10 @@ class Validator:
         self.deleted_seen: set[str] = set()
         self.identifiers_seen: list[str] = []
         self.headers: list[tuple[int, Any]] = []  # (page number, header) along ListIdentifiers
+        self.listing_complete = False  # whether ListIdentifiers was followed to its end
+        self.set_specs: set[str] | None = None  # the sets ListSets declares, when it was read whole
+        self.first_records: dict[str, Any] = {}  # identifier -> <record> on ListRecords' first page
+        self.unchecked: set[str] = set()  # namespaces met with no schema shipped
 
     # -- bookkeeping
 
@@ -121,13 +139,22 @@ class Validator:
 
     # -- HTTP
 
-    def fetch(self, subject: str, pairs: Sequence[tuple[str, str]], method: str = "GET") -> Fetched:
-        """One request (retried on a short 503 Retry-After), parsed and inspected by every-response rules."""
+    def fetch(
+        self,
+        subject: str,
+        pairs: Sequence[tuple[str, Any]],
+        method: str = "GET",
+        *,
+        inspected: bool = True,
+        headers: dict[str, str] | None = None,
+    ) -> Fetched:
+        """One request (retried on a short 503 Retry-After), parsed and, unless `inspected` is False
+        (the probes judge their own answers), inspected by the every-response rules."""
         self.progress(subject)
         f = Fetched(subject, list(pairs), method)
         for attempt in range(3):
             try:
-                r, body = self._send(f)
+                r, body = self._send(f, headers or {})
             except (requests.RequestException, ValueError) as exc:
                 f.problem = f"no usable HTTP response: {one_line(str(exc), 160)}"
                 log.debug("%s %s: %s", method, subject, f.problem)
@@ -138,6 +165,7 @@ class Validator:
                 continue
             f.status, f.body = r.status_code, body
             f.content_type = r.headers.get("Content-Type", "")
+            f.content_encoding = r.headers.get("Content-Encoding", "").strip().lower()
             f.location = r.headers.get("Location")
             break
         assert f.body is not None
@@ -145,15 +173,28 @@ class Validator:
             f.doc = parse(f.body)
         except (etree.XMLSyntaxError, ValueError) as exc:
             f.problem = f"not well-formed XML: {one_line(str(exc), 160)}"
-        inspect(self, f)
+        if inspected:
+            inspect(self, f)
         return f
 
-    def _send(self, f: Fetched) -> tuple[requests.Response, bytes]:
-        """The response and its body, read up to MAX_BYTES; redirects are the caller's to judge."""
+    def _send(self, f: Fetched, headers: dict[str, str]) -> tuple[requests.Response, bytes]:
+        """The response and its body, read up to MAX_BYTES; redirects are the caller's to judge. Requests
+        are counted against --max-requests and spaced by --delay."""
+        if self.sent >= self.max_requests:
+            raise RequestCap(f"--max-requests={self.max_requests} reached")
+        if self.sent and self.delay:
+            time.sleep(self.delay)
+        self.sent += 1
         if f.method == "GET":
-            r = self.session.get(self.url, params=f.pairs, timeout=self.timeout, stream=True, allow_redirects=False)
+            r = self.session.get(
+                self.url, params=f.pairs, headers=headers, timeout=self.timeout, stream=True, allow_redirects=False
+            )
         else:
-            r = self.session.post(self.url, data=f.pairs, timeout=self.timeout, stream=True, allow_redirects=False)
+            r = self.session.post(
+                self.url, data=f.pairs, headers=headers, timeout=self.timeout, stream=True, allow_redirects=False
+            )
+        f.url = r.url if f.method == "GET" else f"{self.url} (POST {one_line(str(f.pairs), 120)})"
+        self.urls[f.subject] = r.url if f.method == "GET" else self.url
         with r:
             body = bytearray()
             for chunk in r.iter_content(65536):
@@ -173,11 +214,12 @@ class Validator:
 
     # -- lists
 
-    def walk(self, verb: str, pairs: Sequence[tuple[str, str]], item: str) -> Chain:
+    def walk(self, verb: str, pairs: Sequence[tuple[str, str]], item: str, label: str = "") -> Chain:
         """Follow a list through its tokens, at most --max-pages pages."""
         chain = Chain()
         k = 1
-        f = self.fetch(f"{verb} p1", pairs)
+        label = label or verb
+        f = self.fetch(f"{label} p1", pairs)
         while True:
             chain.last = f
             ending = _page_ending(f, verb, k)
@@ -199,20 +241,42 @@ class Validator:
                 chain.ending = "max-pages"
                 break
             k += 1
-            f = self.fetch(f"{verb} p{k}", [("verb", verb), ("resumptionToken", text)])
+            f = self.fetch(f"{label} p{k}", [("verb", verb), ("resumptionToken", text)])
         return chain
 
     # -- the run
 
     def run(self) -> list[Result]:
         """Identify first (nothing else is worth asking of a URL that does not answer), then every step."""
-        self.identify = check_identify(self)
+        try:
+            self.identify = check_identify(self)
+        except RequestCap as exc:
+            self.skip(list(rule_names()), str(exc))
+            return results(self)
         if self.identify.status is None:
-            self.skip([name for name, _, _ in RULES] + [c.name for c in ERROR_CASES], "the base URL did not answer")
+            self.skip(list(rule_names()), "the base URL did not answer")
+            return results(self)
+        self.not_oai = not_oai_pmh(self.identify)
+        if self.not_oai:
+            self.skip(list(rule_names()), "the base URL does not answer OAI-PMH")
             return results(self)
         for step in STEPS:
-            step(self)
+            try:
+                step(self)
+            except RequestCap as exc:
+                self.skip(list(rule_names()), f"not checked: {exc}")
+                break
         return results(self)
+
+
+def not_oai_pmh(identify: Fetched) -> str | None:
+    """Why the answer to verb=Identify shows the URL is no OAI-PMH base URL at all (None if it may be one)."""
+    if identify.doc is not None and identify.doc.tag == f"{OAI}OAI-PMH":
+        return None
+    if identify.doc is not None:
+        return f"verb=Identify answered XML whose root is {identify.doc.tag}, not OAI-PMH"
+    mime = identify.content_type.split(";")[0].strip() or "no Content-Type"
+    return f"verb=Identify answered HTTP {identify.status} {mime}, {identify.problem or 'not XML'}"
 
 
 def _page_ending(f: Fetched, verb: str, k: int) -> str | None:

@@ -73,7 +73,12 @@ def check_base_url(v: Validator, identify: Identify) -> None:
     elif base == v.url:
         v.note("identify.baseURL", PASS, f"baseURL is {base}")
     elif normal_url(base) == normal_url(v.url):
-        v.note("identify.baseURL", WARN, f"baseURL {base!r} differs from {v.url!r} only in spelling")
+        v.note(
+            "identify.baseURL",
+            FAIL,
+            f"baseURL {base!r} differs from {v.url!r} in spelling: harvesters compare and sign with the exact "
+            "string (if you typed another spelling, validate the baseURL itself)",
+        )
     else:
         v.note("identify.baseURL", FAIL, f"baseURL is {base!r} but the URL validated is {v.url!r}")
 
@@ -150,6 +155,33 @@ IDENTIFY_CHECKS: tuple[Check, ...] = (
     check_deleted_record,
     check_oai_identifiers,
 )
+
+
+COMPRESSIONS = ("gzip", "deflate")
+
+
+def check_compression(v: Validator) -> None:
+    """3.1.3: each encoding Identify declares (of those HTTP clients know) is served when asked for."""
+    part = v.identify.part("Identify") if v.identify is not None else None
+    declared = [(c.text or "").strip() for c in part.findall(f"{OAI}compression")] if part is not None else []
+    asked = [c for c in declared if c in COMPRESSIONS]
+    if not asked:
+        v.note("identify.compression", PASS, f"declares {', '.join(declared) or 'no compression'}")
+        return
+    for encoding in asked:
+        f = v.fetch(f"Identify ({encoding})", [("verb", "Identify")], headers={"Accept-Encoding": encoding})
+        if f.status != 200:
+            v.note("identify.compression", FAIL, f"Accept-Encoding: {encoding} answered {f.why()}", f.subject)
+        elif f.content_encoding != encoding:
+            got = f.content_encoding or "identity"
+            v.note(
+                "identify.compression",
+                FAIL,
+                f"Identify declares {encoding}, but Accept-Encoding: {encoding} was answered in {got}",
+                f.subject,
+            )
+        else:
+            v.note("identify.compression", PASS, f"{encoding} served when asked")
 
 
 def check_post(v: Validator) -> None:

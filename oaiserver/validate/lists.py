@@ -42,6 +42,7 @@ def check_sets(v: Validator) -> None:
     assert last is not None
     if chain.ending in ("error", "no-records"):
         if last.codes == ["noSetHierarchy"]:
+            v.set_specs = set()
             v.note("sets", PASS, "noSetHierarchy: the repository has no sets")
         else:
             v.note("sets", FAIL, f"ListSets answered {last.why()}")
@@ -55,7 +56,30 @@ def check_sets(v: Validator) -> None:
     elif chain.ending == "max-pages":
         v.note("sets", WARN, f"{len(specs)} sets in {v.max_pages} pages; stopped at --max-pages")
     else:
+        v.set_specs = set(specs)
         v.note("sets", PASS, f"{len(specs)} set(s) in {len(chain.pages)} page(s)")
+
+
+def check_sets_declared(v: Validator) -> None:
+    """2.6: a header's setSpec names a node of the set hierarchy, which ListSets declares."""
+    if v.set_specs is None:
+        v.skip(["sets.declared"], "ListSets was not read to its end")
+        return
+    if not v.headers:
+        v.skip(["sets.declared"], "no headers listed")
+        return
+    undeclared: dict[str, str] = {}
+    for _, header in v.headers:
+        for spec in header.findall(f"{OAI}setSpec"):
+            text = (spec.text or "").strip()
+            if text not in v.set_specs:
+                undeclared.setdefault(text, child_text(header, "identifier"))
+    if undeclared:
+        shown = ", ".join(f"{spec!r} (e.g. {ident})" for spec, ident in list(undeclared.items())[:3])
+        declared = "no sets (noSetHierarchy)" if not v.set_specs else f"{len(v.set_specs)} set(s)"
+        v.note("sets.declared", FAIL, f"headers name sets ListSets does not declare ({declared}): {shown}")
+    else:
+        v.note("sets.declared", PASS, f"every setSpec of {len(v.headers)} header(s) is declared")
 
 
 @dataclass
@@ -87,6 +111,7 @@ def check_identifiers(v: Validator) -> None:
         return
     v.headers = [(i, h) for i, page in enumerate(chain.pages, 1) for h in page.items]
     v.identifiers_seen = [child_text(h, "identifier") for _, h in v.headers]
+    v.listing_complete = chain.ending == "complete"
     listing = Listing(chain, v.headers, v.identifiers_seen)
     for check in CHAIN_CHECKS:
         check(v, listing)
@@ -199,8 +224,9 @@ def check_last_token(v: Validator, listing: Listing) -> None:
     if ending == "complete" and final is None and pages > 1:
         v.note(
             "list.last-token",
-            WARN,
-            f"page {pages} ends the list with no resumptionToken; the spec asks for an empty one",
+            FAIL,
+            f"page {pages} completes the list with no resumptionToken; it must carry an empty one",
+            listing.last.subject,
         )
     elif ending == "complete":
         empty = " with an empty token" if final is not None else ""

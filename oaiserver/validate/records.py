@@ -1,18 +1,16 @@
 """The records behind the identifiers: ListRecords' first page, GetRecord of listed identifiers (one
-live, one deleted), and selective harvesting with from/until."""
+live, one deleted), its header and its metadata held to the lists'."""
 
 from __future__ import annotations
 
-import calendar
 from typing import TYPE_CHECKING, Any
 
-from oaiserver.records import DAY, SECONDS, format_datestamp, format_day
-from oaiserver.validate.parsing import OAI, child_text, header_key, is_oai_dc, parse_any, parse_utc, payload
-from oaiserver.validate.rules import DC, FAIL, LI, PASS, WARN
+from lxml import etree
+
+from oaiserver.validate.parsing import OAI, child_text, header_key, is_oai_dc, payload
+from oaiserver.validate.rules import DC, FAIL, PASS, WARN
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from oaiserver.validate.core import Validator
 
 
@@ -31,6 +29,7 @@ def check_records(v: Validator) -> None:
     warnings: list[str] = []
     listed = set(v.identifiers_seen)
     records = part.findall(f"{OAI}record")
+    v.first_records = {child_text(r, "header/" + OAI + "identifier"): r for r in records}
     deleted = sum(_record_problems(v, record, listed, problems, warnings) for record in records)
     if problems:
         v.note("records.first-page", FAIL, "; ".join(problems[:3]))
@@ -66,8 +65,10 @@ def check_get_record(v: Validator) -> None:
     gone = next((h for _, h in headers if h.get("status") == "deleted"), None)
     v.deleted_seen.update(header_key(h)[0] for _, h in headers if h.get("status") == "deleted")
     if live is None and gone is None:
-        v.skip(["getrecord.match"], "no identifiers listed")
+        v.skip(["getrecord.match", "getrecord.metadata"], "no identifiers listed")
         return
+    if live is None:
+        v.skip(["getrecord.metadata"], "no live record listed")
     if live is not None:
         _get_record_matches(v, live, "live")
     if gone is not None:
@@ -89,54 +90,38 @@ def _get_record_matches(v: Validator, listed: Any, kind: str) -> None:
         )
         if a != b
     ]
-    if kind == "live" and not is_oai_dc(payload(record.find(f"{OAI}record/{OAI}metadata"))):
+    metadata = payload(record.find(f"{OAI}record/{OAI}metadata"))
+    if kind == "live" and not is_oai_dc(metadata):
         diffs.append("no oai_dc:dc metadata")
+    elif kind == "live":
+        _same_metadata(v, ident, metadata, f.subject)
     if diffs:
         v.note("getrecord.match", FAIL, f"{ident}: " + "; ".join(diffs))
     else:
         v.note("getrecord.match", PASS, f"{kind} {ident}")
 
 
-def check_selective(v: Validator) -> None:
-    """from=earliestDatestamp until=Identify's responseDate lists only records in range: in the
-    declared granularity, and in days (which every repository must accept)."""
-    identify = v.identify
-    response_date = identify.doc.findtext(f"{OAI}responseDate") if identify and identify.doc is not None else None
-    now = parse_utc((response_date or "").strip(), SECONDS)
-    if v.granularity is None or v.earliest is None or now is None:
-        v.skip(["selective.from-until"], "no usable granularity, earliestDatestamp or responseDate")
+def _same_metadata(v: Validator, ident: str, metadata: Any, subject: str) -> None:
+    """2.5: one record is one (identifier, metadataPrefix, datestamp); GetRecord and ListRecords serve the
+    same metadata for it (compared in exclusive canonical XML, so namespace spelling does not count)."""
+    listed = v.first_records.get(ident)
+    if listed is None:
+        v.skip(["getrecord.metadata"], f"{ident} is not on ListRecords' first page")
         return
-    for granularity in dict.fromkeys((v.granularity, DAY)):
-        _select_range(v, granularity, v.earliest[1], now)
-
-
-def _select_range(v: Validator, granularity: str, first: datetime, now: datetime) -> None:
-    form = format_day if granularity == DAY else format_datestamp
-    start, end = (form(calendar.timegm(d.timetuple())) for d in (first, now))
-    what = f"from={start} until={end}"
-    f = v.fetch(f"ListIdentifiers {what}", [LI, DC, ("from", start), ("until", end)])
-    part = f.part("ListIdentifiers")
-    if part is None:
-        if f.codes == ["noRecordsMatch"] and not v.identifiers_seen:
-            v.note("selective.from-until", PASS, f"{what}: noRecordsMatch, as ListIdentifiers")
-        else:
-            v.note("selective.from-until", FAIL, f"{what} answered {f.why()}")
+    theirs = payload(listed.find(f"{OAI}metadata"))
+    if theirs is None:
+        v.skip(["getrecord.metadata"], f"{ident} has no metadata in ListRecords")
         return
-    lo, hi = parse_any(start), parse_any(end)
-    headers = part.findall(f"{OAI}header")
-    outside = [
-        f"{child_text(header, 'identifier')} ({child_text(header, 'datestamp')})"
-        for header in headers
-        if not _in_range(parse_any(child_text(header, "datestamp")), lo, hi, granularity)
-    ]
-    if outside:
-        v.note("selective.from-until", FAIL, f"{what} listed {', '.join(outside[:3])}")
-    else:
-        v.note("selective.from-until", PASS, f"{what}: {len(headers)} on the first page")
-
-
-def _in_range(when: datetime | None, lo: datetime | None, hi: datetime | None, granularity: str) -> bool:
-    """Whether a datestamp lies in [lo, hi], compared by day in day granularity; unreadable ones are not judged."""
-    if when is None or lo is None or hi is None:
-        return True
-    return lo.date() <= when.date() <= hi.date() if granularity == DAY else lo <= when <= hi
+    a, b = (etree.tostring(el, method="c14n", exclusive=True) for el in (theirs, metadata))
+    if a == b:
+        v.note("getrecord.metadata", PASS, f"{ident}: the same metadata in GetRecord and ListRecords")
+        return
+    at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    start = max(0, at - 30)
+    v.note(
+        "getrecord.metadata",
+        FAIL,
+        f"{ident}: GetRecord's metadata differs from ListRecords' at byte {at}: "
+        f"{b[start : at + 40].decode(errors='replace')!r} vs {a[start : at + 40].decode(errors='replace')!r}",
+        subject,
+    )
