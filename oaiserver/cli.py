@@ -435,7 +435,21 @@ def serve(
     default=50,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Follow the ListIdentifiers resumption chain for at most this many pages.",
+    help="Follow each list's resumption chain for at most this many pages.",
+)
+@click.option(
+    "--max-requests",
+    default=500,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Send at most this many requests in all; the checks still to come are then skipped.",
+)
+@click.option(
+    "--delay",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds to wait between requests, to be polite to a partner's server.",
 )
 @click.option(
     "--timeout",
@@ -444,13 +458,23 @@ def serve(
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds to wait for each HTTP response.",
 )
-def validate(url: str, max_pages: int, timeout: float) -> None:
+@click.option("--json", "json_out", is_flag=True, help="Print the results as JSON (for scripts and CI).")
+@click.option(
+    "--html",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Also write a readable HTML report to this file: each problem in words, its requests, what to change.",
+)
+def validate(
+    url: str, max_pages: int, max_requests: int, delay: float, timeout: float, json_out: bool, html: Path | None
+) -> None:
     """Check the OAI-PMH base URL URL (ours or a partner's) against OAI-PMH 2.0.
 
-    Every response is parsed safely and validated against the official schemas (shipped
-    with oaiserver, no network needed); Identify, datestamps, the ListIdentifiers resumption
-    chain, ListRecords, GetRecord and the errors bad arguments must produce are checked.
-    Prints one PASS/FAIL/WARN/SKIP line per rule and a summary; exit code 1 on any FAIL.
+    Every response is parsed safely (no DTD, no entities, no network) and validated against the
+    official schemas (shipped with oaiserver); Identify, datestamps, the resumption chains,
+    ListRecords, GetRecord, selective harvesting (from/until, sets), the errors bad arguments must
+    produce and robustness to unreadable arguments are checked, each rule with the spec section it
+    comes from. Prints one PASS/FAIL/WARN/SKIP line per rule and a summary (a broken MUST is a
+    FAIL, a broken SHOULD a WARN); exit code 1 on any FAIL.
     """
     from oaiserver.validate import url_problem
     from oaiserver.validate import validate as run_validate
@@ -458,7 +482,16 @@ def validate(url: str, max_pages: int, timeout: float) -> None:
     problem = url_problem(url)
     if problem:
         raise click.BadParameter(problem, param_hint="URL")
-    sys.exit(run_validate(url, max_pages=max_pages, timeout=timeout))
+    code = run_validate(
+        url,
+        max_pages=max_pages,
+        timeout=timeout,
+        max_requests=max_requests,
+        delay=delay,
+        json_out=json_out,
+        html=html,
+    )
+    sys.exit(code)
 
 
 @main.command("synthetic")
