@@ -23,6 +23,7 @@ from oaiserver import validate as v
 from oaiserver.cli import main
 from oaiserver.store import Store
 from oaiserver.validate.core import Validator
+from oaiserver.validate.rules import section_and_level
 
 Start = Callable[[Fault | None], str]
 
@@ -96,7 +97,7 @@ def test_each_fault_is_reported_by_its_rule(repository: Start, correct: dict[str
     changed = {n for n, r in results.items() if n not in fault.breaks and r.status not in (correct[n].status, v.SKIP)}
     assert changed == set(), detail
     for name in fault.breaks:
-        section, _ = v.rules.section_and_level(name)
+        section, _ = section_and_level(name)
         assert results[name].section == section and section
 
 

@@ -1,24 +1,29 @@
 """`oaiserver validate URL`: hold any OAI-PMH base URL to the OAI-PMH 2.0 specification.
 
-Works on our repository or a partner's: it only speaks HTTP to the URL given. Every response
-is parsed safely (no DTD, no entities, no network) and validated against the official
-schemas shipped in `oaiserver/schemas/` (loaded offline with a driver schema, see
-`load_schema`), then held to the rules the schemas cannot express: Identify, datestamps and
-granularity, a whole ListIdentifiers resumption chain, ListRecords, GetRecord, and the errors
-that bad arguments must produce (`ERROR_CASES`).
+Works on our repository or a partner's: it only speaks HTTP to the URL given, within --max-pages
+pages a list, --max-requests requests in all, --delay seconds apart. Every response is parsed
+safely (no DTD, no entities, no network) and validated against the official schemas shipped in
+`oaiserver/schemas/` (loaded offline with a driver schema, see `load_schema`; content in a
+namespace with no schema shipped is reported as not checked), then held to the rules the schemas
+cannot express: Identify, datestamps and granularity, the <request> echo, the resumption chains,
+ListRecords and GetRecord, selective harvesting, the errors that bad arguments must produce
+(`ERROR_CASES`) and robustness to unreadable arguments.
 
-The result is one line per rule (`RULES`, then `ERROR_CASES`): PASS, FAIL, WARN or SKIP with a
-short reason. Any FAIL makes the exit code 1.
+Each rule (`RULES`) names the section of the specification it comes from and its level: a broken
+MUST is a FAIL, a broken SHOULD a WARN. The result is one line per rule (or JSON, or an HTML
+page): PASS, FAIL, WARN or SKIP with a short reason. Any FAIL makes the exit code 1.
 
 The package, one idea a module (imports go down this list, never up):
 
-    command.py     the command: URL checked, validator run, report printed
-    core.py        the validator's state, its HTTP (`fetch`) and list walking (`walk`), the run
+    command.py     the command: URL checked, validator run, report printed or written
+    core.py        the validator's state, its HTTP (`fetch`, capped and spaced) and list walking (`walk`), the run
     steps.py       the order the checks run in
     identify.py    Identify and what it promises           lists.py    formats, sets, the paging rules
-    records.py     ListRecords, GetRecord, from/until      errorcases.py  the errors bad requests must produce
-    responses.py   the rules checked on every response     report.py   notes to results to lines
-    rules.py       the rules in report order, statuses, ERROR_CASES
+    records.py     ListRecords, GetRecord                  selective.py  from/until and set hierarchy
+    errorcases.py  the errors bad requests must produce    probes.py   unreadable arguments, escaped echo
+    responses.py   the rules checked on every response     report.py   notes to results, lines and JSON
+    htmlreport.py  the results as a page for people
+    rules.py       the rules in report order with section and level, statuses, ERROR_CASES
     parsing.py     schemas, safe XML, datestamps, small readers of elements
 """
 
@@ -39,14 +44,17 @@ from oaiserver.validate.report import report
 from oaiserver.validate.rules import (
     ERROR_CASES,
     FAIL,
+    MUST,
     NOTHING_SEEN,
     PASS,
     RULES,
+    SHOULD,
     SKIP,
     WARN,
     ErrorCase,
     Note,
     Result,
+    Rule,
     rule_names,
 )
 
@@ -54,12 +62,14 @@ __all__ = [
     "DAY",
     "ERROR_CASES",
     "FAIL",
+    "MUST",
     "NOTHING_SEEN",
     "PASS",
     "RULES",
     "SCHEMA_DIR",
     "SCHEMA_ORDER",
     "SECONDS",
+    "SHOULD",
     "SKIP",
     "WARN",
     "Chain",
@@ -68,6 +78,7 @@ __all__ = [
     "Note",
     "Page",
     "Result",
+    "Rule",
     "Validator",
     "date_problem",
     "load_schema",
