@@ -99,6 +99,8 @@ def test_each_fault_is_reported_by_its_rule(repository: Start, correct: dict[str
     for name in fault.breaks:
         section, _ = section_and_level(name)
         assert results[name].section == section and section
+        shown = results[name].requests  # the requests that showed it, linked in the HTML report
+        assert shown and all(u.startswith(repository(fault)) for u in shown), (name, shown)
 
 
 def test_content_without_a_shipped_schema_is_not_checked_rather_than_failed(repository: Start) -> None:

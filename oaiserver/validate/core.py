@@ -127,11 +127,16 @@ class Validator:
         self.set_specs: set[str] | None = None  # the sets ListSets declares, when it was read whole
         self.first_records: dict[str, Any] = {}  # identifier -> <record> on ListRecords' first page
         self.unchecked: set[str] = set()  # namespaces met with no schema shipped
+        self.shown: Fetched | None = None  # the response a check's next note is about
+        self.current = ""  # the URL of the last request sent
 
     # -- bookkeeping
 
-    def note(self, rule: str, status: str, reason: str, subject: str = "") -> None:
-        self.notes.setdefault(rule, []).append(Note(status, subject, reason))
+    def note(self, rule: str, status: str, reason: str, subject: str = "", *, shown_by: Fetched | None = None) -> None:
+        """Record an observation. The reports link the request that showed it: `shown_by`, else the
+        request named by `subject`, else the request the check made last (`current`)."""
+        url = shown_by.url if shown_by is not None else self.urls.get(subject, self.current)
+        self.notes.setdefault(rule, []).append(Note(status, subject, reason, url))
 
     def skip(self, rules: Sequence[str], reason: str) -> None:
         for rule in rules:
@@ -194,7 +199,7 @@ class Validator:
                 self.url, data=f.pairs, headers=headers, timeout=self.timeout, stream=True, allow_redirects=False
             )
         f.url = r.url if f.method == "GET" else f"{self.url} (POST {one_line(str(f.pairs), 120)})"
-        self.urls[f.subject] = r.url if f.method == "GET" else self.url
+        self.urls[f.subject] = self.current = r.url if f.method == "GET" else self.url
         with r:
             body = bytearray()
             for chunk in r.iter_content(65536):

@@ -19,12 +19,12 @@ def check_errors(v: Validator) -> None:
 def check_error_case(v: Validator, case: ErrorCase) -> None:
     f = v.fetch(case.name, case.pairs)
     if f.doc is None:
-        v.note(case.name, FAIL, f"{case.what}: {f.problem}")
+        v.note(case.name, FAIL, f"{case.what}: {f.problem}", shown_by=f)
     elif case.code in f.codes:
         others = sorted(set(f.codes) - {case.code})
         also = f" (and {', '.join(others)})" if others else ""
         v.note(case.name, PASS, f"{case.what}: {case.code}{also}")
     elif f.codes:
-        v.note(case.name, FAIL, f"{case.what}: answered {f.describe_errors()}, expected {case.code}")
+        v.note(case.name, FAIL, f"{case.what}: answered {f.describe_errors()}, expected {case.code}", shown_by=f)
     else:
-        v.note(case.name, FAIL, f"{case.what}: answered without an error, expected {case.code}")
+        v.note(case.name, FAIL, f"{case.what}: answered without an error, expected {case.code}", shown_by=f)

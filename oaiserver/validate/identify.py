@@ -228,6 +228,7 @@ def check_identifiers_in_namespace(v: Validator) -> None:
 
 def check_identify_against_lists(v: Validator) -> None:
     """What Identify promised, held against every response read since."""
+    v.current = v.identify.url if v.identify is not None else ""
     check_earliest_bounds(v)
     check_deleted_policy_kept(v)
     check_identifiers_in_namespace(v)

@@ -34,11 +34,10 @@ def results(v: Validator) -> list[Result]:
     for name in rule_names():
         r = result_of(name, v.notes.get(name, []), v.skipped, RULE[name].every if name in RULE else False)
         section, level = section_and_level(name)
-        if level == SHOULD and r.status == FAIL:
-            r = Result(name, WARN, r.reason)
-        shown = [n for n in v.notes.get(name, []) if n.status == r.status and n.subject in v.urls][:SHOWN]
-        requests = tuple(dict.fromkeys(v.urls[n.subject] for n in shown))
-        out.append(Result(r.name, r.status, r.reason, section, level, requests))
+        shown = [n for n in v.notes.get(name, []) if n.status == r.status and n.url][:SHOWN]
+        requests = tuple(dict.fromkeys(n.url for n in shown))
+        status = WARN if level == SHOULD and r.status == FAIL else r.status
+        out.append(Result(r.name, status, r.reason, section, level, requests))
     return out
 
 

@@ -136,6 +136,7 @@ class Note:
     status: str
     subject: str
     reason: str
+    url: str = ""  # the request that showed it, when the subject does not name one
 
 
 @dataclass(frozen=True)

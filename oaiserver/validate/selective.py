@@ -84,22 +84,29 @@ def select(
         if (w := parse_any(child_text(h, "datestamp"))) is not None and not inside(w)
     ]
     if headers_outside:
-        v.note(rule, FAIL, f"{what} listed {', '.join(headers_outside[:3])}, outside the bounds")
+        v.note(rule, FAIL, f"{what} listed {', '.join(headers_outside[:3])}, outside the bounds", shown_by=v.shown)
     elif found:
         v.note(rule, PASS, f"{what} lists {target.identifier} ({stamp})")
     elif ending in ("complete", "no-records"):
-        v.note(rule, FAIL, f"{what} left out {target.identifier}, stamped {stamp}: the bounds are inclusive")
+        v.note(
+            rule,
+            FAIL,
+            f"{what} left out {target.identifier}, stamped {stamp}: the bounds are inclusive",
+            shown_by=v.shown,
+        )
     elif ending != "max-pages":
-        v.note(rule, FAIL, f"{what}: the list broke off ({ending})")
+        v.note(rule, FAIL, f"{what}: the list broke off ({ending})", shown_by=v.shown)
     else:
         v.skip([rule], f"{what}: {target.identifier} not found within --max-pages={v.max_pages}")
 
 
 def follow(v: Validator, label: str, pairs: list[tuple[str, str]], wanted: str) -> tuple[bool, list[Any], str]:
-    """Walk a selective list until `wanted` appears: (found, the headers read, how the walk ended)."""
+    """Walk a selective list until `wanted` appears: (found, the headers read, how the walk ended). The
+    first page is remembered as `v.shown` for the note that follows."""
     chain = v.walk("ListIdentifiers", pairs, "header", label=label)
     headers = [h for page in chain.pages for h in page.items]
     found = any(child_text(h, "identifier") == wanted for h in headers)
+    v.shown = chain.pages[0].fetched if chain.pages else chain.last
     return found, headers, chain.ending
 
 
@@ -134,7 +141,12 @@ def check_set_hierarchy(v: Validator, seen: list[Stamped]) -> None:
     ]
     sub = next(spec for spec in member.sets if spec.startswith(parent + ":"))
     if strays:
-        v.note("selective.set", FAIL, f"set={parent} listed {', '.join(strays[:3])}, in no set under {parent}")
+        v.note(
+            "selective.set",
+            FAIL,
+            f"set={parent} listed {', '.join(strays[:3])}, in no set under {parent}",
+            shown_by=v.shown,
+        )
     elif found:
         v.note("selective.set", PASS, f"set={parent} lists {member.identifier} of its descendant {sub}")
     elif ending in ("complete", "no-records"):
@@ -144,6 +156,6 @@ def check_set_hierarchy(v: Validator, seen: list[Stamped]) -> None:
             f"set={parent} left out {member.identifier}, which is in {sub}: a set takes in its descendants",
         )
     elif ending != "max-pages":
-        v.note("selective.set", FAIL, f"set={parent}: the list broke off ({ending})")
+        v.note("selective.set", FAIL, f"set={parent}: the list broke off ({ending})", shown_by=v.shown)
     else:
         v.skip(["selective.set"], f"set={parent}: {member.identifier} not found within --max-pages")
