@@ -12,8 +12,9 @@ from flask import Blueprint, Response, abort, current_app, g, render_template, r
 from sqlalchemy.exc import DBAPIError
 
 from oaiserver import errors, formats, html, landing, metrics, protocol, proxy, render
+from oaiserver.config import partner_set
 from oaiserver.live import Live
-from oaiserver.records import Header, format_datestamp
+from oaiserver.records import Header, ListQuery, format_datestamp, parse_datestamp
 from oaiserver.store import Store, StoreUnavailable, harvest_summary
 
 try:  # Intel ISA-L: gzip at level 1 in a fifth of zlib's time, for the same size
@@ -325,9 +326,44 @@ def _partners(s: Store) -> list[dict[str, object]]:
                 "base_url": partner.base_url,
                 "last_run": format_datestamp(last) if last else None,
                 "outcome": entry.get("last_outcome"),
+                "republish": partner.republish,
+                "set": partner_set(partner.name),
             }
         )
     return shown
+
+
+CHANGES_WINDOW = 7 * 86400  # the changes page's default: what changed in the last week
+
+
+@bp.route("/changes")
+def changes() -> tuple[str, int]:
+    """What an aggregator's next incremental harvest (`from` = `since`) would bring: records
+    changed or deleted since then, counted as ListRecords counts them, in all, per set and
+    per partner, each linking to the list itself."""
+    repo = repository()
+    given = request.args.get("since", "").strip()
+    since_text = given or format_datestamp(int(time.time()) - CHANGES_WINDOW)
+    try:
+        since, _ = parse_datestamp(since_text)
+    except ValueError:
+        page = render_template("changes.html", since=given, error=True, total=0, sets=[], partners=[])
+        return page, 400
+    s = store()
+
+    def changed(spec: str | None) -> int:
+        return s.count(ListQuery(formats.DEFAULT, since, None, spec))
+
+    ordered = sorted(repo.sets, key=lambda rule: rule.spec.split(":"))
+    partners = [{**p, "changed": changed(str(p["set"])) if p["republish"] else None} for p in _partners(s)]
+    return render_template(
+        "changes.html",
+        since=since_text,
+        error=False,
+        total=changed(None),
+        sets=[(rule, changed(rule.spec)) for rule in ordered],
+        partners=partners,
+    ), 200
 
 
 @bp.route("/records/<path:identifier>")

@@ -216,6 +216,7 @@ PAGES: dict[str, tuple[str, int, str]] = {
     "withdrawn": ("/records/oai:test.example.org:005", 410, "This record was withdrawn on"),
     "harvested-withdrawal": ("/records/oai:partner.example.org:gone", 410, PARTNER_DATESTAMP),
     "not-found": ("/records/oai:test.example.org:nothing", 404, "No record here has the identifier"),
+    "changes": ("/changes?since=2000-01-01", 200, "60\nrecords changed or deleted"),
 }
 
 
@@ -240,7 +241,7 @@ def test_each_page_fits_every_screen_and_passes_axe(browser: Any, site: tuple[st
             shot(browser, f"{name}-{width}")
 
 
-@pytest.mark.parametrize("name", ["home", "records", "get-record", "landing", "not-found"])
+@pytest.mark.parametrize("name", ["home", "records", "get-record", "landing", "not-found", "changes"])
 def test_each_page_works_with_the_keyboard_alone(browser: Any, site: tuple[str, Store], name: str) -> None:
     """Tab reaches every link and control, in order, with no trap; the first stop skips to the content."""
     root, _ = site

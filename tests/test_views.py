@@ -268,3 +268,34 @@ def test_a_person_opening_oai_gets_the_same_xml_styled_by_css(http: Any, query: 
     css = http.get("/static/oai-xml.css")
     assert css.status_code == 200 and css.mimetype == "text/css" and b"/oai/view" in css.data
     css.close()
+
+
+# ---- what changed ------------------------------------------------------------------------------
+
+
+def test_the_changes_page_counts_what_the_next_incremental_harvest_brings(http: Any, oai: OAIClient) -> None:
+    """Since a date: in all, per set, each as ListRecords with that `from` counts it."""
+    since = "2023-11-14T22:13:21Z"  # after the first write: the deletion and the harvested withdrawal
+    doc = page(http, f"/changes?since={since}")
+    assert (
+        doc.xpath("//div[@class='stats']/div/b/text()")
+        == [str(list_size(oai, f"verb=ListRecords&metadataPrefix=oai_dc&from={since}"))]
+        == ["2"]
+    )
+    counted = {
+        row.xpath("td")[0].text_content(): row.xpath("td[@class='num']")[0].text_content()
+        for row in doc.xpath("//h2[text()='Per set']/following-sibling::table[1]/tbody/tr")
+    }
+    assert counted == {"a": "1", "a:b": "0", "c": "0"}
+    (link,) = doc.xpath("//td[@class='num']/a/@href")
+    listed_there = page(http, str(link))
+    assert [str(i) for i in listed_there.xpath("//ol[@class='records']/li/@data-identifier")] == [
+        "oai:test.example.org:03"
+    ]
+    everything = page(http, "/changes?since=2000-01-01")
+    assert everything.xpath("//div[@class='stats']/div/b/text()") == ["16"]
+
+
+def test_the_changes_page_says_when_its_date_is_not_one(http: Any) -> None:
+    doc = page(http, "/changes?since=yesterday", 400)
+    assert "is not a date" in words(doc.xpath("//*[@role='alert']")[0])
