@@ -41,9 +41,11 @@ demo: $(RUN_STAMP)
 	OAI_STORAGE_URL= $(BIN)/oaiserver --config demo.yaml synthetic $(DEMO_RECORDS)
 	OAI_STORAGE_URL= $(BIN)/oaiserver --config demo.yaml serve
 
-## Browser tests drive Debian's Chromium. Where it is missing, it is installed if we are root and apt-get
-## works; otherwise the browser tests skip, saying why. With CI set, a Chromium that cannot be had fails.
-browser:
+## Browser tests drive Debian's Chromium and load axe-core (the accessibility checker, from the npm registry,
+## pinned by tests/browser/package-lock.json) into its pages. Where Chromium or npm is missing, it is installed if
+## we are root and apt-get works; otherwise the browser tests skip, saying why. With CI set, what cannot be had fails.
+AXE := tests/browser/node_modules/axe-core/axe.min.js
+browser: $(AXE)
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && exit 0; \
 	why="installing them needs root and apt-get"; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -54,6 +56,17 @@ browser:
 	fi; \
 	if [ -n "$$CI" ]; then echo "chromium and chromedriver are missing ($$why); CI is set: failing" >&2; exit 1; fi; \
 	echo "chromium and chromedriver are missing ($$why): the browser tests will be skipped"
+
+$(AXE): $(wildcard tests/browser/package.json tests/browser/package-lock.json)
+	@if ! command -v npm >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing npm for the browser tests' axe-core"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; \
+	fi; \
+	if command -v npm >/dev/null && npm ci --prefix tests/browser --ignore-scripts --no-audit --no-fund --loglevel=error; then \
+	  touch $@; exit 0; \
+	fi; \
+	if [ -n "$$CI" ]; then echo "axe-core could not be installed with npm; CI is set: failing" >&2; exit 1; fi; \
+	echo "axe-core could not be installed with npm: the accessibility checks will be skipped"
 
 ## Run the whole test suite (PostgreSQL tests run when CI is set or OAI_TEST_PG_URL is given).
 test: $(DEV_STAMP) browser
@@ -73,4 +86,4 @@ lint: $(DEV_STAMP)
 	$(BIN)/mypy $(LINTED)
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .hypothesis
+	rm -rf $(VENV) data .pytest_cache .hypothesis tests/browser/node_modules

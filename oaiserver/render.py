@@ -23,12 +23,19 @@ OAI_IDENTIFIER_NS = "http://www.openarchives.org/OAI/2.0/oai-identifier"
 
 
 def response(
-    answer: p.Answer, base_url: str, stylesheet: str | None = None, moved: tuple[str, str] | None = None
+    answer: p.Answer,
+    base_url: str,
+    stylesheet: str | None = None,
+    moved: tuple[str, str] | None = None,
+    *,
+    stylesheet_type: str = "text/xsl",
 ) -> bytes:
-    """The document. `moved`: (stored site, configured site) while the site's move is not yet
-    ingested; the records' landing URLs are rewritten (landing.py)."""
+    """The document. `stylesheet`: the address of an `xml-stylesheet` instruction of type
+    `stylesheet_type` (XSLT, or CSS for browsers: web.py). `moved`: (stored site, configured
+    site) while the site's move is not yet ingested; the records' landing URLs are rewritten
+    (landing.py)."""
     head = _HEAD.format(
-        stylesheet=f'<?xml-stylesheet type="text/xsl" href="{attr(stylesheet)}"?>\n' if stylesheet else ""
+        stylesheet=f'<?xml-stylesheet type="{stylesheet_type}" href="{attr(stylesheet)}"?>\n' if stylesheet else ""
     )
     parts: list[str | bytes] = [head, f"<responseDate>{format_datestamp(answer.response_date)}</responseDate>\n"]
     if answer.errors:

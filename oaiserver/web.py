@@ -11,9 +11,10 @@ from typing import cast
 from flask import Blueprint, Response, abort, current_app, g, render_template, request, url_for
 from sqlalchemy.exc import DBAPIError
 
-from oaiserver import formats, html, landing, metrics, protocol, proxy, render
+from oaiserver import errors, formats, html, landing, metrics, protocol, proxy, render
+from oaiserver.config import partner_set
 from oaiserver.live import Live
-from oaiserver.records import format_datestamp
+from oaiserver.records import Header, ListQuery, format_datestamp, parse_datestamp
 from oaiserver.store import Store, StoreUnavailable, harvest_summary
 
 try:  # Intel ISA-L: gzip at level 1 in a fifth of zlib's time, for the same size
@@ -89,12 +90,26 @@ def oai() -> Response:
     return _xml(answer, repo)
 
 
+# Fetch metadata a browser sends when a person opens an address (a page or a frame); no
+# harvester sends it, and no script can forge it (it is a forbidden header name in browsers).
+BROWSER_NAVIGATION = ("document", "iframe")
+
+
 def _xml(answer: protocol.Answer, repo: protocol.Repository) -> Response:
-    """The OAI-PMH response, gzip-compressed when asked, and its log line."""
-    stylesheet = f"{repo.config.site_url}/static/oai2.xsl"
-    body = render.response(answer, repo.config.base_url, stylesheet=stylesheet, moved=_moved())
+    """The OAI-PMH response, gzip-compressed when asked, and its log line.
+
+    Every client gets the same document, with an `xml-stylesheet` instruction as its second
+    line: harvesters the XSLT one they always had (/static/oai2.xsl, the bytes unchanged); a
+    person who opens /oai in a browser (Sec-Fetch-Dest, never Accept, which harvesters send
+    as they please) a CSS one (/static/oai-xml.css), which styles the same XML without XSLT,
+    so Chromium shows no deprecation banner, and names the page for people, /oai/view."""
+    navigation = request.headers.get("Sec-Fetch-Dest") in BROWSER_NAVIGATION
+    sheet, kind = ("oai-xml.css", "text/css") if navigation else ("oai2.xsl", "text/xsl")
+    stylesheet = f"{repo.config.site_url}/static/{sheet}"
+    body = render.response(answer, repo.config.base_url, stylesheet=stylesheet, moved=_moved(), stylesheet_type=kind)
     resp = Response(body, content_type="text/xml; charset=utf-8")
     resp.vary.add("Accept-Encoding")
+    resp.vary.add("Sec-Fetch-Dest")
     if request.accept_encodings["gzip"] > 0 and len(body) > 512:
         # Level 1: level 5 cost 2.4x the CPU for a body 22 % smaller (bench/README.md).
         resp.set_data(gzip_compress(body, compresslevel=1))
@@ -238,25 +253,52 @@ def _datestamp(epoch: int) -> str:
 def _helpers() -> dict[str, object]:
     cfg = repository().config
     fields = partial(html.dc_fields, moved=_moved())
-    return {"config": cfg, "q": html.query, "dc_fields": fields, "explain": html.EXPLAIN}
+    return {"config": cfg, "q": html.query, "dc_fields": fields, "title_of": html.title_of, "explain": html.EXPLAIN}
 
 
 @bp.route("/oai/view", methods=["GET"])
 def view() -> str:
-    """The OAI-PMH answer to the same arguments as /oai, as an HTML page."""
-    answer = protocol.handle(protocol.parse_pairs(request.query_string), repository(), detailed=True)
+    """The OAI-PMH answer to the same arguments as /oai, as an HTML page; `deleted` and
+    `form` are the view's own (html.view_request)."""
+    asked = html.view_request(protocol.parse_pairs(request.query_string))
+    repo = repository()
+    answer = protocol.handle(asked.pairs, repo, detailed=True)
     args = answer.request_args
-    prefix = args.get("metadataPrefix")
-    if prefix is None and isinstance(answer.result, protocol.ListResult) and answer.result.headers:
-        prefix = formats.DEFAULT
+    verb = args.get("verb")
+    state = None
+    if verb in LIST_VERBS and "resumptionToken" in args and not answer.errors:
+        try:
+            state = repo.tokens.read(args["resumptionToken"], verb)
+        except errors.OAIError:  # expired since the protocol read it: the filters are unknown
+            state = None
+    chosen = html.filters(args, state)
+    prefix = chosen.prefix or formats.DEFAULT
+    result = answer.result
+    rows = list(result.headers) if isinstance(result, protocol.ListResult) else []
+    first = result.resumption.cursor + 1 if isinstance(result, protocol.ListResult) and result.resumption else 1
+    # (position in the list, row): a row keeps its number when the deleted switch hides others
+    shown = [(first + i, h) for i, h in enumerate(rows) if _kept(cast(Header, h), asked.deleted)]
     return render_template(
         "view.html",
         answer=answer,
-        verb=args.get("verb"),
+        verb=verb,
         args=args,
-        prefix=prefix or formats.DEFAULT,
-        raw_query=request.query_string.decode("latin-1"),
+        prefix=prefix,
+        chosen=chosen,
+        deleted=asked.deleted,
+        rows=shown,
+        hidden=len(rows) - len(shown),
+        raw_query=asked.oai_query,
+        formats=formats.REGISTRY,
+        set_options=html.set_options(repo.sets),
+        verbs=list(protocol.ARGUMENTS),
+        granularity=protocol.GRANULARITY,
     )
+
+
+def _kept(h: Header, deleted: str) -> bool:
+    """Whether the view's deleted switch shows this row."""
+    return not (deleted == "hide" and h.deleted) and not (deleted == "only" and not h.deleted)
 
 
 @bp.route("/")
@@ -284,9 +326,44 @@ def _partners(s: Store) -> list[dict[str, object]]:
                 "base_url": partner.base_url,
                 "last_run": format_datestamp(last) if last else None,
                 "outcome": entry.get("last_outcome"),
+                "republish": partner.republish,
+                "set": partner_set(partner.name),
             }
         )
     return shown
+
+
+CHANGES_WINDOW = 7 * 86400  # the changes page's default: what changed in the last week
+
+
+@bp.route("/changes")
+def changes() -> tuple[str, int]:
+    """What an aggregator's next incremental harvest (`from` = `since`) would bring: records
+    changed or deleted since then, counted as ListRecords counts them, in all, per set and
+    per partner, each linking to the list itself."""
+    repo = repository()
+    given = request.args.get("since", "").strip()
+    since_text = given or format_datestamp(int(time.time()) - CHANGES_WINDOW)
+    try:
+        since, _ = parse_datestamp(since_text)
+    except ValueError:
+        page = render_template("changes.html", since=given, error=True, total=0, sets=[], partners=[])
+        return page, 400
+    s = store()
+
+    def changed(spec: str | None) -> int:
+        return s.count(ListQuery(formats.DEFAULT, since, None, spec))
+
+    ordered = sorted(repo.sets, key=lambda rule: rule.spec.split(":"))
+    partners = [{**p, "changed": changed(str(p["set"])) if p["republish"] else None} for p in _partners(s)]
+    return render_template(
+        "changes.html",
+        since=since_text,
+        error=False,
+        total=changed(None),
+        sets=[(rule, changed(rule.spec)) for rule in ordered],
+        partners=partners,
+    ), 200
 
 
 @bp.route("/records/<path:identifier>")
@@ -294,7 +371,7 @@ def record_page(identifier: str) -> tuple[str, int]:
     """A record's landing page (dc:identifier points here); a withdrawn record answers 410."""
     record = store().get(identifier)
     if record is None:
-        abort(404)
+        return _not_found(identifier), 404
     fields = html.dc_fields(record.metadata.get("oai_dc"), _moved()) or [(v.element, v.value) for v in record.dc]
     titles = [v for k, v in fields if k == "title"]
     title = titles[0] if titles else record.identifier
@@ -315,8 +392,13 @@ def internal_error(exc: Exception) -> Response:
 
 @bp.app_errorhandler(404)
 def not_found(_exc: Exception) -> Response:
-    return Response(
-        f"Not found. The OAI-PMH interface is at {url_for('oai.oai')}; people start at {url_for('oai.home')}.\n",
-        status=404,
-        mimetype="text/plain",
-    )
+    return Response(_not_found(None), status=404, mimetype="text/html")
+
+
+def _not_found(identifier: str | None) -> str:
+    """The site's page for an unknown address or record; plain text while the store (which
+    the page's layout reads the configuration through) is down."""
+    try:
+        return render_template("not_found.html", identifier=identifier)
+    except (StoreUnavailable, DBAPIError):
+        return f"Not found. The OAI-PMH interface is at {url_for('oai.oai')}; people start at {url_for('oai.home')}.\n"

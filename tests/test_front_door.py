@@ -160,6 +160,26 @@ def test_make_browser_without_apt(tmp_path: Path, on_path: tuple[str, ...], ci: 
         assert result.stdout + result.stderr == ""
 
 
+@needs_make
+@pytest.mark.parametrize(
+    ("ci", "code", "says"), [("", 0, "accessibility checks will be skipped"), ("1", 2, "CI is set")]
+)
+def test_make_browser_without_npm(tmp_path: Path, ci: str, code: int, says: str) -> None:
+    """axe-core comes from tests/browser/package-lock.json through npm: without npm (nor root
+    and apt-get to install it), the accessibility checks skip, saying why; with CI set, it fails."""
+    assert MAKE is not None
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    (tmp_path / "tests" / "browser").mkdir(parents=True)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copy(ROOT / "tests" / "browser" / name, tmp_path / "tests" / "browser" / name)
+    env = {"PATH": executables(tmp_path / "bin", "chromium", "chromedriver"), "CI": ci}
+    (tmp_path / "bin" / "id").symlink_to(shutil.which("id") or "/usr/bin/id")
+    result = subprocess.run([MAKE, "-s", "browser"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert result.returncode == code, result.stdout + result.stderr
+    assert says in result.stdout + result.stderr
+    assert not (tmp_path / "tests" / "browser" / "node_modules").exists()
+
+
 # ---- packaging ---------------------------------------------------------------------------------
 
 

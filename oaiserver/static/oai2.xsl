@@ -4,18 +4,32 @@
 <xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform"
     xmlns:oai="http://www.openarchives.org/OAI/2.0/" xmlns:dc="http://purl.org/dc/elements/1.1/"
     exclude-result-prefixes="oai dc">
-  <xsl:output method="html" encoding="UTF-8" indent="yes"/>
+  <!-- about:legacy-compat: the doctype an XSLT 1.0 processor can write for HTML5 (standards mode). -->
+  <xsl:output method="html" encoding="UTF-8" indent="yes" doctype-system="about:legacy-compat"/>
+  <!-- What the page is about: the verb, or for an answer that echoes none (badVerb,
+       badArgument), its error codes. -->
+  <xsl:variable name="topic">
+    <xsl:choose>
+      <xsl:when test="normalize-space(/oai:OAI-PMH/oai:request/@verb) != ''">
+        <xsl:value-of select="/oai:OAI-PMH/oai:request/@verb"/>
+      </xsl:when>
+      <xsl:otherwise>
+        <xsl:text>OAI-PMH error</xsl:text>
+        <xsl:for-each select="/oai:OAI-PMH/oai:error"><xsl:text> </xsl:text><xsl:value-of select="@code"/></xsl:for-each>
+      </xsl:otherwise>
+    </xsl:choose>
+  </xsl:variable>
   <xsl:template match="/">
-    <html>
+    <html lang="en">
       <head>
         <meta name="viewport" content="width=device-width, initial-scale=1"/>
-        <title>OAI-PMH <xsl:value-of select="oai:OAI-PMH/oai:request/@verb"/></title>
+        <title><xsl:value-of select="$topic"/></title>
         <link rel="stylesheet" href="static/style.css"/>
       </head>
       <body>
         <header class="site"><a href="./">Repository home</a></header>
         <main>
-          <h1><xsl:value-of select="oai:OAI-PMH/oai:request/@verb"/></h1>
+          <h1><xsl:value-of select="$topic"/></h1>
           <p class="meta">Response date <xsl:value-of select="oai:OAI-PMH/oai:responseDate"/></p>
           <xsl:apply-templates select="oai:OAI-PMH/oai:error"/>
           <xsl:apply-templates select="oai:OAI-PMH/oai:Identify/*[not(self::oai:description)]"/>
