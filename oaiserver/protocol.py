@@ -337,7 +337,16 @@ def list_sets(args: dict[str, str], repo: Repository, answer: Answer) -> SetsRes
     resumption = None
     if start + size < len(repo.sets):
         token, expires = repo.tokens.issue(
-            ListState("ListSets", "", None, None, None, None, start + size, len(repo.sets))
+            ListState(
+                verb="ListSets",
+                prefix="",
+                start=None,
+                end=None,
+                set_spec=None,
+                last=None,
+                cursor=start + size,
+                total=len(repo.sets),
+            )
         )
         resumption = Resumption(token, start, len(repo.sets), expires)
     elif start > 0:
@@ -409,15 +418,15 @@ def _list(args: dict[str, str], repo: Repository, answer: Answer, verb: str) -> 
     if len(rows) > size:
         last = rows[size - 1]
         state = ListState(
-            verb,
-            query.prefix,
-            query.start,
-            query.end,
-            query.set_spec,
-            (last.datestamp, last.identifier),
-            cursor + size,
-            total,
-            rows[size].identifier,
+            verb=verb,
+            prefix=query.prefix,
+            start=query.start,
+            end=query.end,
+            set_spec=query.set_spec,
+            last=(last.datestamp, last.identifier),
+            cursor=cursor + size,
+            total=total,
+            next=rows[size].identifier,
         )
         token, expires = repo.tokens.issue(state)
         rows = rows[:size]
