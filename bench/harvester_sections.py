@@ -4,6 +4,7 @@ PostgreSQL."""
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -31,33 +32,46 @@ class HarvesterSections(Sections):
         sqlite_runs: list[dict[str, Any]] = []
         for rep in range(a.harvest_repeat):
             if not isinstance(api, str):
-                log(f"harvester into SQLite (repetition {rep + 1} of {a.harvest_repeat})")
-                target = workdir / f"harvested-{rep}.sqlite3"
-                try:
-                    r = run_harvester(api, ours, f"sqlite:///{target}")
-                except Exception as exc:
-                    r = {
-                        "outcome": "error",
-                        "reason": f"{type(exc).__name__}: {exc}",
-                        "records_per_s": 0.0,
-                        "records": 0,
-                    }
-                    traceback.print_exc()
-                sqlite_runs.append(r)
-                log(f"  {r['outcome']}: {r['records']:,} records, {r['records_per_s']:,.0f} records/s")
-                for suffix in ("", "-wal", "-shm"):
-                    with suppress(FileNotFoundError):
-                        Path(f"{target}{suffix}").unlink()
-            log(f"plain Sickle loop into SQLite (repetition {rep + 1} of {a.harvest_repeat})")
-            target = workdir / f"sickle-{rep}.sqlite3"
-            s = sickle_loop(ours, target)
-            sickle_runs.append(s)
-            log(f"  {s['records']:,} records, {s['records_per_s']:,.0f} records/s")
-            for suffix in ("", "-wal", "-shm"):
-                with suppress(FileNotFoundError):
-                    Path(f"{target}{suffix}").unlink()
+                sqlite_runs.append(self._harvester_into_sqlite(api, ours, workdir, rep))
+            sickle_runs.append(self._sickle_into_sqlite(ours, workdir, rep))
+        out["sickle"] = self._check_sickle(sickle_runs)
+        if sqlite_runs and not isinstance(api, str):  # runs only with the harvester's API at hand
+            out["sqlite"] = self._check_harvester(sqlite_runs, sickle_runs, out["sickle"]["records_per_s"])
+            if a.skip_pg or not a.pg_url:
+                self.skipped["harvester_pg"] = "--skip-pg"
+            else:
+                pg_run = self._harvester_into_pg(api, ours)
+                if pg_run is not None:
+                    out["postgresql"] = pg_run
+        self.results["harvester"] = out
+
+    def _harvester_into_sqlite(self, api: Callable[..., Any], ours: Server, workdir: Path, rep: int) -> dict[str, Any]:
+        log(f"harvester into SQLite (repetition {rep + 1} of {self.args.harvest_repeat})")
+        target = workdir / f"harvested-{rep}.sqlite3"
+        try:
+            r = run_harvester(api, ours, f"sqlite:///{target}")
+        except Exception as exc:
+            r = {
+                "outcome": "error",
+                "reason": f"{type(exc).__name__}: {exc}",
+                "records_per_s": 0.0,
+                "records": 0,
+            }
+            traceback.print_exc()
+        log(f"  {r['outcome']}: {r['records']:,} records, {r['records_per_s']:,.0f} records/s")
+        _remove_sqlite(target)
+        return r
+
+    def _sickle_into_sqlite(self, ours: Server, workdir: Path, rep: int) -> dict[str, Any]:
+        log(f"plain Sickle loop into SQLite (repetition {rep + 1} of {self.args.harvest_repeat})")
+        target = workdir / f"sickle-{rep}.sqlite3"
+        s = sickle_loop(ours, target)
+        log(f"  {s['records']:,} records, {s['records_per_s']:,.0f} records/s")
+        _remove_sqlite(target)
+        return s
+
+    def _check_sickle(self, sickle_runs: list[dict[str, Any]]) -> dict[str, Any]:
         sickle_rate = median([s["records_per_s"] for s in sickle_runs])
-        out["sickle"] = {"records_per_s": sickle_rate, "runs": sickle_runs}
         self.check(
             "harvester",
             "plain Sickle loop into SQLite",
@@ -66,63 +80,74 @@ class HarvesterSections(Sections):
             f"client CPU {median([r['client_cpu_ms_per_1k'] or 0 for r in sickle_runs]):.0f} ms/1k; "
             f"others used {median([r['others_cpu_pct'] for r in sickle_runs]):.0f} % of the CPUs",
         )
-        if sqlite_runs and not isinstance(api, str):  # runs only with the harvester's API at hand
-            rate = median([r["records_per_s"] for r in sqlite_runs])
-            ok = all(r["outcome"] == "success" and r["records"] == a.records for r in sqlite_runs)
-            out["sqlite"] = {"records_per_s": rate, "runs": sqlite_runs}
-            self.check(
-                "harvester",
-                "harvester into SQLite",
-                f"{rate:,.0f} records/s",
-                f">= {T_HARVESTER:,} records/s",
-                rate >= T_HARVESTER and ok,
-                f"harvest.run, default settings; outcome {'success, every record' if ok else 'NOT COMPLETE'}; "
-                f"harvester CPU (with its worker process) "
-                f"{median([r.get('harvester_cpu_ms_per_1k') or 0 for r in sqlite_runs]):.0f} ms/1k, "
-                f"server CPU {median([r.get('server_cpu_ms_per_1k') or 0 for r in sqlite_runs]):.0f} ms/1k; "
-                f"others used {median([r.get('others_cpu_pct') or 0 for r in sqlite_runs]):.0f} % of the CPUs",
-            )
-            ratio = rate / sickle_rate if sickle_rate else float("inf")
-            h_cpu = median([r.get("harvester_cpu_ms_per_1k") or 0 for r in sqlite_runs])
-            s_cpu = median([r["client_cpu_ms_per_1k"] or 0 for r in sickle_runs]) or float("nan")
-            self.check(
-                "harvester",
-                "harvester / plain Sickle loop",
-                f"{ratio:.2f}x",
-                f">= {T_HARVESTER_VS_SICKLE:g}x",
-                ratio >= T_HARVESTER_VS_SICKLE,
-                f"records/s, same run; client CPU per record: harvester {h_cpu:.0f} ms/1k, Sickle loop "
-                f"{s_cpu:.0f} ms/1k ({h_cpu / s_cpu:.1f}x)",
-            )
-            if a.skip_pg or not a.pg_url:
-                self.skipped["harvester_pg"] = "--skip-pg"
-            else:
-                log("harvester into PostgreSQL (a fresh schema)")
-                pg_run: dict[str, Any] | None = None
-                for attempt in (1, 2):  # the shared server may be restarted under us: then once more
-                    try:
-                        with pg_target(a.pg_url) as url:
-                            pg_run = run_harvester(api, ours, url)
-                        break
-                    except Exception as exc:
-                        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                        why = f"PostgreSQL at {a.pg_url}: {type(exc).__name__}: {first}"
-                        log(f"harvester into PostgreSQL failed (attempt {attempt}): {why}")
-                        if attempt == 2 or not wait_for_pg(a.pg_url, 90):
-                            self.skipped["harvester_pg"] = why
-                            break
-                if pg_run is not None:
-                    out["postgresql"] = pg_run
-                    self.check(
-                        "harvester",
-                        "harvester into PostgreSQL",
-                        f"{pg_run['records_per_s']:,.0f} records/s",
-                        note=f"outcome {pg_run['outcome']}, {pg_run['records']:,} records; {a.pg_url.split('@')[-1]}; "
-                        f"harvester CPU {pg_run.get('harvester_cpu_ms_per_1k') or 0:.0f} ms/1k; "
-                        f"others used {pg_run.get('others_cpu_pct') or 0:.0f} % of the CPUs",
-                    )
-                    log(
-                        f"  {pg_run['outcome']}: {pg_run['records']:,} records, "
-                        f"{pg_run['records_per_s']:,.0f} records/s"
-                    )
-        self.results["harvester"] = out
+        return {"records_per_s": sickle_rate, "runs": sickle_runs}
+
+    def _check_harvester(
+        self, sqlite_runs: list[dict[str, Any]], sickle_runs: list[dict[str, Any]], sickle_rate: float
+    ) -> dict[str, Any]:
+        a = self.args
+        rate = median([r["records_per_s"] for r in sqlite_runs])
+        ok = all(r["outcome"] == "success" and r["records"] == a.records for r in sqlite_runs)
+        self.check(
+            "harvester",
+            "harvester into SQLite",
+            f"{rate:,.0f} records/s",
+            f">= {T_HARVESTER:,} records/s",
+            rate >= T_HARVESTER and ok,
+            f"harvest.run, default settings; outcome {'success, every record' if ok else 'NOT COMPLETE'}; "
+            f"harvester CPU (with its worker process) "
+            f"{median([r.get('harvester_cpu_ms_per_1k') or 0 for r in sqlite_runs]):.0f} ms/1k, "
+            f"server CPU {median([r.get('server_cpu_ms_per_1k') or 0 for r in sqlite_runs]):.0f} ms/1k; "
+            f"others used {median([r.get('others_cpu_pct') or 0 for r in sqlite_runs]):.0f} % of the CPUs",
+        )
+        ratio = rate / sickle_rate if sickle_rate else float("inf")
+        h_cpu = median([r.get("harvester_cpu_ms_per_1k") or 0 for r in sqlite_runs])
+        s_cpu = median([r["client_cpu_ms_per_1k"] or 0 for r in sickle_runs]) or float("nan")
+        self.check(
+            "harvester",
+            "harvester / plain Sickle loop",
+            f"{ratio:.2f}x",
+            f">= {T_HARVESTER_VS_SICKLE:g}x",
+            ratio >= T_HARVESTER_VS_SICKLE,
+            f"records/s, same run; client CPU per record: harvester {h_cpu:.0f} ms/1k, Sickle loop "
+            f"{s_cpu:.0f} ms/1k ({h_cpu / s_cpu:.1f}x)",
+        )
+        return {"records_per_s": rate, "runs": sqlite_runs}
+
+    def _harvester_into_pg(self, api: Callable[..., Any], ours: Server) -> dict[str, Any] | None:
+        """A run into a fresh PostgreSQL schema, checked; None (and why, in `skipped`) if the
+        server fails it twice."""
+        a = self.args
+        log("harvester into PostgreSQL (a fresh schema)")
+        pg_run: dict[str, Any] | None = None
+        for attempt in (1, 2):  # the shared server may be restarted under us: then once more
+            try:
+                with pg_target(a.pg_url) as url:
+                    pg_run = run_harvester(api, ours, url)
+                break
+            except Exception as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                why = f"PostgreSQL at {a.pg_url}: {type(exc).__name__}: {first}"
+                log(f"harvester into PostgreSQL failed (attempt {attempt}): {why}")
+                if attempt == 2 or not wait_for_pg(a.pg_url, 90):
+                    self.skipped["harvester_pg"] = why
+                    break
+        if pg_run is None:
+            return None
+        self.check(
+            "harvester",
+            "harvester into PostgreSQL",
+            f"{pg_run['records_per_s']:,.0f} records/s",
+            note=f"outcome {pg_run['outcome']}, {pg_run['records']:,} records; {a.pg_url.split('@')[-1]}; "
+            f"harvester CPU {pg_run.get('harvester_cpu_ms_per_1k') or 0:.0f} ms/1k; "
+            f"others used {pg_run.get('others_cpu_pct') or 0:.0f} % of the CPUs",
+        )
+        log(f"  {pg_run['outcome']}: {pg_run['records']:,} records, {pg_run['records_per_s']:,.0f} records/s")
+        return pg_run
+
+
+def _remove_sqlite(target: Path) -> None:
+    """A SQLite database and its journal files."""
+    for suffix in ("", "-wal", "-shm"):
+        with suppress(FileNotFoundError):
+            Path(f"{target}{suffix}").unlink()

@@ -90,26 +90,35 @@ class Crowd:
             for key, _ in self.selector.select(max(0.0, next_trickle - time.monotonic())):
                 sock = key.fileobj
                 assert isinstance(sock, socket.socket)
-                try:
-                    data = sock.recv(65536)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-                if data.startswith(b"HTTP/1.1 408"):
-                    self.answered_408 += 1
-                if not data:
-                    self._close(sock)
+                self._read(sock)
             if time.monotonic() >= next_trickle:
                 next_trickle += self.pace
-                for sock, (kind, _) in list(self.opened.items()):
-                    if kind == "trickling":
-                        try:
-                            sock.send(b"a")
-                        except BlockingIOError:
-                            pass
-                        except OSError:
-                            self._close(sock)
+                self._trickle()
+
+    def _read(self, sock: socket.socket) -> None:
+        """What the server sent a crowd connection: a 408 is counted; its close closes ours."""
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data.startswith(b"HTTP/1.1 408"):
+            self.answered_408 += 1
+        if not data:
+            self._close(sock)
+
+    def _trickle(self) -> None:
+        """One more header byte on each trickling connection."""
+        for sock, (kind, _) in list(self.opened.items()):
+            if kind != "trickling":
+                continue
+            try:
+                sock.send(b"a")
+            except BlockingIOError:
+                pass
+            except OSError:
+                self._close(sock)
 
     def wait_cut(self, timeout: float) -> None:
         self.thread.join(timeout)

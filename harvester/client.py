@@ -619,6 +619,21 @@ def verbatim_items(body: bytes, items: list[etree._Element], encoding: str | Non
     and any prefix the partner declared on the root) are added to its start tag, so the cut
     stands alone as XML; everything else is the partner's bytes.
     """
+    found = _item_tags(body, items, encoding)
+    if found is None:
+        return None
+    tags, at = found
+    cuts = _Cuts(body, items)
+    for m in tags.finditer(body, at):
+        if not (cuts.end_tag(m) if m.group(1) else cuts.start_tag(m)):
+            return None
+    return cuts.cuts if cuts.depth == 0 and len(cuts.cuts) == len(items) else None
+
+
+def _item_tags(body: bytes, items: list[etree._Element], encoding: str | None) -> tuple[re.Pattern[bytes], int] | None:
+    """The pattern of the items' own start and end tags, and where the document's element
+    starts; None when the items cannot be cut out with certainty (another encoding than UTF-8,
+    items of different prefixes, a comment, CDATA section or PI after the prolog)."""
     if not items or (encoding or "UTF-8").upper().replace("-", "") not in ("UTF8", "USASCII", "ASCII"):
         return None
     prefix = items[0].prefix
@@ -632,46 +647,66 @@ def verbatim_items(body: bytes, items: list[etree._Element], encoding: str | Non
         at = m.end()
     if body.find(b"<!", at) >= 0 or body.find(b"<?", at) >= 0:  # a comment, CDATA section or PI
         return None
-    cuts: list[str] = []
-    depth, start, name_end, inherited = 0, 0, 0, b""
-    scopes: dict[etree._Element | None, bytes] = {}
-    line, counted = 1, 0
-    for m in tags.finditer(body, at):
-        if m.group(1):  # an end tag
-            depth -= 1
-            if depth < 0:
-                return None
-            if depth == 0:
-                end = body.find(b">", m.end())
-                if end < 0:
-                    return None
-                cuts.append((body[start:name_end] + inherited + body[name_end : end + 1]).decode("utf-8"))
-            continue
-        rest = _TAG_REST.match(body, m.end())  # the attributes, quotes respected, up to the tag's '>'
+    return tags, at
+
+
+class _Cuts:
+    """`verbatim_items`' walk over the items' own tags: the depth in them, the item being cut
+    (where its start tag and its name end, the declarations it inherits), the lines counted so
+    far, and the cuts made. A method answers False when the cut cannot be made with certainty."""
+
+    __slots__ = ("body", "counted", "cuts", "depth", "inherited", "items", "line", "name_end", "scopes", "start")
+
+    def __init__(self, body: bytes, items: list[etree._Element]) -> None:
+        self.body, self.items = body, items
+        self.cuts: list[str] = []
+        self.depth, self.start, self.name_end, self.inherited = 0, 0, 0, b""
+        self.scopes: dict[etree._Element | None, bytes] = {}
+        self.line, self.counted = 1, 0
+
+    def end_tag(self, m: re.Match[bytes]) -> bool:
+        self.depth -= 1
+        if self.depth < 0:
+            return False
+        if self.depth == 0:
+            end = self.body.find(b">", m.end())
+            if end < 0:
+                return False
+            body, name_end = self.body, self.name_end
+            self.cuts.append((body[self.start : name_end] + self.inherited + body[name_end : end + 1]).decode("utf-8"))
+        return True
+
+    def start_tag(self, m: re.Match[bytes]) -> bool:
+        rest = _TAG_REST.match(self.body, m.end())  # the attributes, quotes respected, up to the tag's '>'
         if rest is None:
-            return None
-        if body[rest.end() - 2 : rest.end() - 1] == b"/":  # <name .../>: opens and closes at once
-            if depth == 0:
-                return None  # an empty item: nothing an OAI item can be
-            continue
-        if depth == 0:
-            start, name_end = m.start(), m.end()
-            if len(cuts) >= len(items):
-                return None
-            item, attributes = items[len(cuts)], body[m.end() : rest.end()]
-            if b"xmlns" in attributes:
-                inherited = _inherited(item, attributes)
-            else:  # what it inherits is its parent's scope: the same for every sibling
-                parent = item.getparent()
-                if parent not in scopes:
-                    scopes[parent] = _inherited(item, attributes)
-                inherited = scopes[parent]
-            line += body.count(b"\n", counted, start)
-            counted = start
-            if item.sourceline not in (None, line):
-                return None
-        depth += 1
-    return cuts if depth == 0 and len(cuts) == len(items) else None
+            return False
+        if self.body[rest.end() - 2 : rest.end() - 1] == b"/":  # <name .../>: opens and closes at once
+            return self.depth != 0  # an empty item: nothing an OAI item can be
+        if self.depth == 0 and not self.open_item(m, rest.end()):
+            return False
+        self.depth += 1
+        return True
+
+    def open_item(self, m: re.Match[bytes], tag_end: int) -> bool:
+        """The start tag of the next item: it must be one of `items`, on the line lxml saw."""
+        self.start, self.name_end = m.start(), m.end()
+        if len(self.cuts) >= len(self.items):
+            return False
+        item, attributes = self.items[len(self.cuts)], self.body[m.end() : tag_end]
+        self.inherited = self.scope(item, attributes)
+        self.line += self.body.count(b"\n", self.counted, self.start)
+        self.counted = self.start
+        return item.sourceline in (None, self.line)
+
+    def scope(self, item: etree._Element, attributes: bytes) -> bytes:
+        """The declarations the item inherits; without declarations of its own, what it
+        inherits is its parent's scope: the same for every sibling."""
+        if b"xmlns" in attributes:
+            return _inherited(item, attributes)
+        parent = item.getparent()
+        if parent not in self.scopes:
+            self.scopes[parent] = _inherited(item, attributes)
+        return self.scopes[parent]
 
 
 _XMLNS = re.compile(rb"""\sxmlns(?::([^\s=/>]+))?\s*=""")

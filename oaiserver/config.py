@@ -433,32 +433,37 @@ def _ambiguous(alternatives: list[Any]) -> bool:
     return False
 
 
+# op -> the parsed sequences a node holds, which are checked in turn; other nodes hold none.
+_CHILDREN: dict[Any, Any] = {
+    sre_constants.BRANCH: lambda av: av[1],
+    sre_constants.SUBPATTERN: lambda av: [av[-1]],
+    sre_constants.ATOMIC_GROUP: lambda av: [av],
+    sre_constants.ASSERT: lambda av: [av[1]],
+    sre_constants.ASSERT_NOT: lambda av: [av[1]],
+    **{op: lambda av: [av[2]] for op in _REPEATS},  # (least, most, body)
+}
+
+
+def _node_problem(op: Any, av: Any, repeated: bool) -> str | None:
+    """Why one parsed node, apart from what it holds, can backtrack catastrophically."""
+    if op in _REPEATS:
+        _least, most, body = av
+        if repeated and most == sre_constants.MAXREPEAT:
+            return "a repetition inside a repetition (like (a+)+ or (a*)*)"
+        if most > 1 and body.getwidth()[0] == 0:
+            return "a repetition of something that can match nothing (like (a?){30} or (a|)+)"
+    elif op is sre_constants.BRANCH and repeated and _ambiguous(av[1]):
+        return "repeated alternatives that can match the same text (like (a|a)* or (a|ab)+)"
+    return None
+
+
 def _backtracking(items: Any, repeated: bool) -> str | None:
     """Why the parsed `items` can backtrack catastrophically; `repeated`: inside a repetition."""
     for op, av in items:
-        if op in _REPEATS:
-            _least, most, body = av
-            if repeated and most == sre_constants.MAXREPEAT:
-                return "a repetition inside a repetition (like (a+)+ or (a*)*)"
-            if most > 1 and body.getwidth()[0] == 0:
-                return "a repetition of something that can match nothing (like (a?){30} or (a|)+)"
-            children = [body]
-            inner = repeated or most > 1
-        else:
-            inner = repeated
-            if op is sre_constants.BRANCH:
-                if repeated and _ambiguous(av[1]):
-                    return "repeated alternatives that can match the same text (like (a|a)* or (a|ab)+)"
-                children = av[1]
-            elif op is sre_constants.SUBPATTERN:
-                children = [av[-1]]
-            elif op is sre_constants.ATOMIC_GROUP:
-                children = [av]
-            elif op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT):
-                children = [av[1]]
-            else:
-                children = []
-        for child in children:
+        if problem := _node_problem(op, av, repeated):
+            return problem
+        inner = repeated or (op in _REPEATS and av[1] > 1)
+        for child in _CHILDREN[op](av) if op in _CHILDREN else ():
             if problem := _backtracking(child, inner):
                 return problem
     return None
@@ -482,39 +487,47 @@ def _parse_sets(items: list[Any]) -> tuple[SetRule, ...]:
     rules: list[SetRule] = []
     seen: set[str] = set()
     for i, item in enumerate(items):
-        where = f"sets[{i}]"
-        if not isinstance(item, dict):
-            raise ConfigError(f"{where}: expected a mapping with spec, name, match")
-        _check_known(item, where, {"spec", "name", "description", "match"})
-        spec = item.get("spec")
-        if not isinstance(spec, str) or not SPEC_RE.fullmatch(spec):
-            raise ConfigError(f"{where}.spec: {spec!r} is not a setSpec (letters, digits, -_.!~*'() and ':')")
-        _sized("sets.spec", spec, f"{where}.spec")
-        if spec in seen:
-            raise ConfigError(f"{where}.spec: {spec!r} is defined twice")
-        seen.add(spec)
-        name = item.get("name")
-        if not isinstance(name, str) or not name.strip():
-            raise ConfigError(f"{where}.name: expected a non-empty string")
-        _sized("sets.name", name.strip(), f"{where}.name")
-        match = item.get("match")
-        fld = pattern = None
-        if match is not None:
-            if not isinstance(match, dict):
-                raise ConfigError(f"{where}.match: expected a mapping with field and pattern")
-            _check_known(match, f"{where}.match", {"field", "pattern"})
-            fld, pattern = match.get("field"), match.get("pattern")
-            if fld not in MATCH_FIELDS:
-                raise ConfigError(f"{where}.match.field: {fld!r} is not one of {', '.join(MATCH_FIELDS)}")
-            if not isinstance(pattern, str):
-                raise ConfigError(f"{where}.match.pattern: expected a regular expression")
-            check_pattern(pattern, f"{where}.match.pattern")
-        description = item.get("description") or ""
-        if not isinstance(description, str):
-            raise ConfigError(f"{where}.description: expected a string")
-        _sized("sets.description", description, f"{where}.description")
-        rules.append(SetRule(spec, name.strip(), description, fld, pattern))
+        rules.append(_parse_set(item, f"sets[{i}]", seen))
+        seen.add(rules[-1].spec)
     return tuple(rules)
+
+
+def _parse_set(item: Any, where: str, seen: set[str]) -> SetRule:
+    """One set; `seen`: the specs of the sets before it."""
+    if not isinstance(item, dict):
+        raise ConfigError(f"{where}: expected a mapping with spec, name, match")
+    _check_known(item, where, {"spec", "name", "description", "match"})
+    spec = item.get("spec")
+    if not isinstance(spec, str) or not SPEC_RE.fullmatch(spec):
+        raise ConfigError(f"{where}.spec: {spec!r} is not a setSpec (letters, digits, -_.!~*'() and ':')")
+    _sized("sets.spec", spec, f"{where}.spec")
+    if spec in seen:
+        raise ConfigError(f"{where}.spec: {spec!r} is defined twice")
+    name = item.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{where}.name: expected a non-empty string")
+    _sized("sets.name", name.strip(), f"{where}.name")
+    fld, pattern = _set_match(item.get("match"), f"{where}.match")
+    description = item.get("description") or ""
+    if not isinstance(description, str):
+        raise ConfigError(f"{where}.description: expected a string")
+    _sized("sets.description", description, f"{where}.description")
+    return SetRule(spec, name.strip(), description, fld, pattern)
+
+
+def _set_match(match: Any, where: str) -> tuple[str | None, str | None]:
+    """A set's `match`: the field and the pattern its records match, or neither."""
+    if match is None:
+        return None, None
+    if not isinstance(match, dict):
+        raise ConfigError(f"{where}: expected a mapping with field and pattern")
+    _check_known(match, where, {"field", "pattern"})
+    fld, pattern = match.get("field"), match.get("pattern")
+    if fld not in MATCH_FIELDS:
+        raise ConfigError(f"{where}.field: {fld!r} is not one of {', '.join(MATCH_FIELDS)}")
+    if not isinstance(pattern, str):
+        raise ConfigError(f"{where}.pattern: expected a regular expression")
+    return fld, check_pattern(pattern, f"{where}.pattern")
 
 
 PARTNER_KEYS = {"name", "base_url", "metadata_prefix", "sets", "schedule", "republish", "from", "quirks"}
@@ -618,60 +631,75 @@ def _parse_partners(items: list[Any]) -> tuple[Partner, ...]:
     stops `harvester` at once instead of becoming a failed run at 3 a.m."""
     partners: list[Partner] = []
     for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise ConfigError(f"partners[{i}]: expected a mapping with name and base_url")
-        name, url = item.get("name"), item.get("base_url")
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9\-_.]+", name):
-            raise ConfigError(f"partners[{i}].name: expected letters, digits, '-', '_' or '.', got {name!r}")
-        _sized("partners.name", name, f"partners[{i}].name")
-        where = f"partners.{name}"
-        _check_known(item, where, PARTNER_KEYS)
-        if any(p.name == name for p in partners):
-            raise ConfigError(f"partners[{i}].name: {name!r} is used twice")
-        if not isinstance(url, str) or not re.fullmatch(r"https?://\S+", url):
-            raise ConfigError(f"{where}.base_url: expected an http(s) URL, got {url!r}")
-        _sized("partners.base_url", url, f"{where}.base_url")
-        prefix = item.get("metadata_prefix") or formats.DEFAULT
-        if not isinstance(prefix, str) or not PREFIX_RE.fullmatch(prefix):
-            raise ConfigError(
-                f"{where}.metadata_prefix: {prefix!r} is not a metadataPrefix (letters, digits and -_.!~*'())"
-            )
-        _sized("partners.metadata_prefix", prefix, f"{where}.metadata_prefix")
-        sets = item.get("sets") or []
-        sets = [sets] if isinstance(sets, str) else sets
-        if not isinstance(sets, list) or not all(isinstance(s, str) for s in sets):
-            raise ConfigError(f"{where}.sets: expected a setSpec or a list of them")
-        _counted("partners.sets", sets, f"{where}.sets")
-        for spec in sets:
-            if not SPEC_RE.fullmatch(spec):
-                raise ConfigError(f"{where}.sets: {spec!r} is not a setSpec (letters, digits, -_.!~*'() and ':')")
-            _sized("partners.sets", spec, f"{where}.sets")
-        schedule = item.get("schedule") or {}
-        if schedule:
-            schedule_trigger(schedule, f"{where}.schedule")
-        elif not isinstance(schedule, dict):
-            raise ConfigError(f"{where}.schedule: expected a mapping (interval or cron)")
-        quirks = check_quirks(item.get("quirks") or {}, f"{where}.quirks")
-        republish = item.get("republish", True)
-        if not isinstance(republish, bool):
-            raise ConfigError(f"{where}.republish: expected true or false")
-        start = item.get("from")
-        max_page_mb, redirect_targets = _transport_limits(item, where)
-        partners.append(
-            Partner(
-                name=name,
-                base_url=url,
-                metadata_prefix=prefix,
-                sets=tuple(sets),
-                schedule=schedule,
-                republish=republish,
-                from_date=None if start is None else from_date(start, f"{where}.from"),
-                quirks=quirks,
-                max_page_mb=max_page_mb,
-                allow_redirects_to=redirect_targets,
-            )
-        )
+        partners.append(_parse_partner(item, i, {p.name for p in partners}))
     return tuple(partners)
+
+
+def _parse_partner(item: Any, i: int, taken: set[str]) -> Partner:
+    """The partner `partners[i]`; `taken`: the names of the partners before it."""
+    name = _partner_name(item, i, taken)
+    where = f"partners.{name}"
+    url = item.get("base_url")
+    if not isinstance(url, str) or not re.fullmatch(r"https?://\S+", url):
+        raise ConfigError(f"{where}.base_url: expected an http(s) URL, got {url!r}")
+    _sized("partners.base_url", url, f"{where}.base_url")
+    prefix = item.get("metadata_prefix") or formats.DEFAULT
+    if not isinstance(prefix, str) or not PREFIX_RE.fullmatch(prefix):
+        raise ConfigError(
+            f"{where}.metadata_prefix: {prefix!r} is not a metadataPrefix (letters, digits and -_.!~*'())"
+        )
+    _sized("partners.metadata_prefix", prefix, f"{where}.metadata_prefix")
+    sets = _partner_sets(item.get("sets") or [], f"{where}.sets")
+    schedule = item.get("schedule") or {}
+    if schedule:
+        schedule_trigger(schedule, f"{where}.schedule")
+    elif not isinstance(schedule, dict):
+        raise ConfigError(f"{where}.schedule: expected a mapping (interval or cron)")
+    quirks = check_quirks(item.get("quirks") or {}, f"{where}.quirks")
+    republish = item.get("republish", True)
+    if not isinstance(republish, bool):
+        raise ConfigError(f"{where}.republish: expected true or false")
+    start = item.get("from")
+    max_page_mb, redirect_targets = _transport_limits(item, where)
+    return Partner(
+        name=name,
+        base_url=url,
+        metadata_prefix=prefix,
+        sets=sets,
+        schedule=schedule,
+        republish=republish,
+        from_date=None if start is None else from_date(start, f"{where}.from"),
+        quirks=quirks,
+        max_page_mb=max_page_mb,
+        allow_redirects_to=redirect_targets,
+    )
+
+
+def _partner_name(item: Any, i: int, taken: set[str]) -> str:
+    """A partner's name, checked before anything else: the other keys' messages name it."""
+    if not isinstance(item, dict):
+        raise ConfigError(f"partners[{i}]: expected a mapping with name and base_url")
+    name = item.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9\-_.]+", name):
+        raise ConfigError(f"partners[{i}].name: expected letters, digits, '-', '_' or '.', got {name!r}")
+    _sized("partners.name", name, f"partners[{i}].name")
+    _check_known(item, f"partners.{name}", PARTNER_KEYS)
+    if name in taken:
+        raise ConfigError(f"partners[{i}].name: {name!r} is used twice")
+    return name
+
+
+def _partner_sets(sets: Any, where: str) -> tuple[str, ...]:
+    """A partner's `sets`: one setSpec or a list of them."""
+    sets = [sets] if isinstance(sets, str) else sets
+    if not isinstance(sets, list) or not all(isinstance(s, str) for s in sets):
+        raise ConfigError(f"{where}: expected a setSpec or a list of them")
+    _counted("partners.sets", sets, where)
+    for spec in sets:
+        if not SPEC_RE.fullmatch(spec):
+            raise ConfigError(f"{where}: {spec!r} is not a setSpec (letters, digits, -_.!~*'() and ':')")
+        _sized("partners.sets", spec, where)
+    return tuple(sets)
 
 
 class _Loader(yaml.SafeLoader):

@@ -73,6 +73,19 @@ def parse_seed(content: str) -> Seed:
     lines = [line.rstrip() for line in content.replace("\r\n", "\n").split("\n")]
     while lines and not lines[-1]:
         lines.pop()
+    date, title = _seed_head(lines)
+    marks = [i for i, line in enumerate(lines) if line.strip() in ELLIPSES]
+    if len(marks) < 2:
+        raise SeedError("expected two '[…]' lines around the document's text")
+    first, second = marks[0], marks[1]
+    note = " ".join(line.strip() for line in lines[2:first] if line.strip())
+    text = "\n".join(lines[first + 1 : second]).strip("\n")
+    summary, sections = _seed_tail(lines[second + 1 :])
+    return Seed(date, title, note, text, summary, sections)
+
+
+def _seed_head(lines: list[str]) -> tuple[str, str]:
+    """A seed's first two lines: its date and its title."""
     if len(lines) < 2:
         raise SeedError("too short: expected a date line and a title line")
     date = parse_date(lines[0])
@@ -81,13 +94,11 @@ def parse_seed(content: str) -> Seed:
     title = lines[1].strip()
     if not title:
         raise SeedError("line 2: the title is empty")
-    marks = [i for i, line in enumerate(lines) if line.strip() in ELLIPSES]
-    if len(marks) < 2:
-        raise SeedError("expected two '[…]' lines around the document's text")
-    first, second = marks[0], marks[1]
-    note = " ".join(line.strip() for line in lines[2:first] if line.strip())
-    text = "\n".join(lines[first + 1 : second]).strip("\n")
-    rest = lines[second + 1 :]
+    return date, title
+
+
+def _seed_tail(rest: list[str]) -> tuple[str, dict[str, list[str]]]:
+    """What follows the document's text: a one-line summary, then labelled sections."""
     summary = ""
     sections: dict[str, list[str]] = {}
     current: str | None = None
@@ -96,16 +107,16 @@ def parse_seed(content: str) -> Seed:
         if stripped in SECTIONS:
             current = stripped
             sections.setdefault(current, [])
-        elif current is None:
-            if stripped and not summary:
-                summary = stripped
-            elif stripped:
-                raise SeedError(f"unexpected line before 'Author(s):': {stripped[:60]!r}")
+        elif current is not None:
+            if stripped:
+                sections[current].append(stripped)
+        elif stripped and summary:
+            raise SeedError(f"unexpected line before 'Author(s):': {stripped[:60]!r}")
         elif stripped:
-            sections[current].append(stripped)
+            summary = stripped
     if "Rights" not in sections and "Author(s):" not in sections:
         raise SeedError("no labelled sections (Author(s):, …, Rights) after the summary")
-    return Seed(date, title, note, text, summary, sections)
+    return summary, sections
 
 
 def local_identifier(cfg: Config, stem: str) -> str:

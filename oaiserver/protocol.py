@@ -186,49 +186,65 @@ def _problem(value: str) -> str:
 
 def check(pairs: Sequence[tuple[str, str]]) -> Request:
     """Hold the arguments to the table and the syntax rules; raise every problem found."""
-    verbs = [v for k, v in pairs if k == "verb"]
-    if not verbs:
-        raise e.OAIErrors([e.BadVerb("The verb argument is missing.")])
-    if len(verbs) > 1:
-        raise e.OAIErrors([e.BadVerb("The verb argument is repeated.")])
-    verb = verbs[0]
-    if verb not in ARGUMENTS:
-        shown = "an illegal value" if _illegal(verb) else repr(verb)
-        raise e.OAIErrors([e.BadVerb(f"The verb {shown} is not an OAI-PMH verb.")])
-
-    table = ARGUMENTS[verb]
-    problems: list[e.OAIError] = []
-    args: dict[str, str] = {}
-    for name, value in pairs:
-        if name == "verb":
-            continue
-        if _illegal(name):
-            problems.append(e.BadArgument(f"An argument name {_problem(name)}."))
-        elif name not in table:
-            problems.append(e.BadArgument(f"{name!r} is not an argument of {verb}."))
-        elif name in args:
-            problems.append(e.BadArgument(f"The argument {name!r} is repeated."))
-        elif _illegal(value):
-            problems.append(e.BadArgument(f"The value of {name!r} {_problem(value)}."))
-            args[name] = value
-        else:
-            args[name] = value
-    if problems:
-        raise e.OAIErrors(problems)
-
+    verb = _verb(pairs)
+    args = _arguments(pairs, verb)
     if "resumptionToken" in args:
         others = sorted(k for k in args if k != "resumptionToken")
         if others:
             raise e.OAIErrors([e.BadArgument(f"resumptionToken is exclusive; remove {', '.join(others)}.")])
         return Request(verb, args)
-
-    for name, rule in table.items():
-        if rule == REQUIRED and name not in args:
-            problems.append(e.BadArgument(f"The required argument {name!r} is missing."))
+    problems: list[e.OAIError] = [
+        e.BadArgument(f"The required argument {name!r} is missing.")
+        for name, rule in ARGUMENTS[verb].items()
+        if rule == REQUIRED and name not in args
+    ]
     problems.extend(_syntax_problems(args))
     if problems:
         raise e.OAIErrors(problems)
     return Request(verb, args)
+
+
+def _verb(pairs: Sequence[tuple[str, str]]) -> str:
+    """The one verb of a request, or badVerb."""
+    verbs = [v for k, v in pairs if k == "verb"]
+    if not verbs:
+        raise e.OAIErrors([e.BadVerb("The verb argument is missing.")])
+    if len(verbs) > 1:
+        raise e.OAIErrors([e.BadVerb("The verb argument is repeated.")])
+    if verbs[0] not in ARGUMENTS:
+        shown = "an illegal value" if _illegal(verbs[0]) else repr(verbs[0])
+        raise e.OAIErrors([e.BadVerb(f"The verb {shown} is not an OAI-PMH verb.")])
+    return verbs[0]
+
+
+def _arguments(pairs: Sequence[tuple[str, str]], verb: str) -> dict[str, str]:
+    """The arguments other than the verb, by name, or a badArgument for each name or value that
+    cannot be taken. An illegal value is kept, so that a repeat of its name is reported too."""
+    problems: list[e.OAIError] = []
+    args: dict[str, str] = {}
+    for name, value in pairs:
+        if name == "verb":
+            continue
+        problem = _name_problem(name, verb, args)
+        if problem is None:
+            args[name] = value
+            if _illegal(value):
+                problem = e.BadArgument(f"The value of {name!r} {_problem(value)}.")
+        if problem is not None:
+            problems.append(problem)
+    if problems:
+        raise e.OAIErrors(problems)
+    return args
+
+
+def _name_problem(name: str, verb: str, taken: dict[str, str]) -> e.OAIError | None:
+    if _illegal(name):
+        return e.BadArgument(f"An argument name {_problem(name)}.")
+    if name not in ARGUMENTS[verb]:
+        return e.BadArgument(f"{name!r} is not an argument of {verb}.")
+    if name in taken:
+        return e.BadArgument(f"The argument {name!r} is repeated.")
+    return None
 
 
 def _syntax_problems(args: dict[str, str]) -> list[e.OAIError]:
@@ -337,7 +353,16 @@ def list_sets(args: dict[str, str], repo: Repository, answer: Answer) -> SetsRes
     resumption = None
     if start + size < len(repo.sets):
         token, expires = repo.tokens.issue(
-            ListState("ListSets", "", None, None, None, None, start + size, len(repo.sets))
+            ListState(
+                verb="ListSets",
+                prefix="",
+                start=None,
+                end=None,
+                set_spec=None,
+                last=None,
+                cursor=start + size,
+                total=len(repo.sets),
+            )
         )
         resumption = Resumption(token, start, len(repo.sets), expires)
     elif start > 0:
@@ -365,66 +390,90 @@ def _list(args: dict[str, str], repo: Repository, answer: Answer, verb: str) -> 
     # Tokens hold a key and a cursor, not a page number: a view and /oai may page one list
     # at different sizes.
     size = min(repo.config.page_size, VIEW_PAGE_SIZE) if answer.detailed else repo.config.page_size
-    following = None
     if "resumptionToken" in args:
-        state = repo.tokens.read(args["resumptionToken"], verb)
-        if state.prefix not in repo.formats or (
-            state.set_spec is not None and state.set_spec not in {s.spec for s in repo.sets}
-        ):
-            raise e.BadResumptionToken("The resumptionToken names a format or a set this repository does not have.")
-        query = ListQuery(state.prefix, state.start, state.end, state.set_spec)
-        after, cursor, total, following = state.last, state.cursor, state.total, state.next
+        state = _resumed(args["resumptionToken"], repo, verb)
     else:
-        prefix = args["metadataPrefix"]
-        problems: list[e.OAIError] = []
-        if prefix not in repo.formats:
-            problems.append(e.CannotDisseminateFormat())
-        if "set" in args and not repo.sets:
-            problems.append(e.NoSetHierarchy())
-        if problems:
-            raise e.OAIErrors(problems)
-        start = parse_datestamp(args["from"])[0] if "from" in args else None
-        end = parse_datestamp(args["until"], end_of_day=True)[0] if "until" in args else None
-        # Freeze the list: every write stamped before `frozen` has committed, and no later
-        # write can be stamped at or before `frozen - 1`.
-        frozen = repo.store.freeze()
-        answer.response_date = frozen
-        end = frozen - 1 if end is None else min(end, frozen - 1)
-        query = ListQuery(prefix, start, end, args.get("set"))
-        total = repo.store.count(query) if start is None or start <= end else 0
-        if total == 0:
-            raise e.NoRecordsMatch()
-        after, cursor = None, 0
+        state = _started(args, repo, answer, verb)
+    query = ListQuery(state.prefix, state.start, state.end, state.set_spec)
     with_metadata = verb == "ListRecords"
-    rows: list[Header] | list[Rendered] = (
-        repo.store.page_headers(query, after, size + 1, with_metadata=with_metadata)
-        if answer.detailed
-        else repo.store.page_rendered(query, after, size + 1, with_metadata=with_metadata)
-    )
-    if not rows and after is None:  # every record changed between the count and the page
+    rows = _page(repo, query, state.last, size + 1, with_metadata=with_metadata, detailed=answer.detailed)
+    if not rows and state.last is None:  # every record changed between the count and the page
         raise e.NoRecordsMatch()
     if not rows:
-        return _last_of_changed(repo, query, following, cursor, total, with_metadata, rendered=not answer.detailed)
+        return _last_of_changed(
+            repo, query, state.next, state.cursor, state.total, with_metadata, rendered=not answer.detailed
+        )
     resumption = None
     if len(rows) > size:
         last = rows[size - 1]
-        state = ListState(
-            verb,
-            query.prefix,
-            query.start,
-            query.end,
-            query.set_spec,
-            (last.datestamp, last.identifier),
-            cursor + size,
-            total,
-            rows[size].identifier,
+        following = state._replace(
+            last=(last.datestamp, last.identifier), cursor=state.cursor + size, next=rows[size].identifier
         )
-        token, expires = repo.tokens.issue(state)
+        token, expires = repo.tokens.issue(following)
         rows = rows[:size]
-        resumption = Resumption(token, cursor, max(total, cursor + size + 1), expires)
-    elif after is not None:
-        resumption = Resumption("", cursor, max(total, cursor + len(rows)), None)
+        resumption = Resumption(token, state.cursor, max(state.total, state.cursor + size + 1), expires)
+    elif state.last is not None:
+        resumption = Resumption("", state.cursor, max(state.total, state.cursor + len(rows)), None)
     return ListResult(rows, with_metadata, resumption)
+
+
+def _resumed(token: str, repo: Repository, verb: str) -> ListState:
+    """Where the list a token continues stands, if this repository still has its format and set."""
+    state = repo.tokens.read(token, verb)
+    if state.prefix not in repo.formats or (
+        state.set_spec is not None and state.set_spec not in {s.spec for s in repo.sets}
+    ):
+        raise e.BadResumptionToken("The resumptionToken names a format or a set this repository does not have.")
+    return state
+
+
+def _started(args: dict[str, str], repo: Repository, answer: Answer, verb: str) -> ListState:
+    """A new list, before its first page: its arguments checked against the repository, its
+    `until` frozen and its records counted."""
+    prefix = args["metadataPrefix"]
+    problems: list[e.OAIError] = []
+    if prefix not in repo.formats:
+        problems.append(e.CannotDisseminateFormat())
+    if "set" in args and not repo.sets:
+        problems.append(e.NoSetHierarchy())
+    if problems:
+        raise e.OAIErrors(problems)
+    start = parse_datestamp(args["from"])[0] if "from" in args else None
+    end = parse_datestamp(args["until"], end_of_day=True)[0] if "until" in args else None
+    # Freeze the list: every write stamped before `frozen` has committed, and no later
+    # write can be stamped at or before `frozen - 1`.
+    frozen = repo.store.freeze()
+    answer.response_date = frozen
+    end = frozen - 1 if end is None else min(end, frozen - 1)
+    query = ListQuery(prefix, start, end, args.get("set"))
+    total = repo.store.count(query) if start is None or start <= end else 0
+    if total == 0:
+        raise e.NoRecordsMatch()
+    return ListState(
+        verb=verb,
+        prefix=prefix,
+        start=start,
+        end=end,
+        set_spec=query.set_spec,
+        last=None,
+        cursor=0,
+        total=total,
+    )
+
+
+def _page(
+    repo: Repository,
+    query: ListQuery,
+    after: tuple[int, str] | None,
+    limit: int,
+    *,
+    with_metadata: bool,
+    detailed: bool,
+) -> list[Header] | list[Rendered]:
+    """Up to `limit` rows after the key `after`: Header fields for people's views, stored XML else."""
+    if detailed:
+        return repo.store.page_headers(query, after, limit, with_metadata=with_metadata)
+    return repo.store.page_rendered(query, after, limit, with_metadata=with_metadata)
 
 
 def _last_of_changed(

@@ -169,46 +169,66 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc]
     def receive(self, conn: Connection, data: bytes) -> None:
         state = self.reading[conn]
         state.buffer += data
-        if state.parser is None:
-            blank = HEAD_END.search(state.buffer)
-            if blank is None:
-                if len(state.buffer) > HEADER_LIMIT:
-                    self.refuse(
-                        conn,
-                        "431 Request Header Fields Too Large",
-                        f"The request's header block passes {HEADER_LIMIT} bytes.",
-                    )
+        parser = state.parser
+        if parser is None:
+            parser = self.start_body(conn, state)
+            if parser is None:
                 return
-            head = bytes(state.buffer[: blank.start()]).lower()
-            if b"\ncontent-length:" not in head and b"\ntransfer-encoding:" not in head:
-                self.dispatch(conn, truncated=False)  # no body (RFC 9112, 6.3): every GET, fast
-                return
-            state.parser = h11.Connection(h11.SERVER, max_incomplete_event_size=HEADER_LIMIT)
             data = bytes(state.buffer)
-        state.parser.receive_data(data)
+        parser.receive_data(data)
         try:
-            while True:
-                event = state.parser.next_event()
-                if event is h11.NEED_DATA:
-                    if len(state.buffer) > BUFFER_LIMIT:  # the framing, not the content, is large
-                        message = f"The request's chunked framing passes {BUFFER_LIMIT} bytes."
-                        self.refuse(conn, "400 Bad Request", message)
-                    return
-                if isinstance(event, h11.Request) and state.parser.they_are_waiting_for_100_continue:
-                    state.continued = True
-                    conn.sock.send(CONTINUE)  # 25 bytes into an empty send buffer
-                elif isinstance(event, h11.Data):
-                    state.body += len(event.data)
-                    if state.body >= BODY_LIMIT:
-                        self.dispatch(conn, truncated=True)
-                        return
-                elif isinstance(event, h11.EndOfMessage):
-                    self.dispatch(conn, truncated=False)
-                    return
+            self.follow_body(conn, state, parser)
         except (h11.ProtocolError, OSError) as exc:
             # Refused here, not handed on: a thread would wait on the socket for a body whose end
             # is unknown.
             self.refuse(conn, "400 Bad Request", f"The request's body is not framed correctly: {str(exc)[:200]}")
+
+    def start_body(self, conn: Connection, state: Reading) -> h11.Connection | None:
+        """Once the header block is in and announces a body, the h11 parser that will read it;
+        None while the block is incomplete, or when the request is refused or has no body (it
+        has then been handed on)."""
+        blank = HEAD_END.search(state.buffer)
+        if blank is None:
+            if len(state.buffer) > HEADER_LIMIT:
+                self.refuse(
+                    conn,
+                    "431 Request Header Fields Too Large",
+                    f"The request's header block passes {HEADER_LIMIT} bytes.",
+                )
+            return None
+        head = bytes(state.buffer[: blank.start()]).lower()
+        if b"\ncontent-length:" not in head and b"\ntransfer-encoding:" not in head:
+            self.dispatch(conn, truncated=False)  # no body (RFC 9112, 6.3): every GET, fast
+            return None
+        state.parser = h11.Connection(h11.SERVER, max_incomplete_event_size=HEADER_LIMIT)
+        return state.parser
+
+    def follow_body(self, conn: Connection, state: Reading, parser: h11.Connection) -> None:
+        """Take the parser's events until it needs more bytes or the request is handed on."""
+        while True:
+            event = parser.next_event()
+            if event is h11.NEED_DATA:
+                if len(state.buffer) > BUFFER_LIMIT:  # the framing, not the content, is large
+                    message = f"The request's chunked framing passes {BUFFER_LIMIT} bytes."
+                    self.refuse(conn, "400 Bad Request", message)
+                return
+            if self.take_event(conn, state, parser, event):
+                return
+
+    def take_event(self, conn: Connection, state: Reading, parser: h11.Connection, event: Any) -> bool:
+        """Act on one event of a request with a body; True once the request is handed on."""
+        if isinstance(event, h11.Request) and parser.they_are_waiting_for_100_continue:
+            state.continued = True
+            conn.sock.send(CONTINUE)  # 25 bytes into an empty send buffer
+        elif isinstance(event, h11.Data):
+            state.body += len(event.data)
+            if state.body >= BODY_LIMIT:
+                self.dispatch(conn, truncated=True)
+                return True
+        elif isinstance(event, h11.EndOfMessage):
+            self.dispatch(conn, truncated=False)
+            return True
+        return False
 
     def dispatch(self, conn: Connection, *, truncated: bool) -> None:
         """Hand a received request to a thread, its bytes in the parser's buffer."""

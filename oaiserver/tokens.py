@@ -17,7 +17,8 @@ import hashlib
 import hmac
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from typing import NamedTuple
 
 from oaiserver.config import RANGES, SPEC_RE
 from oaiserver.errors import BadResumptionToken
@@ -26,9 +27,11 @@ from oaiserver.records import has_forbidden_chars
 _SALT = b"oai-pmh-resumption-token"
 
 
-@dataclass(frozen=True)
-class ListState:
-    """Where a list stands after a page: enough to produce the next one."""
+class ListState(NamedTuple):
+    """Where a list stands after a page: enough to produce the next one.
+
+    A token's payload is this row as a JSON array, field by field in this order (the key
+    `last` as a two-element array); `_CHECKS` below holds one check per field."""
 
     verb: str
     prefix: str
@@ -62,23 +65,44 @@ def _text(value: object) -> bool:
     return isinstance(value, str) and len(value) <= MAX_TEXT and not has_forbidden_chars(value)
 
 
+def _spec(value: object) -> bool:
+    return isinstance(value, str) and SPEC_RE.fullmatch(value) is not None
+
+
+def _key(value: object) -> bool:
+    return isinstance(value, list) and len(value) == 2 and _epoch(value[0]) and _text(value[1])
+
+
+def _optional(check: Callable[[object], bool]) -> Callable[[object], bool]:
+    return lambda value: value is None or check(value)
+
+
+_CHECKS: dict[str, Callable[[object], bool]] = {
+    "verb": _text,
+    "prefix": _text,
+    "start": _optional(_epoch),
+    "end": _optional(_epoch),
+    "set_spec": _optional(_spec),
+    "last": _optional(_key),
+    "cursor": _count,
+    "total": _count,
+    "next": _optional(_text),
+}
+# In the order of the fields; a field without a check fails here, when the module is imported.
+_FIELD_CHECKS = tuple(_CHECKS[name] for name in ListState._fields)
+_LAST = ListState._fields.index("last")
+
+
 def _state(fields: object) -> ListState | None:
     """The state a token's payload describes, if every field has its type and range."""
-    if not isinstance(fields, list) or len(fields) != 9:
+    if not isinstance(fields, list) or len(fields) != len(_FIELD_CHECKS):
         return None
-    verb, prefix, start, end, set_spec, last, cursor, total, following = fields
-    if not (_text(verb) and _text(prefix) and _count(cursor) and _count(total)):
-        return None
-    if not all(bound is None or _epoch(bound) for bound in (start, end)):
-        return None
-    if set_spec is not None and not (isinstance(set_spec, str) and SPEC_RE.fullmatch(set_spec)):
-        return None
-    if last is not None and not (isinstance(last, list) and len(last) == 2 and _epoch(last[0]) and _text(last[1])):
-        return None
-    if following is not None and not _text(following):
-        return None
-    key = (last[0], last[1]) if last else None
-    return ListState(verb, prefix, start, end, set_spec, key, cursor, total, following)
+    for check, value in zip(_FIELD_CHECKS, fields, strict=True):
+        if not check(value):
+            return None
+    if fields[_LAST] is not None:
+        fields[_LAST] = tuple(fields[_LAST])  # JSON gave a list
+    return ListState._make(fields)
 
 
 def _b64(data: bytes) -> str:
@@ -111,11 +135,9 @@ class Tokens:
 
     def issue(self, state: ListState) -> tuple[str, int]:
         """The token and its expiration time (epoch seconds), which the token carries."""
-        last = list(state.last) if state.last else None
-        payload = [state.verb, state.prefix, state.start, state.end, state.set_spec, last, state.cursor, state.total]
-        payload.append(state.next)
         expires = int(time.time()) + self.lifetime
-        body = f"{_b64(json.dumps(payload, separators=(',', ':'), ensure_ascii=False).encode())}.{expires}"
+        payload = json.dumps(state, separators=(",", ":"), ensure_ascii=False)  # a tuple: a JSON array
+        body = f"{_b64(payload.encode())}.{expires}"
         return f"{body}.{self._sign(body)}", expires
 
     def read(self, token: str, verb: str) -> ListState:

@@ -215,6 +215,20 @@ def write_config(path: Path, url: str, port: int, **server: Any) -> Path:
     return path
 
 
+def stop_group(proc: subprocess.Popen[Any]) -> None:
+    """Stop a process started in a session of its own, and the processes of its group (a
+    server's workers): SIGTERM, then SIGKILL if they are not all gone within 30 s."""
+    if proc.poll() is not None:
+        return
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
 class Gunicorn:
     """gunicorn in its own session, its output (access log included) in a file, so a busy
     server never blocks on a full pipe. By default it is `oaiserver serve`; `gthread` runs plain
@@ -298,14 +312,7 @@ class Gunicorn:
         raise AssertionError(f"gunicorn did not answer with all its workers within {timeout} s:\n{self.log()[-3000:]}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            with suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
+        stop_group(self.proc)
         self._log.close()
 
     def log(self) -> str:
@@ -442,36 +449,49 @@ def list_all(
         if time.monotonic() > deadline:
             raise ListError(f"{verb} {args}: not finished by the deadline after {pages} page(s)")
         response, elapsed = fetch(session, url, params, stats, deadline)
-        if response.status_code != 200:
-            raise ListError(f"{verb} {params}: HTTP {response.status_code}: {response.text[:300]}")
-        body = response.content
-        doc = validate(body) if validate_first and pages == 0 else etree.fromstring(body)
+        doc = _page_document(response, f"{verb} {params}", validate_first and pages == 0)
         pages += 1
-        if not response_date:
-            response_date = doc.findtext("oai:responseDate", namespaces=NS) or ""
+        response_date = response_date or doc.findtext("oai:responseDate", namespaces=NS) or ""
         codes = [e.get("code") for e in doc.iter(f"{OAI}error")]
         if codes == ["noRecordsMatch"] and pages == 1:
             return Listing([], response_date, pages, sizes)
         if codes:
             raise ListError(f"{verb} {params}: OAI errors {codes}")
-        page = [
-            Header(
-                h.findtext(f"{OAI}identifier") or "", h.findtext(f"{OAI}datestamp") or "", h.get("status") == "deleted"
-            )
-            for h in doc.iter(f"{OAI}header")
-        ]
+        page = _page_headers(doc)
         headers += page
         if stats is not None:
             stats.add_page(elapsed, len(page))
-        token = doc.find(f".//{OAI}resumptionToken")
-        if token is not None and token.get("completeListSize"):
-            sizes.add(int(token.get("completeListSize") or 0))
-        if token is None or not (token.text or "").strip():
+        token = _page_token(doc, sizes)
+        if not token:
             if stats is not None:
                 with stats.lock:
                     stats.lists += 1
             return Listing(headers, response_date, pages, sizes)
-        params = {"verb": verb, "resumptionToken": (token.text or "").strip()}
+        params = {"verb": verb, "resumptionToken": token}
+
+
+def _page_document(response: requests.Response, request: str, validating: bool) -> Any:
+    """A page's parsed XML (validated against the schemas if `validating`), if it is HTTP 200."""
+    if response.status_code != 200:
+        raise ListError(f"{request}: HTTP {response.status_code}: {response.text[:300]}")
+    return validate(response.content) if validating else etree.fromstring(response.content)
+
+
+def _page_headers(doc: Any) -> list[Header]:
+    return [
+        Header(h.findtext(f"{OAI}identifier") or "", h.findtext(f"{OAI}datestamp") or "", h.get("status") == "deleted")
+        for h in doc.iter(f"{OAI}header")
+    ]
+
+
+def _page_token(doc: Any, sizes: set[int]) -> str:
+    """A page's resumption token, "" on the last page; adds the completeListSize it announces to `sizes`."""
+    token = doc.find(f".//{OAI}resumptionToken")
+    if token is None:
+        return ""
+    if token.get("completeListSize"):
+        sizes.add(int(token.get("completeListSize") or 0))
+    return (token.text or "").strip()
 
 
 def duplicates(values: list[str]) -> list[str]:

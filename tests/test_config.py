@@ -146,6 +146,54 @@ def test_a_bad_partner_setting_is_refused_by_name_when_the_file_loads(tmp_path: 
         load(write_config(tmp_path, text))
 
 
+P = {"name": "p", "base_url": "http://127.0.0.1:9/oai"}
+BAD_PARTNER_LISTS: dict[str, tuple[list[Any], str]] = {
+    "not a mapping": (["p"], r"^partners\[0\]: expected a mapping with name and base_url$"),
+    "a bad name": ([{**P, "name": "p q"}], r"^partners\[0\]\.name: expected letters, digits"),
+    "a name twice": ([P, P], r"^partners\[1\]\.name: 'p' is used twice$"),
+    "an unknown key before a name twice": ([P, {**P, "x": 1}], r"^partners\.p\.x: unknown key"),
+    "no base_url": ([{"name": "p"}], r"^partners\.p\.base_url: expected an http\(s\) URL, got None$"),
+    "sets not a list": ([{**P, "sets": {"a": 1}}], r"^partners\.p\.sets: expected a setSpec or a list of them$"),
+    "a bad from after bad limits": (
+        [{**P, "from": "x", "max_page_mb": 0}],
+        r"^partners\.p\.max_page_mb: expected a whole number",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PARTNER_LISTS))
+def test_a_bad_partner_list_is_refused_by_name(tmp_path: Path, case: str) -> None:
+    partners, message = BAD_PARTNER_LISTS[case]
+    with pytest.raises(ConfigError, match=message):
+        from_mapping(config_with(tmp_path, partners=partners))
+
+
+S = {"spec": "s", "name": "S"}
+BAD_SETS: dict[str, tuple[list[Any], str]] = {
+    "not a mapping": (["s"], r"^sets\[0\]: expected a mapping with spec, name, match$"),
+    "an unknown key": ([{**S, "colour": "blue"}], r"^sets\[0\]\.colour: unknown key"),
+    "a bad spec": ([{**S, "spec": "a b"}], r"^sets\[0\]\.spec: 'a b' is not a setSpec"),
+    "a spec twice": ([S, S], r"^sets\[1\]\.spec: 's' is defined twice$"),
+    "a spec twice before a bad name": ([S, {**S, "name": ""}], r"^sets\[1\]\.spec: 's' is defined twice$"),
+    "an empty name": ([{**S, "name": " "}], r"^sets\[0\]\.name: expected a non-empty string$"),
+    "a match not a mapping": ([{**S, "match": "title"}], r"^sets\[0\]\.match: expected a mapping with field"),
+    "an unknown match key": ([{**S, "match": {"x": 1}}], r"^sets\[0\]\.match\.x: unknown key"),
+    "an unknown field": (
+        [{**S, "match": {"field": "colour", "pattern": "x"}}],
+        r"^sets\[0\]\.match\.field: 'colour' is not one of title, ",
+    ),
+    "no pattern": ([{**S, "match": {"field": "title"}}], r"^sets\[0\]\.match\.pattern: expected a regular"),
+    "a description not text": ([{**S, "description": 3}], r"^sets\[0\]\.description: expected a string$"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SETS))
+def test_a_bad_set_is_refused_by_name(tmp_path: Path, case: str) -> None:
+    sets, message = BAD_SETS[case]
+    with pytest.raises(ConfigError, match=message):
+        from_mapping(config_with(tmp_path, sets=sets))
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
@@ -204,6 +252,23 @@ def test_a_pattern_that_can_backtrack_catastrophically_is_refused(tmp_path: Path
     sets = [{"spec": "s", "name": "S", "match": {"field": "title", "pattern": pattern}}]
     with pytest.raises(ConfigError, match=r"^sets\[0\]\.match\.pattern: .* can take exponential time to match"):
         from_mapping(config_with(tmp_path, sets=sets))
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        ("(a+)+", "a repetition inside a repetition"),
+        ("(?=(a+)+)", "a repetition inside a repetition"),
+        ("(?!(a*)*)", "a repetition of something that can match nothing"),
+        ("(?>(a+)+)", "a repetition inside a repetition"),
+        ("(a?){30}", "a repetition of something that can match nothing"),
+        ("(?:b|(a|ab)+)", "repeated alternatives that can match the same text"),
+        ("(a|)+b", "a repetition of something that can match nothing"),
+    ],
+)
+def test_a_refused_pattern_says_why(pattern: str, reason: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(reason)):
+        check_pattern(pattern, "sets[0].match.pattern")
 
 
 @pytest.mark.parametrize(

@@ -753,7 +753,16 @@ def test_tampered_tokens_are_bad_resumption_tokens(pg_url: str, source: Store) -
     middle = len(token) // 2
     flipped = token[:middle] + ("A" if token[middle] != "A" else "B") + token[middle + 1 :]
     forged, _ = Tokens("not-our-secret", 3600).issue(
-        ListState("ListIdentifiers", "oai_dc", None, None, None, (0, ""), 0, 10**6)
+        ListState(
+            verb="ListIdentifiers",
+            prefix="oai_dc",
+            start=None,
+            end=None,
+            set_spec=None,
+            last=(0, ""),
+            cursor=0,
+            total=10**6,
+        )
     )
 
     def codes(t: str, verb: str = "ListIdentifiers") -> list[str | None]:

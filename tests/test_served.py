@@ -21,7 +21,7 @@ import requests
 import sqlalchemy as sa
 import yaml
 from conftest import PG_URL, validate
-from loadkit import BIN, free_port
+from loadkit import BIN, free_port, stop_group
 
 from oaiserver import create_app
 from oaiserver.config import from_mapping, load
@@ -109,14 +109,7 @@ class Served:
         return self.stderr_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            with suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
+        stop_group(self.proc)
         self._out.close()
         self._err.close()
         for folder in Path(tempfile.gettempdir()).glob(f"oaiserver-metrics-{self.proc.pid}-*"):

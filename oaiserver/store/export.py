@@ -3,7 +3,6 @@ writes and reads the files)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -11,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from oaiserver.records import Record
-from oaiserver.store.read import _metadata, decode_dc
+from oaiserver.store.read import _metadata, record_of_row
 from oaiserver.store.schema import formats, harvest_runs, harvest_state, records, settings
 
 if TYPE_CHECKING:
@@ -58,20 +57,7 @@ def iter_stored_in(conn: Connection, batch: int = 1000) -> Iterator[Stored]:
         if not rows:
             return
         for row in rows:
-            record = Record(
-                identifier=row.identifier,
-                dc=decode_dc(row.dc),
-                sets=row.setspecs.split(),
-                deleted=row.deleted,
-                source=row.source,
-                datestamp=row.datestamp,
-                metadata=dict(sorted(fmts.get(row.id, {}).items())),
-                fulltext=row.fulltext,
-                raw_xml=row.raw_xml,
-                provenance=json.loads(row.provenance) if row.provenance else None,
-                about=row.about,
-            )
-            yield Stored(record, row.content_hash)
+            yield Stored(record_of_row(row, dict(sorted(fmts.get(row.id, {}).items()))), row.content_hash)
         last = rows[-1].identifier
 
 

@@ -29,19 +29,7 @@ class Reads(Transactions):
                 r.prefix: _metadata(r.record, row.about)
                 for r in conn.execute(sa.select(formats).where(formats.c.record_id == row.id))
             }
-        return Record(
-            identifier=row.identifier,
-            dc=decode_dc(row.dc),
-            sets=row.setspecs.split(),
-            deleted=row.deleted,
-            source=row.source,
-            datestamp=row.datestamp,
-            metadata={p: x or "" for p, x in fmts.items()},
-            fulltext=row.fulltext,
-            raw_xml=row.raw_xml,
-            provenance=json.loads(row.provenance) if row.provenance else None,
-            about=row.about,
-        )
+        return record_of_row(row, {p: x or "" for p, x in fmts.items()})
 
     def header(self, identifier: str, prefix: str) -> Header | None:
         """GetRecord's one row: the header and the fragment for `prefix` (None if it has none)."""
@@ -181,6 +169,23 @@ def decode_dc(text: str) -> list[DCValue]:
         element, lang, value = item.split(_FIELD, 2)
         values.append(DCValue(element, value, lang or None))
     return values
+
+
+def record_of_row(row: Any, metadata: dict[str, str]) -> Record:
+    """The record a row of `records` holds, with its metadata (prefix -> XML) read from `formats`."""
+    return Record(
+        identifier=row.identifier,
+        dc=decode_dc(row.dc),
+        sets=row.setspecs.split(),
+        deleted=row.deleted,
+        source=row.source,
+        datestamp=row.datestamp,
+        metadata=metadata,
+        fulltext=row.fulltext,
+        raw_xml=row.raw_xml,
+        provenance=json.loads(row.provenance) if row.provenance else None,
+        about=row.about,
+    )
 
 
 def _metadata(record: bytes, about: str | None) -> str | None:

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -45,6 +45,64 @@ class WriteResult:
         self.rejected += other.rejected
         self.refused += other.refused
         return self
+
+
+class _Stored(NamedTuple):
+    """What a write reads of a row the store holds."""
+
+    id: int
+    content_hash: str
+    source: str
+
+
+@dataclass
+class _Plan:
+    """What one pass of a write does: rows for each statement (each in key order), and the
+    datestamp and header of every record whose exposed content changes."""
+
+    inserts: list[tuple[Any, ...]] = field(default_factory=list)
+    updates: list[tuple[Any, ...]] = field(default_factory=list)
+    refreshes: list[tuple[Any, ...]] = field(default_factory=list)
+    stamps: dict[str, int] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _plan(
+    by_id: dict[str, Prepared],
+    existing: dict[str, _Stored],
+    stamp: int,
+    result: WriteResult,
+    *,
+    keep_datestamps: bool,
+    guard_source: bool,
+) -> _Plan:
+    """Insert, update, refresh or refuse each record (refusals go into `result`)."""
+    plan = _Plan()
+    for identifier, (record, digest, setspecs, dc, provenance, *_) in by_id.items():
+        old = existing.get(identifier)
+        if guard_source and old is not None and old.source != record.source:
+            result.refused.append((identifier, old.source))
+            continue
+        if old is not None and old.content_hash == digest:
+            # Exposed content is identical: keep the datestamp (and the served <about>, which
+            # must not change under an old datestamp); refresh what is not served.
+            plan.refreshes.append((record.source, setspecs, dc, record.fulltext, record.raw_xml, provenance, old.id))
+            continue
+        own_stamp = record.datestamp if keep_datestamps and record.datestamp is not None else stamp
+        plan.stamps[identifier] = own_stamp
+        plan.headers[identifier] = header = header_xml(identifier, own_stamp, record.deleted, setspecs.split())
+        values = (own_stamp, record.deleted, record.source, setspecs, digest, dc, record.fulltext,
+                  record.raw_xml, provenance, record.about, header)  # fmt: skip
+        if old is None:
+            plan.inserts.append((identifier, *values))
+        else:
+            plan.updates.append((*values, old.id))
+    # Rows in key order: concurrent writers on PostgreSQL then lock rows in one order, and the
+    # deadlock of two batches taking the same identifiers in opposite orders cannot happen.
+    plan.refreshes.sort(key=lambda row: row[-1])
+    plan.updates.sort(key=lambda row: row[-1])
+    plan.inserts.sort(key=lambda row: row[0])
+    return plan
 
 
 _collector_lock = threading.Lock()
@@ -178,76 +236,68 @@ class Writes(Transactions):
     ) -> dict[str, Prepared]:
         """One pass of `write_in`; returns the records to write again: inserts that lost a race,
         and guarded updates whose row another source took meanwhile."""
-        q = self._q
-        idents = list(by_id)
-        existing: dict[str, tuple[int, str, str]] = {}
-        for n in range(0, len(idents), 500):
-            part = idents[n : n + 500]
-            sql = f"SELECT identifier, id, content_hash, source FROM records WHERE identifier IN ({_marks(len(part))})"
-            cur.execute(q(sql), part)
-            existing.update((row[0], row[1:]) for row in cur.fetchall())
-        inserts: list[tuple[Any, ...]] = []
-        updates: list[tuple[Any, ...]] = []
-        refreshes: list[tuple[Any, ...]] = []
-        stamps: dict[str, int] = {}
-        headers: dict[str, str] = {}
-        for identifier, (record, digest, setspecs, dc, provenance, *_) in by_id.items():
-            old = existing.get(identifier)
-            if guard_source and old is not None and old[2] != record.source:
-                result.refused.append((identifier, old[2]))
-                continue
-            if old is not None and old[1] == digest:
-                # Exposed content is identical: keep the datestamp (and the served <about>, which
-                # must not change under an old datestamp); refresh what is not served.
-                refreshes.append((record.source, setspecs, dc, record.fulltext, record.raw_xml, provenance, old[0]))
-                continue
-            own_stamp = record.datestamp if keep_datestamps and record.datestamp is not None else stamp
-            stamps[identifier] = own_stamp
-            headers[identifier] = header = header_xml(identifier, own_stamp, record.deleted, setspecs.split())
-            values = (own_stamp, record.deleted, record.source, setspecs, digest, dc, record.fulltext,
-                      record.raw_xml, provenance, record.about, header)  # fmt: skip
-            if old is None:
-                inserts.append((identifier, *values))
-            else:
-                updates.append((*values, old[0]))
-        # Rows in key order: concurrent writers on PostgreSQL then lock rows in one order, and the
-        # deadlock of two batches taking the same identifiers in opposite orders cannot happen.
-        refreshes.sort(key=lambda row: row[-1])
-        updates.sort(key=lambda row: row[-1])
-        inserts.sort(key=lambda row: row[0])
+        existing = self._stored(cur, list(by_id))
+        plan = _plan(by_id, existing, stamp, result, keep_datestamps=keep_datestamps, guard_source=guard_source)
         # With guard_source an update applies only if the row still has the source read above: a
         # writer that took the identifier meanwhile (PostgreSQL) is not overwritten; the record
         # goes round again and is refused then.
         guard = " AND source=?" if guard_source else ""
-        by_row_id = {existing[i][0]: r for i, r in by_id.items() if i in existing} if guard_source else None
+        by_row_id = {existing[i].id: r for i, r in by_id.items() if i in existing} if guard_source else None
         lost: dict[str, Prepared] = {}  # records that go round again: rows another writer took meanwhile
-        if refreshes:
-            refreshes, left = self._guarded(
+        if plan.refreshes:
+            plan.refreshes, left = self._guarded(
                 cur,
                 "UPDATE records SET source=?, setspecs=?, dc=?, fulltext=?, raw_xml=?, provenance=? WHERE id=?" + guard,
-                refreshes,
+                plan.refreshes,
                 by_row_id,
             )
             lost.update(left)
         ids: dict[str, int] = {}
-        if updates:
-            updates, left = self._guarded(
+        if plan.updates:
+            plan.updates, left = self._guarded(
                 cur,
                 "UPDATE records SET datestamp=?, deleted=?, source=?, setspecs=?, content_hash=?, dc=?,"
                 " fulltext=?, raw_xml=?, provenance=?, about=?, header_xml=? WHERE id=?" + guard,
-                updates,
+                plan.updates,
                 by_row_id,
             )
             lost.update(left)
-            changed_ids = [(u[-1],) for u in updates]
-            cur.executemany(q("DELETE FROM formats WHERE record_id=?"), changed_ids)
-            cur.executemany(q("DELETE FROM set_members WHERE record_id=?"), changed_ids)
-            ids.update((i, existing[i][0]) for i in stamps if i in existing and i not in lost)
+            changed_ids = [(u[-1],) for u in plan.updates]
+            cur.executemany(self._q("DELETE FROM formats WHERE record_id=?"), changed_ids)
+            cur.executemany(self._q("DELETE FROM set_members WHERE record_id=?"), changed_ids)
+            ids.update((i, existing[i].id) for i in plan.stamps if i in existing and i not in lost)
+        inserted = self._insert_records(cur, plan.inserts, by_id, ids, lost)
+        self._index(cur, plan, by_id, ids, lost)
+        result.added += inserted
+        result.changed += len(plan.updates)
+        result.unchanged += len(plan.refreshes)
+        return lost
+
+    def _stored(self, cur: Any, idents: list[str]) -> dict[str, _Stored]:
+        """What the store holds of these identifiers, by identifier."""
+        existing: dict[str, _Stored] = {}
+        for n in range(0, len(idents), 500):
+            part = idents[n : n + 500]
+            sql = f"SELECT identifier, id, content_hash, source FROM records WHERE identifier IN ({_marks(len(part))})"
+            cur.execute(self._q(sql), part)
+            existing.update((row[0], _Stored._make(row[1:])) for row in cur.fetchall())
+        return existing
+
+    def _insert_records(
+        self,
+        cur: Any,
+        inserts: list[tuple[Any, ...]],
+        by_id: dict[str, Prepared],
+        ids: dict[str, int],
+        lost: dict[str, Prepared],
+    ) -> int:
+        """Insert new rows, adding their ids to `ids` and to `lost` the records whose identifier
+        another writer inserted meanwhile; returns how many were inserted."""
         inserted = 0
         for n in range(0, len(inserts), 500):
             rows = inserts[n : n + 500]
             cur.execute(
-                q(
+                self._q(
                     "INSERT INTO records (identifier, datestamp, deleted, source, setspecs, content_hash, dc,"
                     " fulltext, raw_xml, provenance, about, header_xml) VALUES "
                     + ",".join([_ROW12] * len(rows))
@@ -259,20 +309,22 @@ class Writes(Transactions):
             ids.update(got)
             inserted += len(got)
             lost.update((row[0], by_id[row[0]]) for row in rows if row[0] not in got)
+        return inserted
+
+    def _index(
+        self, cur: Any, plan: _Plan, by_id: dict[str, Prepared], ids: dict[str, int], lost: dict[str, Prepared]
+    ) -> None:
+        """The served records (in each format) and set memberships of the rows written."""
         format_rows: list[tuple[Any, ...]] = []
         member_rows: list[tuple[Any, ...]] = []
-        for identifier, own_stamp in stamps.items():
+        for identifier, own_stamp in plan.stamps.items():
             if identifier in lost:
                 continue
-            item, record_id, header = by_id[identifier], ids[identifier], headers[identifier]
+            item, record_id, header = by_id[identifier], ids[identifier], plan.headers[identifier]
             format_rows += [(record_id, prefix, with_header(header, body), own_stamp) for prefix, body in item.bodies]
             member_rows += [(spec, own_stamp, identifier, record_id) for spec in item.specs]
         self._insert_many(cur, "formats (record_id, prefix, record, datestamp)", format_rows)
         self._insert_many(cur, "set_members (spec, datestamp, identifier, record_id)", member_rows)
-        result.added += inserted
-        result.changed += len(updates)
-        result.unchanged += len(refreshes)
-        return lost
 
     def _insert_many(self, cur: Any, into: str, rows: list[tuple[Any, ...]], per_statement: int = 250) -> None:
         """Rows inserted a few hundred to a statement rather than one by one (executemany):
