@@ -159,6 +159,12 @@ def echo_on_bad_argument(ex: Exchange) -> None:
         ex.sub(r"<request>", f'<request verb="{ex.verb}">')
 
 
+def echo_nothing_on_error(ex: Exchange) -> None:
+    """pyoai's way: an error other than badVerb and badArgument echoes only the base URL."""
+    if b"<error " in ex.body and b'code="badVerb"' not in ex.body and b'code="badArgument"' not in ex.body:
+        ex.sub(r"<request [^>]*>", "<request>")
+
+
 def overlap_pages(ex: Exchange) -> None:
     if not main_listing(ex):
         return
@@ -310,6 +316,12 @@ FAULTS: tuple[Fault, ...] = (
           after=everywhere(r"(<request[^>]*>)[^<]*(</request>)", r"\1http://elsewhere.example.org/oai\2")),
     Fault("echo-reformatted", "<request> echoes from=YYYY-MM-DD as a time", {"request-echo": FAIL},
           after=echo_day_as_seconds),
+    # Arguments left out of <request> (3.2 limits its attributes to the arguments and their values, but
+    # does not say every argument must be there): a WARN, never a FAIL.
+    Fault("echo-nothing-on-error", "errors other than badVerb and badArgument echo no arguments (pyoai)",
+          {"request-echo": WARN}, after=echo_nothing_on_error),
+    Fault("echo-no-verb", "<request> never echoes the verb (oai-repo)", {"request-echo": WARN},
+          after=everywhere(r'(<request[^>]*?) verb="[^"]*"', r"\1")),
     Fault("echo-unescaped", "<request> echoes & unescaped", {"request-echo": FAIL, "well-formed": FAIL},
           after=echo_unescaped),
     Fault("response-date-offset", "responseDate with +00:00", {"response-date": FAIL},
