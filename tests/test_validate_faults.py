@@ -182,3 +182,20 @@ def test_the_demo_repository_passes_every_rule(tmp_path: Path, monkeypatch: pyte
         store.close()
     assert {name: (r.status, r.reason) for name, r in results.items() if r.status != v.PASS} == {}
     assert "of its descendant region:asia" in results["selective.set"].reason
+
+
+def test_an_empty_repository_gets_no_warning(tmp_path: Path) -> None:
+    """A repository with no records yet is correct (ListIdentifiers answers noRecordsMatch): the list
+    rules are skipped, saying why, and nothing is reported as FAIL or WARN."""
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    store = Store(url, clock=Clock(T0))
+    live = LiveServer(None)
+    live.server.app = create_app(make_config(url, repository__base_url=live.url), store=store)
+    try:
+        with live:
+            results = verdicts(live.url)
+    finally:
+        store.close()
+    assert {name: r.reason for name, r in results.items() if r.status in (v.FAIL, v.WARN)} == {}
+    assert results["list.unique"].status == v.SKIP
+    assert "noRecordsMatch" in results["list.unique"].reason

@@ -122,8 +122,8 @@ def _has_first_page(v: Validator, chain: Chain) -> bool:
     last = chain.last
     assert last is not None
     if chain.ending == "no-records":
-        v.note("list.unique", WARN, "ListIdentifiers answered noRecordsMatch: the repository lists nothing")
-        v.skip(LIST_RULES, "the repository lists no records")
+        # An empty repository is a correct one: nothing to check, nothing to warn about.
+        v.skip(LIST_RULES, "ListIdentifiers answered noRecordsMatch: the repository lists no records")
         return False
     if chain.ending == "error":
         v.note("list.unique", FAIL, f"ListIdentifiers p1 answered {last.why()}")
