@@ -239,6 +239,12 @@ def until_day_exclusive(ex: Exchange) -> None:
         ex.rewrite([(k, before if k == "until" else v) for k, v in ex.pairs])
 
 
+def refuse_until_alone(ex: Exchange) -> None:
+    """django-oai-pmh's way: until without from is refused (badArgument, echoing nothing)."""
+    if ex.verb == "ListIdentifiers" and "until" in ex.args and "from" not in ex.args:
+        ex.rewrite([(k, "never" if k == "until" else v) for k, v in ex.pairs])
+
+
 def set_without_descendants_before(ex: Exchange) -> None:
     token = ex.args.get("resumptionToken", "")
     if token.startswith("set~"):
@@ -372,6 +378,8 @@ FAULTS: tuple[Fault, ...] = (
     Fault("from-ignored", "from in seconds ignored", {"selective.from-until": FAIL}, before=ignore_from),
     Fault("until-day-exclusive", "until=YYYY-MM-DD leaves out that day", {"selective.day-inclusive": FAIL},
           before=until_day_exclusive),
+    Fault("until-alone-refused", "until without from answered badArgument", {"selective.day-inclusive": FAIL},
+          before=refuse_until_alone),
     Fault("set-without-descendants", "set=X leaves out X's descendant sets", {"selective.set": FAIL},
           before=set_without_descendants_before, after=set_without_descendants_after),
     Fault("crash-on-control", "HTTP 500 on control characters or invalid UTF-8", {"robust.arguments": FAIL},
@@ -391,6 +399,16 @@ FOREIGN_DESCRIPTION = Fault(
     {},
     after=on_verb("Identify", r"</Identify>", TOOLKIT + "</Identify>"),
 )
+
+
+def day_granularity(ex: Exchange) -> None:
+    """Identify declares YYYY-MM-DD and every datestamp is a day (our app reads day bounds as whole days)."""
+    ex.sub(r"<granularity>[^<]*<", "<granularity>YYYY-MM-DD<")
+    ex.sub(r"<(earliestDatestamp|datestamp)>(\d{4}-\d\d-\d\d)T[^<]*<", r"<\1>\2<")
+
+
+# Not a fault: a repository of day granularity must pass every rule.
+DAY_GRANULARITY = Fault("day-granularity", "a repository of day granularity", {}, after=day_granularity)
 
 
 class FaultyRepository:

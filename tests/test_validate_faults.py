@@ -8,6 +8,7 @@ The repository is our app over a small store (24 records in sets, 3 deleted, 5 t
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +16,19 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import Clock, LiveServer, make_config, make_record
-from faultyrepo import DELETED, FAULTS, FOREIGN_DESCRIPTION, PAGE_SIZE, RECORDS, SET_CYCLE, T0, Fault, FaultyRepository
+from faultyrepo import (
+    DAY_GRANULARITY,
+    DELETED,
+    FAULT,
+    FAULTS,
+    FOREIGN_DESCRIPTION,
+    PAGE_SIZE,
+    RECORDS,
+    SET_CYCLE,
+    T0,
+    Fault,
+    FaultyRepository,
+)
 from flask import Flask
 
 from oaiserver import create_app
@@ -110,6 +123,20 @@ def test_content_without_a_shipped_schema_is_not_checked_rather_than_failed(repo
     assert "not checked (no schema shipped): http://oai.dlib.vt.edu/OAI/metadata/toolkit" in (
         results["schema-valid"].reason
     )
+
+
+def test_a_repository_of_day_granularity_passes_every_rule(repository: Start) -> None:
+    """YYYY-MM-DD declared and every datestamp a day: selective harvesting is asked in days, and said so."""
+    results = verdicts(repository(DAY_GRANULARITY))
+    assert {n: r.reason for n, r in results.items() if r.status != v.PASS} == {}
+    assert results["identify.granularity"].reason == "YYYY-MM-DD"
+    assert re.fullmatch(r"from=(\S+) until=\1 lists \S+ \(\1\)", results["selective.from-until"].reason)
+
+
+def test_a_selective_list_that_breaks_off_says_why_and_links_the_failed_request(repository: Start) -> None:
+    result = verdicts(repository(FAULT["until-alone-refused"]))["selective.day-inclusive"]
+    assert "the list broke off (error: badArgument" in result.reason
+    assert "&until=" in result.requests[0] and "&from=" not in result.requests[0]
 
 
 def test_json_and_html_reports(repository: Start, tmp_path: Path) -> None:
