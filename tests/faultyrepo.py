@@ -411,6 +411,16 @@ def day_granularity(ex: Exchange) -> None:
 DAY_GRANULARITY = Fault("day-granularity", "a repository of day granularity", {}, after=day_granularity)
 
 
+def newest_first(ex: Exchange) -> None:
+    """ListRecords' first page holds the newest records (the last of ListIdentifiers' order)."""
+    if ex.verb == "ListRecords" and "resumptionToken" not in ex.args:
+        ex.rewrite([*ex.pairs, ("from", "2023-11-14T22:13:21Z")])  # T0 + 1: the second batch
+
+
+# Not a fault: ListRecords in another order than ListIdentifiers (the spec asks for none).
+NEWEST_FIRST = Fault("newest-first", "ListRecords ordered newest first", {}, before=newest_first)
+
+
 class FaultyRepository:
     """A WSGI app: `app` with `fault` (None: none) applied to every exchange."""
 

@@ -22,6 +22,7 @@ from faultyrepo import (
     FAULT,
     FAULTS,
     FOREIGN_DESCRIPTION,
+    NEWEST_FIRST,
     PAGE_SIZE,
     RECORDS,
     SET_CYCLE,
@@ -131,6 +132,17 @@ def test_a_repository_of_day_granularity_passes_every_rule(repository: Start) ->
     assert {n: r.reason for n, r in results.items() if r.status != v.PASS} == {}
     assert results["identify.granularity"].reason == "YYYY-MM-DD"
     assert re.fullmatch(r"from=(\S+) until=\1 lists \S+ \(\1\)", results["selective.from-until"].reason)
+
+
+@pytest.mark.parametrize("variation", [None, NEWEST_FIRST], ids=["as-is", "newest-first"])
+def test_a_repository_read_within_max_pages_gets_no_warning(repository: Start, variation: Fault | None) -> None:
+    """--max-pages=1 stops ListSets and ListIdentifiers early: the validator's limit, not a fault of the
+    repository, so what could not be seen is skipped (the last token) or not held against it (a record
+    of ListRecords' first page that ListIdentifiers would have listed further on)."""
+    results = verdicts(repository(variation), max_pages=1)
+    assert {n: r.reason for n, r in results.items() if r.status in (v.FAIL, v.WARN)} == {}
+    assert "--max-pages=1" in results["list.last-token"].reason and results["list.last-token"].status == v.SKIP
+    assert results["sets"].reason.endswith("stopped at --max-pages")
 
 
 def test_a_selective_list_that_breaks_off_says_why_and_links_the_failed_request(repository: Start) -> None:
