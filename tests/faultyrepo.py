@@ -421,6 +421,18 @@ def newest_first(ex: Exchange) -> None:
 NEWEST_FIRST = Fault("newest-first", "ListRecords ordered newest first", {}, before=newest_first)
 
 
+def busy_once(ex: Exchange) -> None:
+    """The first ListRecords is answered 503 with Retry-After: 1, as a repository under load may."""
+    if ex.verb == "ListRecords" and not ex.state.get("busy"):
+        ex.state["busy"] = True
+        ex.answer("503 Service Unavailable", b"busy")
+        ex.headers.append(("Retry-After", "1"))
+
+
+# Not a fault: 503 with Retry-After is 3.1.2.2's flow control.
+BUSY_ONCE = Fault("busy-once", "503 Retry-After: 1 once", {}, before=busy_once)
+
+
 class FaultyRepository:
     """A WSGI app: `app` with `fault` (None: none) applied to every exchange."""
 

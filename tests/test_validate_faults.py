@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import Clock, LiveServer, make_config, make_record
 from faultyrepo import (
+    BUSY_ONCE,
     DAY_GRANULARITY,
     DELETED,
     FAULT,
@@ -143,6 +144,12 @@ def test_a_repository_read_within_max_pages_gets_no_warning(repository: Start, v
     assert {n: r.reason for n, r in results.items() if r.status in (v.FAIL, v.WARN)} == {}
     assert "--max-pages=1" in results["list.last-token"].reason and results["list.last-token"].status == v.SKIP
     assert results["sets"].reason.endswith("stopped at --max-pages")
+
+
+def test_a_503_with_retry_after_is_waited_out_not_warned(repository: Start) -> None:
+    results = verdicts(repository(BUSY_ONCE))
+    assert {n: r.reason for n, r in results.items() if r.status != v.PASS} == {}
+    assert "HTTP 503 Retry-After 1 waited out and retried" in results["http-200"].reason
 
 
 def test_a_selective_list_that_breaks_off_says_why_and_links_the_failed_request(repository: Start) -> None:
