@@ -159,6 +159,12 @@ def echo_on_bad_argument(ex: Exchange) -> None:
         ex.sub(r"<request>", f'<request verb="{ex.verb}">')
 
 
+def echo_nothing_on_error(ex: Exchange) -> None:
+    """pyoai's way: an error other than badVerb and badArgument echoes only the base URL."""
+    if b"<error " in ex.body and b'code="badVerb"' not in ex.body and b'code="badArgument"' not in ex.body:
+        ex.sub(r"<request [^>]*>", "<request>")
+
+
 def overlap_pages(ex: Exchange) -> None:
     if not main_listing(ex):
         return
@@ -231,6 +237,12 @@ def until_day_exclusive(ex: Exchange) -> None:
 
         before = (date.fromisoformat(until) - timedelta(days=1)).isoformat()
         ex.rewrite([(k, before if k == "until" else v) for k, v in ex.pairs])
+
+
+def refuse_until_alone(ex: Exchange) -> None:
+    """django-oai-pmh's way: until without from is refused (badArgument, echoing nothing)."""
+    if ex.verb == "ListIdentifiers" and "until" in ex.args and "from" not in ex.args:
+        ex.rewrite([(k, "never" if k == "until" else v) for k, v in ex.pairs])
 
 
 def set_without_descendants_before(ex: Exchange) -> None:
@@ -310,6 +322,12 @@ FAULTS: tuple[Fault, ...] = (
           after=everywhere(r"(<request[^>]*>)[^<]*(</request>)", r"\1http://elsewhere.example.org/oai\2")),
     Fault("echo-reformatted", "<request> echoes from=YYYY-MM-DD as a time", {"request-echo": FAIL},
           after=echo_day_as_seconds),
+    # Arguments left out of <request> (3.2 limits its attributes to the arguments and their values, but
+    # does not say every argument must be there): a WARN, never a FAIL.
+    Fault("echo-nothing-on-error", "errors other than badVerb and badArgument echo no arguments (pyoai)",
+          {"request-echo": WARN}, after=echo_nothing_on_error),
+    Fault("echo-no-verb", "<request> never echoes the verb (oai-repo)", {"request-echo": WARN},
+          after=everywhere(r'(<request[^>]*?) verb="[^"]*"', r"\1")),
     Fault("echo-unescaped", "<request> echoes & unescaped", {"request-echo": FAIL, "well-formed": FAIL},
           after=echo_unescaped),
     Fault("response-date-offset", "responseDate with +00:00", {"response-date": FAIL},
@@ -360,6 +378,8 @@ FAULTS: tuple[Fault, ...] = (
     Fault("from-ignored", "from in seconds ignored", {"selective.from-until": FAIL}, before=ignore_from),
     Fault("until-day-exclusive", "until=YYYY-MM-DD leaves out that day", {"selective.day-inclusive": FAIL},
           before=until_day_exclusive),
+    Fault("until-alone-refused", "until without from answered badArgument", {"selective.day-inclusive": FAIL},
+          before=refuse_until_alone),
     Fault("set-without-descendants", "set=X leaves out X's descendant sets", {"selective.set": FAIL},
           before=set_without_descendants_before, after=set_without_descendants_after),
     Fault("crash-on-control", "HTTP 500 on control characters or invalid UTF-8", {"robust.arguments": FAIL},
@@ -379,6 +399,38 @@ FOREIGN_DESCRIPTION = Fault(
     {},
     after=on_verb("Identify", r"</Identify>", TOOLKIT + "</Identify>"),
 )
+
+
+def day_granularity(ex: Exchange) -> None:
+    """Identify declares YYYY-MM-DD and every datestamp is a day (our app reads day bounds as whole days)."""
+    ex.sub(r"<granularity>[^<]*<", "<granularity>YYYY-MM-DD<")
+    ex.sub(r"<(earliestDatestamp|datestamp)>(\d{4}-\d\d-\d\d)T[^<]*<", r"<\1>\2<")
+
+
+# Not a fault: a repository of day granularity must pass every rule.
+DAY_GRANULARITY = Fault("day-granularity", "a repository of day granularity", {}, after=day_granularity)
+
+
+def newest_first(ex: Exchange) -> None:
+    """ListRecords' first page holds the newest records (the last of ListIdentifiers' order)."""
+    if ex.verb == "ListRecords" and "resumptionToken" not in ex.args:
+        ex.rewrite([*ex.pairs, ("from", "2023-11-14T22:13:21Z")])  # T0 + 1: the second batch
+
+
+# Not a fault: ListRecords in another order than ListIdentifiers (the spec asks for none).
+NEWEST_FIRST = Fault("newest-first", "ListRecords ordered newest first", {}, before=newest_first)
+
+
+def busy_once(ex: Exchange) -> None:
+    """The first ListRecords is answered 503 with Retry-After: 1, as a repository under load may."""
+    if ex.verb == "ListRecords" and not ex.state.get("busy"):
+        ex.state["busy"] = True
+        ex.answer("503 Service Unavailable", b"busy")
+        ex.headers.append(("Retry-After", "1"))
+
+
+# Not a fault: 503 with Retry-After is 3.1.2.2's flow control.
+BUSY_ONCE = Fault("busy-once", "503 Retry-After: 1 once", {}, before=busy_once)
 
 
 class FaultyRepository:

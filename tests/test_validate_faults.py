@@ -8,6 +8,7 @@ The repository is our app over a small store (24 records in sets, 3 deleted, 5 t
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +16,21 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import Clock, LiveServer, make_config, make_record
-from faultyrepo import DELETED, FAULTS, FOREIGN_DESCRIPTION, PAGE_SIZE, RECORDS, SET_CYCLE, T0, Fault, FaultyRepository
+from faultyrepo import (
+    BUSY_ONCE,
+    DAY_GRANULARITY,
+    DELETED,
+    FAULT,
+    FAULTS,
+    FOREIGN_DESCRIPTION,
+    NEWEST_FIRST,
+    PAGE_SIZE,
+    RECORDS,
+    SET_CYCLE,
+    T0,
+    Fault,
+    FaultyRepository,
+)
 from flask import Flask
 
 from oaiserver import create_app
@@ -112,6 +127,37 @@ def test_content_without_a_shipped_schema_is_not_checked_rather_than_failed(repo
     )
 
 
+def test_a_repository_of_day_granularity_passes_every_rule(repository: Start) -> None:
+    """YYYY-MM-DD declared and every datestamp a day: selective harvesting is asked in days, and said so."""
+    results = verdicts(repository(DAY_GRANULARITY))
+    assert {n: r.reason for n, r in results.items() if r.status != v.PASS} == {}
+    assert results["identify.granularity"].reason == "YYYY-MM-DD"
+    assert re.fullmatch(r"from=(\S+) until=\1 lists \S+ \(\1\)", results["selective.from-until"].reason)
+
+
+@pytest.mark.parametrize("variation", [None, NEWEST_FIRST], ids=["as-is", "newest-first"])
+def test_a_repository_read_within_max_pages_gets_no_warning(repository: Start, variation: Fault | None) -> None:
+    """--max-pages=1 stops ListSets and ListIdentifiers early: the validator's limit, not a fault of the
+    repository, so what could not be seen is skipped (the last token) or not held against it (a record
+    of ListRecords' first page that ListIdentifiers would have listed further on)."""
+    results = verdicts(repository(variation), max_pages=1)
+    assert {n: r.reason for n, r in results.items() if r.status in (v.FAIL, v.WARN)} == {}
+    assert "--max-pages=1" in results["list.last-token"].reason and results["list.last-token"].status == v.SKIP
+    assert results["sets"].reason.endswith("stopped at --max-pages")
+
+
+def test_a_503_with_retry_after_is_waited_out_not_warned(repository: Start) -> None:
+    results = verdicts(repository(BUSY_ONCE))
+    assert {n: r.reason for n, r in results.items() if r.status != v.PASS} == {}
+    assert "HTTP 503 Retry-After 1 waited out and retried" in results["http-200"].reason
+
+
+def test_a_selective_list_that_breaks_off_says_why_and_links_the_failed_request(repository: Start) -> None:
+    result = verdicts(repository(FAULT["until-alone-refused"]))["selective.day-inclusive"]
+    assert "the list broke off (error: badArgument" in result.reason
+    assert "&until=" in result.requests[0] and "&from=" not in result.requests[0]
+
+
 def test_json_and_html_reports(repository: Start, tmp_path: Path) -> None:
     url = repository(next(f for f in FAULTS if f.name == "no-final-token"))
     page = tmp_path / "report.html"
@@ -182,3 +228,20 @@ def test_the_demo_repository_passes_every_rule(tmp_path: Path, monkeypatch: pyte
         store.close()
     assert {name: (r.status, r.reason) for name, r in results.items() if r.status != v.PASS} == {}
     assert "of its descendant region:asia" in results["selective.set"].reason
+
+
+def test_an_empty_repository_gets_no_warning(tmp_path: Path) -> None:
+    """A repository with no records yet is correct (ListIdentifiers answers noRecordsMatch): the list
+    rules are skipped, saying why, and nothing is reported as FAIL or WARN."""
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    store = Store(url, clock=Clock(T0))
+    live = LiveServer(None)
+    live.server.app = create_app(make_config(url, repository__base_url=live.url), store=store)
+    try:
+        with live:
+            results = verdicts(live.url)
+    finally:
+        store.close()
+    assert {name: r.reason for name, r in results.items() if r.status in (v.FAIL, v.WARN)} == {}
+    assert results["list.unique"].status == v.SKIP
+    assert "noRecordsMatch" in results["list.unique"].reason

@@ -17,7 +17,7 @@ from lxml import etree
 from oaiserver.validate.parsing import OAI, load_schema, one_line, parse
 from oaiserver.validate.report import results
 from oaiserver.validate.responses import inspect
-from oaiserver.validate.rules import FAIL, WARN, Note, Result, rule_names
+from oaiserver.validate.rules import FAIL, PASS, Note, Result, rule_names
 from oaiserver.validate.steps import STEPS, check_identify
 
 log = logging.getLogger("oaiserver.validate")
@@ -209,11 +209,12 @@ class Validator:
         return r, bytes(body)
 
     def _retry_after(self, r: requests.Response, subject: str) -> bool:
-        """Wait out a 503 that asks for at most MAX_RETRY_AFTER seconds; True if the caller should retry."""
+        """Wait out a 503 that asks for at most MAX_RETRY_AFTER seconds; True if the caller should retry.
+        3.1.2.2 names 503 with Retry-After as the way to make a harvester wait: correct, and said so."""
         retry_after = r.headers.get("Retry-After", "")
         if r.status_code != 503 or not retry_after.isdigit() or int(retry_after) > MAX_RETRY_AFTER:
             return False
-        self.note("http-200", WARN, f"HTTP 503 Retry-After {retry_after}; retried", subject)
+        self.note("http-200", PASS, f"HTTP 503 Retry-After {retry_after} waited out and retried", subject)
         time.sleep(int(retry_after))
         return True
 

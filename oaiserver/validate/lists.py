@@ -54,7 +54,8 @@ def check_sets(v: Validator) -> None:
     elif twice:
         v.note("sets", FAIL, f"setSpec listed twice: {', '.join(twice[:5])}")
     elif chain.ending == "max-pages":
-        v.note("sets", WARN, f"{len(specs)} sets in {v.max_pages} pages; stopped at --max-pages")
+        # the validator's limit, not the repository's fault: what was read is judged, the rest is not
+        v.note("sets", PASS, f"{len(specs)} set(s) in {v.max_pages} page(s), none twice; stopped at --max-pages")
     else:
         v.set_specs = set(specs)
         v.note("sets", PASS, f"{len(specs)} set(s) in {len(chain.pages)} page(s)")
@@ -122,8 +123,8 @@ def _has_first_page(v: Validator, chain: Chain) -> bool:
     last = chain.last
     assert last is not None
     if chain.ending == "no-records":
-        v.note("list.unique", WARN, "ListIdentifiers answered noRecordsMatch: the repository lists nothing")
-        v.skip(LIST_RULES, "the repository lists no records")
+        # An empty repository is a correct one: nothing to check, nothing to warn about.
+        v.skip(LIST_RULES, "ListIdentifiers answered noRecordsMatch: the repository lists no records")
         return False
     if chain.ending == "error":
         v.note("list.unique", FAIL, f"ListIdentifiers p1 answered {last.why()}")
@@ -232,7 +233,7 @@ def check_last_token(v: Validator, listing: Listing) -> None:
         empty = " with an empty token" if final is not None else ""
         v.note("list.last-token", PASS, f"page {pages} ends the list{empty}")
     elif ending == "max-pages":
-        v.note("list.last-token", WARN, f"stopped after --max-pages={v.max_pages}; the end was not reached")
+        v.skip(["list.last-token"], f"stopped after --max-pages={v.max_pages}; the end was not reached")
     elif ending == "empty-page":
         v.note(
             "list.last-token",

@@ -26,15 +26,17 @@ class Stamped:
     identifier: str
     when: datetime
     sets: list[str]
+    datestamp: str  # as the repository wrote it (a day, at day granularity)
 
 
 def stamped(v: Validator) -> list[Stamped]:
     out = []
     for _, header in v.headers:
-        when = parse_any(child_text(header, "datestamp"))
+        datestamp = child_text(header, "datestamp")
+        when = parse_any(datestamp)
         if when is not None:
             sets = [(s.text or "").strip() for s in header.findall(f"{OAI}setSpec")]
-            out.append(Stamped(child_text(header, "identifier"), when, sets))
+            out.append(Stamped(child_text(header, "identifier"), when, sets, datestamp))
     return out
 
 
@@ -77,7 +79,7 @@ def select(
     """Follow ListIdentifiers with these bounds until `target` is found; every header must be `inside`."""
     what = " ".join(f"{k}={value}" for k, value in bounds)
     found, outside, ending = follow(v, f"ListIdentifiers {what}", [LI, DC, *bounds], target.identifier)
-    stamp = target.when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = target.datestamp
     headers_outside = [
         f"{child_text(h, 'identifier')} ({child_text(h, 'datestamp')})"
         for h in outside
@@ -95,18 +97,20 @@ def select(
             shown_by=v.shown,
         )
     elif ending != "max-pages":
-        v.note(rule, FAIL, f"{what}: the list broke off ({ending})", shown_by=v.shown)
+        why = f": {v.shown.why()}" if ending == "error" and v.shown is not None else ""
+        v.note(rule, FAIL, f"{what}: the list broke off ({ending}{why})", shown_by=v.shown)
     else:
         v.skip([rule], f"{what}: {target.identifier} not found within --max-pages={v.max_pages}")
 
 
 def follow(v: Validator, label: str, pairs: list[tuple[str, str]], wanted: str) -> tuple[bool, list[Any], str]:
     """Walk a selective list until `wanted` appears: (found, the headers read, how the walk ended). The
-    first page is remembered as `v.shown` for the note that follows."""
+    first page (the failed one, when the list broke off on an error) is remembered as `v.shown` for the
+    note that follows."""
     chain = v.walk("ListIdentifiers", pairs, "header", label=label)
     headers = [h for page in chain.pages for h in page.items]
     found = any(child_text(h, "identifier") == wanted for h in headers)
-    v.shown = chain.pages[0].fetched if chain.pages else chain.last
+    v.shown = chain.pages[0].fetched if chain.pages and chain.ending != "error" else chain.last
     return found, headers, chain.ending
 
 
