@@ -23,9 +23,9 @@ Concurrency, all of it in this module:
 * A worker that dies, or cannot convert a page, fails the pages it held (WorkerError: the run
   fails, the next one resumes at its checkpoint); the next page sent starts a new worker. A
   stop (SIGTERM) finishes the page in hand; a worker that has not answered `grace` seconds
-  after it is given up on (Stopped). The worker ignores SIGINT and SIGTERM: the harvest's
-  process decides when to stop, and its worker exits when that process's end of the pipe
-  closes (a normal exit, or a kill).
+  after it is given up on (Stopped). The worker runs in a process group of its own and
+  ignores SIGINT and SIGTERM: the harvest's process decides when to stop, and its worker
+  exits when that process's end of the pipe closes (a normal exit, or a kill).
 """
 
 from __future__ import annotations
@@ -297,7 +297,7 @@ class Worker:
     def __init__(self) -> None:
         env = {**os.environ, _PATH: os.pathsep.join(sys.path)}
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _START], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+            [sys.executable, "-c", _START], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, process_group=0
         )
         assert self.process.stdin is not None and self.process.stdout is not None
         for pipe in (self.process.stdin, self.process.stdout):
@@ -407,7 +407,10 @@ def _settle(future: Future[Offloaded], kind: str, answer: Offloaded | str, recor
 
 
 _PATH = "OAI_HARVEST_WORKER_PATH"
+# Signals ignored first: a Ctrl-C or SIGTERM that comes while the worker imports would kill it,
+# and with it the pages it holds.
 _START = (
+    "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN); "
     f"import os, sys; sys.path[:] = os.environ.pop({_PATH!r}).split(os.pathsep); "
     "from harvester.worker import main; main()"
 )

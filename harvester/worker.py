@@ -53,9 +53,8 @@ class _Keep(logging.Handler):
 
 def main() -> None:
     """The worker's loop: a page in, its records out, until its input ends."""
-    # Ctrl-C and a service manager's SIGTERM reach the whole process group: the harvest's
-    # process decides when to stop, and its worker exits when that process's end of the pipe
-    # closes (a normal exit, or a kill).
+    # Ctrl-C and a service manager's SIGTERM are the harvest's process to act on: the worker
+    # runs in a process group of its own, and ignores them from its first line on (_START).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     requests = Connection(os.dup(0), writable=False)

@@ -1,7 +1,7 @@
 """Pages converted in a worker process (harvester.pipeline, harvester.worker): the same rows as
 converting them in the harvest's own process, in page order, and a worker that dies or fails
 costs a run, never a record. The worker lives as long as the run that started it, and no
-longer."""
+longer; signals are its parent's to act on."""
 
 from __future__ import annotations
 
@@ -355,6 +355,41 @@ def test_the_worker_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
     while _running(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _running(pid), "the worker outlived its parent"
+
+
+def test_a_signal_to_the_harvest_s_process_group_leaves_its_worker_converting(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal, or `kill -TERM -PGID`, reaches the whole process group: the harvest
+    finishes the page in hand, so its worker must go on, even when the signal comes while the
+    worker is starting (it used to die then, and the run failed with "the harvest worker process
+    ended (exit status -15)" instead of stopping after the page)."""
+    body = PagedPartner([pages_of_every_kind(1)[0][:3]])({"verb": "ListRecords"}, 0).get_data()
+    (tmp_path / "page.xml").write_bytes(body)
+    script = tmp_path / "parent.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, signal, threading
+            from harvester.pipeline import Worker, received
+            from oaiserver.config import Partner
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: None)  # the harvest's own handlers: stop after the page
+            w = Worker()
+            os.killpg(0, signal.SIGTERM)
+            os.killpg(0, signal.SIGINT)
+            body = open({str(tmp_path / "page.xml")!r}, "rb").read()
+            done = received(w.submit(body, Partner("p", "http://127.0.0.1:1/oai"), "2024-05-01T12:00:00Z"))
+            print(len(done.prepared), flush=True)
+            w.close()
+            print(w.process.returncode)
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, start_new_session=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["3", "0"], done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
 
 
 def test_a_script_without_a_main_guard_harvests_through_the_worker(tmp_path: Path) -> None:
