@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import Clock
+import yaml
+from conftest import BASE_CONFIG, Clock
 from harvestkit import FAST_HARVEST, FakePartner, PagedPartner, record, second_store
 
 from harvester import errors as err
@@ -390,6 +391,41 @@ def test_a_signal_to_the_harvest_s_process_group_leaves_its_worker_converting(tm
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["3", "0"], done.stderr
     assert "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_harvester_run_stopped_by_a_signal_to_its_process_group_stops_after_a_page(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """`harvester run` as a service manager or a terminal stops it: the signal reaches the
+    process group just as the worker starts (the partner sends it when asked for page 2, which
+    is asked for as page 1 goes to the worker). The run stops after a page, its worker with it,
+    and nothing but the stop is said on stderr: no traceback."""
+    pages = pages_of_every_kind(n_pages=6, per_page=30)
+    harvester: list[subprocess.Popen[str]] = []
+
+    def answer(params: dict[str, str], n: int) -> Any:
+        if params.get("resumptionToken") == "t1" and harvester:
+            os.killpg(harvester[0].pid, signum)
+        return PagedPartner(pages)(params, n)
+
+    with FakePartner(answer) as partner:
+        config = {
+            **BASE_CONFIG,
+            "storage": {"url": f"sqlite:///{tmp_path / 'store.sqlite3'}"},
+            "partners": [{"name": "p", "base_url": partner.url}],
+        }
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+        command = [sys.executable, "-m", "harvester.cli", "-c", str(tmp_path / "config.yaml"), "run"]
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+        harvester.append(process)
+        out, errors = process.communicate(timeout=120)
+    assert "stopped after a page, as asked" in out, (out, errors)
+    assert "worker process ended" not in out, out
+    assert "Traceback" not in errors, errors
+    assert process.returncode == 1
 
 
 def test_a_script_without_a_main_guard_harvests_through_the_worker(tmp_path: Path) -> None:
