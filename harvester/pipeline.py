@@ -51,7 +51,7 @@ from harvester import errors as err
 from harvester.client import Client, Page
 from harvester.convert import Converted, convert_page
 from harvester.transport import MB
-from harvester.worker import DONE, PART, Offloaded
+from harvester.worker import DONE, PART, Offloaded, Sent
 from oaiserver.config import Partner
 from oaiserver.records import OAI_NS
 from oaiserver.rows import Prepared, Wire
@@ -277,7 +277,7 @@ def received(future: Future[Offloaded], stop: threading.Event | None = None, *, 
     return Converted(
         failures=done.failures,
         without_dc=done.without_dc,
-        prepared=[Prepared.from_wire(values) for values in done.records],
+        prepared=[Prepared.from_wire(Wire._make(values)) for values in done.records],
     )
 
 
@@ -344,7 +344,7 @@ class Worker:
 
     def _read(self) -> None:
         """The thread reading the answers: each page's parts gathered, its future settled."""
-        records: list[Wire] = []  # the parts of the page at the head of `pending`
+        records: list[Sent] = []  # the parts of the page at the head of `pending`
         why = None
         while why is None:
             try:
@@ -397,7 +397,7 @@ class Worker:
             self.process.wait()
 
 
-def _settle(future: Future[Offloaded], kind: str, answer: Offloaded | str, records: list[Wire]) -> None:
+def _settle(future: Future[Offloaded], kind: str, answer: Offloaded | str, records: list[Sent]) -> None:
     """A page's last answer: DONE, with the last of its records, or why it failed."""
     if kind == DONE and isinstance(answer, Offloaded):
         answer.records = records + answer.records

@@ -224,12 +224,12 @@ def test_the_worker_sends_a_page_s_records_in_parts_and_keeps_none_of_them(one_w
     page = [record(f"oai:big.example.org:{i}", f"Title {i} {filler}") for i in range(1000)]  # about 3.3 MB
     body = PagedPartner([page])({"verb": "ListRecords"}, 0).get_data()
     handed = [body]
-    parts: list[list[Wire]] = []
+    parts: list[list[worker.Sent]] = []
     rest = worker.convert_body(handed, Partner("p", "http://127.0.0.1:1/oai"), "2024-05-01T12:00:00Z", parts.append)
     assert handed == [], "the body is let go once parsed"
     sizes = [len(pickle.dumps(part)) for part in parts]
     assert len(parts) >= 3 and max(sizes) < 2 * worker.PART_BYTES, sizes
-    identifiers = [values.identifier for part in [*parts, rest.records] for values in part]
+    identifiers = [Wire._make(values).identifier for part in [*parts, rest.records] for values in part]
     assert identifiers == [f"oai:big.example.org:{i}" for i in range(1000)]
     # and through the pipes, gathered in order
     done = within(submit(one_worker, body, Partner("p", "http://127.0.0.1:1/oai")))
