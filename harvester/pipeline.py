@@ -110,6 +110,8 @@ class Pipeline:
         self.offloading = worker and not lenient  # pages may go to the worker process
         self.handing = False  # the run has met a list of more than one page: its pages go to the worker
         self.worker: Worker | None = None
+        self.closed = False
+        self.lock = threading.Lock()  # a fetch-ahead thread may start a worker as the run closes the pipeline
 
     def __enter__(self) -> Pipeline:
         return self
@@ -118,8 +120,11 @@ class Pipeline:
         self.close()
 
     def close(self) -> None:
-        if self.worker is not None:
-            self.worker.close()
+        """Close the worker, once it has finished the pages it holds; none is started after."""
+        with self.lock:
+            self.closed, worker = True, self.worker
+        if worker is not None:
+            worker.close()
 
     def pages(self, client: Client, *, token: str | None, **args: str) -> Iterator[Ready]:
         """A list's pages (ListRecords with `args`, from `token` if given), ready to be written,
@@ -144,9 +149,13 @@ class Pipeline:
         self.handing = self.handing or (self.offloading and page.token is not None)
         if not (self.handing and page.items and not page.repairs):
             return _Sent(page, len(page.items), identifiers, convert_page(page, self.partner))
-        if self.worker is None or not self.worker.alive:
-            self.worker = Worker()
-        future = self.worker.submit(page.body, self.partner, page.response_date)
+        with self.lock:
+            if self.closed:  # a page asked for ahead, arriving once the run has ended
+                raise err.Stopped("the harvest's pipeline is closed")
+            if self.worker is None or not self.worker.alive:
+                self.worker = Worker()
+            worker = self.worker
+        future = worker.submit(page.body, self.partner, page.response_date)
         sent = _Sent(page, len(page.items), identifiers, future)
         page.shed()
         return sent

@@ -24,12 +24,12 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from conftest import BASE_CONFIG, Clock
-from harvestkit import FAST_HARVEST, FakePartner, PagedPartner, record, second_store
+from harvestkit import FAST, FAST_HARVEST, FakePartner, PagedPartner, record, second_store
 
 from harvester import errors as err
 from harvester import harvest, worker
-from harvester.client import Page
-from harvester.pipeline import Worker, received
+from harvester.client import Client, Page
+from harvester.pipeline import Pipeline, Worker, received
 from oaiserver.config import Partner
 from oaiserver.rows import Wire
 from oaiserver.store import Store, harvest_state_of
@@ -142,6 +142,17 @@ def test_pages_converted_by_the_worker_are_stored_as_if_converted_here(
     ours, theirs = stored(store), stored(other)
     assert len(ours["records"]) == 108 and len(ours["formats"]) > 0 and len(ours["set_members"]) > 0
     assert ours == theirs
+
+
+def test_a_page_that_arrives_once_the_pipeline_is_closed_starts_no_worker(workers: list[Worker]) -> None:
+    """A page asked for ahead may arrive after its run has ended (a lost lease, a store that
+    failed): a worker started for it would outlive the run, in a scheduler for days."""
+    with FakePartner(PagedPartner(pages_of_every_kind(3))) as partner, Client(partner.url, FAST) as client:
+        closed = Pipeline(Partner("p", partner.url), stop=threading.Event())
+        closed.close()
+        with pytest.raises(err.Stopped, match="closed"):
+            next(closed.pages(client, token=None, metadataPrefix="oai_dc"))
+    assert workers == []
 
 
 def test_a_list_of_one_page_is_converted_without_a_worker(workers: list[Worker], store: Store) -> None:
