@@ -4,10 +4,13 @@
     .venv/bin/python bench/harvest_ab.py --records 20000 --repeat 3 \\
         --code before=/tmp/old-checkout --code after=.
 
+    .venv/bin/python bench/harvest_ab.py --code worker=. --code here=. --in-process here
+
 One synthetic data set is loaded and served with `oaiserver serve` (gunicorn, 2 workers, 500
 records a page), as bench/bench.py does; then each `--code` directory (a checkout holding
 `harvester/` and `oaiserver/`) harvests it into a fresh SQLite store in a process of its own,
-the versions taking turns, `--repeat` times each. Only ratios measured side by side in one run
+the versions taking turns, `--repeat` times each; a version named in `--in-process` converts
+its pages in the harvest's own process (no worker process). Only ratios measured side by side in one run
 compare: the machine is shared. Prints one line per run and the medians, of records/s and of
 the harvester's CPU (its process and its worker process) per 1,000 records.
 """
@@ -31,7 +34,7 @@ import bench  # bench/bench.py, next to this file
 CHILD = """
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
-from harvester import harvest, worker
+from harvester import harvest
 from oaiserver.config import Partner
 from oaiserver.store import Store
 def cpu(who):
@@ -39,10 +42,16 @@ def cpu(who):
     return r.ru_utime + r.ru_stime
 store = Store(f"sqlite:///{sys.argv[3]}")
 cpu0, started = cpu(resource.RUSAGE_SELF), time.perf_counter()
-report = harvest.run(store, Partner("bench", sys.argv[2]))
+settings = harvest.HarvestSettings(worker_process=sys.argv[4] == "worker")
+report = harvest.run(store, Partner("bench", sys.argv[2]), settings=settings)
 seconds = time.perf_counter() - started
 store.close()
-worker.shutdown()
+try:  # a worker that outlives its run (before harvester.pipeline) is stopped, so that its CPU is counted
+    from harvester.worker import shutdown
+except ImportError:
+    pass
+else:
+    shutdown()
 cpu = cpu(resource.RUSAGE_SELF) - cpu0 + cpu(resource.RUSAGE_CHILDREN)
 print(json.dumps({"outcome": report.outcome, "records": report.counts.received, "seconds": seconds, "cpu": cpu,
                   "code": harvest.__file__}))
@@ -54,6 +63,9 @@ def main() -> None:
     p.add_argument("--records", "-n", type=int, default=20_000)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--code", action="append", required=True, help="NAME=DIR: a checkout to measure")
+    p.add_argument(
+        "--in-process", action="append", default=[], metavar="NAME", help="this --code converts without a worker"
+    )
     args = p.parse_args()
     codes = [tuple(c.split("=", 1)) for c in args.code]
     with tempfile.TemporaryDirectory(prefix="harvest-ab-") as tmp:
@@ -70,7 +82,10 @@ def main() -> None:
                 for name, code in codes:
                     target = work / f"target-{name}-{rep}.sqlite3"
                     done = subprocess.run(
-                        [sys.executable, "-c", CHILD, str(Path(code).resolve()), server.url, str(target)],
+                        [
+                            *(sys.executable, "-c", CHILD, str(Path(code).resolve()), server.url, str(target)),
+                            "here" if name in args.in_process else "worker",
+                        ],
                         capture_output=True,
                         text=True,
                         check=True,

@@ -51,7 +51,6 @@ from __future__ import annotations
 import bisect
 import calendar
 import logging
-import queue
 import re
 import threading
 import time
@@ -126,7 +125,6 @@ WEIGHT_PER_MARKUP = 200  # estimated bytes of tree per `<` or `=` of a page
 # A page's records converted for the store (Prepared, or the worker's tuples for them) weigh
 # about this many times the page's bytes (3.7 to 3.9 measured, on long values and on many elements).
 CONVERTED_PER_BYTE = 4
-AHEAD_BUDGET = 64 * MB  # pages are asked for ahead while the pages held weigh less than this
 
 
 @dataclass(frozen=True)
@@ -182,7 +180,6 @@ class Page:
     repairs: list[str] = field(default_factory=list)  # the parser's messages, with line numbers
     started: float = 0.0  # time.monotonic() when the request was first sent
     fetched: float = 0.0  # seconds from then until the page was parsed, retries included
-    prepared: Any = field(default=None, repr=False)  # what `pages(prepare=...)` made of it
     weight: int = 0  # what the page is estimated to cost in memory: body, tree and converted records
 
     @cached_property
@@ -499,106 +496,31 @@ class Client:
         )
 
     def pages(
-        self,
-        verb: str,
-        *,
-        token: str | None = None,
-        prepare: Callable[[Page], Any] | None = None,
-        ahead: int = 1,
-        **args: str,
+        self, verb: str, *, token: str | None = None, cancel: threading.Event | None = None, **args: str
     ) -> Iterator[Page]:
-        """The pages of a list, following resumption tokens; start from `token` if given.
-
-        The next pages are requested while the caller works on this one (up to `ahead` pages,
-        one after the other on a helper thread): the partner's time and ours overlap. Nothing
-        is committed ahead: the caller checkpoints a token only with the page it produced.
-        `prepare(page)`, if given, runs on that thread as soon as the page is parsed (a harvest
-        converts the records there, or hands them to its worker process, while it writes the
-        previous page); its result is `page.prepared`.
+        """The pages of a list, one after the other, following resumption tokens; start from
+        `token` if given. Each is asked for when the one before it has been taken (a harvest
+        asks for them ahead: harvester.pipeline); `cancel` abandons the request under way.
 
         A token the list already used raises RepeatedTokenError before it is sent again:
         a partner that hands out the same token forever would otherwise be harvested forever.
         """
         seen: set[str] = set()
-        cancel = threading.Event()  # set when the caller leaves: the pages asked for ahead are dropped
-
-        def fetch(token: str | None) -> Page:
-            if token is None:
-                page = self._request({"verb": verb, **args}, cancel)
-            elif token in seen:
-                raise err.RepeatedTokenError(
-                    f"{self.base_url}: the resumption token {token[:200]!r} came back a second time; "
-                    "stopped to avoid an endless loop"
-                )
-            else:
+        params = {"verb": verb, **args}
+        while True:
+            if token is not None:
+                if token in seen:
+                    raise err.RepeatedTokenError(
+                        f"{self.base_url}: the resumption token {token[:200]!r} came back a second time; "
+                        "stopped to avoid an endless loop"
+                    )
                 seen.add(token)
-                page = self._request({"verb": verb, "resumptionToken": token}, cancel)
-            if prepare is not None:
-                page.prepared = prepare(page)
-            return page
-
-        ready: queue.SimpleQueue[Page | BaseException | None] = queue.SimpleQueue()  # None: stopped
-        room = threading.Semaphore(max(ahead, 1))  # pages asked for and not yet taken by the caller
-        # Memory: pages are asked for ahead only while those held (the caller's and the ones
-        # waiting) weigh less than AHEAD_BUDGET, or when the caller waits; so heavy pages are
-        # held two at a time at most (the caller's last, and the next), light ones `ahead` + 1.
-        scale = threading.Condition()
-        held = {"ahead": 0, "current": 0, "waiting": 0}
-
-        def may_fetch() -> bool:
-            return (
-                held["ahead"] + held["current"] < AHEAD_BUDGET
-                or bool(held["waiting"])
-                or cancel.is_set()
-                or self.stop.is_set()
-            )
-
-        def fetch_ahead(token: str) -> None:
-            while True:
-                room.acquire()
-                with scale:
-                    while not scale.wait_for(may_fetch, timeout=0.1):
-                        pass
-                if cancel.is_set() or self.stop.is_set():
-                    ready.put(None)
-                    return
-                try:
-                    page = fetch(token)
-                except BaseException as exc:
-                    ready.put(exc)
-                    return
-                with scale:
-                    held["ahead"] += page.weight
-                ready.put(page)
-                if page.token is None:
-                    return
-                token = page.token
-
-        try:
-            page = fetch(token)
-            held["current"] = page.weight
-            if page.token is not None:
-                threading.Thread(target=fetch_ahead, args=(page.token,), name="oai-prefetch", daemon=True).start()
-            while True:
-                yield page
-                if page.token is None:
-                    return
-                with scale:
-                    held["waiting"] = 1
-                    scale.notify_all()
-                upcoming = ready.get()
-                room.release()
-                if upcoming is None:  # stopped: the list is not complete, and must not look it
-                    raise err.Stopped("stopped after a page, as asked")
-                if isinstance(upcoming, BaseException):
-                    raise upcoming
-                with scale:
-                    held["waiting"], held["current"] = 0, upcoming.weight
-                    held["ahead"] -= upcoming.weight
-                page = upcoming
-        finally:
-            cancel.set()
-            room.release()  # a helper waiting for room wakes, sees the cancel, and ends
+                params = {"verb": verb, "resumptionToken": token}
+            page = self._request(params, cancel)
+            yield page
+            if page.token is None:
+                return
+            token = page.token
 
 
 _PROLOG_PART = re.compile(rb"\s*(?:<\?.*?\?>|<!--.*?-->)", re.S)

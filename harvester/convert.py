@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from lxml import etree
@@ -73,14 +74,28 @@ class Origin:
 
 
 def convert_page(page: Page, partner: Partner) -> Converted:
-    """A page's records; each one that cannot be read, or whose identifier the page lists more
-    than once (which copy is right cannot be known), is a named failure instead."""
+    """A page's records (see `convert_items`)."""
+    return convert_items(page.items, partner, harvest_date=page.response_date, raw=page.raw, repaired=page.repaired)
+
+
+def convert_items(
+    items: list[etree._Element],
+    partner: Partner,
+    *,
+    harvest_date: str,
+    raw: list[str] | None = None,
+    repaired: Collection[int] = (),
+) -> Converted:
+    """The `<record>` elements of a page; each one that cannot be read, or whose identifier the
+    page lists more than once (which copy is right cannot be known), is a named failure instead.
+    `raw`: each item as sent (client.verbatim_items), when the page could be cut; `repaired`:
+    the indexes of items the lenient parser repaired."""
     result = Converted()
     converted: list[tuple[int, Record]] = []
-    for i, element in enumerate(page.items):
+    for i, element in enumerate(items):
         try:
-            raw = page.raw[i] if page.raw is not None else None
-            converted.append((i, convert_record(element, partner, harvest_date=page.response_date, raw=raw)))
+            sent = raw[i] if raw is not None else None
+            converted.append((i, convert_record(element, partner, harvest_date=harvest_date, raw=sent)))
         except RecordError as exc:
             where = _identifier_of(element) or f"record {i + 1} of the page"
             result.failures.append((where, str(exc)))
@@ -89,7 +104,7 @@ def convert_page(page: Page, partner: Partner) -> Converted:
     for i, record in converted:
         if not record.deleted and not record.dc:
             result.without_dc += 1
-        if i in page.repaired:
+        if i in repaired:
             result.repaired.append(record.identifier)
         result.records.append(record)
     return result

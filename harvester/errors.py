@@ -52,7 +52,7 @@ class ConfigurationError(HarvestError):
 
 
 class WorkerError(HarvestError):
-    """The worker process (harvester.worker) died, or could not convert a page: the run
+    """The worker process (harvester.pipeline) died, or could not convert a page: the run
     fails, and the next one resumes at its checkpoint with a new worker."""
 
 

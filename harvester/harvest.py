@@ -30,21 +30,18 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from lxml import etree
 
 from harvester import errors as err
-from harvester import worker
 from harvester.client import Client, ClientSettings, Page, settings_for, utc
-from harvester.convert import Converted, convert_page
 from harvester.loops import ListWatch, LoopLimits
+from harvester.pipeline import Pipeline, Ready
 from oaiserver.config import Partner
-from oaiserver.records import DAY, OAI_NS, SECONDS, format_datestamp, parse_datestamp, shown_identifier
+from oaiserver.records import DAY, SECONDS, format_datestamp, parse_datestamp, shown_identifier
 from oaiserver.store import (
     KEEP,
     Store,
@@ -69,10 +66,6 @@ page_log = logging.getLogger(f"{__name__}.pages")  # one line per page; quietene
 report_log = logging.getLogger(f"{__name__}.report")
 
 SUCCESS, PARTIAL, FAILED = "success", "partial", "failed"
-# The identifiers of a ListRecords page, in one call (under 1 us a record with ListWatch.see).
-_IDENTIFIERS = etree.XPath(
-    "o:ListRecords/o:record/o:header/o:identifier/text()", namespaces={"o": OAI_NS}, smart_strings=False
-)
 EXIT_CODES = {SUCCESS: 0, PARTIAL: 2, FAILED: 1}
 
 
@@ -82,7 +75,7 @@ class HarvestSettings:
     lease_ttl: int = 900  # seconds a lease lasts unless renewed (it is renewed with every page)
     max_restarts: int = 2  # rejected tokens restart the list at most this often per run
     max_failures_kept: int = 50  # failed records named in the run history (all are counted)
-    # Lists of more than one page are converted in a worker process (harvester.worker), the
+    # Lists of more than one page are converted in a worker process (harvester.pipeline), the
     # previous page being written meanwhile: about 1.3 times the records a second on 2 cores.
     # POSIX only: the worker's pipes are file descriptors.
     worker_process: bool = os.name == "posix"
@@ -310,8 +303,6 @@ class _Run:
         self.stop, self.on_page, self.owner, self.clock = stop, on_page, owner, clock
         self.counts = Counts()
         self.failures: list[tuple[str, str]] = []
-        self.offloading = False  # pages of this run go to the worker process
-        self.lenient = False  # the partner's quirk lenient_xml
         self.run_id: int | None = None
 
     def now(self) -> int:
@@ -428,10 +419,18 @@ class _Run:
         return report
 
     def _harvest(self) -> None:
-        partner = self.partner
-        settings = settings_for(partner, self.settings.client)
-        self.lenient = settings.lenient_xml
-        with Client(partner.base_url, settings, stop=self.stop) as client:
+        partner, settings = self.partner, self.settings
+        client_settings = settings_for(partner, settings.client)
+        with (
+            Client(partner.base_url, client_settings, stop=self.stop) as client,
+            Pipeline(
+                partner,
+                stop=self.stop,
+                worker=settings.worker_process,
+                lenient=client_settings.lenient_xml,
+                grace=settings.stop_grace,
+            ) as pipeline,
+        ):
             from_arg = self._from_argument(client) if self.cp["from"] else None
             targets: list[str | None] = [*partner.sets] or [None]
             while self.cp["set"] < len(targets):
@@ -442,37 +441,33 @@ class _Run:
                 if spec:
                     args["set"] = spec
                 try:
-                    # With a worker converting, two pages ahead keep it busy while this one is written.
-                    ahead = 2 if self.settings.worker_process and not self.lenient else 1
-                    pages = client.pages(
-                        "ListRecords", token=self.cp["token"], prepare=self._convert, ahead=ahead, **args
-                    )
-                    watch = ListWatch(self.settings.loops)
-                    for page in pages:
-                        self._commit(page)
-                        self._watch(watch, page)
+                    watch = ListWatch(settings.loops)
+                    for ready in pipeline.pages(client, token=self.cp["token"], **args):
+                        self._commit(ready)
+                        self._watch(watch, ready)
                         if self.stop.is_set():
                             raise err.Stopped("stopped after a page, as asked")
                 except err.BadResumptionToken as exc:
-                    if self.cp["token"] is None:
-                        raise
-                    if self.counts.restarts >= self.settings.max_restarts:
-                        raise err.HarvestError(
-                            f"{partner.name}: the partner rejected resumption tokens "
-                            f"{self.counts.restarts + 1} times in this run; last time: {exc}"
-                        ) from None
-                    log.warning(
-                        "%s: %s; restarting the list from %s", partner.name, exc, self.cp["from"] or "the start"
-                    )
-                    self.counts.restarts += 1
-                    self.window.restarts += 1
-                    self.cp = {**self.cp, "token": None}
+                    self._restart(exc)
 
-    def _watch(self, watch: ListWatch, page: Page) -> None:
+    def _restart(self, exc: err.BadResumptionToken) -> None:
+        """A rejected token: the list again from the run's `from`, as long as that is allowed."""
+        if self.cp["token"] is None:
+            raise exc
+        if self.counts.restarts >= self.settings.max_restarts:
+            raise err.HarvestError(
+                f"{self.partner.name}: the partner rejected resumption tokens "
+                f"{self.counts.restarts + 1} times in this run; last time: {exc}"
+            ) from None
+        log.warning("%s: %s; restarting the list from %s", self.partner.name, exc, self.cp["from"] or "the start")
+        self.counts.restarts += 1
+        self.window.restarts += 1
+        self.cp = {**self.cp, "token": None}
+
+    def _watch(self, watch: ListWatch, ready: Ready) -> None:
         """End the list (ListLoopError) once it shows a sign of going round."""
-        handed = page.prepared
-        ids = handed.identifiers if isinstance(handed, _Handed) else _identifiers(page)
-        why = watch.see(ids, token=page.token, complete_list_size=page.complete_list_size)
+        page = ready.page
+        why = watch.see(ready.identifiers, token=page.token, complete_list_size=page.complete_list_size)
         if why is not None:
             raise err.ListLoopError(
                 f"{self.partner.name}: the list goes round: {why}; ended after {watch.pages} page(s) of this list "
@@ -499,26 +494,10 @@ class _Run:
             return utc_value if given == SECONDS else f"{utc_value}T00:00:00Z"
         return utc_value[:10]
 
-    def _convert(self, page: Page) -> Converted | _Handed:
-        """On the thread that fetched the page: convert it here, or hand it to the worker once
-        the list turns out to have more than one page. A page handed over is shed (its body and
-        tree let go): only what the harvest still reads of it is kept."""
-        wanted = self.settings.worker_process and (page.token is not None or self.offloading)
-        if wanted and worker.can_offload(page, lenient=self.lenient):
-            self.offloading = True
-            handed = _Handed(worker.submit(page, self.partner), len(page.items), _identifiers(page))
-            page.shed()
-            return handed
-        return convert_page(page, self.partner)
-
-    def _commit(self, page: Page) -> None:
+    def _commit(self, ready: Ready) -> None:
         """The page's records and the checkpoint, in one transaction, under our lease."""
         name = self.partner.name
-        converted = page.prepared  # by `_convert`, on the thread that fetched the page
-        received = len(page.items)
-        if isinstance(converted, _Handed):
-            received = converted.received
-            converted = worker.received(converted.future, self.stop, grace=self.settings.stop_grace)
+        page, converted, received = ready.page, ready.converted, ready.received
         delta = Counts(
             pages=1,
             received=received,
@@ -589,20 +568,6 @@ class _Run:
         page_log.info("page %s", " ".join(f"{k}={v}" for k, v in line.items()), extra={"harvest_page": line})
         if self.on_page is not None:
             self.on_page(name, self.counts, page)
-
-
-@dataclass(frozen=True)
-class _Handed:
-    """A page handed to the worker process: its records to come, and what the harvest reads of
-    the page itself once it is shed."""
-
-    future: Future[worker.Offloaded]
-    received: int  # the page's records
-    identifiers: list[str]  # for ListWatch
-
-
-def _identifiers(page: Page) -> list[str]:
-    return _IDENTIFIERS(page.root) if page.items and page.root is not None else []
 
 
 def describe(report: RunReport) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from oaiserver.fragments import record_body
 from oaiserver.records import DCValue, Record, clean_text, has_forbidden_chars, utf8_if_allowed
@@ -53,9 +53,29 @@ def encode_dc(values: Sequence[DCValue]) -> str:
     return _DC_JSON(values)
 
 
+class Wire(NamedTuple):
+    """A prepared record as the harvest's worker process sends it back: plain values, which
+    pickle at a fifth of the cost of a Prepared and its Record. Only what a write reads of the
+    record travels (its Dublin Core and fragments are encoded in `dc` and `bodies`)."""
+
+    identifier: str
+    deleted: bool
+    source: str
+    datestamp: int | None
+    fulltext: str | None
+    raw_xml: str | None
+    about: str | None
+    digest: str
+    setspecs: str
+    dc: str
+    provenance: str | None
+    specs: tuple[str, ...]
+    bodies: tuple[tuple[str, bytes], ...]
+
+
 class Prepared(NamedTuple):
     """A record checked and encoded for the store: the part of a write that needs no database
-    (a harvest prepares records in a worker process, see `harvester.worker`)."""
+    (a harvest prepares records in a worker process, see `harvester.pipeline`)."""
 
     record: Record  # with every character XML forbids removed
     digest: str  # content_hash
@@ -65,18 +85,18 @@ class Prepared(NamedTuple):
     specs: tuple[str, ...]  # the set memberships to index: each spec and its ancestors
     bodies: tuple[tuple[str, bytes], ...]  # (prefix, what follows the header in the served <record>)
 
-    def to_wire(self) -> tuple[Any, ...]:
-        """Plain values, which pickle at a fifth of the cost of this tuple and its Record. Only
-        what a write reads of the record travels (its Dublin Core and fragments are encoded)."""
+    def to_wire(self) -> Wire:
         r = self.record
-        return (r.identifier, r.deleted, r.source, r.datestamp, r.fulltext, r.raw_xml, r.about, *self[1:])
+        return Wire(
+            r.identifier, r.deleted, r.source, r.datestamp, r.fulltext, r.raw_xml, r.about,
+            self.digest, self.setspecs, self.dc, self.provenance, self.specs, self.bodies,
+        )  # fmt: skip
 
     @classmethod
-    def from_wire(cls, values: tuple[Any, ...]) -> Prepared:
-        identifier, deleted, source, datestamp, fulltext, raw_xml, about, *rest = values
-        record = Record(identifier, deleted=deleted, source=source, datestamp=datestamp, fulltext=fulltext,
-                        raw_xml=raw_xml, about=about)  # fmt: skip
-        return cls(record, *rest)
+    def from_wire(cls, w: Wire) -> Prepared:
+        record = Record(w.identifier, deleted=w.deleted, source=w.source, datestamp=w.datestamp,
+                        fulltext=w.fulltext, raw_xml=w.raw_xml, about=w.about)  # fmt: skip
+        return cls(record, w.digest, w.setspecs, w.dc, w.provenance, w.specs, w.bodies)
 
 
 def prepare(record: Record) -> Prepared:

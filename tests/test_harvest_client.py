@@ -7,6 +7,7 @@ import inspect
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -21,7 +22,8 @@ from werkzeug.wrappers import Response
 
 from harvester import client as client_module
 from harvester import errors as err
-from harvester.client import Answer, Client, settings_for, utc
+from harvester import pipeline
+from harvester.client import Answer, Client, Page, settings_for, utc
 from oaiserver.config import ConfigError, Partner
 
 
@@ -570,7 +572,7 @@ def test_a_stop_during_the_page_asked_for_ahead_ends_the_list_with_stopped() -> 
     with FakePartner(answer) as partner, Client(partner.url, FAST, stop=stop) as client:
         pages = []
         with pytest.raises(err.Stopped):
-            for page in client.pages("ListRecords", metadataPrefix="oai_dc"):
+            for page in ahead_of(client):
                 pages.append(page.token)
                 time.sleep(0.1)  # the page ahead is being answered meanwhile
     assert pages[:2] == ["t1", "t2"] and len(pages) <= 3
@@ -583,7 +585,7 @@ def test_pages_are_asked_for_ahead_as_far_as_asked_and_no_further(ahead: int) ->
 
     with FakePartner(answer) as partner, Client(partner.url, FAST) as client:
         tokens: list[str | None] = []
-        for page in client.pages("ListRecords", ahead=ahead, metadataPrefix="oai_dc"):
+        for page in ahead_of(client, ahead):
             if not tokens:
                 time.sleep(0.5)  # time enough for any number of pages to be asked for
                 assert len(partner.requests) == 1 + ahead, "the page in hand, and `ahead` more"
@@ -601,12 +603,22 @@ def test_the_page_asked_for_ahead_is_abandoned_when_its_list_is(caplog: pytest.L
 
     settings = replace(FAST, retries=20, backoff=0.2, max_backoff=0.2)
     with FakePartner(answer) as partner, Client(partner.url, settings) as client:
-        for _page in client.pages("ListRecords", metadataPrefix="oai_dc"):
+        for _page in ahead_of(client):
             break  # the caller gives up on the list after its first page
         time.sleep(0.3)
         asked = len(partner.requests)
         time.sleep(1.0)
         assert len(partner.requests) == asked <= 3
+
+
+def ahead_of(client: Client, ahead: int = 1) -> Iterator[Page]:
+    """A list's pages asked for ahead on a thread, as a harvest asks for them (harvester.pipeline)."""
+    return pipeline.fetched_ahead(
+        lambda cancel: client.pages("ListRecords", cancel=cancel, metadataPrefix="oai_dc"),
+        ahead=ahead,
+        stop=client.stop,
+        weight=lambda page: page.weight,
+    )
 
 
 # ---- what Sickle does, and what the client does itself (client.py's docstring) -----------------

@@ -5,7 +5,6 @@ unread wherever it stands in the prolog, lenient_xml or not."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -14,8 +13,9 @@ from harvestkit import FAST, FAST_HARVEST, FakePartner, PagedPartner, list_recor
 
 from harvester import client as client_module
 from harvester import errors as err
-from harvester import harvest, worker
+from harvester import harvest
 from harvester.client import Client
+from harvester.pipeline import Worker
 from oaiserver.config import Partner
 from oaiserver.store import Store, harvest_history
 
@@ -58,21 +58,27 @@ def strict_page(n: int = 0) -> list[str]:
 
 
 @pytest.fixture
-def fresh_worker() -> Iterator[None]:
-    worker.shutdown()
-    yield
-    worker.shutdown()
+def workers(monkeypatch: pytest.MonkeyPatch) -> list[Worker]:
+    started: list[Worker] = []
+    real_init = Worker.__init__
+
+    def init(self: Worker) -> None:
+        real_init(self)
+        started.append(self)
+
+    monkeypatch.setattr(Worker, "__init__", init)
+    return started
 
 
 @pytest.mark.parametrize("in_worker", [False, True], ids=["here", "worker"])
 def test_records_the_schema_forbids_and_repeated_identifiers_are_named_refusals(
-    fresh_worker: None, store: Store, in_worker: bool
+    workers: list[Worker], store: Store, in_worker: bool
 ) -> None:
     pages = [[record("oai:p:first")], strict_page(0)]  # two pages: the second goes to the worker if asked
     settings = replace(FAST_HARVEST, worker_process=in_worker)
     with FakePartner(PagedPartner(pages)) as partner:
         report = harvest.run(store, Partner("p", partner.url), settings=settings)
-    assert in_worker is (worker._worker is not None)
+    assert in_worker is bool(workers)
     assert report.outcome == "partial" and report.exit_code == 2, report.reason
     assert report.failures == EXPECTED_FAILURES
     assert report.counts.failed == 4 and report.counts.received == 7 and report.counts.added == 3

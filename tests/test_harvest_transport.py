@@ -39,8 +39,8 @@ from werkzeug.wrappers import Response
 
 from harvester import client as client_module
 from harvester import errors as err
-from harvester import harvest
-from harvester.client import Client, settings_for
+from harvester import harvest, pipeline
+from harvester.client import Client, Page, settings_for
 from harvester.transport import redirect_allowed
 from oaiserver.config import ConfigError, Partner, from_mapping
 from oaiserver.store import Store, harvest_state_of
@@ -422,23 +422,33 @@ def test_harvester_run_stays_small_and_ends_in_time_against_a_hostile_page(tmp_p
     assert reason in output, output
 
 
-@pytest.mark.parametrize(("budget", "asked"), [(client_module.AHEAD_BUDGET, 3), (1, 1)], ids=["light", "heavy"])
+@pytest.mark.parametrize(("budget", "asked"), [(pipeline.AHEAD_BUDGET, 3), (1, 1)], ids=["light", "heavy"])
 def test_heavy_pages_are_not_asked_for_ahead(monkeypatch: pytest.MonkeyPatch, budget: int, asked: int) -> None:
     """Light pages are asked for two ahead; pages heavier than the budget only when the caller
     wants the next one, so that at most two are in memory at once."""
-    monkeypatch.setattr(client_module, "AHEAD_BUDGET", budget)
+    monkeypatch.setattr(pipeline, "AHEAD_BUDGET", budget)
 
     def answer(params: dict[str, str], n: int) -> Response:
         return xml(list_records([record(f"oai:p:{n}")], f"t{n + 1}" if n < 5 else None))
 
     with FakePartner(answer) as partner, Client(partner.url, SMALL) as client:
         tokens: list[str | None] = []
-        for page in client.pages("ListRecords", ahead=2, metadataPrefix="oai_dc"):
+        for page in ahead_of(client, 2):
             if not tokens:
                 time.sleep(0.5)  # time enough for the pages ahead to be asked for, if they are
                 assert len(partner.requests) == asked
             tokens.append(page.token)
     assert tokens == [f"t{n}" for n in range(1, 6)] + [None]
+
+
+def ahead_of(client: Client, ahead: int) -> Iterator[Page]:
+    """A list's pages asked for ahead, as a harvest asks for them (harvester.pipeline)."""
+    return pipeline.fetched_ahead(
+        lambda cancel: client.pages("ListRecords", cancel=cancel, metadataPrefix="oai_dc"),
+        ahead=ahead,
+        stop=client.stop,
+        weight=lambda page: page.weight,
+    )
 
 
 def _urllib3_errors() -> list[type[BaseException]]:
@@ -484,7 +494,7 @@ def test_the_heaviest_pages_the_default_caps_allow_keep_the_harvester_under_400_
         status, seconds, peak, worker, killed, output = watched_run(config, tmp_path)
     story = (
         f"heaviest pages ({shape}: {count} records, {len(template):,} bytes, {template.count('<'):,} tags; pages "
-        f"asked for ahead while those held weigh under {client_module.AHEAD_BUDGET // MB} MB): exit {status}, "
+        f"asked for ahead while those held weigh under {pipeline.AHEAD_BUDGET // MB} MB): exit {status}, "
         f"{seconds} s, peak RSS {peak} MB + worker {worker} MB = {peak + worker} MB {killed}\n{memory_story(output)}"
     )
     print("\n" + story)
