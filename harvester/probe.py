@@ -420,7 +420,7 @@ def _granularity(v: _Probing, d: Detected) -> None:
         return
     f = v.answers.get(GRANULARITY_SUBJECT)
     if f is None:
-        d.granularity_note = "seconds declared; not tried (no request left)"
+        d.granularity_note = "seconds declared; a from with a time was not tried (the request cap, or Identify unread)"
     elif "badArgument" in f.codes:
         d.granularity, d.times_refused = DAY, True
         d.granularity_note = (

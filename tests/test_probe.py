@@ -27,6 +27,7 @@ from faultyrepo import (
     day_granularity,
 )
 from harvestkit import FakePartner, Switch, error, identify, oai, xml
+from werkzeug.wrappers import Response
 
 from harvester import probe as probe_mod
 from harvester.cli import main
@@ -182,10 +183,10 @@ def test_day_granularity_as_is_gets_no_quirk(repository: Start) -> None:
 
 
 def test_a_url_that_is_no_oai_pmh_gets_one_line_and_exit_1() -> None:
-    def html(params: dict[str, str], n: int) -> object:
+    def html(params: dict[str, str], n: int) -> Response:
         return xml("<!doctype html><html><body>Welcome</body></html>", mimetype="text/html")
 
-    with FakePartner(html) as partner:  # type: ignore[arg-type]
+    with FakePartner(html) as partner:
         result = run(partner.url)
     assert result.exit_code == 1
     assert result.stdout == ""
@@ -209,8 +210,26 @@ DC_NS = 'xmlns:oai_dc="http://www.openarchives.org/OAI/2.0/oai_dc/" xmlns:dc="ht
 HEADER = "<header><identifier>oai:cp.example.org:1</identifier><datestamp>2024-04-01T10:00:00Z</datestamp></header>"
 
 
-def windows_1252(params: dict[str, str], n: int) -> object:
+def partner_serving(page: Callable[[str], bytes]) -> Callable[[dict[str, str], int], Response]:
+    """A small partner of one record, whose ListRecords page is `page(the record's title element)`."""
+
+    def handler(params: dict[str, str], n: int) -> Response:
+        return answer(params, page)
+
+    return handler
+
+
+def windows_1252(params: dict[str, str], n: int) -> Response:
     """A partner whose records are Windows-1252 bytes under an XML declaration of UTF-8."""
+    return answer(params, lambda title: list_page(title).encode("cp1252"))
+
+
+def list_page(title: str) -> str:
+    record = f"<record>{HEADER}<metadata><oai_dc:dc {DC_NS}>{title}</oai_dc:dc></metadata></record>"
+    return oai(f"<ListRecords>{record}</ListRecords>")
+
+
+def answer(params: dict[str, str], page: Callable[[str], bytes]) -> Response:
     verb = params.get("verb")
     if verb == "Identify":
         return xml(identify())
@@ -229,14 +248,12 @@ def windows_1252(params: dict[str, str], n: int) -> object:
     if verb == "ListIdentifiers" and listing:
         return xml(oai(f"<ListIdentifiers>{HEADER}</ListIdentifiers>"))
     if verb == "ListRecords" and listing:
-        title = "<dc:title>Caf\u00e9 society</dc:title>"
-        record = f"<record>{HEADER}<metadata><oai_dc:dc {DC_NS}>{title}</oai_dc:dc></metadata></record>"
-        return xml(oai(f"<ListRecords>{record}</ListRecords>").encode("cp1252"))
+        return xml(page("<dc:title>Caf\u00e9 society</dc:title>"))
     return xml(error("badArgument"))
 
 
 def test_windows_1252_bytes_declared_utf8_are_named(tmp_path: Path) -> None:
-    with FakePartner(windows_1252) as partner:  # type: ignore[arg-type]
+    with FakePartner(windows_1252) as partner:
         doc = as_json(partner.url, "--name", "cafe")
         text = run(partner.url, "--name", "cafe").stdout
     detected = doc["detected"]
@@ -253,8 +270,40 @@ def test_windows_1252_bytes_declared_utf8_are_named(tmp_path: Path) -> None:
     assert config_mod.load(path).partners[0].name == "cafe"
 
 
+def test_characters_xml_forbids_on_the_sample_page_suggest_lenient_xml(tmp_path: Path) -> None:
+    with FakePartner(partner_serving(lambda title: list_page(title + "<dc:subject>a\x0bb</dc:subject>").encode())) as p:
+        doc = as_json(p.url)
+    assert doc["detected"]["xml_faults"] == ["ListRecords p1: characters XML forbids (U+000B)"]
+    assert doc["detected"]["encoding_faults"] == []
+    assert doc["entry"]["quirks"] == {"lenient_xml": True}
+    assert "# lenient_xml: the sample page is not well-formed (characters XML forbids (U+000B))" in doc["entry_yaml"]
+    path = tmp_path / "config.yaml"
+    path.write_text(doc["entry_yaml"], encoding="utf-8")
+    assert config_mod.load(path).partners[0].quirks == {"lenient_xml": True}
+
+
+def test_a_doctype_is_named_and_gets_no_quirk() -> None:
+    """The harvester refuses a DOCTYPE whatever the quirks: lenient_xml would not help."""
+
+    def with_doctype(title: str) -> bytes:
+        declaration, rest = list_page(title).split("\n", 1)
+        return f'{declaration}\n<!DOCTYPE OAI-PMH [<!ENTITY e "x">]>\n{rest}'.encode()
+
+    with FakePartner(partner_serving(with_doctype)) as p:
+        doc = as_json(p.url)
+    assert doc["detected"]["xml_faults"] == ["ListRecords p1: declares a DOCTYPE"]
+    assert "quirks" not in doc["entry"]
+
+
+def test_a_large_sample_page_raises_max_page_mb() -> None:
+    report = probe_mod.ProbeReport("https://big.example.org/oai")
+    report.sample.bytes = 5 * 2**20
+    entry, _ = probe_mod.partner_entry(report, None)
+    assert entry["max_page_mb"] == 10
+
+
 def test_a_name_that_is_no_partner_name_is_refused() -> None:
-    with FakePartner(windows_1252) as partner:  # type: ignore[arg-type]
+    with FakePartner(windows_1252) as partner:
         result = run(partner.url, "--name", "no spaces please")
     assert result.exit_code == 2
     assert "--name" in result.stderr and "partners[0].name" in result.stderr
