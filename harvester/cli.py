@@ -22,6 +22,7 @@ import click
 from harvester import errors as err
 from harvester import harvest
 from harvester.client import ClientSettings
+from harvester.probe import MAX_REQUESTS as PROBE_MAX_REQUESTS
 from oaiserver import config as config_mod
 from oaiserver.cli import Context, Group, group_options, pass_ctx, setup_logging
 from oaiserver.records import format_datestamp
@@ -429,6 +430,52 @@ def schedule(ctx: Context, run_now: bool, timeout: float, retries: int, backoff:
     except err.ConfigurationError as exc:
         raise click.ClickException(f"configuration: {exc}") from None
     scheduler.run_forever()
+
+
+@main.command()
+@click.argument("url")
+@click.option("--name", help="The partner's name in the entry (default: made from the URL's host and path).")
+@click.option(
+    "--max-requests",
+    type=click.IntRange(min=1),
+    default=PROBE_MAX_REQUESTS,
+    show_default=True,
+    help="Requests the probe may send in all; the validator's checks that do not fit are skipped.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for each answer.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON for scripts.")
+def probe(url: str, name: str | None, max_requests: int, timeout: float, as_json: bool) -> None:
+    """Try the OAI-PMH base URL of a new partner and print what its configuration needs.
+
+    Identify, formats, sets, a timed first page of ListRecords, the announced volume, what was
+    detected (granularity honoured, token lifetime, gzip, encoding, XML faults), the validator's
+    rules within the request cap, and a `partners:` entry to paste into config.yaml.
+
+    Exit code 0 when the URL answers OAI-PMH (whatever the rules found), 1 when it does not.
+    """
+    from harvester import probe as probe_mod
+    from oaiserver.validate import url_problem
+
+    problem = url_problem(url)
+    if problem:
+        raise click.BadParameter(problem, param_hint="URL")
+    try:
+        report = probe_mod.probe(url, timeout=timeout, max_requests=max_requests, name=name)
+    except probe_mod.NotOAI as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    except config_mod.ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--name") from None
+    if as_json:
+        click.echo(json.dumps(probe_mod.as_json(report), indent=2, ensure_ascii=False))
+    else:
+        click.echo("\n".join(probe_mod.lines(report)))
 
 
 if __name__ == "__main__":  # pragma: no cover
