@@ -206,6 +206,7 @@ class Fleet:
         self._hosts = [_Gauge() for _ in range(hosts)]
         self._partners = {name: _Gauge() for name in self.specs}
         self._counts = dict.fromkeys(self.specs, 0)
+        self._refusals = [(0, 0)] * hosts  # per host: (requests still to refuse, their Retry-After)
         self._servers = [
             make_server("127.0.0.1", 0, self._app_for(h), threaded=True, request_handler=_Quiet) for h in range(hosts)
         ]
@@ -240,6 +241,12 @@ class Fleet:
     def next_run(self) -> None:
         """Between two harvests: records in `vanish` disappear without a tombstone."""
         self.run += 1
+
+    def refuse(self, host: int, count: int, retry_after: int = 1) -> None:
+        """The next `count` requests to `host`, whichever partner they are for, get 503 with
+        Retry-After: `retry_after` (a host that is overloaded, not one partner)."""
+        with self._lock:
+            self._refusals[host] = (count, retry_after)
 
     def reset_peaks(self) -> None:
         with self._lock:
@@ -281,13 +288,18 @@ class Fleet:
         with self._lock:
             number = self._counts[name]
             self._counts[name] += 1
+            refusals, retry_after = self._refusals[host]
+            if refusals:
+                self._refusals[host] = (refusals - 1, retry_after)
             for gauge in (self._hosts[host], self._partners[name]):
                 gauge.now += 1
                 gauge.peak = max(gauge.peak, gauge.now)
         try:
             if spec.delay:
                 time.sleep(spec.delay)
-            if spec.basic_auth is not None and credentials != spec.basic_auth:
+            if refusals:
+                response = Response("host busy", status=503, headers={"Retry-After": str(retry_after)})
+            elif spec.basic_auth is not None and credentials != spec.basic_auth:
                 response = Response("who are you?", status=401, headers={"WWW-Authenticate": 'Basic realm="oai"'})
             else:
                 response = _Partner(spec, self.run, f"{self.origin(host)}{path}").answer(pairs, number)

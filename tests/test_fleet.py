@@ -251,6 +251,14 @@ def test_retry_after_503s(fleet: Fleet) -> None:
     assert [entry.status for entry in fleet.requests("busy")] == [503, 503, 200]
 
 
+@with_specs(*crowd(3, hosts=[2, 1]))
+def test_a_host_refusing_every_partner_on_it(fleet: Fleet) -> None:
+    fleet.refuse(0, 2, retry_after=3)
+    answers = [get(fleet, name, verb="Identify") for name in ("p000", "p002", "p001", "p000")]
+    assert [r.status_code for r in answers] == [503, 200, 503, 200]  # p002 is on host 1
+    assert answers[0].headers["Retry-After"] == answers[2].headers["Retry-After"] == "3"
+
+
 @with_specs(*crowd(6, hosts=[4, 2], delay=0.3, records=2))
 def test_the_per_host_gauges_count_requests_in_progress_at_once(fleet: Fleet) -> None:
     names = sorted(fleet.specs)
