@@ -13,8 +13,9 @@ import re._constants as sre_constants  # type: ignore[import-not-found]  # the p
 import re._parser as sre_parser  # type: ignore[import-not-found]
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 import yaml
@@ -23,6 +24,8 @@ from oaiserver import formats
 from oaiserver.records import DC_ELEMENTS, REPO_ID_RE, format_datestamp, parse_datestamp
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from apscheduler.triggers.base import BaseTrigger
 
 ENV_CONFIG = "OAI_CONFIG"
@@ -49,6 +52,9 @@ KEYS: dict[str, str] = {
     "seeds": "folder of seed documents `oaiserver ingest` reads when given no PATH",
     "sets": "list of sets: spec, name, description, match",
     "partners": "list of partner repositories to harvest",
+    "harvester.jobs": "partners `harvester run` and `harvester schedule` harvest at once",
+    "harvester.per_host": "requests at once to one host (scheme://host:port), across all partners",
+    "harvester.user_agent": "User-Agent of every harvest request",
 }
 
 # key -> (least, most): every number config.yaml holds has a range, so an absurd value is refused
@@ -60,6 +66,8 @@ RANGES: dict[str, tuple[int, int]] = {
     "server.max_concurrent_lists": (1, 1_000),
     "server.retry_after": (1, 3_600),
     "server.request_timeout": (1, 300),
+    "harvester.jobs": (1, 64),
+    "harvester.per_host": (1, 64),
 }
 # key -> (shortest, longest) for text, in characters. Text that goes into the store is held to its
 # columns here (the same on SQLite, which has no limits, and PostgreSQL).
@@ -73,6 +81,7 @@ LENGTHS: dict[str, tuple[int, int]] = {
     "storage.url": (1, 2_000),
     "server.secret": (1, 1_000),
     "seeds": (1, 4_096),
+    "harvester.user_agent": (1, 500),
     "sets.spec": (1, 200),
     "sets.name": (1, 500),
     "sets.description": (0, 10_000),
@@ -81,9 +90,13 @@ LENGTHS: dict[str, tuple[int, int]] = {
     "partners.base_url": (1, 2_000),
     "partners.metadata_prefix": (1, 100),
     "partners.sets": (1, 200),  # each setSpec
+    "partners.headers": (1, 4_000),  # each value
+    "partners.auth.username": (1, 200),
+    "partners.auth.password_env": (1, 200),
 }
 # key -> most items a list may hold.
 COUNTS: dict[str, int] = {"repository.admin_emails": 100, "sets": 10_000, "partners": 1_000, "partners.sets": 1_000}
+COUNTS["partners.headers"] = 50
 COUNTS["server.trusted_proxies"] = 100
 # Schedules: an interval between a minute and a year (a partner asked more often than once a
 # minute is being hammered; a longer wait is no schedule).
@@ -132,6 +145,34 @@ class SetRule:
         return any(regex.search(v) for v in values.get(self.field, []))
 
 
+HarvestMode = Literal["auto", "list_records", "identifiers"]
+# How a partner's records are listed: `list_records` with ListRecords only, `identifiers` with
+# ListIdentifiers and a GetRecord per record, `auto` with ListRecords, falling back to identifiers
+# for a partner whose ListRecords fails (5xx, HTML, pages that do not parse) while ListIdentifiers works.
+MODES: tuple[HarvestMode, ...] = ("auto", "list_records", "identifiers")
+# A deletion sweep that would turn more than this share of a partner's records into tombstones
+# applies nothing and waits for a person (`harvester run --sweep --accept-drop PARTNER`).
+DEFAULT_MAX_DROP = 0.15
+
+
+@dataclass(frozen=True)
+class BasicAuth:
+    """HTTP basic authentication: the password is read from `password_env` when a harvest starts
+    (Partner.credentials), never kept in the configuration file."""
+
+    username: str
+    password_env: str
+
+
+@dataclass(frozen=True)
+class DeletionSweep:
+    """A partner's deletion sweep: list every identifier it still has and turn the vanished ones
+    into tombstones, unless they are more than `max_drop` of its records."""
+
+    interval: float | None = None  # seconds between sweeps; None: only when asked (harvester run --sweep)
+    max_drop: float = DEFAULT_MAX_DROP  # a share, 0 to 1
+
+
 @dataclass(frozen=True)
 class Partner:
     name: str
@@ -144,6 +185,52 @@ class Partner:
     quirks: dict[str, Any] = field(default_factory=dict)
     max_page_mb: int | None = None  # None: the harvester's default (harvester.client)
     allow_redirects_to: tuple[str, ...] = ()  # [scheme://]host[:port] a redirect may go to
+    request_interval: float = 0.0  # seconds from one of its requests to the next
+    timeout: float | None = None  # None: the harvester's (harvester --timeout)
+    retries: int | None = None  # None: the harvester's (harvester --retries)
+    headers: dict[str, str] = field(default_factory=dict)  # extra HTTP headers on each request
+    auth: BasicAuth | None = None
+    mode: HarvestMode = "auto"
+    deletion_sweep: DeletionSweep = DeletionSweep()
+
+    def credentials(self, environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+        """(username, password) for HTTP basic authentication, the password read now from its
+        environment variable (default: os.environ); None without `auth`. A variable unset or empty
+        is a ConfigError naming it: an error of this partner's harvest, not of the configuration."""
+        if self.auth is None:
+            return None
+        variable = self.auth.password_env
+        password = (os.environ if environ is None else environ).get(variable)
+        if not password:
+            state = "is not set" if password is None else "is empty"
+            raise ConfigError(f"partners.{self.name}.auth.password_env: the environment variable {variable} {state}")
+        return self.auth.username, password
+
+
+def default_user_agent(contact: str) -> str:
+    """The harvester's User-Agent: the software, its version and whom to write to (the
+    repository's first adminEmail), as partners' administrators expect of a crawler."""
+    try:
+        release = version("oai-repository")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        release = "0"
+    return f"oai-repository-harvester/{release} (OAI-PMH 2.0; mailto:{contact})"
+
+
+@dataclass(frozen=True)
+class HarvesterConfig:
+    """The `harvester:` section: how many partners at once, how hard one host is hit, and the
+    User-Agent sent."""
+
+    # Partners harvested at once. Four for two cores: a harvest mostly waits on the network
+    # (a page takes a partner 0.1 to 5 s to answer, and us about 15 ms to store), and each
+    # parses in its own worker process, whose memory (about 250 MB at most with the 6 MB page
+    # cap) bounds this more than the cores do.
+    jobs: int = 4
+    # Requests at once to one host (scheme://host:port), across all partners: two, as crawlers
+    # are asked to be (a host serving many partners is one server).
+    per_host: int = 2
+    user_agent: str = default_user_agent("admin@example.org")
 
 
 @dataclass(frozen=True)
@@ -169,6 +256,7 @@ class Config:
     seeds: str = "seeds"
     sets: tuple[SetRule, ...] = ()
     partners: tuple[Partner, ...] = ()
+    harvester: HarvesterConfig = HarvesterConfig()
     # Reverse proxies whose X-Forwarded-For names the client (none by default: see proxy.py).
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     root: Path = Path(".")
@@ -302,7 +390,7 @@ def from_mapping(data: dict[str, Any] | None, root: Path = Path(".")) -> Config:
     data = data or {}
     if not isinstance(data, dict):
         raise ConfigError("the configuration must be a mapping of keys to values")
-    _check_known(data, "", {"repository", "storage", "server", "seeds", "sets", "partners"})
+    _check_known(data, "", {"repository", "storage", "server", "seeds", "sets", "partners", "harvester"})
     for section, known in (
         ("repository", {"name", "base_url", "admin_emails", "identifier", "description", "publisher"}),
         ("storage", {"url"}),
@@ -319,6 +407,7 @@ def from_mapping(data: dict[str, Any] | None, root: Path = Path(".")) -> Config:
                 "trusted_proxies",
             },
         ),
+        ("harvester", {"jobs", "per_host", "user_agent"}),
     ):
         value = data.get(section)
         if value is not None and not isinstance(value, dict):
@@ -342,7 +431,11 @@ def from_mapping(data: dict[str, Any] | None, root: Path = Path(".")) -> Config:
     base_url = _text(data, "repository.base_url", d.base_url)
     if not re.fullmatch(r"https?://\S+", base_url):
         raise ConfigError(f"repository.base_url: expected an http(s) URL, got {base_url!r}")
-    numbers = {key: _in_range(key, _get(data, key, int, getattr(d, key.split(".")[1]))) for key in RANGES}
+    numbers = {
+        key: _in_range(key, _get(data, key, int, getattr(d, key.split(".")[1])))
+        for key in RANGES
+        if key.startswith("server.")
+    }
 
     storage_url = os.environ.get(ENV_STORAGE_URL) or _get(data, "storage.url", str, d.storage_url)
     check_storage_url(storage_url, storage_key())
@@ -370,9 +463,29 @@ def from_mapping(data: dict[str, Any] | None, root: Path = Path(".")) -> Config:
         seeds=_text(data, "seeds", d.seeds),
         sets=_parse_sets(_counted("sets", _get(data, "sets", list, []))),
         partners=_parse_partners(_counted("partners", _get(data, "partners", list, []))),
+        harvester=_parse_harvester(data, emails[0]),
         trusted_proxies=trusted_proxies(_get(data, "server.trusted_proxies", (list, str), [])),
         root=root,
     )
+
+
+def _parse_harvester(data: dict[str, Any], contact: str) -> HarvesterConfig:
+    """The `harvester:` section; the default User-Agent names `contact` (the first adminEmail)."""
+    d = HarvesterConfig()
+    agent = _text(data, "harvester.user_agent", None)
+    return HarvesterConfig(
+        jobs=_in_range("harvester.jobs", _get(data, "harvester.jobs", int, d.jobs)),
+        per_host=_in_range("harvester.per_host", _get(data, "harvester.per_host", int, d.per_host)),
+        user_agent=default_user_agent(contact) if agent is None else _header_text(agent, "harvester.user_agent"),
+    )
+
+
+def _header_text(value: str, where: str) -> str:
+    """Text that goes into an HTTP header as it is: printable ASCII, so no CR or LF can start
+    another header and no server reads it in an encoding it guesses."""
+    if not re.fullmatch(r"[\x20-\x7e]*", value):
+        raise ConfigError(f"{where}: only printable ASCII (no control characters), got {value!r}")
+    return value
 
 
 def trusted_proxies(items: list[Any] | str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -532,6 +645,27 @@ def _set_match(match: Any, where: str) -> tuple[str | None, str | None]:
 
 PARTNER_KEYS = {"name", "base_url", "metadata_prefix", "sets", "schedule", "republish", "from", "quirks"}
 PARTNER_KEYS |= {"max_page_mb", "allow_redirects_to"}  # the transport's limits: _transport_limits
+PARTNER_KEYS |= {"request_interval", "timeout", "retries", "headers", "auth"}  # the connection: _connection
+PARTNER_KEYS |= {"mode", "deletion_sweep"}
+# key -> (least, most) seconds, fractions allowed.
+PARTNER_SECONDS: dict[str, tuple[float, float]] = {"request_interval": (0, 3_600), "timeout": (0.1, 600)}
+MAX_RETRIES = 20
+# Headers a partner's `headers` may not set: the harvester's HTTP client sets these itself, and
+# the hop-by-hop ones (RFC 9110 7.6.1) belong to one connection, not to a partner.
+HEADERS_SET_BY_CLIENT = {"host", "content-length"}
+HOP_BY_HOP_HEADERS = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+}
+HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,100}")  # an RFC 9110 token
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_PAGE_MB = 1024
 # Where a partner's redirect may go besides its own origin: [http(s)://]host[:port].
 REDIRECT_TARGET_RE = re.compile(
@@ -559,6 +693,129 @@ def _transport_limits(item: dict[str, Any], where: str) -> tuple[int | None, tup
     return size, tuple(targets)
 
 
+def _seconds(item: dict[str, Any], key: str, where: str) -> float | None:
+    """A partner's number of seconds `key`, in its range (PARTNER_SECONDS); None when unset."""
+    value = item.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{where}.{key}: expected a number of seconds, got {value!r}")
+    least, most = PARTNER_SECONDS[key]
+    if not least <= value <= most:  # NaN is refused too
+        raise ConfigError(f"{where}.{key}: must be between {least:g} and {most:g} seconds, got {value!r}")
+    return float(value)
+
+
+def _connection(item: dict[str, Any], where: str) -> dict[str, Any]:
+    """A partner's `request_interval`, `timeout`, `retries`, `auth` and `headers`, checked, as
+    Partner's keyword arguments (the harvester's pipeline uses them)."""
+    retries = item.get("retries")
+    if retries is not None and (type(retries) is not int or not 0 <= retries <= MAX_RETRIES):
+        raise ConfigError(f"{where}.retries: expected a whole number from 0 to {MAX_RETRIES}, got {retries!r}")
+    auth = _auth(item.get("auth"), f"{where}.auth")
+    return {
+        "request_interval": _seconds(item, "request_interval", where) or 0.0,
+        "timeout": _seconds(item, "timeout", where),
+        "retries": retries,
+        "auth": auth,
+        "headers": _headers(item.get("headers"), f"{where}.headers", has_auth=auth is not None),
+    }
+
+
+def _auth(value: Any, where: str) -> BasicAuth | None:
+    """`auth: {username, password_env}`: the password itself is never in the file."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping with username and password_env")
+    _check_known(value, where, {"username", "password_env"})
+    username = value.get("username")
+    if not isinstance(username, str):
+        raise ConfigError(f"{where}.username: expected text, got {username!r}")
+    _sized("partners.auth.username", username, f"{where}.username")
+    if ":" in username or re.search(r"[\x00-\x1f\x7f]", username):  # RFC 7617: the colon ends the user-id
+        raise ConfigError(f"{where}.username: expected text without ':' or control characters, got {username!r}")
+    variable = value.get("password_env")
+    if not isinstance(variable, str) or not ENV_NAME_RE.fullmatch(variable):
+        raise ConfigError(
+            f"{where}.password_env: expected the name of an environment variable (letters, digits, _), got {variable!r}"
+        )
+    _sized("partners.auth.password_env", variable, f"{where}.password_env")
+    return BasicAuth(username, variable)
+
+
+def _headers(value: Any, where: str, *, has_auth: bool) -> dict[str, str]:
+    """A partner's extra `headers`: names that are HTTP tokens, each once (in any case), none the
+    client sets or that belongs to one connection, values in printable ASCII."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping of header names to values")
+    _counted("partners.headers", list(value), where)
+    seen: set[str] = set()
+    for name, text in value.items():
+        if not isinstance(name, str) or not HEADER_NAME_RE.fullmatch(name):
+            raise ConfigError(f"{where}: {name!r} is not a header name (letters, digits and !#$%&'*+-.^_`|~)")
+        lower = name.lower()
+        if lower in HEADERS_SET_BY_CLIENT:
+            raise ConfigError(f"{where}.{name}: the harvester sets this header itself")
+        if lower in HOP_BY_HOP_HEADERS:
+            raise ConfigError(f"{where}.{name}: a hop-by-hop header, which belongs to one connection, not to a partner")
+        if lower in seen:
+            raise ConfigError(f"{where}.{name}: given twice")
+        if lower == "authorization" and has_auth:
+            raise ConfigError(f"{where}.{name}: given twice (auth sets it)")
+        seen.add(lower)
+        if not isinstance(text, str):
+            raise ConfigError(f"{where}.{name}: expected text, got {text!r}")
+        _header_text(_sized("partners.headers", text, f"{where}.{name}"), f"{where}.{name}")
+    return dict(value)
+
+
+def _mode(value: Any, where: str) -> HarvestMode:
+    for mode in MODES:
+        if value == mode:
+            return mode
+    raise ConfigError(f"{where}: expected one of {', '.join(MODES)}, got {value!r}")
+
+
+def _deletion_sweep(value: Any, where: str) -> DeletionSweep:
+    """`deletion_sweep: {interval: {days: 7}, max_drop: 0.15}`; either may be left out."""
+    if value is None:
+        return DeletionSweep()
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping with interval and max_drop")
+    _check_known(value, where, {"interval", "max_drop"})
+    interval = value.get("interval")
+    seconds = None if interval is None else interval_seconds(interval, f"{where}.interval")
+    share = value.get("max_drop")
+    if share is None:
+        return DeletionSweep(seconds)
+    if isinstance(share, bool) or not isinstance(share, int | float):
+        raise ConfigError(
+            f"{where}.max_drop: expected a number from 0 to 1 (a share of the partner's records), got {share!r}"
+        )
+    if not 0 <= share <= 1:
+        raise ConfigError(f"{where}.max_drop: must be between 0 and 1 (a share), got {share!r}")
+    return DeletionSweep(seconds, float(share))
+
+
+def interval_seconds(interval: Any, where: str) -> float:
+    """The seconds of an interval such as `{hours: 6}` (weeks to seconds), between a minute and a year."""
+    if not isinstance(interval, dict) or not interval or set(interval) - set(INTERVAL_UNITS):
+        raise ConfigError(f"{where}: expected a mapping of {', '.join(INTERVAL_UNITS)} to numbers")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in interval.values()):
+        raise ConfigError(f"{where}: expected non-negative numbers, got {interval!r}")
+    if not any(interval.values()):
+        raise ConfigError(f"{where}: the interval is zero")
+    seconds = sum(float(v) * {"weeks": 604800, "days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}[k]
+                  for k, v in interval.items())  # fmt: skip
+    least, most = INTERVAL_RANGE
+    if not least <= seconds <= most:
+        raise ConfigError(f"{where}: must be between {least} and {most} seconds, got {seconds:g}")
+    return seconds
+
+
 def schedule_trigger(schedule: Any, where: str) -> BaseTrigger:
     """The APScheduler trigger a partner's `schedule` describes, made by APScheduler's own
     constructors: `{interval: {hours: 6}}` or `{cron: "0 3 * * *"}` (UTC). ConfigError names what
@@ -580,17 +837,7 @@ def schedule_trigger(schedule: Any, where: str) -> BaseTrigger:
             raise ConfigError(f"{where}.cron: {line!r} never fires")
         return cron
     interval = schedule["interval"]
-    if not isinstance(interval, dict) or not interval or set(interval) - set(INTERVAL_UNITS):
-        raise ConfigError(f"{where}.interval: expected a mapping of {', '.join(INTERVAL_UNITS)} to numbers")
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in interval.values()):
-        raise ConfigError(f"{where}.interval: expected non-negative numbers, got {interval!r}")
-    if not any(interval.values()):
-        raise ConfigError(f"{where}.interval: the interval is zero")
-    seconds = sum(float(v) * {"weeks": 604800, "days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}[k]
-                  for k, v in interval.items())  # fmt: skip
-    least, most = INTERVAL_RANGE
-    if not least <= seconds <= most:
-        raise ConfigError(f"{where}.interval: must be between {least} and {most} seconds, got {seconds:g}")
+    interval_seconds(interval, f"{where}.interval")
     return IntervalTrigger(**interval, timezone=UTC)
 
 
@@ -661,6 +908,9 @@ def _parse_partner(item: Any, i: int, taken: set[str]) -> Partner:
         raise ConfigError(f"{where}.republish: expected true or false")
     start = item.get("from")
     max_page_mb, redirect_targets = _transport_limits(item, where)
+    connection = _connection(item, where)
+    mode = _mode(item.get("mode") or "auto", f"{where}.mode")
+    sweep = _deletion_sweep(item.get("deletion_sweep"), f"{where}.deletion_sweep")
     return Partner(
         name=name,
         base_url=url,
@@ -672,6 +922,9 @@ def _parse_partner(item: Any, i: int, taken: set[str]) -> Partner:
         quirks=quirks,
         max_page_mb=max_page_mb,
         allow_redirects_to=redirect_targets,
+        mode=mode,
+        deletion_sweep=sweep,
+        **connection,
     )
 
 

@@ -402,3 +402,212 @@ def test_an_unreachable_store_is_one_line_on_stderr(tmp_path: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith(
         "Error: configuration: storage.url (from $OAI_STORAGE_URL): cannot open postgresql://u:***@127.0.0.1:1/x: "
     ), lines
+
+
+# ---- the harvester's section and each partner's connection settings ----------------------------
+
+
+def test_the_harvester_section_has_defaults_for_two_cores(tmp_path: Path) -> None:
+    """Four partners at once (harvests wait on the network far more than they compute), two requests
+    at once to one host, and a User-Agent that names the software, its version and a contact."""
+    harvester = from_mapping(config_with(tmp_path)).harvester
+    assert (harvester.jobs, harvester.per_host) == (4, 2)
+    assert re.fullmatch(r"oai-repository-harvester/\d+\.\d+\S* \(OAI-PMH 2\.0; mailto:admin@test\.example\.org\)",
+                        harvester.user_agent)  # fmt: skip
+
+
+def test_the_harvester_section_is_read(tmp_path: Path) -> None:
+    data = config_with(tmp_path, harvester={"jobs": 12, "per_host": 3, "user_agent": "Aggregator/2 (+mailto:a@b.org)"})
+    harvester = from_mapping(data).harvester
+    assert (harvester.jobs, harvester.per_host, harvester.user_agent) == (12, 3, "Aggregator/2 (+mailto:a@b.org)")
+
+
+BAD_HARVESTER: dict[str, tuple[Any, str]] = {
+    "not a mapping": (4, r"^harvester: expected a mapping, got 4$"),
+    "an unknown key": ({"job": 4}, r"^harvester\.job: unknown key \(known: jobs, per_host, user_agent\)$"),
+    "jobs not a number": ({"jobs": "4"}, r"^harvester\.jobs: expected int, got '4'$"),
+    "jobs true": ({"jobs": True}, r"^harvester\.jobs: expected int, got True$"),
+    "no jobs": ({"jobs": 0}, r"^harvester\.jobs: must be between 1 and 64, got 0$"),
+    "per_host too many": ({"per_host": 65}, r"^harvester\.per_host: must be between 1 and 64, got 65$"),
+    "an empty user_agent": ({"user_agent": ""}, r"^harvester\.user_agent: at least 1 character"),
+    "a long user_agent": ({"user_agent": "a" * 501}, r"^harvester\.user_agent: at most 500 characters, got 501$"),
+    "a user_agent with a newline": (
+        {"user_agent": "a\r\nX-Injected: 1"},
+        r"^harvester\.user_agent: only printable ASCII \(no control characters\), got 'a\\r\\nX-Injected: 1'$",
+    ),
+    "a user_agent not ASCII": ({"user_agent": "Agrégateur"}, r"^harvester\.user_agent: only printable ASCII"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_HARVESTER))
+def test_a_bad_harvester_setting_is_refused_by_name(tmp_path: Path, case: str) -> None:
+    value, message = BAD_HARVESTER[case]
+    with pytest.raises(ConfigError, match=message):
+        from_mapping(config_with(tmp_path, harvester=value))
+
+
+def test_a_partner_has_connection_defaults(tmp_path: Path) -> None:
+    """Unset timeout and retries are the harvester's own (its --timeout and --retries)."""
+    partner = from_mapping(config_with(tmp_path, partners=[P])).partners[0]
+    assert (partner.request_interval, partner.timeout, partner.retries) == (0.0, None, None)
+    assert (partner.headers, partner.auth, partner.mode) == ({}, None, "auto")
+    assert (partner.deletion_sweep.interval, partner.deletion_sweep.max_drop) == (None, 0.15)
+
+
+def test_a_partners_connection_settings_are_read(tmp_path: Path) -> None:
+    item = {
+        **P,
+        "request_interval": 0.5,
+        "timeout": 30,
+        "retries": 0,
+        "headers": {"Accept-Language": "en", "X-Api-Key": "k1"},
+        "auth": {"username": "harvest", "password_env": "P_PASSWORD"},
+        "mode": "identifiers",
+        "deletion_sweep": {"interval": {"days": 7}, "max_drop": 0.05},
+    }
+    partner = from_mapping(config_with(tmp_path, partners=[item])).partners[0]
+    assert (partner.request_interval, partner.timeout, partner.retries) == (0.5, 30.0, 0)
+    assert isinstance(partner.timeout, float)
+    assert partner.headers == {"Accept-Language": "en", "X-Api-Key": "k1"}
+    assert partner.auth is not None and (partner.auth.username, partner.auth.password_env) == ("harvest", "P_PASSWORD")
+    assert partner.mode == "identifiers"
+    assert (partner.deletion_sweep.interval, partner.deletion_sweep.max_drop) == (7 * 86400.0, 0.05)
+
+
+def test_a_partners_password_is_read_from_the_environment_when_asked(tmp_path: Path) -> None:
+    """Never from the file, and only when the harvest starts: a missing variable is that partner's error."""
+    item = {**P, "auth": {"username": "harvest", "password_env": "P_PASSWORD"}}
+    partner = from_mapping(config_with(tmp_path, partners=[item, {**P, "name": "q"}])).partners[0]
+    assert partner.credentials({"P_PASSWORD": "s3cret:x"}) == ("harvest", "s3cret:x")
+    with pytest.raises(
+        ConfigError, match=r"^partners\.p\.auth\.password_env: the environment variable P_PASSWORD is not set$"
+    ):
+        partner.credentials({})
+    assert from_mapping(config_with(tmp_path, partners=[P])).partners[0].credentials({}) is None
+
+
+BAD_CONNECTIONS: dict[str, tuple[dict[str, Any], str]] = {
+    "a negative interval": (
+        {"request_interval": -1},
+        r"^partners\.p\.request_interval: must be between 0 and 3600 seconds, got -1$",
+    ),
+    "an interval of an hour and more": (
+        {"request_interval": 3601},
+        r"^partners\.p\.request_interval: must be between 0 and 3600",
+    ),
+    "an interval in words": (
+        {"request_interval": "1s"},
+        r"^partners\.p\.request_interval: expected a number of seconds, got '1s'$",
+    ),
+    "an interval true": (
+        {"request_interval": True},
+        r"^partners\.p\.request_interval: expected a number of seconds, got True$",
+    ),
+    "no timeout": ({"timeout": 0}, r"^partners\.p\.timeout: must be between 0.1 and 600 seconds, got 0$"),
+    "an endless timeout": ({"timeout": 10**22}, r"^partners\.p\.timeout: must be between 0.1 and 600 seconds"),
+    "a timeout not a number": (
+        {"timeout": float("nan")},
+        r"^partners\.p\.timeout: must be between 0.1 and 600 seconds, got nan$",
+    ),
+    "negative retries": ({"retries": -1}, r"^partners\.p\.retries: expected a whole number from 0 to 20, got -1$"),
+    "retries in halves": ({"retries": 1.5}, r"^partners\.p\.retries: expected a whole number from 0 to 20, got 1.5$"),
+    "headers a list": (
+        {"headers": ["Accept: x"]},
+        r"^partners\.p\.headers: expected a mapping of header names to values$",
+    ),
+    "a header Host": (
+        {"headers": {"host": "x"}},
+        r"^partners\.p\.headers\.host: the harvester sets this header itself",
+    ),
+    "a header Content-Length": (
+        {"headers": {"Content-Length": "1"}},
+        r"^partners\.p\.headers\.Content-Length: the harvester sets",
+    ),
+    "a hop-by-hop header": (
+        {"headers": {"Connection": "close"}},
+        r"^partners\.p\.headers\.Connection: a hop-by-hop header",
+    ),
+    "Transfer-Encoding": (
+        {"headers": {"Transfer-Encoding": "x"}},
+        r"^partners\.p\.headers\.Transfer-Encoding: a hop-by-hop",
+    ),
+    "a bad header name": ({"headers": {"X Key": "1"}}, r"^partners\.p\.headers: 'X Key' is not a header name"),
+    "a header name not ASCII": ({"headers": {"X-Clé": "1"}}, r"^partners\.p\.headers: 'X-Clé' is not a header name"),
+    "a value with CR LF": (
+        {"headers": {"X-Key": "1\r\nHost: evil"}},
+        r"^partners\.p\.headers\.X-Key: only printable ASCII \(no control characters\)",
+    ),
+    "a value not ASCII": ({"headers": {"X-Key": "clé"}}, r"^partners\.p\.headers\.X-Key: only printable ASCII"),
+    "a value not text": ({"headers": {"X-Key": 1}}, r"^partners\.p\.headers\.X-Key: expected text, got 1$"),
+    "a long value": ({"headers": {"X-Key": "k" * 4001}}, r"^partners\.p\.headers\.X-Key: at most 4000 characters"),
+    "a header twice": ({"headers": {"X-Key": "1", "x-key": "2"}}, r"^partners\.p\.headers\.x-key: given twice"),
+    "too many headers": (
+        {"headers": {f"X-{i}": "1" for i in range(51)}},
+        r"^partners\.p\.headers: at most 50 items, got 51$",
+    ),
+    "Authorization beside auth": (
+        {"headers": {"Authorization": "Bearer x"}, "auth": {"username": "u", "password_env": "V"}},
+        r"^partners\.p\.headers\.Authorization: given twice \(auth sets it\)$",
+    ),
+    "auth not a mapping": ({"auth": "u:p"}, r"^partners\.p\.auth: expected a mapping with username and password_env$"),
+    "a password in the file": (
+        {"auth": {"username": "u", "password": "p"}},
+        r"^partners\.p\.auth\.password: unknown key \(known: password_env, username\)$",
+    ),
+    "no password_env": (
+        {"auth": {"username": "u"}},
+        r"^partners\.p\.auth\.password_env: expected the name of an environment variable",
+    ),
+    "a bad variable name": (
+        {"auth": {"username": "u", "password_env": "$PASS"}},
+        r"^partners\.p\.auth\.password_env: expected the name of an environment variable "
+        r"\(letters, digits, _\), got '\$PASS'$",
+    ),
+    "a username with a colon": (
+        {"auth": {"username": "a:b", "password_env": "V"}},
+        r"^partners\.p\.auth\.username: expected text without ':' or control characters, got 'a:b'$",
+    ),
+    "no username": (
+        {"auth": {"username": "", "password_env": "V"}},
+        r"^partners\.p\.auth\.username: at least 1 character",
+    ),
+    "a long username": (
+        {"auth": {"username": "u" * 201, "password_env": "V"}},
+        r"^partners\.p\.auth\.username: at most 200",
+    ),
+    "an unknown mode": (
+        {"mode": "ListRecords"},
+        r"^partners\.p\.mode: expected one of auto, list_records, identifiers, got 'ListRecords'$",
+    ),
+    "a sweep not a mapping": (
+        {"deletion_sweep": 7},
+        r"^partners\.p\.deletion_sweep: expected a mapping with interval and max_drop$",
+    ),
+    "a sweep with an unknown key": (
+        {"deletion_sweep": {"every": 7}},
+        r"^partners\.p\.deletion_sweep\.every: unknown key",
+    ),
+    "a sweep every second": (
+        {"deletion_sweep": {"interval": {"seconds": 1}}},
+        r"^partners\.p\.deletion_sweep\.interval: must be between 60 and 31622400 seconds, got 1$",
+    ),
+    "a sweep in days as text": (
+        {"deletion_sweep": {"interval": "7d"}},
+        r"^partners\.p\.deletion_sweep\.interval: expected a mapping of weeks, days, hours, minutes, seconds",
+    ),
+    "a share over one": (
+        {"deletion_sweep": {"max_drop": 15}},
+        r"^partners\.p\.deletion_sweep\.max_drop: must be between 0 and 1 \(a share\), got 15$",
+    ),
+    "a share in words": (
+        {"deletion_sweep": {"max_drop": "15%"}},
+        r"^partners\.p\.deletion_sweep\.max_drop: expected a number",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONNECTIONS))
+def test_a_bad_connection_setting_is_refused_by_name(tmp_path: Path, case: str) -> None:
+    settings, message = BAD_CONNECTIONS[case]
+    with pytest.raises(ConfigError, match=message):
+        from_mapping(config_with(tmp_path, partners=[{**P, **settings}]))
