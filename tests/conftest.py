@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,16 @@ def make_config(url: str, **overrides: Any) -> Config:
         else:
             data[section] = value
     return from_mapping(data)
+
+
+def until(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    """Poll `condition` until it holds (a wait for what the test needs, not for a fixed time);
+    fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
 
 
 # ---- running in parallel (pytest-xdist, `make test`) ---------------------------------------------
