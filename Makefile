@@ -68,9 +68,13 @@ $(AXE): $(wildcard tests/browser/package.json tests/browser/package-lock.json)
 	if [ -n "$$CI" ]; then echo "axe-core could not be installed with npm; CI is set: failing" >&2; exit 1; fi; \
 	echo "axe-core could not be installed with npm: the accessibility checks will be skipped"
 
-## Run the whole test suite (PostgreSQL tests run when CI is set or OAI_TEST_PG_URL is given).
+## Run the whole test suite (PostgreSQL tests run when CI is set or OAI_TEST_PG_URL is given), on every
+## core with pytest-xdist. loadgroup: tests are dealt out one at a time, except those marked
+## xdist_group (modules whose module-scoped server, browser or export is costly to build), which share a
+## process. `make test PYTEST_ARGS=-n0` runs the suite in one process; other pytest options go there too.
+PYTEST_ARGS ?= -n auto --dist loadgroup
 test: $(DEV_STAMP) browser
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## Benchmarks (scripts that print figures and write JSON; N=100000 by default): the server, the harvester, slow clients.
 N ?= 100000

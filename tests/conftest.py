@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,44 @@ def make_config(url: str, **overrides: Any) -> Config:
         else:
             data[section] = value
     return from_mapping(data)
+
+
+def until(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    """Poll `condition` until it holds (a wait for what the test needs, not for a fixed time);
+    fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+# ---- running in parallel (pytest-xdist, `make test`) ---------------------------------------------
+
+
+def xdist_group_of(item: pytest.Item) -> str | None:
+    """The process group of a test that uses a module-scoped fixture: its module's name (and that
+    fixture's parameter, when it has one), so the costly thing the fixture builds (a live server with
+    thousands of records, a browser, an export) is built once and not once per process. Other tests
+    have none and are dealt out one at a time (`--dist loadgroup`)."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    for name in info.names_closure:
+        definitions = info.name2fixturedefs.get(name)
+        if definitions and definitions[-1].scope == "module":
+            module = item.path.stem
+            params = getattr(getattr(item, "callspec", None), "params", {})
+            return f"{module}[{params[name]}]" if name in params else module
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = xdist_group_of(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 # ---- PostgreSQL: one skip rule, one per-test schema ---------------------------------------------

@@ -204,8 +204,7 @@ class Raw:
     Content-Length (`length`), chunked transfer coding (`chunked`), or the end of the
     connection (`close`, HTTP/1.0 style). With `cut_at`, only that many bytes of the body
     (negative: all but that many) are sent before the socket is closed; the headers still
-    announce the whole body, and a chunked body lacks its last chunks. With `stall`, the
-    server waits that many seconds before closing."""
+    announce the whole body, and a chunked body lacks its last chunks."""
 
     def __init__(
         self,
@@ -215,12 +214,10 @@ class Raw:
         content_type: str | None = "text/xml; charset=utf-8",
         framing: str = "length",
         cut_at: int | None = None,
-        stall: float = 0.0,
     ) -> None:
         assert framing in ("length", "chunked", "close"), framing
         self.body = body.encode("utf-8") if isinstance(body, str) else body
         self.status, self.content_type, self.framing, self.cut_at = status, content_type, framing, cut_at
-        self.stall = stall
 
     def wire(self) -> bytes:
         """The bytes to write: the head, then the body (cut short if asked)."""
@@ -318,8 +315,6 @@ class RawPartner:
                     return
                 self.wfile.write(answer.wire())
                 self.wfile.flush()
-                if answer.stall:
-                    time.sleep(answer.stall)
 
         class Server(socketserver.ThreadingTCPServer):
             daemon_threads = True

@@ -295,7 +295,10 @@ class Gunicorn:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Until it answers with every worker booted. Polled: the generous timeout costs nothing
+        when it starts at once, and spares a test whose workers boot slowly on a busy machine
+        (the suite runs on every core, other processes may too)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -78,6 +78,22 @@ def test_a_changed_pyproject_installs_both_again(clone: Path) -> None:
     assert installs(plan(clone, "test")) == ["'.[postgres]'", "'.[postgres,dev]'"]
 
 
+def pytest_command(commands: str) -> list[str]:
+    """The arguments of the one pytest command of a plan."""
+    (line,) = [line for line in commands.splitlines() if line.startswith(".venv/bin/pytest")]
+    return line.split()[1:]
+
+
+@needs_make
+def test_make_test_runs_the_suite_on_every_core_and_in_one_process_when_asked(clone: Path) -> None:
+    stamp(clone, ".installed-run", 1_700_000_100)
+    stamp(clone, ".installed-dev", 1_700_000_200)
+    assert pytest_command(plan(clone, "test")) == ["-n", "auto", "--dist", "loadgroup"]
+    assert pytest_command(plan(clone, "test", PYTEST_ARGS="-n0")) == ["-n0"]
+    dev = PYPROJECT["project"]["optional-dependencies"]["dev"]
+    assert any(spec.startswith("pytest-xdist>=") for spec in dev)
+
+
 def test_the_runtime_needs_no_dev_tool() -> None:
     runtime = " ".join(PYPROJECT["project"]["dependencies"])
     for tool in ("pytest", "hypothesis", "ruff", "mypy", "selenium"):

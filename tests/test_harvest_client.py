@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import make_config
+from conftest import make_config, until
 from harvestkit import FAST, OAI_NS, FakePartner, error, list_records, oai, record, xml
 from sickle import Sickle
 from werkzeug.wrappers import Response
@@ -574,7 +574,8 @@ def test_a_stop_during_the_page_asked_for_ahead_ends_the_list_with_stopped() -> 
         with pytest.raises(err.Stopped):
             for page in ahead_of(client):
                 pages.append(page.token)
-                time.sleep(0.1)  # the page ahead is being answered meanwhile
+                # The page ahead is asked for meanwhile (the one for t2 sets stop as it is answered).
+                until(lambda: len(partner.requests) > len(pages) or stop.is_set(), "the page ahead")
     assert pages[:2] == ["t1", "t2"] and len(pages) <= 3
 
 
