@@ -1,0 +1,96 @@
+"""Search at scale: N synthetic records (oaiserver.synthetic) loaded into a fresh SQLite store,
+then the first result page (50 hits) and the bounded count of common, rare and prefix queries,
+each timed `--repeat` times (p50, p95), and the index's size on disk.
+
+    .venv/bin/python bench/search_bench.py --records 1000000 --db /tmp/search.sqlite3
+
+Prints one JSON object; progress goes to stderr. `--keep` reuses a store loaded before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import log, percentile
+
+# (what it shows, the query): words of synthetic records' titles, creators and identifiers
+QUERIES = (
+    ("common word (a title word, ~20 % of records)", "treaty"),
+    ("every record (a creator word)", "author"),
+    ("two common words", "treaty cable"),
+    ("rare phrase (one creator)", "Writer 517"),
+    ("one identifier", "oai:synthetic.example.org:rec-0123456"),
+    ("prefix as typed", "telegr"),
+    ("no match", "zzzzqx"),
+)
+
+
+def timed(fn: Any, repeat: int) -> tuple[dict[str, float], Any]:
+    seconds = []
+    result = None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        result = fn()
+        seconds.append(time.perf_counter() - t)
+    ms = {"p50_ms": round(percentile(seconds, 50) * 1000, 2), "p95_ms": round(percentile(seconds, 95) * 1000, 2)}
+    return ms, result
+
+
+def index_bytes(db: Path) -> dict[str, int]:
+    """Bytes on disk of the search index's tables, and of the whole database (dbstat)."""
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name").fetchall()
+    finally:
+        conn.close()
+    search = sum(size for name, size in rows if name.startswith("records_search"))
+    return {"index_bytes": int(search), "database_bytes": int(sum(size for _, size in rows))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--db", type=Path, default=Path("/tmp/oai-search-bench.sqlite3"))
+    parser.add_argument("--repeat", type=int, default=40)
+    parser.add_argument("--keep", action="store_true", help="search the store already at --db")
+    args = parser.parse_args(argv)
+    out: dict[str, Any] = {"records": args.records}
+    if not args.keep:
+        from loading import load
+
+        t = time.perf_counter()
+        out["load"] = load(args.db, args.records, 500)
+        out["load"]["seconds"] = round(time.perf_counter() - t, 1)
+    out.update(index_bytes(args.db))
+    from oaiserver.store import Store
+
+    store = Store(f"sqlite:///{args.db}")
+    try:
+        store.search("warm up")
+        results = []
+        for what, text in QUERIES:
+            page, hits = timed(lambda text=text: store.search(text), args.repeat)
+            count, n = timed(lambda text=text: store.search_count(text), args.repeat)
+            row: dict[str, Any] = {"query": text, "what": what, "hits_counted": n, "first_page": page, "count": count}
+            if len(hits) == 50:
+                later, _ = timed(lambda text=text, key=hits[-1].row_id: store.search(text, before=key), args.repeat)
+                row["second_page"] = later
+            log(f"{text!r}: {row}")
+            results.append(row)
+        out["queries"] = results
+    finally:
+        store.close()
+    json.dump(out, sys.stdout, indent=1)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
