@@ -3,13 +3,16 @@ then the first result page (50 hits) and the bounded count of common, rare and p
 each timed `--repeat` times (p50, p95), and the index's size on disk.
 
     .venv/bin/python bench/search_bench.py --records 1000000 --db /tmp/search.sqlite3
+    .venv/bin/python bench/search_bench.py --records 100000 --url postgresql://postgres@127.0.0.1:5432/test
 
-Prints one JSON object; progress goes to stderr. `--keep` reuses a store loaded before.
+Prints one JSON object; progress goes to stderr. `--keep` reuses a store loaded before. With
+`--url` (PostgreSQL) the records are loaded into that database, which must have no store yet.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -41,6 +44,39 @@ def timed(fn: Any, repeat: int) -> tuple[dict[str, float], Any]:
     return ms, result
 
 
+def load_into(url: str, n: int) -> dict[str, Any]:
+    """N synthetic records written as bench/loading.py writes them (batches of 500)."""
+    from loading import REPO_ID
+    from procfs import self_cpu
+
+    from oaiserver.store import Store
+    from oaiserver.synthetic import synthetic_records
+
+    store = Store(url)
+    cpu, t = self_cpu(), time.perf_counter()
+    records = synthetic_records(n, REPO_ID)
+    added = 0
+    while chunk := list(itertools.islice(records, 10_000)):
+        added += store.write(chunk, keep_datestamps=True, batch=500).added
+        if added % 100_000 == 0:
+            log(f"  loaded {added:,} of {n:,}")
+    store.close()
+    return {"records": added, "seconds": round(time.perf_counter() - t, 1), "process_cpu_s": round(self_cpu() - cpu, 1)}
+
+
+def pg_index_bytes(url: str) -> dict[str, int]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            index = conn.exec_driver_sql("SELECT pg_total_relation_size('records_search')").scalar_one()
+            total = conn.exec_driver_sql("SELECT pg_database_size(current_database())").scalar_one()
+    finally:
+        engine.dispose()
+    return {"index_bytes": int(index), "database_bytes": int(total)}
+
+
 def index_bytes(db: Path) -> dict[str, int]:
     """Bytes on disk of the search index's tables, and of the whole database (dbstat)."""
     import sqlite3
@@ -59,19 +95,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--db", type=Path, default=Path("/tmp/oai-search-bench.sqlite3"))
     parser.add_argument("--repeat", type=int, default=40)
-    parser.add_argument("--keep", action="store_true", help="search the store already at --db")
+    parser.add_argument("--url", help="a PostgreSQL store's URL instead of the SQLite file --db")
+    parser.add_argument("--keep", action="store_true", help="search the store already loaded")
     args = parser.parse_args(argv)
-    out: dict[str, Any] = {"records": args.records}
+    url = args.url or f"sqlite:///{args.db}"
+    out: dict[str, Any] = {"records": args.records, "backend": url.split(":", 1)[0]}
     if not args.keep:
-        from loading import load
-
-        t = time.perf_counter()
-        out["load"] = load(args.db, args.records, 500)
-        out["load"]["seconds"] = round(time.perf_counter() - t, 1)
-    out.update(index_bytes(args.db))
+        if not args.url:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{args.db}{suffix}").unlink(missing_ok=True)
+        out["load"] = load_into(url, args.records)
+    out.update(pg_index_bytes(url) if args.url else index_bytes(args.db))
     from oaiserver.store import Store
 
-    store = Store(f"sqlite:///{args.db}")
+    store = Store(url)
     try:
         store.search("warm up")
         results = []

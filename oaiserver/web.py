@@ -374,7 +374,7 @@ MAX_SEARCH = 500  # characters of a query read (the store reads its first 16 wor
 @bp.route("/search")
 def search() -> str:
     """Records whose titles, creators or identifiers hold every word typed (see
-    oaiserver.store.search), newest first, 50 a page; `before` is the last hit's row key of the
+    oaiserver.store.search), latest added first, 50 a page; `before` is the last hit's row key of the
     previous page. Any text is a query: what is not a word is ignored, never an error."""
     text = request.args.get("q", "")[:MAX_SEARCH]
     before = request.args.get("before", "")

@@ -217,7 +217,7 @@ PAGES: dict[str, tuple[str, int, str]] = {
     "harvested-withdrawal": ("/records/oai:partner.example.org:gone", 410, PARTNER_DATESTAMP),
     "not-found": ("/records/oai:test.example.org:nothing", 404, "No record here has the identifier"),
     "changes": ("/changes?since=2000-01-01", 200, "60\nrecords changed or deleted"),
-    "search": ("/search?q=border+question", 200, "57 records, newest first"),
+    "search": ("/search?q=border+question", 200, "57 records, latest added first"),
     "search-hostile": ("/search?q=%22NEAR(%20-x%20*%20%27%20OR%201%3D1%20--%00", 200, "No record matches"),
     "search-empty": ("/search", 200, "Type words of a title"),
 }
@@ -448,7 +448,7 @@ def test_the_header_search_box_finds_records(browser: Any, site: tuple[str, Stor
     box = browser.find_element(By.CSS_SELECTOR, "header form[role=search] input[name=q]")
     box.send_keys("telegram minis" + Keys.ENTER)
     WebDriverWait(browser, 10).until(lambda d: "/search?" in d.current_url)
-    assert "1 record, newest first" in text(browser)
+    assert "1 record, latest added first" in text(browser)
     assert browser.find_element(By.CSS_SELECTOR, "ol.hits a.title").text == "Telegram on the border question"
     assert overflow(browser) is None
     shot(browser, f"search-typed-{width}")

@@ -41,6 +41,8 @@ def test_only_titles_creators_and_identifiers_are_indexed() -> None:
 
     text = index_text(record.identifier, prepare(record).dc)
     assert text == "oai test example org r1 a title kuznetsov https x org r1"
+    landing = make_record("r2", "Own page", identifier="https://repo.example.org/records/oai:test.example.org:r2")
+    assert index_text(landing.identifier, prepare(landing).dc) == "oai test example org r2 own page"
 
 
 @pytest.mark.parametrize(

@@ -39,21 +39,26 @@ PREFIX_FROM = 3  # a last word this long also matches as a prefix (shorter ones 
 COUNT_UP_TO = 1000  # hits counted at most; beyond, "more than 1000"
 
 _WORD = re.compile(r"[^\W_]+")
+_MARKS = re.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+")  # combining marks
 
 
 def words(text: str) -> list[str]:
     """Runs of letters and digits, case and diacritics folded (`Élan_vital` -> elan, vital)."""
     text = text.casefold()
     if not text.isascii():
-        text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+        text = _MARKS.sub("", unicodedata.normalize("NFKD", text))
     return _WORD.findall(text)
 
 
 def index_text(identifier: str, dc: str) -> str:
     """What a record is found by: its OAI identifier, and the titles, creators and identifiers
-    of its encoded Dublin Core (`rows.encode_dc`), as words separated by spaces."""
-    parts = [identifier, *(value for element, value in _elements(dc) if element in INDEXED)]
-    return " ".join(" ".join(words(part)) for part in parts)
+    of its encoded Dublin Core (`rows.encode_dc`), as words separated by spaces. A
+    dc:identifier that is the record's own landing page adds nothing the OAI identifier does
+    not, but the site's address in every record: it is left out."""
+    landing = "/records/" + identifier
+    parts = [identifier]
+    parts += [v for e, v in _elements(dc) if e in INDEXED and not (e == "identifier" and v.endswith(landing))]
+    return " ".join(words("\n".join(parts)))
 
 
 def _elements(dc: str) -> list[tuple[str, str]]:
@@ -61,7 +66,11 @@ def _elements(dc: str) -> list[tuple[str, str]]:
     DCValues, but the store's reads import this module's schema)."""
     if dc.startswith("["):  # JSON: a separator in a name or tag
         return [(element, value) for element, value, _ in json.loads(dc)]
-    return [(item.split(_FIELD, 2)[0], item.split(_FIELD, 2)[2]) for item in dc.split(_VALUE)] if dc else []
+    pairs = []
+    for item in dc.split(_VALUE) if dc else ():
+        element, _, value = item.split(_FIELD, 2)
+        pairs.append((element, value))
+    return pairs
 
 
 class Query(NamedTuple):
