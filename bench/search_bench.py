@@ -26,8 +26,8 @@ QUERIES = (
     ("common word (a title word, ~20 % of records)", "treaty"),
     ("every record (a creator word)", "author"),
     ("two common words", "treaty cable"),
-    ("rare phrase (one creator)", "Writer 517"),
-    ("one identifier", "oai:synthetic.example.org:rec-0123456"),
+    ("one creator's name (~0.1 % of records)", "Writer 517"),
+    ("one identifier (one record)", "oai:synthetic.example.org:rec-0123456"),
     ("prefix as typed", "telegr"),
     ("no match", "zzzzqx"),
 )
