@@ -154,9 +154,11 @@ def fill_index(conn: Connection, batch: int = 2000) -> None:
             )
             rows = cur.fetchall()
             if not rows:
-                return
+                break
             _put(cur, is_sqlite, [(row_id, index_text(ident, dc)) for row_id, ident, dc in rows])
             last = rows[-1][0]
+        if not is_sqlite:  # PostgreSQL plans a query from the index's statistics (see Searches)
+            cur.execute("ANALYZE records_search")
     finally:
         cur.close()
 
@@ -229,7 +231,9 @@ class Searches:
 
     def _matching(self, query: Query, columns: str) -> tuple[str, list[Any]]:
         # The index drives (CROSS JOIN fixes SQLite's join order), in row id order: FTS5
-        # walks its rowids backwards, PostgreSQL its primary key or its GIN bitmap.
+        # walks its rowids backwards; PostgreSQL walks its primary key backwards for common
+        # words and reads the GIN index for rare ones, as the statistics tell it (autovacuum's
+        # ANALYZE; without them a word that matches nothing can be a scan of the whole table).
         if self.is_sqlite:
             sql = (
                 f"SELECT {columns} FROM records_search s CROSS JOIN records r"
