@@ -16,6 +16,7 @@ from oaiserver.config import partner_set
 from oaiserver.live import Live
 from oaiserver.records import Header, ListQuery, format_datestamp, parse_datestamp
 from oaiserver.store import Store, StoreUnavailable, harvest_summary
+from oaiserver.store.search import COUNT_UP_TO
 
 try:  # Intel ISA-L: gzip at level 1 in a fifth of zlib's time, for the same size
     from isal.igzip import compress as gzip_compress
@@ -364,6 +365,34 @@ def changes() -> tuple[str, int]:
         sets=[(rule, changed(rule.spec)) for rule in ordered],
         partners=partners,
     ), 200
+
+
+SEARCH_PAGE = 50  # hits a page
+MAX_SEARCH = 500  # characters of a query read (the store reads its first 16 words)
+
+
+@bp.route("/search")
+def search() -> str:
+    """Records whose titles, creators or identifiers hold every word typed (see
+    oaiserver.store.search), latest added first, 50 a page; `before` is the last hit's row key of the
+    previous page. Any text is a query: what is not a word is ignored, never an error."""
+    text = request.args.get("q", "")[:MAX_SEARCH]
+    before = request.args.get("before", "")
+    key = int(before) if before.isdigit() and len(before) < 19 else None
+    s = store()
+    hits = s.search(text, before=key, limit=SEARCH_PAGE + 1)
+    shown = hits[:SEARCH_PAGE]
+    more = hits[SEARCH_PAGE - 1].row_id if len(hits) > SEARCH_PAGE else None
+    return render_template(
+        "search.html",
+        text=text,
+        asked=bool(text.strip()),
+        hits=shown,
+        total=s.search_count(text) if shown else 0,
+        up_to=COUNT_UP_TO,
+        more=more,
+        paged=key is not None,
+    )
 
 
 @bp.route("/records/<path:identifier>")

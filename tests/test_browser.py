@@ -217,6 +217,9 @@ PAGES: dict[str, tuple[str, int, str]] = {
     "harvested-withdrawal": ("/records/oai:partner.example.org:gone", 410, PARTNER_DATESTAMP),
     "not-found": ("/records/oai:test.example.org:nothing", 404, "No record here has the identifier"),
     "changes": ("/changes?since=2000-01-01", 200, "60\nrecords changed or deleted"),
+    "search": ("/search?q=border+question", 200, "57 records, latest added first"),
+    "search-hostile": ("/search?q=%22NEAR(%20-x%20*%20%27%20OR%201%3D1%20--%00", 200, "No record matches"),
+    "search-empty": ("/search", 200, "Type words of a title"),
 }
 
 
@@ -241,7 +244,7 @@ def test_each_page_fits_every_screen_and_passes_axe(browser: Any, site: tuple[st
             shot(browser, f"{name}-{width}")
 
 
-@pytest.mark.parametrize("name", ["home", "records", "get-record", "landing", "not-found", "changes"])
+@pytest.mark.parametrize("name", ["home", "records", "get-record", "landing", "not-found", "changes", "search"])
 def test_each_page_works_with_the_keyboard_alone(browser: Any, site: tuple[str, Store], name: str) -> None:
     """Tab reaches every link and control, in order, with no trap; the first stop skips to the content."""
     root, _ = site
@@ -329,7 +332,7 @@ def test_the_form_asks_what_a_person_chooses(browser: Any, site: tuple[str, Stor
     Select(browser.find_element(By.NAME, "set")).select_by_value("c")
     browser.find_element(By.NAME, "until").send_keys("2030-01-01")
     shot(browser, "form-390")
-    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
     assert browser.find_element(By.TAG_NAME, "h1").text == "ListIdentifiers"
     rows = browser.find_elements(By.CSS_SELECTOR, "ol.records > li")
     assert {r.get_attribute("data-identifier") for r in rows} == {"oai:test.example.org:hostile", LONG_ID}
@@ -431,3 +434,21 @@ def test_hostile_content_shows_as_text(browser: Any, site: tuple[str, Store], pa
     assert browser.execute_script("return window.pwned === undefined")
     assert not browser.find_elements(By.CSS_SELECTOR, "main img")
     assert "<script>window.pwned=1</script>" in text(browser)
+
+
+@pytest.mark.parametrize("width", [DESKTOP, PHONE])
+def test_the_header_search_box_finds_records(browser: Any, site: tuple[str, Store], width: int) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    root, _ = site
+    at(browser, width)
+    browser.get(root + "/oai/view?verb=Identify")
+    box = browser.find_element(By.CSS_SELECTOR, "header form[role=search] input[name=q]")
+    box.send_keys("telegram minis" + Keys.ENTER)
+    WebDriverWait(browser, 10).until(lambda d: "/search?" in d.current_url)
+    assert "1 record, latest added first" in text(browser)
+    assert browser.find_element(By.CSS_SELECTOR, "ol.hits a.title").text == "Telegram on the border question"
+    assert overflow(browser) is None
+    shot(browser, f"search-typed-{width}")

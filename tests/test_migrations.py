@@ -159,3 +159,26 @@ def test_the_commands_refuse_a_newer_store_in_one_line(tmp_path: Path, command: 
         f"the store was written by a newer version (schema {LATEST + 1}); this version knows up to {LATEST}"
     )
     assert version_rows(url) == [LATEST + 1]
+
+
+def test_a_store_at_version_1_gets_a_search_index_of_its_records(store_url: str, clock: Clock) -> None:
+    """Migration 2 (the search index): a store made before it, with records, is upgraded on
+    opening and its records are found by their words."""
+    store = Store(store_url, clock=clock)
+    store.write([make_record(str(i), f"Telegram number {i}", creator="Gromyko, Andrei") for i in range(2500)])
+    store.close()
+    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:  # the store as version 1 left it: no search index
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE records_search")
+            conn.execute(schema_version.update().values(version=1))
+    finally:
+        engine.dispose()
+    assert "records_search" not in table_names(store_url)
+    migrated = Store(store_url, clock=clock)
+    try:
+        assert version_rows(store_url) == [LATEST]
+        assert migrated.search_count("gromyko", up_to=5000) == 2500  # more than one batch of the fill
+        assert [h.identifier for h in migrated.search("telegram 1234")] == ["oai:test.example.org:1234"]
+    finally:
+        migrated.close()

@@ -12,8 +12,9 @@ code serves both. Two rules shape it:
 
 Its modules, one concern each: `schema` (tables, migrations), `engine` (opening a database,
 the errors that say why it cannot be), `transactions` (what reads and writes share: the
-engine, the write clock), `write`, `read`, `stored_settings`, `export` (the whole store as rows),
-and `harvester_state` (the harvester's). Every name importers use is importable from here.
+engine, the write clock), `write`, `read`, `search` (the words of records, for people),
+`stored_settings`, `export` (the whole store as rows), and `harvester_state` (the harvester's).
+Every name importers use is importable from here.
 """
 
 from __future__ import annotations
@@ -81,16 +82,17 @@ from oaiserver.store.schema import (
     set_members,
     settings,
 )
+from oaiserver.store.search import Hit, Searches
 from oaiserver.store.stored_settings import Settings
 from oaiserver.store.write import WriteResult, Writes, collector_paused
 
 
-class Store(Writes, Reads, Settings):
+class Store(Writes, Reads, Searches, Settings):
     """Records and their state, over one SQLAlchemy engine.
 
     One object (what the protocol's `RecordSource` describes, and what a test patches), its
     methods kept by purpose in the package's modules: `write.Writes`, `read.Reads`,
-    `stored_settings.Settings`, over `transactions.Transactions` (opening, the write clock).
+    `search.Searches`, `stored_settings.Settings`, over `transactions.Transactions` (opening, the write clock).
     """
 
 
@@ -115,6 +117,7 @@ __all__ = [
     "HarvestRun",
     "HarvestState",
     "HeldRecords",
+    "Hit",
     "ListQuery",
     "Migration",
     "Prepared",

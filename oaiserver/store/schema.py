@@ -12,6 +12,8 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from oaiserver.store import search
+
 meta = sa.MetaData()
 
 records = sa.Table(
@@ -121,12 +123,20 @@ Migration = Callable[[Connection], None]
 
 
 def _schema_from_metadata(conn: Connection) -> None:
-    """Migration 1: the tables and indexes this module declares (those not there yet)."""
+    """Migration 1: the tables and indexes this module declares (those not there yet), and the
+    search index (`search.create_index`: a table of each backend's own kind, not in `meta`)."""
     meta.create_all(conn)
+    search.create_index(conn)
+
+
+def _search_index(conn: Connection) -> None:
+    """Migration 2: the search index, filled with the words of the records already stored."""
+    search.create_index(conn)
+    search.fill_index(conn)
 
 
 # Schema changes, numbered, applied in order. A new store is made from the tables above, which
 # always describe the latest schema, and gets the last number; a store at an earlier number gets
 # each later step. Changing the schema is changing the tables above *and* appending the step
 # that brings a store of the previous number to them (never "inspect the columns and patch").
-MIGRATIONS: tuple[tuple[int, Migration], ...] = ((1, _schema_from_metadata),)
+MIGRATIONS: tuple[tuple[int, Migration], ...] = ((1, _schema_from_metadata), (2, _search_index))

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from oaiserver.fragments import header_xml, record_xml, with_header
 from oaiserver.records import Record, identifier_problem, shown_identifier
 from oaiserver.rows import Prepared, content_hash, prepare
+from oaiserver.store import search
 from oaiserver.store.schema import formats, records, set_members
 from oaiserver.store.transactions import Transactions
 
@@ -193,12 +194,14 @@ class Writes(Transactions):
                 # It could be listed but never fetched (by GetRecord or its landing page): keep it out.
                 log.warning("not stored: %s: %s", shown_identifier(record.identifier), problem)
                 result.rejected.append((record.identifier, problem))
+        accepted = dict(pending)
         cur = conn.connection.cursor()
         try:
             for _ in range(3):
                 if not pending:
                     break
                 pending = self._write_rows(cur, stamp, pending, result, keep_datestamps, guard_source)
+            self._index_written(cur, accepted, result)
         except self._dbapi_error as exc:
             raise sa.exc.DBAPIError.instance("write", None, exc, self._dbapi_error) from exc
         finally:
@@ -206,6 +209,12 @@ class Writes(Transactions):
         if pending:  # pragma: no cover - would need three concurrent inserts of one identifier
             raise RuntimeError(f"could not settle concurrent writes of {sorted(pending)[:3]}")
         return result
+
+    def _index_written(self, cur: Any, accepted: dict[str, Prepared], result: WriteResult) -> None:
+        """The search index brought up to date with the records of a write (all but those
+        refused: another source holds them, with its own words)."""
+        refused = {identifier for identifier, _ in result.refused}
+        search.index_in(cur, self.is_sqlite, ((i, p.dc) for i, p in accepted.items() if i not in refused))
 
     def _guarded(
         self, cur: Any, sql: str, rows: list[tuple[Any, ...]], records_by_row_id: dict[int, Prepared] | None
