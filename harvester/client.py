@@ -59,7 +59,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 import requests
 import requests.structures
@@ -239,6 +239,13 @@ def utc(value: str) -> tuple[str, str] | None:
     return format_datestamp(calendar.timegm(parsed.timetuple())), SECONDS
 
 
+class _Retry(NamedTuple):
+    """An attempt that failed in a way worth another: why, and how long to wait first."""
+
+    problem: err.HarvestError
+    wait: float
+
+
 class Client:
     """An OAI-PMH client for one partner. Use as a context manager, or call `close()`."""
 
@@ -301,38 +308,16 @@ class Client:
         return page
 
     def _fetch(self, params: dict[str, str], cancel: threading.Event | None = None) -> Answer:
+        """The answer to read, after as many attempts as the settings allow."""
         s = self.settings
         attempt = 0
         while True:
             if self.stop.is_set() or (cancel is not None and cancel.is_set()):
                 raise err.Stopped("stopped before sending a request")
-            self._attempts += 1
-            try:
-                answer = self.http(params) if self.http is not None else self._handled(params)
-            except err.DeadlineExceeded as exc:
-                problem: err.HarvestError = exc
-                wait = self._backoff(attempt)
-            except RETRIED as exc:
-                why = no_connection(exc)
-                if why is not None:  # refused, unknown host: not worth minutes of retries in a run
-                    raise err.Unreachable(f"{self.base_url}: cannot connect ({why})") from exc
-                problem = err.TransportError(f"{self.base_url}: {describe(exc)}")
-                wait = self._backoff(attempt)
-            except requests.RequestException as exc:
-                raise err.TransportError(f"{self.base_url}: {describe(exc)}") from exc
-            else:
-                if answer.status != 429 and answer.status < 500:
-                    short = _cut_short(answer.body, answer.status)
-                    if short is None:
-                        return answer
-                    problem = err.TransportError(f"{self.base_url} ({params['verb']}): {short}")
-                    wait = self._backoff(attempt)
-                else:
-                    problem = err.HTTPStatusError(
-                        answer.status, f"{self.base_url} answered HTTP {answer.status} {answer.reason}".rstrip()
-                    )
-                    after = _retry_after(answer.headers.get("Retry-After"), self.clock())
-                    wait = min(after, s.retry_after_cap) if after is not None else self._backoff(attempt)
+            outcome = self._attempt(params, attempt)
+            if isinstance(outcome, Answer):
+                return outcome
+            problem, wait = outcome
             if attempt >= s.retries:
                 if s.retries:
                     raise type(problem)(*_args(problem, f" (after {s.retries} retries)"))
@@ -341,6 +326,38 @@ class Client:
             log.warning("%s; retry %d of %d in %.1f s", problem, attempt, s.retries, wait)
             if self._wait(wait, cancel):
                 raise err.Stopped("stopped while waiting to retry")
+
+    def _attempt(self, params: dict[str, str], attempt: int) -> Answer | _Retry:
+        """Send once: the answer, or the problem worth another attempt and the wait before it.
+        A connection that cannot be made at all, and any other requests error, are raised."""
+        self._attempts += 1
+        try:
+            answer = self.http(params) if self.http is not None else self._handled(params)
+        except err.DeadlineExceeded as exc:
+            return _Retry(exc, self._backoff(attempt))
+        except RETRIED as exc:
+            why = no_connection(exc)
+            if why is not None:  # refused, unknown host: not worth minutes of retries in a run
+                raise err.Unreachable(f"{self.base_url}: cannot connect ({why})") from exc
+            return _Retry(err.TransportError(f"{self.base_url}: {describe(exc)}"), self._backoff(attempt))
+        except requests.RequestException as exc:
+            raise err.TransportError(f"{self.base_url}: {describe(exc)}") from exc
+        return self._judged(answer, params, attempt)
+
+    def _judged(self, answer: Answer, params: dict[str, str], attempt: int) -> Answer | _Retry:
+        """The answer, unless it asks to be asked again: 429 and 5xx (after their Retry-After,
+        if any, up to its cap), or a body cut short."""
+        if answer.status == 429 or answer.status >= 500:
+            problem = err.HTTPStatusError(
+                answer.status, f"{self.base_url} answered HTTP {answer.status} {answer.reason}".rstrip()
+            )
+            after = _retry_after(answer.headers.get("Retry-After"), self.clock())
+            wait = min(after, self.settings.retry_after_cap) if after is not None else self._backoff(attempt)
+            return _Retry(problem, wait)
+        short = _cut_short(answer.body, answer.status)
+        if short is None:
+            return answer
+        return _Retry(err.TransportError(f"{self.base_url} ({params['verb']}): {short}"), self._backoff(attempt))
 
     def _handled(self, params: dict[str, str]) -> Answer:
         """The injected transport's answer, its headers made case-insensitive as HTTP's are."""
@@ -368,6 +385,28 @@ class Client:
         body, status = answer.body, answer.status
         verb = params["verb"]
         where = f"{self.base_url} ({verb}, HTTP {status})"
+        markup = self._screen(body, status, where)
+        parser = xml_parser(lenient=self.settings.lenient_xml)
+        root = self._tree(body, status, where, parser)
+        self._check_content_type(answer.headers.get("Content-Type"))
+        page = Page(verb, params, status, root, self._response_date(root, started), body=body)
+        page.weight = (1 + CONVERTED_PER_BYTE) * len(body) + WEIGHT_PER_MARKUP * markup
+        if self.settings.lenient_xml and len(parser.error_log):
+            page.repairs = [f"line {e.line}, column {e.column}: {e.message}" for e in parser.error_log]
+        errors = [(e.get("code") or "unknown", " ".join((e.text or "").split())) for e in root.findall(f"{_OAI}error")]
+        if errors:
+            if all(code == "noRecordsMatch" for code, _ in errors):
+                page.no_records = True
+                return page
+            raise err.partner_error(errors, status)
+        if status >= 400:
+            raise err.HTTPStatusError(status, f"{where}: an HTTP error status on an OAI-PMH response without <error>")
+        self._read_items(page, root, parser)
+        return page
+
+    def _screen(self, body: bytes, status: int, where: str) -> int:
+        """Refuse, before parsing, a body that cannot be an OAI-PMH page (HTML, something not XML,
+        a DOCTYPE) or whose tree would be too large; its count of tags and attributes otherwise."""
         if _HTML_START.match(body[:4096]):
             title = _TITLE.search(body[:65536])
             shown = f" titled {title.group(1).decode('utf-8', 'replace').strip()[:100]!r}" if title else ""
@@ -389,7 +428,11 @@ class Client:
                 f"{where}: the page holds {markup:,} tags and attributes, more than the {most:,} that "
                 f"{page_cap(self.settings.max_page_bytes)} allows (one per {BYTES_PER_MARKUP} bytes); refused unparsed"
             )
-        parser = xml_parser(lenient=self.settings.lenient_xml)
+        return markup
+
+    def _tree(self, body: bytes, status: int, where: str, parser: etree.XMLParser) -> etree._Element:
+        """The body parsed, its root an <OAI-PMH> in the OAI-PMH namespace (an HTTP error status
+        with any other body is raised as that status)."""
         try:
             root = etree.fromstring(body, parser)
         except etree.XMLSyntaxError as exc:
@@ -408,33 +451,8 @@ class Client:
         if root.tag != f"{_OAI}OAI-PMH":
             if status >= 400:
                 raise err.HTTPStatusError(status, f"{where}: an HTTP error without an OAI-PMH body")
-            # Not etree.QName: under the lenient parser an undeclared prefix stays in the tag
-            # ("oai:OAI-PMH"), which QName refuses with a ValueError.
-            name = str(root.tag).rpartition("}")[2].rpartition(":")[2]
-            if name.lower() == "html":
-                raise err.HTMLResponseError(f"{where} sent an HTML page instead of OAI-PMH XML")
-            if name == "OAI-PMH":
-                raise err.NotOAIResponseError(
-                    f"{where}: the root element <OAI-PMH> is not in the OAI-PMH 2.0 namespace {OAI_NS}"
-                )
-            raise err.NotOAIResponseError(
-                f"{where}: the root element is <{root.tag}>, not <OAI-PMH> in the namespace {OAI_NS}"
-            )
-        self._check_content_type(answer.headers.get("Content-Type"))
-        page = Page(verb, params, status, root, self._response_date(root, started), body=body)
-        page.weight = (1 + CONVERTED_PER_BYTE) * len(body) + WEIGHT_PER_MARKUP * markup
-        if self.settings.lenient_xml and len(parser.error_log):
-            page.repairs = [f"line {e.line}, column {e.column}: {e.message}" for e in parser.error_log]
-        errors = [(e.get("code") or "unknown", " ".join((e.text or "").split())) for e in root.findall(f"{_OAI}error")]
-        if errors:
-            if all(code == "noRecordsMatch" for code, _ in errors):
-                page.no_records = True
-                return page
-            raise err.partner_error(errors, status)
-        if status >= 400:
-            raise err.HTTPStatusError(status, f"{where}: an HTTP error status on an OAI-PMH response without <error>")
-        self._read_items(page, root, parser)
-        return page
+            raise _wrong_root(root, where)
+        return root
 
     def _check_content_type(self, value: str | None) -> None:
         """An OAI-PMH document labelled as something else is read all the same (the body
@@ -640,6 +658,22 @@ def _inherited(item: etree._Element, attributes: bytes) -> bytes:
     declared = {(m.group(1) or b"").decode() for m in _XMLNS.finditer(attributes)}
     missing = sorted(((prefix or ""), uri) for prefix, uri in item.nsmap.items() if (prefix or "") not in declared)
     return "".join(f' xmlns{":" + prefix if prefix else ""}="{attr(uri)}"' for prefix, uri in missing).encode()
+
+
+def _wrong_root(root: etree._Element, where: str) -> err.HarvestError:
+    """The error for a well-formed page whose root is not <OAI-PMH> in the OAI-PMH namespace."""
+    # Not etree.QName: under the lenient parser an undeclared prefix stays in the tag
+    # ("oai:OAI-PMH"), which QName refuses with a ValueError.
+    name = str(root.tag).rpartition("}")[2].rpartition(":")[2]
+    if name.lower() == "html":
+        return err.HTMLResponseError(f"{where} sent an HTML page instead of OAI-PMH XML")
+    if name == "OAI-PMH":
+        return err.NotOAIResponseError(
+            f"{where}: the root element <OAI-PMH> is not in the OAI-PMH 2.0 namespace {OAI_NS}"
+        )
+    return err.NotOAIResponseError(
+        f"{where}: the root element is <{root.tag}>, not <OAI-PMH> in the namespace {OAI_NS}"
+    )
 
 
 def _repaired_items(items: list[etree._Element], parser: etree.XMLParser) -> set[int]:

@@ -155,28 +155,7 @@ def _parts(element: etree._Element) -> tuple[etree._Element | None, etree._Eleme
 def convert_record(element: etree._Element, partner: Partner, *, harvest_date: str, raw: str | None = None) -> Record:
     """`raw`: the `<record>` exactly as sent, when the page could be cut (else it is serialized)."""
     header, metadata, about = _parts(element)
-    if header is None:
-        raise RecordError("the record has no <header>")
-    identifier = sent_datestamp = ""
-    specs: list[str] = []
-    for child in header:
-        tag = child.tag
-        if tag == _IDENTIFIER and not identifier:
-            identifier = (child.text or "").strip()
-        elif tag == _DATESTAMP and not sent_datestamp:
-            sent_datestamp = (child.text or "").strip()
-        elif tag == _SETSPEC:
-            specs.append((child.text or "").strip())
-    if not identifier:
-        raise RecordError("the header has no identifier")
-    parsed = utc(sent_datestamp)
-    if parsed is None:
-        raise RecordError(f"the datestamp {sent_datestamp!r} is not a date")
-    datestamp = parsed[0]
-    status = header.get("status")
-    if status is not None and status != "deleted":
-        raise RecordError(f'the header\'s status is {status!r}; OAI-PMH allows only status="deleted"')
-    deleted = status == "deleted"
+    identifier, sent_datestamp, datestamp, specs, deleted = _header(header)
     payload = _payload(metadata)
     if payload is None and not deleted:
         raise RecordError("the record is not deleted but has no metadata")
@@ -210,6 +189,32 @@ def convert_record(element: etree._Element, partner: Partner, *, harvest_date: s
         origin = Origin(partner.base_url, identifier, datestamp, namespace, harvest_date, True, _inner_origin(about))
         record.about = provenance_container(origin)
     return record
+
+
+def _header(header: etree._Element | None) -> tuple[str, str, str, list[str], bool]:
+    """(identifier, datestamp as sent, datestamp in UTC, setSpecs, deleted) of a record's header;
+    RecordError if it lacks one of the first two or says a status other than deleted."""
+    if header is None:
+        raise RecordError("the record has no <header>")
+    identifier = sent_datestamp = ""
+    specs: list[str] = []
+    for child in header:
+        tag = child.tag
+        if tag == _IDENTIFIER and not identifier:
+            identifier = (child.text or "").strip()
+        elif tag == _DATESTAMP and not sent_datestamp:
+            sent_datestamp = (child.text or "").strip()
+        elif tag == _SETSPEC:
+            specs.append((child.text or "").strip())
+    if not identifier:
+        raise RecordError("the header has no identifier")
+    parsed = utc(sent_datestamp)
+    if parsed is None:
+        raise RecordError(f"the datestamp {sent_datestamp!r} is not a date")
+    status = header.get("status")
+    if status is not None and status != "deleted":
+        raise RecordError(f'the header\'s status is {status!r}; OAI-PMH allows only status="deleted"')
+    return identifier, sent_datestamp, parsed[0], specs, status == "deleted"
 
 
 def _payload(metadata: etree._Element | None) -> etree._Element | None:

@@ -323,6 +323,29 @@ class _Run:
                 ) from None
 
     def _execute(self, full: bool) -> RunReport:
+        self._start(full)
+        try:
+            self._harvest()
+        except err.Stopped as exc:
+            return self._finish(FAILED, f"{exc}; the next run resumes from the checkpoint")
+        except err.ListLoopError as exc:
+            # Resuming at one of its tokens would go round again: the next run lists the window
+            # afresh, from the same `from` (the list did not end, so records may be unseen).
+            return self._finish(FAILED, str(exc), checkpoint=None)
+        except err.Unreachable as exc:
+            return self._finish(FAILED, f"{exc}; the next run tries again")
+        except err.HarvestError as exc:
+            return self._finish(FAILED, str(exc))
+        except sa.exc.SQLAlchemyError:
+            raise  # execute says so
+        except Exception as exc:
+            self._finish(FAILED, f"internal error: {type(exc).__name__}: {exc}")
+            raise
+        return self._completed()
+
+    def _start(self, full: bool) -> None:
+        """Open the run in the store: at the checkpoint kept for this window (unless `full`), or else
+        from the `from` the last complete run of this window left (the partner's own `from_date` if none)."""
         name = self.partner.name
         state = harvest_state_of(self.store, name)
         key = window_key(self.partner)
@@ -345,23 +368,10 @@ class _Run:
         )
         if self.resumed:
             log.info("%s: resuming the window from %s at its checkpoint", name, checkpoint["from"] or "the start")
-        try:
-            self._harvest()
-        except err.Stopped as exc:
-            return self._finish(FAILED, f"{exc}; the next run resumes from the checkpoint")
-        except err.ListLoopError as exc:
-            # Resuming at one of its tokens would go round again: the next run lists the window
-            # afresh, from the same `from` (the list did not end, so records may be unseen).
-            return self._finish(FAILED, str(exc), checkpoint=None)
-        except err.Unreachable as exc:
-            return self._finish(FAILED, f"{exc}; the next run tries again")
-        except err.HarvestError as exc:
-            return self._finish(FAILED, str(exc))
-        except sa.exc.SQLAlchemyError:
-            raise  # execute says so
-        except Exception as exc:
-            self._finish(FAILED, f"internal error: {type(exc).__name__}: {exc}")
-            raise
+
+    def _completed(self) -> RunReport:
+        """The end of a run whose lists were read to the end: partial if records failed, else a
+        success whose next `from` is the first response's date, unless the partner's clock is ahead."""
         if self.window.failed:
             first = "; ".join(f"{where}: {why}" for where, why in self.failures[:3])
             partial = f"{self.window.failed} record(s) could not be harvested" + (f" ({first})" if first else "")
@@ -379,7 +389,9 @@ class _Run:
             notes.append(f"the partner's clock is ahead: {ahead}; the next run starts {again}")
             next_from = None
         reason = "; ".join(notes) or None
-        return self._finish(SUCCESS, reason, checkpoint=None, next_from=(next_from, key) if next_from else None)
+        return self._finish(
+            SUCCESS, reason, checkpoint=None, next_from=(next_from, self.cp["key"]) if next_from else None
+        )
 
     def _finish(
         self,

@@ -159,26 +159,12 @@ class HTTPTransport:
         """The body, decompressed as it arrives: refused once past the page cap, and abandoned at
         the deadline (each read waits at most what is left of it)."""
         limit = self.settings.max_page_bytes
-        coding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
-        length = (response.headers.get("Content-Length") or "").strip()
-        if coding == "identity" and length.isdigit() and int(length) > limit:
-            raise err.PageTooLargeError(
-                f"{where}: the response announces {int(length) / MB:,.0f} MB, more than {page_cap(limit)}; "
-                "refused unread"
-            )
-        inflate = _Inflate(coding, where)
+        inflate = _Inflate(_coding(response.headers, limit, where), where)
         sock = _socket_of(response)
         parts: list[bytes] = []
         size = 0
         while True:
-            if self.stop.is_set():  # SIGTERM: a page still arriving is asked for again by the next run
-                raise err.Stopped(f"{where}: stopped while the page was arriving ({size:,} bytes)")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise err.DeadlineExceeded(
-                    f"{where}: the response did not complete within {total:g} s (the request's deadline); "
-                    f"{size:,} bytes had arrived"
-                )
+            left = self._time_left(deadline, total, where, size)
             if sock is not None:
                 sock.settimeout(min(self.settings.timeout, left))
             try:
@@ -195,6 +181,30 @@ class HTTPTransport:
                 parts.append(chunk)
             if not data:
                 return b"".join(parts)
+
+    def _time_left(self, deadline: float, total: float, where: str, size: int) -> float:
+        """Seconds left before the deadline, for the next read; Stopped or DeadlineExceeded (with the
+        `size` that had arrived) when there are none to wait."""
+        if self.stop.is_set():  # SIGTERM: a page still arriving is asked for again by the next run
+            raise err.Stopped(f"{where}: stopped while the page was arriving ({size:,} bytes)")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise err.DeadlineExceeded(
+                f"{where}: the response did not complete within {total:g} s (the request's deadline); "
+                f"{size:,} bytes had arrived"
+            )
+        return left
+
+
+def _coding(headers: Mapping[str, str], limit: int, where: str) -> str:
+    """The response's Content-Encoding; a body sent as is that announces more than `limit` bytes is refused unread."""
+    coding = (headers.get("Content-Encoding") or "identity").strip().lower()
+    length = (headers.get("Content-Length") or "").strip()
+    if coding == "identity" and length.isdigit() and int(length) > limit:
+        raise err.PageTooLargeError(
+            f"{where}: the response announces {int(length) / MB:,.0f} MB, more than {page_cap(limit)}; refused unread"
+        )
+    return coding
 
 
 def redirect_allowed(base_url: str, target: str, allowed: tuple[str, ...] = ()) -> bool:
