@@ -132,3 +132,20 @@ def test_the_layout_names_every_module() -> None:
     for package in ("oaiserver", "harvester"):
         for module in sorted((HERE.parent / package).rglob("*.py")):
             assert f" {module.name}" in layout, f"{package}/{module.name} is not in the README's Layout"
+
+
+def test_the_validator_rules_table_is_exactly_the_rules() -> None:
+    """Every rule `oaiserver validate` reports has its row, with its section and level, and no row is stale."""
+    from oaiserver.validate.rules import ERROR_CASES, MUST, RULES
+
+    rows = {
+        name: (spec, level)
+        for name, spec, level in re.findall(r"^\| `([a-z][\w.-]*)` \| ([\d.]+) \| (MUST|SHOULD) \|", README, re.M)
+    }
+    rules = {rule.name: (rule.section, rule.level) for rule in RULES}
+    rules |= {case.name: (case.section, MUST) for case in ERROR_CASES}
+    assert rows == rules, (
+        "README.md, Checking a repository: the rules table differs from oaiserver.validate.rules: "
+        f"add or mend {sorted(k for k in rules if rows.get(k) != rules[k])}, "
+        f"remove {sorted(k for k in rows if k not in rules)}"
+    )
