@@ -73,4 +73,20 @@ seeds: seeds
 #     quirks: {lenient_xml: false}
 #     max_page_mb: 6
 #     allow_redirects_to: [https://mirror.example.org]
+#     # Connection settings and harvest modes: checked when the file loads; the harvester does
+#     # not use them yet. The password is read from the environment variable, never from here.
+#     request_interval: 0
+#     timeout: 60
+#     retries: 5
+#     headers: {From: ops@example.org}
+#     auth: {username: harvester, password_env: EXAMPLE_OAI_PASSWORD}
+#     mode: auto
+#     deletion_sweep: {interval: {days: 7}, max_drop: 0.15}
+
+# The harvester across partners: partners harvested at once, requests at once to one host,
+# and the User-Agent it sends. Checked when the file loads; the harvester does not use them yet.
+# harvester:
+#   jobs: 4
+#   per_host: 2
+#   user_agent: "oai-repository-harvester (OAI-PMH 2.0; mailto:admin@example.org)"
 """

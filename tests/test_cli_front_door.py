@@ -169,7 +169,7 @@ def keys_of(data: Any, prefix: str = "") -> Iterator[str]:
         for key, value in data.items():
             dotted = f"{prefix}.{key}" if prefix else str(key)
             yield dotted
-            if dotted in ("repository", "storage", "server"):
+            if dotted in ("repository", "storage", "server", "harvester"):
                 yield from keys_of(value, dotted)
             elif dotted in ("sets", "partners") and isinstance(value, list):
                 for item in value:
@@ -193,7 +193,7 @@ def test_init_writes_a_commented_configuration_that_loads(tmp_path: Path, monkey
     assert cfg.storage_url == f"sqlite:///{tmp_path / 'data' / 'oai.sqlite3'}"
     partner_keys = {f"partners.{k}" for k in config_mod.PARTNER_KEYS}
     set_keys = {"sets.spec", "sets.name", "sets.description", "sets.match"}
-    real = set(config_mod.KEYS) | {"repository", "storage", "server"} | partner_keys | set_keys
+    real = set(config_mod.KEYS) | {"repository", "storage", "server", "harvester"} | partner_keys | set_keys
     for variant in (text, uncommented(text)):
         data = yaml.safe_load(variant)
         assert set(keys_of(data)) <= real, set(keys_of(data)) - real
