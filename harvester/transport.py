@@ -35,6 +35,7 @@ import urllib3.connection
 from sickle import Sickle
 
 from harvester import errors as err
+from harvester.hosts import HOSTS, origin_of, retry_after
 
 MB = 2**20
 MAX_REDIRECTS = 5
@@ -68,18 +69,50 @@ class Limits(NamedTuple):
     redirect_origins: tuple[str, ...]  # where redirects may go besides the partner
 
 
+class Politeness(NamedTuple):
+    """How a partner's requests are sent besides the limits: its extra headers and
+    credentials, the wait between its requests, and its host's share (harvester.hosts)."""
+
+    headers: tuple[tuple[str, str], ...] = ()
+    auth: tuple[str, str] | None = None  # (username, password) for HTTP basic
+    request_interval: float = 0.0  # seconds from the end of one request to the start of the next
+    per_host: int | None = None  # requests at once to its origin across the process (None: no limit)
+    retry_after_cap: float = 900.0  # a longer Retry-After pauses the host this long only
+
+    def __repr__(self) -> str:  # the password is never shown
+        shown = None if self.auth is None else (self.auth[0], "***")
+        return (
+            f"Politeness(headers={self.headers!r}, auth={shown!r}, request_interval={self.request_interval!r}, "
+            f"per_host={self.per_host!r}, retry_after_cap={self.retry_after_cap!r})"
+        )
+
+
 class HTTPTransport:
     """The real transport: `transport(params)` sends one request and reads its answer whole.
     `redirects` counts the redirects followed (each one a further HTTP request)."""
 
-    def __init__(self, base_url: str, limits: Limits, *, user_agent: str, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        limits: Limits,
+        *,
+        user_agent: str,
+        stop: threading.Event,
+        politeness: Politeness | None = None,
+    ) -> None:
         self.base_url = base_url
         self.settings = limits
         self.stop = stop
         self.redirects = 0
+        self.polite = politeness or Politeness()
+        self.origin = origin_of(base_url)
+        self._last_end: float | None = None  # time.monotonic() when the last request ended
         self.session = requests.Session()
+        self.session.headers.update(dict(self.polite.headers))
         self.session.headers["User-Agent"] = user_agent
         self.session.headers["Accept-Encoding"] = "gzip, deflate"  # the codings _Inflate reads
+        if self.polite.auth is not None:
+            self.session.auth = self.polite.auth
         for scheme in ("http://", "https://"):
             self.session.mount(scheme, _Adapter())
         # Sickle holds the partner's request settings (endpoint, method, requests options);
@@ -90,6 +123,26 @@ class HTTPTransport:
         self.session.close()
 
     def __call__(self, params: dict[str, str]) -> Answer:
+        """One request, sent `request_interval` after the partner's last one ended, in one of
+        its host's slots once any pause the host asked for is over (harvester.hosts). A 429 or
+        5xx with Retry-After pauses every partner on the host."""
+        p = self.polite
+        if p.request_interval and self._last_end is not None:
+            left = self._last_end + p.request_interval - time.monotonic()
+            if left > 0 and self.stop.wait(left):
+                raise err.Stopped(f"{self.base_url}: stopped while waiting for its request_interval")
+        try:
+            with HOSTS.slot(self.origin, p.per_host, self.stop):
+                answer = self._timed(params)
+        finally:
+            self._last_end = time.monotonic()
+        if answer.status == 429 or answer.status >= 500:
+            after = retry_after(answer.headers.get("Retry-After"), time.time())
+            if after is not None:
+                HOSTS.pause(self.origin, min(after, p.retry_after_cap))
+        return answer
+
+    def _timed(self, params: dict[str, str]) -> Answer:
         """One request, its redirects followed (at most MAX_REDIRECTS, each checked), and its
         answer read, all within one deadline."""
         s = self.settings
