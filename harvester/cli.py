@@ -23,6 +23,7 @@ import click
 from harvester import errors as err
 from harvester import harvest
 from harvester.client import ClientSettings
+from harvester.hosts import origin_of
 from harvester.probe import MAX_REQUESTS as PROBE_MAX_REQUESTS
 from oaiserver import config as config_mod
 from oaiserver.cli import Context, Group, group_options, pass_ctx, setup_logging
@@ -151,9 +152,9 @@ def run(
     store = ctx.store()
     jobs = min(ctx.config.harvester.jobs, len(chosen))
     with _stop_on_signals() as stop, _quiet(harvest.report_log), _display() as display:
-        runner = _Runner(store, settings, stop, display, full)
+        runner = _Runner(store, settings, stop, display, full, chosen)
         with ThreadPoolExecutor(jobs, thread_name_prefix="harvest") as pool:
-            codes = [code for code in pool.map(runner.one, chosen) if code is not None]
+            codes = [code for done in pool.map(lambda _: runner.work(), range(jobs)) for code in done]
     sys.exit(1 if 1 in codes else 2 if 2 in codes else 0)
 
 
@@ -161,7 +162,11 @@ class _Runner:
     """`harvester run`'s partners, up to `harvester.jobs` at once on threads of this process
     (each run has its lease, its transactions and its worker process): each outcome is printed
     as its run ends, with the records it could not harvest right after it. A stop (SIGTERM),
-    or a store that failed under a run, leaves the partners not started yet alone."""
+    or a store that failed under a run, leaves the partners not started yet alone.
+
+    Each job takes the next partner whose host has fewer than `per_host` partners under way,
+    if any: a job waiting on a busy host (harvester.hosts) while partners of idle hosts wait
+    for a job would waste it (40 partners on one host listed first would take every job)."""
 
     def __init__(
         self,
@@ -170,10 +175,41 @@ class _Runner:
         stop: threading.Event,
         display: _Lines,
         full: bool,
+        partners: list[config_mod.Partner],
     ) -> None:
         self.store, self.settings, self.stop, self.display, self.full = store, settings, stop, display, full
         self.halt = threading.Event()  # the store failed: the next partners would meet it too
         self.printing = threading.Lock()
+        self.pending = list(partners)
+        self.under_way: dict[str, int] = {}  # partners being harvested, by origin
+        self.taking = threading.Lock()
+
+    def work(self) -> list[int]:
+        """One job: partners one after the other until none is left; their exit codes."""
+        codes = []
+        while (partner := self._take()) is not None:
+            origin = origin_of(partner.base_url)
+            try:
+                code = self.one(partner)
+            finally:
+                with self.taking:
+                    self.under_way[origin] -= 1
+            if code is not None:
+                codes.append(code)
+        return codes
+
+    def _take(self) -> config_mod.Partner | None:
+        with self.taking:
+            if not self.pending:
+                return None
+            room = self.settings.client.per_host or len(self.pending)
+            chosen = next(
+                (p for p in self.pending if self.under_way.get(origin_of(p.base_url), 0) < room), self.pending[0]
+            )
+            self.pending.remove(chosen)
+            origin = origin_of(chosen.base_url)
+            self.under_way[origin] = self.under_way.get(origin, 0) + 1
+            return chosen
 
     def one(self, partner: config_mod.Partner) -> int | None:
         """Harvest `partner` and print its outcome; its exit code, or None when it was not started."""

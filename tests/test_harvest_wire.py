@@ -218,3 +218,14 @@ def test_the_scheduler_harvests_jobs_partners_at_once(fleet: Fleet, store: Store
         scheduler.scheduler.shutdown(wait=True)
     assert all(harvest_history(store, name, limit=1)[0].outcome == "success" for name in fleet.specs)
     assert most_at_once(fleet.log, 0.5) == 2
+
+
+@with_specs(*crowd(6, hosts=[4, 1, 1], delay=1.0, records=5, page_size=5))
+def test_a_job_takes_a_partner_of_a_host_with_room_first(fleet: Fleet, tmp_path: Path, store_url: str) -> None:
+    """p000 to p003 share host 0 (one request at a time), listed first: three jobs take p000,
+    p004 and p005, not three partners of host 0 of which two would only wait."""
+    result = harvester(write_config(tmp_path, store_url, fleet, jobs=3, per_host=1), "run", *FAST)
+    assert result.exit_code == 0, result.output
+    first = {name: fleet.requests(name)[0].at for name in fleet.specs}
+    assert abs(first["p004"] - first["p000"]) < 0.6 and abs(first["p005"] - first["p000"]) < 0.6
+    assert fleet.peak(host=0) == 1
