@@ -23,8 +23,8 @@ import click
 from harvester import errors as err
 from harvester import harvest
 from harvester.client import ClientSettings
-from harvester.hosts import origin_of
 from harvester.probe import MAX_REQUESTS as PROBE_MAX_REQUESTS
+from harvester.transport import origin_of
 from oaiserver import config as config_mod
 from oaiserver.cli import Context, Group, group_options, pass_ctx, setup_logging
 from oaiserver.records import format_datestamp
@@ -49,7 +49,7 @@ def client_options(command: Callable[..., Any]) -> Callable[..., Any]:
             default=defaults.timeout,
             show_default=True,
             help="Seconds to wait for a partner to connect and for each read; a whole request (redirects "
-            "included) may take 4 times this.",
+            "included) may take 4 times this. A partner's own `timeout` in the configuration wins.",
         ),
         click.option(
             "--retries",
@@ -57,7 +57,8 @@ def client_options(command: Callable[..., Any]) -> Callable[..., Any]:
             default=defaults.retries,
             show_default=True,
             help="Retries per request after a timeout, a broken connection, 429 or 5xx (a partner that refuses "
-            "the connection, or whose host name is unknown, is not retried: its next run tries again).",
+            "the connection, or whose host name is unknown, is not retried: its next run tries again). A "
+            "partner's own `retries` in the configuration wins.",
         ),
         click.option(
             "--backoff",
@@ -165,7 +166,7 @@ class _Runner:
     or a store that failed under a run, leaves the partners not started yet alone.
 
     Each job takes the next partner whose host has fewer than `per_host` partners under way,
-    if any: a job waiting on a busy host (harvester.hosts) while partners of idle hosts wait
+    if any: a job waiting on a busy host (transport.Hosts) while partners of idle hosts wait
     for a job would waste it (40 partners on one host listed first would take every job)."""
 
     def __init__(

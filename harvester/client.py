@@ -65,7 +65,6 @@ import requests.structures
 from lxml import etree
 
 from harvester import errors as err
-from harvester.hosts import retry_after as _retry_after
 from harvester.transport import (
     MB,
     RETRIED,
@@ -78,6 +77,7 @@ from harvester.transport import (
     no_connection,
     page_cap,
 )
+from harvester.transport import retry_after as _retry_after
 from oaiserver.config import HarvesterConfig, Partner
 from oaiserver.records import DAY, DAY_RE, OAI_NS, SECONDS, SECONDS_RE, format_datestamp
 from oaiserver.xmltext import attr
