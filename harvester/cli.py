@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from typing import Any
@@ -23,6 +24,7 @@ from harvester import errors as err
 from harvester import harvest
 from harvester.client import ClientSettings
 from harvester.probe import MAX_REQUESTS as PROBE_MAX_REQUESTS
+from harvester.transport import origin_of
 from oaiserver import config as config_mod
 from oaiserver.cli import Context, Group, group_options, pass_ctx, setup_logging
 from oaiserver.records import format_datestamp
@@ -47,7 +49,7 @@ def client_options(command: Callable[..., Any]) -> Callable[..., Any]:
             default=defaults.timeout,
             show_default=True,
             help="Seconds to wait for a partner to connect and for each read; a whole request (redirects "
-            "included) may take 4 times this.",
+            "included) may take 4 times this. A partner's own `timeout` in the configuration wins.",
         ),
         click.option(
             "--retries",
@@ -55,7 +57,8 @@ def client_options(command: Callable[..., Any]) -> Callable[..., Any]:
             default=defaults.retries,
             show_default=True,
             help="Retries per request after a timeout, a broken connection, 429 or 5xx (a partner that refuses "
-            "the connection, or whose host name is unknown, is not retried: its next run tries again).",
+            "the connection, or whose host name is unknown, is not retried: its next run tries again). A "
+            "partner's own `retries` in the configuration wins.",
         ),
         click.option(
             "--backoff",
@@ -79,10 +82,21 @@ clock_skew_option = click.option(
 )
 
 
-def _settings(timeout: float, retries: int, backoff: float) -> harvest.HarvestSettings:
+def _settings(
+    timeout: float, retries: int, backoff: float, section: config_mod.HarvesterConfig
+) -> harvest.HarvestSettings:
+    """The command's settings: its options (a partner's own `timeout` and `retries` win over
+    them), and the configuration's `harvester:` section (User-Agent, requests at once per host)."""
     if timeout <= 0 or retries < 0 or backoff < 0:
         raise click.BadParameter("--timeout must be positive, --retries and --backoff not negative")
-    return harvest.HarvestSettings(client=ClientSettings(timeout=timeout, retries=retries, backoff=backoff))
+    client = ClientSettings(
+        timeout=timeout,
+        retries=retries,
+        backoff=backoff,
+        user_agent=section.user_agent,
+        per_host=section.per_host,
+    )
+    return harvest.HarvestSettings(client=client)
 
 
 @contextmanager
@@ -117,7 +131,7 @@ def run(
     backoff: float,
     clock_skew: int,
 ) -> None:
-    """Harvest PARTNERS now (default: every configured partner), one after the other.
+    """Harvest PARTNERS now (default: every configured partner), `harvester.jobs` of them at once.
 
     Each partner's outcome is one line on stdout (`name: outcome: counts; next from …`, or the
     reason it failed); records that could not be harvested are listed on stderr.
@@ -125,7 +139,7 @@ def run(
     Exit code 0 when every run succeeded, 2 when some records could not be harvested
     (partial), 1 when a run failed or a partner was busy (another harvester holds its lease).
     """
-    settings = replace(_settings(timeout, retries, backoff), clock_skew=clock_skew)
+    settings = replace(_settings(timeout, retries, backoff, ctx.config.harvester), clock_skew=clock_skew)
     configured = {p.name: p for p in ctx.config.partners}
     unknown = [name for name in partners if name not in configured]
     if unknown:
@@ -137,30 +151,101 @@ def run(
         click.echo("no partners configured")
         return
     store = ctx.store()
-    codes: list[int] = []
+    jobs = min(ctx.config.harvester.jobs, len(chosen))
     with _stop_on_signals() as stop, _quiet(harvest.report_log), _display() as display:
-        for partner in chosen:
-            display.start(partner.name)
+        runner = _Runner(store, settings, stop, display, full, chosen)
+        with ThreadPoolExecutor(jobs, thread_name_prefix="harvest") as pool:
+            codes = [code for done in pool.map(lambda _: runner.work(), range(jobs)) for code in done]
+    sys.exit(1 if 1 in codes else 2 if 2 in codes else 0)
+
+
+class _Runner:
+    """`harvester run`'s partners, up to `harvester.jobs` at once on threads of this process
+    (each run has its lease, its transactions and its worker process): each outcome is printed
+    as its run ends, with the records it could not harvest right after it. A stop (SIGTERM),
+    or a store that failed under a run, leaves the partners not started yet alone.
+
+    Each job takes the next partner whose host has fewer than `per_host` partners under way,
+    if any: a job waiting on a busy host (transport.Hosts) while partners of idle hosts wait
+    for a job would waste it (40 partners on one host listed first would take every job)."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: harvest.HarvestSettings,
+        stop: threading.Event,
+        display: _Lines,
+        full: bool,
+        partners: list[config_mod.Partner],
+    ) -> None:
+        self.store, self.settings, self.stop, self.display, self.full = store, settings, stop, display, full
+        self.halt = threading.Event()  # the store failed: the next partners would meet it too
+        self.printing = threading.Lock()
+        self.pending = list(partners)
+        self.under_way: dict[str, int] = {}  # partners being harvested, by origin
+        self.taking = threading.Lock()
+
+    def work(self) -> list[int]:
+        """One job: partners one after the other until none is left; their exit codes."""
+        codes = []
+        while (partner := self._take()) is not None:
+            origin = origin_of(partner.base_url)
             try:
-                report = harvest.run(store, partner, settings=settings, stop=stop, on_page=display.on_page, full=full)
-            except err.PartnerBusy as exc:
+                code = self.one(partner)
+            finally:
+                with self.taking:
+                    self.under_way[origin] -= 1
+            if code is not None:
+                codes.append(code)
+        return codes
+
+    def _take(self) -> config_mod.Partner | None:
+        with self.taking:
+            if not self.pending:
+                return None
+            room = self.settings.client.per_host or len(self.pending)
+            chosen = next(
+                (p for p in self.pending if self.under_way.get(origin_of(p.base_url), 0) < room), self.pending[0]
+            )
+            self.pending.remove(chosen)
+            origin = origin_of(chosen.base_url)
+            self.under_way[origin] = self.under_way.get(origin, 0) + 1
+            return chosen
+
+    def one(self, partner: config_mod.Partner) -> int | None:
+        """Harvest `partner` and print its outcome; its exit code, or None when it was not started."""
+        if self.stop.is_set() or self.halt.is_set():
+            return None
+        display = self.display
+        with self.printing:
+            display.start(partner.name)
+        try:
+            on_page = self._on_page if display.on_page is not None else None
+            report = harvest.run(
+                self.store, partner, settings=self.settings, stop=self.stop, on_page=on_page, full=self.full
+            )
+        except err.PartnerBusy as exc:
+            with self.printing:
                 display.done(partner.name, f"{exc} (lease until {format_datestamp(exc.expires)})", err=True)
-                codes.append(1)
-                continue
-            except err.StoreError as exc:  # the next partners would meet the same store
+            return 1
+        except err.StoreError as exc:
+            self.halt.set()
+            with self.printing:
                 display.done(partner.name, str(exc), err=True)
-                codes.append(1)
-                break
-            codes.append(report.exit_code)
+            return 1
+        with self.printing:
             display.done(partner.name, harvest.describe(report))
             for where, why in report.failures[:_FAILURES_SHOWN]:
                 display.line(f"  not harvested: {where}: {why}", err=True)
             if report.counts.failed > _FAILURES_SHOWN:
                 more = report.counts.failed - _FAILURES_SHOWN
                 display.line(f"  … and {more:,} more (harvester history {partner.name} --json)", err=True)
-            if stop.is_set():
-                break
-    sys.exit(1 if 1 in codes else 2 if 2 in codes else 0)
+        return report.exit_code
+
+    def _on_page(self, partner: str, counts: harvest.Counts, page: Any) -> None:
+        if self.display.on_page is not None:
+            with self.printing:
+                self.display.on_page(partner, counts, page)
 
 
 _FAILURES_SHOWN = 20  # records not harvested listed after a run's line
@@ -423,7 +508,7 @@ def schedule(ctx: Context, run_now: bool, timeout: float, retries: int, backoff:
     """
     from harvester.schedule import HarvestScheduler
 
-    settings = replace(_settings(timeout, retries, backoff), clock_skew=clock_skew)
+    settings = replace(_settings(timeout, retries, backoff, ctx.config.harvester), clock_skew=clock_skew)
     store = ctx.store()
     try:
         scheduler = HarvestScheduler(ctx.config, store, settings=settings, run_now=run_now)

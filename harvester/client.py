@@ -57,7 +57,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from functools import cached_property
 from typing import Any, NamedTuple
 
@@ -72,12 +71,14 @@ from harvester.transport import (
     Answer,
     HTTPTransport,
     Limits,
+    Politeness,
     Send,
     describe,
     no_connection,
     page_cap,
 )
-from oaiserver.config import Partner
+from harvester.transport import retry_after as _retry_after
+from oaiserver.config import HarvesterConfig, Partner
 from oaiserver.records import DAY, DAY_RE, OAI_NS, SECONDS, SECONDS_RE, format_datestamp
 from oaiserver.xmltext import attr
 
@@ -140,18 +141,29 @@ class ClientSettings:
     max_backoff: float = 300.0  # cap for the doubling
     retry_after_cap: float = 900.0  # a longer Retry-After is shortened to this
     lenient_xml: bool = False  # quirk: recover=True parsing
-    user_agent: str = "oai-repository-harvester/0.1 (OAI-PMH 2.0; python-requests)"
+    user_agent: str = HarvesterConfig().user_agent  # the configuration's harvester.user_agent
+    headers: tuple[tuple[str, str], ...] = ()  # extra headers on every request (partner: headers)
+    auth: tuple[str, str] | None = field(default=None, repr=False)  # HTTP basic (partner: auth)
+    request_interval: float = 0.0  # seconds between the partner's requests (partner: request_interval)
+    per_host: int | None = None  # requests at once to one host in this process (harvester.per_host)
 
 
-def settings_for(partner: Partner, base: ClientSettings) -> ClientSettings:
-    """The settings for one partner: the base ones, with its quirk switches and transport limits
-    applied. The configuration checked them when it loaded (config._parse_partners): trusted here."""
+def settings_for(partner: Partner, base: ClientSettings, credentials: tuple[str, str] | None = None) -> ClientSettings:
+    """The settings for one partner: the base ones (the command's), with its quirk switches,
+    transport limits and connection settings applied, and `credentials` (read from the
+    environment by the caller when its harvest starts: Partner.credentials). The configuration
+    checked them when it loaded (config._parse_partners): trusted here."""
     size = partner.max_page_mb * MB if partner.max_page_mb is not None else base.max_page_bytes
     return replace(
         base,
         lenient_xml=bool(partner.quirks.get("lenient_xml", False)),
         max_page_bytes=size,
         redirect_origins=partner.allow_redirects_to,
+        timeout=partner.timeout if partner.timeout is not None else base.timeout,
+        retries=partner.retries if partner.retries is not None else base.retries,
+        headers=tuple(partner.headers.items()),
+        auth=credentials,
+        request_interval=partner.request_interval,
     )
 
 
@@ -270,7 +282,12 @@ class Client:
         s = self.settings
         limits = Limits(s.timeout, s.deadline, s.max_page_bytes, s.redirect_origins)
         # The real transport, unless another is given (then nothing here opens a connection).
-        self.http = HTTPTransport(base_url, limits, user_agent=s.user_agent, stop=self.stop) if send is None else None
+        polite = Politeness(s.headers, s.auth, s.request_interval, s.per_host, s.retry_after_cap)
+        self.http = (
+            HTTPTransport(base_url, limits, user_agent=s.user_agent, stop=self.stop, politeness=polite)
+            if send is None
+            else None
+        )
         self._handler = send
         self.clock = clock
         self._sleep = sleep
@@ -752,23 +769,6 @@ def _int(value: str | None) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
-
-
-def _retry_after(value: str | None, now: float) -> float | None:
-    """Retry-After as seconds from `now` (seconds since the epoch): an integer, or an HTTP date;
-    None if absent or garbage."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - now)
 
 
 def _args(problem: err.HarvestError, suffix: str) -> tuple[Any, ...]:

@@ -40,7 +40,7 @@ from harvester import errors as err
 from harvester.client import Client, ClientSettings, Page, settings_for, utc
 from harvester.loops import ListWatch, LoopLimits
 from harvester.pipeline import Pipeline, Ready
-from oaiserver.config import Partner
+from oaiserver.config import ConfigError, Partner
 from oaiserver.records import DAY, SECONDS, format_datestamp, parse_datestamp, shown_identifier
 from oaiserver.store import (
     KEEP,
@@ -432,7 +432,11 @@ class _Run:
 
     def _harvest(self) -> None:
         partner, settings = self.partner, self.settings
-        client_settings = settings_for(partner, settings.client)
+        try:
+            credentials = partner.credentials()  # read now, from the environment: never stored
+        except ConfigError as exc:
+            raise err.HarvestError(f"{exc}; the partner's password is read from it when a harvest starts") from None
+        client_settings = settings_for(partner, settings.client, credentials)
         with (
             Client(partner.base_url, client_settings, stop=self.stop) as client,
             Pipeline(

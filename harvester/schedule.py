@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -79,7 +80,10 @@ class HarvestScheduler:
         self.stop = threading.Event()
         self._active = 0
         self._idle = threading.Condition()
-        self.scheduler = BackgroundScheduler(timezone=UTC, daemon=True)
+        # `harvester.jobs` partners harvested at once (APScheduler's default pool is 10 threads).
+        self.scheduler = BackgroundScheduler(
+            timezone=UTC, daemon=True, executors={"default": ThreadPoolExecutor(config.harvester.jobs)}
+        )
         for partner in config.partners:
             if not partner.schedule:
                 log.info("%s: no schedule; harvested only by `harvester run`", partner.name)

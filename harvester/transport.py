@@ -10,6 +10,9 @@ out, under limits a long-running harvester needs and requests and Sickle do not 
   page or an endless stream stop at the cap, never in memory).
 * Redirects are followed here, at most MAX_REDIRECTS, and only on the partner's own scheme,
   host and port unless `redirect_origins` names others.
+* A partner's extra headers and basic credentials go on every request, `request_interval`
+  apart; every request to a host (scheme://host:port) takes one of its `per_host` slots,
+  shared by every partner of the process, and a host's Retry-After pauses them all (`Hosts`).
 
 What it raises is requests' and urllib3's own errors, or the client's TransportErrors; the
 client (client.py) retries, waits and parses around it, and takes any other function of the
@@ -25,6 +28,9 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any, NamedTuple
 from urllib.parse import urljoin, urlsplit
 
@@ -68,18 +74,50 @@ class Limits(NamedTuple):
     redirect_origins: tuple[str, ...]  # where redirects may go besides the partner
 
 
+class Politeness(NamedTuple):
+    """How a partner's requests are sent besides the limits: its extra headers and
+    credentials, the wait between its requests, and its host's share (Hosts)."""
+
+    headers: tuple[tuple[str, str], ...] = ()
+    auth: tuple[str, str] | None = None  # (username, password) for HTTP basic
+    request_interval: float = 0.0  # seconds from the end of one request to the start of the next
+    per_host: int | None = None  # requests at once to its origin across the process (None: no limit)
+    retry_after_cap: float = 900.0  # a longer Retry-After pauses the host this long only
+
+    def __repr__(self) -> str:  # the password is never shown
+        shown = None if self.auth is None else (self.auth[0], "***")
+        return (
+            f"Politeness(headers={self.headers!r}, auth={shown!r}, request_interval={self.request_interval!r}, "
+            f"per_host={self.per_host!r}, retry_after_cap={self.retry_after_cap!r})"
+        )
+
+
 class HTTPTransport:
     """The real transport: `transport(params)` sends one request and reads its answer whole.
     `redirects` counts the redirects followed (each one a further HTTP request)."""
 
-    def __init__(self, base_url: str, limits: Limits, *, user_agent: str, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        limits: Limits,
+        *,
+        user_agent: str,
+        stop: threading.Event,
+        politeness: Politeness | None = None,
+    ) -> None:
         self.base_url = base_url
         self.settings = limits
         self.stop = stop
         self.redirects = 0
+        self.polite = politeness or Politeness()
+        self.origin = origin_of(base_url)
+        self._last_end: float | None = None  # time.monotonic() when the last request ended
         self.session = requests.Session()
+        self.session.headers.update(dict(self.polite.headers))
         self.session.headers["User-Agent"] = user_agent
         self.session.headers["Accept-Encoding"] = "gzip, deflate"  # the codings _Inflate reads
+        if self.polite.auth is not None:
+            self.session.auth = self.polite.auth
         for scheme in ("http://", "https://"):
             self.session.mount(scheme, _Adapter())
         # Sickle holds the partner's request settings (endpoint, method, requests options);
@@ -90,6 +128,26 @@ class HTTPTransport:
         self.session.close()
 
     def __call__(self, params: dict[str, str]) -> Answer:
+        """One request, sent `request_interval` after the partner's last one ended, in one of
+        its host's slots once any pause the host asked for is over (Hosts). A 429 or
+        5xx with Retry-After pauses every partner on the host."""
+        p = self.polite
+        if p.request_interval and self._last_end is not None:
+            left = self._last_end + p.request_interval - time.monotonic()
+            if left > 0 and self.stop.wait(left):
+                raise err.Stopped(f"{self.base_url}: stopped while waiting for its request_interval")
+        try:
+            with HOSTS.slot(self.origin, p.per_host, self.stop):
+                answer = self._timed(params)
+        finally:
+            self._last_end = time.monotonic()
+        if answer.status == 429 or answer.status >= 500:
+            after = retry_after(answer.headers.get("Retry-After"), time.time())
+            if after is not None:
+                HOSTS.pause(self.origin, min(after, p.retry_after_cap))
+        return answer
+
+    def _timed(self, params: dict[str, str]) -> Answer:
         """One request, its redirects followed (at most MAX_REDIRECTS, each checked), and its
         answer read, all within one deadline."""
         s = self.settings
@@ -418,3 +476,99 @@ def no_connection(exc: BaseException) -> str | None:
 def _short(exc: BaseException | str) -> str:
     text = str(exc)
     return text if len(text) <= 300 else text[:300] + "…"
+
+
+_STEP = 0.1  # seconds between looks at a stop while waiting for a slot or a pause
+
+
+_STEP = 0.1  # seconds between looks at a stop while waiting for a slot or a pause
+
+
+def origin_of(url: str) -> str:
+    """`scheme://host:port` of a URL, the port written out (http://a and http://a:80 are one host)."""
+    parts = urlsplit(url)
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme, 0)
+    except ValueError:
+        port = 0
+    return f"{scheme}://{host}:{port}"
+
+
+def retry_after(value: str | None, now: float) -> float | None:
+    """Retry-After as seconds from `now` (seconds since the epoch): an integer, or an HTTP date;
+    None if absent or garbage."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
+
+
+class Hosts:
+    """How hard one host is hit, across every partner harvested in this process. A host is an
+    origin, `scheme://host:port`: many partners may share one. Every request of every partner's
+    transport takes one of its `per_host` slots first (`slot`), and a Retry-After from the host
+    (with 429 or 5xx) pauses every partner on it (`pause`): the host is overloaded, not one
+    partner. Process-wide (`HOSTS`): `harvester run` and `harvester schedule` harvest partners
+    on threads of one process; several harvester processes each keep their own count.
+
+    Per origin: a semaphore of `per_host` slots, and the time (time.monotonic()) before
+    which no request may be sent to it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._slots: dict[tuple[str, int], threading.BoundedSemaphore] = {}
+        self._paused: dict[str, float] = {}
+
+    def _semaphore(self, origin: str, per_host: int) -> threading.BoundedSemaphore:
+        with self._lock:
+            key = (origin, per_host)
+            if key not in self._slots:
+                self._slots[key] = threading.BoundedSemaphore(per_host)
+            return self._slots[key]
+
+    def pause(self, origin: str, seconds: float) -> None:
+        """No request to `origin` for `seconds` from now (a later pause already set stands)."""
+        until = time.monotonic() + seconds
+        with self._lock:
+            if until > self._paused.get(origin, 0.0):
+                self._paused[origin] = until
+
+    def paused_for(self, origin: str) -> float:
+        """Seconds left of the origin's pause (0 when it is not paused)."""
+        with self._lock:
+            return max(0.0, self._paused.get(origin, 0.0) - time.monotonic())
+
+    @contextmanager
+    def slot(self, origin: str, per_host: int | None, stop: threading.Event) -> Iterator[None]:
+        """Hold one of the origin's slots (None: no limit) once its pause is over; a stop while
+        waiting raises Stopped."""
+        self.wait_pause(origin, stop)
+        if per_host is None:
+            yield
+            return
+        semaphore = self._semaphore(origin, per_host)
+        while not semaphore.acquire(timeout=_STEP):
+            if stop.is_set():
+                raise err.Stopped(f"{origin}: stopped while waiting for a free request slot on the host")
+        try:
+            self.wait_pause(origin, stop)  # a pause set while this request waited for its slot
+            yield
+        finally:
+            semaphore.release()
+
+    def wait_pause(self, origin: str, stop: threading.Event) -> None:
+        while (left := self.paused_for(origin)) > 0:
+            if stop.wait(min(left, _STEP)):
+                raise err.Stopped(f"{origin}: stopped while the host asked to wait (Retry-After)")
+
+
+HOSTS = Hosts()
