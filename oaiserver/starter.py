@@ -73,8 +73,8 @@ seeds: seeds
 #     quirks: {lenient_xml: false}
 #     max_page_mb: 6
 #     allow_redirects_to: [https://mirror.example.org]
-#     # Connection settings and harvest modes: checked when the file loads; the harvester does
-#     # not use them yet. The password is read from the environment variable, never from here.
+#     # Connection settings (the password is read from the environment variable, never from
+#     # here). mode and deletion_sweep are checked when the file loads, not used yet.
 #     request_interval: 0
 #     timeout: 60
 #     retries: 5
@@ -84,7 +84,7 @@ seeds: seeds
 #     deletion_sweep: {interval: {days: 7}, max_drop: 0.15}
 
 # The harvester across partners: partners harvested at once, requests at once to one host,
-# and the User-Agent it sends. Checked when the file loads; the harvester does not use them yet.
+# and the User-Agent it sends.
 # harvester:
 #   jobs: 4
 #   per_host: 2
