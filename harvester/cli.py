@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, replace
@@ -99,6 +100,13 @@ def _settings(
     return harvest.HarvestSettings(client=client)
 
 
+def _signals_to_the_main_thread() -> None:
+    """A harvest thread (and the threads it starts) blocks SIGTERM and SIGINT, so the kernel hands
+    them to the main thread: one delivered to a harvest thread would leave the main thread asleep
+    until every run had ended, and the stop would come too late."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+
+
 @contextmanager
 def _stop_on_signals() -> Iterator[threading.Event]:
     """SIGTERM and SIGINT ask the harvest to stop after the current page."""
@@ -154,8 +162,11 @@ def run(
     jobs = min(ctx.config.harvester.jobs, len(chosen))
     with _stop_on_signals() as stop, _quiet(harvest.report_log), _display() as display:
         runner = _Runner(store, settings, stop, display, full, chosen)
-        with ThreadPoolExecutor(jobs, thread_name_prefix="harvest") as pool:
-            codes = [code for done in pool.map(lambda _: runner.work(), range(jobs)) for code in done]
+        with ThreadPoolExecutor(jobs, thread_name_prefix="harvest", initializer=_signals_to_the_main_thread) as pool:
+            jobs_done = [pool.submit(runner.work) for _ in range(jobs)]
+            while futures.wait(jobs_done, timeout=0.1).not_done:
+                pass  # wakes the main thread, where Python runs signal handlers, ten times a second
+            codes = [code for done in jobs_done for code in done.result()]
     sys.exit(1 if 1 in codes else 2 if 2 in codes else 0)
 
 
