@@ -4,6 +4,7 @@ was stored, in the run line, `history`, `status` (and their --json) and the metr
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 from collections.abc import Iterator
@@ -242,3 +243,17 @@ def test_metrics_give_the_shortfall_and_the_time_since_the_last_complete_run(sto
     assert 'harvest_seconds_since_complete{partner="beta"} +Inf' in text
     assert 'harvest_shortfall_records{partner="gamma"} 0.0' in text
     assert math.isclose(4000.0, float(text.split('since_complete{partner="gamma"} ')[1].split()[0]))
+
+
+@with_specs(Spec("short", records=12, page_size=5, announce=500))
+def test_a_shortfall_is_logged_as_a_warning(fleet: Fleet, store_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    partner = make_config(store_url, partners=[{"name": "short", "base_url": fleet.url("short")}]).partners[0]
+    store = Store(store_url)
+    try:
+        with caplog.at_level(logging.INFO, logger=harvest.report_log.name):
+            report = harvest.run(store, partner, settings=FAST_HARVEST)
+    finally:
+        store.close()
+    assert report.outcome == harvest.SUCCESS and report.exit_code == 0
+    logged = [r for r in caplog.records if r.name == harvest.report_log.name]
+    assert [r.levelno for r in logged] == [logging.WARNING] and "short by 488" in logged[0].getMessage()
