@@ -24,12 +24,22 @@ import click
 from harvester import errors as err
 from harvester import harvest
 from harvester.client import ClientSettings
+from harvester.completeness import SHORT, Completeness
 from harvester.probe import MAX_REQUESTS as PROBE_MAX_REQUESTS
 from harvester.transport import origin_of
 from oaiserver import config as config_mod
 from oaiserver.cli import Context, Group, group_options, pass_ctx, setup_logging
 from oaiserver.records import format_datestamp
-from oaiserver.store import HarvestRun, HeldRecords, Store, harvest_history, harvest_state_of, leases, records_held
+from oaiserver.store import (
+    HarvestRun,
+    HeldRecords,
+    Store,
+    harvest_history,
+    harvest_state_of,
+    harvest_summary,
+    leases,
+    records_held,
+)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -362,8 +372,8 @@ json_option = click.option(
 @json_option
 @pass_ctx
 def status(ctx: Context, as_json: bool) -> None:
-    """Show each partner's records, next `from`, checkpoint, last run, last error, next
-    scheduled run and lease."""
+    """Show each partner's records, next `from`, checkpoint, last run, last complete harvest,
+    last error, next scheduled run and lease."""
     store = ctx.store(existing=True)
     now = int(time.time())
     partners = ctx.config.partners
@@ -371,7 +381,14 @@ def status(ctx: Context, as_json: bool) -> None:
         harvest.settle_runs(store, partner.name)
     held = leases(store)
     counts = records_held(store, [p.name for p in partners])
-    shown = [_partner_status(store, p, counts.get(p.name, HeldRecords()), held.get(p.name), now) for p in partners]
+    summary = harvest_summary(store) if partners else {}
+    shown = [
+        {
+            **_partner_status(store, p, counts.get(p.name, HeldRecords()), held.get(p.name), now),
+            "last_complete": _iso(summary.get(p.name, {}).get("last_complete")),
+        }
+        for p in partners
+    ]
     if as_json:
         click.echo(json.dumps({"now": _iso(now), "partners": shown}, indent=2))
         return
@@ -433,7 +450,14 @@ def _run_json(r: HarvestRun) -> dict[str, Any]:
         "resumed": r.resumed,
         "counts": counts,
         "failures": failures,
+        "completeness": r.counts.get("completeness"),
     }
+
+
+def _completeness_text(run: dict[str, Any]) -> str:
+    """A run's completeness as its line says it; empty when the run was not judged."""
+    judged = Completeness.from_dict(run.get("completeness"))
+    return judged.text() if judged is not None else ""
 
 
 def _print_status(entry: dict[str, Any], now: int) -> None:
@@ -455,6 +479,11 @@ def _print_status(entry: dict[str, Any], now: int) -> None:
         click.echo(f"  last run: #{last['id']} {last['outcome']} at {last['finished'] or last['started']}{reason}")
     else:
         click.echo("  last run: never")
+    if last and (text := _completeness_text(last)):
+        label = "shortfall" if last["completeness"]["verdict"] == SHORT else "completeness"
+        click.echo(f"  {label}: #{last['id']} {text}")
+    complete = entry.get("last_complete")
+    click.echo(f"  last complete harvest: {complete or 'none yet'}")
     if error:
         when = error["finished"] or error["started"]
         click.echo(f"  last error: #{error['id']} {error['outcome']} at {when}: {error['reason']}")
@@ -499,9 +528,11 @@ def history(ctx: Context, partner: str, limit: int, as_json: bool) -> None:
     for r in runs:
         c = harvest.Counts.from_dict(r.counts)
         took = f"{r.finished - r.started}s" if r.finished is not None else "-"
+        judged = Completeness.from_dict(r.counts.get("completeness"))
+        shown = "; ".join(t for t in (harvest.counts_text(c), judged.text() if judged else "") if t)
         click.echo(
             f"#{r.id} {format_datestamp(r.started)} {r.outcome:<8} {took:>6}  from {r.from_date or '-'}"
-            f"{'  resumed' if r.resumed else ''}" + (f": {text}" if (text := harvest.counts_text(c)) else "")
+            f"{'  resumed' if r.resumed else ''}" + (f": {shown}" if shown else "")
         )
         if r.reason:
             click.echo(f"    {r.reason}")

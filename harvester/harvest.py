@@ -12,6 +12,9 @@
 * A run ends as success, partial (some records could not be read: counted and reported), or
   failed (with the reason), and is kept in the run history. Each page's transaction also
   stores the run's counts so far, so a run killed mid-way shows the pages it committed.
+* A run whose lists were read to the end is also judged complete, short by N, or unknown:
+  what the partner announced (completeListSize) against what arrived and was stored
+  (harvester.completeness). A shortfall is a warning, never a failure.
 * A list that goes round (harvester.loops) is ended: the run fails with the reason, keeps
   what it wrote, and leaves `from` where it was. A responseDate further ahead of our clock
   than `clock_skew` is not taken as the next `from`.
@@ -38,6 +41,7 @@ import sqlalchemy as sa
 
 from harvester import errors as err
 from harvester.client import Client, ClientSettings, Page, settings_for, utc
+from harvester.completeness import SHORT, Completeness, judge, see_page
 from harvester.loops import ListWatch, LoopLimits
 from harvester.pipeline import Pipeline, Ready
 from oaiserver.config import ConfigError, Partner
@@ -124,6 +128,7 @@ class RunReport:
     window: Counts  # the whole window, runs it resumed included
     failures: list[tuple[str, str]] = field(default_factory=list)
     next_from: str | None = None
+    completeness: Completeness | None = None  # judged when every list was read to its end
 
     @property
     def exit_code(self) -> int:
@@ -372,10 +377,11 @@ class _Run:
     def _completed(self) -> RunReport:
         """The end of a run whose lists were read to the end: partial if records failed, else a
         success whose next `from` is the first response's date, unless the partner's clock is ahead."""
+        completeness = judge(self.cp.get("tally"))
         if self.window.failed:
             first = "; ".join(f"{where}: {why}" for where, why in self.failures[:3])
             partial = f"{self.window.failed} record(s) could not be harvested" + (f" ({first})" if first else "")
-            return self._finish(PARTIAL, partial, checkpoint=None)
+            return self._finish(PARTIAL, partial, checkpoint=None, completeness=completeness)
         notes = [f"{self.window.repaired} record(s) repaired by the lenient parser"] if self.window.repaired else []
         next_from = self.cp["first_response"]
         ahead = clock_ahead(next_from, self.now(), self.settings.clock_skew) if next_from else None
@@ -390,7 +396,11 @@ class _Run:
             next_from = None
         reason = "; ".join(notes) or None
         return self._finish(
-            SUCCESS, reason, checkpoint=None, next_from=(next_from, self.cp["key"]) if next_from else None
+            SUCCESS,
+            reason,
+            checkpoint=None,
+            next_from=(next_from, self.cp["key"]) if next_from else None,
+            completeness=completeness,
         )
 
     def _finish(
@@ -400,10 +410,13 @@ class _Run:
         *,
         checkpoint: Any = KEEP,
         next_from: tuple[str, str] | None = None,
+        completeness: Completeness | None = None,
     ) -> RunReport:
         assert self.run_id is not None, "a run is finished after it is started"
         run_id = self.run_id
         counts = {**asdict(self.counts), "failures": self.failures[: self.settings.max_failures_kept]}
+        if completeness is not None:
+            counts["completeness"] = completeness.as_dict()
         finish_run(
             self.store,
             run_id,
@@ -426,8 +439,10 @@ class _Run:
             window=self.window,
             failures=self.failures,
             next_from=next_from[0] if next_from else None,
+            completeness=completeness,
         )
-        report_log.log(logging.INFO if outcome == SUCCESS and not reason else logging.WARNING, "%s", describe(report))
+        quiet = outcome == SUCCESS and not reason and (completeness is None or completeness.verdict != SHORT)
+        report_log.log(logging.INFO if quiet else logging.WARNING, "%s", describe(report))
         return report
 
     def _harvest(self) -> None:
@@ -543,6 +558,15 @@ class _Run:
                 failed=delta.failed + len(refused) + len(written.rejected),
             )
             checkpoint["counts"] = asdict(window)
+            checkpoint["tally"] = see_page(
+                self.cp.get("tally"),
+                str(self.cp["set"]),
+                first=self.cp["token"] is None,
+                announced=page.complete_list_size,
+                more=page.token is not None,
+                received=received,
+                stored=written.added + written.changed + written.unchanged,
+            )
             save_checkpoint_in(conn, name, checkpoint, self.now())
             failures = converted.failures + [
                 (i, f"the identifier belongs to {src}; not overwritten") for i, src in refused
@@ -588,9 +612,11 @@ class _Run:
 
 def describe(report: RunReport) -> str:
     """A run's outcome on one line, as `harvester run` prints it and the scheduler logs it:
-    `name: outcome: counts; resumed; next from …; reason`, leaving out what is empty. A partial
-    run's reason is left out: the records it could not harvest are listed one by one."""
+    `name: outcome: counts; completeness; resumed; next from …; reason`, leaving out what is
+    empty. A partial run's reason is left out: the records it could not harvest are listed one
+    by one."""
     details = [counts_text(report.counts)]
+    details += [report.completeness.text()] if report.completeness else []
     details += ["resumed"] if report.resumed else []
     details += [f"next from {report.next_from}"] if report.next_from else []
     details += [report.reason] if report.reason and report.outcome != PARTIAL else []

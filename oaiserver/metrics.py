@@ -11,9 +11,11 @@ hand). A single process (`--dev`, tests) keeps its counts in memory.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +107,9 @@ class HarvestCollector(Collector):
     """Harvester figures, read from the store's run history at scrape time, so they are right
     whichever process harvested; None when the store could not be read (they are left out)."""
 
-    def __init__(self, summary: dict[str, dict[str, Any]] | None) -> None:
+    def __init__(self, summary: dict[str, dict[str, Any]] | None, now: float | None = None) -> None:
         self.summary = summary
+        self.now = now  # the scrape's time (default: the clock when collected)
 
     def collect(self) -> Any:
         up = GaugeMetricFamily("oai_store_up", "1 if the store answered this scrape, else 0 (harvest figures left out)")
@@ -119,13 +122,28 @@ class HarvestCollector(Collector):
         success = GaugeMetricFamily(
             "harvest_last_success_timestamp_seconds", "End of the last successful run", labels=["partner"]
         )
+        shortfall = GaugeMetricFamily(
+            "harvest_shortfall_records",
+            "Records the partner announced (completeListSize) that its last judged run did not store",
+            labels=["partner"],
+        )
+        since_complete = GaugeMetricFamily(
+            "harvest_seconds_since_complete",
+            "Seconds since the end of the partner's last complete run (+Inf: none yet)",
+            labels=["partner"],
+        )
+        now = time.time() if self.now is None else self.now
         for partner, entry in sorted(self.summary.items()):
             for outcome, n in sorted(entry["runs"].items()):
                 runs.add_metric([partner, outcome], n)
             received.add_metric([partner], entry["received"])
             if entry["last_success"] is not None:
                 success.add_metric([partner], entry["last_success"])
-        yield from (runs, received, success)
+            if entry.get("shortfall") is not None:
+                shortfall.add_metric([partner], entry["shortfall"])
+            complete = entry.get("last_complete")
+            since_complete.add_metric([partner], math.inf if complete is None else max(0.0, now - complete))
+        yield from (runs, received, success, shortfall, since_complete)
 
 
 def exposition(harvests: dict[str, dict[str, Any]] | None) -> tuple[bytes, str]:

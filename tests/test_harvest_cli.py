@@ -74,8 +74,9 @@ def test_run_reports_each_partner(config_file: Path) -> None:
     result = harvester(config_file, "run", *FAST, "good", "broken")
     assert result.exit_code == 2
     assert sorted(result.stdout.splitlines()) == [  # harvested at once (harvester.jobs): as each finishes
-        "broken: partial: 1 page(s), 2 record(s): 1 added, 1 failed",
-        "good: success: 2 page(s), 3 record(s): 3 added; next from 2024-05-01T12:00:00Z",
+        "broken: partial: 1 page(s), 2 record(s): 1 added, 1 failed; short by 1 (2 announced, 2 received, 1 stored)",
+        "good: success: 2 page(s), 3 record(s): 3 added; completeness unknown (no completeListSize announced; "
+        "3 stored); next from 2024-05-01T12:00:00Z",
     ]
     assert result.stderr.splitlines() == ["  not harvested: oai:bad:1: the datestamp 'never' is not a date"]
 
@@ -152,7 +153,8 @@ def operator_partners(tmp_path: Path, store_url: str) -> Iterator[tuple[Path, di
 
 def expected_outcomes(urls: dict[str, str]) -> list[str]:
     return [
-        "good: success: 2 page(s), 3 record(s) (1 deleted): 3 added; next from 2024-05-01T12:00:00Z",
+        "good: success: 2 page(s), 3 record(s) (1 deleted): 3 added; completeness unknown (no completeListSize "
+        "announced; 3 stored); next from 2024-05-01T12:00:00Z",
         f"json: failed: {urls['json']} (ListRecords, HTTP 200) sent JSON, not OAI-PMH XML: is the base_url right?",
         f"gone: failed: {urls['gone']}: cannot connect (connection refused); the next run tries again",
     ]

@@ -39,6 +39,7 @@ PARTNER_KEYS = {
     "last_run",
     "last_error",
     "lease",
+    "last_complete",
 }
 RUN_KEYS = {
     "id",
@@ -52,6 +53,7 @@ RUN_KEYS = {
     "resumed",
     "counts",
     "failures",
+    "completeness",
 }
 COUNT_KEYS = {
     "pages",
@@ -164,6 +166,8 @@ def test_status_json_after_real_harvests(config_file: Path) -> None:
     assert broken["last_run"]["failures"] == [
         {"identifier": "oai:bad:1", "reason": "the datestamp 'never' is not a date"}
     ]
+    assert broken["last_run"]["completeness"]["verdict"] == "short" and broken["last_complete"] is None
+    assert good["last_run"]["completeness"]["verdict"] == "unknown"  # two pages, no completeListSize
 
     # The last error stays once a later run succeeds: the run that resumed at the checkpoint.
     assert flaky["records"] == {"live": 3, "deleted": 0} and flaky["checkpoint"] is None
@@ -174,6 +178,7 @@ def test_status_json_after_real_harvests(config_file: Path) -> None:
 
     assert gone["records"] == {"live": 0, "deleted": 0} and gone["next_from"] is None
     assert gone["last_error"] == gone["last_run"] and gone["last_run"]["counts"] == dict.fromkeys(COUNT_KEYS, 0)
+    assert gone["last_run"]["completeness"] is None  # a failed run is not judged
     assert gone["last_error"]["reason"].endswith(": cannot connect (connection refused); the next run tries again")
 
     for name, entry in zip(("good", "broken", "flaky", "gone"), status["partners"], strict=True):

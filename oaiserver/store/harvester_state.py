@@ -279,7 +279,10 @@ def records_held(store: Store, sources: Sequence[str]) -> dict[str, HeldRecords]
 
 
 def harvest_summary(store: Store) -> dict[str, dict[str, Any]]:
-    """Per partner: runs by outcome, records received, and the last run and last success times."""
+    """Per partner: runs by outcome, records received, the last run and last success times, the
+    end of the last complete run (`last_complete`) and the shortfall of the last run judged
+    complete or short (`shortfall`; None when it was unknown, or no run was judged). A run's
+    completeness is what the harvester wrote in its counts (harvester.completeness)."""
     summary: dict[str, dict[str, Any]] = {}
     with store.engine.connect() as conn:
         rows = conn.execute(
@@ -293,11 +296,26 @@ def harvest_summary(store: Store) -> dict[str, dict[str, Any]]:
         )
         for partner, outcome, started, finished, counts in rows:
             entry = summary.setdefault(
-                partner, {"runs": {}, "received": 0, "last_outcome": None, "last_run": None, "last_success": None}
+                partner,
+                {
+                    "runs": {},
+                    "received": 0,
+                    "last_outcome": None,
+                    "last_run": None,
+                    "last_success": None,
+                    "last_complete": None,
+                    "shortfall": None,
+                },
             )
+            data = json.loads(counts or "{}")
             entry["runs"][outcome] = entry["runs"].get(outcome, 0) + 1
-            entry["received"] += int(json.loads(counts or "{}").get("received", 0))
+            entry["received"] += int(data.get("received", 0))
             entry["last_outcome"], entry["last_run"] = outcome, finished or started
             if outcome == "success":
                 entry["last_success"] = finished or started
+            verdict = (data.get("completeness") or {}).get("verdict")
+            if verdict is not None:
+                entry["shortfall"] = int(data["completeness"].get("shortfall", 0)) if verdict != "unknown" else None
+            if verdict == "complete":
+                entry["last_complete"] = finished or started
     return summary
