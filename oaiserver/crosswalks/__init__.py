@@ -18,7 +18,7 @@ Written here from the formats' public documentation (no code copied):
 - MODS 3.x (http://www.loc.gov/mods/v3): Library of Congress, "MODS to Dublin Core Metadata
   Element Set Mapping", version 3, https://www.loc.gov/standards/mods/mods-dcsimple.html (2012).
 - DataCite kernel-2, -3 and -4 (http://datacite.org/schema/kernel-N), bare or in the
-  oai_datacite wrapper (http://schema.datacite.org/oai/oai-1.1/, its <payload>): DataCite
+  oai_datacite wrapper (http://schema.datacite.org/oai/oai-1.1/ or oai-1.0/, its <payload>): DataCite
   Metadata Working Group, "DataCite to Dublin Core Mapping 4.4", https://doi.org/10.14454/qn00-qx85,
   and https://datacite-metadata-schema.readthedocs.io/en/4.5/mappings/dublincore-qualified/
   (each qualified element taken as its unqualified one).
@@ -56,6 +56,7 @@ from oaiserver.crosswalks.common import (
     MARC_NS,
     MODS_NS,
     OAI_DATACITE_NS,
+    OAI_DATACITE_NS_10,
     Element,
     Statement,
     Walker,
@@ -113,7 +114,7 @@ def finish(statements: Iterable[Statement]) -> list[DCValue]:
         value = " ".join(value.split())
         if not value or element not in _ORDER:
             continue
-        dc = DCValue(element, value, language_tag(lang))
+        dc = DCValue(element, value, language_tag(lang) if lang else None)
         if dc not in seen:
             seen.add(dc)
             values.append(dc)
@@ -123,7 +124,12 @@ def finish(statements: Iterable[Statement]) -> list[DCValue]:
 
 # ---- the formats known here -----------------------------------------------------------------
 
-_BY_NAMESPACE: dict[str, Walker] = {MARC_NS: marc, MODS_NS: mods, OAI_DATACITE_NS: oai_datacite}
+_BY_NAMESPACE: dict[str, Walker] = {
+    MARC_NS: marc,
+    MODS_NS: mods,
+    OAI_DATACITE_NS: oai_datacite,
+    OAI_DATACITE_NS_10: oai_datacite,
+}
 # The root element names each format's payload may have (checked when only the hint names it).
 _ROOTS: dict[str, tuple[str, ...]] = {
     MARC_NS: ("record", "collection"),

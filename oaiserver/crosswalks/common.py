@@ -18,6 +18,7 @@ MODS_NS = "http://www.loc.gov/mods/v3"
 DATACITE_NS_PREFIX = "http://datacite.org/schema/kernel-"
 DATACITE_NS = DATACITE_NS_PREFIX + "4"
 OAI_DATACITE_NS = "http://schema.datacite.org/oai/oai-1.1/"
+OAI_DATACITE_NS_10 = "http://schema.datacite.org/oai/oai-1.0/"  # the wrapper's first version, same shape
 OAI_METADATA = "{http://www.openarchives.org/OAI/2.0/}metadata"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
@@ -62,8 +63,8 @@ def language_tag(value: str | None) -> str | None:
 
 _DOI = re.compile(r"(?:doi:|(?:https?://)?(?:dx\.)?doi\.org/)?\s*(10\.\S+)", re.IGNORECASE)
 _HANDLE = re.compile(r"(?:hdl:)?\s*(\d[\w.]*/\S+)", re.IGNORECASE)
-_ISBN = re.compile(r"(?:ISBN[:\s]*)?([0-9][0-9\-]{8,15}[0-9Xx])", re.IGNORECASE)
-_ISSN = re.compile(r"(?:ISSN[:\s]*)?([0-9]{4}-?[0-9]{3}[0-9Xx])", re.IGNORECASE)
+_ISBN = re.compile(r"(?:ISBN[:\s]*)?([0-9][0-9\-]{8,15}[0-9Xx])(?![0-9Xx\-])", re.IGNORECASE)
+_ISSN = re.compile(r"(?:ISSN[:\s]*)?([0-9]{4}-?[0-9]{3}[0-9Xx])(?![0-9Xx\-])", re.IGNORECASE)
 
 
 def _doi(value: str) -> str:
@@ -109,6 +110,9 @@ def payload_of(metadata: Element | None) -> Element | None:
     """The payload itself: the first element inside an OAI `<metadata>`, or the element given."""
     if metadata is None or not isinstance(metadata.tag, str):
         return None
-    if metadata.tag != OAI_METADATA:
-        return metadata
-    return next((child for child in metadata if isinstance(child.tag, str)), None)
+    return first_child(metadata) if metadata.tag == OAI_METADATA else metadata
+
+
+def first_child(el: Element) -> Element | None:
+    """The first child that is an element (not a comment or processing instruction)."""
+    return next((child for child in el if isinstance(child.tag, str)), None)

@@ -9,11 +9,11 @@ from oaiserver.crosswalks.common import (
     DATACITE_NS_PREFIX,
     Element,
     Statement,
+    first_child,
     identifier,
     lang_of,
     local_name,
     namespace_of,
-    payload_of,
     text_of,
 )
 
@@ -28,7 +28,7 @@ def datacite(root: Element, q: str) -> Iterator[Statement]:
 def oai_datacite(root: Element, q: str) -> Iterator[Statement]:
     """The oai_datacite wrapper: the DataCite resource inside its <payload>."""
     payload = next(root.iterchildren(f"{q}payload"), None)
-    resource = payload_of(payload) if payload is not None else None
+    resource = first_child(payload) if payload is not None else None
     if resource is None:
         return
     namespace = namespace_of(resource.tag)

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
-from oaiserver.crosswalks.common import Element, Statement, identifier, local_name, text_of
+from oaiserver.crosswalks.common import Element, Statement, identifier
 
 
 class Field(NamedTuple):
@@ -33,45 +33,54 @@ _CONTROL_CODES = frozenset("0123456789")
 # A heading's subdivisions (form, general, chronological, geographic): joined with " -- ".
 _SUBDIVISIONS = "vxyz"
 _TRAILING = " /:;,=."
+_TRAILING_BUT_PERIOD = " /:;,="
 
 
 def chop(value: str, *, keep_period: bool = False) -> str:
     """A value without the ISBD punctuation that only separated it from the next subfield
     (" /", " :", ";", ",", "=", and, unless kept, "."); "..." is left as it is."""
     value = " ".join(value.split())
-    strip = _TRAILING.replace(".", "") if keep_period else _TRAILING
     if value.endswith("..."):
         return value
-    return value.rstrip(strip)
+    return value.rstrip(_TRAILING_BUT_PERIOD if keep_period else _TRAILING)
+
+
+_MARC_ELEMENTS = ("datafield", "subfield", "controlfield", "leader")
 
 
 def marc_record(root: Element, q: str) -> MarcRecord | None:
     """A MARC record read once into plain tuples; `root` is a record or a collection (its
-    first record is read). None if there is no record."""
-    record = root if local_name(root.tag) == "record" else next(root.iterchildren(f"{q}record"), None)
+    first record is read). None if there is no record. Tags are compared whole (a tag's local
+    name costs a string split, and this loop runs for every field of every record)."""
+    record = root if root.tag == f"{q}record" else next((r for r in root if r.tag == f"{q}record"), None)
     if record is None:
         return None
+    datafield, subfield, controlfield, leader_tag = (
+        f"{q}{n}" for n in ("datafield", "subfield", "controlfield", "leader")
+    )
     leader = ""
     control: dict[str, str] = {}
     fields: list[Field] = []
     for el in record:
-        name = local_name(el.tag)
-        if name == "datafield":
-            fields.append(_marc_field(el, q))
-        elif name == "controlfield":
+        tag = el.tag
+        if tag == datafield:
+            fields.append(_marc_field(el, subfield))
+        elif tag == controlfield:
             control.setdefault((el.get("tag") or "").strip(), el.text or "")
-        elif name == "leader" and not leader:
+        elif tag == leader_tag and not leader:
             leader = el.text or ""
     return MarcRecord(leader, control, fields)
 
 
-def _marc_field(el: Element, q: str) -> Field:
-    subfields = [((sf.get("code") or "").strip()[:1], text_of(sf)) for sf in el.iterchildren(f"{q}subfield")]
-    tag = (el.get("tag") or "").strip()
+def _marc_field(el: Element, subfield: str) -> Field:
+    """A data field; a subfield's text is its own (MARCXML subfields hold no markup)."""
+    subfields = [((sf.get("code") or " ")[:1], sf.text or "") for sf in el if sf.tag == subfield]
+    attributes = el.attrib
+    tag = (attributes.get("tag") or "").strip()
     if tag == "880":  # another script: read as the field its linkage ($6 "245-01/(N") names
-        linked = next((value for code, value in subfields if code == "6"), "")
+        linked = next((value for code, value in subfields if code == "6"), "").strip()
         tag = linked[:3] if linked[:3].isdigit() else tag
-    return Field(tag, el.get("ind1") or " ", el.get("ind2") or " ", subfields)
+    return Field(tag, attributes.get("ind1") or " ", attributes.get("ind2") or " ", subfields)
 
 
 class Rule(NamedTuple):
