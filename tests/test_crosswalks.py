@@ -164,6 +164,50 @@ def test_marc_subfield_punctuation_is_trimmed(value: str, trimmed: str) -> None:
     assert chop(value) == trimmed
 
 
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        ('<datafield tag="100"><subfield code="a">Main, Entry.</subfield></datafield>', ("creator", "Main, Entry")),
+        ('<datafield tag="700"><subfield code="a">Added</subfield></datafield>', ("contributor", "Added")),
+        (
+            '<datafield tag="700"><subfield code="a">A</subfield><subfield code="4">aut</subfield></datafield>',
+            ("creator", "A"),
+        ),
+        (
+            '<datafield tag="700"><subfield code="a">A</subfield>'
+            '<subfield code="4">http://id.loc.gov/vocabulary/relators/cre</subfield></datafield>',
+            ("creator", "A"),
+        ),
+        (
+            '<datafield tag="700"><subfield code="a">A</subfield><subfield code="e">Author.</subfield></datafield>',
+            ("creator", "A"),
+        ),
+        (
+            '<datafield tag="700"><subfield code="a">A</subfield><subfield code="e">editor.</subfield></datafield>',
+            ("contributor", "A"),
+        ),
+        # In a meeting's name (X11) $e is a subordinate unit, part of the name; its relator term is $j.
+        (
+            '<datafield tag="711"><subfield code="a">Conf.</subfield><subfield code="e">Author</subfield></datafield>',
+            ("contributor", "Conf. Author"),
+        ),
+        (
+            '<datafield tag="711"><subfield code="a">Meeting,</subfield>'
+            '<subfield code="j">author.</subfield></datafield>',
+            ("creator", "Meeting"),
+        ),
+        (
+            '<datafield tag="720"><subfield code="a">Uncontrolled</subfield></datafield>',
+            ("contributor", "Uncontrolled"),
+        ),
+    ],
+)
+def test_marc_names_are_creators_when_main_entries_or_authors(field: str, expected: tuple[str, str]) -> None:
+    """1XX are creators; 7XX and 720 are creators only when a relator code or term says author or creator."""
+    record = etree.fromstring(f'<record xmlns="{MARC_NS}">{field}</record>')
+    assert rows(crosswalk("marc21", record)) == [expected]
+
+
 def test_marc_type_from_the_leader() -> None:
     """Leader/06 to the DCMI Type Vocabulary (the crosswalk's table); Leader/07 c: a collection."""
 

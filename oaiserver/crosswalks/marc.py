@@ -55,9 +55,7 @@ def marc_record(root: Element, q: str) -> MarcRecord | None:
     record = root if root.tag == f"{q}record" else next((r for r in root if r.tag == f"{q}record"), None)
     if record is None:
         return None
-    datafield, subfield, controlfield, leader_tag = (
-        f"{q}{n}" for n in ("datafield", "subfield", "controlfield", "leader")
-    )
+    datafield, subfield, controlfield, leader_tag = (f"{q}{name}" for name in _MARC_ELEMENTS)
     leader = ""
     control: dict[str, str] = {}
     fields: list[Field] = []
@@ -197,9 +195,12 @@ def _marc_name(field: Field) -> Iterator[Statement]:
 
 
 def _says_author(field: Field) -> bool:
+    """A relator code ($4, or a relator URI ending in one) or term says author or creator. The
+    term is in $e, but in $j for meetings (711), whose $e is a subordinate unit."""
+    term_code = "j" if field.tag.endswith("11") else "e"
     for code, value in field.subfields:
         term = chop(value).lower()
-        if (code == "4" and term.rsplit("/", 1)[-1] in _AUTHOR_CODES) or (code == "e" and term in _AUTHOR_TERMS):
+        if (code == "4" and term.rsplit("/", 1)[-1] in _AUTHOR_CODES) or (code == term_code and term in _AUTHOR_TERMS):
             return True
     return False
 
