@@ -133,11 +133,12 @@ def _dc_geo_locations(group: Element, q: str) -> Iterator[Statement]:
 def _coordinates(el: Element, q: str, names: tuple[str, ...]) -> list[str]:
     """Kernel-4 coordinates from child elements, kernel-3 ones from the element's text, in the
     order of `names`; [] if any is missing."""
-    found = [el.findtext(f"{q}{name}") for name in names]
-    if all(found):
-        return [" ".join((v or "").split()) for v in found]
-    text = text_of(el).split()
-    return text if len(text) == len(names) else []
+    if first_child(el) is None:
+        text = text_of(el).split()
+        return text if len(text) == len(names) else []
+    children = {local_name(child.tag): text_of(child) for child in el}
+    found = [children.get(name, "") for name in names]
+    return found if all(found) else []
 
 
 def _dcmi_point(el: Element, q: str) -> str:

@@ -13,10 +13,12 @@ _MODS_SUBJECT_PARTS = frozenset({"topic", "occupation", "genre", "titleInfo", "n
 
 
 def mods(root: Element, q: str) -> Iterator[Statement]:
-    mods = root if local_name(root.tag) == "mods" else next(root.iterchildren(f"{q}mods"), None)
-    if mods is None:
+    """The statements of a <mods> record, or of the first one in a <modsCollection>; only its
+    top-level elements are read (a relatedItem's own title or dates are not the record's)."""
+    record = root if local_name(root.tag) == "mods" else next(root.iterchildren(f"{q}mods"), None)
+    if record is None:
         return
-    for child in mods:
+    for child in record:
         handler = _MODS_HANDLERS.get(local_name(child.tag))
         if handler is not None:
             yield from handler(child, q)
@@ -41,8 +43,8 @@ def _mods_titles(title_info: Element, q: str) -> Iterator[Statement]:
     yield "title", _mods_title(title_info, q), lang_of(title_info)
 
 
-def _mods_nametext_of(name: Element, q: str) -> str:
-    """ "Family, Given, terms of address, dates" from the nameParts, or the displayForm."""
+def _mods_name_value(name: Element, q: str) -> str:
+    """A name as "Family, Given, terms of address, dates" from its nameParts, or its displayForm."""
     parts: dict[str, list[str]] = {"": [], "family": [], "given": [], "termsOfAddress": [], "date": []}
     for part in name.iterchildren(f"{q}namePart"):
         parts.get(part.get("type") or "", parts[""]).append(text_of(part))
@@ -59,7 +61,7 @@ def _mods_name(name: Element, q: str) -> Iterator[Statement]:
     roles = {text_of(term).lower() for term in name.iter(f"{q}roleTerm")}
     primary = not roles and name.get("usage") == "primary"
     element = "creator" if roles & _CREATOR_ROLES or primary else "contributor"
-    yield element, _mods_nametext_of(name, q), lang_of(name)
+    yield element, _mods_name_value(name, q), lang_of(name)
 
 
 def _mods_subject(subject: Element, q: str) -> Iterator[Statement]:
@@ -83,7 +85,7 @@ def _mods_subject_part(child: Element, name: str, q: str) -> str:
     if name == "titleInfo":
         return _mods_title(child, q)
     if name == "name":
-        return _mods_nametext_of(child, q)
+        return _mods_name_value(child, q)
     return text_of(child)
 
 
@@ -148,12 +150,12 @@ def _mods_related(item: Element, q: str) -> Iterator[Statement]:
         found = next(item.iterchildren(f"{q}identifier"), None)
         value = text_of(found) if found is not None else ""
     if not value:
-        url = next(item.iterfind(f"{q}location/{q}url"), None)
+        url = next((u for loc in item.iterchildren(f"{q}location") for u in loc.iterchildren(f"{q}url")), None)
         value = text_of(url) if url is not None else (item.get(XLINK_HREF) or "")
     yield element, value, None
 
 
-def _modstext_of(element: str) -> Callable[[Element, str], Iterator[Statement]]:
+def _mods_text(element: str) -> Callable[[Element, str], Iterator[Statement]]:
     def statements(el: Element, q: str) -> Iterator[Statement]:
         yield element, text_of(el) or (el.get(XLINK_HREF) or ""), lang_of(el)
 
@@ -164,17 +166,17 @@ _MODS_HANDLERS: dict[str, Callable[[Element, str], Iterator[Statement]]] = {
     "titleInfo": _mods_titles,
     "name": _mods_name,
     "subject": _mods_subject,
-    "classification": _modstext_of("subject"),
-    "abstract": _modstext_of("description"),
-    "note": _modstext_of("description"),
-    "tableOfContents": _modstext_of("description"),
+    "classification": _mods_text("subject"),
+    "abstract": _mods_text("description"),
+    "note": _mods_text("description"),
+    "tableOfContents": _mods_text("description"),
     "originInfo": _mods_origin,
-    "typeOfResource": _modstext_of("type"),
-    "genre": _modstext_of("type"),
+    "typeOfResource": _mods_text("type"),
+    "genre": _mods_text("type"),
     "physicalDescription": _mods_physical,
     "identifier": _mods_identifier,
     "location": _mods_location,
     "language": _mods_language,
     "relatedItem": _mods_related,
-    "accessCondition": _modstext_of("rights"),
+    "accessCondition": _mods_text("rights"),
 }
