@@ -19,6 +19,7 @@ from oaiserver.crosswalks.common import (
 
 
 def datacite(root: Element, q: str) -> Iterator[Statement]:
+    """The statements of a DataCite <resource>, property by property (the handlers below)."""
     for child in root:
         handler = _DATACITE_HANDLERS.get(local_name(child.tag))
         if handler is not None:
