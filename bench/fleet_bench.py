@@ -115,18 +115,14 @@ def aggregator(args: argparse.Namespace) -> list[Spec]:
     kinds = {n: args.faults[i % len(args.faults)] for i, n in enumerate(faulty)}
     made = []
     for n, spec in enumerate(specs):
-        delay = round(rng.uniform(*LATENCY), 3)
-        made.append(
-            replace(
-                spec,
-                records=args.records,
-                page_size=args.page_size,
-                deleted=frozenset({args.records - 1}),
-                delay=delay,
-                seed=args.seed,
-                **(fault(kinds[n], args.records) if n in kinds else {}),
-            )
-        )
+        common = {
+            "records": args.records,
+            "page_size": args.page_size,
+            "deleted": frozenset({args.records - 1}),
+            "delay": round(rng.uniform(*LATENCY), 3),
+            "seed": args.seed,
+        }
+        made.append(replace(spec, **common | (fault(kinds[n], args.records) if n in kinds else {})))
     return made
 
 
