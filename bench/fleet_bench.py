@@ -57,7 +57,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -162,8 +162,8 @@ class Ideal:
 def ideal(fleet: Fleet, jobs: int, per_host: int) -> Ideal:
     """The ideal of the requests in the fleet's log, for `jobs` and `per_host`."""
     specs = fleet.specs
-    per_host_load: Counter[int] = Counter()
-    chains: Counter[str] = Counter()
+    per_host_load: defaultdict[int, float] = defaultdict(float)
+    chains: defaultdict[str, float] = defaultdict(float)
     pauses = 0.0
     for entry in fleet.log:
         spec = specs[entry.partner]
