@@ -76,11 +76,13 @@ PYTEST_ARGS ?= -n auto --dist loadgroup
 test: $(DEV_STAMP) browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-## Benchmarks (scripts that print figures and write JSON; N=100000 by default): the server, the harvester, slow clients.
+## Benchmarks (scripts that print figures and write JSON; N=100000 by default): the server, the harvester, slow clients,
+## and `harvester run` over a fleet of 200 partners on six hosts (and issue 17's 60) against its ideal and a Sickle loop.
 N ?= 100000
 bench: $(DEV_STAMP)
 	$(BIN)/python bench/bench.py --records $(N)
 	$(BIN)/python bench/slowclients.py
+	$(BIN)/python bench/fleet_bench.py
 
 ## The lint gate (CI runs it after the tests): ruff and mypy over all our Python, tests and benchmarks too.
 LINTED := oaiserver harvester tests bench
