@@ -355,12 +355,12 @@ def changes() -> tuple[str, int]:
         return page, 400
     s = store()
     ordered = sorted(repo.sets, key=lambda rule: rule.spec.split(":"))
-    partners = [
+    per_partner = [
         {**p, "tally": changes_mod.tally(s, since, str(p["set"])) if p["republish"] else None}
         for p in _partners(s)
         if scope is None or (scope.kind == "partner" and p["name"] == scope.name)
     ]
-    sets = [
+    per_set = [
         (rule, changes_mod.tally(s, since, rule.spec))
         for rule in ordered
         if scope is None or (scope.kind == "set" and rule.spec == scope.name)
@@ -371,8 +371,8 @@ def changes() -> tuple[str, int]:
         error=False,
         scope=scope,
         total=changes_mod.tally(s, since, scope.spec if scope else None),
-        sets=sets,
-        partners=partners,
+        sets=per_set,
+        partners=per_partner,
         anchor=changes_mod.anchor,
     ), 200
 

@@ -18,7 +18,8 @@ from lxml import etree
 from lxml import html as lhtml
 
 from harvester import harvest
-from oaiserver import create_app, formats
+from harvester.completeness import COMPLETE, SHORT, UNKNOWN, Completeness
+from oaiserver import create_app, formats, partners
 from oaiserver.records import Record
 from oaiserver.store import Store
 
@@ -462,3 +463,28 @@ def test_the_changes_page_counts_changed_and_deleted_apart_per_partner(partnered
     assert alone.findtext(".//h1") == "What changed since 2000-01-01 at partner honest"
     assert alone.xpath("//tbody/tr/@id") == ["partner-honest"] and not alone.xpath("//h2[text()='Per set']")
     assert alone.xpath("//div[@class='stats']/div/b/text()") == ["12", "11", "1"]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "said"),
+    [(0, "0 s"), (59, "59 s"), (61, "1 min 1 s"), (3600, "1 h"), (3 * 86400 + 4 * 3600 + 5, "3 days 4 h"), (-5, "0 s")],
+)
+def test_a_time_span_is_said_in_its_two_largest_units(seconds: int, said: str) -> None:
+    assert partners.age_text(seconds) == said
+
+
+@pytest.mark.parametrize(
+    ("judged", "said"),
+    [
+        (Completeness(COMPLETE, 12, 12, 12), "complete (12 announced, 12 stored)"),
+        (Completeness(SHORT, 500, 12, 12, shortfall=488), "short by 488 (500 announced, 12 stored)"),
+        (Completeness(UNKNOWN, None, 40, 40), "unknown (no completeListSize announced; 40 stored)"),
+        (None, ""),
+    ],
+)
+def test_a_runs_completeness_is_said_as_the_harvester_judged_it(judged: Completeness | None, said: str) -> None:
+    """The page reads the verdict the harvester stored in the run's counts (it never imports the harvester)."""
+    counts = {"completeness": judged.as_dict()} if judged else {}
+    assert partners.completeness_text(counts) == said
+    if judged is not None and judged.verdict != UNKNOWN:
+        assert judged.text() == said  # as `harvester history` says it
