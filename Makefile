@@ -12,7 +12,7 @@ PIP := $(BIN)/pip install -qq
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run demo test lint clean browser venv bench
+.PHONY: run demo test lint clean browser venv bench screenshots
 
 $(RUN_STAMP): pyproject.toml
 	@test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -84,8 +84,13 @@ bench: $(DEV_STAMP)
 	$(BIN)/python bench/slowclients.py
 	$(BIN)/python bench/fleet_bench.py
 
-## The lint gate (CI runs it after the tests): ruff and mypy over all our Python, tests and benchmarks too.
-LINTED := oaiserver harvester tests bench
+## The README's screenshots (docs/*.png): the demo, with a partner harvested for real, served in a temporary
+## folder and opened in headless Chromium (docs/screenshots.py says what each shows). DEMO_RECORDS as for demo.
+screenshots: $(DEV_STAMP) browser
+	DEMO_RECORDS=$(DEMO_RECORDS) $(BIN)/python docs/screenshots.py
+
+## The lint gate (CI runs it after the tests): ruff and mypy over all our Python, tests, benchmarks and docs scripts too.
+LINTED := oaiserver harvester tests bench docs
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)

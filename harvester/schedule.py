@@ -27,12 +27,14 @@ from typing import Any
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
 from harvester import errors as err
 from harvester import harvest
 from oaiserver.config import Config, Partner, schedule_trigger
+from oaiserver.schedules import describe_schedule, next_run
 from oaiserver.store import Store
+
+__all__ = ["HarvestScheduler", "describe_schedule", "next_run", "trigger_for"]
 
 log = logging.getLogger(__name__)
 
@@ -40,28 +42,6 @@ log = logging.getLogger(__name__)
 def trigger_for(partner: Partner) -> BaseTrigger:
     """The trigger a partner's `schedule` describes; the configuration checked it when it loaded."""
     return schedule_trigger(partner.schedule, f"partners.{partner.name}.schedule")
-
-
-def next_run(partner: Partner, last_started: int | None, now: int) -> int | None:
-    """When `harvester schedule` next harvests `partner` (seconds since the epoch), or None
-    when it has no schedule. A cron line fires at set times: its first one from `now`. An
-    interval counts from the scheduler's start, which only the scheduler knows: it is counted
-    from the partner's last run here (never harvested: one interval from `now`), so a time in
-    the past means no scheduler has harvested the partner for longer than its interval."""
-    if not partner.schedule:
-        return None
-    trigger = trigger_for(partner)
-    if isinstance(trigger, IntervalTrigger):
-        return (now if last_started is None else last_started) + int(trigger.interval_length)
-    fire = trigger.get_next_fire_time(None, datetime.fromtimestamp(now, UTC))
-    return int(fire.timestamp()) if fire is not None else None
-
-
-def describe_schedule(schedule: dict[str, Any]) -> str:
-    """`every 6 hours`, `cron '0 3 * * *' in UTC`: a partner's schedule as its configuration says it."""
-    if "cron" in schedule:
-        return f"cron {schedule['cron']!r} in UTC"
-    return "every " + ", ".join(f"{value:g} {unit}" for unit, value in schedule.get("interval", {}).items())
 
 
 class HarvestScheduler:

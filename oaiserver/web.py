@@ -11,10 +11,11 @@ from typing import cast
 from flask import Blueprint, Response, abort, current_app, g, render_template, request, url_for
 from sqlalchemy.exc import DBAPIError
 
-from oaiserver import errors, formats, html, landing, metrics, protocol, proxy, render
+from oaiserver import changes as changes_mod
+from oaiserver import errors, formats, html, landing, metrics, partners, protocol, proxy, render
 from oaiserver.config import partner_set
 from oaiserver.live import Live
-from oaiserver.records import Header, ListQuery, format_datestamp, parse_datestamp
+from oaiserver.records import Header, format_datestamp, parse_datestamp
 from oaiserver.store import Store, StoreUnavailable, harvest_summary
 from oaiserver.store.search import COUNT_UP_TO
 
@@ -340,31 +341,78 @@ CHANGES_WINDOW = 7 * 86400  # the changes page's default: what changed in the la
 @bp.route("/changes")
 def changes() -> tuple[str, int]:
     """What an aggregator's next incremental harvest (`from` = `since`) would bring: records
-    changed or deleted since then, counted as ListRecords counts them, in all, per set and
-    per partner, each linking to the list itself."""
+    added or changed, and records deleted, since then, counted as ListRecords counts them, in
+    all, per set and per partner, each linking to the list itself. `partner=` or `set=` narrows
+    the page to one partner's or one set's records (an unknown one: the site's 404)."""
     repo = repository()
+    scope = _changes_scope(repo)
     given = request.args.get("since", "").strip()
-    since_text = given or format_datestamp(int(time.time()) - CHANGES_WINDOW)
+    since_text = given or format_datestamp(_now(store()) - CHANGES_WINDOW)
     try:
         since, _ = parse_datestamp(since_text)
     except ValueError:
-        page = render_template("changes.html", since=given, error=True, total=0, sets=[], partners=[])
+        page = render_template("changes.html", since=given, error=True, scope=scope, sets=[], partners=[])
         return page, 400
     s = store()
-
-    def changed(spec: str | None) -> int:
-        return s.count(ListQuery(formats.DEFAULT, since, None, spec))
-
     ordered = sorted(repo.sets, key=lambda rule: rule.spec.split(":"))
-    partners = [{**p, "changed": changed(str(p["set"])) if p["republish"] else None} for p in _partners(s)]
+    per_partner = [
+        {**p, "tally": changes_mod.tally(s, since, str(p["set"])) if p["republish"] else None}
+        for p in _partners(s)
+        if scope is None or (scope.kind == "partner" and p["name"] == scope.name)
+    ]
+    per_set = [
+        (rule, changes_mod.tally(s, since, rule.spec))
+        for rule in ordered
+        if scope is None or (scope.kind == "set" and rule.spec == scope.name)
+    ]
     return render_template(
         "changes.html",
         since=since_text,
         error=False,
-        total=changed(None),
-        sets=[(rule, changed(rule.spec)) for rule in ordered],
-        partners=partners,
+        scope=scope,
+        total=changes_mod.tally(s, since, scope.spec if scope else None),
+        sets=per_set,
+        partners=per_partner,
+        anchor=changes_mod.anchor,
     ), 200
+
+
+def _changes_scope(repo: protocol.Repository) -> changes_mod.Scope | None:
+    """The partner or set the changes page is asked to narrow to; 404 for one not configured."""
+    partner, spec = request.args.get("partner"), request.args.get("set")
+    if partner is not None:
+        if partner not in {p.name for p in repo.config.partners}:
+            abort(404)
+        return changes_mod.Scope("partner", partner, partner_set(partner))
+    if spec is not None:
+        if spec not in {rule.spec for rule in repo.sets}:
+            abort(404)
+        return changes_mod.Scope("set", spec, spec)
+    return None
+
+
+def _now(s: Store) -> int:
+    """Now, by the store's clock when it has one (tests set it), else the system's."""
+    return int(s.clock() if s.clock is not None else time.time())
+
+
+@bp.route("/partners/<name>")
+def partner(name: str) -> str:
+    """A partner's page: its configuration and schedule, its recent runs with their outcome and
+    completeness, freshness, last error, the records held from it and those quarantined."""
+    found = next((p for p in repository().config.partners if p.name == name), None)
+    if found is None:
+        abort(404)
+    s = store()
+    facts = partners.partner_page(s, found, _now(s))
+    since = format_datestamp(facts.runs[0].started) if facts.runs else None
+    return render_template(
+        "partner.html",
+        page=facts,
+        last_run_since=since,
+        age=partners.age_text,
+        duration=partners.duration_text,
+    )
 
 
 SEARCH_PAGE = 50  # hits a page

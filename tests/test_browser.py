@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,11 @@ import pytest
 import requests
 from conftest import HERE, Clock, LiveServer, browser_skip_reason, make_config, make_record
 
+from harvester.completeness import COMPLETE, SHORT, Completeness
+from harvester.harvest import Counts
 from oaiserver import create_app, formats
 from oaiserver.records import Record
-from oaiserver.store import Store
+from oaiserver.store import Store, finish_run, start_run
 
 SHOTS = HERE.parent / "test-output" / "screenshots"
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -79,17 +82,47 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Store]
     )
     store.write([gone])
     clock.tick()
+    record_runs(store, clock)
     with LiveServer(None) as server:
         cfg = make_config(
             url,
             repository__base_url=server.url,
             repository__description="A test repository.",
             server__page_size=100,
-            partners=[{"name": "partner", "base_url": "https://partner.example.org/oai"}],
+            partners=[
+                {
+                    "name": "partner",
+                    "base_url": "https://partner.example.org/oai",
+                    "schedule": {"cron": "0 3 * * *"},
+                    "sets": ["history", "politics:" + "a-very-long-set-spec-" * 3],
+                }
+            ],
         )
         server.server.app = create_app(cfg, store=store)
         yield server.url.removesuffix("/oai"), store
     store.close()
+
+
+LONG_REASON = (
+    "HTTP 500 from https://partner.example.org/oai?verb=ListRecords&resumptionToken="
+    + "a-token-without-any-space-" * 6
+    + " after 3 attempts"
+)
+
+
+def record_runs(store: Store, clock: Clock) -> None:
+    """The partner's history, as the harvester records it: a complete run, a short one and a
+    failed one with a long reason, latest last."""
+    complete = Completeness(COMPLETE, 40, 40, 40).as_dict()
+    short = Completeness(SHORT, 500, 12, 12, shortfall=488).as_dict()
+    for outcome, counts, reason in (
+        ("success", {**asdict(Counts(pages=4, received=40, added=39, deleted=1)), "completeness": complete}, None),
+        ("success", {**asdict(Counts(pages=3, received=12, changed=12)), "completeness": short}, None),
+        ("failed", asdict(Counts()), LONG_REASON),
+    ):
+        started = clock.tick(3600)
+        run = start_run(store, "partner", "test", started=started, from_date=None, resumed=False)
+        finish_run(store, run, "partner", finished=clock.tick(95), outcome=outcome, reason=reason, counts=counts)
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +253,8 @@ PAGES: dict[str, tuple[str, int, str]] = {
     "search": ("/search?q=border+question", 200, "57 records, latest added first"),
     "search-hostile": ("/search?q=%22NEAR(%20-x%20*%20%27%20OR%201%3D1%20--%00", 200, "No record matches"),
     "search-empty": ("/search", 200, "Type words of a title"),
+    "partner": ("/partners/partner", 200, "short by 488 (500 announced, 12 stored)"),
+    "partner-changes": ("/changes?since=2000-01-01&partner=partner", 200, "at partner partner"),
 }
 
 
@@ -244,7 +279,9 @@ def test_each_page_fits_every_screen_and_passes_axe(browser: Any, site: tuple[st
             shot(browser, f"{name}-{width}")
 
 
-@pytest.mark.parametrize("name", ["home", "records", "get-record", "landing", "not-found", "changes", "search"])
+@pytest.mark.parametrize(
+    "name", ["home", "records", "get-record", "landing", "not-found", "changes", "search", "partner"]
+)
 def test_each_page_works_with_the_keyboard_alone(browser: Any, site: tuple[str, Store], name: str) -> None:
     """Tab reaches every link and control, in order, with no trap; the first stop skips to the content."""
     root, _ = site

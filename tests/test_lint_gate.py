@@ -15,7 +15,7 @@ from conftest import HERE
 ROOT = HERE.parent
 MAKE = shutil.which("make")
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-OUR_PYTHON = ["oaiserver", "harvester", "tests", "bench"]
+OUR_PYTHON = ["oaiserver", "harvester", "tests", "bench", "docs"]
 
 
 def lint_commands(tmp_path_factory: pytest.TempPathFactory) -> list[list[str]]:

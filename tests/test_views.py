@@ -5,15 +5,21 @@ the site's own 404 and 410, and what a browser that opens /oai itself is given."
 from __future__ import annotations
 
 import re
+import socket
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import NS, Clock, OAIClient, make_record, validate
+from conftest import NS, Clock, OAIClient, make_config, make_record, validate
+from fleet import Fleet, Spec, with_specs
+from harvestkit import FAST_HARVEST
 from lxml import etree
 from lxml import html as lhtml
 
-from oaiserver import formats
+from harvester import harvest
+from harvester.completeness import COMPLETE, SHORT, UNKNOWN, Completeness
+from oaiserver import create_app, formats, partners
 from oaiserver.records import Record
 from oaiserver.store import Store
 
@@ -274,28 +280,211 @@ def test_a_person_opening_oai_gets_the_same_xml_styled_by_css(http: Any, query: 
 
 
 def test_the_changes_page_counts_what_the_next_incremental_harvest_brings(http: Any, oai: OAIClient) -> None:
-    """Since a date: in all, per set, each as ListRecords with that `from` counts it."""
+    """Since a date: in all, per set, each as ListRecords with that `from` counts it, the records
+    added or changed apart from the deleted ones."""
     since = "2023-11-14T22:13:21Z"  # after the first write: the deletion and the harvested withdrawal
     doc = page(http, f"/changes?since={since}")
-    assert (
-        doc.xpath("//div[@class='stats']/div/b/text()")
-        == [str(list_size(oai, f"verb=ListRecords&metadataPrefix=oai_dc&from={since}"))]
-        == ["2"]
-    )
+    total = list_size(oai, f"verb=ListRecords&metadataPrefix=oai_dc&from={since}")
+    assert doc.xpath("//div[@class='stats']/div/b/text()") == [str(total), "0", "2"] == ["2", "0", "2"]
     counted = {
-        row.xpath("td")[0].text_content(): row.xpath("td[@class='num']")[0].text_content()
+        row.xpath("td")[0].text_content(): [td.text_content() for td in row.xpath("td[@class='num']")]
         for row in doc.xpath("//h2[text()='Per set']/following-sibling::table[1]/tbody/tr")
     }
-    assert counted == {"a": "1", "a:b": "0", "c": "0"}
+    assert counted == {"a": ["0", "1"], "a:b": ["0", "0"], "c": ["0", "0"]}
     (link,) = doc.xpath("//td[@class='num']/a/@href")
     listed_there = page(http, str(link))
     assert [str(i) for i in listed_there.xpath("//ol[@class='records']/li/@data-identifier")] == [
         "oai:test.example.org:03"
     ]
     everything = page(http, "/changes?since=2000-01-01")
-    assert everything.xpath("//div[@class='stats']/div/b/text()") == ["16"]
+    assert everything.xpath("//div[@class='stats']/div/b/text()") == ["16", "14", "2"]
+    (one_set,) = everything.xpath("//tr[@id='set-a']/td[@data-label='Set']/a/@href")
+    narrowed = page(http, str(one_set))
+    assert narrowed.findtext(".//h1") == "What changed since 2000-01-01 in set a"
+    assert narrowed.xpath("//tbody/tr/@id") == ["set-a"]
+    in_a = list_size(oai, "verb=ListRecords&metadataPrefix=oai_dc&from=2000-01-01&set=a")
+    assert narrowed.xpath("//div[@class='stats']/div/b/text()") == [str(in_a), str(in_a - 1), "1"] == ["14", "13", "1"]
 
 
 def test_the_changes_page_says_when_its_date_is_not_one(http: Any) -> None:
     doc = page(http, "/changes?since=yesterday", 400)
     assert "is not a date" in words(doc.xpath("//*[@role='alert']")[0])
+
+
+# ---- a partner's page ----------------------------------------------------------------------------
+
+PARTNERS = [
+    Spec("honest", records=12, page_size=5, deleted=frozenset({3})),
+    Spec("short", records=12, page_size=5, announce=500),
+]
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on: a partner there refuses every connection."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def partnered(fleet: Fleet, store_url: str) -> Iterator[Any]:
+    """Real harvests: `honest` (12 records, one a tombstone, complete) twice, `short` (announces 500,
+    serves 12), `gone` (refuses connections: failed), and `waiting`, never harvested, every 6 hours."""
+    config = make_config(
+        store_url,
+        partners=[
+            {"name": "honest", "base_url": fleet.url("honest"), "schedule": {"interval": {"hours": 6}}},
+            {"name": "short", "base_url": fleet.url("short")},
+            {"name": "gone", "base_url": f"http://127.0.0.1:{closed_port()}/oai"},
+            {"name": "waiting", "base_url": "https://waiting.example.org/oai", "schedule": {"interval": {"hours": 6}}},
+        ],
+    )
+    store = Store(store_url)  # the system's clock: the runs' times and the page's now agree
+    try:
+        for partner in config.partners[:3] + config.partners[:1]:
+            harvest.run(store, partner, settings=FAST_HARVEST)
+        yield create_app(config, store=store).test_client()
+    finally:
+        store.close()
+
+
+def runs_table(doc: Any) -> list[dict[str, str]]:
+    """The partner page's runs, each row's cells by their label."""
+    return [
+        {str(td.get("data-label")): words(td) for td in row.xpath("td")}
+        for row in doc.xpath("//h2[text()='Recent runs']/following-sibling::table[1]/tbody/tr")
+    ]
+
+
+def facts(doc: Any) -> dict[str, str]:
+    return {words(row.xpath("th")[0]): words(row.xpath("td")[0]) for row in doc.xpath("//table[@class='facts']/tr")}
+
+
+@with_specs(*PARTNERS)
+def test_the_partner_page_lists_its_runs_with_outcome_and_completeness(partnered: Any) -> None:
+    doc = page(partnered, "/partners/honest")
+    assert doc.findtext(".//h1") == "Partner honest"
+    runs = runs_table(doc)
+    assert [r["Outcome"] for r in runs] == ["success", "success"]
+    assert runs[1]["Records"] == "12 received (1 deleted): 12 added"
+    assert runs[1]["Completeness"] == "complete (12 announced, 12 stored)"
+    assert runs[0]["Records"] == "none" and runs[0]["Completeness"] == "complete (0 announced, 0 stored)"
+    assert all(re.fullmatch(r"#\d+", r["Run"]) and re.fullmatch(r"\d+ s", r["Duration"]) for r in runs)
+    shown = facts(doc)
+    assert shown["Format"] == "oai_dc" and shown["Schedule"] == "every 6 hours"
+    assert re.fullmatch(r"\d+ s ago \(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\)", shown["Last complete harvest"])
+    assert shown["Last successful harvest"] == shown["Last complete harvest"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", shown["Next run"])  # six hours after the last run
+    assert doc.xpath("//div[@class='stats']/div/b/text()") == ["11", "1"]  # live, deleted
+    assert "None." in words(doc.xpath("//h2[text()='Last error']/following-sibling::p[1]")[0])
+    short = runs_table(page(partnered, "/partners/short"))
+    assert short[0]["Completeness"] == "short by 488 (500 announced, 12 stored)" and short[0]["Outcome"] == "success"
+    assert facts(page(partnered, "/partners/short"))["Last complete harvest"] == "none yet"
+
+
+@with_specs(*PARTNERS)
+def test_a_failed_run_shows_its_reason_as_the_last_error(partnered: Any) -> None:
+    doc = page(partnered, "/partners/gone")
+    (run,) = runs_table(doc)
+    assert run["Outcome"] == "failed" and run["Records"] == "none" and run["Completeness"] == "not judged"
+    assert "refused" in run["Reason"].lower() or "connect" in run["Reason"].lower(), run["Reason"]
+    error = words(doc.xpath("//div[@class='error']")[0])
+    assert error.startswith(f"Run {run['Run']}, failed,") and run["Reason"] in error
+    shown = facts(doc)
+    assert shown["Last complete harvest"] == shown["Last successful harvest"] == "none yet"
+    assert shown["Schedule"] == "not scheduled" and shown["Next run"] == "none scheduled"
+
+
+@with_specs(*PARTNERS)
+def test_a_partner_never_harvested_has_no_runs_and_a_next_run(partnered: Any) -> None:
+    doc = page(partnered, "/partners/waiting")
+    assert "No run yet." in words(doc) and doc.xpath("//div[@class='stats']/div/b/text()") == ["0", "0"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", facts(doc)["Next run"])
+
+
+@with_specs(*PARTNERS)
+def test_the_partner_page_links_its_records_and_their_changes(partnered: Any) -> None:
+    doc = page(partnered, "/partners/honest")
+    (to_set,) = doc.xpath("//a[text()='the set partners:honest']/@href")
+    listed_there = page(partnered, str(to_set))
+    assert len(listed_there.xpath("//ol[@class='records']/li")) == 10  # the first page of 12
+    changed = {words(a): str(a.get("href")) for a in doc.xpath("//a[contains(@href, '/changes?')]")}
+    assert set(changed) == {"changed in the last 7 days", "changed since the last run began"}
+    week = page(partnered, changed["changed in the last 7 days"])
+    assert week.xpath("//div[@class='stats']/div/b/text()") == ["12", "11", "1"]  # in all, changed, deleted
+    since_last = page(partnered, changed["changed since the last run began"])
+    assert since_last.xpath("//div[@class='stats']/div/b/text()") == ["0", "0", "0"]  # the last run brought none
+
+
+@with_specs(*PARTNERS)
+def test_the_quarantine_section_says_none(partnered: Any) -> None:
+    doc = page(partnered, "/partners/honest")
+    (section,) = doc.xpath("//section[@class='quarantine']")
+    assert words(section) == "None."
+
+
+@with_specs(*PARTNERS)
+def test_an_unknown_partner_gets_the_sites_404_page(partnered: Any) -> None:
+    doc = page(partnered, "/partners/nobody", 404)
+    assert doc.findtext(".//h1") == "Not found" and doc.xpath("//header[@class='site']/nav/a")
+    assert page(partnered, "/changes?partner=nobody", 404).findtext(".//h1") == "Not found"
+    assert page(partnered, "/changes?set=nothing", 404).findtext(".//h1") == "Not found"
+
+
+@with_specs(*PARTNERS)
+def test_the_home_page_links_each_partner_to_its_page(partnered: Any) -> None:
+    doc = page(partnered, "/")
+    links = doc.xpath("//h2[text()='Partners']/following-sibling::table[1]//td[@data-label='Partner']/a")
+    assert [(a.text, a.get("href")) for a in links] == [
+        (name, f"/partners/{name}") for name in ("honest", "short", "gone", "waiting")
+    ]
+    for _, href in [(a.text, a.get("href")) for a in links]:
+        page(partnered, str(href))
+
+
+@with_specs(*PARTNERS)
+def test_the_changes_page_counts_changed_and_deleted_apart_per_partner(partnered: Any) -> None:
+    doc = page(partnered, "/changes?since=2000-01-01")
+    rows = {
+        row.get("id"): [words(td) for td in row.xpath("td[@class='num']")]
+        for row in doc.xpath("//h2[text()='Per partner']/following-sibling::table[1]/tbody/tr")
+    }
+    assert rows == {
+        "partner-honest": ["11", "1"],
+        "partner-short": ["12", "0"],
+        "partner-gone": ["0", "0"],
+        "partner-waiting": ["0", "0"],
+    }
+    (deleted,) = doc.xpath("//tr[@id='partner-honest']/td[@data-label='Deleted']/a/@href")
+    assert "deleted=only" in deleted and "set=partners%3Ahonest" in deleted
+    (tombstone,) = page(partnered, str(deleted)).xpath("//ol[@class='records']/li/@class")
+    assert tombstone == "rec is-deleted"
+    alone = page(partnered, "/changes?since=2000-01-01&partner=honest")
+    assert alone.findtext(".//h1") == "What changed since 2000-01-01 at partner honest"
+    assert alone.xpath("//tbody/tr/@id") == ["partner-honest"] and not alone.xpath("//h2[text()='Per set']")
+    assert alone.xpath("//div[@class='stats']/div/b/text()") == ["12", "11", "1"]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "said"),
+    [(0, "0 s"), (59, "59 s"), (61, "1 min 1 s"), (3600, "1 h"), (3 * 86400 + 4 * 3600 + 5, "3 days 4 h"), (-5, "0 s")],
+)
+def test_a_time_span_is_said_in_its_two_largest_units(seconds: int, said: str) -> None:
+    assert partners.age_text(seconds) == said
+
+
+@pytest.mark.parametrize(
+    ("judged", "said"),
+    [
+        (Completeness(COMPLETE, 12, 12, 12), "complete (12 announced, 12 stored)"),
+        (Completeness(SHORT, 500, 12, 12, shortfall=488), "short by 488 (500 announced, 12 stored)"),
+        (Completeness(UNKNOWN, None, 40, 40), "unknown (no completeListSize announced; 40 stored)"),
+        (None, ""),
+    ],
+)
+def test_a_runs_completeness_is_said_as_the_harvester_judged_it(judged: Completeness | None, said: str) -> None:
+    """The page reads the verdict the harvester stored in the run's counts (it never imports the harvester)."""
+    counts = {"completeness": judged.as_dict()} if judged else {}
+    assert partners.completeness_text(counts) == said
+    if judged is not None and judged.verdict != UNKNOWN:
+        assert judged.text() == said  # as `harvester history` says it

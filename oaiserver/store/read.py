@@ -91,6 +91,12 @@ class Reads(Transactions):
             sql, params = self._list_sql(query, "count(*)", None)
         return int(self._fetch(sql, params)[0][0])
 
+    def deleted_count(self, query: ListQuery) -> int:
+        """How many of a list's records are deleted: the changes page counts them apart from
+        the records added or changed. Not on a hot path: it reads the list's rows."""
+        sql, params = self._list_sql(query, "count(*)", None)
+        return int(self._fetch(sql + " AND r.deleted", params)[0][0])
+
     # Two reads per shape, one return type each: the stored XML elements a list serves
     # (`*_rendered`), or Header fields, for people's views and tests (`*_headers`).
 
