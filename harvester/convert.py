@@ -20,7 +20,7 @@ from typing import NamedTuple
 from lxml import etree
 
 from harvester.client import Page, utc
-from harvester.encodings import DOUBLED, UNDOUBLED, mend
+from harvester.encodings import DOUBLED, SUSPECT, UNDOUBLED, mend
 from oaiserver import formats, oai_dc
 from oaiserver.config import Partner, partner_set
 from oaiserver.records import DC_ELEMENTS, OAI_NS, DCValue, Record
@@ -274,7 +274,9 @@ def dublin_core(payload: etree._Element) -> tuple[list[DCValue], Mending]:
 
     Text UTF-8 encoded twice is undone where that is exact (encodings.mend), before white space
     is trimmed (`VoilÃ` + a no-break space is `Voilà`); what was found is said too. Only a
-    value that is not ASCII is looked at: the rest cost one check."""
+    value that is not ASCII and holds a suspect pair of characters is looked at: the rest cost
+    one check, or two (31 us for a page of 100 records whose 100 titles are not ASCII, against
+    about 3.4 ms to convert it)."""
     elements = payload.iterchildren(f"{_DC}*") if payload.tag == _OAI_DC_ROOT else payload.iter(f"{_DC}*")
     values: list[DCValue] = []
     mending = Mending()
@@ -285,7 +287,7 @@ def dublin_core(payload: etree._Element) -> tuple[list[DCValue], Mending]:
             continue
         # Most elements hold plain text: only nested markup needs the slower itertext.
         value = (el.text or "") if len(el) == 0 else "".join(el.itertext())
-        if not value.isascii():
+        if not value.isascii() and SUSPECT.search(value):
             value, mending = _mended(value, mending)
         value = value.strip()
         if value:

