@@ -36,6 +36,10 @@ pages itself:
   re-parses on every `.xml` access and silently repairs broken XML with `recover=True`);
   the `lenient_xml` quirk allows repairs, and they are counted; a DOCTYPE anywhere in the
   prolog refuses the page unread, quirk or not;
+* a page declared UTF-8 whose bytes are not is read as the bytes show (Windows-1252 text), and
+  the page says so (`Page.recoded`, counted by the harvest), or refused with the byte offset
+  and what it declared (EncodingError); see harvester.encodings. Only a page the parser
+  objected to is looked at, so a valid page is parsed once and costs nothing more;
 * an HTML page where XML was expected is refused with a message that says so;
 * a response cut short (the connection closed mid-body: Content-Length or chunked framing
   incomplete, or, for a body delimited by the end of the connection, no closing `</OAI-PMH>`)
@@ -64,6 +68,7 @@ import requests
 import requests.structures
 from lxml import etree
 
+from harvester import encodings
 from harvester import errors as err
 from harvester.transport import (
     MB,
@@ -190,6 +195,7 @@ class Page:
     no_records: bool = False  # the partner answered noRecordsMatch
     repaired: set[int] = field(default_factory=set)  # indexes of items that held repaired XML
     repairs: list[str] = field(default_factory=list)  # the parser's messages, with line numbers
+    recoded: encodings.Recoded | None = field(default=None, repr=False)  # declared UTF-8, was not: `body` is recoded
     started: float = 0.0  # time.monotonic() when the request was first sent
     fetched: float = 0.0  # seconds from then until the page was parsed, retries included
     weight: int = 0  # what the page is estimated to cost in memory: body, tree and converted records
@@ -404,9 +410,9 @@ class Client:
         where = f"{self.base_url} ({verb}, HTTP {status})"
         markup = self._screen(body, status, where)
         parser = xml_parser(lenient=self.settings.lenient_xml)
-        root = self._tree(body, status, where, parser)
+        root, body, recoded = self._document(body, status, where, parser)
         self._check_content_type(answer.headers.get("Content-Type"))
-        page = Page(verb, params, status, root, self._response_date(root, started), body=body)
+        page = Page(verb, params, status, root, self._response_date(root, started), body=body, recoded=recoded)
         page.weight = (1 + CONVERTED_PER_BYTE) * len(body) + WEIGHT_PER_MARKUP * markup
         if self.settings.lenient_xml and len(parser.error_log):
             page.repairs = [f"line {e.line}, column {e.column}: {e.message}" for e in parser.error_log]
@@ -446,6 +452,35 @@ class Client:
                 f"{page_cap(self.settings.max_page_bytes)} allows (one per {BYTES_PER_MARKUP} bytes); refused unparsed"
             )
         return markup
+
+    def _document(
+        self, body: bytes, status: int, where: str, parser: etree.XMLParser
+    ) -> tuple[etree._Element, bytes, encodings.Recoded | None]:
+        """(root, body, how it was recoded) of the page: parsed as it came, or, when the parser
+        refused it (or, lenient, reported errors in it) and its bytes are not the UTF-8 it
+        declares, parsed again as harvester.encodings reads them. A page that is what it
+        declares is parsed once: reading the bytes costs only the pages the parser objected to."""
+        try:
+            root = self._tree(body, status, where, parser)
+        except err.XMLSyntaxError:
+            recoded = self._recoded(body, where)
+            if recoded is None:
+                raise
+            return self._tree(recoded.body, status, where, parser), recoded.body, recoded
+        if not (self.settings.lenient_xml and len(parser.error_log)):
+            return root, body, None
+        recoded = self._recoded(body, where)
+        if recoded is None:
+            return root, body, None
+        return self._tree(recoded.body, status, where, parser), recoded.body, recoded
+
+    @staticmethod
+    def _recoded(body: bytes, where: str) -> encodings.Recoded | None:
+        """The page recoded to UTF-8 (encodings.recode); EncodingError when its bytes are not text."""
+        try:
+            return encodings.recode(body)
+        except encodings.NotText as exc:
+            raise err.EncodingError(f"{where}: {exc}; refused") from None
 
     def _tree(self, body: bytes, status: int, where: str, parser: etree.XMLParser) -> etree._Element:
         """The body parsed, its root an <OAI-PMH> in the OAI-PMH namespace (an HTTP error status

@@ -4,7 +4,9 @@ A record keeps the XML received verbatim (`raw_xml`) and its provenance; its Dub
 read from the payload (oai_dc, or any `dc:` elements of another format such as nsdl_dc) and
 rendered with our own crosswalk, so republished records are served like local ones, with an
 OAI provenance container in `<about>`. A record that cannot be read raises RecordError and is
-counted by the caller, never dropped silently.
+counted by the caller, never dropped silently. Dublin Core text that is UTF-8 encoded twice is
+undone where that is exact, and counted either way (harvester.encodings.mend); the verbatim
+XML keeps what the partner sent.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import re
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from lxml import etree
 
 from harvester.client import Page, utc
+from harvester.encodings import DOUBLED, SUSPECT, UNDOUBLED, mend
 from oaiserver import formats, oai_dc
 from oaiserver.config import Partner, partner_set
 from oaiserver.records import DC_ELEMENTS, OAI_NS, DCValue, Record
@@ -50,6 +54,9 @@ class Converted:
     without_dc: int = 0  # live records whose payload carries no Dublin Core: stored, not republished
     repaired: list[str] = field(default_factory=list)  # identifiers of records the parser repaired
     prepared: list[Prepared] = field(default_factory=list)  # records prepared for the store in a worker
+    undoubled: list[str] = field(default_factory=list)  # records whose text was UTF-8 encoded twice: undone
+    # (identifier, the first sequence seen) of records keeping text that looks UTF-8 encoded twice: not undone exactly
+    doubled: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def to_write(self) -> list[Record | Prepared]:
@@ -58,6 +65,14 @@ class Converted:
     @property
     def deleted(self) -> int:
         return sum(1 for r in self.records if r.deleted) + sum(1 for p in self.prepared if p.record.deleted)
+
+
+class Mending(NamedTuple):
+    """What `mend` found in a record's Dublin Core: text encoded twice that was undone, and the
+    first sequence of such text kept because it could not be undone exactly (empty if none)."""
+
+    undone: bool = False
+    doubled: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,10 +107,12 @@ def convert_items(
     the indexes of items the lenient parser repaired."""
     result = Converted()
     converted: list[tuple[int, Record]] = []
+    mended: dict[int, Mending] = {}
     for i, element in enumerate(items):
         try:
             sent = raw[i] if raw is not None else None
-            converted.append((i, convert_record(element, partner, harvest_date=harvest_date, raw=sent)))
+            record, mended[i] = read_record(element, partner, harvest_date=harvest_date, raw=sent)
+            converted.append((i, record))
         except RecordError as exc:
             where = _identifier_of(element) or f"record {i + 1} of the page"
             result.failures.append((where, str(exc)))
@@ -106,8 +123,16 @@ def convert_items(
             result.without_dc += 1
         if i in repaired:
             result.repaired.append(record.identifier)
+        _note_mending(result, record.identifier, mended[i])
         result.records.append(record)
     return result
+
+
+def _note_mending(result: Converted, identifier: str, mending: Mending) -> None:
+    if mending.undone:
+        result.undoubled.append(identifier)
+    if mending.doubled:
+        result.doubled.append((identifier, mending.doubled))
 
 
 def _without_repeats(converted: list[tuple[int, Record]], failures: list[tuple[str, str]]) -> list[tuple[int, Record]]:
@@ -154,6 +179,13 @@ def _parts(element: etree._Element) -> tuple[etree._Element | None, etree._Eleme
 
 def convert_record(element: etree._Element, partner: Partner, *, harvest_date: str, raw: str | None = None) -> Record:
     """`raw`: the `<record>` exactly as sent, when the page could be cut (else it is serialized)."""
+    return read_record(element, partner, harvest_date=harvest_date, raw=raw)[0]
+
+
+def read_record(
+    element: etree._Element, partner: Partner, *, harvest_date: str, raw: str | None = None
+) -> tuple[Record, Mending]:
+    """The record (see `convert_record`), and what was found in its Dublin Core's text."""
     header, metadata, about = _parts(element)
     identifier, sent_datestamp, datestamp, specs, deleted = _header(header)
     payload = _payload(metadata)
@@ -180,15 +212,15 @@ def convert_record(element: etree._Element, partner: Partner, *, harvest_date: s
         if partner.republish:
             record.metadata = formats.rendered([], deleted=True)
             record.sets = [partner_set(partner.name)]
-        return record
+        return record, Mending()
     assert payload is not None
-    record.dc = dublin_core(payload)
+    record.dc, mending = dublin_core(payload)
     if partner.republish and record.dc:
         record.metadata = formats.rendered(record.dc)
         record.sets = [partner_set(partner.name)]
         origin = Origin(partner.base_url, identifier, datestamp, namespace, harvest_date, True, _inner_origin(about))
         record.about = provenance_container(origin)
-    return record
+    return record, mending
 
 
 def _header(header: etree._Element | None) -> tuple[str, str, str, list[str], bool]:
@@ -235,12 +267,19 @@ def _namespace(payload: etree._Element) -> str:
         raise RecordError(f"the metadata element <{payload.tag}> has an undeclared namespace prefix") from None
 
 
-def dublin_core(payload: etree._Element) -> list[DCValue]:
+def dublin_core(payload: etree._Element) -> tuple[list[DCValue], Mending]:
     """The Dublin Core statements of a payload: oai_dc's children, or any dc:* element of
     another format. Text of nested markup and CDATA is kept; xml:lang only if it is a valid
-    language tag (our responses are schema-valid, so a tag like `en_US` becomes `en-US`)."""
+    language tag (our responses are schema-valid, so a tag like `en_US` becomes `en-US`).
+
+    Text UTF-8 encoded twice is undone where that is exact (encodings.mend), before white space
+    is trimmed (`VoilÃ` + a no-break space is `Voilà`); what was found is said too. Only a
+    value that is not ASCII and holds a suspect pair of characters is looked at: the rest cost
+    one check, or two (31 us for a page of 100 records whose 100 titles are not ASCII, against
+    about 3.4 ms to convert it)."""
     elements = payload.iterchildren(f"{_DC}*") if payload.tag == _OAI_DC_ROOT else payload.iter(f"{_DC}*")
     values: list[DCValue] = []
+    mending = Mending()
     skip = len(_DC)
     for el in elements:
         name = el.tag[skip:]
@@ -248,11 +287,23 @@ def dublin_core(payload: etree._Element) -> list[DCValue]:
             continue
         # Most elements hold plain text: only nested markup needs the slower itertext.
         value = (el.text or "") if len(el) == 0 else "".join(el.itertext())
+        if not value.isascii() and SUSPECT.search(value):
+            value, mending = _mended(value, mending)
         value = value.strip()
         if value:
             lang = el.get(_XML_LANG)
             values.append(DCValue(name, value, _language(lang) if lang else None))
-    return values
+    return values, mending
+
+
+def _mended(value: str, mending: Mending) -> tuple[str, Mending]:
+    """`value` mended (encodings.mend), and the record's Mending with what that found added."""
+    found = mend(value)
+    if found.how == UNDOUBLED:
+        return found.value, mending._replace(undone=True)
+    if found.how == DOUBLED and not mending.doubled:
+        return value, mending._replace(doubled=found.sample)
+    return value, mending
 
 
 def _language(value: str | None) -> str | None:

@@ -11,6 +11,8 @@
     │   ├── HTMLResponseError     an HTML page instead of XML (a login, portal or error page)
     │   ├── NotXMLResponseError   a body that is not XML at all (JSON, plain text)
     │   ├── XMLSyntaxError        XML that is not well-formed (see the `lenient_xml` quirk)
+    │   ├── EncodingError         declared UTF-8, and its bytes are neither UTF-8 nor Western
+    │   │                         text in Windows-1252 (harvester.encodings): refused
     │   ├── NotOAIResponseError   well-formed XML whose root is not OAI-PMH 2.0's <OAI-PMH>
     │   ├── PageTooLargeError     a page past the partner's max_page_mb (decompressed), or with
     │   │                         more markup than that size allows: refused, never parsed
@@ -90,6 +92,11 @@ class NotXMLResponseError(ResponseError):
 
 class XMLSyntaxError(ResponseError):
     pass
+
+
+class EncodingError(ResponseError):
+    """Not retried: the same request would bring the same bytes. Bytes that are Windows-1252
+    text are read so instead (counted as `recoded`); these are not."""
 
 
 class NotOAIResponseError(ResponseError):

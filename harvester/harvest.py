@@ -15,6 +15,10 @@
 * A run whose lists were read to the end is also judged complete, short by N, or unknown:
   what the partner announced (completeListSize) against what arrived and was stored
   (harvester.completeness). A shortfall is a warning, never a failure.
+* Text is taken as the partner meant it (harvester.encodings), and counted: pages declared UTF-8
+  whose bytes are Windows-1252 are `recoded`, Dublin Core encoded twice is `undoubled`, and
+  what looks encoded twice but cannot be undone exactly is kept and counted `doubled`, each
+  with a warning naming the page or the record. A page whose bytes are not text is refused.
 * A list that goes round (harvester.loops) is ended: the run fails with the reason, keeps
   what it wrote, and leaves `from` where it was. A responseDate further ahead of our clock
   than `clock_skew` is not taken as the next `from`.
@@ -42,6 +46,7 @@ import sqlalchemy as sa
 from harvester import errors as err
 from harvester.client import Client, ClientSettings, Page, settings_for, utc
 from harvester.completeness import SHORT, Completeness, judge, see_page
+from harvester.convert import Converted
 from harvester.loops import ListWatch, LoopLimits
 from harvester.pipeline import Pipeline, Ready
 from oaiserver.config import ConfigError, Partner
@@ -103,6 +108,11 @@ class Counts:
     repaired: int = 0  # records the lenient parser had to repair (quirk lenient_xml)
     without_dc: int = 0  # records without Dublin Core: stored, not republished
     restarts: int = 0  # lists restarted because the partner rejected a token
+    # Text (harvester.encodings): pages declared UTF-8 whose bytes were not, read as Windows-1252;
+    # records whose Dublin Core was UTF-8 encoded twice, undone; records that keep text looking so.
+    recoded: int = 0  # pages
+    undoubled: int = 0  # records
+    doubled: int = 0  # records
 
     def __add__(self, other: Counts) -> Counts:
         return Counts(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
@@ -441,7 +451,12 @@ class _Run:
             next_from=next_from[0] if next_from else None,
             completeness=completeness,
         )
-        quiet = outcome == SUCCESS and not reason and (completeness is None or completeness.verdict != SHORT)
+        quiet = (
+            outcome == SUCCESS
+            and not reason
+            and (completeness is None or completeness.verdict != SHORT)
+            and not (self.counts.recoded or self.counts.undoubled or self.counts.doubled)
+        )
         report_log.log(logging.INFO if quiet else logging.WARNING, "%s", describe(report))
         return report
 
@@ -536,6 +551,9 @@ class _Run:
             failed=len(converted.failures),
             repaired=len(converted.repaired),
             without_dc=converted.without_dc,
+            recoded=1 if page.recoded is not None else 0,
+            undoubled=len(converted.undoubled),
+            doubled=len(converted.doubled),
         )
         checkpoint = {
             **self.cp,
@@ -582,14 +600,7 @@ class _Run:
         for where, why in failures:
             report_log.warning("%s: record %s not harvested: %s", name, where, why)
         self.failures.extend(failures)
-        if converted.repaired:
-            log.warning(
-                "%s: the lenient parser repaired %d record(s): %s; %s",
-                name,
-                len(converted.repaired),
-                ", ".join(converted.repaired[:10]),
-                "; ".join(page.repairs[:5]),
-            )
+        self._warn_repairs(page, converted)
         line = {
             "partner": name,
             "page": self.counts.pages,
@@ -609,6 +620,40 @@ class _Run:
         if self.on_page is not None:
             self.on_page(name, self.counts, page)
 
+    def _warn_repairs(self, page: Page, converted: Converted) -> None:
+        """A warning for each repair a page needed: the partner is worth telling."""
+        name = self.partner.name
+        if converted.repaired:
+            log.warning(
+                "%s: the lenient parser repaired %d record(s): %s; %s",
+                name,
+                len(converted.repaired),
+                ", ".join(converted.repaired[:10]),
+                "; ".join(page.repairs[:5]),
+            )
+        if page.recoded is not None:
+            r = page.recoded
+            log.warning(
+                "%s: page %d of the run (%s) is declared UTF-8 but %d character(s) of it were not, the first at "
+                "byte %d; read as %s",
+                name,
+                self.counts.pages,
+                " ".join(f"{k}={v}" for k, v in page.params.items()),
+                r.characters,
+                r.first,
+                r.encoding,
+            )
+        if converted.undoubled:
+            shown = ", ".join(converted.undoubled[:10]) + (", …" if len(converted.undoubled) > 10 else "")
+            log.warning("%s: UTF-8 encoded twice, undone in %d record(s): %s", name, len(converted.undoubled), shown)
+        for identifier, sample in converted.doubled:
+            log.warning(
+                "%s: record %s keeps text that looks UTF-8 encoded twice (%r), which cannot be undone exactly",
+                name,
+                identifier,
+                sample,
+            )
+
 
 def describe(report: RunReport) -> str:
     """A run's outcome on one line, as `harvester run` prints it and the scheduler logs it:
@@ -625,8 +670,8 @@ def describe(report: RunReport) -> str:
 
 
 def counts_text(c: Counts) -> str:
-    """`2 page(s), 3 record(s) (1 deleted): 3 added`: only the counts that are not zero; empty
-    when the run received no page at all."""
+    """`2 page(s), 3 record(s) (1 deleted): 3 added; 1 page(s) recoded`: only the counts that are
+    not zero; empty when the run received no page at all."""
     if not c.received:
         return "no records" if c.pages else ""
     text = f"{c.pages:,} page(s), {c.received:,} record(s)" + (f" ({c.deleted:,} deleted)" if c.deleted else "")
@@ -635,4 +680,7 @@ def counts_text(c: Counts) -> str:
         for n, label in ((c.added, "added"), (c.changed, "changed"), (c.unchanged, "unchanged"), (c.failed, "failed"))
         if n
     ]
-    return text + (": " + ", ".join(changes) if changes else "")
+    text += ": " + ", ".join(changes) if changes else ""
+    repaired = ((c.recoded, "page(s) recoded"), (c.undoubled, "record(s) undoubled"), (c.doubled, "record(s) doubled"))
+    repairs = [f"{n:,} {label}" for n, label in repaired if n]
+    return text + ("; " + ", ".join(repairs) if repairs else "")

@@ -289,6 +289,8 @@ def received(future: Future[Offloaded], stop: threading.Event | None = None, *, 
         failures=done.failures,
         without_dc=done.without_dc,
         prepared=[Prepared.from_wire(Wire._make(values)) for values in done.records],
+        undoubled=done.undoubled,
+        doubled=done.doubled,
     )
 
 

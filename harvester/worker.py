@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -46,6 +46,8 @@ class Offloaded:
     failures: list[tuple[str, str]]
     without_dc: int
     logs: list[tuple[str, int, str]]  # (logger, level, message) logged in the worker
+    undoubled: list[str] = field(default_factory=list)  # as Converted's
+    doubled: list[tuple[str, str]] = field(default_factory=list)
 
 
 _logged: list[tuple[str, int, str]] = []
@@ -123,7 +125,9 @@ def convert_body(
         if size >= PART_BYTES:
             send(part)
             part, size = [], 0
-    return Offloaded(part, converted.failures, converted.without_dc, list(_logged))
+    return Offloaded(
+        part, converted.failures, converted.without_dc, list(_logged), converted.undoubled, converted.doubled
+    )
 
 
 def _size(values: tuple[Any, ...]) -> int:

@@ -65,6 +65,11 @@ TOPICS = ("rivers", "bridges", "letters", "coins", "maps", "songs", "ships", "cl
 UNPARSABLE = "unparsable"
 LONG = "identifier too long"
 NO_DATESTAMP = "no datestamp"
+NOT_TEXT = "not text"
+# What `not_text` records carry in their title: Windows-1251 bytes, kept as surrogate escapes
+# until the page is encoded (`surrogateescape` writes them back as the bytes).
+CYRILLIC_1251 = "Привет".encode("cp1251").decode("ascii", "surrogateescape")
+MIXED_TAIL = " → kept"  # text no reading of Windows-1252 gives: a value ending so cannot be undone
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,10 @@ class Spec:
     vanish: frozenset[int] = frozenset()  # served in run 0 only, then gone without a tombstone
     announce: int | None = None  # the completeListSize every token claims (more than it has)
     cp1252: bool = False  # pages declared UTF-8 whose bytes are Windows-1252
+    doubled: frozenset[int] = frozenset()  # titles UTF-8 encoded twice (`Ã©` for `é`): undone exactly
+    doubled_mixed: frozenset[int] = frozenset()  # titles encoded twice, then MIXED_TAIL: kept as sent
+    # Titles holding Windows-1251 bytes under the UTF-8 declaration: every page holding one is refused.
+    not_text: frozenset[int] = frozenset()
     busy: frozenset[int] = frozenset()  # these requests (numbered from 0 per partner) get 503
     retry_after: int = 1  # the seconds their Retry-After asks for
     basic_auth: tuple[str, str] | None = None  # (username, password) every request must send, else 401
@@ -174,15 +183,38 @@ def items(spec: Spec, run: int = 0) -> list[Item]:
     return made
 
 
+def twice(text: str) -> str:
+    """`text` UTF-8 encoded twice: its UTF-8 bytes read as Windows-1252 (the five bytes it leaves
+    undefined as Latin-1 reads them, as MySQL does), as a partner's `doubled` titles are sent."""
+    return "".join(bytes([b]).decode("cp1252", "ignore") or chr(b) for b in text.encode("utf-8"))
+
+
+def sent_title(spec: Spec, item: Item) -> str:
+    """The title as the partner sends it, its faults included (before XML escaping)."""
+    if item.number in spec.doubled:
+        return twice(item.title)
+    if item.number in spec.doubled_mixed:
+        return twice(item.title) + MIXED_TAIL
+    if item.number in spec.not_text:
+        return f"{item.title} {CYRILLIC_1251}"
+    return item.title
+
+
+def stored_title(spec: Spec, item: Item) -> str:
+    """The title a perfect harvester stores: text encoded twice undone where that is exact."""
+    return sent_title(spec, item) if item.number in spec.doubled_mixed else item.title
+
+
 def expected(spec: Spec, run: int = 0) -> Expected:
     everything = items(spec, 0)
     reasons = {
         **{i.identifier: UNPARSABLE for i in everything if i.number in spec.unparsable},
+        **{i.identifier: NOT_TEXT for i in everything if i.number in spec.not_text},
         **{i.identifier: LONG for i in everything if i.number in spec.long_identifier},
         **{i.identifier: NO_DATESTAMP for i in everything if i.number in spec.no_datestamp},
     }
     gone = {i.identifier for i in everything if i.number in spec.vanish} if run > 0 else set()
-    live = {i.identifier: i.title for i in everything if not i.deleted and i.identifier not in reasons}
+    live = {i.identifier: stored_title(spec, i) for i in everything if not i.deleted and i.identifier not in reasons}
     deleted = {i.identifier for i in everything if i.deleted and i.identifier not in reasons}
     return Expected(live, frozenset(deleted), reasons, frozenset(gone))
 
@@ -374,7 +406,7 @@ class _Partner:
             f"<responseDate>{RESPONSE_DATE}</responseDate><request{request}>{escape(self.base_url)}</request>"
             f"{inner}</OAI-PMH>"
         )
-        data = body.encode("cp1252" if self.spec.cp1252 else "utf-8")
+        data = body.encode("cp1252" if self.spec.cp1252 else "utf-8", "surrogateescape")
         return Response(data, content_type="text/xml; charset=utf-8")
 
     @staticmethod
@@ -399,7 +431,7 @@ class _Partner:
     def record(self, item: Item) -> str:
         if item.deleted:
             return f"<record>{self.header(item)}</record>"
-        title = escape(item.title)
+        title = escape(sent_title(self.spec, item))
         if item.number in self.spec.unparsable:
             title += " & <unclosed"
         return (

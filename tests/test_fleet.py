@@ -12,7 +12,20 @@ from typing import Any
 import pytest
 import requests
 from conftest import NS, error_codes, identifiers, token_of, validate
-from fleet import LONG, NO_DATESTAMP, UNPARSABLE, Fleet, Spec, crowd, expected, items, with_specs
+from fleet import (
+    LONG,
+    MIXED_TAIL,
+    NO_DATESTAMP,
+    NOT_TEXT,
+    UNPARSABLE,
+    Fleet,
+    Spec,
+    crowd,
+    expected,
+    items,
+    twice,
+    with_specs,
+)
 from lxml import etree
 from sickle import Sickle
 
@@ -221,6 +234,27 @@ def test_pages_declared_utf8_whose_bytes_are_windows_1252(fleet: Fleet) -> None:
     doc = validate(response.content.decode("cp1252").encode("utf-8"))
     titles = dict(zip(identifiers(doc), [t.text for t in doc.iterfind(".//dc:title", NS)], strict=True))
     assert titles == fleet.expected("latin").live and any(not t.isascii() for t in titles.values())
+
+
+@with_specs(Spec("twice", records=6, page_size=10, doubled=frozenset({0, 1}), doubled_mixed=frozenset({2})))
+def test_titles_sent_utf8_encoded_twice(fleet: Fleet) -> None:
+    doc = validate(get(fleet, "twice", verb="ListRecords", metadataPrefix="oai_dc").content)
+    sent = [t.text or "" for t in doc.iterfind(".//dc:title", NS)]
+    real = [i.title for i in items(fleet.specs["twice"])]
+    assert sent[:2] == [twice(t) for t in real[:2]] and all("Ã" in t or "Å" in t for t in sent[:2])
+    assert sent[2] == twice(real[2]) + MIXED_TAIL and sent[3:] == real[3:]
+    want = fleet.expected("twice").live  # undone where exact; the mixed one as sent
+    assert list(want.values()) == [*real[:2], sent[2], *real[3:]]
+
+
+@with_specs(Spec("neither", records=6, page_size=10, not_text=frozenset({1})))
+def test_a_title_in_windows_1251_under_a_utf8_label(fleet: Fleet) -> None:
+    body = get(fleet, "neither", verb="ListRecords", metadataPrefix="oai_dc").content
+    assert body.startswith(b'<?xml version="1.0" encoding="UTF-8"?>')
+    assert "Привет".encode("cp1251") in body
+    with pytest.raises(UnicodeDecodeError):
+        body.decode("utf-8")
+    assert fleet.expected("neither").quarantined == {items(fleet.specs["neither"])[1].identifier: NOT_TEXT}
 
 
 # ---- time, flow control and concurrency ----------------------------------------------------------------

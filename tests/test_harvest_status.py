@@ -66,6 +66,9 @@ COUNT_KEYS = {
     "repaired",
     "without_dc",
     "restarts",
+    "recoded",
+    "undoubled",
+    "doubled",
 }
 
 
