@@ -581,7 +581,8 @@ def history(ctx: Context, partner: str, limit: int, as_json: bool) -> None:
         if r.reason:
             click.echo(f"    {r.reason}")
         if c.quarantined:
-            for where, why in r.counts.get("failures", [])[:_QUARANTINE_TEXT]:
+            distinct = dict((str(where), str(why)) for where, why in r.counts.get("failures", []))
+            for where, why in list(distinct.items())[:_QUARANTINE_TEXT]:
                 click.echo(f"    not harvested: {where}: {why}")
 
 

@@ -334,6 +334,7 @@ class _Run:
         self.stop, self.on_page, self.owner, self.clock = stop, on_page, owner, clock
         self.counts = Counts()
         self.failures: list[tuple[str, str]] = []
+        self.quarantined: set[str] = set()  # identifiers this run put in quarantine
         self.run_id: int | None = None
 
     def now(self) -> int:
@@ -595,7 +596,7 @@ class _Run:
         bad = {i for i, _ in failing}
         release_in(conn, self.partner.name, [i for i in _identifiers(converted) if i not in bad])
         shown = [(shown_identifier(i) if named(i) else i, why) for i, why in failing]
-        return _Written(result, shown, len(dict(held)), len(failing) - len(held))
+        return _Written(result, shown, set(dict(held)), len(failing) - len(held))
 
     def _watch(self, watch: ListWatch, ready: Ready) -> None:
         """End the list (ListLoopError) once it shows a sign of going round."""
@@ -655,7 +656,7 @@ class _Run:
                 changed=written.result.changed,
                 unchanged=written.result.unchanged + ready.skipped,
                 failed=written.unnamed,
-                quarantined=written.quarantined,
+                quarantined=len(written.quarantined - self.quarantined),  # each record once a run
             )
             checkpoint["counts"] = asdict(window)
             checkpoint["tally"] = see_page(
@@ -679,6 +680,7 @@ class _Run:
         for where, why in failures:
             report_log.warning("%s: record %s not harvested: %s", name, where, why)
         self.failures.extend(failures)
+        self.quarantined |= written.quarantined
         if converted.repaired:
             log.warning(
                 "%s: the lenient parser repaired %d record(s): %s; %s",
@@ -712,7 +714,7 @@ class _Written(NamedTuple):
 
     result: WriteResult
     failures: list[tuple[str, str]]  # (identifier as shown, or place on the page; why), for the report
-    quarantined: int  # distinct identifiers put in quarantine
+    quarantined: set[str]  # identifiers put in quarantine
     unnamed: int  # failures without an identifier: not quarantined
 
 
