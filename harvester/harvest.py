@@ -335,6 +335,7 @@ class _Run:
         self.counts = Counts()
         self.failures: list[tuple[str, str]] = []
         self.quarantined: set[str] = set()  # identifiers this run put in quarantine
+        self.fallen: tuple[err.HarvestError, int] | None = None  # why ListRecords was left, and when (pages)
         self.run_id: int | None = None
 
     def now(self) -> int:
@@ -514,7 +515,14 @@ class _Run:
                 except err.BadResumptionToken as exc:
                     self._restart(exc)
                 except per_record.PAGE_FAULTS as exc:
-                    self._fall_back(exc)
+                    self._fall_back(exc)  # the next turn lists it by ListIdentifiers
+
+    def _also_failing(self, exc: err.HarvestError) -> err.HarvestError:
+        """`exc`, or, when it is ListIdentifiers failing at once where ListRecords failed just
+        before (auto's fallback), an error that gives both reasons."""
+        if self.fallen is None or self.counts.pages > self.fallen[1] or isinstance(exc, err.BadResumptionToken):
+            return exc
+        return err.HarvestError(f"{self.fallen[0]}; and ListIdentifiers, tried instead, fails too: {exc}")
 
     def _list(self, client: Client, pipeline: Pipeline, args: dict[str, str]) -> None:
         """One list, from the checkpoint's token, by the checkpoint's path, page after page."""
@@ -524,11 +532,14 @@ class _Run:
             pages = per_record.pages(client, self.partner, self._held, token=token, args=args)
         else:
             pages = pipeline.pages(client, token=token, **args)
-        for ready in pages:
-            self._commit(ready)
-            self._watch(watch, ready)
-            if self.stop.is_set():
-                raise err.Stopped("stopped after a page, as asked")
+        try:
+            for ready in pages:
+                self._commit(ready)
+                self._watch(watch, ready)
+                if self.stop.is_set():
+                    raise err.Stopped("stopped after a page, as asked")
+        except (*per_record.PAGE_FAULTS, err.PartnerOAIError) as exc:  # type: ignore[misc]  # a tuple of them
+            raise self._also_failing(exc) from exc.__cause__
 
     def _held(self, identifiers: Sequence[str]) -> dict[str, str]:
         """The datestamps we hold `identifiers` at, as their headers give them (none under `full`:
@@ -548,6 +559,7 @@ class _Run:
             exc,
         )
         self.cp = {**self.cp, "token": None, "path": IDENTIFIERS}
+        self.fallen = (exc, self.counts.pages)
 
     def _retry_quarantined(self, client: Client) -> None:
         """The partner's quarantined records, each asked for by GetRecord: one that reads is
