@@ -16,7 +16,7 @@
   is a success ("N record(s) quarantined") and moves `from` on.
 * How a list is read is the partner's `mode`: `list_records`, `identifiers` (ListIdentifiers and
   a GetRecord per record: harvester.identifiers), or `auto`: ListRecords, and when one of its
-  pages cannot be read (HTTP 5xx after retries, HTML, not XML, not OAI-PMH, too large), the list
+  pages cannot be read (HTTP 5xx after retries, HTML, not well-formed, not OAI-PMH, too large), the list
   again from its start by ListIdentifiers and GetRecord, and so the rest of the run (not
   remembered: the next run tries ListRecords first). A record already held at the datestamp its
   header gives is not asked for again, so a list walked again costs its pages and a GetRecord
@@ -415,6 +415,11 @@ class _Run:
         notes = [f"{self.window.repaired} record(s) repaired by the lenient parser"] if self.window.repaired else []
         if self.window.quarantined:
             notes.append(self._quarantine_note())
+        if self.fallen is not None:  # said once, in the run's line (the error names the partner's URL)
+            notes.append(
+                f"harvested by ListIdentifiers and GetRecord, ListRecords failing ({self.fallen[0]}); "
+                "mode: identifiers makes that the partner's way"
+            )
         next_from = self.cp["first_response"]
         ahead = clock_ahead(next_from, self.now(), self.settings.clock_skew) if next_from else None
         if ahead is not None:
@@ -514,7 +519,7 @@ class _Run:
                     self._list(client, pipeline, args)
                 except err.BadResumptionToken as exc:
                     self._restart(exc)
-                except per_record.PAGE_FAULTS as exc:
+                except per_record.FALLBACK_FAULTS as exc:
                     self._fall_back(exc)  # the next turn lists it by ListIdentifiers
 
     def _also_failing(self, exc: err.HarvestError) -> err.HarvestError:
@@ -552,11 +557,9 @@ class _Run:
         are not asked for again); otherwise the run fails."""
         if self.partner.mode != "auto" or self.cp.get("path") == IDENTIFIERS:
             raise exc
-        log.warning(
-            "%s: ListRecords fails (%s); harvesting by ListIdentifiers and GetRecord for the rest of this run "
-            "(mode: identifiers makes it the partner's way)",
+        log.info(
+            "%s: ListRecords fails; harvesting by ListIdentifiers and GetRecord for the rest of this run",
             self.partner.name,
-            exc,
         )
         self.cp = {**self.cp, "token": None, "path": IDENTIFIERS}
         self.fallen = (exc, self.counts.pages)
@@ -708,6 +711,7 @@ class _Run:
             "records": delta.received,
             "deleted": delta.deleted,
             "failed": delta.failed,
+            "quarantined": delta.quarantined,
             "added": delta.added,
             "changed": delta.changed,
             "unchanged": delta.unchanged,

@@ -40,6 +40,10 @@ PAGE_FAULTS: tuple[type[err.HarvestError], ...] = (
     err.PageTooLargeError,
 )
 
+# What makes `auto` leave ListRecords for the rest of a run: the same, but a body that is not XML
+# at all (JSON, text), which says the baseURL is wrong rather than that ListRecords is.
+FALLBACK_FAULTS = tuple(fault for fault in PAGE_FAULTS if fault is not err.NotXMLResponseError)
+
 Known = Callable[[Sequence[str]], dict[str, str]]  # identifiers -> the datestamps we hold them at
 
 

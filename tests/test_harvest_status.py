@@ -40,6 +40,7 @@ PARTNER_KEYS = {
     "last_error",
     "lease",
     "last_complete",
+    "quarantine",
 }
 RUN_KEYS = {
     "id",
@@ -63,6 +64,8 @@ COUNT_KEYS = {
     "unchanged",
     "deleted",
     "failed",
+    "quarantined",
+    "recovered",
     "repaired",
     "without_dc",
     "restarts",
@@ -238,6 +241,10 @@ def test_a_lease_and_an_overdue_schedule_are_shown(config_file: Path, store_url:
 
 def test_history_json_of_a_partner_never_harvested_and_of_an_unknown_one(config_file: Path, store_url: str) -> None:
     Store(store_url).close()  # a store that exists (on a missing one, reading commands say so)
-    assert as_json(config_file, "history", "good") == {"partner": "good", "runs": []}
+    assert as_json(config_file, "history", "good") == {
+        "partner": "good",
+        "runs": [],
+        "quarantine": {"count": 0, "records": []},
+    }
     unknown = harvester(config_file, "history", "nobody", "--json")
     assert unknown.exit_code == 1 and "unknown partner 'nobody'" in unknown.output
