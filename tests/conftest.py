@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from fleet import Fleet
 from lxml import etree
 from werkzeug.serving import make_server
 
+from harvester.pipeline import Worker
 from oaiserver import create_app, oai_dc
 from oaiserver.config import Config, from_mapping
 from oaiserver.records import DCValue, Record
@@ -326,3 +328,24 @@ def stored(store: Store, identifier: str) -> Record:
     record = store.get(identifier)
     assert record is not None, f"{identifier} is not in the store"
     return record
+
+
+@pytest.fixture
+def fleet(request: pytest.FixtureRequest) -> Iterator[Fleet]:
+    """A running fleet of the specs a test names with `fleet.with_specs`."""
+    with Fleet(request.param) as running:
+        yield running
+
+
+@pytest.fixture
+def workers(monkeypatch: pytest.MonkeyPatch) -> list[Worker]:
+    """The worker processes the harvests of a test start."""
+    started: list[Worker] = []
+    real_init = Worker.__init__
+
+    def init(self: Worker) -> None:
+        real_init(self)
+        started.append(self)
+
+    monkeypatch.setattr(Worker, "__init__", init)
+    return started

@@ -21,6 +21,9 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes, urlencode
 from xml.sax.saxutils import quoteattr
 
+from conftest import Clock, make_record
+
+from oaiserver.store import Store
 from oaiserver.validate import ERROR_CASES, FAIL, WARN
 
 T0 = 1_700_000_000  # the clock when the first records are written: 2023-11-14T22:13:20Z
@@ -492,3 +495,18 @@ class FaultyRepository:
         assert ex.echo is not None
         attrs = "".join(f" {k}={quoteattr(v)}" for k, v in ex.echo)
         ex.sub(r"<request [^>]*>", lambda _m: f"<request{attrs}>")
+
+
+def seeded_store(url: str) -> Store:
+    """The repository every fault is made from: RECORDS records written at T0 and T0 + 1 across
+    the sets of SET_CYCLE, those of DELETED deleted at T0 + 2, the store's clock left at T0 + 3."""
+    clock = Clock(T0)
+    store = Store(url, clock=clock)
+    records = [make_record(f"{i:03d}", f"Title {i}", sets=SET_CYCLE[i % 4]) for i in range(RECORDS)]
+    store.write(records[:16])
+    clock.tick()
+    store.write(records[16:])
+    clock.tick()
+    store.delete(records[i].identifier for i in DELETED)
+    clock.tick()
+    return store

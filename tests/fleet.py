@@ -41,9 +41,10 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from xml.sax.saxutils import escape, quoteattr
 
+import pytest
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
@@ -198,6 +199,11 @@ def expected(spec: Spec, run: int = 0) -> Expected:
     live = {i.identifier: i.title for i in everything if not i.deleted and i.identifier not in reasons}
     deleted = {i.identifier for i in everything if i.deleted and i.identifier not in reasons}
     return Expected(live, frozenset(deleted), reasons, frozenset(gone))
+
+
+def with_specs(*specs: Spec) -> Any:
+    """Marks a test to run against one fleet of `specs` (the `fleet` fixture of conftest.py)."""
+    return pytest.mark.parametrize("fleet", [list(specs)], indirect=True)
 
 
 def crowd(count: int, *, hosts: Sequence[int], prefix: str = "p", **spec: object) -> list[Spec]:

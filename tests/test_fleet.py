@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 from conftest import NS, error_codes, identifiers, token_of, validate
-from fleet import LONG, NO_DATESTAMP, UNPARSABLE, Fleet, Spec, crowd, expected, items
+from fleet import LONG, NO_DATESTAMP, UNPARSABLE, Fleet, Spec, crowd, expected, items, with_specs
 from lxml import etree
 from sickle import Sickle
 
@@ -37,16 +37,6 @@ def listing(fleet: Fleet, name: str, verb: str = "ListRecords", **args: str) -> 
 def ids(fleet: Fleet, name: str, verb: str = "ListRecords", **args: str) -> list[str]:
     """The identifiers of one whole list, in order."""
     return [identifier for doc in listing(fleet, name, verb, **args) for identifier in identifiers(doc)]
-
-
-@pytest.fixture
-def fleet(request: pytest.FixtureRequest) -> Iterator[Fleet]:
-    with Fleet(request.param) as running:
-        yield running
-
-
-def with_specs(*specs: Spec) -> Any:
-    return pytest.mark.parametrize("fleet", [list(specs)], indirect=True)
 
 
 # ---- a fault-free partner ------------------------------------------------------------------------

@@ -7,7 +7,6 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 from conftest import BASE_CONFIG, make_config
-from fleet import Fleet, Spec
+from fleet import Fleet, Spec, with_specs
 from harvestkit import FAST_HARVEST, FakePartner, PagedPartner, oai, record, xml
 from prometheus_client import CollectorRegistry, generate_latest
 from werkzeug.wrappers import Response
@@ -27,16 +26,6 @@ from oaiserver.metrics import HarvestCollector
 from oaiserver.store import Store, finish_run, harvest_summary, start_run
 
 FAST = ["--timeout", "5", "--retries", "0", "--backoff", "0.01"]
-
-
-@pytest.fixture
-def fleet(request: pytest.FixtureRequest) -> Iterator[Fleet]:
-    with Fleet(request.param) as running:
-        yield running
-
-
-def with_specs(*specs: Spec) -> Any:
-    return pytest.mark.parametrize("fleet", [list(specs)], indirect=True)
 
 
 def write_config(

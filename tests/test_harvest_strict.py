@@ -57,19 +57,6 @@ def strict_page(n: int = 0) -> list[str]:
     ]
 
 
-@pytest.fixture
-def workers(monkeypatch: pytest.MonkeyPatch) -> list[Worker]:
-    started: list[Worker] = []
-    real_init = Worker.__init__
-
-    def init(self: Worker) -> None:
-        real_init(self)
-        started.append(self)
-
-    monkeypatch.setattr(Worker, "__init__", init)
-    return started
-
-
 @pytest.mark.parametrize("in_worker", [False, True], ids=["here", "worker"])
 def test_records_the_schema_forbids_and_repeated_identifiers_are_named_refusals(
     workers: list[Worker], store: Store, in_worker: bool

@@ -6,7 +6,6 @@ partner's `timeout`, `retries`, `headers`, basic `auth` and `request_interval`."
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 from conftest import BASE_CONFIG, make_config
-from fleet import Fleet, Logged, Spec, crowd
+from fleet import Fleet, Logged, Spec, crowd, with_specs
 from harvestkit import FAST_HARVEST
 
 from harvester.cli import main
@@ -25,16 +24,6 @@ from oaiserver.store import Store, harvest_history
 
 FAST = ["--timeout", "5", "--retries", "0", "--backoff", "0.01"]
 AGENT = "Aggregator/2 (+mailto:ops@aggregator.example.org)"
-
-
-@pytest.fixture
-def fleet(request: pytest.FixtureRequest) -> Iterator[Fleet]:
-    with Fleet(request.param) as running:
-        yield running
-
-
-def with_specs(*specs: Spec) -> Any:
-    return pytest.mark.parametrize("fleet", [list(specs)], indirect=True)
 
 
 def write_config(

@@ -91,20 +91,6 @@ def stored(store: Store) -> dict[str, list[Any]]:
 
 
 @pytest.fixture
-def workers(monkeypatch: pytest.MonkeyPatch) -> list[Worker]:
-    """The worker processes the harvests of a test start."""
-    started: list[Worker] = []
-    real_init = Worker.__init__
-
-    def init(self: Worker) -> None:
-        real_init(self)
-        started.append(self)
-
-    monkeypatch.setattr(Worker, "__init__", init)
-    return started
-
-
-@pytest.fixture
 def one_worker() -> Iterator[Worker]:
     """A worker for the tests that feed it pages themselves; closed at the end."""
     w = Worker()

@@ -14,17 +14,14 @@ from urllib.parse import parse_qsl
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import Clock, LiveServer, make_config, make_record
+from conftest import LiveServer, make_config
 from faultyrepo import (
     DAY_GRANULARITY,
-    DELETED,
-    RECORDS,
-    SET_CYCLE,
-    T0,
     Exchange,
     Fault,
     FaultyRepository,
     day_granularity,
+    seeded_store,
 )
 from harvestkit import FakePartner, Switch, error, identify, oai, xml
 from werkzeug.wrappers import Response
@@ -33,7 +30,6 @@ from harvester import probe as probe_mod
 from harvester.cli import main
 from oaiserver import config as config_mod
 from oaiserver import create_app
-from oaiserver.store import Store
 
 
 def refuse_times(ex: Exchange) -> None:
@@ -54,15 +50,7 @@ Start = Callable[[Fault | None], tuple[str, Switch]]
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Start]:
     """start(fault) -> (base URL, the switch that keeps each request's query string); one server a fault."""
     url = f"sqlite:///{tmp_path_factory.mktemp('probe')}/store.db"
-    clock = Clock(T0)
-    store = Store(url, clock=clock)
-    records = [make_record(f"{i:03d}", f"Title {i}", sets=SET_CYCLE[i % 4]) for i in range(RECORDS)]
-    store.write(records[:16])
-    clock.tick()
-    store.write(records[16:])
-    clock.tick()
-    store.delete(records[i].identifier for i in DELETED)
-    clock.tick()
+    store = seeded_store(url)
     servers: dict[str | None, tuple[LiveServer, Switch]] = {}
 
     def start(fault: Fault | None) -> tuple[str, Switch]:

@@ -15,21 +15,19 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import Clock, LiveServer, make_config, make_record
+from conftest import Clock, LiveServer, make_config
 from faultyrepo import (
     BUSY_ONCE,
     DAY_GRANULARITY,
-    DELETED,
     FAULT,
     FAULTS,
     FOREIGN_DESCRIPTION,
     NEWEST_FIRST,
     PAGE_SIZE,
-    RECORDS,
-    SET_CYCLE,
     T0,
     Fault,
     FaultyRepository,
+    seeded_store,
 )
 from flask import Flask
 
@@ -47,15 +45,7 @@ Start = Callable[[Fault | None], str]
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Start]:
     """start(fault) -> the base URL of our repository with that fault (None: none), started once each."""
     url = f"sqlite:///{tmp_path_factory.mktemp('faulty')}/store.db"
-    clock = Clock(T0)
-    store = Store(url, clock=clock)
-    records = [make_record(f"{i:03d}", f"Title {i}", sets=SET_CYCLE[i % 4]) for i in range(RECORDS)]
-    store.write(records[:16])
-    clock.tick()
-    store.write(records[16:])
-    clock.tick()
-    store.delete(records[i].identifier for i in DELETED)
-    clock.tick()
+    store = seeded_store(url)
     servers: dict[str | None, LiveServer] = {}
 
     def start(fault: Fault | None) -> str:
