@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fleet import RESPONSE_DATE, Fleet, Spec, items
+from fleet import RESPONSE_DATE, Fleet, Spec, items, with_specs
 from harvestkit import FAST_HARVEST, FakePartner, xml
 from werkzeug.wrappers import Response
 
@@ -23,16 +22,6 @@ from oaiserver.store import Store, harvest_state_of, quarantined
 
 # The note of a run that `auto` switched to ListIdentifiers and GetRecord.
 FELL_BACK = "harvested by ListIdentifiers and GetRecord, ListRecords failing ("
-
-
-@pytest.fixture
-def fleet(request: pytest.FixtureRequest) -> Iterator[Fleet]:
-    with Fleet(request.param) as running:
-        yield running
-
-
-def with_specs(*specs: Spec) -> Any:
-    return pytest.mark.parametrize("fleet", [list(specs)], indirect=True)
 
 
 def run(store: Store, fleet: Fleet, name: str, *, full: bool = False, **partner: Any) -> harvest.RunReport:

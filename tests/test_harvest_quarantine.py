@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from click.testing import CliRunner
 from conftest import BASE_CONFIG
-from fleet import LONG, NO_DATESTAMP, RESPONSE_DATE, UNPARSABLE, Fleet, Spec, items
+from fleet import LONG, NO_DATESTAMP, RESPONSE_DATE, UNPARSABLE, Fleet, Spec, items, with_specs
 from harvestkit import FAST_HARVEST
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -35,16 +33,6 @@ REASONS = {
 
 # The note of a run that `auto` switched to ListIdentifiers and GetRecord.
 FELL_BACK = "harvested by ListIdentifiers and GetRecord, ListRecords failing ("
-
-
-@pytest.fixture
-def fleet(request: pytest.FixtureRequest) -> Iterator[Fleet]:
-    with Fleet(request.param) as running:
-        yield running
-
-
-def with_specs(*specs: Spec) -> Any:
-    return pytest.mark.parametrize("fleet", [list(specs)], indirect=True)
 
 
 def run(store: Store, fleet: Fleet, name: str, **partner: Any) -> harvest.RunReport:
