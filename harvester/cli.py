@@ -29,7 +29,7 @@ from harvester.probe import MAX_REQUESTS as PROBE_MAX_REQUESTS
 from harvester.transport import origin_of
 from oaiserver import config as config_mod
 from oaiserver.cli import Context, Group, group_options, pass_ctx, setup_logging
-from oaiserver.records import format_datestamp
+from oaiserver.records import format_datestamp, shown_identifier
 from oaiserver.store import (
     HarvestRun,
     HeldRecords,
@@ -38,6 +38,8 @@ from oaiserver.store import (
     harvest_state_of,
     harvest_summary,
     leases,
+    quarantine_counts,
+    quarantined,
     records_held,
 )
 
@@ -258,8 +260,8 @@ class _Runner:
             display.done(partner.name, harvest.describe(report))
             for where, why in report.failures[:_FAILURES_SHOWN]:
                 display.line(f"  not harvested: {where}: {why}", err=True)
-            if report.counts.failed > _FAILURES_SHOWN:
-                more = report.counts.failed - _FAILURES_SHOWN
+            if len(report.failures) > _FAILURES_SHOWN:
+                more = len(report.failures) - _FAILURES_SHOWN
                 display.line(f"  … and {more:,} more (harvester history {partner.name} --json)", err=True)
         return report.exit_code
 
@@ -270,6 +272,8 @@ class _Runner:
 
 
 _FAILURES_SHOWN = 20  # records not harvested listed after a run's line
+_QUARANTINE_JSON = 100  # quarantined records listed by `status --json` (all are counted)
+_QUARANTINE_TEXT = 10  # and by `status`
 
 
 @contextmanager
@@ -428,10 +432,41 @@ def _partner_status(
         "next_run": _iso(next_run(partner, last[0].started if last else None, now)),
         "last_run": _run_json(last[0]) if last else None,
         "last_error": _run_json(error[0]) if error else None,
+        "quarantine": _quarantine_json(store, partner.name),
         "lease": None
         if lease is None or lease[1] < now
         else {"holder": lease[0], "expires": _iso(lease[1]), "holder_gone": harvest.holder_is_gone(lease[0])},
     }
+
+
+def _quarantine_json(store: Store, partner: str) -> dict[str, Any]:
+    """The partner's quarantine: how many records, and the first of them (tried longest ago first)."""
+    count = quarantine_counts(store).get(partner, 0)
+    held = quarantined(store, partner, limit=_QUARANTINE_JSON) if count else []
+    listed = [
+        {
+            "identifier": q.identifier,
+            "reason": q.reason,
+            "first_seen": _iso(q.first_seen),
+            "last_tried": _iso(q.last_tried),
+            "tries": q.tries,
+        }
+        for q in held
+    ]
+    return {"count": count, "records": listed}
+
+
+def _print_quarantine(quarantine: dict[str, Any]) -> None:
+    count = quarantine["count"]
+    if not count:
+        click.echo("  quarantine: none")
+        return
+    click.echo(f"  quarantine: {count:,} record(s), retried by GetRecord at each run")
+    for q in quarantine["records"][:_QUARANTINE_TEXT]:
+        tried = f"tried {q['tries']} time(s) since {q['first_seen']}"
+        click.echo(f"    {shown_identifier(q['identifier'])}: {q['reason']} ({tried})")
+    if count > _QUARANTINE_TEXT:
+        click.echo(f"    … and {count - _QUARANTINE_TEXT:,} more (harvester status --json lists {_QUARANTINE_JSON})")
 
 
 def _run_json(r: HarvestRun) -> dict[str, Any]:
@@ -489,6 +524,7 @@ def _print_status(entry: dict[str, Any], now: int) -> None:
         click.echo(f"  last error: #{error['id']} {error['outcome']} at {when}: {error['reason']}")
     else:
         click.echo("  last error: none")
+    _print_quarantine(entry["quarantine"])
     if entry["schedule"] is None:
         click.echo("  next run: not scheduled (harvested by `harvester run` only)")
     elif entry["next_run"] < _iso(now):
@@ -521,10 +557,18 @@ def history(ctx: Context, partner: str, limit: int, as_json: bool) -> None:
     if not runs and partner not in {p.name for p in ctx.config.partners}:
         raise click.ClickException(f"unknown partner {partner!r} and no runs recorded for it")
     if as_json:
-        click.echo(json.dumps({"partner": partner, "runs": [_run_json(r) for r in runs]}, indent=2))
+        listed = {
+            "partner": partner,
+            "runs": [_run_json(r) for r in runs],
+            "quarantine": _quarantine_json(store, partner),
+        }
+        click.echo(json.dumps(listed, indent=2))
         return
     if not runs:
         click.echo(f"{partner}: no runs yet")
+    held = quarantine_counts(store).get(partner, 0)
+    if held:
+        click.echo(f"{partner}: {held:,} record(s) in quarantine now (harvester status lists them)")
     for r in runs:
         c = harvest.Counts.from_dict(r.counts)
         took = f"{r.finished - r.started}s" if r.finished is not None else "-"
@@ -536,6 +580,10 @@ def history(ctx: Context, partner: str, limit: int, as_json: bool) -> None:
         )
         if r.reason:
             click.echo(f"    {r.reason}")
+        if c.quarantined:
+            distinct = dict((str(where), str(why)) for where, why in r.counts.get("failures", []))
+            for where, why in list(distinct.items())[:_QUARANTINE_TEXT]:
+                click.echo(f"    not harvested: {where}: {why}")
 
 
 @main.command()

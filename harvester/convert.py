@@ -39,6 +39,13 @@ _XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 _LANGUAGE = re.compile(r"[a-zA-Z]{1,8}(-[a-zA-Z0-9]{1,8})*")  # xs:language, as xml:lang requires
 _ELEMENTS = frozenset(DC_ELEMENTS)
 MAX_NESTED_ORIGINS = 8
+# How a failure of a record without an identifier is named: it cannot be quarantined (asked for again).
+_UNNAMED = re.compile(r"(?:record|header) \d+ of the page")
+
+
+def named(where: str) -> bool:
+    """Whether a failure's `where` is the record's identifier (not its place on the page)."""
+    return _UNNAMED.fullmatch(where) is None
 
 
 class RecordError(ValueError):

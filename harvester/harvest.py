@@ -9,8 +9,21 @@
   rejects (expired, or forgotten after a restart) restarts the list from the run's `from`.
 * Writes are upserts by identifier and unchanged content keeps its datestamp, so harvesting
   a page twice changes nothing.
-* A run ends as success, partial (some records could not be read: counted and reported), or
-  failed (with the reason), and is kept in the run history. Each page's transaction also
+* Never stalled by one record. A record that cannot be read, is refused by the checks or
+  cannot be stored is quarantined by its identifier, with the reason, in its page's transaction
+  (harvest_quarantine); each run first asks for the quarantined records again by GetRecord, and
+  one that reads is stored and leaves the quarantine. A run whose only failures are quarantined
+  is a success ("N record(s) quarantined") and moves `from` on.
+* How a list is read is the partner's `mode`: `list_records`, `identifiers` (ListIdentifiers and
+  a GetRecord per record: harvester.identifiers), or `auto`: ListRecords, and when one of its
+  pages cannot be read (HTTP 5xx after retries, HTML, not well-formed, not OAI-PMH, too large), the list
+  again from its start by ListIdentifiers and GetRecord, and so the rest of the run (not
+  remembered: the next run tries ListRecords first). A record already held at the datestamp its
+  header gives is not asked for again, so a list walked again costs its pages and a GetRecord
+  for each record from the broken page on. Under `list_records` a page that cannot be read
+  fails the run, as it always did.
+* A run ends as success, partial (records without an identifier could not be read: counted and
+  reported), or failed (with the reason), and is kept in the run history. Each page's transaction also
   stores the run's counts so far, so a run killed mid-way shows the pages it committed.
 * A run whose lists were read to the end is also judged complete, short by N, or unknown:
   what the partner announced (completeListSize) against what arrived and was stored
@@ -36,17 +49,18 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
 from harvester import errors as err
+from harvester import identifiers as per_record
 from harvester.client import Client, ClientSettings, Page, settings_for, utc
 from harvester.completeness import SHORT, Completeness, judge, see_page
-from harvester.convert import Converted
+from harvester.convert import Converted, named
 from harvester.loops import ListWatch, LoopLimits
 from harvester.pipeline import Pipeline, Ready
 from oaiserver.config import ConfigError, Partner
@@ -54,12 +68,17 @@ from oaiserver.records import DAY, SECONDS, format_datestamp, parse_datestamp, s
 from oaiserver.store import (
     KEEP,
     Store,
+    WriteResult,
     acquire_lease,
     close_interrupted_run,
     finish_run,
     harvest_history,
     harvest_state_of,
+    harvested_datestamps,
     leases,
+    quarantine_in,
+    quarantined,
+    release_in,
     release_lease,
     renew_lease_in,
     save_checkpoint_in,
@@ -75,6 +94,8 @@ page_log = logging.getLogger(f"{__name__}.pages")  # one line per page; quietene
 report_log = logging.getLogger(f"{__name__}.report")
 
 SUCCESS, PARTIAL, FAILED = "success", "partial", "failed"
+# How a list is read (the checkpoint's `path`): ListRecords pages, or ListIdentifiers and GetRecord.
+LIST_RECORDS, IDENTIFIERS = "list_records", "identifiers"
 EXIT_CODES = {SUCCESS: 0, PARTIAL: 2, FAILED: 1}
 
 
@@ -94,6 +115,8 @@ class HarvestSettings:
     loops: LoopLimits = field(default_factory=LoopLimits)  # when a list that goes round is ended
     # A responseDate more than this many seconds past our clock is not taken as the next `from`.
     clock_skew: int = 300
+    # Quarantined records retried by GetRecord at the start of a run, those tried longest ago first.
+    max_quarantine_retries: int = 1000
 
 
 @dataclass
@@ -104,7 +127,9 @@ class Counts:
     changed: int = 0
     unchanged: int = 0
     deleted: int = 0  # deleted records received (kept as tombstones)
-    failed: int = 0  # records that could not be read, or whose identifier another source holds
+    failed: int = 0  # records that could not be harvested and have no identifier to quarantine them by
+    quarantined: int = 0  # records put in quarantine (read wrong, refused, not storable): retried later
+    recovered: int = 0  # quarantined records that GetRecord harvested at the start of a run
     repaired: int = 0  # records the lenient parser had to repair (quirk lenient_xml)
     without_dc: int = 0  # records without Dublin Core: stored, not republished
     restarts: int = 0  # lists restarted because the partner rejected a token
@@ -318,6 +343,8 @@ class _Run:
         self.stop, self.on_page, self.owner, self.clock = stop, on_page, owner, clock
         self.counts = Counts()
         self.failures: list[tuple[str, str]] = []
+        self.quarantined: set[str] = set()  # identifiers this run put in quarantine
+        self.fallen: tuple[err.HarvestError, int] | None = None  # why ListRecords was left, and when (pages)
         self.run_id: int | None = None
 
     def now(self) -> int:
@@ -362,6 +389,7 @@ class _Run:
         """Open the run in the store: at the checkpoint kept for this window (unless `full`), or else
         from the `from` the last complete run of this window left (the partner's own `from_date` if none)."""
         name = self.partner.name
+        self.full = full
         state = harvest_state_of(self.store, name)
         key = window_key(self.partner)
         checkpoint = state.checkpoint if not full and state.checkpoint and state.checkpoint.get("key") == key else None
@@ -375,6 +403,7 @@ class _Run:
                 "set": 0,
                 "token": None,
                 "counts": {},
+                "path": IDENTIFIERS if self.partner.mode == IDENTIFIERS else LIST_RECORDS,
             }
         self.cp = checkpoint
         self.window = Counts.from_dict(checkpoint["counts"])
@@ -393,6 +422,13 @@ class _Run:
             partial = f"{self.window.failed} record(s) could not be harvested" + (f" ({first})" if first else "")
             return self._finish(PARTIAL, partial, checkpoint=None, completeness=completeness)
         notes = [f"{self.window.repaired} record(s) repaired by the lenient parser"] if self.window.repaired else []
+        if self.window.quarantined:
+            notes.append(self._quarantine_note())
+        if self.fallen is not None:  # said once, in the run's line (the error names the partner's URL)
+            notes.append(
+                f"harvested by ListIdentifiers and GetRecord, ListRecords failing ({self.fallen[0]}); "
+                "mode: identifiers makes that the partner's way"
+            )
         next_from = self.cp["first_response"]
         ahead = clock_ahead(next_from, self.now(), self.settings.clock_skew) if next_from else None
         if ahead is not None:
@@ -412,6 +448,12 @@ class _Run:
             next_from=(next_from, self.cp["key"]) if next_from else None,
             completeness=completeness,
         )
+
+    def _quarantine_note(self) -> str:
+        """`2 record(s) quarantined (id: why; …)`: the first three named."""
+        named_failures = dict((where, why) for where, why in self.failures if named(where))
+        first = "; ".join(f"{where}: {why}" for where, why in list(named_failures.items())[:3])
+        return f"{self.window.quarantined} record(s) quarantined" + (f" ({first})" if first else "")
 
     def _finish(
         self,
@@ -478,6 +520,7 @@ class _Run:
             ) as pipeline,
         ):
             from_arg = self._from_argument(client) if self.cp["from"] else None
+            self._retry_quarantined(client)
             targets: list[str | None] = [*partner.sets] or [None]
             while self.cp["set"] < len(targets):
                 args = {"metadataPrefix": partner.metadata_prefix}
@@ -487,14 +530,71 @@ class _Run:
                 if spec:
                     args["set"] = spec
                 try:
-                    watch = ListWatch(settings.loops)
-                    for ready in pipeline.pages(client, token=self.cp["token"], **args):
-                        self._commit(ready)
-                        self._watch(watch, ready)
-                        if self.stop.is_set():
-                            raise err.Stopped("stopped after a page, as asked")
+                    self._list(client, pipeline, args)
                 except err.BadResumptionToken as exc:
                     self._restart(exc)
+                except per_record.FALLBACK_FAULTS as exc:
+                    self._fall_back(exc)  # the next turn lists it by ListIdentifiers
+
+    def _also_failing(self, exc: err.HarvestError) -> err.HarvestError:
+        """`exc`, or, when it is ListIdentifiers failing at once where ListRecords failed just
+        before (auto's fallback), an error that gives both reasons."""
+        if self.fallen is None or self.counts.pages > self.fallen[1] or isinstance(exc, err.BadResumptionToken):
+            return exc
+        return err.HarvestError(f"{self.fallen[0]}; and ListIdentifiers, tried instead, fails too: {exc}")
+
+    def _list(self, client: Client, pipeline: Pipeline, args: dict[str, str]) -> None:
+        """One list, from the checkpoint's token, by the checkpoint's path, page after page."""
+        watch = ListWatch(self.settings.loops)
+        token = self.cp["token"]
+        if self.cp.get("path") == IDENTIFIERS:
+            pages = per_record.pages(client, self.partner, self._held, token=token, args=args)
+        else:
+            pages = pipeline.pages(client, token=token, **args)
+        try:
+            for ready in pages:
+                self._commit(ready)
+                self._watch(watch, ready)
+                if self.stop.is_set():
+                    raise err.Stopped("stopped after a page, as asked")
+        except (*per_record.PAGE_FAULTS, err.PartnerOAIError) as exc:  # type: ignore[misc]  # a tuple of them
+            raise self._also_failing(exc) from exc.__cause__
+
+    def _held(self, identifiers: Sequence[str]) -> dict[str, str]:
+        """The datestamps we hold `identifiers` at, as their headers give them (none under `full`:
+        every record is asked for again)."""
+        return {} if self.full else harvested_datestamps(self.store, self.partner.name, identifiers)
+
+    def _fall_back(self, exc: err.HarvestError) -> None:
+        """A page of ListRecords that cannot be read: under `auto`, the list again from its start by
+        ListIdentifiers and GetRecord, and so the rest of the run (the records already stored
+        are not asked for again); otherwise the run fails."""
+        if self.partner.mode != "auto" or self.cp.get("path") == IDENTIFIERS:
+            raise exc
+        log.info(
+            "%s: ListRecords fails; harvesting by ListIdentifiers and GetRecord for the rest of this run",
+            self.partner.name,
+        )
+        self.cp = {**self.cp, "token": None, "path": IDENTIFIERS}
+        self.fallen = (exc, self.counts.pages)
+
+    def _retry_quarantined(self, client: Client) -> None:
+        """The partner's quarantined records, each asked for by GetRecord: one that reads is
+        stored and leaves the quarantine, one the partner no longer has leaves it too."""
+        for entry in quarantined(self.store, self.partner.name, limit=self.settings.max_quarantine_retries):
+            fetched = per_record.get_record(client, self.partner, entry.identifier)
+            with self.store.writing() as (conn, stamp):
+                if not renew_lease_in(conn, self.partner.name, self.owner, self.settings.lease_ttl, self.now()):
+                    raise err.LeaseLost(f"{self.partner.name}: another harvester took over the lease")
+                if fetched is None:
+                    release_in(conn, self.partner.name, [entry.identifier])
+                    log.info("%s: quarantined record %s is gone from the partner", self.partner.name, entry.identifier)
+                    continue
+                written = self._write(conn, stamp, fetched)
+            if not written.failures:
+                self.counts.recovered += 1
+                self.window.recovered += 1
+                log.info("%s: quarantined record %s harvested by GetRecord", self.partner.name, entry.identifier)
 
     def _restart(self, exc: err.BadResumptionToken) -> None:
         """A rejected token: the list again from the run's `from`, as long as that is allowed."""
@@ -509,6 +609,23 @@ class _Run:
         self.counts.restarts += 1
         self.window.restarts += 1
         self.cp = {**self.cp, "token": None}
+
+    def _write(self, conn: sa.Connection, stamp: int, converted: Converted) -> _Written:
+        """A page's records written in the page's transaction; those that fail and have an
+        identifier put in quarantine, those stored taken out of it."""
+        # A record another source holds, even one inserted by a concurrent harvest while this
+        # page was being written (the store settles that race), is refused, never overwritten.
+        result = write_harvested_in(self.store, conn, stamp, converted.to_write)
+        failing = converted.failures + [
+            (i, f"the identifier belongs to {src}; not overwritten") for i, src in result.refused
+        ]
+        failing += result.rejected
+        held = [(i, why) for i, why in failing if named(i)]
+        quarantine_in(conn, self.partner.name, held, self.now())
+        bad = {i for i, _ in failing}
+        release_in(conn, self.partner.name, [i for i in _identifiers(converted) if i not in bad])
+        shown = [(shown_identifier(i) if named(i) else i, why) for i, why in failing]
+        return _Written(result, shown, set(dict(held)), len(failing) - len(held))
 
     def _watch(self, watch: ListWatch, ready: Ready) -> None:
         """End the list (ListLoopError) once it shows a sign of going round."""
@@ -548,7 +665,6 @@ class _Run:
             pages=1,
             received=received,
             deleted=converted.deleted,
-            failed=len(converted.failures),
             repaired=len(converted.repaired),
             without_dc=converted.without_dc,
             recoded=1 if page.recoded is not None else 0,
@@ -564,16 +680,15 @@ class _Run:
         with self.store.writing() as (conn, stamp):
             if not renew_lease_in(conn, name, self.owner, self.settings.lease_ttl, self.now()):
                 raise err.LeaseLost(f"{name}: another harvester took over the lease; this page was not written")
-            # A record another source holds, even one inserted by a concurrent harvest while this
-            # page was being written (the store settles that race), is refused, never overwritten.
-            written = write_harvested_in(self.store, conn, stamp, converted.to_write)
-            refused = written.refused
+            written = self._write(conn, stamp, converted)
+            stored = written.result.added + written.result.changed + written.result.unchanged
             window = self.window + replace(
                 delta,
-                added=written.added,
-                changed=written.changed,
-                unchanged=written.unchanged,
-                failed=delta.failed + len(refused) + len(written.rejected),
+                added=written.result.added,
+                changed=written.result.changed,
+                unchanged=written.result.unchanged + ready.skipped,
+                failed=written.unnamed,
+                quarantined=len(written.quarantined - self.quarantined),  # each record once a run
             )
             checkpoint["counts"] = asdict(window)
             checkpoint["tally"] = see_page(
@@ -583,13 +698,10 @@ class _Run:
                 announced=page.complete_list_size,
                 more=page.token is not None,
                 received=received,
-                stored=written.added + written.changed + written.unchanged,
+                stored=stored + ready.skipped,
             )
             save_checkpoint_in(conn, name, checkpoint, self.now())
-            failures = converted.failures + [
-                (i, f"the identifier belongs to {src}; not overwritten") for i, src in refused
-            ]
-            failures += [(shown_identifier(i), why) for i, why in written.rejected]
+            failures = written.failures
             counts = self.counts + (window - self.window)
             keep = self.settings.max_failures_kept
             kept = (self.failures[:keep] + failures[:keep])[:keep]
@@ -600,6 +712,7 @@ class _Run:
         for where, why in failures:
             report_log.warning("%s: record %s not harvested: %s", name, where, why)
         self.failures.extend(failures)
+        self.quarantined |= written.quarantined
         self._warn_repairs(page, converted)
         line = {
             "partner": name,
@@ -608,6 +721,7 @@ class _Run:
             "records": delta.received,
             "deleted": delta.deleted,
             "failed": delta.failed,
+            "quarantined": delta.quarantined,
             "added": delta.added,
             "changed": delta.changed,
             "unchanged": delta.unchanged,
@@ -655,6 +769,19 @@ class _Run:
             )
 
 
+class _Written(NamedTuple):
+    """What `_Run._write` did with a page's records."""
+
+    result: WriteResult
+    failures: list[tuple[str, str]]  # (identifier as shown, or place on the page; why), for the report
+    quarantined: set[str]  # identifiers put in quarantine
+    unnamed: int  # failures without an identifier: not quarantined
+
+
+def _identifiers(converted: Converted) -> list[str]:
+    return [r.identifier for r in converted.records] + [p.record.identifier for p in converted.prepared]
+
+
 def describe(report: RunReport) -> str:
     """A run's outcome on one line, as `harvester run` prints it and the scheduler logs it:
     `name: outcome: counts; completeness; resumed; next from …; reason`, leaving out what is
@@ -673,14 +800,22 @@ def counts_text(c: Counts) -> str:
     """`2 page(s), 3 record(s) (1 deleted): 3 added; 1 page(s) recoded`: only the counts that are
     not zero; empty when the run received no page at all."""
     if not c.received:
-        return "no records" if c.pages else ""
+        recovered = f"{c.recovered:,} recovered from quarantine" if c.recovered else ""
+        return ("no records" + (f"; {recovered}" if recovered else "")) if c.pages else recovered
     text = f"{c.pages:,} page(s), {c.received:,} record(s)" + (f" ({c.deleted:,} deleted)" if c.deleted else "")
     changes = [
         f"{n:,} {label}"
-        for n, label in ((c.added, "added"), (c.changed, "changed"), (c.unchanged, "unchanged"), (c.failed, "failed"))
+        for n, label in (
+            (c.added, "added"),
+            (c.changed, "changed"),
+            (c.unchanged, "unchanged"),
+            (c.quarantined, "quarantined"),
+            (c.failed, "failed"),
+        )
         if n
     ]
     text += ": " + ", ".join(changes) if changes else ""
+    text += f"; {c.recovered:,} recovered from quarantine" if c.recovered else ""
     repaired = ((c.recoded, "page(s) recoded"), (c.undoubled, "record(s) undoubled"), (c.doubled, "record(s) doubled"))
     repairs = [f"{n:,} {label}" for n, label in repaired if n]
     return text + ("; " + ", ".join(repairs) if repairs else "")

@@ -80,6 +80,7 @@ class Ready:
     received: int  # the records it held
     identifiers: list[str]  # for the loop watch (harvester.loops)
     converted: Converted
+    skipped: int = 0  # records listed that we hold as listed, not asked for (harvester.identifiers)
 
 
 @dataclass(frozen=True)

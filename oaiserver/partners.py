@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 from oaiserver.config import Partner, partner_set
 from oaiserver.schedules import describe_schedule, next_run
-from oaiserver.store import HarvestRun, HeldRecords, Store, harvest_history, harvest_summary, records_held
+from oaiserver.store import HarvestRun, HeldRecords, Store, harvest_history, harvest_summary, quarantined, records_held
 
 RECENT_RUNS = 10  # runs the page lists, latest first
 ERROR_OUTCOMES = ("failed", "partial")  # what `harvester status` calls the last error
@@ -31,6 +31,9 @@ class RunRow(NamedTuple):
     reason: str | None
     from_date: str | None
     resumed: bool
+
+
+QUARANTINE_SHOWN = 100  # quarantined records listed on a partner's page
 
 
 class QuarantinedRow(NamedTuple):
@@ -129,10 +132,8 @@ def duration_text(seconds: int | None) -> str:
 
 
 def _quarantine_rows(store: Store, name: str) -> list[QuarantinedRow]:
-    """The records of partner `name` held in quarantine. None yet: quarantine is being built
-    (a store function `quarantined(store, partner)`); when it comes, this returns its rows
-    as QuarantinedRow and the page's section lists them."""
-    return []
+    """The records of partner `name` held in quarantine, the first QUARANTINE_SHOWN of them."""
+    return [QuarantinedRow(q.identifier, q.reason, q.first_seen) for q in quarantined(store, name, QUARANTINE_SHOWN)]
 
 
 def partner_page(store: Store, partner: Partner, now: int) -> PartnerPage:

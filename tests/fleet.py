@@ -12,6 +12,17 @@ The fleet keeps what a test asserts on:
 * per host, and per partner, the requests in progress now and the most ever at once (`peak`);
 * `expected(name)`: what a perfect harvester stores and quarantines for a partner.
 
+Faults that spoil a ListRecords page, and what a harvester can still get:
+* `unparsable`: a record whose metadata is not well-formed, in its ListRecords page and its
+  GetRecord alike: truly broken, quarantined (every other record of its page can be had by GetRecord);
+* `broken_in_list`: the same, but in ListRecords only: its GetRecord is fine, nothing is lost;
+* `garbled_page`: one page of every ListRecords list is not well-formed XML (HTTP 200), whatever
+  its records: each of them reads by GetRecord;
+* `html_page`: one page of every ListRecords list is an HTML page with HTTP 500;
+* `list_records_fails`: every ListRecords answers HTTP 500 or an HTML page, while ListIdentifiers
+  and GetRecord work.
+`repair(name)` takes a partner's faults away between two harvests (its records stay the same).
+
 A 60-partner run, 40 of them on one host, each page taking half a second::
 
     specs = crowd(60, hosts=[40, 5, 5, 5, 5], delay=0.5, records=20, page_size=5)
@@ -28,7 +39,7 @@ import random
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 from xml.sax.saxutils import escape, quoteattr
@@ -91,6 +102,9 @@ class Spec:
     long_identifier: frozenset[int] = frozenset()  # an identifier over 1,024 bytes: not storable
     no_datestamp: frozenset[int] = frozenset()  # a header without datestamp (schema-invalid)
     html_page: int | None = None  # this page of every ListRecords list is an HTML 500
+    # A record whose metadata is not well-formed in ListRecords only (its GetRecord is fine).
+    broken_in_list: frozenset[int] = frozenset()
+    garbled_page: int | None = None  # this page of every ListRecords list is not well-formed XML (HTTP 200)
     # Every ListRecords fails ("500": HTTP 500 with HTML; "html": HTTP 200 with an HTML page)
     # while ListIdentifiers and GetRecord work.
     list_records_fails: Literal["500", "html"] | None = None
@@ -276,6 +290,19 @@ class Fleet:
     def expected(self, name: str) -> Expected:
         return expected(self.specs[name], self.run)
 
+    def repair(self, name: str) -> None:
+        """Between two harvests: the partner's pages and records are served right from now on
+        (its faults of format gone; the records, their identifiers and datestamps unchanged)."""
+        self.specs[name] = replace(
+            self.specs[name],
+            unparsable=frozenset(),
+            broken_in_list=frozenset(),
+            garbled_page=None,
+            html_page=None,
+            list_records_fails=None,
+            no_datestamp=frozenset(),
+        )
+
     def next_run(self) -> None:
         """Between two harvests: records in `vanish` disappear without a tombstone."""
         self.run += 1
@@ -428,11 +455,12 @@ class _Partner:
         datestamp = "" if item.number in self.spec.no_datestamp else f"<datestamp>{stamp(item.datestamp)}</datestamp>"
         return f"<header{status}><identifier>{escape(item.identifier)}</identifier>{datestamp}</header>"
 
-    def record(self, item: Item) -> str:
+    def record(self, item: Item, *, listed: bool = False) -> str:
+        """`listed`: in a ListRecords page (where `broken_in_list` records are broken)."""
         if item.deleted:
             return f"<record>{self.header(item)}</record>"
         title = escape(sent_title(self.spec, item))
-        if item.number in self.spec.unparsable:
+        if item.number in self.spec.unparsable or (listed and item.number in self.spec.broken_in_list):
             title += " & <unclosed"
         return (
             f"<record>{self.header(item)}<metadata>"
@@ -511,7 +539,9 @@ class _Partner:
         if page >= pages:
             return self.fail("badResumptionToken", "past the end of the list", args)
         shown = chosen[page * size : (page + 1) * size]
-        body = "".join(self.record(i) if verb == "ListRecords" else self.header(i) for i in shown)
+        body = "".join(self.record(i, listed=True) if verb == "ListRecords" else self.header(i) for i in shown)
+        if verb == "ListRecords" and spec.garbled_page == page:
+            body = "<garbled" + body  # well-formed nowhere, yet it ends with </OAI-PMH>: not a page cut short
         total = spec.announce if spec.announce is not None else len(chosen)
         attributes = f'completeListSize="{total}" cursor="{page * size}"'
         following = self.following(page, pages)

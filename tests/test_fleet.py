@@ -116,6 +116,38 @@ def test_an_unparsable_record_spoils_its_page_and_its_getrecord_only(fleet: Flee
     assert fleet.expected("poison").quarantined == {broken: UNPARSABLE} and len(fleet.expected("poison").live) == 11
 
 
+@with_specs(Spec("listonly", records=12, page_size=5, broken_in_list=frozenset({7})))
+def test_a_record_broken_in_listrecords_only_reads_by_getrecord(fleet: Fleet) -> None:
+    with pytest.raises(etree.XMLSyntaxError):
+        etree.fromstring(get(fleet, "listonly", verb="ListRecords", resumptionToken="1~~").content)
+    item = items(fleet.specs["listonly"])[7]
+    doc = validate(
+        get(fleet, "listonly", verb="GetRecord", identifier=item.identifier, metadataPrefix="oai_dc").content
+    )
+    assert doc.findtext(".//dc:title", namespaces=NS) == item.title
+    assert not fleet.expected("listonly").quarantined and len(fleet.expected("listonly").live) == 12
+
+
+@with_specs(Spec("garbled", records=15, page_size=5, garbled_page=1))
+def test_a_garbled_page_is_not_xml_yet_complete_and_its_records_read_one_by_one(fleet: Fleet) -> None:
+    first = validate(get(fleet, "garbled", verb="ListRecords", metadataPrefix="oai_dc").content)
+    second = get(fleet, "garbled", verb="ListRecords", resumptionToken=token_of(first).text or "")  # type: ignore[union-attr]
+    assert second.status_code == 200 and second.content.rstrip().endswith(b"</OAI-PMH>")
+    with pytest.raises(etree.XMLSyntaxError):
+        etree.fromstring(second.content)
+    for item in items(fleet.specs["garbled"])[5:10]:
+        validate(get(fleet, "garbled", verb="GetRecord", identifier=item.identifier, metadataPrefix="oai_dc").content)
+
+
+@with_specs(Spec("mended", records=12, page_size=5, unparsable=frozenset({7}), list_records_fails="500"))
+def test_repair_takes_the_faults_away_and_keeps_the_records(fleet: Fleet) -> None:
+    before = items(fleet.specs["mended"])
+    assert get(fleet, "mended", verb="ListRecords", metadataPrefix="oai_dc").status_code == 500
+    fleet.repair("mended")
+    assert len(ids(fleet, "mended")) == 12 and items(fleet.specs["mended"]) == before
+    assert not fleet.expected("mended").quarantined and len(fleet.expected("mended").live) == 12
+
+
 @with_specs(Spec("unstorable", records=6, long_identifier=frozenset({1}), no_datestamp=frozenset({4})))
 def test_records_that_cannot_be_stored(fleet: Fleet) -> None:
     doc = etree.fromstring(get(fleet, "unstorable", verb="ListRecords", metadataPrefix="oai_dc").content)

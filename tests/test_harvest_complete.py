@@ -194,12 +194,21 @@ def test_an_announcement_that_changes_mid_list_is_noted(tmp_path: Path, store_ur
     ), result.output
 
 
-def test_a_partial_run_is_short_by_the_records_it_could_not_store(tmp_path: Path, store_url: str) -> None:
+def test_a_run_is_short_by_the_records_it_could_not_store(tmp_path: Path, store_url: str) -> None:
     broken = "<record><header><identifier>oai:bad:1</identifier><datestamp>never</datestamp></header></record>"
-    with FakePartner(lambda params, n: xml(sized(2, "", [record("oai:b:2"), broken]))) as fake:
-        result = harvester(write_config(tmp_path, store_url, {"broken": fake.url}), "run", *FAST)
+    nameless = "<record><header><datestamp>2024-01-01</datestamp></header></record>"
+    pages = {"quarantining": [record("oai:b:2"), broken], "partial": [record("oai:c:2"), nameless]}
+    with (
+        FakePartner(lambda params, n: xml(sized(2, "", pages["quarantining"]))) as one,
+        FakePartner(lambda params, n: xml(sized(2, "", pages["partial"]))) as other,
+    ):
+        config = write_config(tmp_path, store_url, {"quarantining": one.url, "partial": other.url})
+        result = harvester(config, "run", *FAST)
     assert result.exit_code == 2
-    assert lines(result)["broken"].endswith("1 added, 1 failed; short by 1 (2 announced, 2 received, 1 stored)")
+    short = "short by 1 (2 announced, 2 received, 1 stored)"
+    assert lines(result)["quarantining"].startswith("quarantining: success: ")
+    assert f"1 added, 1 quarantined; {short}" in lines(result)["quarantining"]
+    assert lines(result)["partial"].endswith(f"1 added, 1 failed; {short}")
 
 
 # ---- metrics ----------------------------------------------------------------------------------------

@@ -177,7 +177,7 @@ def test_an_xml_content_type_is_not_logged(store: Store, content_type: str, capl
 def test_an_html_page_labelled_xml_is_still_refused(store: Store) -> None:
     page = "<!DOCTYPE html><html><head><title>Maintenance</title></head><body>Back soon</body></html>"
     with RawPartner(lambda params, n: Raw(page, content_type="text/xml")) as partner:
-        report = harvest.run(store, Partner("p", partner.url), settings=FAST_HARVEST)
+        report = harvest.run(store, Partner("p", partner.url, mode="list_records"), settings=FAST_HARVEST)
     assert report.outcome == "failed" and "HTML page titled 'Maintenance'" in (report.reason or "")
     assert len(partner.requests) == 1, "an HTML page is an answer, not a fault to retry"
 
@@ -185,7 +185,7 @@ def test_an_html_page_labelled_xml_is_still_refused(store: Store) -> None:
 def test_a_truncated_looking_body_that_is_not_oai_pmh_is_not_retried(store: Store) -> None:
     """Only an OAI-PMH document without its end is taken for a cut; other garbage fails at once."""
     with RawPartner(lambda params, n: Raw("<response><status>down", framing="close")) as partner:
-        report = harvest.run(store, Partner("p", partner.url), settings=FAST_HARVEST)
+        report = harvest.run(store, Partner("p", partner.url, mode="list_records"), settings=FAST_HARVEST)
     assert report.outcome == "failed" and "not well-formed" in (report.reason or "")
     assert len(partner.requests) == 1
 
@@ -193,11 +193,11 @@ def test_a_truncated_looking_body_that_is_not_oai_pmh_is_not_retried(store: Stor
 def test_a_complete_page_with_trailing_garbage_is_not_taken_for_a_cut(store: Store) -> None:
     body = list_records([record("oai:p:1")]) + "\n<!-- generated in 0.1 s -->\n"
     with RawPartner(lambda params, n: Raw(body, framing="close")) as partner:
-        report = harvest.run(store, Partner("p", partner.url), settings=FAST_HARVEST)
+        report = harvest.run(store, Partner("p", partner.url, mode="list_records"), settings=FAST_HARVEST)
     assert report.outcome == "success" and len(partner.requests) == 1
     garbage = oai("<ListRecords>" + record("oai:p:1") + "</ListRecords>") + "<br/>Notice: undefined index"
     with RawPartner(lambda params, n: Raw(garbage, framing="close")) as partner:
-        report = harvest.run(store, Partner("p", partner.url), settings=FAST_HARVEST, full=True)
+        report = harvest.run(store, Partner("p", partner.url, mode="list_records"), settings=FAST_HARVEST, full=True)
     assert report.outcome == "failed" and "not well-formed" in (report.reason or "")
     assert len(partner.requests) == 1, "garbage after </OAI-PMH> is the parser's business, not a cut"
 
@@ -206,7 +206,8 @@ def test_a_complete_page_with_trailing_garbage_is_not_taken_for_a_cut(store: Sto
 
 PAGE_LINE = re.compile(
     r"INFO harvester\.harvest\.pages: page partner=(?P<partner>\S+) page=(?P<page>\d+) window_page=\d+ "
-    r"records=(?P<records>\d+) deleted=(?P<deleted>\d+) failed=(?P<failed>\d+) added=\d+ changed=\d+ "
+    r"records=(?P<records>\d+) deleted=(?P<deleted>\d+) failed=(?P<failed>\d+) quarantined=(?P<quarantined>\d+) "
+    r"added=\d+ changed=\d+ "
     r"unchanged=\d+ token=(?P<token>yes|no) fetch=\d+\.\d{3}s duration=(?P<duration>\d+\.\d{3})s$"
 )
 
@@ -227,11 +228,11 @@ def test_harvester_run_logs_one_plain_structured_line_per_page(store_url: str, t
             text=True,
             timeout=60,
         )
-    assert done.returncode == 2, done.stderr  # partial: the broken record
+    assert done.returncode == 0, done.stderr  # the broken record is quarantined
     lines = [m for line in done.stderr.splitlines() if (m := PAGE_LINE.search(line))]
     assert "\x1b[" not in done.stderr, "no terminal codes when stderr is not a terminal"
     got = [
-        (m["partner"], int(m["page"]), int(m["records"]), int(m["deleted"]), int(m["failed"]), m["token"])
+        (m["partner"], int(m["page"]), int(m["records"]), int(m["deleted"]), int(m["quarantined"]), m["token"])
         for m in lines
     ]
     per_page_deleted = [sum(1 for i in range(p * PER_PAGE, (p + 1) * PER_PAGE) if i % 7 == 3) for p in range(PAGES)]
@@ -252,7 +253,7 @@ def test_an_undeclared_prefix_under_the_lenient_parser_fails_the_record_not_the_
     page = list_records([record("oai:p:1"), undeclared, record("oai:p:3")])
     with RawPartner(lambda params, n: Raw(page)) as partner:
         report = harvest.run(store, Partner("p", partner.url, quirks={"lenient_xml": True}), settings=FAST_HARVEST)
-    assert report.outcome == "partial" and report.counts.added == 2
+    assert report.outcome == "success" and report.counts.added == 2 and report.counts.quarantined == 1
     assert report.failures == [("oai:p:2", "the metadata element <oai_dc:dc> has an undeclared namespace prefix")]
     assert store.identifiers(source="p") == {"oai:p:1", "oai:p:3"}
 

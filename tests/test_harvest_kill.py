@@ -40,7 +40,15 @@ from harvester import harvest
 from harvester.cli import main
 from oaiserver import create_app
 from oaiserver.config import Partner, partner_set
-from oaiserver.store import Store, acquire_lease, harvest_history, harvest_state_of, iter_records, leases
+from oaiserver.store import (
+    Store,
+    acquire_lease,
+    harvest_history,
+    harvest_state_of,
+    iter_records,
+    leases,
+    quarantined,
+)
 from oaiserver.synthetic import synthetic_records, synthetic_sets
 
 ROOT = Path(__file__).parent.parent
@@ -301,9 +309,10 @@ def test_two_partners_writing_one_identifier_at_once_refuse_it_cleanly(
         for t in threads:
             t.join(30)
     assert reports["a"].outcome == "success"
-    assert reports["b"].outcome == "partial", reports["b"].reason
+    assert reports["b"].outcome == "success", reports["b"].reason
     assert reports["b"].failures == [("oai:x:1", "the identifier belongs to a; not overwritten")]
-    assert reports["b"].counts.added == 1 and reports["b"].counts.failed == 1
+    assert reports["b"].counts.added == 1 and reports["b"].counts.quarantined == 1
+    assert [q.identifier for q in quarantined(store, "b")] == ["oai:x:1"] and not quarantined(store, "a")
     shared = store.get("oai:x:1")
     assert shared is not None and shared.source == "a"
     assert store.identifiers(source="b") == {"oai:x:b-own"}

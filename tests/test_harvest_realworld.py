@@ -225,9 +225,9 @@ HARVESTS = [
         2,
         without_dc=2,
     ),
-    # Its identifier has a space: not a URI, so the store refuses it, and says so.
+    # Its identifier has a space: not a URI, so the store refuses it, says so, and quarantines it.
     Expect(
-        "hepcrawl--pos.sissa.it", "hepcrawl/unit/responses/pos/sample_pos_record.xml", "partial", 0, reason="not a URI"
+        "hepcrawl--pos.sissa.it", "hepcrawl/unit/responses/pos/sample_pos_record.xml", "success", 0, reason="not a URI"
     ),
     # First pages whose follow-up was not captured: the partner rejects the token it gave.
     Expect(

@@ -17,7 +17,7 @@ from werkzeug.wrappers import Response
 from harvester import errors as err
 from harvester import harvest
 from oaiserver.config import ConfigError, Partner, partner_set
-from oaiserver.store import Store, acquire_lease, harvest_history, harvest_state_of
+from oaiserver.store import Store, acquire_lease, harvest_history, harvest_state_of, quarantined
 
 DAY = "YYYY-MM-DD"
 
@@ -115,6 +115,8 @@ def test_sets_are_listed_one_after_the_other(store: Store) -> None:
 
 
 def test_records_that_cannot_be_read_make_a_partial_run(store: Store) -> None:
+    """Those with an identifier are quarantined; one without (it cannot be asked for again) makes
+    the run partial, and a partial run leaves `from` where it was."""
     bad = [
         "<record><header><identifier>oai:p:nodate</identifier><datestamp>yesterday</datestamp></header></record>",
         "<record><header><identifier>oai:p:nometa</identifier><datestamp>2024-01-01</datestamp></header></record>",
@@ -123,13 +125,14 @@ def test_records_that_cannot_be_read_make_a_partial_run(store: Store) -> None:
     with FakePartner(PagedPartner([[record("oai:p:1"), *bad, record("oai:p:2")]])) as fake:
         report = run(store, Partner("p", fake.url))
     assert report.outcome == "partial" and report.exit_code == 2
-    assert report.counts.failed == 3 and report.counts.added == 2
+    assert (report.counts.failed, report.counts.quarantined, report.counts.added) == (1, 2, 2)
     assert report.failures == [
         ("oai:p:nodate", "the datestamp 'yesterday' is not a date"),
         ("oai:p:nometa", "the record is not deleted but has no metadata"),
         ("record 4 of the page", "the record has no <header>"),
     ]
-    assert "3 record(s) could not be harvested" in (report.reason or "")
+    assert "1 record(s) could not be harvested" in (report.reason or "")
+    assert {q.identifier for q in quarantined(store, "p")} == {"oai:p:nodate", "oai:p:nometa"}
     assert harvest_state_of(store, "p").next_from is None, "the from moves only on success"
     history = harvest_history(store, "p")
     assert history[0].outcome == "partial" and history[0].counts["failures"][0][0] == "oai:p:nodate"
@@ -139,8 +142,9 @@ def test_a_partner_cannot_overwrite_a_local_record(store: Store) -> None:
     store.write([make_record("taken", "Ours")])
     with FakePartner(PagedPartner([[record("oai:test.example.org:taken", "Theirs"), record("oai:p:1")]])) as fake:
         report = run(store, Partner("p", fake.url))
-    assert report.outcome == "partial"
+    assert report.outcome == "success" and report.counts.quarantined == 1
     assert report.failures == [("oai:test.example.org:taken", "the identifier belongs to local; not overwritten")]
+    assert [q.reason for q in quarantined(store, "p")] == ["the identifier belongs to local; not overwritten"]
     local = store.get("oai:test.example.org:taken")
     assert local is not None and local.source == "local" and local.dc_values("title") == ["Ours"]
 
@@ -148,7 +152,7 @@ def test_a_partner_cannot_overwrite_a_local_record(store: Store) -> None:
 def test_an_identifier_that_is_not_a_uri_is_refused_and_reported(store: Store) -> None:
     with FakePartner(PagedPartner([[record("oai:p:1"), record("oai:p:with space")]])) as fake:
         report = run(store, Partner("p", fake.url))
-    assert report.outcome == "partial" and report.counts.added == 1
+    assert report.outcome == "success" and report.counts.added == 1 and report.counts.quarantined == 1
     assert report.failures == [("oai:p:with space", "the identifier is not a URI (xs:anyURI)")]
     assert store.identifiers(source="p") == {"oai:p:1"}
 
@@ -356,24 +360,25 @@ def test_stop_ends_the_run_after_the_current_page(store: Store) -> None:
 def test_client_settings_reach_the_client(store: Store) -> None:
     with FakePartner(lambda params, n: xml("oops", 503)) as fake:
         settings = replace(FAST_HARVEST, client=replace(FAST, retries=4))
-        report = run(store, Partner("p", fake.url), settings=settings)
+        report = run(store, Partner("p", fake.url, mode="list_records"), settings=settings)
     assert report.outcome == "failed" and len(fake.requests) == 5
 
 
 def test_a_record_whose_identifier_is_too_long_is_a_named_refusal_not_a_failed_page(store: Store) -> None:
     """On PostgreSQL such a record used to fail its page on every run, forever; on SQLite it was
     stored, listed, and could not be fetched. Now it is refused by the store's one limit, named
-    (shortened) with the reason, and counted; the page's other records go in."""
+    (shortened) with the reason, and quarantined whole; the page's other records go in."""
     long = "oai:p:" + "x" * 1100
     with FakePartner(PagedPartner([[record("oai:p:1"), record(long), record("oai:p:2")]])) as fake:
         report = run(store, Partner("p", fake.url))
-    assert report.outcome == "partial" and report.counts.failed == 1 and report.counts.added == 2
+    assert report.outcome == "success" and report.counts.quarantined == 1 and report.counts.added == 2
     assert store.identifiers(source="p") == {"oai:p:1", "oai:p:2"}
     [(where, why)] = report.failures
     assert where.startswith("oai:p:xxxx") and where.endswith("(1106 characters)") and len(where) < 120
     assert why == "the identifier is longer than 1024 bytes in UTF-8 (1106)"
     [history] = harvest_history(store, "p")
-    assert history.outcome == "partial" and history.counts["failed"] == 1
+    assert history.outcome == "success" and history.counts["quarantined"] == 1
+    assert [q.identifier for q in quarantined(store, "p")] == [long]
 
 
 # ---- lists that never end ------------------------------------------------------------------

@@ -40,6 +40,7 @@ PARTNER_KEYS = {
     "last_error",
     "lease",
     "last_complete",
+    "quarantine",
 }
 RUN_KEYS = {
     "id",
@@ -63,6 +64,8 @@ COUNT_KEYS = {
     "unchanged",
     "deleted",
     "failed",
+    "quarantined",
+    "recovered",
     "repaired",
     "without_dc",
     "restarts",
@@ -81,7 +84,7 @@ def closed_port() -> int:
 @pytest.fixture
 def config_file(tmp_path: Path, store_url: str) -> Iterator[Path]:
     """good: harvested whole (one record deleted), every 6 hours; broken: one record it cannot
-    read, at 03:00 UTC; flaky: 503 on its second page, then fine; gone: nothing listens."""
+    read (quarantined), at 03:00 UTC; flaky: 503 on its second page, then fine; gone: nothing listens."""
     flaky_pages = PagedPartner([[record("oai:flaky:1"), record("oai:flaky:2")], [record("oai:flaky:3")]])
     fakes = {
         "good": FakePartner(
@@ -165,10 +168,19 @@ def test_status_json_after_real_harvests(config_file: Path) -> None:
 
     assert broken["records"] == {"live": 1, "deleted": 0}
     assert broken["schedule"] == {"cron": "0 3 * * *"} and epoch(broken["next_run"]) == next_three_am(now)
-    assert broken["last_error"] == broken["last_run"] and broken["last_run"]["outcome"] == "partial"
+    # Its broken record is quarantined: the run succeeds, and the quarantine names the record.
+    assert broken["last_error"] is None and broken["last_run"]["outcome"] == "success"
     assert broken["last_run"]["failures"] == [
         {"identifier": "oai:bad:1", "reason": "the datestamp 'never' is not a date"}
     ]
+    assert broken["quarantine"]["count"] == 1
+    [held] = broken["quarantine"]["records"]
+    assert (held["identifier"], held["reason"], held["tries"]) == (
+        "oai:bad:1",
+        "the datestamp 'never' is not a date",
+        1,
+    )
+    assert ISO.match(held["first_seen"]) and held["last_tried"] == held["first_seen"]
     assert broken["last_run"]["completeness"]["verdict"] == "short" and broken["last_complete"] is None
     assert good["last_run"]["completeness"]["verdict"] == "unknown"  # two pages, no completeListSize
 
@@ -186,7 +198,8 @@ def test_status_json_after_real_harvests(config_file: Path) -> None:
 
     for name, entry in zip(("good", "broken", "flaky", "gone"), status["partners"], strict=True):
         history = as_json(config_file, "history", name)
-        assert set(history) == {"partner", "runs"} and history["partner"] == name
+        assert set(history) == {"partner", "runs", "quarantine"} and history["partner"] == name
+        assert history["quarantine"] == entry["quarantine"]
         assert history["runs"][0] == entry["last_run"]
         for run in history["runs"]:
             check_run(run)
@@ -241,6 +254,10 @@ def test_a_lease_and_an_overdue_schedule_are_shown(config_file: Path, store_url:
 
 def test_history_json_of_a_partner_never_harvested_and_of_an_unknown_one(config_file: Path, store_url: str) -> None:
     Store(store_url).close()  # a store that exists (on a missing one, reading commands say so)
-    assert as_json(config_file, "history", "good") == {"partner": "good", "runs": []}
+    assert as_json(config_file, "history", "good") == {
+        "partner": "good",
+        "runs": [],
+        "quarantine": {"count": 0, "records": []},
+    }
     unknown = harvester(config_file, "history", "nobody", "--json")
     assert unknown.exit_code == 1 and "unknown partner 'nobody'" in unknown.output

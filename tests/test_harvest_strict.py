@@ -1,6 +1,6 @@
 """Strict records: a record the schema does not allow (a status other than "deleted", two
-<metadata>) and an identifier twice in one page are each a named refusal of that record, counted
-in the run, whether the page is converted here or in the worker process. And a DOCTYPE is refused
+<metadata>) and an identifier twice in one page are each a named refusal of that record, put in
+quarantine, whether the page is converted here or in the worker process. And a DOCTYPE is refused
 unread wherever it stands in the prolog, lenient_xml or not."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from harvester import harvest
 from harvester.client import Client
 from harvester.pipeline import Worker
 from oaiserver.config import Partner
-from oaiserver.store import Store, harvest_history
+from oaiserver.store import Store, harvest_history, quarantined
 
 HEADER = "<header{status}><identifier>{id}</identifier><datestamp>2024-04-01T10:00:00Z</datestamp></header>"
 DC = (
@@ -66,13 +66,15 @@ def test_records_the_schema_forbids_and_repeated_identifiers_are_named_refusals(
     with FakePartner(PagedPartner(pages)) as partner:
         report = harvest.run(store, Partner("p", partner.url), settings=settings)
     assert in_worker is bool(workers)
-    assert report.outcome == "partial" and report.exit_code == 2, report.reason
+    assert report.outcome == "success" and report.exit_code == 0, report.reason
     assert report.failures == EXPECTED_FAILURES
-    assert report.counts.failed == 4 and report.counts.received == 7 and report.counts.added == 3
+    assert (report.counts.quarantined, report.counts.failed) == (3, 0)
+    assert report.counts.received == 7 and report.counts.added == 3
     assert store.identifiers(source="p") == {"oai:p:first", "oai:p:good-0-1", "oai:p:good-0-2"}
-    assert "4 record(s) could not be harvested" in (report.reason or "")
+    assert (report.reason or "").startswith("3 record(s) quarantined (oai:p:bogus: ")
+    assert {q.identifier: q.reason for q in quarantined(store, "p")} == dict(EXPECTED_FAILURES)
     history = harvest_history(store, "p")[0]
-    assert history.counts["failed"] == 4
+    assert history.counts["quarantined"] == 3
     assert [tuple(f) for f in history.counts["failures"]] == EXPECTED_FAILURES
 
 
@@ -81,7 +83,7 @@ def test_a_repeated_identifier_does_not_overwrite_what_is_stored(store: Store) -
         assert harvest.run(store, Partner("p", partner.url), settings=FAST_HARVEST).outcome == "success"
     with FakePartner(PagedPartner([[record("oai:p:dup", "A"), record("oai:p:dup", "B")]])) as partner:
         report = harvest.run(store, Partner("p", partner.url), settings=FAST_HARVEST, full=True)
-    assert report.outcome == "partial" and report.counts.failed == 2
+    assert report.outcome == "success" and report.counts.quarantined == 1
     kept = store.get("oai:p:dup")
     assert kept is not None and kept.dc_values("title") == ["Original"]
 

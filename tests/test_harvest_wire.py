@@ -99,7 +99,11 @@ def test_the_default_user_agent_names_the_software_and_the_admin(tmp_path: Path)
     Spec("slow", records=3, delay=1.0),
 )
 def test_a_partners_timeout_and_retries_win_over_the_commands(fleet: Fleet, tmp_path: Path, store_url: str) -> None:
-    own: dict[str, dict[str, Any]] = {"patient": {"retries": 2}, "slow": {"timeout": 0.3, "retries": 0}}
+    own: dict[str, dict[str, Any]] = {
+        "patient": {"retries": 2},
+        "hasty": {"mode": "list_records"},  # under auto, the 503 would then be asked of ListIdentifiers
+        "slow": {"timeout": 0.3, "retries": 0},
+    }
     result = harvester(write_config(tmp_path, store_url, fleet, own), "run", *FAST)
     lines = outcomes(result)
     assert result.exit_code == 1

@@ -13,7 +13,17 @@ import pytest
 import sqlalchemy as sa
 from conftest import Clock, make_record
 
-from oaiserver.store import MIGRATIONS, Migration, Store, StoreTooNew, meta, open_store, schema_version
+from oaiserver.store import (
+    MIGRATIONS,
+    Migration,
+    Store,
+    StoreTooNew,
+    meta,
+    open_store,
+    quarantine_in,
+    quarantined,
+    schema_version,
+)
 
 LATEST = MIGRATIONS[-1][0]
 
@@ -180,5 +190,33 @@ def test_a_store_at_version_1_gets_a_search_index_of_its_records(store_url: str,
         assert version_rows(store_url) == [LATEST]
         assert migrated.search_count("gromyko", up_to=5000) == 2500  # more than one batch of the fill
         assert [h.identifier for h in migrated.search("telegram 1234")] == ["oai:test.example.org:1234"]
+    finally:
+        migrated.close()
+
+
+def test_a_store_at_version_2_gets_an_empty_harvest_quarantine(store_url: str, clock: Clock) -> None:
+    """Migration 3 (the harvest quarantine): a store made before it keeps its records and its
+    harvest history, and gets the table, empty and usable."""
+    store = Store(store_url, clock=clock)
+    store.write([make_record("1")])
+    store.close()
+    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:  # the store as version 2 left it: no quarantine
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE harvest_quarantine")
+            conn.execute(schema_version.update().values(version=2))
+    finally:
+        engine.dispose()
+    assert "harvest_quarantine" not in table_names(store_url)
+    migrated = Store(store_url, clock=clock)
+    try:
+        assert version_rows(store_url) == [LATEST]
+        assert quarantined(migrated, "p") == [] and migrated.counts() == {"live": 1, "deleted": 0}
+        with migrated.writing() as (conn, _):
+            quarantine_in(conn, "p", [("oai:p:1", "broken"), ("oai:p:2", "refused")], 1000)
+        assert [(q.identifier, q.reason, q.tries) for q in quarantined(migrated, "p")] == [
+            ("oai:p:1", "broken", 1),
+            ("oai:p:2", "refused", 1),
+        ]
     finally:
         migrated.close()

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 from oaiserver.records import Record
 from oaiserver.store.read import _metadata, record_of_row
-from oaiserver.store.schema import formats, harvest_runs, harvest_state, records, settings
+from oaiserver.store.schema import formats, harvest_quarantine, harvest_runs, harvest_state, records, settings
 
 if TYPE_CHECKING:
     from oaiserver.store import Store
@@ -23,6 +23,7 @@ EXPORTED_TABLES: dict[str, tuple[sa.Table, tuple[str, ...]]] = {
     "settings": (settings, ("key",)),
     "harvest_state": (harvest_state, ("partner",)),
     "harvest_runs": (harvest_runs, ("id",)),
+    "harvest_quarantine": (harvest_quarantine, ("partner", "identifier")),
 }
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 
 from oaiserver.records import Record
 from oaiserver.rows import Prepared
-from oaiserver.store.schema import harvest_leases, harvest_runs, harvest_state, records
+from oaiserver.store.schema import harvest_leases, harvest_quarantine, harvest_runs, harvest_state, records
 from oaiserver.store.write import WriteResult
 
 if TYPE_CHECKING:
@@ -278,12 +278,84 @@ def records_held(store: Store, sources: Sequence[str]) -> dict[str, HeldRecords]
     return held
 
 
+class Quarantined(NamedTuple):
+    """A record of a partner that could not be harvested: retried by GetRecord at each run."""
+
+    identifier: str
+    reason: str
+    first_seen: int
+    last_tried: int
+    tries: int
+
+
+def quarantine_in(conn: Connection, partner: str, failures: Sequence[tuple[str, str]], now: int) -> None:
+    """Put (identifier, reason) pairs in `partner`'s quarantine, inside the transaction that
+    writes their page: a record already there is tried once more, with its new reason."""
+    q = harvest_quarantine.c
+    for identifier, reason in dict(failures).items():
+        where = sa.and_(q.partner == partner, q.identifier == identifier)
+        updated = conn.execute(
+            harvest_quarantine.update().where(where).values(reason=reason, last_tried=now, tries=q.tries + 1)
+        )
+        if updated.rowcount == 0:
+            conn.execute(
+                harvest_quarantine.insert().values(
+                    partner=partner, identifier=identifier, reason=reason, first_seen=now, last_tried=now, tries=1
+                )
+            )
+
+
+def release_in(conn: Connection, partner: str, identifiers: Sequence[str]) -> int:
+    """Take `identifiers` out of `partner`'s quarantine (they were harvested); how many were in it."""
+    if not identifiers:
+        return 0
+    q = harvest_quarantine.c
+    gone = conn.execute(harvest_quarantine.delete().where(q.partner == partner, q.identifier.in_(list(identifiers))))
+    return int(gone.rowcount)
+
+
+def quarantined(store: Store, partner: str, limit: int | None = None) -> list[Quarantined]:
+    """`partner`'s quarantine, the records tried longest ago first (the order a run retries them)."""
+    q = harvest_quarantine.c
+    stmt = (
+        sa.select(q.identifier, q.reason, q.first_seen, q.last_tried, q.tries)
+        .where(q.partner == partner)
+        .order_by(q.last_tried, q.identifier)
+        .limit(limit)
+    )
+    with store.engine.connect() as conn:
+        return [Quarantined(*row) for row in conn.execute(stmt)]
+
+
+def quarantine_counts(store: Store) -> dict[str, int]:
+    """partner -> the records in its quarantine (partners with none are left out)."""
+    q = harvest_quarantine.c
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(q.partner, sa.func.count()).group_by(q.partner))
+        return {partner: int(n) for partner, n in rows}
+
+
+def harvested_datestamps(store: Store, partner: str, identifiers: Sequence[str]) -> dict[str, str]:
+    """identifier -> the datestamp the partner gave the copy of it we hold, for those of
+    `identifiers` that `partner` holds: a header with that datestamp needs no GetRecord."""
+    if not identifiers:
+        return {}
+    stmt = sa.select(records.c.identifier, records.c.provenance).where(
+        records.c.source == partner, records.c.identifier.in_(list(identifiers))
+    )
+    with store.engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return {r.identifier: str(json.loads(r.provenance).get("datestamp", "")) for r in rows if r.provenance}
+
+
 def harvest_summary(store: Store) -> dict[str, dict[str, Any]]:
     """Per partner: runs by outcome, records received, the last run and last success times, the
     end of the last complete run (`last_complete`) and the shortfall of the last run judged
     complete or short (`shortfall`; None when it was unknown, or no run was judged). A run's
-    completeness is what the harvester wrote in its counts (harvester.completeness)."""
+    completeness is what the harvester wrote in its counts (harvester.completeness); and the
+    records in its quarantine now (`quarantined`)."""
     summary: dict[str, dict[str, Any]] = {}
+    held = quarantine_counts(store)
     with store.engine.connect() as conn:
         rows = conn.execute(
             sa.select(
@@ -305,6 +377,7 @@ def harvest_summary(store: Store) -> dict[str, dict[str, Any]]:
                     "last_success": None,
                     "last_complete": None,
                     "shortfall": None,
+                    "quarantined": held.get(partner, 0),
                 },
             )
             data = json.loads(counts or "{}")

@@ -1,6 +1,6 @@
 """The store's schema: its tables, and the numbered migrations that bring a store to them.
 
-The harvester's tables (`harvest_state`, `harvest_runs`, `harvest_leases`) are declared here
+The harvester's tables (`harvest_state`, `harvest_runs`, `harvest_quarantine`, `harvest_leases`) are declared here
 too, though only `harvester_state.py` reads and writes them: one `MetaData`, so that migration 1
 makes every table and a migration sees the whole schema it changes.
 """
@@ -110,6 +110,19 @@ harvest_runs = sa.Table(
     sa.Index("ix_harvest_runs_partner_id", "partner", "id"),
 )
 
+# Records of a partner that could not be harvested (unreadable, refused by the strict checks, not
+# storable), by identifier: retried by GetRecord at the start of each run until one reads.
+harvest_quarantine = sa.Table(
+    "harvest_quarantine",
+    meta,
+    sa.Column("partner", sa.String(200), primary_key=True),
+    sa.Column("identifier", sa.Text, primary_key=True),  # as the partner sent it, however long
+    sa.Column("reason", sa.Text, nullable=False),  # why it failed last
+    sa.Column("first_seen", sa.BigInteger, nullable=False),
+    sa.Column("last_tried", sa.BigInteger, nullable=False),
+    sa.Column("tries", sa.Integer, nullable=False, default=1),
+)
+
 harvest_leases = sa.Table(
     "harvest_leases",
     meta,
@@ -135,8 +148,17 @@ def _search_index(conn: Connection) -> None:
     search.fill_index(conn)
 
 
+def _quarantine(conn: Connection) -> None:
+    """Migration 3: the harvest quarantine (records of partners that could not be harvested)."""
+    harvest_quarantine.create(conn, checkfirst=True)
+
+
 # Schema changes, numbered, applied in order. A new store is made from the tables above, which
 # always describe the latest schema, and gets the last number; a store at an earlier number gets
 # each later step. Changing the schema is changing the tables above *and* appending the step
 # that brings a store of the previous number to them (never "inspect the columns and patch").
-MIGRATIONS: tuple[tuple[int, Migration], ...] = ((1, _schema_from_metadata), (2, _search_index))
+MIGRATIONS: tuple[tuple[int, Migration], ...] = (
+    (1, _schema_from_metadata),
+    (2, _search_index),
+    (3, _quarantine),
+)
