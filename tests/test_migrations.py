@@ -13,7 +13,17 @@ import pytest
 import sqlalchemy as sa
 from conftest import Clock, make_record
 
-from oaiserver.store import MIGRATIONS, Migration, Store, StoreTooNew, meta, open_store, schema_version
+from oaiserver.store import (
+    MIGRATIONS,
+    Migration,
+    Store,
+    StoreTooNew,
+    claim_due,
+    due_slots,
+    meta,
+    open_store,
+    schema_version,
+)
 
 LATEST = MIGRATIONS[-1][0]
 
@@ -180,5 +190,29 @@ def test_a_store_at_version_1_gets_a_search_index_of_its_records(store_url: str,
         assert version_rows(store_url) == [LATEST]
         assert migrated.search_count("gromyko", up_to=5000) == 2500  # more than one batch of the fill
         assert [h.identifier for h in migrated.search("telegram 1234")] == ["oai:test.example.org:1234"]
+    finally:
+        migrated.close()
+
+
+def test_a_store_at_version_2_gets_the_schedulers_due_times(store_url: str, clock: Clock) -> None:
+    """Migration 3 (harvest_due): a store made before it is upgraded on opening, keeps its
+    records, and its partners are due when a scheduler first fires for them."""
+    store = Store(store_url, clock=clock)
+    store.write([make_record("1")])
+    store.close()
+    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:  # the store as version 2 left it: no harvest_due
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE harvest_due")
+            conn.execute(schema_version.update().values(version=2))
+    finally:
+        engine.dispose()
+    assert "harvest_due" not in table_names(store_url)
+    migrated = Store(store_url, clock=clock)
+    try:
+        assert version_rows(store_url) == [LATEST]
+        assert migrated.counts() == {"live": 1, "deleted": 0}
+        assert due_slots(migrated) == {}
+        assert claim_due(migrated, "p", "scheduler", now=1_000, ttl=60) == 1_000
     finally:
         migrated.close()
