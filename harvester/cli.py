@@ -539,18 +539,43 @@ def history(ctx: Context, partner: str, limit: int, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--now", "run_now", is_flag=True, help="Also harvest every scheduled partner right away.")
+@click.option(
+    "--now",
+    "run_now",
+    is_flag=True,
+    help="Also fire every partner's job right away: a partner that is due (never harvested, or past its time) "
+    "is harvested now.",
+)
+@click.option(
+    "--lease-seconds",
+    type=click.IntRange(min=1),
+    default=harvest.HarvestSettings().lease_ttl,
+    show_default=True,
+    help="How long a partner's lease and this scheduler's claim on its due harvest last unless renewed (each "
+    "page renews them): another scheduler takes over the partners of one that was killed after this long.",
+)
 @client_options
 @clock_skew_option
 @pass_ctx
-def schedule(ctx: Context, run_now: bool, timeout: float, retries: int, backoff: float, clock_skew: int) -> None:
+def schedule(
+    ctx: Context,
+    run_now: bool,
+    lease_seconds: int,
+    timeout: float,
+    retries: int,
+    backoff: float,
+    clock_skew: int,
+) -> None:
     """Run the partners' schedules in the foreground until SIGTERM or SIGINT.
 
+    Several schedulers may share one store: each due harvest is run by one of them.
     On a signal, each running harvest finishes its current page, then the process exits 0.
     """
     from harvester.schedule import HarvestScheduler
 
-    settings = replace(_settings(timeout, retries, backoff, ctx.config.harvester), clock_skew=clock_skew)
+    settings = replace(
+        _settings(timeout, retries, backoff, ctx.config.harvester), clock_skew=clock_skew, lease_ttl=lease_seconds
+    )
     store = ctx.store()
     try:
         scheduler = HarvestScheduler(ctx.config, store, settings=settings, run_now=run_now)
