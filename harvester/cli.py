@@ -31,9 +31,11 @@ from oaiserver import config as config_mod
 from oaiserver.cli import Context, Group, group_options, pass_ctx, setup_logging
 from oaiserver.records import format_datestamp
 from oaiserver.store import (
+    DueSlot,
     HarvestRun,
     HeldRecords,
     Store,
+    due_slots,
     harvest_history,
     harvest_state_of,
     harvest_summary,
@@ -380,11 +382,12 @@ def status(ctx: Context, as_json: bool) -> None:
     for partner in partners:
         harvest.settle_runs(store, partner.name)
     held = leases(store)
+    due = due_slots(store)
     counts = records_held(store, [p.name for p in partners])
     summary = harvest_summary(store) if partners else {}
     shown = [
         {
-            **_partner_status(store, p, counts.get(p.name, HeldRecords()), held.get(p.name), now),
+            **_partner_status(store, p, counts.get(p.name, HeldRecords()), held.get(p.name), due.get(p.name), now),
             "last_complete": _iso(summary.get(p.name, {}).get("last_complete")),
         }
         for p in partners
@@ -404,9 +407,15 @@ def _iso(epoch: int | None) -> str | None:
 
 
 def _partner_status(
-    store: Store, partner: config_mod.Partner, records: HeldRecords, lease: tuple[str, int] | None, now: int
+    store: Store,
+    partner: config_mod.Partner,
+    records: HeldRecords,
+    lease: tuple[str, int] | None,
+    due: DueSlot | None,
+    now: int,
 ) -> dict[str, Any]:
-    """What `status --json` says of one partner; the text output is made from it too."""
+    """What `status --json` says of one partner; the text output is made from it too. Its next
+    run is the due time the schedulers share, once one of them has fired for it."""
     from harvester.schedule import next_run
 
     state = harvest_state_of(store, partner.name)
@@ -425,7 +434,11 @@ def _partner_status(
         "next_from": state.next_from or partner.from_date,
         "checkpoint": checkpoint,
         "schedule": partner.schedule or None,
-        "next_run": _iso(next_run(partner, last[0].started if last else None, now)),
+        "next_run": _iso(
+            due.due_at
+            if due is not None and partner.schedule
+            else next_run(partner, last[0].started if last else None, now)
+        ),
         "last_run": _run_json(last[0]) if last else None,
         "last_error": _run_json(error[0]) if error else None,
         "lease": None

@@ -48,8 +48,10 @@ from oaiserver.records import format_datestamp
 from oaiserver.store import (
     DueSlot,
     Store,
+    bring_forward,
     claim_due,
     due_slot,
+    due_slots,
     finish_due,
     release_claim,
     renew_claim,
@@ -95,6 +97,15 @@ def next_due(partner: Partner, due_at: int, started: int) -> int:
     if fire is None:  # the configuration refuses a cron line that never fires
         raise err.ConfigurationError(f"{partner.name}: its schedule never fires again")
     return int(fire.timestamp())
+
+
+def sooner_by_schedule(partner: Partner, slot: DueSlot) -> int | None:
+    """The due time `partner`'s schedule gives after its last due harvest, when it is sooner than
+    the one stored (the schedule was shortened since that was set); None otherwise."""
+    if slot.ran_at is None:
+        return None
+    wanted = next_due(partner, slot.ran_at, slot.ran_at)
+    return wanted if wanted < slot.due_at else None
 
 
 def why_skipped(partner: str, slot: DueSlot | None, now: int) -> str:
@@ -241,6 +252,21 @@ class HarvestScheduler:
                 "%s: the claim on this due harvest lapsed while it ran; another scheduler took it", partner.name
             )
 
+    def follow_schedules(self) -> None:
+        """A schedule shortened since a partner's due time was set takes effect when a scheduler
+        starts with it, not at that later time (a lengthened one does after the next harvest)."""
+        try:
+            slots = due_slots(self.store)
+            for job in self.jobs:
+                partner: Partner = job.args[0]
+                slot = slots.get(partner.name)
+                sooner = sooner_by_schedule(partner, slot) if slot is not None else None
+                if sooner is not None and slot is not None and bring_forward(self.store, partner.name, sooner):
+                    shown = format_datestamp(sooner), format_datestamp(slot.due_at)
+                    log.info("%s: due at %s by its schedule (was %s)", partner.name, *shown)
+        except sa.exc.SQLAlchemyError as exc:
+            log.error("the record store failed: %s", harvest.store_problem(exc))
+
     def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
         """Finish the current pages, then stop. Safe in a signal handler: it only sets an
         event, which the main thread waits for."""
@@ -257,6 +283,7 @@ class HarvestScheduler:
                 return
             for job in self.jobs:
                 log.info("scheduled %s (%s)", job.name, job.trigger)
+            self.follow_schedules()
             if self.stop.is_set():
                 return
             self.scheduler.start()

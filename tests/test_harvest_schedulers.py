@@ -6,6 +6,7 @@ lease time."""
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import signal
@@ -22,14 +23,16 @@ from typing import IO, Any
 import pytest
 import sqlalchemy as sa
 import yaml
+from click.testing import CliRunner
 from conftest import BASE_CONFIG, make_config, pg_schema, until
 from fleet import Fleet, crowd
 from harvestkit import FakePartner, list_records, record, xml
 from werkzeug.wrappers import Response
 
 from harvester import harvest
-from harvester.schedule import HarvestScheduler, next_due, why_skipped
-from oaiserver.config import Partner
+from harvester.cli import main
+from harvester.schedule import HarvestScheduler, next_due, sooner_by_schedule, why_skipped
+from oaiserver.config import Partner, load
 from oaiserver.store import (
     DueSlot,
     Store,
@@ -70,6 +73,13 @@ def test_a_cron_harvest_is_next_due_at_its_next_time_after_the_start() -> None:
     three = 1_704_078_000  # 2024-01-01T03:00:00Z
     assert next_due(nightly, three, three) == three + 86_400, "started on the second: not due again at once"
     assert next_due(nightly, three, three + 3_600) == three + 86_400
+
+
+def test_a_shortened_schedule_counts_from_the_last_harvest() -> None:
+    """Daily before, every ten minutes now: due ten minutes after the last harvest, not next day."""
+    assert sooner_by_schedule(TEN_MINUTES, DueSlot("p", 1_000 + 86_400, ran_at=1_000)) == 1_600
+    assert sooner_by_schedule(TEN_MINUTES, DueSlot("p", 1_600, ran_at=1_000)) is None
+    assert sooner_by_schedule(TEN_MINUTES, DueSlot("p", 1_000)) is None, "never harvested: due already"
 
 
 # ---- the claim rule, in the store -------------------------------------------------------------
@@ -141,9 +151,17 @@ def test_racing_schedulers_claim_a_due_harvest_once(store: Store) -> None:
 # ---- schedulers in one process ------------------------------------------------------------------
 
 
+def config_file(path: Path, store_url: str, base_url: str, schedule: dict[str, Any]) -> Path:
+    data = {**BASE_CONFIG, "storage": {"url": store_url}}
+    data["partners"] = [{"name": "p", "base_url": base_url, "schedule": schedule}]
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 def test_a_second_scheduler_finds_the_due_harvest_done(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Two schedulers on one store fire for the same partner: the first harvests it, the second
-    skips it (`not due: ran at … by …`), and the partner is asked for its list once."""
+    skips it (`not due: ran at … by …`), the partner is asked for its list once, and `harvester
+    status` gives the due time they share as the next run."""
     asked: list[dict[str, str]] = []
 
     def answer(params: dict[str, str], n: int) -> Response:
@@ -151,10 +169,10 @@ def test_a_second_scheduler_finds_the_due_harvest_done(tmp_path: Path, caplog: p
         return xml(list_records([record("oai:p:1")]))
 
     with FakePartner(answer) as fake:
-        config = make_config(
-            f"sqlite:///{tmp_path / 's.sqlite3'}",
-            partners=[{"name": "p", "base_url": fake.url, "schedule": {"interval": {"hours": 1}}}],
+        path = config_file(
+            tmp_path / "c.yaml", f"sqlite:///{tmp_path / 's.sqlite3'}", fake.url, {"interval": {"hours": 1}}
         )
+        config = load(str(path))
         store = Store(config.storage_url)
         try:
             first, second = (HarvestScheduler(config, store, owner=o, clock=lambda: 1_000.0) for o in ("s1", "s2"))
@@ -168,6 +186,26 @@ def test_a_second_scheduler_finds_the_due_harvest_done(tmp_path: Path, caplog: p
     assert [a.get("verb") for a in asked] == ["ListRecords"]
     assert slot == DueSlot("p", 1_000 + 3_600, None, None, 1_000, "s1")
     assert "p: not due: ran at 1970-01-01T00:16:40Z by s1; next due at 1970-01-01T01:16:40Z" in caplog.text
+    status = CliRunner().invoke(main, ["-c", str(path), "status", "--json"], catch_exceptions=False)
+    assert json.loads(status.stdout)["partners"][0]["next_run"] == "1970-01-01T01:16:40Z"
+
+
+@pytest.mark.parametrize(("hours", "due_at"), [(1, 1_000 + 3_600), (48, 1_000 + 86_400)], ids=["shorter", "longer"])
+def test_a_scheduler_starting_with_a_shorter_schedule_brings_the_partner_forward(
+    store: Store, hours: int, due_at: int
+) -> None:
+    """Harvested at 1000 when the schedule was daily: a scheduler starting with an hourly one
+    makes it due at 1000 + 1 h; with a schedule of two days it stays due at 1000 + 1 day (the
+    longer interval counts from that harvest)."""
+    assert claim_due(store, "p", "old", now=1_000, ttl=60) == 1_000
+    assert finish_due(store, "p", "old", ran_at=1_000, next_due=1_000 + 86_400)
+    schedule = {"interval": {"hours": hours}}
+    config = make_config(
+        store.url, partners=[{"name": "p", "base_url": "http://127.0.0.1:9/oai", "schedule": schedule}]
+    )
+    HarvestScheduler(config, store).follow_schedules()
+    slot = due_slot(store, "p")
+    assert slot is not None and slot.due_at == due_at
 
 
 # ---- three `harvester schedule` processes on one PostgreSQL ----------------------------------------

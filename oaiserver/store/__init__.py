@@ -49,6 +49,7 @@ from oaiserver.store.export import (
 )
 from oaiserver.store.harvest_due import (
     DueSlot,
+    bring_forward,
     claim_due,
     due_slot,
     due_slots,
@@ -141,6 +142,7 @@ __all__ = [
     "WriteResult",
     "acquire_lease",
     "ancestors",
+    "bring_forward",
     "claim_due",
     "close_interrupted_run",
     "collector_paused",

@@ -129,3 +129,15 @@ def finish_due(store: Store, partner: str, owner: str, *, ran_at: int, next_due:
             .values(due_at=next_due, ran_at=ran_at, ran_by=owner, claimed_by=None, claimed_until=None)
         )
         return finished.rowcount == 1
+
+
+def bring_forward(store: Store, partner: str, due_at: int) -> bool:
+    """Make `partner` due at `due_at` if it is due later (its schedule was shortened since its
+    due time was set); False when it is due by then already, or has no row."""
+    with _write_conn(store) as conn, conn.begin():
+        moved = conn.execute(
+            harvest_due.update()
+            .where(harvest_due.c.partner == partner, harvest_due.c.due_at > due_at)
+            .values(due_at=due_at)
+        )
+        return moved.rowcount == 1
