@@ -116,6 +116,8 @@ def why_skipped(partner: str, slot: DueSlot | None, now: int) -> str:
     if slot.due_at <= now and slot.claimed_at(now):
         until = format_datestamp(slot.claimed_until or now)
         return f"{partner}: due harvest claimed by {slot.claimed_by} (until {until})"
+    if slot.due_at <= now:  # its claimant gave it back between the claim and this read
+        return f"{partner}: due harvest given back by another scheduler just now; the next timer takes it"
     ran = f"ran at {format_datestamp(slot.ran_at)} by {slot.ran_by}" if slot.ran_at is not None else "not run yet"
     return f"{partner}: not due: {ran}; next due at {format_datestamp(slot.due_at)}"
 

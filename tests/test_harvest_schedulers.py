@@ -125,6 +125,9 @@ def test_a_claim_given_back_leaves_the_partner_due(store: Store) -> None:
     assert claim_due(store, "p", "a", now=1_000, ttl=60) == 1_000
     assert not release_claim(store, "p", "b"), "only the holder gives a claim back"
     assert release_claim(store, "p", "a")
+    assert why_skipped("p", due_slot(store, "p"), 1_001) == (
+        "p: due harvest given back by another scheduler just now; the next timer takes it"
+    )
     assert claim_due(store, "p", "b", now=1_001, ttl=60) == 1_000
 
 
