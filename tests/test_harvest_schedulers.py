@@ -346,7 +346,8 @@ def test_three_schedulers_run_each_due_harvest_once_and_take_over_from_a_killed_
         assert len(done) <= len(listed[name]) <= len(rs), f"{name}: one list per run"
         ran_by = slots[name].ran_by
         assert ran_by is not None and int(ran_by.split(":")[1]) != victim, f"{name}: last run by a survivor"
-    assert "not due: ran at" in logs, "the schedulers that found a harvest done said so"
+    # a scheduler whose timer fires for a harvest another one ran, or is running, says so
+    assert "not due: ran at" in logs or "due harvest claimed by" in logs, "the schedulers that skipped said why"
 
 
 def kill_while_it_holds_claims(store: Store, pids: set[int]) -> int:
