@@ -31,9 +31,11 @@ from oaiserver import config as config_mod
 from oaiserver.cli import Context, Group, group_options, pass_ctx, setup_logging
 from oaiserver.records import format_datestamp, shown_identifier
 from oaiserver.store import (
+    DueSlot,
     HarvestRun,
     HeldRecords,
     Store,
+    due_slots,
     harvest_history,
     harvest_state_of,
     harvest_summary,
@@ -384,11 +386,12 @@ def status(ctx: Context, as_json: bool) -> None:
     for partner in partners:
         harvest.settle_runs(store, partner.name)
     held = leases(store)
+    due = due_slots(store)
     counts = records_held(store, [p.name for p in partners])
     summary = harvest_summary(store) if partners else {}
     shown = [
         {
-            **_partner_status(store, p, counts.get(p.name, HeldRecords()), held.get(p.name), now),
+            **_partner_status(store, p, counts.get(p.name, HeldRecords()), held.get(p.name), due.get(p.name), now),
             "last_complete": _iso(summary.get(p.name, {}).get("last_complete")),
         }
         for p in partners
@@ -408,9 +411,15 @@ def _iso(epoch: int | None) -> str | None:
 
 
 def _partner_status(
-    store: Store, partner: config_mod.Partner, records: HeldRecords, lease: tuple[str, int] | None, now: int
+    store: Store,
+    partner: config_mod.Partner,
+    records: HeldRecords,
+    lease: tuple[str, int] | None,
+    due: DueSlot | None,
+    now: int,
 ) -> dict[str, Any]:
-    """What `status --json` says of one partner; the text output is made from it too."""
+    """What `status --json` says of one partner; the text output is made from it too. Its next
+    run is the due time the schedulers share, once one of them has fired for it."""
     from harvester.schedule import next_run
 
     state = harvest_state_of(store, partner.name)
@@ -429,7 +438,11 @@ def _partner_status(
         "next_from": state.next_from or partner.from_date,
         "checkpoint": checkpoint,
         "schedule": partner.schedule or None,
-        "next_run": _iso(next_run(partner, last[0].started if last else None, now)),
+        "next_run": _iso(
+            due.due_at
+            if due is not None and partner.schedule
+            else next_run(partner, last[0].started if last else None, now)
+        ),
         "last_run": _run_json(last[0]) if last else None,
         "last_error": _run_json(error[0]) if error else None,
         "quarantine": _quarantine_json(store, partner.name),
@@ -587,18 +600,43 @@ def history(ctx: Context, partner: str, limit: int, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--now", "run_now", is_flag=True, help="Also harvest every scheduled partner right away.")
+@click.option(
+    "--now",
+    "run_now",
+    is_flag=True,
+    help="Also fire every partner's job right away: a partner that is due (never harvested, or past its time) "
+    "is harvested now.",
+)
+@click.option(
+    "--lease-seconds",
+    type=click.IntRange(min=1),
+    default=harvest.HarvestSettings().lease_ttl,
+    show_default=True,
+    help="How long a partner's lease and this scheduler's claim on its due harvest last unless renewed (each "
+    "page renews them): another scheduler takes over the partners of one that was killed after this long.",
+)
 @client_options
 @clock_skew_option
 @pass_ctx
-def schedule(ctx: Context, run_now: bool, timeout: float, retries: int, backoff: float, clock_skew: int) -> None:
+def schedule(
+    ctx: Context,
+    run_now: bool,
+    lease_seconds: int,
+    timeout: float,
+    retries: int,
+    backoff: float,
+    clock_skew: int,
+) -> None:
     """Run the partners' schedules in the foreground until SIGTERM or SIGINT.
 
+    Several schedulers may share one store: each due harvest is run by one of them.
     On a signal, each running harvest finishes its current page, then the process exits 0.
     """
     from harvester.schedule import HarvestScheduler
 
-    settings = replace(_settings(timeout, retries, backoff, ctx.config.harvester), clock_skew=clock_skew)
+    settings = replace(
+        _settings(timeout, retries, backoff, ctx.config.harvester), clock_skew=clock_skew, lease_ttl=lease_seconds
+    )
     store = ctx.store()
     try:
         scheduler = HarvestScheduler(ctx.config, store, settings=settings, run_now=run_now)

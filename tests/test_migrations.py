@@ -18,6 +18,8 @@ from oaiserver.store import (
     Migration,
     Store,
     StoreTooNew,
+    claim_due,
+    due_slots,
     meta,
     open_store,
     quarantine_in,
@@ -218,5 +220,29 @@ def test_a_store_at_version_2_gets_an_empty_harvest_quarantine(store_url: str, c
             ("oai:p:1", "broken", 1),
             ("oai:p:2", "refused", 1),
         ]
+    finally:
+        migrated.close()
+
+
+def test_a_store_at_version_3_gets_the_schedulers_due_times(store_url: str, clock: Clock) -> None:
+    """Migration 4 (harvest_due): a store made before it is upgraded on opening, keeps its
+    records, and its partners are due when a scheduler first fires for them."""
+    store = Store(store_url, clock=clock)
+    store.write([make_record("1")])
+    store.close()
+    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:  # the store as version 3 left it: no harvest_due
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE harvest_due")
+            conn.execute(schema_version.update().values(version=3))
+    finally:
+        engine.dispose()
+    assert "harvest_due" not in table_names(store_url)
+    migrated = Store(store_url, clock=clock)
+    try:
+        assert version_rows(store_url) == [LATEST]
+        assert migrated.counts() == {"live": 1, "deleted": 0}
+        assert due_slots(migrated) == {}
+        assert claim_due(migrated, "p", "scheduler", now=1_000, ttl=60) == 1_000
     finally:
         migrated.close()

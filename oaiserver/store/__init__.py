@@ -13,7 +13,8 @@ code serves both. Two rules shape it:
 Its modules, one concern each: `schema` (tables, migrations), `engine` (opening a database,
 the errors that say why it cannot be), `transactions` (what reads and writes share: the
 engine, the write clock), `write`, `read`, `search` (the words of records, for people),
-`stored_settings`, `export` (the whole store as rows), and `harvester_state` (the harvester's).
+`stored_settings`, `export` (the whole store as rows), `harvester_state` (the harvester's) and
+`harvest_due` (when the schedulers next harvest each partner).
 Every name importers use is importable from here.
 """
 
@@ -45,6 +46,16 @@ from oaiserver.store.export import (
     last_record_id_in,
     record_ids_in,
     table_rows_in,
+)
+from oaiserver.store.harvest_due import (
+    DueSlot,
+    bring_forward,
+    claim_due,
+    due_slot,
+    due_slots,
+    finish_due,
+    release_claim,
+    renew_claim,
 )
 from oaiserver.store.harvester_state import (
     KEEP,
@@ -79,6 +90,7 @@ from oaiserver.store.schema import (
     PG_SCHEMA_LOCK,
     Migration,
     formats,
+    harvest_due,
     harvest_leases,
     harvest_quarantine,
     harvest_runs,
@@ -121,6 +133,7 @@ __all__ = [
     "MIGRATIONS",
     "PG_CLOCK_LOCK",
     "PG_SCHEMA_LOCK",
+    "DueSlot",
     "HarvestRun",
     "HarvestState",
     "HeldRecords",
@@ -137,14 +150,20 @@ __all__ = [
     "WriteResult",
     "acquire_lease",
     "ancestors",
+    "bring_forward",
+    "claim_due",
     "close_interrupted_run",
     "collector_paused",
     "content_hash",
     "decode_dc",
+    "due_slot",
+    "due_slots",
     "encode_dc",
     "exported_columns",
+    "finish_due",
     "finish_run",
     "formats",
+    "harvest_due",
     "harvest_history",
     "harvest_leases",
     "harvest_quarantine",
@@ -169,8 +188,10 @@ __all__ = [
     "record_ids_in",
     "records",
     "records_held",
+    "release_claim",
     "release_in",
     "release_lease",
+    "renew_claim",
     "renew_lease_in",
     "save_checkpoint_in",
     "save_run_counts_in",

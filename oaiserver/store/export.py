@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 # Tables carried by an export besides records, with the order that makes an export
 # deterministic. Surrogate keys are left out (an import numbers rows afresh, in order), and so
-# are harvest leases, which only mean something to the processes that hold them.
+# are harvest leases and the schedulers' due times (`harvest_due`), which only mean something to
+# the processes that hold them.
 EXPORTED_TABLES: dict[str, tuple[sa.Table, tuple[str, ...]]] = {
     "settings": (settings, ("key",)),
     "harvest_state": (harvest_state, ("partner",)),

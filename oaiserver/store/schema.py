@@ -1,8 +1,9 @@
 """The store's schema: its tables, and the numbered migrations that bring a store to them.
 
-The harvester's tables (`harvest_state`, `harvest_runs`, `harvest_quarantine`, `harvest_leases`) are declared here
-too, though only `harvester_state.py` reads and writes them: one `MetaData`, so that migration 1
-makes every table and a migration sees the whole schema it changes.
+The harvester's tables (`harvest_state`, `harvest_runs`, `harvest_quarantine`, `harvest_leases`,
+`harvest_due`) are declared here too, though only `harvester_state.py` and `harvest_due.py` read and
+write them: one `MetaData`, so that migration 1 makes every table and a migration sees the whole
+schema it changes.
 """
 
 from __future__ import annotations
@@ -131,6 +132,19 @@ harvest_leases = sa.Table(
     sa.Column("expires", sa.BigInteger, nullable=False),
 )
 
+# When each scheduled partner is next due, shared by every `harvester schedule` on the store
+# (harvest_due.py): the scheduler that claims a due harvest runs it and sets the next due time.
+harvest_due = sa.Table(
+    "harvest_due",
+    meta,
+    sa.Column("partner", sa.String(200), primary_key=True),
+    sa.Column("due_at", sa.BigInteger, nullable=False),
+    sa.Column("claimed_by", sa.String(200)),  # the scheduler running the due harvest, or NULL
+    sa.Column("claimed_until", sa.BigInteger),  # its claim lapses after this second unless renewed
+    sa.Column("ran_at", sa.BigInteger),  # when the last due harvest started, and by which scheduler
+    sa.Column("ran_by", sa.String(200)),
+)
+
 
 Migration = Callable[[Connection], None]
 
@@ -153,6 +167,12 @@ def _quarantine(conn: Connection) -> None:
     harvest_quarantine.create(conn, checkfirst=True)
 
 
+def _harvest_due(conn: Connection) -> None:
+    """Migration 4: the schedulers' shared due times (empty: each partner is due when a
+    scheduler next fires for it)."""
+    harvest_due.create(conn, checkfirst=True)
+
+
 # Schema changes, numbered, applied in order. A new store is made from the tables above, which
 # always describe the latest schema, and gets the last number; a store at an earlier number gets
 # each later step. Changing the schema is changing the tables above *and* appending the step
@@ -161,4 +181,5 @@ MIGRATIONS: tuple[tuple[int, Migration], ...] = (
     (1, _schema_from_metadata),
     (2, _search_index),
     (3, _quarantine),
+    (4, _harvest_due),
 )
