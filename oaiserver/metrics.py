@@ -132,6 +132,11 @@ class HarvestCollector(Collector):
             "Seconds since the end of the partner's last complete run (+Inf: none yet)",
             labels=["partner"],
         )
+        held = GaugeMetricFamily(
+            "harvest_sweep_held_records",
+            "Records a deletion sweep would have turned into tombstones but held back for a person (0: none)",
+            labels=["partner"],
+        )
         now = time.time() if self.now is None else self.now
         for partner, entry in sorted(self.summary.items()):
             for outcome, n in sorted(entry["runs"].items()):
@@ -143,7 +148,8 @@ class HarvestCollector(Collector):
                 shortfall.add_metric([partner], entry["shortfall"])
             complete = entry.get("last_complete")
             since_complete.add_metric([partner], math.inf if complete is None else max(0.0, now - complete))
-        yield from (runs, received, success, shortfall, since_complete)
+            held.add_metric([partner], entry.get("sweep_held", 0))
+        yield from (runs, received, success, shortfall, since_complete, held)
 
 
 def exposition(harvests: dict[str, dict[str, Any]] | None) -> tuple[bytes, str]:

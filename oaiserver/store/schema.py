@@ -1,6 +1,6 @@
 """The store's schema: its tables, and the numbered migrations that bring a store to them.
 
-The harvester's tables (`harvest_state`, `harvest_runs`, `harvest_leases`) are declared here
+The harvester's tables (`harvest_state`, `harvest_runs`, `harvest_leases`, `harvest_sweeps`) are declared here
 too, though only `harvester_state.py` reads and writes them: one `MetaData`, so that migration 1
 makes every table and a migration sees the whole schema it changes.
 """
@@ -119,6 +119,18 @@ harvest_leases = sa.Table(
 )
 
 
+# Per partner, its deletion sweep (harvester.sweep): when one was last applied, and the drop
+# held back for a person (none: NULL), with the share of the partner's live records it is and when.
+harvest_sweeps = sa.Table(
+    "harvest_sweeps",
+    meta,
+    sa.Column("partner", sa.String(200), primary_key=True),
+    sa.Column("last_swept", sa.BigInteger),
+    sa.Column("held", sa.Integer),  # records the held-back sweep would turn into tombstones
+    sa.Column("held_live", sa.Integer),  # the partner's live records then
+    sa.Column("held_since", sa.BigInteger),
+)
+
 Migration = Callable[[Connection], None]
 
 
@@ -135,8 +147,17 @@ def _search_index(conn: Connection) -> None:
     search.fill_index(conn)
 
 
+def _sweep_table(conn: Connection) -> None:
+    """Migration 3: the deletion sweeps' table."""
+    harvest_sweeps.create(conn, checkfirst=True)
+
+
 # Schema changes, numbered, applied in order. A new store is made from the tables above, which
 # always describe the latest schema, and gets the last number; a store at an earlier number gets
 # each later step. Changing the schema is changing the tables above *and* appending the step
 # that brings a store of the previous number to them (never "inspect the columns and patch").
-MIGRATIONS: tuple[tuple[int, Migration], ...] = ((1, _schema_from_metadata), (2, _search_index))
+MIGRATIONS: tuple[tuple[int, Migration], ...] = (
+    (1, _schema_from_metadata),
+    (2, _search_index),
+    (3, _sweep_table),
+)
