@@ -103,6 +103,7 @@ class Counts:
     repaired: int = 0  # records the lenient parser had to repair (quirk lenient_xml)
     without_dc: int = 0  # records without Dublin Core: stored, not republished
     restarts: int = 0  # lists restarted because the partner rejected a token
+    swept: int = 0  # records its deletion sweep turned into tombstones (harvester.sweep)
 
     def __add__(self, other: Counts) -> Counts:
         return Counts(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})

@@ -30,7 +30,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from harvester import errors as err
-from harvester import harvest
+from harvester import harvest, sweep
 from oaiserver.config import Config, Partner, schedule_trigger
 from oaiserver.store import Store
 
@@ -123,7 +123,8 @@ class HarvestScheduler:
             return
         with self._tracked():
             try:
-                harvest.run(self.store, partner, settings=self.settings, stop=self.stop)
+                report = harvest.run(self.store, partner, settings=self.settings, stop=self.stop)
+                sweep.after_run(self.store, partner, report, settings=self.settings, stop=self.stop)
             except err.PartnerBusy as exc:
                 log.info("%s", exc)
             except err.StoreError as exc:

@@ -13,7 +13,18 @@ import pytest
 import sqlalchemy as sa
 from conftest import Clock, make_record
 
-from oaiserver.store import MIGRATIONS, Migration, Store, StoreTooNew, meta, open_store, schema_version
+from oaiserver.store import (
+    MIGRATIONS,
+    Migration,
+    Store,
+    StoreTooNew,
+    SweepState,
+    meta,
+    open_store,
+    save_sweep_in,
+    schema_version,
+    sweep_states,
+)
 
 LATEST = MIGRATIONS[-1][0]
 
@@ -180,5 +191,30 @@ def test_a_store_at_version_1_gets_a_search_index_of_its_records(store_url: str,
         assert version_rows(store_url) == [LATEST]
         assert migrated.search_count("gromyko", up_to=5000) == 2500  # more than one batch of the fill
         assert [h.identifier for h in migrated.search("telegram 1234")] == ["oai:test.example.org:1234"]
+    finally:
+        migrated.close()
+
+
+def test_a_store_at_version_2_gets_the_deletion_sweeps_table(store_url: str, clock: Clock) -> None:
+    """Migration 3 (harvest_sweeps): a store made before it keeps its records and can hold a
+    partner's deletion sweep once opened."""
+    store = Store(store_url, clock=clock)
+    store.write([make_record("1"), make_record("2")])
+    store.close()
+    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:  # the store as version 2 left it: no sweeps table
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE harvest_sweeps")
+            conn.execute(schema_version.update().values(version=2))
+    finally:
+        engine.dispose()
+    assert "harvest_sweeps" not in table_names(store_url)
+    migrated = Store(store_url, clock=clock)
+    try:
+        assert version_rows(store_url) == [LATEST]
+        with migrated.writing() as (conn, _):
+            save_sweep_in(conn, "p", SweepState(last_swept=clock.now))
+        assert sweep_states(migrated) == {"p": SweepState(last_swept=clock.now)}
+        assert migrated.counts() == {"live": 2, "deleted": 0}
     finally:
         migrated.close()
