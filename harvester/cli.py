@@ -553,6 +553,7 @@ def _run_json(r: HarvestRun) -> dict[str, Any]:
         "counts": counts,
         "failures": failures,
         "completeness": r.counts.get("completeness"),
+        "sweep": r.counts.get("sweep"),  # the deletion sweep that followed the run (harvester.sweep)
     }
 
 

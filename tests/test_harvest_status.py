@@ -40,6 +40,7 @@ PARTNER_KEYS = {
     "last_error",
     "lease",
     "last_complete",
+    "sweep",
 }
 RUN_KEYS = {
     "id",
@@ -54,6 +55,7 @@ RUN_KEYS = {
     "counts",
     "failures",
     "completeness",
+    "sweep",
 }
 COUNT_KEYS = {
     "pages",
@@ -66,6 +68,7 @@ COUNT_KEYS = {
     "repaired",
     "without_dc",
     "restarts",
+    "swept",
 }
 
 
