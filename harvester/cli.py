@@ -321,6 +321,9 @@ class _Runner:
         if swept is not None:
             with self.printing:
                 self.display.line(f"  {sweep.describe(swept)}", err=swept.outcome != sweep.APPLIED)
+        elif report.outcome == harvest.FAILED and (self.sweeps.forced or partner.name in self.sweeps.accepted):
+            with self.printing:
+                self.display.line(_NO_SWEEP, err=True)
 
     def _on_page(self, partner: str, counts: harvest.Counts, page: Any) -> None:
         if self.display.on_page is not None:
@@ -329,6 +332,7 @@ class _Runner:
 
 
 _FAILURES_SHOWN = 20  # records not harvested listed after a run's line
+_NO_SWEEP = "  sweep not made: the run failed (a sweep follows a run that read its lists to the end)"
 
 
 @contextmanager
@@ -640,6 +644,8 @@ def history(ctx: Context, partner: str, limit: int, as_json: bool) -> None:
         )
         if r.reason:
             click.echo(f"    {r.reason}")
+        if r.counts.get("sweep"):
+            click.echo(f"    {sweep.describe(sweep.SweepReport.from_dict(partner, r.counts['sweep']))}")
 
 
 @main.command()

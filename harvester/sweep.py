@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -57,6 +58,7 @@ report_log = logging.getLogger(f"{__name__}.report")
 
 APPLIED, HELD, INCOMPLETE = "applied", "held", "incomplete"
 _IDENTIFIER = f"{{{OAI_NS}}}identifier"
+_ROUNDING = 1e-9  # 0.29 * 100 is 28.999999999999996 in floating point: 29 of 100 is within 0.29
 
 
 @dataclass(frozen=True)
@@ -76,10 +78,18 @@ class SweepReport:
     def share(self) -> float:
         return self.vanished / self.live if self.live else 0.0
 
+    @classmethod
+    def from_dict(cls, partner: str, data: dict[str, Any]) -> SweepReport:
+        """From a run's counts (`as_dict`), as `harvester history` shows it."""
+        counted = {k: int(data.get(k, 0)) for k in ("live", "listed", "vanished", "swept")}
+        max_drop = float(data.get("max_drop", 0.0))
+        return cls(partner, str(data.get("outcome")), **counted, max_drop=max_drop, reason=data.get("reason"))
+
     def as_dict(self) -> dict[str, object]:
         """As the run's counts keep it (`sweep`)."""
         shown: dict[str, object] = {"outcome": self.outcome, "live": self.live, "listed": self.listed}
         shown |= {"vanished": self.vanished, "swept": self.swept, "share": round(self.share, 4)}
+        shown |= {"max_drop": self.max_drop}
         return shown | ({"reason": self.reason} if self.reason else {})
 
 
@@ -106,7 +116,7 @@ def vanished(ours: set[str], listed: set[str]) -> list[str]:
 def may_apply(gone: int, live: int, max_drop: float, accepted_up_to: int | None) -> bool:
     """Whether a sweep deleting `gone` of `live` records goes ahead: up to `max_drop` of them,
     or up to a drop held back that a person accepted (`accepted_up_to`)."""
-    if gone <= max_drop * live:
+    if gone <= max_drop * live + _ROUNDING:
         return True
     return accepted_up_to is not None and gone <= accepted_up_to
 

@@ -21,7 +21,7 @@ from harvestkit import FAST_HARVEST
 from harvester import harvest, sweep
 from harvester.cli import main
 from oaiserver import create_app
-from oaiserver.config import Partner
+from oaiserver.config import DeletionSweep, Partner
 from oaiserver.records import parse_datestamp
 from oaiserver.store import Store, SweepState, harvest_history, records_held, sweep_states
 
@@ -93,6 +93,59 @@ def deleted_headers(client: OAIClient, **args: str) -> dict[str, int]:
         if not token:
             return found
         doc = client(verb="ListIdentifiers", resumptionToken=token)
+
+
+# ---- the rules ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("gone", "live", "max_drop", "accepted", "applies"),
+    [
+        (0, 0, 0.15, None, True),  # nothing of ours: nothing to delete
+        (3, 20, 0.15, None, True),  # exactly max_drop
+        (4, 20, 0.15, None, False),  # more than max_drop waits for a person
+        (29, 100, 0.29, None, True),  # 0.29 * 100 is 28.999999999999996 in floating point
+        (1, 1, 0.0, None, False),  # max_drop 0: every drop waits
+        (12, 12, 1.0, None, True),  # max_drop 1: nothing waits
+        (6, 12, 0.15, 6, True),  # a person accepted the drop held back
+        (5, 12, 0.15, 6, True),  # ... or a smaller one
+        (7, 12, 0.15, 6, False),  # a larger one is held back again
+    ],
+)
+def test_a_sweep_applies_up_to_max_drop_or_the_drop_accepted(
+    gone: int, live: int, max_drop: float, accepted: int | None, applies: bool
+) -> None:
+    assert sweep.may_apply(gone, live, max_drop, accepted) is applies
+
+
+WEEK = 7 * DAY
+
+
+@pytest.mark.parametrize(
+    ("interval", "state", "now", "forced", "is_due"),
+    [
+        (WEEK, SweepState(), 1_000, False, True),  # never swept
+        (WEEK, SweepState(last_swept=1_000), 1_000 + WEEK - 1, False, False),
+        (WEEK, SweepState(last_swept=1_000), 1_000 + WEEK, False, True),
+        (WEEK, SweepState(last_swept=1_000, held=6, held_live=12, held_since=5_000), 1_000 + WEEK, False, False),
+        (WEEK, SweepState(last_swept=1_000, held=6, held_live=12, held_since=5_000), 5_000 + WEEK, False, True),
+        (None, SweepState(), 1_000, False, False),  # no interval: only when asked
+        (None, SweepState(), 1_000, True, True),
+        (WEEK, SweepState(last_swept=1_000), 1_001, True, True),
+    ],
+)
+def test_a_sweep_is_due_an_interval_after_the_last_one_applied_or_held_back(
+    interval: float | None, state: SweepState, now: int, forced: bool, is_due: bool
+) -> None:
+    partner = Partner("p", "http://127.0.0.1:9/oai", deletion_sweep=DeletionSweep(interval))
+    assert sweep.due(partner, state, now, forced=forced) is is_due
+
+
+def test_vanished_are_our_live_records_the_listing_lacks() -> None:
+    assert sweep.vanished({"c", "a", "b"}, {"b", "z"}) == ["a", "c"]
+
+
+# ---- against the fleet ---------------------------------------------------------------------------
 
 
 QUIET = Spec("quiet", records=20, page_size=5, deleted=frozenset({5}), vanish=frozenset({3, 11}))
@@ -231,6 +284,9 @@ def test_a_drop_over_max_drop_is_held_back_until_accepted(
     assert records_held(store, ["halved"])["halved"] == (6, 6)
     assert held_metric(store, store_url) == 'harvest_sweep_held_records{partner="halved"} 0.0'
     assert "held back" not in harvester(config, "status").stdout
+    history = harvester(config, "history", "halved").stdout
+    assert "    sweep held back: 6 listed, 6 of 12 live record(s) no longer listed (50%)" in history
+    assert "    sweep: 6 listed, 6 of 12 live record(s) no longer listed: 6 turned into tombstones" in history
 
 
 @with_specs(Spec("halved", records=12, page_size=5, vanish=frozenset(range(6))))
@@ -259,3 +315,13 @@ def test_accept_drop_names_a_partner_of_the_run(tmp_path: Path, store_url: str) 
     assert (
         result.exit_code == 2 and "--accept-drop" in result.output and "b: not a partner of this run" in result.output
     )
+
+
+def test_a_sweep_asked_for_after_a_failed_run_is_not_made(tmp_path: Path, store_url: str) -> None:
+    data = {**BASE_CONFIG, "storage": {"url": store_url}}
+    data["partners"] = [{"name": "down", "base_url": "http://127.0.0.1:9/oai"}]  # nothing listens on port 9
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(data))
+    result = harvester(config, "run", "--sweep", *FAST)
+    assert result.exit_code == 1
+    assert "  sweep not made: the run failed (a sweep follows a run that read its lists to the end)" in result.stderr
