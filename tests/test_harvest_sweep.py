@@ -6,6 +6,7 @@ person accepts it; an incomplete listing applies nothing; a sweep that is not du
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +21,11 @@ from harvestkit import FAST_HARVEST
 
 from harvester import harvest, sweep
 from harvester.cli import main
+from harvester.schedule import HarvestScheduler
 from oaiserver import create_app
 from oaiserver.config import DeletionSweep, Partner
 from oaiserver.records import parse_datestamp
-from oaiserver.store import Store, SweepState, harvest_history, records_held, sweep_states
+from oaiserver.store import Store, SweepState, harvest_history, records_held, save_sweep_in, sweep_states
 
 FAST = ["--timeout", "5", "--retries", "0", "--backoff", "0.01"]
 WEEKLY = {"deletion_sweep": {"interval": {"days": 7}}}
@@ -296,8 +298,6 @@ def test_an_accepted_drop_does_not_cover_a_larger_one(fleet: Fleet, store_url: s
     fleet.next_run()
     assert harvest_then_sweep(store, partner, forced=True).outcome == sweep.HELD  # type: ignore[union-attr]
     with store.writing() as (conn, _):  # as if the person had seen a smaller drop
-        from oaiserver.store import save_sweep_in
-
         save_sweep_in(conn, "halved", SweepState(held=5, held_live=12, held_since=1))
     report = harvest.run(store, partner, settings=FAST_HARVEST)
     larger = sweep.after_run(store, partner, report, settings=FAST_HARVEST, accepted=True)
@@ -325,3 +325,27 @@ def test_a_sweep_asked_for_after_a_failed_run_is_not_made(tmp_path: Path, store_
     result = harvester(config, "run", "--sweep", *FAST)
     assert result.exit_code == 1
     assert "  sweep not made: the run failed (a sweep follows a run that read its lists to the end)" in result.stderr
+
+
+@with_specs(Spec("nightly", records=12, page_size=5, vanish=frozenset({7})))
+def test_a_scheduled_run_sweeps_when_due(
+    fleet: Fleet, store_url: str, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    own = {"schedule": {"interval": {"hours": 24}}, **WEEKLY}
+    config = make_config(store_url, partners=[{"name": "nightly", "base_url": fleet.url("nightly"), **own}])
+    scheduler = HarvestScheduler(config, store, settings=FAST_HARVEST)
+    nightly = config.partners[0]
+    with caplog.at_level(logging.INFO, logger=sweep.report_log.name):
+        scheduler._job(nightly)  # the job APScheduler runs: never swept, so due
+        fleet.next_run()
+        scheduler._job(nightly)  # swept a moment ago: not due
+        assert records_held(store, ["nightly"])["nightly"] == (12, 0) and list_requests(fleet, "nightly") == 3
+        with store.writing() as (conn, _):  # a week later
+            save_sweep_in(conn, "nightly", SweepState(last_swept=int(time.time()) - WEEK))
+        scheduler._job(nightly)
+    assert records_held(store, ["nightly"])["nightly"] == (11, 1)
+    logged = [r.getMessage() for r in caplog.records if r.name == sweep.report_log.name]
+    assert logged == [
+        "nightly: sweep: 12 listed, 0 of 12 live record(s) no longer listed: 0 turned into tombstones",
+        "nightly: sweep: 11 listed, 1 of 12 live record(s) no longer listed: 1 turned into tombstones",
+    ]
