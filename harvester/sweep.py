@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -156,20 +157,27 @@ def describe(report: SweepReport) -> str:
 
 
 def listed_identifiers(
-    client: Client, partner: Partner, watch: Callable[[], ListWatch], stop: threading.Event
+    client: Client,
+    partner: Partner,
+    watch: Callable[[], ListWatch],
+    stop: threading.Event,
+    on_page: Callable[[], None] = lambda: None,
 ) -> set[str]:
     """Every identifier the partner lists (each configured set, or all); a HarvestError if the
-    listing does not end well."""
+    listing does not end well. `on_page` is called after each page (the lease is renewed there)."""
     found: set[str] = set()
     targets: list[str | None] = [*partner.sets] or [None]
     for spec in targets:
         args = {"metadataPrefix": partner.metadata_prefix} | ({"set": spec} if spec else {})
-        found.update(_one_list(client, args, watch(), stop))
+        found.update(_one_list(client, args, watch(), stop, on_page))
     return found
 
 
-def _one_list(client: Client, args: dict[str, str], watch: ListWatch, stop: threading.Event) -> Iterator[str]:
+def _one_list(
+    client: Client, args: dict[str, str], watch: ListWatch, stop: threading.Event, on_page: Callable[[], None]
+) -> Iterator[str]:
     for page in client.pages("ListIdentifiers", cancel=stop, **args):
+        on_page()
         ids = [(header.findtext(_IDENTIFIER) or "").strip() for header in page.items]
         if not all(ids):
             raise err.ResponseError(f"{client.base_url}: a ListIdentifiers header has no identifier")
@@ -186,9 +194,16 @@ def _one_list(client: Client, args: dict[str, str], watch: ListWatch, stop: thre
 
 class _Sweep:
     def __init__(
-        self, store: Store, partner: Partner, settings: HarvestSettings, stop: threading.Event, owner: str
+        self,
+        store: Store,
+        partner: Partner,
+        settings: HarvestSettings,
+        stop: threading.Event,
+        owner: str,
+        clock: Callable[[], float],
     ) -> None:
-        self.store, self.partner, self.settings, self.stop, self.owner = store, partner, settings, stop, owner
+        self.store, self.partner, self.settings, self.stop = store, partner, settings, stop
+        self.owner, self.clock = owner, clock
 
     def listing(self) -> set[str]:
         try:
@@ -197,7 +212,17 @@ class _Sweep:
             raise err.HarvestError(str(exc)) from None
         client_settings = settings_for(self.partner, self.settings.client, credentials)
         with Client(self.partner.base_url, client_settings, stop=self.stop) as client:
-            return listed_identifiers(client, self.partner, lambda: ListWatch(self.settings.loops), self.stop)
+            watch = partial(ListWatch, self.settings.loops)  # a new watch per list
+            return listed_identifiers(client, self.partner, watch, self.stop, self._keep_lease)
+
+    def _keep_lease(self) -> None:
+        """Renew our lease while the listing goes on (a long one outlasts it); LeaseLost if
+        another harvester took the partner meanwhile."""
+        won, holder, _ = acquire_lease(
+            self.store, self.partner.name, self.owner, self.settings.lease_ttl, int(self.clock())
+        )
+        if not won:
+            raise err.LeaseLost(f"{self.partner.name}: {holder} took over the lease during the sweep's listing")
 
     def sweep(self, run_id: int, state: SweepState, accepted: bool, now: int) -> SweepReport:
         partner = self.partner
@@ -270,7 +295,7 @@ def after_run(
         if not won:
             raise err.PartnerBusy(partner.name, holder, expires)
         try:
-            report = _Sweep(store, partner, settings, stop or threading.Event(), owner).sweep(
+            report = _Sweep(store, partner, settings, stop or threading.Event(), owner, clock).sweep(
                 run.run_id, state, accepted, now
             )
         finally:
