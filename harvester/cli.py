@@ -16,13 +16,13 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import click
 
 from harvester import errors as err
-from harvester import harvest
+from harvester import harvest, sweep
 from harvester.client import ClientSettings
 from harvester.completeness import SHORT, Completeness
 from harvester.probe import MAX_REQUESTS as PROBE_MAX_REQUESTS
@@ -35,6 +35,7 @@ from oaiserver.store import (
     HarvestRun,
     HeldRecords,
     Store,
+    SweepState,
     due_slots,
     harvest_history,
     harvest_state_of,
@@ -43,6 +44,7 @@ from oaiserver.store import (
     quarantine_counts,
     quarantined,
     records_held,
+    sweep_states,
 )
 
 
@@ -141,6 +143,22 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 @main.command()
 @click.argument("partners", nargs=-1)
 @click.option("--full", is_flag=True, help="Ignore the stored `from` and any checkpoint: list everything again.")
+@click.option(
+    "--sweep",
+    "force_sweep",
+    is_flag=True,
+    help="After each run, make the partner's deletion sweep now, due or not: list every identifier it still "
+    "has (ListIdentifiers) and turn our records it no longer lists into tombstones, unless they are more "
+    "than its deletion_sweep.max_drop (then nothing is applied and the drop is held back).",
+)
+@click.option(
+    "--accept-drop",
+    "accept_drop",
+    multiple=True,
+    metavar="PARTNER",
+    help="Apply the drop held back by PARTNER's sweep, up to the number of records held back (a larger one "
+    "is held back again); sweeps PARTNER now. Repeatable.",
+)
 @client_options
 @clock_skew_option
 @pass_ctx
@@ -148,6 +166,8 @@ def run(
     ctx: Context,
     partners: tuple[str, ...],
     full: bool,
+    force_sweep: bool,
+    accept_drop: tuple[str, ...],
     timeout: float,
     retries: int,
     backoff: float,
@@ -156,7 +176,9 @@ def run(
     """Harvest PARTNERS now (default: every configured partner), `harvester.jobs` of them at once.
 
     Each partner's outcome is one line on stdout (`name: outcome: counts; next from …`, or the
-    reason it failed); records that could not be harvested are listed on stderr.
+    reason it failed); records that could not be harvested are listed on stderr. A deletion
+    sweep that is due (`deletion_sweep.interval`, or --sweep) follows a run that read its lists to
+    the end: its line (`  sweep: …`) is on stdout, or on stderr when it was held back or incomplete.
 
     Exit code 0 when every run succeeded, 2 when some records could not be harvested
     (partial), 1 when a run failed or a partner was busy (another harvester holds its lease).
@@ -169,19 +191,32 @@ def run(
             f"unknown partner(s): {', '.join(unknown)} (configured: {', '.join(configured) or 'none'})"
         )
     chosen = [configured[name] for name in partners] if partners else list(configured.values())
+    not_run = [name for name in accept_drop if name not in {p.name for p in chosen}]
+    if not_run:
+        raise click.BadParameter(f"{', '.join(not_run)}: not a partner of this run", param_hint="--accept-drop")
     if not chosen:
         click.echo("no partners configured")
         return
     store = ctx.store()
     jobs = min(ctx.config.harvester.jobs, len(chosen))
-    with _stop_on_signals() as stop, _quiet(harvest.report_log), _display() as display:
+    with _stop_on_signals() as stop, _quiet(harvest.report_log), _quiet(sweep.report_log), _display() as display:
         runner = _Runner(store, settings, stop, display, full, chosen)
+        runner.sweeps = _Sweeps(force_sweep, frozenset(accept_drop))
         with ThreadPoolExecutor(jobs, thread_name_prefix="harvest", initializer=_signals_to_the_main_thread) as pool:
             jobs_done = [pool.submit(runner.work) for _ in range(jobs)]
             while futures.wait(jobs_done, timeout=0.1).not_done:
                 pass  # wakes the main thread, where Python runs signal handlers, ten times a second
             codes = [code for done in jobs_done for code in done.result()]
     sys.exit(1 if 1 in codes else 2 if 2 in codes else 0)
+
+
+@dataclass(frozen=True)
+class _Sweeps:
+    """What `harvester run` asks of the deletion sweeps: all now (`forced`), and whose drop held
+    back is accepted."""
+
+    forced: bool = False
+    accepted: frozenset[str] = frozenset()
 
 
 class _Runner:
@@ -209,6 +244,7 @@ class _Runner:
         self.pending = list(partners)
         self.under_way: dict[str, int] = {}  # partners being harvested, by origin
         self.taking = threading.Lock()
+        self.sweeps = _Sweeps()
 
     def work(self) -> list[int]:
         """One job: partners one after the other until none is left; their exit codes."""
@@ -265,7 +301,33 @@ class _Runner:
             if len(report.failures) > _FAILURES_SHOWN:
                 more = len(report.failures) - _FAILURES_SHOWN
                 display.line(f"  … and {more:,} more (harvester history {partner.name} --json)", err=True)
+        self._sweep(partner, report)
         return report.exit_code
+
+    def _sweep(self, partner: config_mod.Partner, report: harvest.RunReport) -> None:
+        """The partner's deletion sweep after its run, if due or asked for, and its line."""
+        try:
+            swept = sweep.after_run(
+                self.store,
+                partner,
+                report,
+                settings=self.settings,
+                stop=self.stop,
+                forced=self.sweeps.forced,
+                accepted=partner.name in self.sweeps.accepted,
+            )
+        except err.HarvestError as exc:  # busy, lease lost, the store failed
+            if isinstance(exc, err.StoreError):
+                self.halt.set()
+            with self.printing:
+                self.display.line(f"  sweep not made: {exc}", err=True)
+            return
+        if swept is not None:
+            with self.printing:
+                self.display.line(f"  {sweep.describe(swept)}", err=swept.outcome != sweep.APPLIED)
+        elif report.outcome == harvest.FAILED and (self.sweeps.forced or partner.name in self.sweeps.accepted):
+            with self.printing:
+                self.display.line(_NO_SWEEP, err=True)
 
     def _on_page(self, partner: str, counts: harvest.Counts, page: Any) -> None:
         if self.display.on_page is not None:
@@ -276,6 +338,7 @@ class _Runner:
 _FAILURES_SHOWN = 20  # records not harvested listed after a run's line
 _QUARANTINE_JSON = 100  # quarantined records listed by `status --json` (all are counted)
 _QUARANTINE_TEXT = 10  # and by `status`
+_NO_SWEEP = "  sweep not made: the run failed (a sweep follows a run that read its lists to the end)"
 
 
 @contextmanager
@@ -389,10 +452,12 @@ def status(ctx: Context, as_json: bool) -> None:
     due = due_slots(store)
     counts = records_held(store, [p.name for p in partners])
     summary = harvest_summary(store) if partners else {}
+    sweeps = sweep_states(store) if partners else {}
     shown = [
         {
             **_partner_status(store, p, counts.get(p.name, HeldRecords()), held.get(p.name), due.get(p.name), now),
             "last_complete": _iso(summary.get(p.name, {}).get("last_complete")),
+            "sweep": _sweep_json(p, sweeps.get(p.name, SweepState())),
         }
         for p in partners
     ]
@@ -403,6 +468,47 @@ def status(ctx: Context, as_json: bool) -> None:
         click.echo("no partners configured")
     for entry in shown:
         _print_status(entry, now)
+
+
+def _sweep_json(partner: config_mod.Partner, state: SweepState) -> dict[str, Any]:
+    """A partner's deletion sweep as `status --json` gives it: its settings, the last one
+    applied, and the drop held back (None when none is)."""
+    held = None
+    if state.held is not None:
+        share = state.held / state.held_live if state.held_live else 0.0
+        held = {
+            "records": state.held,
+            "live": state.held_live,
+            "share": round(share, 4),
+            "since": _iso(state.held_since),
+        }
+    return {
+        "interval": partner.deletion_sweep.interval,
+        "max_drop": partner.deletion_sweep.max_drop,
+        "last_swept": _iso(state.last_swept),
+        "held": held,
+    }
+
+
+def _interval(seconds: float) -> str:
+    """`7 day(s)`, `12 hour(s)`, `90 minute(s)`: the largest unit that divides it."""
+    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
+        if seconds % size == 0:
+            return f"{int(seconds // size):,} {unit}(s)"
+    return f"{seconds:g} second(s)"
+
+
+def _print_sweep(name: str, shown: dict[str, Any]) -> None:
+    """The status lines of a partner's deletion sweep."""
+    every = f"every {_interval(shown['interval'])}" if shown["interval"] else "only when asked (harvester run --sweep)"
+    click.echo(f"  deletion sweep: {every}; last applied: {shown['last_swept'] or 'never'}")
+    held = shown["held"]
+    if held:
+        click.echo(
+            f"  sweep held back since {held['since']}: {held['records']:,} of {held['live']:,} live record(s) "
+            f"({held['share']:.0%}) no longer listed, more than max_drop {shown['max_drop']:.0%}; "
+            f"harvester run {name} --sweep --accept-drop {name} applies it"
+        )
 
 
 def _iso(epoch: int | None) -> str | None:
@@ -499,6 +605,7 @@ def _run_json(r: HarvestRun) -> dict[str, Any]:
         "counts": counts,
         "failures": failures,
         "completeness": r.counts.get("completeness"),
+        "sweep": r.counts.get("sweep"),  # the deletion sweep that followed the run (harvester.sweep)
     }
 
 
@@ -532,6 +639,7 @@ def _print_status(entry: dict[str, Any], now: int) -> None:
         click.echo(f"  {label}: #{last['id']} {text}")
     complete = entry.get("last_complete")
     click.echo(f"  last complete harvest: {complete or 'none yet'}")
+    _print_sweep(entry["name"], entry["sweep"])
     if error:
         when = error["finished"] or error["started"]
         click.echo(f"  last error: #{error['id']} {error['outcome']} at {when}: {error['reason']}")
@@ -597,6 +705,8 @@ def history(ctx: Context, partner: str, limit: int, as_json: bool) -> None:
             distinct = dict((str(where), str(why)) for where, why in r.counts.get("failures", []))
             for where, why in list(distinct.items())[:_QUARANTINE_TEXT]:
                 click.echo(f"    not harvested: {where}: {why}")
+        if r.counts.get("sweep"):
+            click.echo(f"    {sweep.describe(sweep.SweepReport.from_dict(partner, r.counts['sweep']))}")
 
 
 @main.command()

@@ -138,6 +138,7 @@ class Counts:
     recoded: int = 0  # pages
     undoubled: int = 0  # records
     doubled: int = 0  # records
+    swept: int = 0  # records its deletion sweep turned into tombstones (harvester.sweep)
 
     def __add__(self, other: Counts) -> Counts:
         return Counts(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})

@@ -42,7 +42,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from harvester import errors as err
-from harvester import harvest
+from harvester import harvest, sweep
 from oaiserver.config import Config, Partner, schedule_trigger
 from oaiserver.records import format_datestamp
 from oaiserver.schedules import describe_schedule, next_run
@@ -207,6 +207,7 @@ class HarvestScheduler:
         the next scheduler whose timer fires: it was busy, the store failed, or a stop cut it short)."""
         try:
             report = harvest.run(self.store, partner, settings=self.settings, stop=self.stop, on_page=self._renew)
+            sweep.after_run(self.store, partner, report, settings=self.settings, stop=self.stop)
         except err.PartnerBusy as exc:
             log.info("%s", exc)
             return False

@@ -137,6 +137,11 @@ class HarvestCollector(Collector):
             "Records of the partner in quarantine (could not be harvested; retried by GetRecord at each run)",
             labels=["partner"],
         )
+        sweep_held = GaugeMetricFamily(
+            "harvest_sweep_held_records",
+            "Records a deletion sweep would have turned into tombstones but held back for a person (0: none)",
+            labels=["partner"],
+        )
         now = time.time() if self.now is None else self.now
         for partner, entry in sorted(self.summary.items()):
             for outcome, n in sorted(entry["runs"].items()):
@@ -149,7 +154,8 @@ class HarvestCollector(Collector):
             complete = entry.get("last_complete")
             since_complete.add_metric([partner], math.inf if complete is None else max(0.0, now - complete))
             held.add_metric([partner], entry.get("quarantined", 0))
-        yield from (runs, received, success, shortfall, since_complete, held)
+            sweep_held.add_metric([partner], entry.get("sweep_held", 0))
+        yield from (runs, received, success, shortfall, since_complete, held, sweep_held)
 
 
 def exposition(harvests: dict[str, dict[str, Any]] | None) -> tuple[bytes, str]:

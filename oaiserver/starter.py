@@ -74,7 +74,8 @@ seeds: seeds
 #     max_page_mb: 6
 #     allow_redirects_to: [https://mirror.example.org]
 #     # Connection settings (the password is read from the environment variable, never from
-#     # here). mode and deletion_sweep are checked when the file loads, not used yet.
+#     # here). mode is checked when the file loads, not used yet. deletion_sweep: records the
+#     # partner no longer lists become tombstones; a larger drop than max_drop waits for a person.
 #     request_interval: 0
 #     timeout: 60
 #     retries: 5

@@ -30,6 +30,10 @@ A 60-partner run, 40 of them on one host, each page taking half a second::
         ...  # harvest fleet.url(spec.name) for each spec
         assert fleet.peak(host=0) <= 2
 
+Time passes between harvests with `next_run()`: a partner that deletes records quietly (`vanish`:
+no tombstone, Identify says deletedRecord "no") serves them in run 0 only, which a deletion sweep
+must find. `identifiers_page_fails` breaks a ListIdentifiers list (and only that) at one page.
+
 Nothing is random without a fixed seed; the only clock is the one `delay` sleeps on.
 """
 
@@ -105,6 +109,7 @@ class Spec:
     # A record whose metadata is not well-formed in ListRecords only (its GetRecord is fine).
     broken_in_list: frozenset[int] = frozenset()
     garbled_page: int | None = None  # this page of every ListRecords list is not well-formed XML (HTTP 200)
+    identifiers_page_fails: int | None = None  # this page of every ListIdentifiers list is an HTML 500
     # Every ListRecords fails ("500": HTTP 500 with HTML; "html": HTTP 200 with an HTML page)
     # while ListIdentifiers and GetRecord work.
     list_records_fails: Literal["500", "html"] | None = None
@@ -112,7 +117,9 @@ class Spec:
     loop_to: int | None = None  # the last page's token leads back to this page
     expire_after: int | None = None  # a token for page K or later is a badResumptionToken
     refuse_times: bool = False  # a time in from/until is a badArgument, though Identify says seconds
-    vanish: frozenset[int] = frozenset()  # served in run 0 only, then gone without a tombstone
+    # Served in run 0 only, then gone without a tombstone (a partner that deletes quietly: its
+    # Identify says deletedRecord "no"); `Fleet.next_run` starts run 1.
+    vanish: frozenset[int] = frozenset()
     announce: int | None = None  # the completeListSize every token claims (more than it has)
     cp1252: bool = False  # pages declared UTF-8 whose bytes are Windows-1252
     doubled: frozenset[int] = frozenset()  # titles UTF-8 encoded twice (`Ã©` for `é`): undone exactly
@@ -523,7 +530,8 @@ class _Partner:
         if isinstance(query, Response):
             return query
         page, frm, until = query
-        if verb == "ListRecords" and spec.html_page == page:
+        failing = spec.html_page if verb == "ListRecords" else spec.identifiers_page_fails
+        if failing == page:
             return Response(HTML_500, status=500, mimetype="text/html")
         low = parse_stamp(frm, end=False) if frm else None
         high = parse_stamp(until, end=True) if until else None

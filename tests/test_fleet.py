@@ -4,6 +4,7 @@ list gives."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -166,6 +167,14 @@ def test_a_page_that_is_not_xml_at_its_position(fleet: Fleet) -> None:
     assert second.status_code == 500 and second.headers["Content-Type"].startswith("text/html")
     assert len(ids(fleet, "html", "ListIdentifiers")) == 15
     assert len(fleet.expected("html").live) == 15
+
+
+@with_specs(Spec("noids", records=15, page_size=5, identifiers_page_fails=2))
+def test_a_page_of_identifiers_that_is_not_xml_at_its_position(fleet: Fleet) -> None:
+    docs = list(itertools.islice(listing(fleet, "noids", "ListIdentifiers"), 2))
+    last = get(fleet, "noids", verb="ListIdentifiers", resumptionToken=token_of(docs[-1]).text or "")  # type: ignore[union-attr]
+    assert last.status_code == 500 and last.headers["Content-Type"].startswith("text/html")
+    assert len(ids(fleet, "noids")) == 15, "ListRecords is whole"
 
 
 # ---- faults in the list -------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ PARTNER_KEYS = {
     "lease",
     "last_complete",
     "quarantine",
+    "sweep",
 }
 RUN_KEYS = {
     "id",
@@ -55,6 +56,7 @@ RUN_KEYS = {
     "counts",
     "failures",
     "completeness",
+    "sweep",
 }
 COUNT_KEYS = {
     "pages",
@@ -72,6 +74,7 @@ COUNT_KEYS = {
     "recoded",
     "undoubled",
     "doubled",
+    "swept",
 }
 
 

@@ -18,13 +18,16 @@ from oaiserver.store import (
     Migration,
     Store,
     StoreTooNew,
+    SweepState,
     claim_due,
     due_slots,
     meta,
     open_store,
     quarantine_in,
     quarantined,
+    save_sweep_in,
     schema_version,
+    sweep_states,
 )
 
 LATEST = MIGRATIONS[-1][0]
@@ -244,5 +247,30 @@ def test_a_store_at_version_3_gets_the_schedulers_due_times(store_url: str, cloc
         assert migrated.counts() == {"live": 1, "deleted": 0}
         assert due_slots(migrated) == {}
         assert claim_due(migrated, "p", "scheduler", now=1_000, ttl=60) == 1_000
+    finally:
+        migrated.close()
+
+
+def test_a_store_at_version_4_gets_the_deletion_sweeps_table(store_url: str, clock: Clock) -> None:
+    """Migration 5 (harvest_sweeps): a store made before it keeps its records and can hold a
+    partner's deletion sweep once opened."""
+    store = Store(store_url, clock=clock)
+    store.write([make_record("1"), make_record("2")])
+    store.close()
+    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:  # the store as version 4 left it: no sweeps table
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE harvest_sweeps")
+            conn.execute(schema_version.update().values(version=4))
+    finally:
+        engine.dispose()
+    assert "harvest_sweeps" not in table_names(store_url)
+    migrated = Store(store_url, clock=clock)
+    try:
+        assert version_rows(store_url) == [LATEST]
+        with migrated.writing() as (conn, _):
+            save_sweep_in(conn, "p", SweepState(last_swept=clock.now))
+        assert sweep_states(migrated) == {"p": SweepState(last_swept=clock.now)}
+        assert migrated.counts() == {"live": 2, "deleted": 0}
     finally:
         migrated.close()

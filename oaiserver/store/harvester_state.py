@@ -1,8 +1,9 @@
 """The harvester's state, kept in the record store: written by `harvester` only.
 
 Per partner: the `from` of its next run, the checkpoint of the window being harvested (committed
-in the same transaction as the records of each page), a history of runs, and a lease, so that of
-several harvester processes sharing one store only one harvests a given partner at a time.
+in the same transaction as the records of each page), a history of runs, a lease, so that of
+several harvester processes sharing one store only one harvests a given partner at a time, and
+its deletion sweep (the last one applied, a drop held back).
 Functions, not methods: the harvester's state stays out of the record store's class.
 
 It lives in `oaiserver.store` rather than `harvester` because imports go one way (`harvester`
@@ -22,7 +23,14 @@ from sqlalchemy.engine import Connection
 
 from oaiserver.records import Record
 from oaiserver.rows import Prepared
-from oaiserver.store.schema import harvest_leases, harvest_quarantine, harvest_runs, harvest_state, records
+from oaiserver.store.schema import (
+    harvest_leases,
+    harvest_quarantine,
+    harvest_runs,
+    harvest_state,
+    harvest_sweeps,
+    records,
+)
 from oaiserver.store.write import WriteResult
 
 if TYPE_CHECKING:
@@ -96,6 +104,13 @@ def start_run(store: Store, partner: str, owner: str, *, started: int, from_date
             )
         )
         return int(inserted.inserted_primary_key[0])  # type: ignore[index]
+
+
+def add_run_counts_in(conn: Connection, run_id: int, extra: dict[str, Any]) -> None:
+    """Add `extra` to the counts of a run that has ended (its deletion sweep comes after it)."""
+    stored = conn.execute(sa.select(harvest_runs.c.counts).where(harvest_runs.c.id == run_id)).scalar_one()
+    merged = {**json.loads(stored or "{}"), **extra}
+    conn.execute(harvest_runs.update().where(harvest_runs.c.id == run_id).values(counts=json.dumps(merged)))
 
 
 def save_run_counts_in(conn: Connection, run_id: int, counts: dict[str, Any]) -> None:
@@ -255,6 +270,38 @@ def write_harvested_in(store: Store, conn: Connection, stamp: int, chunk: Sequen
     return store.write_in(conn, stamp, chunk, guard_source=True)
 
 
+class SweepState(NamedTuple):
+    """A partner's deletion sweep: when one was last applied, and the drop held back (`held`
+    records of its `held_live` live ones, since `held_since`), if any."""
+
+    last_swept: int | None = None
+    held: int | None = None
+    held_live: int | None = None
+    held_since: int | None = None
+
+
+def sweep_states(store: Store) -> dict[str, SweepState]:
+    """partner -> its deletion sweep; a partner never swept is left out."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(harvest_sweeps)).all()
+    return {r.partner: SweepState(r.last_swept, r.held, r.held_live, r.held_since) for r in rows}
+
+
+def save_sweep_in(conn: Connection, partner: str, state: SweepState) -> None:
+    """A partner's deletion sweep, inside the transaction that applies it or holds it back."""
+    values = state._asdict()
+    updated = conn.execute(harvest_sweeps.update().where(harvest_sweeps.c.partner == partner).values(**values))
+    if updated.rowcount == 0:
+        conn.execute(harvest_sweeps.insert().values(partner=partner, **values))
+
+
+def live_identifiers(store: Store, source: str) -> set[str]:
+    """The identifiers of the live (not deleted) records `source` holds."""
+    stmt = sa.select(records.c.identifier).where(records.c.source == source, records.c.deleted == sa.false())
+    with store.engine.connect() as conn:
+        return set(conn.execute(stmt).scalars())
+
+
 class HeldRecords(NamedTuple):
     live: int = 0
     deleted: int = 0
@@ -350,10 +397,11 @@ def harvested_datestamps(store: Store, partner: str, identifiers: Sequence[str])
 
 def harvest_summary(store: Store) -> dict[str, dict[str, Any]]:
     """Per partner: runs by outcome, records received, the last run and last success times, the
-    end of the last complete run (`last_complete`) and the shortfall of the last run judged
-    complete or short (`shortfall`; None when it was unknown, or no run was judged). A run's
-    completeness is what the harvester wrote in its counts (harvester.completeness); and the
-    records in its quarantine now (`quarantined`)."""
+    end of the last complete run (`last_complete`), the shortfall of the last run judged
+    complete or short (`shortfall`; None when it was unknown, or no run was judged), the records
+    in its quarantine now (`quarantined`) and the records a deletion sweep held back
+    (`sweep_held`, 0 when none). A run's completeness is what the harvester wrote in its counts
+    (harvester.completeness)."""
     summary: dict[str, dict[str, Any]] = {}
     held = quarantine_counts(store)
     with store.engine.connect() as conn:
@@ -378,6 +426,7 @@ def harvest_summary(store: Store) -> dict[str, dict[str, Any]]:
                     "last_complete": None,
                     "shortfall": None,
                     "quarantined": held.get(partner, 0),
+                    "sweep_held": 0,
                 },
             )
             data = json.loads(counts or "{}")
@@ -391,4 +440,7 @@ def harvest_summary(store: Store) -> dict[str, dict[str, Any]]:
                 entry["shortfall"] = int(data["completeness"].get("shortfall", 0)) if verdict != "unknown" else None
             if verdict == "complete":
                 entry["last_complete"] = finished or started
+    for partner, sweep in sweep_states(store).items():
+        if partner in summary:  # a sweep follows a run
+            summary[partner]["sweep_held"] = sweep.held or 0
     return summary

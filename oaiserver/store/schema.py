@@ -1,9 +1,9 @@
 """The store's schema: its tables, and the numbered migrations that bring a store to them.
 
 The harvester's tables (`harvest_state`, `harvest_runs`, `harvest_quarantine`, `harvest_leases`,
-`harvest_due`) are declared here too, though only `harvester_state.py` and `harvest_due.py` read and
-write them: one `MetaData`, so that migration 1 makes every table and a migration sees the whole
-schema it changes.
+`harvest_due`, `harvest_sweeps`) are declared here too, though only `harvester_state.py` and
+`harvest_due.py` read and write them: one `MetaData`, so that migration 1 makes every table and a
+migration sees the whole schema it changes.
 """
 
 from __future__ import annotations
@@ -146,6 +146,18 @@ harvest_due = sa.Table(
 )
 
 
+# Per partner, its deletion sweep (harvester.sweep): when one was last applied, and the drop
+# held back for a person (none: NULL), with the share of the partner's live records it is and when.
+harvest_sweeps = sa.Table(
+    "harvest_sweeps",
+    meta,
+    sa.Column("partner", sa.String(200), primary_key=True),
+    sa.Column("last_swept", sa.BigInteger),
+    sa.Column("held", sa.Integer),  # records the held-back sweep would turn into tombstones
+    sa.Column("held_live", sa.Integer),  # the partner's live records then
+    sa.Column("held_since", sa.BigInteger),
+)
+
 Migration = Callable[[Connection], None]
 
 
@@ -173,6 +185,11 @@ def _harvest_due(conn: Connection) -> None:
     harvest_due.create(conn, checkfirst=True)
 
 
+def _sweep_table(conn: Connection) -> None:
+    """Migration 5: the deletion sweeps' table."""
+    harvest_sweeps.create(conn, checkfirst=True)
+
+
 # Schema changes, numbered, applied in order. A new store is made from the tables above, which
 # always describe the latest schema, and gets the last number; a store at an earlier number gets
 # each later step. Changing the schema is changing the tables above *and* appending the step
@@ -182,4 +199,5 @@ MIGRATIONS: tuple[tuple[int, Migration], ...] = (
     (2, _search_index),
     (3, _quarantine),
     (4, _harvest_due),
+    (5, _sweep_table),
 )
