@@ -25,7 +25,7 @@ from harvester.schedule import HarvestScheduler
 from oaiserver import create_app
 from oaiserver.config import DeletionSweep, Partner
 from oaiserver.records import parse_datestamp
-from oaiserver.store import Store, SweepState, harvest_history, records_held, save_sweep_in, sweep_states
+from oaiserver.store import Store, SweepState, bring_forward, harvest_history, records_held, save_sweep_in, sweep_states
 
 FAST = ["--timeout", "5", "--retries", "0", "--backoff", "0.01"]
 WEEKLY = {"deletion_sweep": {"interval": {"days": 7}}}
@@ -342,6 +342,7 @@ def test_a_scheduled_run_sweeps_when_due(
         assert records_held(store, ["nightly"])["nightly"] == (12, 0) and list_requests(fleet, "nightly") == 3
         with store.writing() as (conn, _):  # a week later
             save_sweep_in(conn, "nightly", SweepState(last_swept=int(time.time()) - WEEK))
+        assert bring_forward(store, "nightly", int(time.time()))  # and the nightly harvest due again
         scheduler._job(nightly)
     assert records_held(store, ["nightly"])["nightly"] == (11, 1)
     logged = [r.getMessage() for r in caplog.records if r.name == sweep.report_log.name]
