@@ -23,6 +23,7 @@ from harvester.client import Page, utc
 from harvester.encodings import DOUBLED, SUSPECT, UNDOUBLED, mend
 from oaiserver import formats, oai_dc
 from oaiserver.config import Partner, partner_set
+from oaiserver.crosswalks.common import language_tag
 from oaiserver.records import DC_ELEMENTS, OAI_NS, DCValue, Record
 from oaiserver.rows import Prepared
 from oaiserver.xmltext import attr, text
@@ -36,7 +37,6 @@ _IDENTIFIER, _DATESTAMP, _SETSPEC = f"{_OAI}identifier", f"{_OAI}datestamp", f"{
 _DC = f"{{{oai_dc.DC_NAMESPACE}}}"
 _OAI_DC_ROOT = f"{{{oai_dc.NAMESPACE}}}dc"
 _XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
-_LANGUAGE = re.compile(r"[a-zA-Z]{1,8}(-[a-zA-Z0-9]{1,8})*")  # xs:language, as xml:lang requires
 _ELEMENTS = frozenset(DC_ELEMENTS)
 MAX_NESTED_ORIGINS = 8
 # How a failure of a record without an identifier is named: it cannot be quarantined (asked for again).
@@ -299,7 +299,7 @@ def dublin_core(payload: etree._Element) -> tuple[list[DCValue], Mending]:
         value = value.strip()
         if value:
             lang = el.get(_XML_LANG)
-            values.append(DCValue(name, value, _language(lang) if lang else None))
+            values.append(DCValue(name, value, language_tag(lang) if lang else None))
     return values, mending
 
 
@@ -311,16 +311,6 @@ def _mended(value: str, mending: Mending) -> tuple[str, Mending]:
     if found.how == DOUBLED and not mending.doubled:
         return value, mending._replace(doubled=found.sample)
     return value, mending
-
-
-def _language(value: str | None) -> str | None:
-    if not value:
-        return None
-    value = value.strip()
-    if _LANGUAGE.fullmatch(value):
-        return value
-    fixed = value.replace("_", "-")
-    return fixed if _LANGUAGE.fullmatch(fixed) else None
 
 
 def _inner_origin(about: etree._Element | None) -> Origin | None:
