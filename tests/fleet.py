@@ -42,6 +42,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -238,6 +239,11 @@ def expected(spec: Spec, run: int = 0) -> Expected:
     live = {i.identifier: stored_title(spec, i) for i in everything if not i.deleted and i.identifier not in reasons}
     deleted = {i.identifier for i in everything if i.deleted and i.identifier not in reasons}
     return Expected(live, frozenset(deleted), reasons, frozenset(gone))
+
+
+def verbs(fleet: Fleet, name: str, since: int = 0) -> Counter[str]:
+    """The requests the partner got (from its `since`-th on), by verb."""
+    return Counter(entry.args.get("verb", "") for entry in fleet.requests(name)[since:])
 
 
 def with_specs(*specs: Spec) -> Any:

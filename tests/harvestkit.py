@@ -451,3 +451,13 @@ class Relay:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def titles(store: Store, name: str) -> dict[str, str]:
+    """The live records of partner `name` we hold: identifier -> title."""
+    held = {}
+    for identifier in store.identifiers(source=name, live_only=True):
+        record = store.get(identifier)
+        assert record is not None
+        held[identifier] = record.dc_values("title")[0]
+    return held

@@ -6,12 +6,11 @@ after retries, an HTML page, pages that do not parse) while ListIdentifiers work
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from typing import Any
 
 import pytest
-from fleet import RESPONSE_DATE, Fleet, Spec, items, with_specs
-from harvestkit import FAST_HARVEST, FakePartner, xml
+from fleet import RESPONSE_DATE, Fleet, Spec, items, verbs, with_specs
+from harvestkit import FAST_HARVEST, FakePartner, titles, xml
 from werkzeug.wrappers import Response
 
 from harvester import harvest
@@ -26,19 +25,6 @@ FELL_BACK = "harvested by ListIdentifiers and GetRecord, ListRecords failing ("
 
 def run(store: Store, fleet: Fleet, name: str, *, full: bool = False, **partner: Any) -> harvest.RunReport:
     return harvest.run(store, Partner(name, fleet.url(name), **partner), settings=FAST_HARVEST, full=full)
-
-
-def verbs(fleet: Fleet, name: str, since: int = 0) -> Counter[str]:
-    return Counter(entry.args.get("verb", "") for entry in fleet.requests(name)[since:])
-
-
-def titles(store: Store, name: str) -> dict[str, str]:
-    held = {}
-    for identifier in store.identifiers(source=name, live_only=True):
-        record = store.get(identifier)
-        assert record is not None
-        held[identifier] = record.dc_values("title")[0]
-    return held
 
 
 def assert_exact(store: Store, fleet: Fleet, name: str) -> None:

@@ -7,15 +7,14 @@ partner fleet (tests/fleet.py)."""
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import yaml
 from click.testing import CliRunner
 from conftest import BASE_CONFIG
-from fleet import LONG, NO_DATESTAMP, RESPONSE_DATE, UNPARSABLE, Fleet, Spec, items, with_specs
-from harvestkit import FAST_HARVEST
+from fleet import LONG, NO_DATESTAMP, RESPONSE_DATE, UNPARSABLE, Fleet, Spec, items, verbs, with_specs
+from harvestkit import FAST_HARVEST, titles
 from prometheus_client import CollectorRegistry, generate_latest
 
 from harvester import harvest
@@ -37,21 +36,6 @@ FELL_BACK = "harvested by ListIdentifiers and GetRecord, ListRecords failing ("
 
 def run(store: Store, fleet: Fleet, name: str, **partner: Any) -> harvest.RunReport:
     return harvest.run(store, Partner(name, fleet.url(name), **partner), settings=FAST_HARVEST)
-
-
-def verbs(fleet: Fleet, name: str, since: int = 0) -> Counter[str]:
-    """The requests the partner got (from its `since`-th on), by verb."""
-    return Counter(entry.args.get("verb", "") for entry in fleet.requests(name)[since:])
-
-
-def titles(store: Store, name: str) -> dict[str, str]:
-    """The live records of partner `name` we hold: identifier -> title."""
-    held = {}
-    for identifier in store.identifiers(source=name, live_only=True):
-        record = store.get(identifier)
-        assert record is not None
-        held[identifier] = record.dc_values("title")[0]
-    return held
 
 
 def assert_holds_what_it_should(store: Store, fleet: Fleet, name: str) -> None:
