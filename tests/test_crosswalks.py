@@ -519,8 +519,9 @@ ATTRIBUTES = [
     "{http://www.w3.org/1999/xlink}href",
 ]
 NAMESPACES = [MARC_NS, MODS_NS, "http://datacite.org/schema/kernel-4", OAI_DATACITE_NS, ""]
-# XML 1.0 characters (lxml refuses the others), surrogates excluded.
-XML_TEXT = st.text(st.characters(exclude_categories=["Cs"], min_codepoint=0x20) | st.sampled_from("\t\n"), max_size=30)
+# XML 1.0 characters (lxml refuses the others), surrogates and the non-characters U+FFFE, U+FFFF excluded.
+XML_CHAR = st.characters(exclude_categories=["Cs"], min_codepoint=0x20, exclude_characters="\ufffe\uffff")
+XML_TEXT = st.text(XML_CHAR | st.sampled_from("\t\n"), max_size=30)
 VALUES = st.one_of(
     XML_TEXT,
     st.sampled_from(
