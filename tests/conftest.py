@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import os
 import shutil
+import socketserver
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 import sqlalchemy as sa
 from fleet import Fleet
 from lxml import etree
-from werkzeug.serving import make_server
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from harvester.pipeline import Worker
 from oaiserver import create_app, oai_dc
@@ -293,16 +294,18 @@ def oai(app: Any) -> OAIClient:
     return OAIClient(app.test_client())
 
 
-class LiveServer:
-    """The app served by a real WSGI server on 127.0.0.1, on a free port, in a thread."""
+class Threaded:
+    """A socket server served on a daemon thread; as a context manager, started and then shut
+    down, its socket closed."""
 
-    def __init__(self, app: Any) -> None:
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.port = self.server.server_port
-        self.url = f"http://127.0.0.1:{self.port}/oai"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+    server: socketserver.TCPServer
+    thread: threading.Thread
 
-    def __enter__(self) -> LiveServer:
+    def serve(self, server: socketserver.TCPServer, poll_interval: float = 0.5) -> None:
+        self.server = server
+        self.thread = threading.Thread(target=server.serve_forever, args=(poll_interval,), daemon=True)
+
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
@@ -310,6 +313,17 @@ class LiveServer:
         self.server.shutdown()
         self.thread.join(10)
         self.server.server_close()
+
+
+class LiveServer(Threaded):
+    """The app served by a real WSGI server on 127.0.0.1, on a free port, in a thread."""
+
+    server: BaseWSGIServer
+
+    def __init__(self, app: Any) -> None:
+        self.serve(make_server("127.0.0.1", 0, app, threaded=True))
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/oai"
 
 
 def make_record(local: str, title: str = "A title", *, sets: tuple[str, ...] = (), **dc: str) -> Record:

@@ -14,16 +14,20 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from conftest import pg_schema
+import yaml
+from click.testing import CliRunner, Result
+from conftest import BASE_CONFIG, Threaded, pg_schema
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
+from harvester.cli import main as harvester_main
 from harvester.client import ClientSettings
 from harvester.harvest import HarvestSettings
 from oaiserver.store import Store
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    from fleet import Fleet
 
 OAI_NS = "http://www.openarchives.org/OAI/2.0/"
 SECONDS = "YYYY-MM-DDThh:mm:ssZ"
@@ -58,7 +62,7 @@ def second_store(store_url: str, tmp_path: Path, clock: Callable[[], float]) -> 
 Handler = Callable[[dict[str, str], int], Response]
 
 
-class FakePartner:
+class FakePartner(Threaded):
     """A WSGI app on 127.0.0.1, port 0, answering each request with `handler(params, n)`
     (n counts requests from 0). Every request's arguments are kept in `requests`."""
 
@@ -66,9 +70,8 @@ class FakePartner:
         self.handler = handler
         self.requests: list[dict[str, str]] = []
         self._lock = threading.Lock()
-        self.server = make_server("127.0.0.1", 0, self._app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/oai"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.serve(make_server("127.0.0.1", 0, self._app, threaded=True), 0.05)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/oai"
 
     def _app(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """The WSGI app (what `Request.application` would make of a method, which it cannot type)."""
@@ -78,15 +81,6 @@ class FakePartner:
             n = len(self.requests)
             self.requests.append(params)
         return self.handler(params, n)(environ, start_response)
-
-    def __enter__(self) -> FakePartner:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
 
 
 class Switch:
@@ -279,7 +273,7 @@ class Streamed:
 RawHandler = Callable[[dict[str, str], int], "Raw | Streamed"]
 
 
-class RawPartner:
+class RawPartner(Threaded):
     """A partner on 127.0.0.1, port 0, that writes each answer byte by byte as `handler(params, n)`
     says (a Raw, or a Streamed made as it is sent), then closes the connection. Requests are kept
     in `requests`, as in FakePartner."""
@@ -320,18 +314,8 @@ class RawPartner:
             daemon_threads = True
             allow_reuse_address = True
 
-        self.server = Server(("127.0.0.1", 0), Handle)
+        self.serve(Server(("127.0.0.1", 0), Handle), 0.05)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/oai"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-
-    def __enter__(self) -> RawPartner:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
 
 
 # ---- a process's output, and a store that goes away -------------------------------------------
@@ -461,3 +445,35 @@ def titles(store: Store, name: str) -> dict[str, str]:
         assert record is not None
         held[identifier] = record.dc_values("title")[0]
     return held
+
+
+# ---- the harvester's command line, as a user runs it --------------------------------------------
+
+
+def partners_config(
+    tmp_path: Path,
+    store_url: str,
+    partners: Fleet | dict[str, str],
+    own: dict[str, dict[str, Any]] | None = None,
+    **section: Any,
+) -> Path:
+    """A config.yaml harvesting `partners` (a fleet, or name -> base URL) into `store_url`, each
+    partner with the keys `own` gives it, and `section` as the `harvester:` section."""
+    urls = partners if isinstance(partners, dict) else {name: partners.url(name) for name in sorted(partners.specs)}
+    data: dict[str, Any] = {**BASE_CONFIG, "storage": {"url": store_url}}
+    if section:
+        data["harvester"] = section
+    data["partners"] = [{"name": name, "base_url": url, **(own or {}).get(name, {})} for name, url in urls.items()]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def harvester_cli(config_file: Path, *args: str) -> Result:
+    """`harvester -c CONFIG ARGS...`, in this process."""
+    return CliRunner().invoke(harvester_main, ["-c", str(config_file), *args], catch_exceptions=False)
+
+
+def by_partner(result: Result) -> dict[str, str]:
+    """Each line of the command's output, by the partner (the text before its first colon)."""
+    return {line.split(":", 1)[0]: line for line in result.stdout.splitlines()}

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 import yaml
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 from conftest import BASE_CONFIG
-from harvestkit import FakePartner, PagedPartner, list_records, record, xml
+from harvestkit import FakePartner, PagedPartner, harvester_cli, list_records, record, xml
 from werkzeug.wrappers import Response
 
 from harvester.cli import main
@@ -54,10 +54,6 @@ def config_file(tmp_path: Path, store_url: str, partners: dict[str, FakePartner]
     return path
 
 
-def harvester(config_file: Path, *args: str) -> Result:
-    return CliRunner().invoke(main, ["-c", str(config_file), *args], catch_exceptions=False)
-
-
 def test_help_lists_the_commands() -> None:
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
@@ -67,12 +63,12 @@ def test_help_lists_the_commands() -> None:
 
 @pytest.mark.parametrize(("names", "code"), [(["good"], 0), (["broken"], 2), (["down"], 1), ([], 1)])
 def test_run_exit_codes(config_file: Path, names: list[str], code: int) -> None:
-    result = harvester(config_file, "run", *FAST, *names)
+    result = harvester_cli(config_file, "run", *FAST, *names)
     assert result.exit_code == code, result.output
 
 
 def test_run_reports_each_partner(config_file: Path) -> None:
-    result = harvester(config_file, "run", *FAST, "good", "broken")
+    result = harvester_cli(config_file, "run", *FAST, "good", "broken")
     assert result.exit_code == 2
     assert sorted(result.stdout.splitlines()) == [  # harvested at once (harvester.jobs): as each finishes
         "broken: partial: 1 page(s), 2 record(s): 1 added, 1 failed; short by 1 (2 announced, 2 received, 1 stored)",
@@ -83,7 +79,7 @@ def test_run_reports_each_partner(config_file: Path) -> None:
 
 
 def test_an_unknown_partner_is_named(config_file: Path) -> None:
-    result = harvester(config_file, "run", "nope")
+    result = harvester_cli(config_file, "run", "nope")
     assert result.exit_code == 1 and "unknown partner(s): nope (configured: good, broken, down)" in result.output
 
 
@@ -93,21 +89,21 @@ def test_a_busy_partner_fails_the_run(config_file: Path, store_url: str) -> None
         acquire_lease(store, "good", "elsewhere:42", 3600, int(time.time()))
     finally:
         store.close()
-    result = harvester(config_file, "run", *FAST, "good")
+    result = harvester_cli(config_file, "run", *FAST, "good")
     assert result.exit_code == 1 and "another harvester (elsewhere:42) holds the lease" in result.output
 
 
 def test_status_and_history(config_file: Path) -> None:
-    harvester(config_file, "run", *FAST)
-    status = harvester(config_file, "status")
+    harvester_cli(config_file, "run", *FAST)
+    status = harvester_cli(config_file, "status")
     assert status.exit_code == 0
     assert "good  http" in status.output and "next from: 2024-05-01T12:00:00Z" in status.output
     assert "last run: #" in status.output and "success" in status.output
     assert "failed at" in status.output and "HTTP 503" in status.output
-    history = harvester(config_file, "history", "broken")
+    history = harvester_cli(config_file, "history", "broken")
     assert history.exit_code == 0
     assert "partial" in history.output and "1 failed" in history.output
-    assert harvester(config_file, "history", "nobody").exit_code == 1
+    assert harvester_cli(config_file, "history", "nobody").exit_code == 1
 
 
 def test_clock_skew_sets_how_far_ahead_a_partners_response_date_may_be(tmp_path: Path, store_url: str) -> None:
@@ -117,12 +113,12 @@ def test_clock_skew_sets_how_far_ahead_a_partners_response_date_may_be(tmp_path:
         data["partners"] = [{"name": "fast", "base_url": fake.url}]
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump(data))
-        default = harvester(path, "run", *FAST)
+        default = harvester_cli(path, "run", *FAST)
         assert default.exit_code == 0 and "the partner's clock is ahead" in default.output, default.output
         assert "next from" not in default.output
-        allowed = harvester(path, "run", *FAST, "--clock-skew", "900")
+        allowed = harvester_cli(path, "run", *FAST, "--clock-skew", "900")
         assert allowed.exit_code == 0 and f"next from {ahead}" in allowed.output, allowed.output
-    assert harvester(path, "run", "--clock-skew", "-1").exit_code == 2
+    assert harvester_cli(path, "run", "--clock-skew", "-1").exit_code == 2
 
 
 # ---- what an operator sees of `harvester run` ---------------------------------------------------
@@ -193,9 +189,9 @@ def test_an_unreachable_partner_is_tried_once_per_run(tmp_path: Path, store_url:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data))
     try:
-        first = harvester(path, "run", "gone")
+        first = harvester_cli(path, "run", "gone")
         assert first.exit_code == 1 and len(attempts) == 1, (first.output, attempts)
-        second = harvester(path, "run", "gone")
+        second = harvester_cli(path, "run", "gone")
         assert second.exit_code == 1 and len(attempts) == 2, (second.output, attempts)
     finally:
         del _CONNECTS[("127.0.0.1", port)]

@@ -11,43 +11,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from click.testing import CliRunner, Result
-from conftest import BASE_CONFIG, make_config
+from conftest import make_config
 from fleet import Fleet, Spec, with_specs
-from harvestkit import FAST_HARVEST, FakePartner, PagedPartner, oai, record, xml
+from harvestkit import (
+    FAST_HARVEST,
+    FakePartner,
+    PagedPartner,
+    by_partner,
+    harvester_cli,
+    oai,
+    partners_config,
+    record,
+    xml,
+)
 from prometheus_client import CollectorRegistry, generate_latest
 from werkzeug.wrappers import Response
 
 from harvester import harvest
-from harvester.cli import main
 from harvester.completeness import COMPLETE, SHORT, UNKNOWN, Completeness, judge, see_page
 from oaiserver.metrics import HarvestCollector
 from oaiserver.store import Store, finish_run, harvest_summary, start_run
 
 FAST = ["--timeout", "5", "--retries", "0", "--backoff", "0.01"]
-
-
-def write_config(
-    tmp_path: Path, store_url: str, urls: dict[str, str], own: dict[str, dict[str, Any]] | None = None
-) -> Path:
-    data: dict[str, Any] = {**BASE_CONFIG, "storage": {"url": store_url}}
-    data["partners"] = [{"name": name, "base_url": url, **(own or {}).get(name, {})} for name, url in urls.items()]
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def harvester(config_file: Path, *args: str) -> Result:
-    return CliRunner().invoke(main, ["-c", str(config_file), *args], catch_exceptions=False)
-
-
-def lines(result: Result) -> dict[str, str]:
-    return {line.split(":", 1)[0]: line for line in result.stdout.splitlines()}
-
-
-def fleet_urls(fleet: Fleet) -> dict[str, str]:
-    return {name: fleet.url(name) for name in sorted(fleet.specs)}
 
 
 # ---- the verdict, page by page -----------------------------------------------------------------
@@ -103,10 +88,10 @@ def test_a_checkpoint_without_a_tally_cannot_prove_the_list() -> None:
     Spec("small", records=3, page_size=5),
 )
 def test_run_lines_say_whether_each_run_is_complete(fleet: Fleet, tmp_path: Path, store_url: str) -> None:
-    config = write_config(tmp_path, store_url, fleet_urls(fleet))
-    result = harvester(config, "run", *FAST)
+    config = partners_config(tmp_path, store_url, fleet)
+    result = harvester_cli(config, "run", *FAST)
     assert result.exit_code == 0, result.output  # a shortfall is a warning, not a failure
-    got = lines(result)
+    got = by_partner(result)
     # tombstones are stored records: 12 received, 12 stored, one of them deleted
     assert (
         "honest: success: 3 page(s), 12 record(s) (1 deleted): 12 added; complete (12 announced, 12 stored)"
@@ -115,7 +100,7 @@ def test_run_lines_say_whether_each_run_is_complete(fleet: Fleet, tmp_path: Path
     assert "; short by 488 (500 announced, 12 stored);" in got["short"]
     assert "; complete (3 announced, 3 stored);" in got["small"]
 
-    history = json.loads(harvester(config, "history", "short", "--json").stdout)
+    history = json.loads(harvester_cli(config, "history", "short", "--json").stdout)
     assert history["runs"][0]["completeness"] == {
         "verdict": "short",
         "announced": 500,
@@ -124,15 +109,15 @@ def test_run_lines_say_whether_each_run_is_complete(fleet: Fleet, tmp_path: Path
         "shortfall": 488,
         "changes": [],
     }
-    text = harvester(config, "history", "short").stdout
+    text = harvester_cli(config, "history", "short").stdout
     assert "12 added; short by 488 (500 announced, 12 stored)" in text
 
-    status = json.loads(harvester(config, "status", "--json").stdout)
+    status = json.loads(harvester_cli(config, "status", "--json").stdout)
     by_name = {p["name"]: p for p in status["partners"]}
     assert by_name["honest"]["last_complete"] == by_name["honest"]["last_run"]["finished"]
     assert by_name["short"]["last_complete"] is None
     assert by_name["short"]["last_run"]["completeness"]["shortfall"] == 488
-    printed = harvester(config, "status").stdout
+    printed = harvester_cli(config, "status").stdout
     assert "  shortfall: #" in printed and "short by 488 (500 announced, 12 stored)" in printed
     assert printed.count("last complete harvest: none yet") == 1
 
@@ -142,12 +127,12 @@ def test_an_incremental_run_is_judged_against_the_announcement_for_its_from(
     fleet: Fleet, tmp_path: Path, store_url: str
 ) -> None:
     # Two records every five hours from 2024-01-01T00:00Z: from 2024-01-02 the list holds the last two.
-    config = write_config(tmp_path, store_url, fleet_urls(fleet), {"honest": {"from": "2024-01-02"}})
-    result = harvester(config, "run", *FAST)
+    config = partners_config(tmp_path, store_url, fleet, {"honest": {"from": "2024-01-02"}})
+    result = harvester_cli(config, "run", *FAST)
     assert result.exit_code == 0, result.output
-    assert "2 record(s): 2 added; complete (2 announced, 2 stored)" in lines(result)["honest"]
-    again = harvester(config, "run", *FAST)  # from the partner's responseDate: nothing new
-    assert "no records; complete (0 announced, 0 stored)" in lines(again)["honest"], again.output
+    assert "2 record(s): 2 added; complete (2 announced, 2 stored)" in by_partner(result)["honest"]
+    again = harvester_cli(config, "run", *FAST)  # from the partner's responseDate: nothing new
+    assert "no records; complete (0 announced, 0 stored)" in by_partner(again)["honest"], again.output
 
 
 @with_specs(Spec("honest", records=12, page_size=5))
@@ -167,11 +152,11 @@ def test_a_resumed_run_judges_the_whole_window(fleet: Fleet, store_url: str) -> 
 
 def test_a_partner_that_announces_nothing_is_unknown(tmp_path: Path, store_url: str) -> None:
     with FakePartner(PagedPartner([[record("oai:n:1"), record("oai:n:2")], [record("oai:n:3")]])) as fake:
-        config = write_config(tmp_path, store_url, {"nosize": fake.url})
-        result = harvester(config, "run", *FAST)
+        config = partners_config(tmp_path, store_url, {"nosize": fake.url})
+        result = harvester_cli(config, "run", *FAST)
     assert result.exit_code == 0, result.output
-    assert "3 added; completeness unknown (no completeListSize announced; 3 stored);" in lines(result)["nosize"]
-    status = harvester(config, "status").stdout
+    assert "3 added; completeness unknown (no completeListSize announced; 3 stored);" in by_partner(result)["nosize"]
+    status = harvester_cli(config, "status").stdout
     assert "completeness: #1 completeness unknown" in status and "last complete harvest: none yet" in status
 
 
@@ -187,10 +172,10 @@ def test_an_announcement_that_changes_mid_list_is_noted(tmp_path: Path, store_ur
         return xml(sized(4, "t1", [record("oai:m:1"), record("oai:m:2")]))
 
     with FakePartner(handler) as fake:
-        result = harvester(write_config(tmp_path, store_url, {"moving": fake.url}), "run", *FAST)
+        result = harvester_cli(partners_config(tmp_path, store_url, {"moving": fake.url}), "run", *FAST)
     assert (
         "short by 1 (4 announced, 3 stored); the announced size changed while the list was read: 3"
-        in (lines(result)["moving"])
+        in (by_partner(result)["moving"])
     ), result.output
 
 
@@ -202,13 +187,13 @@ def test_a_run_is_short_by_the_records_it_could_not_store(tmp_path: Path, store_
         FakePartner(lambda params, n: xml(sized(2, "", pages["quarantining"]))) as one,
         FakePartner(lambda params, n: xml(sized(2, "", pages["partial"]))) as other,
     ):
-        config = write_config(tmp_path, store_url, {"quarantining": one.url, "partial": other.url})
-        result = harvester(config, "run", *FAST)
+        config = partners_config(tmp_path, store_url, {"quarantining": one.url, "partial": other.url})
+        result = harvester_cli(config, "run", *FAST)
     assert result.exit_code == 2
     short = "short by 1 (2 announced, 2 received, 1 stored)"
-    assert lines(result)["quarantining"].startswith("quarantining: success: ")
-    assert f"1 added, 1 quarantined; {short}" in lines(result)["quarantining"]
-    assert lines(result)["partial"].endswith(f"1 added, 1 failed; {short}")
+    assert by_partner(result)["quarantining"].startswith("quarantining: success: ")
+    assert f"1 added, 1 quarantined; {short}" in by_partner(result)["quarantining"]
+    assert by_partner(result)["partial"].endswith(f"1 added, 1 failed; {short}")
 
 
 # ---- metrics ----------------------------------------------------------------------------------------

@@ -8,19 +8,15 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
-import yaml
-from click.testing import CliRunner, Result
-from conftest import BASE_CONFIG, make_config
+from conftest import make_config
 from fleet import CYRILLIC_1251, MIXED_TAIL, NOT_TEXT, Fleet, Spec, items, sent_title, with_specs
-from harvestkit import FAST_HARVEST
+from harvestkit import FAST_HARVEST, by_partner, harvester_cli, partners_config
 
 from harvester import encodings, harvest
 from harvester import errors as err
-from harvester.cli import main
 from harvester.client import Client, ClientSettings
 from harvester.transport import Answer
 from oaiserver.store import Store
@@ -28,27 +24,9 @@ from oaiserver.store import Store
 FAST = ["--timeout", "5", "--retries", "0", "--backoff", "0.01"]
 
 
-def write_config(tmp_path: Path, store_url: str, fleet: Fleet, own: dict[str, dict[str, Any]] | None = None) -> Path:
-    data: dict[str, Any] = {**BASE_CONFIG, "storage": {"url": store_url}}
-    data["partners"] = [
-        {"name": name, "base_url": fleet.url(name), **(own or {}).get(name, {})} for name in sorted(fleet.specs)
-    ]
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def harvester(config_file: Path, *args: str) -> Result:
-    return CliRunner().invoke(main, ["-c", str(config_file), *args], catch_exceptions=False)
-
-
-def lines(result: Result) -> dict[str, str]:
-    return {line.split(":", 1)[0]: line for line in result.stdout.splitlines()}
-
-
 def last_counts(config: Path, partner: str) -> dict[str, int]:
     """The counts of the partner's last run, as `history --json` gives them."""
-    history = json.loads(harvester(config, "history", partner, "--json").stdout)
+    history = json.loads(harvester_cli(config, "history", partner, "--json").stdout)
     counts: dict[str, int] = history["runs"][0]["counts"]
     return counts
 
@@ -81,8 +59,8 @@ def served(store_url: str, source: str) -> dict[str, tuple[int | None, str]]:
     Spec("lenient", records=4, page_size=5, cp1252=True),
 )
 def test_windows_1252_pages_are_read_as_windows_1252_and_counted(fleet: Fleet, tmp_path: Path, store_url: str) -> None:
-    config = write_config(tmp_path, store_url, fleet, {"lenient": {"quirks": {"lenient_xml": True}}})
-    result = harvester(config, "run", *FAST)
+    config = partners_config(tmp_path, store_url, fleet, {"lenient": {"quirks": {"lenient_xml": True}}})
+    result = harvester_cli(config, "run", *FAST)
     assert result.exit_code == 0, result.output
     for name, pages in (("latin", 3), ("lenient", 1)):
         stored = titles(store_url, name)
@@ -91,16 +69,16 @@ def test_windows_1252_pages_are_read_as_windows_1252_and_counted(fleet: Fleet, t
         counts = last_counts(config, name)
         assert (counts["recoded"], counts["undoubled"], counts["doubled"], counts["failed"]) == (pages, 0, 0, 0)
         assert counts["repaired"] == 0, "read as the bytes show, not repaired by the lenient parser"
-    assert "12 added; 3 page(s) recoded;" in lines(result)["latin"]
-    assert "4 added; 1 page(s) recoded;" in lines(result)["lenient"]
-    status = json.loads(harvester(config, "status", "--json").stdout)
+    assert "12 added; 3 page(s) recoded;" in by_partner(result)["latin"]
+    assert "4 added; 1 page(s) recoded;" in by_partner(result)["lenient"]
+    status = json.loads(harvester_cli(config, "status", "--json").stdout)
     assert {p["name"]: p["last_run"]["counts"]["recoded"] for p in status["partners"]} == {"latin": 3, "lenient": 1}
-    assert "3 page(s) recoded" in harvester(config, "history", "latin").stdout
+    assert "3 page(s) recoded" in harvester_cli(config, "history", "latin").stdout
 
     before = served(store_url, "latin")
-    again = harvester(config, "run", "--full", *FAST)
+    again = harvester_cli(config, "run", "--full", *FAST)
     assert again.exit_code == 0, again.output
-    assert "12 record(s): 12 unchanged; 3 page(s) recoded;" in lines(again)["latin"]
+    assert "12 record(s): 12 unchanged; 3 page(s) recoded;" in by_partner(again)["latin"]
     assert served(store_url, "latin") == before, "a second run changes nothing, datestamps included"
 
 
@@ -140,10 +118,10 @@ def test_a_page_whose_bytes_are_neither_is_refused_with_the_reason(
         fleet.url("neither"), params={"verb": "ListRecords", "resumptionToken": "1~~"}, timeout=10
     )
     at = second_page.content.index(CYRILLIC_1251.encode("ascii", "surrogateescape"))
-    config = write_config(tmp_path, store_url, fleet)
-    result = harvester(config, "run", *FAST)
+    config = partners_config(tmp_path, store_url, fleet)
+    result = harvester_cli(config, "run", *FAST)
     assert result.exit_code == 1, result.output
-    line = lines(result)["neither"]
+    line = by_partner(result)["neither"]
     assert line.startswith("neither: failed: 1 page(s), 5 record(s): 5 added;")
     assert (
         f"(ListRecords, HTTP 200): the page is declared UTF-8 in its XML declaration, but bytes {at:,} to {at + 5:,} "
@@ -152,12 +130,12 @@ def test_a_page_whose_bytes_are_neither_is_refused_with_the_reason(
         "refused"
     ) in line
     assert len(titles(store_url, "neither")) == 5, "the page before it is kept"
-    history = json.loads(harvester(config, "history", "neither", "--json").stdout)
+    history = json.loads(harvester_cli(config, "history", "neither", "--json").stdout)
     assert history["runs"][0]["outcome"] == "failed" and "bytes " in history["runs"][0]["reason"]
 
     before = served(store_url, "neither")
-    again = harvester(config, "run", *FAST)
-    assert again.exit_code == 1 and "0xcf 0xf0" in lines(again)["neither"]
+    again = harvester_cli(config, "run", *FAST)
+    assert again.exit_code == 1 and "0xcf 0xf0" in by_partner(again)["neither"]
     assert served(store_url, "neither") == before, "a second run changes nothing"
 
 
@@ -173,8 +151,8 @@ def test_titles_encoded_twice_are_undone_or_kept_and_counted(fleet: Fleet, tmp_p
     spec = fleet.specs["twice"]
     sent = {i.identifier: sent_title(spec, i) for i in items(spec)}
     assert sum("Ã" in t or "Å" in t for t in sent.values()) >= 10, "the partner does send text encoded twice"
-    config = write_config(tmp_path, store_url, fleet)
-    result = harvester(config, "run", *FAST)
+    config = partners_config(tmp_path, store_url, fleet)
+    result = harvester_cli(config, "run", *FAST)
     assert result.exit_code == 0, result.output
     for name in ("twice", "once"):
         assert titles(store_url, name) == fleet.expected(name).live
@@ -182,14 +160,14 @@ def test_titles_encoded_twice_are_undone_or_kept_and_counted(fleet: Fleet, tmp_p
     kept = stored.pop(items(spec)[4].identifier)
     assert kept == sent[items(spec)[4].identifier] and kept.endswith(MIXED_TAIL), "kept as sent: it cannot be undone"
     assert not [t for t in stored.values() if "Ã" in t or "Å" in t]
-    assert "12 added; 10 record(s) undoubled, 1 record(s) doubled;" in lines(result)["twice"]
-    assert "4 added; 3 record(s) undoubled;" in lines(result)["once"]
+    assert "12 added; 10 record(s) undoubled, 1 record(s) doubled;" in by_partner(result)["twice"]
+    assert "4 added; 3 record(s) undoubled;" in by_partner(result)["once"]
     counts = last_counts(config, "twice")
     assert (counts["undoubled"], counts["doubled"], counts["recoded"], counts["failed"]) == (10, 1, 0, 0)
 
     before = served(store_url, "twice")
-    again = harvester(config, "run", "--full", *FAST)
-    assert "12 unchanged; 10 record(s) undoubled, 1 record(s) doubled;" in lines(again)["twice"], again.output
+    again = harvester_cli(config, "run", "--full", *FAST)
+    assert "12 unchanged; 10 record(s) undoubled, 1 record(s) doubled;" in by_partner(again)["twice"], again.output
     assert served(store_url, "twice") == before, "a second run changes nothing, datestamps included"
 
 

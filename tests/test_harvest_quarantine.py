@@ -10,11 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from click.testing import CliRunner
-from conftest import BASE_CONFIG
 from fleet import LONG, NO_DATESTAMP, RESPONSE_DATE, UNPARSABLE, Fleet, Spec, items, verbs, with_specs
-from harvestkit import FAST_HARVEST, titles
+from harvestkit import FAST_HARVEST, partners_config, titles
 from prometheus_client import CollectorRegistry, generate_latest
 
 from harvester import harvest
@@ -161,14 +159,6 @@ def test_a_quarantined_record_listed_well_later_leaves_the_quarantine(store: Sto
 # ---- status, history, metrics -----------------------------------------------------------------------
 
 
-def write_config(tmp_path: Path, store_url: str, fleet: Fleet) -> Path:
-    data: dict[str, Any] = {**BASE_CONFIG, "storage": {"url": store_url}}
-    data["partners"] = [{"name": name, "base_url": fleet.url(name)} for name in sorted(fleet.specs)]
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
 @with_specs(Spec("shown", records=12, page_size=5, unparsable=frozenset({7}), no_datestamp=frozenset({2})))
 def test_status_history_and_metrics_show_the_quarantine(
     store: Store, store_url: str, fleet: Fleet, tmp_path: Path
@@ -176,7 +166,7 @@ def test_status_history_and_metrics_show_the_quarantine(
     run(store, fleet, "shown")
     spec = fleet.specs["shown"]
     seven, two = items(spec)[7].identifier, items(spec)[2].identifier
-    config = write_config(tmp_path, store_url, fleet)
+    config = partners_config(tmp_path, store_url, fleet)
     cli = CliRunner()
 
     text = cli.invoke(main, ["-c", str(config), "status"], catch_exceptions=False).stdout

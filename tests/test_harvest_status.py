@@ -15,11 +15,9 @@ from typing import Any
 
 import pytest
 import yaml
-from click.testing import CliRunner, Result
 from conftest import BASE_CONFIG
-from harvestkit import FakePartner, PagedPartner, list_records, record, xml
+from harvestkit import FakePartner, PagedPartner, harvester_cli, list_records, record, xml
 
-from harvester.cli import main
 from oaiserver.store import Store, acquire_lease, finish_run, start_run
 
 FAST = ["--timeout", "2", "--retries", "0", "--backoff", "0.01"]
@@ -112,12 +110,8 @@ def config_file(tmp_path: Path, store_url: str) -> Iterator[Path]:
         fake.__exit__()
 
 
-def harvester(config_file: Path, *args: str) -> Result:
-    return CliRunner().invoke(main, ["-c", str(config_file), *args], catch_exceptions=False)
-
-
 def as_json(config_file: Path, *args: str) -> Any:
-    result = harvester(config_file, *args, "--json")
+    result = harvester_cli(config_file, *args, "--json")
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -140,10 +134,10 @@ def check_run(run: dict[str, Any]) -> None:
 
 
 def test_status_json_after_real_harvests(config_file: Path) -> None:
-    assert harvester(config_file, "run", *FAST).exit_code == 1
+    assert harvester_cli(config_file, "run", *FAST).exit_code == 1
     flaky_first = as_json(config_file, "status")["partners"][2]
     assert flaky_first["checkpoint"] == {"from": None, "pages": 1, "records": 2}
-    assert harvester(config_file, "run", *FAST, "flaky").exit_code == 0
+    assert harvester_cli(config_file, "run", *FAST, "flaky").exit_code == 0
 
     status = as_json(config_file, "status")
     assert set(status) == {"now", "partners"} and ISO.match(status["now"])
@@ -210,10 +204,10 @@ def test_status_json_after_real_harvests(config_file: Path) -> None:
 
 
 def test_status_text_says_the_same(config_file: Path) -> None:
-    harvester(config_file, "run", *FAST)
+    harvester_cli(config_file, "run", *FAST)
     status = as_json(config_file, "status")
     good, broken, _, gone = status["partners"]
-    text = harvester(config_file, "status")
+    text = harvester_cli(config_file, "status")
     assert text.exit_code == 0
     lines = text.stdout.splitlines()
     assert "  records: 2 live, 1 deleted" in lines
@@ -237,7 +231,7 @@ def test_a_lease_and_an_overdue_schedule_are_shown(config_file: Path, store_url:
     assert ISO.match(entry["lease"]["expires"])
     assert entry["last_run"] is None and entry["last_error"] is None
     assert epoch(entry["next_run"]) == epoch(status["now"]) + 6 * 3600  # never harvested: one interval from now
-    assert "  being harvested by elsewhere:42 (lease until " in harvester(config_file, "status").stdout
+    assert "  being harvested by elsewhere:42 (lease until " in harvester_cli(config_file, "status").stdout
 
     # A run that started 7 hours ago, every 6 hours: no scheduler harvested it for too long.
     store = Store(store_url)
@@ -251,7 +245,7 @@ def test_a_lease_and_an_overdue_schedule_are_shown(config_file: Path, store_url:
         store.close()
     due = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started + 6 * 3600))
     assert as_json(config_file, "status")["partners"][0]["next_run"] == due
-    lines = harvester(config_file, "status").stdout.splitlines()
+    lines = harvester_cli(config_file, "status").stdout.splitlines()
     assert f"  next run: due since {due} (every 6 hours): is `harvester schedule` running?" in lines
 
 
@@ -262,5 +256,5 @@ def test_history_json_of_a_partner_never_harvested_and_of_an_unknown_one(config_
         "runs": [],
         "quarantine": {"count": 0, "records": []},
     }
-    unknown = harvester(config_file, "history", "nobody", "--json")
+    unknown = harvester_cli(config_file, "history", "nobody", "--json")
     assert unknown.exit_code == 1 and "unknown partner 'nobody'" in unknown.output

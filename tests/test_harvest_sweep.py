@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 import yaml
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 from conftest import BASE_CONFIG, NS, OAIClient, make_config
 from fleet import Fleet, Spec, items
-from harvestkit import FAST_HARVEST
+from harvestkit import FAST_HARVEST, harvester_cli, partners_config
 
 from harvester import harvest, sweep
 from harvester.cli import main
@@ -236,15 +236,8 @@ def test_an_incomplete_listing_applies_nothing(fleet: Fleet, store_url: str, sto
 
 
 def write_config(tmp_path: Path, store_url: str, fleet: Fleet) -> Path:
-    data: dict[str, Any] = {**BASE_CONFIG, "storage": {"url": store_url}}
-    data["partners"] = [{"name": name, "base_url": fleet.url(name), **WEEKLY} for name in sorted(fleet.specs)]
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def harvester(config_file: Path, *args: str) -> Result:
-    return CliRunner().invoke(main, ["-c", str(config_file), *args], catch_exceptions=False)
+    """Every partner of the fleet, each swept weekly."""
+    return partners_config(tmp_path, store_url, fleet, dict.fromkeys(fleet.specs, WEEKLY))
 
 
 def held_metric(store: Store, store_url: str) -> str:
@@ -258,12 +251,12 @@ def test_a_drop_over_max_drop_is_held_back_until_accepted(
     fleet: Fleet, tmp_path: Path, store_url: str, store: Store
 ) -> None:
     config = write_config(tmp_path, store_url, fleet)
-    first = harvester(config, "run", *FAST)
+    first = harvester_cli(config, "run", *FAST)
     assert first.exit_code == 0, first.output
     assert "  sweep: 12 listed, 0 of 12 live record(s) no longer listed: 0 turned into tombstones" in first.stdout
     fleet.next_run()  # half the records vanish
 
-    held = harvester(config, "run", "--sweep", *FAST)
+    held = harvester_cli(config, "run", "--sweep", *FAST)
     assert held.exit_code == 0, held.output
     assert (
         "  sweep held back: 6 listed, 6 of 12 live record(s) no longer listed (50%), more than max_drop 15%; "
@@ -271,22 +264,22 @@ def test_a_drop_over_max_drop_is_held_back_until_accepted(
     ) in held.stderr
     assert records_held(store, ["halved"])["halved"] == (12, 0), "nothing changed"
     assert held_metric(store, store_url) == 'harvest_sweep_held_records{partner="halved"} 6.0'
-    status = harvester(config, "status")
+    status = harvester_cli(config, "status")
     assert "  sweep held back since " in status.stdout and ": 6 of 12 live record(s) (50%) no longer listed" in (
         status.stdout
     )
-    shown = json.loads(harvester(config, "status", "--json").stdout)["partners"][0]["sweep"]
+    shown = json.loads(harvester_cli(config, "status", "--json").stdout)["partners"][0]["sweep"]
     assert shown["held"]["records"] == 6 and shown["held"]["share"] == 0.5 and shown["last_swept"] is not None
-    again = harvester(config, "run", *FAST)  # swept within the interval: not due, still held
+    again = harvester_cli(config, "run", *FAST)  # swept within the interval: not due, still held
     assert "sweep" not in again.output and held_metric(store, store_url).endswith(" 6.0")
 
-    accepted = harvester(config, "run", "halved", "--sweep", "--accept-drop", "halved", *FAST)
+    accepted = harvester_cli(config, "run", "halved", "--sweep", "--accept-drop", "halved", *FAST)
     assert accepted.exit_code == 0, accepted.output
     assert "  sweep: 6 listed, 6 of 12 live record(s) no longer listed: 6 turned into tombstones" in accepted.stdout
     assert records_held(store, ["halved"])["halved"] == (6, 6)
     assert held_metric(store, store_url) == 'harvest_sweep_held_records{partner="halved"} 0.0'
-    assert "held back" not in harvester(config, "status").stdout
-    history = harvester(config, "history", "halved").stdout
+    assert "held back" not in harvester_cli(config, "status").stdout
+    history = harvester_cli(config, "history", "halved").stdout
     assert "    sweep held back: 6 listed, 6 of 12 live record(s) no longer listed (50%)" in history
     assert "    sweep: 6 listed, 6 of 12 live record(s) no longer listed: 6 turned into tombstones" in history
 
@@ -322,7 +315,7 @@ def test_a_sweep_asked_for_after_a_failed_run_is_not_made(tmp_path: Path, store_
     data["partners"] = [{"name": "down", "base_url": "http://127.0.0.1:9/oai"}]  # nothing listens on port 9
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(data))
-    result = harvester(config, "run", "--sweep", *FAST)
+    result = harvester_cli(config, "run", "--sweep", *FAST)
     assert result.exit_code == 1
     assert "  sweep not made: the run failed (a sweep follows a run that read its lists to the end)" in result.stderr
 

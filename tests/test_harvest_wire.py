@@ -11,43 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from click.testing import CliRunner, Result
+from click.testing import Result
 from conftest import BASE_CONFIG, make_config
 from fleet import Fleet, Logged, Spec, crowd, with_specs
-from harvestkit import FAST_HARVEST
+from harvestkit import FAST_HARVEST, harvester_cli, partners_config
 
-from harvester.cli import main
 from harvester.schedule import HarvestScheduler
 from oaiserver.config import from_mapping
 from oaiserver.store import Store, harvest_history
 
 FAST = ["--timeout", "5", "--retries", "0", "--backoff", "0.01"]
 AGENT = "Aggregator/2 (+mailto:ops@aggregator.example.org)"
-
-
-def write_config(
-    tmp_path: Path,
-    store_url: str,
-    fleet: Fleet,
-    partners: dict[str, dict[str, Any]] | None = None,
-    **section: Any,
-) -> Path:
-    """A config.yaml harvesting every partner of `fleet`, each with the keys `partners` gives it,
-    and `section` as its `harvester:` section."""
-    data: dict[str, Any] = dict(BASE_CONFIG)
-    data["storage"] = {"url": store_url}
-    data["harvester"] = section
-    data["partners"] = [
-        {"name": name, "base_url": fleet.url(name), **(partners or {}).get(name, {})} for name in sorted(fleet.specs)
-    ]
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def harvester(config_file: Path, *args: str) -> Result:
-    return CliRunner().invoke(main, ["-c", str(config_file), *args], catch_exceptions=False)
 
 
 def outcomes(result: Result) -> dict[str, str]:
@@ -74,8 +48,8 @@ def most_at_once(entries: list[Logged], took: float) -> int:
 def test_every_request_has_the_configured_user_agent_and_the_partners_headers(
     fleet: Fleet, tmp_path: Path, store_url: str
 ) -> None:
-    config = write_config(tmp_path, store_url, fleet, {"a": {"headers": {"X-Api-Key": "k1"}}}, user_agent=AGENT)
-    result = harvester(config, "run", *FAST)
+    config = partners_config(tmp_path, store_url, fleet, {"a": {"headers": {"X-Api-Key": "k1"}}}, user_agent=AGENT)
+    result = harvester_cli(config, "run", *FAST)
     assert result.exit_code == 0, result.output
     sent = fleet.requests("a") + fleet.requests("b")
     assert len(fleet.requests("a")) == 3 and len(fleet.requests("b")) == 1
@@ -104,7 +78,7 @@ def test_a_partners_timeout_and_retries_win_over_the_commands(fleet: Fleet, tmp_
         "hasty": {"mode": "list_records"},  # under auto, the 503 would then be asked of ListIdentifiers
         "slow": {"timeout": 0.3, "retries": 0},
     }
-    result = harvester(write_config(tmp_path, store_url, fleet, own), "run", *FAST)
+    result = harvester_cli(partners_config(tmp_path, store_url, fleet, own), "run", *FAST)
     lines = outcomes(result)
     assert result.exit_code == 1
     assert lines["patient"].startswith("patient: success")
@@ -118,15 +92,15 @@ def test_basic_auth_with_the_password_from_the_environment(
     fleet: Fleet, tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     auth = {"private": {"auth": {"username": "harvest", "password_env": "FLEET_PRIVATE_PASSWORD"}}}
-    config = write_config(tmp_path, store_url, fleet, auth)
+    config = partners_config(tmp_path, store_url, fleet, auth)
     monkeypatch.setenv("FLEET_PRIVATE_PASSWORD", "s3cret-pw")
-    result = harvester(config, "run", *FAST)
+    result = harvester_cli(config, "run", *FAST)
     assert result.exit_code == 0, result.output
     assert [e.status for e in fleet.requests("private")] == [200]
     assert fleet.requests("private")[0].headers["Authorization"].startswith("Basic ")
     assert "Authorization" not in fleet.requests("open")[0].headers
-    status = harvester(config, "status")
-    history = harvester(config, "history", "private", "--json")
+    status = harvester_cli(config, "status")
+    history = harvester_cli(config, "history", "private", "--json")
     assert all("s3cret" not in text for text in (result.output, status.output, history.output))
 
 
@@ -135,9 +109,9 @@ def test_a_missing_password_variable_fails_that_partner_only(
     fleet: Fleet, tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     auth = {"private": {"auth": {"username": "harvest", "password_env": "FLEET_PRIVATE_PASSWORD"}}}
-    config = write_config(tmp_path, store_url, fleet, auth)
+    config = partners_config(tmp_path, store_url, fleet, auth)
     monkeypatch.delenv("FLEET_PRIVATE_PASSWORD", raising=False)
-    result = harvester(config, "run", *FAST)
+    result = harvester_cli(config, "run", *FAST)
     lines = outcomes(result)
     assert result.exit_code == 1
     assert lines["open"].startswith("open: success")
@@ -154,8 +128,8 @@ def test_a_missing_password_variable_fails_that_partner_only(
 
 @with_specs(Spec("gentle", records=15, page_size=5))
 def test_request_interval_spaces_a_partners_requests(fleet: Fleet, tmp_path: Path, store_url: str) -> None:
-    config = write_config(tmp_path, store_url, fleet, {"gentle": {"request_interval": 0.4}})
-    result = harvester(config, "run", *FAST)
+    config = partners_config(tmp_path, store_url, fleet, {"gentle": {"request_interval": 0.4}})
+    result = harvester_cli(config, "run", *FAST)
     assert result.exit_code == 0, result.output
     times = [entry.at for entry in fleet.requests("gentle")]
     assert len(times) == 3
@@ -167,7 +141,7 @@ def test_request_interval_spaces_a_partners_requests(fleet: Fleet, tmp_path: Pat
 
 @with_specs(*crowd(6, hosts=[1] * 6, delay=0.5, records=10, page_size=5))
 def test_jobs_partners_are_harvested_at_once(fleet: Fleet, tmp_path: Path, store_url: str) -> None:
-    result = harvester(write_config(tmp_path, store_url, fleet, jobs=3), "run", *FAST)
+    result = harvester_cli(partners_config(tmp_path, store_url, fleet, jobs=3), "run", *FAST)
     assert result.exit_code == 0, result.output
     assert len(result.stdout.splitlines()) == 6  # one line per partner, as each finishes
     assert all(": success: 2 page(s), 10 record(s)" in line for line in result.stdout.splitlines())
@@ -178,7 +152,7 @@ def test_jobs_partners_are_harvested_at_once(fleet: Fleet, tmp_path: Path, store
 def test_per_host_caps_the_requests_at_once_to_a_host_across_partners(
     fleet: Fleet, tmp_path: Path, store_url: str
 ) -> None:
-    result = harvester(write_config(tmp_path, store_url, fleet, jobs=6, per_host=2), "run", *FAST)
+    result = harvester_cli(partners_config(tmp_path, store_url, fleet, jobs=6, per_host=2), "run", *FAST)
     assert result.exit_code == 0, result.output
     assert fleet.peak(host=0) == 2
     assert len(fleet.log) == 12
@@ -187,8 +161,8 @@ def test_per_host_caps_the_requests_at_once_to_a_host_across_partners(
 @with_specs(*crowd(3, hosts=[3], records=5, page_size=5))
 def test_a_hosts_retry_after_holds_back_every_partner_on_it(fleet: Fleet, tmp_path: Path, store_url: str) -> None:
     fleet.refuse(0, 1, retry_after=2)
-    config = write_config(tmp_path, store_url, fleet, jobs=3, per_host=1)
-    result = harvester(config, "run", "--timeout", "5", "--retries", "1", "--backoff", "0.01")
+    config = partners_config(tmp_path, store_url, fleet, jobs=3, per_host=1)
+    result = harvester_cli(config, "run", "--timeout", "5", "--retries", "1", "--backoff", "0.01")
     assert result.exit_code == 0, result.output
     (refused,) = [e for e in fleet.log if e.status == 503]
     after = [e for e in fleet.log if e.status == 200]
@@ -217,7 +191,7 @@ def test_the_scheduler_harvests_jobs_partners_at_once(fleet: Fleet, store: Store
 def test_a_job_takes_a_partner_of_a_host_with_room_first(fleet: Fleet, tmp_path: Path, store_url: str) -> None:
     """p000 to p003 share host 0 (one request at a time), listed first: three jobs take p000,
     p004 and p005, not three partners of host 0 of which two would only wait."""
-    result = harvester(write_config(tmp_path, store_url, fleet, jobs=3, per_host=1), "run", *FAST)
+    result = harvester_cli(partners_config(tmp_path, store_url, fleet, jobs=3, per_host=1), "run", *FAST)
     assert result.exit_code == 0, result.output
     first = {name: fleet.requests(name)[0].at for name in fleet.specs}
     assert abs(first["p004"] - first["p000"]) < 0.6 and abs(first["p005"] - first["p000"]) < 0.6

@@ -13,7 +13,6 @@ import ipaddress
 import logging
 import re
 import shutil
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,7 +22,7 @@ from urllib.parse import urljoin, urlsplit
 import lxml.html
 import pytest
 import requests
-from conftest import NS, Clock, LiveServer, make_config, validate
+from conftest import NS, Clock, LiveServer, Threaded, make_config, validate
 from lxml import etree
 
 from oaiserver import create_app, proxy
@@ -35,7 +34,7 @@ SEEDS = Path(__file__).parent.parent / "seeds"
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
 
-class ReverseProxy:
+class ReverseProxy(Threaded):
     """`/repo/...` on its own port, forwarded to a backend; anything else is a 404, as from a
     proxy that serves the repository under one location only."""
 
@@ -79,18 +78,8 @@ class ReverseProxy:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_port
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> ReverseProxy:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.thread.join(10)
-        self.server.server_close()
+        self.serve(ThreadingHTTPServer(("127.0.0.1", 0), Handler))
+        self.port = self.server.server_address[1]
 
 
 @dataclass
