@@ -380,13 +380,19 @@ def test_a_harvest_does_not_overwrite_a_record_another_source_took_meanwhile(
     clock.tick(10)
     real_hash = rows.content_hash
     taken = threading.Event()
+    landed = threading.Event()
+
+    def local_write() -> None:
+        store.write([make_record("x", "Local now")])
+        landed.set()
 
     def hash_then_interleave(record: Record, encoded: dict[str, bytes] | None = None) -> str:
         if record.source == "partner" and not taken.is_set():
             taken.set()  # the batch has read the row (source "partner"); now a local write lands
-            thread = threading.Thread(target=lambda: store.write([make_record("x", "Local now")]))
+            thread = threading.Thread(target=local_write)
             thread.start()
-            thread.join(10)
+            thread.join(300)  # a deadline against a hang, not a speed: a busy machine is slow
+            assert landed.is_set(), "the local write did not land while the harvest's batch was open"
         return real_hash(record, encoded)
 
     monkeypatch.setattr(rows, "content_hash", hash_then_interleave)
