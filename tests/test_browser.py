@@ -369,7 +369,10 @@ def test_the_form_asks_what_a_person_chooses(browser: Any, site: tuple[str, Stor
     Select(browser.find_element(By.NAME, "set")).select_by_value("c")
     browser.find_element(By.NAME, "until").send_keys("2030-01-01")
     shot(browser, "form-390")
+    from selenium.webdriver.support.wait import WebDriverWait
+
     browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+    WebDriverWait(browser, 60).until(lambda d: "verb=ListIdentifiers" in d.current_url)  # the next page, not this one
     assert browser.find_element(By.TAG_NAME, "h1").text == "ListIdentifiers"
     rows = browser.find_elements(By.CSS_SELECTOR, "ol.records > li")
     assert {r.get_attribute("data-identifier") for r in rows} == {"oai:test.example.org:hostile", LONG_ID}
