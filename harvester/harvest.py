@@ -680,7 +680,8 @@ class _Run:
         why = watch.see(ready.identifiers, token=page.token, complete_list_size=page.complete_list_size)
         if why is not None:
             raise err.ListLoopError(
-                f"{self.partner.name}: the list goes round: {why}; ended after {watch.pages} page(s) of this list{_KEPT}"
+                f"{self.partner.name}: the list goes round: {why}; "
+                f"ended after {watch.pages} page(s) of this list{_KEPT}"
             )
 
     def _list_args(self, client: Client, spec: str | None) -> dict[str, str]:

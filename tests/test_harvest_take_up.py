@@ -97,7 +97,9 @@ def test_a_token_expiring_at_page_3(store: Store, fleet: Fleet) -> None:
     assert_second_run_changes_nothing(store, fleet, "expiring", {"Identify": 1, "ListRecords": 1})
 
 
-DAYS_NOTE = "it refused a time in `from` (badArgument) though its Identify says seconds: listed with days, and remembered"
+DAYS_NOTE = (
+    "it refused a time in `from` (badArgument) though its Identify says seconds: listed with days, and remembered"
+)
 
 
 @with_specs(Spec("days", records=30, page_size=5, expire_after=2, refuse_times=True))

@@ -194,8 +194,10 @@ def _sweep_table(conn: Connection) -> None:
 
 
 def _learned(conn: Connection) -> None:
-    """Migration 6: what the harvester learned of each partner (harvest_state.learned)."""
-    conn.execute(sa.text("ALTER TABLE harvest_state ADD COLUMN learned TEXT"))
+    """Migration 6: what the harvester learned of each partner (harvest_state.learned). A store
+    whose tables migration 1 made from this module's tables has it already."""
+    if "learned" not in {c["name"] for c in sa.inspect(conn).get_columns("harvest_state")}:
+        conn.execute(sa.text("ALTER TABLE harvest_state ADD COLUMN learned TEXT"))
 
 
 # Schema changes, numbered, applied in order. A new store is made from the tables above, which
