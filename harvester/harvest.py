@@ -773,7 +773,7 @@ class _Run:
             save_run_counts_in(conn, self.run_id, {**asdict(counts), "failures": kept})
         delta = window - self.window
         self.cp, self.window, self.counts = checkpoint, window, counts
-        self._seen_page(converted, taken_up, ended=page.token is None)
+        self._seen_page(ready, taken_up)
         for where, why in failures:
             report_log.warning("%s: record %s not harvested: %s", name, where, why)
         self.failures.extend(failures)
@@ -799,17 +799,19 @@ class _Run:
         if self.on_page is not None:
             self.on_page(name, self.counts, page)
 
-    def _seen_page(self, converted: Converted, taken_up: bool, *, ended: bool) -> None:
+    def _seen_page(self, ready: Ready, taken_up: bool) -> None:
         """What a take-up needs of a committed page: the list's latest datestamp, and its cost."""
         self.list_pages += 1
         self.take_up.requests += 1 if taken_up else 0
-        sent = [(r.provenance or {}).get("datestamp") for r in converted.records]
-        sent += [json.loads(p.provenance).get("datestamp") if p.provenance else None for p in converted.prepared]
+        converted, sent = ready.converted, ready.datestamps
+        if sent is None:
+            sent = [(r.provenance or {}).get("datestamp") for r in converted.records]
+            sent += [json.loads(p.provenance).get("datestamp") if p.provenance else None for p in converted.prepared]
         for text in sent:
             stamp = _parsed(text)
             if stamp is not None and (self.list_latest is None or stamp > self.list_latest):
                 self.list_latest = stamp
-        if ended:
+        if ready.page.token is None:
             self.taking_up = False
 
     def _warn_repairs(self, page: Page, converted: Converted) -> None:

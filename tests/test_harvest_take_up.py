@@ -133,3 +133,19 @@ def test_a_partner_refusing_times_is_harvested_with_days_and_that_is_remembered(
     assert "  from in days: it refused a time in `from` (badArgument) though its Identify says seconds" in status.stdout
     history = harvester_cli(config, "history", "days")
     assert DAYS_NOTE in history.stdout
+
+
+@with_specs(Spec("byid", records=30, page_size=5, expire_after=2))
+def test_a_token_expiring_in_a_list_of_identifiers(store: Store, fleet: Fleet) -> None:
+    """The same take-ups by ListIdentifiers (mode identifiers), from the datestamps its headers give:
+    a record listed again that we hold at its datestamp is not asked for again."""
+    report = harvest.run(store, Partner("byid", fleet.url("byid"), mode="identifiers"), settings=FAST_HARVEST)
+    assert verbs(fleet, "byid") == {"ListIdentifiers": 11, "Identify": 1, "GetRecord": 30}
+    assert_complete(
+        store,
+        fleet,
+        "byid",
+        report,
+        "the partner refused the token for page 3 (badResumptionToken): taken up from 2024-01-01T20:00:00Z, "
+        "then 2024-01-02T16:00:00Z, then 2024-01-03T12:00:00Z; 3 list(s), 9 request(s)",
+    )
