@@ -359,6 +359,8 @@ class _Run:
         self.taking_up = False  # the list being read is one taken up
         self.list_latest: int | None = None  # the latest datestamp the list being read gave
         self.list_pages = 0  # the pages of the list being read
+        self.list_ordered = True  # its records came in datestamp order
+        self.list_seen: set[int] = set()  # hash() of the identifiers it gave
         self.granularity: str | None = None  # of `from` values: asked of Identify when one is first sent
         self.notes: list[str] = []  # what the run's outcome also says
 
@@ -564,6 +566,7 @@ class _Run:
         watch = ListWatch(self.settings.loops)
         token = self.cp["token"]
         self.list_latest, self.list_pages, from_token = None, 0, token is not None
+        self.list_ordered, self.list_seen = True, set()
         self.cp = {**self.cp, "from_token": from_token}
         if self.cp.get("path") == IDENTIFIERS:
             pages = per_record.pages(client, self.partner, self._held, token=token, args=args)
@@ -634,6 +637,7 @@ class _Run:
                 latest=self.list_latest,
                 granularity=self.granularity or SECONDS,
                 from_token=bool(self.cp.get("from_token")),
+                ordered=self.list_ordered,
             )
         except CannotTakeUp as why:
             name = self.partner.name
@@ -800,17 +804,19 @@ class _Run:
             self.on_page(name, self.counts, page)
 
     def _seen_page(self, ready: Ready, taken_up: bool) -> None:
-        """What a take-up needs of a committed page: the list's latest datestamp, and its cost."""
+        """What a take-up needs of a committed page: the list's latest datestamp, whether its new
+        records came in datestamp order (one it gave again, going round, does not count), and its cost."""
         self.list_pages += 1
         self.take_up.requests += 1 if taken_up else 0
-        converted, sent = ready.converted, ready.datestamps
-        if sent is None:
-            sent = [(r.provenance or {}).get("datestamp") for r in converted.records]
-            sent += [json.loads(p.provenance).get("datestamp") if p.provenance else None for p in converted.prepared]
-        for text in sent:
+        for identifier, text in _listed(ready):
             stamp = _parsed(text)
-            if stamp is not None and (self.list_latest is None or stamp > self.list_latest):
-                self.list_latest = stamp
+            if stamp is None or hash(identifier) in self.list_seen:
+                continue
+            if len(self.list_seen) < self.settings.loops.remembered:  # as the loop watch, at most
+                self.list_seen.add(hash(identifier))
+            if self.list_latest is not None and stamp < self.list_latest:
+                self.list_ordered = False
+            self.list_latest = stamp if self.list_latest is None else max(stamp, self.list_latest)
         if ready.page.token is None:
             self.taking_up = False
 
@@ -859,6 +865,17 @@ class _Written(NamedTuple):
     failures: list[tuple[str, str]]  # (identifier as shown, or place on the page; why), for the report
     quarantined: set[str]  # identifiers put in quarantine
     unnamed: int  # failures without an identifier: not quarantined
+
+
+def _listed(ready: Ready) -> list[tuple[str, str | None]]:
+    """(identifier, datestamp as the partner sent it) of each record of a page, in its order."""
+    if ready.datestamps is not None:  # ListIdentifiers: its headers
+        return list(zip(ready.identifiers, ready.datestamps, strict=False))
+    converted = ready.converted
+    listed = [(r.identifier, (r.provenance or {}).get("datestamp")) for r in converted.records]
+    for p in converted.prepared:  # their provenance went through the worker as JSON
+        listed.append((p.record.identifier, json.loads(p.provenance).get("datestamp") if p.provenance else None))
+    return listed
 
 
 def _parsed(datestamp: str | None) -> int | None:

@@ -15,7 +15,10 @@ are not rewritten (a datestamp means change). The rules, one per outcome of the 
   past it, which ends the list when nothing is left (noRecordsMatch);
 * it gave nothing: a token kept from an earlier run (a checkpoint) is taken up once from the
   window's `from`; otherwise the list cannot be finished, and the run fails with the reason;
-* it gave only records before its `from`: the partner ignores `from`; the run fails.
+* it gave only records before its `from`: the partner ignores `from`; the run fails;
+* its records did not come in datestamp order (a list in the order of the partner's own ids):
+  taking it up from a datestamp could skip records, so the run fails, losing nothing (walking
+  such a list by halving date windows with `until` is not done yet).
 
 So each take-up starts strictly later than the one before, and the walk ends. It is also
 bounded in requests: a run spends at most `BUDGET` requests (1,000) on lists taken up, the
@@ -47,16 +50,26 @@ class TakeUp:
     first: str | None = None  # the first fault, as the run's note says it
 
     def next_from(
-        self, fault: str, *, start: int | None, latest: int | None, granularity: str, from_token: bool
+        self,
+        fault: str,
+        *,
+        start: int | None,
+        latest: int | None,
+        granularity: str,
+        from_token: bool,
+        ordered: bool = True,
     ) -> int | None:
         """The `from` (seconds) to take a list up at, after it ended by `fault` having started at
         `start` (None: the beginning) and given records up to `latest` (None: none); a list
-        that began at a kept token (`from_token`) is taken up at `start` once. Raises
+        that began at a kept token (`from_token`) is taken up at `start` once; one whose records
+        did not come in datestamp order (`ordered` false) cannot be taken up from a datestamp. Raises
         CannotTakeUp when none can be (see the module's docstring)."""
         if self.requests >= self.budget:
             raise CannotTakeUp(
                 f"{fault}; taking the list up stopped after {self.requests} requests (at most {self.budget})"
             )
+        if not ordered:
+            raise CannotTakeUp(f"{fault}; its records do not come in datestamp order, so it cannot be taken up")
         if latest is None:
             if from_token and not self.froms:
                 return start

@@ -117,6 +117,7 @@ class Spec:
     repeat_last_token: bool = False  # the last page carries the token that asked for it
     loop_to: int | None = None  # the last page's token leads back to this page
     loop_at: int | None = None  # ... or this page's token does (the pages after it are never reached)
+    newest_first: bool = False  # lists give the latest records first (not in datestamp order)
     expire_after: int | None = None  # a token for page K or later is a badResumptionToken
     refuse_times: bool = False  # a time in from/until is a badArgument, though Identify says seconds
     # Served in run 0 only, then gone without a tombstone (a partner that deletes quietly: its
@@ -549,6 +550,8 @@ class _Partner:
         ]
         if not chosen:
             return self.fail("noRecordsMatch", "no records in this range", args)
+        if spec.newest_first:
+            chosen.reverse()
         size = spec.page_size
         pages = -(-len(chosen) // size)
         if page >= pages:

@@ -149,3 +149,16 @@ def test_a_token_expiring_in_a_list_of_identifiers(store: Store, fleet: Fleet) -
         "the partner refused the token for page 3 (badResumptionToken): taken up from 2024-01-01T20:00:00Z, "
         "then 2024-01-02T16:00:00Z, then 2024-01-03T12:00:00Z; 3 list(s), 9 request(s)",
     )
+
+
+@with_specs(Spec("unordered", records=30, page_size=5, expire_after=2, newest_first=True))
+def test_a_list_not_in_datestamp_order_is_not_taken_up_from_a_datestamp(store: Store, fleet: Fleet) -> None:
+    """Taken up from its latest datestamp, a list giving its newest records first would skip the
+    older ones: the run fails with the reason, keeps the 20 records it got, and `from` stays."""
+    report = run(store, fleet, "unordered")
+    assert verbs(fleet, "unordered") == {"ListRecords": 3}
+    assert report.outcome == "failed" and "do not come in datestamp order" in (report.reason or "")
+    assert "badResumptionToken" in (report.reason or "")
+    assert set(titles(store, "unordered")) == set(list(fleet.expected("unordered").live)[20:])
+    state = harvest_state_of(store, "unordered")
+    assert state.next_from is None and state.checkpoint is None
