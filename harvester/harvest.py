@@ -711,7 +711,7 @@ class _Run:
         if self.granularity is None:
             try:
                 self.granularity = client.identify().granularity
-            except (err.ResponseError, err.PartnerOAIError) as exc:
+            except (err.ResponseError, err.HTTPStatusError, err.PartnerOAIError) as exc:
                 log.warning(
                     "%s: Identify is unusable (%s); using days, which every repository supports", self.partner.name, exc
                 )
