@@ -542,6 +542,7 @@ def _partner_status(
         "sets": list(partner.sets),
         "records": {"live": records.live, "deleted": records.deleted},
         "next_from": state.next_from or partner.from_date,
+        "learned": state.learned,
         "checkpoint": checkpoint,
         "schedule": partner.schedule or None,
         "next_run": _iso(
@@ -622,6 +623,8 @@ def _print_status(entry: dict[str, Any], now: int) -> None:
     records = entry["records"]
     click.echo(f"  records: {records['live']:,} live, {records['deleted']:,} deleted")
     click.echo(f"  next from: {entry['next_from'] or 'the beginning (full harvest)'}")
+    if (entry.get("learned") or {}).get("granularity") == "days":
+        click.echo(f"  from in days: {entry['learned']['why']} (learned at {_iso(entry['learned']['since'])})")
     if entry["checkpoint"]:
         cp = entry["checkpoint"]
         click.echo(

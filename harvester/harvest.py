@@ -5,8 +5,14 @@
   starts at the configured `from`. The `from` moves only when a run succeeds.
 * Each page's records and the checkpoint (the next resumption token, the counts) are
   committed in one transaction, under the partner's lease, renewed in that transaction. A
-  crash loses nothing: the next run resumes from the checkpoint token. A token the partner
-  rejects (expired, or forgotten after a restart) restarts the list from the run's `from`.
+  crash loses nothing: the next run resumes from the checkpoint token.
+* A list ended by a token fault (its token comes back, it goes round, the partner rejects a
+  token: expired, or forgotten after a restart) is taken up from the latest datestamp it gave,
+  bounded in requests (harvester.takeup); the run's note says how, and a run that finished its
+  window so is complete and moves `from` on.
+* A partner whose Identify claims seconds but that refuses a time in `from` (badArgument) is
+  listed with days; that is remembered for it (harvest_state.learned), so later runs send days
+  at once, without asking Identify.
 * Writes are upserts by identifier and unchanged content keeps its datestamp, so harvesting
   a page twice changes nothing.
 * Never stalled by one record. A record that cannot be read, is refused by the checks or
@@ -32,8 +38,8 @@
   whose bytes are Windows-1252 are `recoded`, Dublin Core encoded twice is `undoubled`, and
   what looks encoded twice but cannot be undone exactly is kept and counted `doubled`, each
   with a warning naming the page or the record. A page whose bytes are not text is refused.
-* A list that goes round (harvester.loops) is ended: the run fails with the reason, keeps
-  what it wrote, and leaves `from` where it was. A responseDate further ahead of our clock
+* A list that cannot be taken up (harvester.takeup) fails the run with the reason; it keeps
+  what it wrote and leaves `from` where it was. A responseDate further ahead of our clock
   than `clock_skew` is not taken as the next `from`.
 * A store that fails under a run fails it on one line; if the run cannot even be marked
   failed, `settle_runs` (called by `harvester status` and `history`) marks it later.
@@ -63,6 +69,7 @@ from harvester.completeness import SHORT, Completeness, judge, see_page
 from harvester.convert import Converted, named
 from harvester.loops import ListWatch, LoopLimits
 from harvester.pipeline import Pipeline, Ready
+from harvester.takeup import BUDGET, CannotTakeUp, TakeUp
 from oaiserver.config import ConfigError, Partner
 from oaiserver.records import DAY, SECONDS, format_datestamp, parse_datestamp, shown_identifier
 from oaiserver.store import (
@@ -75,6 +82,7 @@ from oaiserver.store import (
     harvest_history,
     harvest_state_of,
     harvested_datestamps,
+    learn,
     leases,
     quarantine_in,
     quarantined,
@@ -103,7 +111,7 @@ EXIT_CODES = {SUCCESS: 0, PARTIAL: 2, FAILED: 1}
 class HarvestSettings:
     client: ClientSettings = field(default_factory=ClientSettings)
     lease_ttl: int = 900  # seconds a lease lasts unless renewed (it is renewed with every page)
-    max_restarts: int = 2  # rejected tokens restart the list at most this often per run
+    take_up_budget: int = BUDGET  # requests a run may spend on lists taken up (harvester.takeup)
     max_failures_kept: int = 50  # failed records named in the run history (all are counted)
     # Lists of more than one page are converted in a worker process (harvester.pipeline), the
     # previous page being written meanwhile: about 1.3 times the records a second on 2 cores.
@@ -132,7 +140,7 @@ class Counts:
     recovered: int = 0  # quarantined records that GetRecord harvested at the start of a run
     repaired: int = 0  # records the lenient parser had to repair (quirk lenient_xml)
     without_dc: int = 0  # records without Dublin Core: stored, not republished
-    restarts: int = 0  # lists restarted because the partner rejected a token
+    restarts: int = 0  # lists taken up after a token fault (harvester.takeup)
     # Text (harvester.encodings): pages declared UTF-8 whose bytes were not, read as Windows-1252;
     # records whose Dublin Core was UTF-8 encoded twice, undone; records that keep text looking so.
     recoded: int = 0  # pages
@@ -347,6 +355,14 @@ class _Run:
         self.quarantined: set[str] = set()  # identifiers this run put in quarantine
         self.fallen: tuple[err.HarvestError, int] | None = None  # why ListRecords was left, and when (pages)
         self.run_id: int | None = None
+        self.take_up = TakeUp(budget=settings.take_up_budget)
+        self.taking_up = False  # the list being read is one taken up
+        self.list_latest: int | None = None  # the latest datestamp the list being read gave
+        self.list_pages = 0  # the pages of the list being read
+        self.list_ordered = True  # its records came in datestamp order
+        self.list_seen: set[int] = set()  # hash() of the identifiers it gave
+        self.granularity: str | None = None  # of `from` values: asked of Identify when one is first sent
+        self.notes: list[str] = []  # what the run's outcome also says
 
     def now(self) -> int:
         return int(self.clock())
@@ -407,6 +423,8 @@ class _Run:
                 "path": IDENTIFIERS if self.partner.mode == IDENTIFIERS else LIST_RECORDS,
             }
         self.cp = checkpoint
+        if (state.learned or {}).get("granularity") == "days":
+            self.granularity = DAY
         self.window = Counts.from_dict(checkpoint["counts"])
         self.run_id = start_run(
             self.store, name, self.owner, started=self.now(), from_date=checkpoint["from"], resumed=self.resumed
@@ -425,6 +443,7 @@ class _Run:
         notes = [f"{self.window.repaired} record(s) repaired by the lenient parser"] if self.window.repaired else []
         if self.window.quarantined:
             notes.append(self._quarantine_note())
+        notes += [n for n in (self.take_up.note(), *self.notes) if n]
         if self.fallen is not None:  # said once, in the run's line (the error names the partner's URL)
             notes.append(
                 f"harvested by ListIdentifiers and GetRecord, ListRecords failing ({self.fallen[0]}); "
@@ -520,20 +539,18 @@ class _Run:
                 grace=settings.stop_grace,
             ) as pipeline,
         ):
-            from_arg = self._from_argument(client) if self.cp["from"] else None
+            if self.cp["from"]:
+                self._from_text(client, self.cp["from"])  # a bad `from` fails before anything is asked
             self._retry_quarantined(client)
             targets: list[str | None] = [*partner.sets] or [None]
             while self.cp["set"] < len(targets):
-                args = {"metadataPrefix": partner.metadata_prefix}
-                if from_arg:
-                    args["from"] = from_arg
-                spec = targets[self.cp["set"]]
-                if spec:
-                    args["set"] = spec
+                args = self._list_args(client, targets[self.cp["set"]])
                 try:
                     self._list(client, pipeline, args)
-                except err.BadResumptionToken as exc:
-                    self._restart(exc)
+                except (err.ListLoopError, err.BadResumptionToken) as exc:
+                    self._take_up(exc)
+                except err.BadArgument as exc:
+                    self._to_days(exc, args)
                 except per_record.FALLBACK_FAULTS as exc:
                     self._fall_back(exc)  # the next turn lists it by ListIdentifiers
 
@@ -548,6 +565,9 @@ class _Run:
         """One list, from the checkpoint's token, by the checkpoint's path, page after page."""
         watch = ListWatch(self.settings.loops)
         token = self.cp["token"]
+        self.list_latest, self.list_pages, from_token = None, 0, token is not None
+        self.list_ordered, self.list_seen = True, set()
+        self.cp = {**self.cp, "from_token": from_token}
         if self.cp.get("path") == IDENTIFIERS:
             pages = per_record.pages(client, self.partner, self._held, token=token, args=args)
         else:
@@ -597,19 +617,49 @@ class _Run:
                 self.window.recovered += 1
                 log.info("%s: quarantined record %s harvested by GetRecord", self.partner.name, entry.identifier)
 
-    def _restart(self, exc: err.BadResumptionToken) -> None:
-        """A rejected token: the list again from the run's `from`, as long as that is allowed."""
-        if self.cp["token"] is None:
-            raise exc
-        if self.counts.restarts >= self.settings.max_restarts:
-            raise err.HarvestError(
-                f"{self.partner.name}: the partner rejected resumption tokens "
-                f"{self.counts.restarts + 1} times in this run; last time: {exc}"
-            ) from None
-        log.warning("%s: %s; restarting the list from %s", self.partner.name, exc, self.cp["from"] or "the start")
+    def _take_up(self, exc: err.HarvestError) -> None:
+        """A list ended by a token fault: taken up later in the window (harvester.takeup), or the
+        run fails (ListLoopError: the next run lists the window afresh)."""
+        if isinstance(exc, err.BadResumptionToken) and self.cp["token"] is None:
+            raise exc  # refused without a token: no token fault
+        n = self.list_pages
+        fault = {
+            err.RepeatedTokenError: f"the list repeated its token after page {n}",
+            err.BadResumptionToken: f"the partner refused the token for page {n + 1} (badResumptionToken)",
+        }.get(type(exc), f"the list went round at page {n}")
+        start = self.cp.get("list_from")
+        if start is None and self.cp["from"]:
+            start = parse_datestamp(self.cp["from"])[0]
+        try:
+            at = self.take_up.next_from(
+                fault,
+                start=start,
+                latest=self.list_latest,
+                granularity=self.granularity or SECONDS,
+                from_token=bool(self.cp.get("from_token")),
+                ordered=self.list_ordered,
+            )
+        except CannotTakeUp as why:
+            name = self.partner.name
+            detail = str(exc).removeprefix(f"{name}: ").removesuffix(_KEPT)
+            raise err.ListLoopError(f"{name}: {why}: {detail}{_KEPT}") from None
+        sent = "the start" if at is None else format_datestamp(at)[: 10 if self.granularity == DAY else None]
+        log.warning("%s: %s: %s; taken up from %s", self.partner.name, fault, exc, sent)
+        self.take_up.took(fault, sent)
         self.counts.restarts += 1
         self.window.restarts += 1
-        self.cp = {**self.cp, "token": None}
+        self.taking_up = True
+        self.cp = {**self.cp, "token": None, "list_from": at}
+
+    def _to_days(self, exc: err.BadArgument, args: dict[str, str]) -> None:
+        """A `from` with a time refused: the partner is listed with days, now and from now on."""
+        if "T" not in args.get("from", "") or self.granularity == DAY:
+            raise exc
+        self.granularity = DAY
+        why = "it refused a time in `from` (badArgument) though its Identify says seconds"
+        learn(self.store, self.partner.name, {"granularity": "days", "since": self.now(), "why": why}, self.now())
+        log.warning("%s: %s: %s; listed with days from now on", self.partner.name, why, exc)
+        self.notes.append(f"{why}: listed with days, and remembered")
 
     def _write(self, conn: sa.Connection, stamp: int, converted: Converted) -> _Written:
         """A page's records written in the page's transaction; those that fail and have an
@@ -634,27 +684,40 @@ class _Run:
         why = watch.see(ready.identifiers, token=page.token, complete_list_size=page.complete_list_size)
         if why is not None:
             raise err.ListLoopError(
-                f"{self.partner.name}: the list goes round: {why}; ended after {watch.pages} page(s) of this list "
-                "(the records harvested are kept; the next run lists the window again)"
+                f"{self.partner.name}: the list goes round: {why}; "
+                f"ended after {watch.pages} page(s) of this list{_KEPT}"
             )
 
-    def _from_argument(self, client: Client) -> str:
-        """The run's `from` in the partner's granularity (Identify says which)."""
-        value = self.cp["from"]
+    def _list_args(self, client: Client, spec: str | None) -> dict[str, str]:
+        """The arguments of the list to read now: the window's `from`, or the `from` it was taken
+        up at, in the partner's granularity; its set, if any."""
+        args = {"metadataPrefix": self.partner.metadata_prefix}
+        start = self.cp.get("list_from")
+        value = format_datestamp(start) if start is not None else self.cp["from"]
+        if value:
+            args["from"] = self._from_text(client, value)
+        if spec:
+            args["set"] = spec
+        return args
+
+    def _from_text(self, client: Client, value: str) -> str:
+        """`value` as a `from` in the partner's granularity (Identify says which, unless a run
+        learned that the partner takes days only)."""
         parsed = utc(value)
         if parsed is None:
             raise err.ConfigurationError(
                 f"{self.partner.name}: from {value!r} is not a date (YYYY-MM-DD or YYYY-MM-DDThh:mm:ssZ)"
             )
-        try:
-            granularity = client.identify().granularity
-        except (err.ResponseError, err.PartnerOAIError) as exc:
-            log.warning(
-                "%s: Identify is unusable (%s); using days, which every repository supports", self.partner.name, exc
-            )
-            granularity = DAY
+        if self.granularity is None:
+            try:
+                self.granularity = client.identify().granularity
+            except (err.ResponseError, err.HTTPStatusError, err.PartnerOAIError) as exc:
+                log.warning(
+                    "%s: Identify is unusable (%s); using days, which every repository supports", self.partner.name, exc
+                )
+                self.granularity = DAY
         utc_value, given = parsed
-        if granularity == SECONDS:
+        if self.granularity == SECONDS:
             return utc_value if given == SECONDS else f"{utc_value}T00:00:00Z"
         return utc_value[:10]
 
@@ -678,6 +741,9 @@ class _Run:
             "token": page.token,
             "set": self.cp["set"] + (1 if page.token is None else 0),
         }
+        if page.token is None:
+            checkpoint["list_from"] = None
+        taken_up = self.taking_up
         with self.store.writing() as (conn, stamp):
             if not renew_lease_in(conn, name, self.owner, self.settings.lease_ttl, self.now()):
                 raise err.LeaseLost(f"{name}: another harvester took over the lease; this page was not written")
@@ -695,8 +761,9 @@ class _Run:
             checkpoint["tally"] = see_page(
                 self.cp.get("tally"),
                 str(self.cp["set"]),
-                first=self.cp["token"] is None,
-                announced=page.complete_list_size,
+                # A list taken up adds to the list it finishes: its own announcement is of part of it.
+                first=self.cp["token"] is None and not taken_up,
+                announced=None if taken_up else page.complete_list_size,
                 more=page.token is not None,
                 received=received,
                 stored=stored + ready.skipped,
@@ -710,6 +777,7 @@ class _Run:
             save_run_counts_in(conn, self.run_id, {**asdict(counts), "failures": kept})
         delta = window - self.window
         self.cp, self.window, self.counts = checkpoint, window, counts
+        self._seen_page(ready, taken_up)
         for where, why in failures:
             report_log.warning("%s: record %s not harvested: %s", name, where, why)
         self.failures.extend(failures)
@@ -734,6 +802,23 @@ class _Run:
         page_log.info("page %s", " ".join(f"{k}={v}" for k, v in line.items()), extra={"harvest_page": line})
         if self.on_page is not None:
             self.on_page(name, self.counts, page)
+
+    def _seen_page(self, ready: Ready, taken_up: bool) -> None:
+        """What a take-up needs of a committed page: the list's latest datestamp, whether its new
+        records came in datestamp order (one it gave again, going round, does not count), and its cost."""
+        self.list_pages += 1
+        self.take_up.requests += 1 if taken_up else 0
+        for identifier, text in _listed(ready):
+            stamp = _parsed(text)
+            if stamp is None or hash(identifier) in self.list_seen:
+                continue
+            if len(self.list_seen) < self.settings.loops.remembered:  # as the loop watch, at most
+                self.list_seen.add(hash(identifier))
+            if self.list_latest is not None and stamp < self.list_latest:
+                self.list_ordered = False
+            self.list_latest = stamp if self.list_latest is None else max(stamp, self.list_latest)
+        if ready.page.token is None:
+            self.taking_up = False
 
     def _warn_repairs(self, page: Page, converted: Converted) -> None:
         """A warning for each repair a page needed: the partner is worth telling."""
@@ -770,6 +855,9 @@ class _Run:
             )
 
 
+_KEPT = " (the records harvested are kept; the next run lists the window again)"
+
+
 class _Written(NamedTuple):
     """What `_Run._write` did with a page's records."""
 
@@ -777,6 +865,25 @@ class _Written(NamedTuple):
     failures: list[tuple[str, str]]  # (identifier as shown, or place on the page; why), for the report
     quarantined: set[str]  # identifiers put in quarantine
     unnamed: int  # failures without an identifier: not quarantined
+
+
+def _listed(ready: Ready) -> list[tuple[str, str | None]]:
+    """(identifier, datestamp as the partner sent it) of each record of a page, in its order."""
+    if ready.datestamps is not None:  # ListIdentifiers: its headers
+        return list(zip(ready.identifiers, ready.datestamps, strict=False))
+    converted = ready.converted
+    listed = [(r.identifier, (r.provenance or {}).get("datestamp")) for r in converted.records]
+    for p in converted.prepared:  # their provenance went through the worker as JSON
+        listed.append((p.record.identifier, json.loads(p.provenance).get("datestamp") if p.provenance else None))
+    return listed
+
+
+def _parsed(datestamp: str | None) -> int | None:
+    """A datestamp as a partner sent it (a record's provenance keeps it so), in seconds."""
+    try:
+        return parse_datestamp(datestamp or "")[0]
+    except ValueError:
+        return None
 
 
 def _identifiers(converted: Converted) -> list[str]:

@@ -100,7 +100,8 @@ def walked(client: Client, partner: Partner, page: Page, known: Known) -> Ready:
         fetched = get_record(client, partner, identifier)
         parts += [fetched] if fetched is not None else []  # gone since it was listed
     converted = merged([Converted(failures=failures), *parts])
-    return Ready(page, len(page.items), [identifier for identifier, _, _ in headers], converted, skipped=skipped)
+    listed = [identifier for identifier, _, _ in headers]
+    return Ready(page, len(page.items), listed, converted, skipped=skipped, datestamps=[d for _, d, _ in headers])
 
 
 def _headers(items: list[etree._Element]) -> tuple[list[tuple[str, str, etree._Element]], list[tuple[str, str]]]:

@@ -81,6 +81,7 @@ class Ready:
     identifiers: list[str]  # for the loop watch (harvester.loops)
     converted: Converted
     skipped: int = 0  # records listed that we hold as listed, not asked for (harvester.identifiers)
+    datestamps: list[str] | None = None  # as listed, when its headers are at hand (harvester.identifiers)
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,8 @@ class Spec:
     list_records_fails: Literal["500", "html"] | None = None
     repeat_last_token: bool = False  # the last page carries the token that asked for it
     loop_to: int | None = None  # the last page's token leads back to this page
+    loop_at: int | None = None  # ... or this page's token does (the pages after it are never reached)
+    newest_first: bool = False  # lists give the latest records first (not in datestamp order)
     expire_after: int | None = None  # a token for page K or later is a badResumptionToken
     refuse_times: bool = False  # a time in from/until is a badArgument, though Identify says seconds
     # Served in run 0 only, then gone without a tombstone (a partner that deletes quietly: its
@@ -548,6 +550,8 @@ class _Partner:
         ]
         if not chosen:
             return self.fail("noRecordsMatch", "no records in this range", args)
+        if spec.newest_first:
+            chosen.reverse()
         size = spec.page_size
         pages = -(-len(chosen) // size)
         if page >= pages:
@@ -587,11 +591,16 @@ class _Partner:
 
     def following(self, page: int, pages: int) -> int | None:
         """The page the token of `page` leads to (None: the list ends), faults included."""
+        spec = self.spec
+        if spec.loop_at is not None:  # a loop in the middle; a list too short for it ends
+            return spec.loop_to if page == spec.loop_at and page + 1 < pages else _next(page, pages)
         if page + 1 < pages:
             return page + 1
-        if self.spec.repeat_last_token:
-            return page
-        return self.spec.loop_to
+        return page if spec.repeat_last_token else spec.loop_to
+
+
+def _next(page: int, pages: int) -> int | None:
+    return page + 1 if page + 1 < pages else None
 
 
 def _token(page: int, frm: str, until: str) -> str:

@@ -183,12 +183,16 @@ def test_the_lenient_quirk_repairs_broken_xml_and_counts_it(store: Store) -> Non
     assert store.identifiers(source="p") == {"oai:p:1", "oai:p:2", "oai:p:3"}
 
 
-def test_a_repeated_token_fails_the_run_and_drops_the_checkpoint(store: Store) -> None:
+def test_a_repeated_token_of_a_partner_ignoring_from_fails_the_run_and_drops_the_checkpoint(store: Store) -> None:
+    """The list is taken up (harvester.takeup) from its latest datestamp, then the next day (the
+    Identify of this partner is unusable: days), and gives records before that: it ignores `from`."""
     loop = lambda params, n: xml(list_records([record(f"oai:p:{n}")], "loop" if n < 20 else None))  # noqa: E731
     with FakePartner(loop) as fake:
         report = run(store, Partner("p", fake.url))
     assert report.outcome == "failed" and "came back a second time" in (report.reason or "")
-    assert len(fake.requests) == 2 and report.counts.received == 2
+    assert "the partner ignores `from`" in (report.reason or "")
+    assert [r.get("from") for r in fake.requests] == [None, None, None, "2024-04-01", None, "2024-04-02", None]
+    assert report.counts.received == 6
     assert harvest_state_of(store, "p").checkpoint is None
 
 
@@ -197,7 +201,16 @@ def test_a_rejected_token_restarts_the_list_from_the_runs_from(store: Store) -> 
     with FakePartner(PagedPartner(pages_of(2, 2, 2), faults=faults)) as fake:
         report = run(store, Partner("p", fake.url))
     assert report.outcome == "success" and report.counts.restarts == 1
-    assert [r.get("resumptionToken") for r in fake.requests] == [None, "t1", "t2", None, "t1", "t2"]
+    # Taken up from the latest datestamp the list gave (this partner ignores it: all over again).
+    assert [r.get("resumptionToken") or r.get("from") or r["verb"] for r in fake.requests] == [
+        "ListRecords",
+        "t1",
+        "t2",
+        "Identify",
+        "2024-04-01T10:00:00Z",
+        "t1",
+        "t2",
+    ]
     assert len(store.identifiers(source="p")) == 6 and report.counts.unchanged == 4
 
 
@@ -209,8 +222,8 @@ def test_a_partner_that_rejects_every_token_fails_after_a_few_restarts(store: St
 
     with FakePartner(handler) as fake:
         report = run(store, Partner("p", fake.url))
-    assert report.outcome == "failed" and "rejected resumption tokens 3 times" in (report.reason or "")
-    assert len(fake.requests) == 6
+    assert report.outcome == "failed" and "the partner ignores `from`" in (report.reason or "")
+    assert len(fake.requests) == 7  # the list, taken up twice (2 requests each), and an Identify
 
 
 @pytest.mark.parametrize(
@@ -402,8 +415,11 @@ def endless(page_of: Any, *, announce: int | None = None) -> Any:
 
 
 def assert_list_ended(store: Store, report: harvest.RunReport, fake: FakePartner, reason: str, bound: int) -> None:
+    """`bound`: the requests of one list. It is taken up twice (harvester.takeup: from its latest
+    datestamp, then the second after it), and these partners ignore `from`."""
     assert report.outcome == "failed" and re.search(reason, report.reason or ""), report.reason
-    assert len(fake.requests) <= bound, f"{len(fake.requests)} requests"
+    assert re.search("the partner ignores `from`|before it gave any record", report.reason or "")
+    assert len(fake.requests) <= 3 * bound + 3, f"{len(fake.requests)} requests"  # and an Identify, pages asked ahead
     history = harvest_history(store, "p")
     assert history[0].outcome == "failed" and history[0].reason == report.reason
     state = harvest_state_of(store, "p")
@@ -442,7 +458,7 @@ def test_a_list_far_past_its_complete_list_size_is_ended(store: Store) -> None:
         report = run(store, Partner("p", fake.url))
     # 20 records at 10 a page make 2 pages; the list is ended at twice that and 10 more.
     assert_list_ended(store, report, fake, "completeListSize 20 .* after 14 pages", 14 + 2)
-    assert len(store.identifiers(source="p")) == report.counts.received == 140
+    assert len(store.identifiers(source="p")) == report.counts.received == 3 * 140
 
 
 def test_a_few_empty_pages_and_a_record_listed_twice_are_not_a_loop(store: Store) -> None:

@@ -31,6 +31,7 @@ PARTNER_KEYS = {
     "sets",
     "records",
     "next_from",
+    "learned",
     "checkpoint",
     "schedule",
     "next_run",

@@ -21,10 +21,13 @@ from oaiserver.store import (
     SweepState,
     claim_due,
     due_slots,
+    harvest_state_of,
+    learn,
     meta,
     open_store,
     quarantine_in,
     quarantined,
+    save_checkpoint_in,
     save_sweep_in,
     schema_version,
     sweep_states,
@@ -272,5 +275,29 @@ def test_a_store_at_version_4_gets_the_deletion_sweeps_table(store_url: str, clo
             save_sweep_in(conn, "p", SweepState(last_swept=clock.now))
         assert sweep_states(migrated) == {"p": SweepState(last_swept=clock.now)}
         assert migrated.counts() == {"live": 2, "deleted": 0}
+    finally:
+        migrated.close()
+
+
+def test_a_store_at_version_5_gets_what_the_harvester_learned(store_url: str, clock: Clock) -> None:
+    """Migration 6 (harvest_state.learned): a store made before it keeps its harvest state and can
+    remember what a run learned of a partner once opened."""
+    store = Store(store_url, clock=clock)
+    with store.writing() as (conn, _):
+        save_checkpoint_in(conn, "p", {"token": "t1"}, clock.now)
+    store.close()
+    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:  # the store as version 5 left it: no learned column
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE harvest_state DROP COLUMN learned")
+            conn.execute(schema_version.update().values(version=5))
+    finally:
+        engine.dispose()
+    migrated = Store(store_url, clock=clock)
+    try:
+        assert version_rows(store_url) == [LATEST]
+        assert harvest_state_of(migrated, "p").checkpoint == {"token": "t1"}
+        learn(migrated, "p", {"granularity": "days"}, clock.now)
+        assert harvest_state_of(migrated, "p").learned == {"granularity": "days"}
     finally:
         migrated.close()

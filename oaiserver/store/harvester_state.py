@@ -43,6 +43,7 @@ class HarvestState:
     next_from: str | None = None
     next_from_key: str | None = None
     checkpoint: dict[str, Any] | None = None
+    learned: dict[str, Any] | None = None  # what runs learned of the partner (see `learn`)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,17 @@ def harvest_state_of(store: Store, partner: str) -> HarvestState:
     if row is None:
         return HarvestState(partner)
     checkpoint = json.loads(row.checkpoint) if row.checkpoint else None
-    return HarvestState(row.partner, row.next_from, row.next_from_key, checkpoint)
+    learned = json.loads(row.learned) if row.learned else None
+    return HarvestState(row.partner, row.next_from, row.next_from_key, checkpoint, learned)
+
+
+def learn(store: Store, partner: str, learned: dict[str, Any], now: int) -> None:
+    """Remember `learned` of `partner` (added to what was learned before), for later runs to act
+    on at once: `{"granularity": "days", "why": ...}` for a partner that refuses times."""
+    with _write_conn(store) as conn, conn.begin():
+        row = conn.execute(sa.select(harvest_state.c.learned).where(harvest_state.c.partner == partner)).first()
+        known = json.loads(row.learned) if row is not None and row.learned else {}
+        _upsert_state(conn, partner, {"learned": json.dumps({**known, **learned}), "updated": now})
 
 
 def _upsert_state(conn: Connection, partner: str, values: dict[str, Any]) -> None:

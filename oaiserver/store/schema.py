@@ -93,6 +93,9 @@ harvest_state = sa.Table(
     sa.Column("next_from_key", sa.Text),
     sa.Column("checkpoint", sa.Text),  # JSON: the window in progress (token, counts), or NULL
     sa.Column("updated", sa.BigInteger, nullable=False),
+    # JSON: what runs learned of the partner and later runs act on at once (harvester.harvest:
+    # `granularity` "days" for a partner that refuses a time in `from`), or NULL.
+    sa.Column("learned", sa.Text),
 )
 
 harvest_runs = sa.Table(
@@ -190,6 +193,13 @@ def _sweep_table(conn: Connection) -> None:
     harvest_sweeps.create(conn, checkfirst=True)
 
 
+def _learned(conn: Connection) -> None:
+    """Migration 6: what the harvester learned of each partner (harvest_state.learned). A store
+    whose tables migration 1 made from this module's tables has it already."""
+    if "learned" not in {c["name"] for c in sa.inspect(conn).get_columns("harvest_state")}:
+        conn.execute(sa.text("ALTER TABLE harvest_state ADD COLUMN learned TEXT"))
+
+
 # Schema changes, numbered, applied in order. A new store is made from the tables above, which
 # always describe the latest schema, and gets the last number; a store at an earlier number gets
 # each later step. Changing the schema is changing the tables above *and* appending the step
@@ -200,4 +210,5 @@ MIGRATIONS: tuple[tuple[int, Migration], ...] = (
     (3, _quarantine),
     (4, _harvest_due),
     (5, _sweep_table),
+    (6, _learned),
 )

@@ -1,0 +1,97 @@
+"""Lists that end by a token fault, finished another way: pure rules, no I/O.
+
+A list ends without reaching its last page when its resumption token comes back, when it goes
+round (harvester.loops), or when the partner refuses a token in the middle of it
+(badResumptionToken: expired, or forgotten). Listing the window again from its start would meet
+the same fault at the same page, so the list is *taken up* instead: listed again with `from` set
+to the latest datestamp the faulted list gave. Records already held come again unchanged and
+are not rewritten (a datestamp means change). The rules, one per outcome of the faulted list:
+
+* it gave records past its own `from` (a later day, for a partner listed in days): taken up from
+  the latest of them (the records before it came in datestamp order, as a list's do);
+* it gave records at its `from` only (more records share that datestamp than the list gets
+  through, or its last page repeats): those are taken as given and the list is taken up one
+  unit later (the next second, or the next day for a partner listed in days): a date window
+  past it, which ends the list when nothing is left (noRecordsMatch);
+* it gave nothing: a token kept from an earlier run (a checkpoint) is taken up once from the
+  window's `from`; otherwise the list cannot be finished, and the run fails with the reason;
+* it gave only records before its `from`: the partner ignores `from`; the run fails;
+* its records did not come in datestamp order (a list in the order of the partner's own ids):
+  taking it up from a datestamp could skip records, so the run fails, losing nothing (walking
+  such a list by halving date windows with `until` is not done yet).
+
+So each take-up starts strictly later than the one before, and the walk ends. It is also
+bounded in requests: a run spends at most `BUDGET` requests (1,000) on lists taken up, the
+requests that failed included. A partner whose tokens expire every 50 pages of a 10,000-page
+list needs about 200 of them; one that never lets a list finish is stopped there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from oaiserver.records import DAY, format_datestamp
+
+BUDGET = 1_000  # requests a run may spend on lists taken up after a token fault
+DAY_SECONDS = 86_400
+
+
+class CannotTakeUp(Exception):
+    """The list cannot be finished another way; the message says why."""
+
+
+@dataclass
+class TakeUp:
+    """The lists of one run taken up after token faults, and what they cost."""
+
+    budget: int = BUDGET
+    requests: int = 0  # requests spent on lists taken up (their pages, and each fault)
+    froms: list[str] = field(default_factory=list)  # the `from` of each list taken up, as sent
+    first: str | None = None  # the first fault, as the run's note says it
+
+    def next_from(
+        self,
+        fault: str,
+        *,
+        start: int | None,
+        latest: int | None,
+        granularity: str,
+        from_token: bool,
+        ordered: bool = True,
+    ) -> int | None:
+        """The `from` (seconds) to take a list up at, after it ended by `fault` having started at
+        `start` (None: the beginning) and given records up to `latest` (None: none); a list
+        that began at a kept token (`from_token`) is taken up at `start` once; one whose records
+        did not come in datestamp order (`ordered` false) cannot be taken up from a datestamp. Raises
+        CannotTakeUp when none can be (see the module's docstring)."""
+        if self.requests >= self.budget:
+            raise CannotTakeUp(
+                f"{fault}; taking the list up stopped after {self.requests} requests (at most {self.budget})"
+            )
+        if not ordered:
+            raise CannotTakeUp(f"{fault}; its records do not come in datestamp order, so it cannot be taken up")
+        if latest is None:
+            if from_token and not self.froms:
+                return start
+            raise CannotTakeUp(f"{fault}, before it gave any record")
+        unit = DAY_SECONDS if granularity == DAY else 1
+        if start is None or latest - latest % unit > start - start % unit:
+            return latest
+        if latest < start - start % unit:
+            raise CannotTakeUp(
+                f"{fault}; the partner ignores `from` (a list from {format_datestamp(start)} gave older records)"
+            )
+        return start - start % unit + unit
+
+    def took(self, fault: str, sent: str) -> None:
+        """A list taken up at `sent` (the `from` as sent) after `fault`."""
+        self.first = self.first or fault
+        self.requests += 1  # the request that failed (a repeated token is not sent: one too many, at most)
+        self.froms.append(sent)
+
+    def note(self) -> str | None:
+        """`the list repeated its token at page 4: taken up from A, then B; 2 list(s), 3 request(s)`."""
+        if self.first is None:
+            return None
+        shown = ", then ".join(self.froms[:3]) + (f", … {self.froms[-1]}" if len(self.froms) > 3 else "")
+        return f"{self.first}: taken up from {shown}; {len(self.froms)} list(s), {self.requests} request(s)"

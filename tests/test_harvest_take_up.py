@@ -1,0 +1,164 @@
+"""Never looping, never stuck on a token (harvester.takeup): a list ended by a repeated token,
+by going round, or by a token refused mid-list is taken up from the latest datestamp it gave,
+bounded in requests, and reported; the run is complete and moves `from`. A partner that refuses
+a time in `from` though its Identify says seconds is listed with days, and that is remembered.
+Exact record sets and request counts, against the fleet, on both backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fleet import RESPONSE_DATE, Fleet, Spec, verbs, with_specs
+from harvestkit import FAST_HARVEST, harvester_cli, partners_config, titles
+
+from harvester import harvest
+from oaiserver.config import Partner
+from oaiserver.store import Store, harvest_history, harvest_state_of, quarantined
+
+
+def run(store: Store, fleet: Fleet, name: str) -> harvest.RunReport:
+    return harvest.run(store, Partner(name, fleet.url(name)), settings=FAST_HARVEST)
+
+
+def assert_complete(store: Store, fleet: Fleet, name: str, report: harvest.RunReport, note: str) -> None:
+    """Every record of the partner stored, nothing else; the run a success that says how its list
+    was taken up, judged complete, moving `from` on."""
+    want = fleet.expected(name)
+    assert titles(store, name) == want.live and len(want.live) == fleet.specs[name].records
+    assert store.identifiers(source=name) == set(want.live) and not quarantined(store, name)
+    assert report.outcome == "success" and report.reason == note
+    assert report.completeness is not None and report.completeness.verdict == "complete"
+    state = harvest_state_of(store, name)
+    assert state.next_from == RESPONSE_DATE and state.checkpoint is None
+    assert harvest_history(store, name)[0].reason == note
+
+
+def assert_second_run_changes_nothing(store: Store, fleet: Fleet, name: str, requests: dict[str, int]) -> None:
+    before = {i: store.get(i) for i in store.identifiers(source=name)}
+    asked = len(fleet.requests(name))
+    again = run(store, fleet, name)
+    assert again.outcome == "success" and again.reason is None and again.counts.received == 0
+    assert verbs(fleet, name, asked) == requests
+    assert {i: store.get(i) for i in store.identifiers(source=name)} == before
+
+
+@with_specs(Spec("repeat", records=12, page_size=5, repeat_last_token=True))
+def test_a_partner_repeating_its_last_token(store: Store, fleet: Fleet) -> None:
+    """Its last page (records 10 and 11, one datestamp) carries the token that asked for it: the list
+    (3 requests) is taken up from that datestamp (its one page, then again by its token: 2 requests),
+    then from the second after it, which ends the list (noRecordsMatch: 1 request)."""
+    report = run(store, fleet, "repeat")
+    assert verbs(fleet, "repeat") == {"ListRecords": 6, "Identify": 1}
+    assert_complete(
+        store,
+        fleet,
+        "repeat",
+        report,
+        "the list repeated its token after page 3: taken up from 2024-01-02T01:00:00Z, then "
+        "2024-01-02T01:00:01Z; 2 list(s), 5 request(s)",
+    )
+    assert report.counts.restarts == 2 and report.counts.added == 12
+    assert_second_run_changes_nothing(store, fleet, "repeat", {"Identify": 1, "ListRecords": 1})
+
+
+@with_specs(Spec("round", records=30, page_size=5, loop_at=2, loop_to=0))
+def test_a_list_going_round_in_its_middle(store: Store, fleet: Fleet) -> None:
+    """Page 2's token leads back to page 0, so records 15 to 29 are never reached by the chain: the
+    list (pages 0, 1, 2, 0: 4 requests) is taken up from record 14's datestamp (records 14 to 29,
+    going round again after its page 2: 4 requests), then from record 28's (1 page)."""
+    report = run(store, fleet, "round")
+    assert verbs(fleet, "round") == {"ListRecords": 9, "Identify": 1}
+    assert_complete(
+        store,
+        fleet,
+        "round",
+        report,
+        "the list repeated its token after page 4: taken up from 2024-01-02T11:00:00Z, then "
+        "2024-01-03T22:00:00Z; 2 list(s), 7 request(s)",
+    )
+    assert_second_run_changes_nothing(store, fleet, "round", {"Identify": 1, "ListRecords": 1})
+
+
+@with_specs(Spec("expiring", records=30, page_size=5, expire_after=2))
+def test_a_token_expiring_at_page_3(store: Store, fleet: Fleet) -> None:
+    """Every list gets two pages before its token is refused (badResumptionToken): each take-up
+    starts at the latest datestamp the list before gave, until one ends (2 + 3 + 3 + 3 requests)."""
+    report = run(store, fleet, "expiring")
+    assert verbs(fleet, "expiring") == {"ListRecords": 11, "Identify": 1}
+    assert_complete(
+        store,
+        fleet,
+        "expiring",
+        report,
+        "the partner refused the token for page 3 (badResumptionToken): taken up from 2024-01-01T20:00:00Z, "
+        "then 2024-01-02T16:00:00Z, then 2024-01-03T12:00:00Z; 3 list(s), 9 request(s)",
+    )
+    assert report.counts.added == 30 and report.counts.unchanged == 6  # records 8, 9, 16, 17, 24, 25 twice
+    assert_second_run_changes_nothing(store, fleet, "expiring", {"Identify": 1, "ListRecords": 1})
+
+
+DAYS_NOTE = (
+    "it refused a time in `from` (badArgument) though its Identify says seconds: listed with days, and remembered"
+)
+
+
+@with_specs(Spec("days", records=30, page_size=5, expire_after=2, refuse_times=True))
+def test_a_partner_refusing_times_is_harvested_with_days_and_that_is_remembered(
+    store: Store, fleet: Fleet, store_url: str, tmp_path: Path
+) -> None:
+    """Its token expires at page 3; the take-up's `from` with a time is refused (1 request), so the
+    lists are taken up by days: from 2024-01-01 (3 requests), 2024-01-02 (3: its records stop
+    short of that day's end), 2024-01-03 (2). A later run sends a day at once, without Identify."""
+    report = run(store, fleet, "days")
+    assert verbs(fleet, "days") == {"ListRecords": 12, "Identify": 1}
+    refused = [r.args for r in fleet.requests("days") if r.status == 200 and "T" in r.args.get("from", "")]
+    assert refused == [{"verb": "ListRecords", "metadataPrefix": "oai_dc", "from": "2024-01-01T20:00:00Z"}]
+    assert_complete(
+        store,
+        fleet,
+        "days",
+        report,
+        "the partner refused the token for page 3 (badResumptionToken): taken up from 2024-01-01T20:00:00Z, "
+        f"then 2024-01-02, then 2024-01-03; 3 list(s), 9 request(s); {DAYS_NOTE}",
+    )
+    learned = harvest_state_of(store, "days").learned or {}
+    assert learned["granularity"] == "days" and "refused a time in `from`" in learned["why"]
+
+    asked = len(fleet.requests("days"))
+    assert_second_run_changes_nothing(store, fleet, "days", {"ListRecords": 1})
+    assert fleet.requests("days")[asked].args["from"] == RESPONSE_DATE[:10]
+
+    config = partners_config(tmp_path, store_url, fleet)
+    status = harvester_cli(config, "status")
+    assert "  from in days: it refused a time in `from` (badArgument) though its Identify says seconds" in status.stdout
+    history = harvester_cli(config, "history", "days")
+    assert DAYS_NOTE in history.stdout
+
+
+@with_specs(Spec("byid", records=30, page_size=5, expire_after=2))
+def test_a_token_expiring_in_a_list_of_identifiers(store: Store, fleet: Fleet) -> None:
+    """The same take-ups by ListIdentifiers (mode identifiers), from the datestamps its headers give:
+    a record listed again that we hold at its datestamp is not asked for again."""
+    report = harvest.run(store, Partner("byid", fleet.url("byid"), mode="identifiers"), settings=FAST_HARVEST)
+    assert verbs(fleet, "byid") == {"ListIdentifiers": 11, "Identify": 1, "GetRecord": 30}
+    assert_complete(
+        store,
+        fleet,
+        "byid",
+        report,
+        "the partner refused the token for page 3 (badResumptionToken): taken up from 2024-01-01T20:00:00Z, "
+        "then 2024-01-02T16:00:00Z, then 2024-01-03T12:00:00Z; 3 list(s), 9 request(s)",
+    )
+
+
+@with_specs(Spec("unordered", records=30, page_size=5, expire_after=2, newest_first=True))
+def test_a_list_not_in_datestamp_order_is_not_taken_up_from_a_datestamp(store: Store, fleet: Fleet) -> None:
+    """Taken up from its latest datestamp, a list giving its newest records first would skip the
+    older ones: the run fails with the reason, keeps the 20 records it got, and `from` stays."""
+    report = run(store, fleet, "unordered")
+    assert verbs(fleet, "unordered") == {"ListRecords": 3}
+    assert report.outcome == "failed" and "do not come in datestamp order" in (report.reason or "")
+    assert "badResumptionToken" in (report.reason or "")
+    assert set(titles(store, "unordered")) == set(list(fleet.expected("unordered").live)[20:])
+    state = harvest_state_of(store, "unordered")
+    assert state.next_from is None and state.checkpoint is None
