@@ -221,9 +221,9 @@ class _Sweeps:
 
 class _Runner:
     """`harvester run`'s partners, up to `harvester.jobs` at once on threads of this process
-    (each run has its lease, its transactions and its worker process): each outcome is printed
-    as its run ends, with the records it could not harvest right after it. A stop (SIGTERM),
-    or a store that failed under a run, leaves the partners not started yet alone.
+    (each run has its lease, its transactions and, for a big list, its worker process): each
+    outcome is printed as its run ends, with the records it could not harvest right after it.
+    A stop (SIGTERM), or a store that failed under a run, leaves the partners not started yet alone.
 
     Each job takes the next partner whose host has fewer than `per_host` partners under way,
     if any: a job waiting on a busy host (transport.Hosts) while partners of idle hosts wait
