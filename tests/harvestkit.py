@@ -146,7 +146,11 @@ def record(
 
 
 def list_records(
-    records: list[str], token: str | None = None, *, response_date: str = "2024-05-01T12:00:00Z", announce: int | None = None
+    records: list[str],
+    token: str | None = None,
+    *,
+    response_date: str = "2024-05-01T12:00:00Z",
+    announce: int | None = None,
 ) -> str:
     """A ListRecords response; `announce`: the completeListSize its token carries."""
     size = "" if announce is None else f' completeListSize="{announce}"'
@@ -195,7 +199,9 @@ class PagedPartner:
         next_token = f"t{index + 1}" if index + 1 < len(self.pages) else None
         if next_token is None and index > 0:
             next_token = ""  # the last page of a multi-page list carries an empty token
-        return xml(list_records(self.pages[index], next_token, response_date=self.response_date, announce=self.announce))
+        return xml(
+            list_records(self.pages[index], next_token, response_date=self.response_date, announce=self.announce)
+        )
 
 
 # ---- a partner on a raw socket: faults an HTTP server library will not produce ---------------
