@@ -265,7 +265,7 @@ class HarvestRun:
     largest_process_mb: float  # the largest single process (its VmHWM, from wait4)
     processes: int  # the most processes of the tree seen at once
     cpu_seconds: float  # user + system of the harvest process and its (reaped) worker processes
-    workers_started: int  # worker processes the harvest started (one per run of more than one page)
+    workers_started: int  # worker processes the harvest started (one per run of a big list: pipeline.WORKER_FROM)
     host_peaks: list[int]
     ideal: Ideal
 

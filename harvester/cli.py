@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
@@ -221,13 +222,16 @@ class _Sweeps:
 
 class _Runner:
     """`harvester run`'s partners, up to `harvester.jobs` at once on threads of this process
-    (each run has its lease, its transactions and its worker process): each outcome is printed
-    as its run ends, with the records it could not harvest right after it. A stop (SIGTERM),
-    or a store that failed under a run, leaves the partners not started yet alone.
+    (each run has its lease, its transactions and, for a big list, its worker process): each
+    outcome is printed as its run ends, with the records it could not harvest right after it.
+    A stop (SIGTERM), or a store that failed under a run, leaves the partners not started yet alone.
 
-    Each job takes the next partner whose host has fewer than `per_host` partners under way,
-    if any: a job waiting on a busy host (transport.Hosts) while partners of idle hosts wait
-    for a job would waste it (40 partners on one host listed first would take every job)."""
+    Each job takes a partner whose host has fewer than `per_host` partners under way, if any:
+    a job waiting on a busy host (transport.Hosts) while partners of idle hosts wait for a job
+    would waste it (40 partners on one host listed first would take every job). Of those, one
+    of the host with the most partners left (in configuration order within a host): a host
+    left with many partners at the end would be harvested `per_host` at a time while the other
+    jobs stand idle (the hosts listed last did, 10 s of a 60 s fleet of 200 partners)."""
 
     def __init__(
         self,
@@ -265,9 +269,9 @@ class _Runner:
             if not self.pending:
                 return None
             room = self.settings.client.per_host or len(self.pending)
-            chosen = next(
-                (p for p in self.pending if self.under_way.get(origin_of(p.base_url), 0) < room), self.pending[0]
-            )
+            left = Counter(origin_of(p.base_url) for p in self.pending)
+            free = [p for p in self.pending if self.under_way.get(origin_of(p.base_url), 0) < room]
+            chosen = max(free, key=lambda p: left[origin_of(p.base_url)]) if free else self.pending[0]
             self.pending.remove(chosen)
             origin = origin_of(chosen.base_url)
             self.under_way[origin] = self.under_way.get(origin, 0) + 1

@@ -68,7 +68,7 @@ from harvester.client import Client, ClientSettings, Page, settings_for, utc
 from harvester.completeness import SHORT, Completeness, judge, see_page
 from harvester.convert import Converted, named
 from harvester.loops import ListWatch, LoopLimits
-from harvester.pipeline import Pipeline, Ready
+from harvester.pipeline import WORKER_FROM, Pipeline, Ready
 from harvester.takeup import BUDGET, CannotTakeUp, TakeUp
 from oaiserver.config import ConfigError, Partner
 from oaiserver.records import DAY, SECONDS, format_datestamp, parse_datestamp, shown_identifier
@@ -113,10 +113,13 @@ class HarvestSettings:
     lease_ttl: int = 900  # seconds a lease lasts unless renewed (it is renewed with every page)
     take_up_budget: int = BUDGET  # requests a run may spend on lists taken up (harvester.takeup)
     max_failures_kept: int = 50  # failed records named in the run history (all are counted)
-    # Lists of more than one page are converted in a worker process (harvester.pipeline), the
+    # Big lists of more than one page are converted in a worker process (harvester.pipeline), the
     # previous page being written meanwhile: about 1.3 times the records a second on 2 cores.
     # POSIX only: the worker's pipes are file descriptors.
     worker_process: bool = os.name == "posix"
+    # A run's pages go to the worker from the page whose list is announced or received at this
+    # many records: a smaller one is converted in the harvest's process (a process start costs more).
+    worker_from: int = WORKER_FROM
     # A stop (SIGTERM) finishes the page in hand; a worker that has not converted it this many
     # seconds after the stop is given up on (the page is then asked for again by the next run).
     stop_grace: float = 30.0
@@ -535,6 +538,7 @@ class _Run:
                 partner,
                 stop=self.stop,
                 worker=settings.worker_process,
+                worker_from=settings.worker_from,
                 lenient=client_settings.lenient_xml,
                 grace=settings.stop_grace,
             ) as pipeline,

@@ -14,11 +14,16 @@ Concurrency, all of it in this module:
   the caller waits): the partner's time and ours overlap. Nothing is committed ahead: the
   caller checkpoints a token only with the page it came with. A caller that leaves the list
   cancels the request under way.
-* The worker process (one per Pipeline, so one per run; started with the first page worth
-  it, closed with the Pipeline) converts the pages of a list of more than one page on the
-  other core, page N+1 while the caller writes page N: 1.3 times the records a second when
-  that core is free (11,482 against 8,664), for a quarter more CPU a record (the body is
-  parsed again there, 7 % of the worker's time; the records cross a pipe). Its code is
+* The worker process (one per Pipeline, so one per run; closed with the Pipeline) converts
+  the pages of a big list on the other core, page N+1 while the caller writes page N: 1.3
+  times the records a second when that core is free (11,482 against 8,664), for a quarter
+  more CPU a record (the body is parsed again there, 7 % of the worker's time; the records
+  cross a pipe). Starting it costs about 0.3 s of CPU (an interpreter, lxml, our modules),
+  what converting a few thousand records here costs: it is started only once a run's list
+  goes on (a token) and is big, announced (completeListSize) or received so far at
+  WORKER_FROM records or more. Small partners, an aggregator's usual ones, are converted
+  here: 60 partners of 20 records took 88.7 s and 19.5 s of CPU with a worker each, 19.1 s
+  and 2.3 s without. Its code is
   harvester.worker; the thread reading its answers is here. Only the page's body travels,
   and records come back as `Wire` rows, a part at a time. A repaired page (the quirk
   lenient_xml) stays here, where the repairs are known.
@@ -66,6 +71,9 @@ except ImportError:  # pragma: no cover - Windows has no fcntl
 log = logging.getLogger(__name__)
 
 AHEAD_BUDGET = 64 * MB  # pages are asked for ahead while the pages held weigh less than this
+# A run's pages go to the worker process from the page whose list is announced (completeListSize)
+# or has been received at this many records: below it, the process start costs more than it saves.
+WORKER_FROM = 5000
 # The identifiers of a ListRecords page, in one call (under 1 us a record with ListWatch.see).
 _IDENTIFIERS = etree.XPath(
     "o:ListRecords/o:record/o:header/o:identifier/text()", namespaces={"o": OAI_NS}, smart_strings=False
@@ -104,15 +112,19 @@ class Pipeline:
         *,
         stop: threading.Event,
         worker: bool = True,
+        worker_from: int = WORKER_FROM,
         lenient: bool = False,
         grace: float = 30.0,
     ) -> None:
-        """`worker`: lists of more than one page are converted in a worker process; `lenient`:
-        the partner's pages are read by the lenient parser (they are then converted here);
-        `grace`: how long a stop waits for the worker to finish the page in hand."""
+        """`worker`: big lists of more than one page are converted in a worker process, from
+        the page that shows the run's list announced or received at `worker_from` records;
+        `lenient`: the partner's pages are read by the lenient parser (they are then converted
+        here); `grace`: how long a stop waits for the worker to finish the page in hand."""
         self.partner, self.stop, self.grace = partner, stop, grace
         self.offloading = worker and not lenient  # pages may go to the worker process
-        self.handing = False  # the run has met a list of more than one page: its pages go to the worker
+        self.worker_from = worker_from
+        self.received = 0  # records the run's pages have held so far
+        self.handing = False  # the run has met a big list of more than one page: its pages go to the worker
         self.worker: Worker | None = None
         self.closed = False
         self.lock = threading.Lock()  # a fetch-ahead thread may start a worker as the run closes the pipeline
@@ -147,10 +159,11 @@ class Pipeline:
 
     def _convert(self, page: Page) -> _Sent:
         """On the fetch-ahead thread: convert the page here, or hand it to the worker once the
-        list turns out to have more than one page. A page handed over is shed (its body and
-        tree let go): only what the harvest still reads of it is kept."""
+        list turns out to have more than one page and to be big (`worker_from`). A page handed
+        over is shed (its body and tree let go): only what the harvest still reads of it is kept."""
         identifiers = _IDENTIFIERS(page.root) if page.items and page.root is not None else []
-        self.handing = self.handing or (self.offloading and page.token is not None)
+        self.received += len(page.items)
+        self.handing = self.handing or (self.offloading and page.token is not None and self._big(page))
         if not (self.handing and page.items and not page.repairs):
             return _Sent(page, len(page.items), identifiers, convert_page(page, self.partner))
         with self.lock:
@@ -163,6 +176,10 @@ class Pipeline:
         sent = _Sent(page, len(page.items), identifiers, future)
         page.shed()
         return sent
+
+    def _big(self, page: Page) -> bool:
+        """Whether the run's list is worth the worker's start: announced or received at `worker_from`."""
+        return max(page.complete_list_size or 0, self.received) >= self.worker_from
 
 
 # ---- fetching ahead --------------------------------------------------------------------------

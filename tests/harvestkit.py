@@ -34,7 +34,8 @@ SECONDS = "YYYY-MM-DDThh:mm:ssZ"
 
 # Tiny waits: a test that retries must not sleep for real.
 FAST = ClientSettings(timeout=2.0, retries=2, backoff=0.01, max_backoff=0.05, retry_after_cap=0.05)
-FAST_HARVEST = HarvestSettings(client=FAST, lease_ttl=60)
+# worker_from 0: every list of more than one page goes to the worker process, as big ones do.
+FAST_HARVEST = HarvestSettings(client=FAST, lease_ttl=60, worker_from=0)
 
 
 @contextmanager
@@ -144,15 +145,24 @@ def record(
     )
 
 
-def list_records(records: list[str], token: str | None = None, *, response_date: str = "2024-05-01T12:00:00Z") -> str:
-    resumption = "" if token is None else f"<resumptionToken>{token}</resumptionToken>"
+def list_records(
+    records: list[str],
+    token: str | None = None,
+    *,
+    response_date: str = "2024-05-01T12:00:00Z",
+    announce: int | None = None,
+) -> str:
+    """A ListRecords response; `announce`: the completeListSize its token carries."""
+    size = "" if announce is None else f' completeListSize="{announce}"'
+    resumption = "" if token is None else f"<resumptionToken{size}>{token}</resumptionToken>"
     return oai(f"<ListRecords>{''.join(records)}{resumption}</ListRecords>", response_date=response_date)
 
 
 class PagedPartner:
     """A well-behaved partner: `pages` (lists of <record> strings) served one after the other
     with tokens `t1`, `t2`, … and an Identify; `faults` maps a request number to the response
-    to send instead, once (a fault does not advance the list)."""
+    to send instead, once (a fault does not advance the list); `announce`: the completeListSize
+    its tokens carry."""
 
     def __init__(
         self,
@@ -161,8 +171,10 @@ class PagedPartner:
         granularity: str = SECONDS,
         faults: dict[int, Response] | None = None,
         response_date: str = "2024-05-01T12:00:00Z",
+        announce: int | None = None,
     ) -> None:
         self.pages = pages
+        self.announce = announce
         self.granularity = granularity
         self.faults = faults or {}
         self.response_date = response_date
@@ -187,7 +199,9 @@ class PagedPartner:
         next_token = f"t{index + 1}" if index + 1 < len(self.pages) else None
         if next_token is None and index > 0:
             next_token = ""  # the last page of a multi-page list carries an empty token
-        return xml(list_records(self.pages[index], next_token, response_date=self.response_date))
+        return xml(
+            list_records(self.pages[index], next_token, response_date=self.response_date, announce=self.announce)
+        )
 
 
 # ---- a partner on a raw socket: faults an HTTP server library will not produce ---------------

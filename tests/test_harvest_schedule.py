@@ -21,6 +21,7 @@ from conftest import BASE_CONFIG, make_config
 from harvestkit import FakePartner, Lines, list_records, record, xml
 from werkzeug.wrappers import Response
 
+from harvester.pipeline import WORKER_FROM
 from harvester.schedule import HarvestScheduler, trigger_for
 from oaiserver.config import ConfigError, Partner
 from oaiserver.store import Store, acquire_lease, harvest_history, harvest_state_of, leases, release_lease
@@ -153,7 +154,8 @@ def test_sigterm_ends_the_current_page_and_exits_cleanly(store_url: str, tmp_pat
             answer_first.wait(60)
         else:
             later.wait(60)  # the pages asked for ahead are never answered before the process ends
-        return xml(list_records([record(f"oai:p:{n}-{i}") for i in range(5)], f"t{n + 1}"))
+        # announced big: its pages go to the worker process
+        return xml(list_records([record(f"oai:p:{n}-{i}") for i in range(5)], f"t{n + 1}", announce=WORKER_FROM))
 
     Store(store_url).close()  # the tables, made before the harvester starts
     worker_pid = None

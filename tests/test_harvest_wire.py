@@ -196,3 +196,19 @@ def test_a_job_takes_a_partner_of_a_host_with_room_first(fleet: Fleet, tmp_path:
     first = {name: fleet.requests(name)[0].at for name in fleet.specs}
     assert abs(first["p004"] - first["p000"]) < 0.6 and abs(first["p005"] - first["p000"]) < 0.6
     assert fleet.peak(host=0) == 1
+
+
+@with_specs(*crowd(8, hosts=[2, 2, 4], delay=1.0, records=5, page_size=5))
+def test_a_job_takes_a_partner_of_the_host_with_the_most_partners_left(
+    fleet: Fleet, tmp_path: Path, store_url: str
+) -> None:
+    """p004 to p007 share host 2, listed last. Taken in list order they would be left to the end
+    and harvested one at a time (per_host 1) while the other job stands idle: 6 s. The host with
+    the most partners left goes first, and the two jobs finish together: 4 s, the host's own bound."""
+    result = harvester_cli(partners_config(tmp_path, store_url, fleet, jobs=2, per_host=1), "run", *FAST)
+    assert result.exit_code == 0, result.output
+    done = {name: fleet.requests(name)[0].at for name in fleet.specs}
+    start = min(done.values()) - 1.0
+    assert [round(done[name] - start) for name in ("p004", "p005", "p006", "p007")] == [1, 2, 3, 4]
+    assert round(max(done.values()) - start) == 4
+    assert fleet.peak(host=2) == 1

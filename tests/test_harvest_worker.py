@@ -29,7 +29,7 @@ from harvestkit import FAST, FAST_HARVEST, FakePartner, PagedPartner, record, se
 from harvester import errors as err
 from harvester import harvest, worker
 from harvester.client import Client, Page
-from harvester.pipeline import Pipeline, Worker, received
+from harvester.pipeline import WORKER_FROM, Pipeline, Worker, received
 from oaiserver.config import Partner
 from oaiserver.rows import Wire
 from oaiserver.store import Store, harvest_state_of
@@ -134,7 +134,7 @@ def test_a_page_that_arrives_once_the_pipeline_is_closed_starts_no_worker(worker
     """A page asked for ahead may arrive after its run has ended (a lost lease, a store that
     failed): a worker started for it would outlive the run, in a scheduler for days."""
     with FakePartner(PagedPartner(pages_of_every_kind(3))) as partner, Client(partner.url, FAST) as client:
-        closed = Pipeline(Partner("p", partner.url), stop=threading.Event())
+        closed = Pipeline(Partner("p", partner.url), stop=threading.Event(), worker_from=0)
         closed.close()
         with pytest.raises(err.Stopped, match="closed"):
             next(closed.pages(client, token=None, metadataPrefix="oai_dc"))
@@ -146,6 +146,50 @@ def test_a_list_of_one_page_is_converted_without_a_worker(workers: list[Worker],
         report = harvest.run(store, Partner("p", partner.url), settings=FAST_HARVEST)
     assert report.counts.received == 30
     assert workers == []
+
+
+def test_a_small_list_of_several_pages_is_converted_without_a_worker(workers: list[Worker], store: Store) -> None:
+    """A worker's start (an interpreter, lxml, our modules: about 0.3 s of CPU) costs more than
+    converting a small list here: an aggregator's many small partners start none."""
+    settings = replace(FAST_HARVEST, worker_from=WORKER_FROM)
+    with FakePartner(PagedPartner(pages_of_every_kind(n_pages=3))) as partner:
+        report = harvest.run(store, Partner("p", partner.url), settings=settings)
+    assert report.counts.pages == 3 and report.counts.received == 90
+    assert workers == []
+
+
+def test_a_list_announced_big_goes_to_the_worker_from_its_first_page(workers: list[Worker], store: Store) -> None:
+    held: list[tuple[int, bool, int]] = []
+
+    def on_page(name: str, counts: harvest.Counts, page: Page) -> None:
+        held.append((len(page.body), page.root is not None, len(page.items)))
+
+    settings = replace(FAST_HARVEST, worker_from=WORKER_FROM)
+    with FakePartner(PagedPartner(pages_of_every_kind(n_pages=3), announce=WORKER_FROM)) as partner:
+        report = harvest.run(store, Partner("p", partner.url), settings=settings, on_page=on_page)
+    assert len(workers) == 1
+    assert held == [(0, False, 0)] * 3, "every page went to the worker"
+    assert report.counts.received == 90
+
+
+def test_a_list_goes_to_the_worker_from_the_page_that_brings_it_to_worker_from_records(
+    workers: list[Worker], store: Store, other: Store
+) -> None:
+    """Without completeListSize, the records received so far tell: 30 after page 1, 60 after page 2."""
+    here: list[bool] = []
+
+    def on_page(name: str, counts: harvest.Counts, page: Page) -> None:
+        here.append(page.root is not None)
+
+    pages = pages_of_every_kind(n_pages=4)
+    with FakePartner(PagedPartner(pages)) as partner:
+        p = Partner("p", partner.url)
+        report = harvest.run(store, p, settings=replace(FAST_HARVEST, worker_from=60), on_page=on_page)
+        harvest.run(other, p, settings=replace(FAST_HARVEST, worker_process=False))
+    assert len(workers) == 1
+    assert here == [True, False, False, False], "page 1 converted here, pages 2 to 4 by the worker"
+    assert report.counts.received == 120
+    assert stored(store) == stored(other)
 
 
 def test_a_worker_killed_with_a_page_in_hand_fails_the_run_and_the_next_run_resumes(
@@ -396,15 +440,15 @@ def test_harvester_run_stopped_by_a_signal_to_its_process_group_stops_after_a_pa
 ) -> None:
     """`harvester run` as a service manager or a terminal stops it: the signal reaches the
     process group just as the worker starts (the partner sends it when asked for page 2, which
-    is asked for as page 1 goes to the worker). The run stops after a page, its worker with it,
-    and nothing but the stop is said on stderr: no traceback."""
+    is asked for as page 1 goes to the worker: the list is announced big). The run stops after
+    a page, its worker with it, and nothing but the stop is said on stderr: no traceback."""
     pages = pages_of_every_kind(n_pages=6, per_page=30)
     harvester: list[subprocess.Popen[str]] = []
 
     def answer(params: dict[str, str], n: int) -> Any:
         if params.get("resumptionToken") == "t1" and harvester:
             os.killpg(harvester[0].pid, signum)
-        return PagedPartner(pages)(params, n)
+        return PagedPartner(pages, announce=WORKER_FROM)(params, n)
 
     with FakePartner(answer) as partner:
         config = {
@@ -439,7 +483,8 @@ def test_a_script_without_a_main_guard_harvests_through_the_worker(tmp_path: Pat
                 logging.basicConfig(level=logging.INFO)
                 from oaiserver.config import Partner
                 from oaiserver.store import Store, harvest_state_of
-                report = harvest.run(Store("sqlite:///{target}"), Partner("p", "{partner.url}"))
+                settings = harvest.HarvestSettings(worker_from=0)  # its pages go to the worker as a big list's do
+                report = harvest.run(Store("sqlite:///{target}"), Partner("p", "{partner.url}"), settings=settings)
                 print(report.outcome, report.counts.received)
                 """
             )
