@@ -634,6 +634,11 @@ def _print_status(entry: dict[str, Any], now: int) -> None:
         click.echo(f"  last run: #{last['id']} {last['outcome']} at {last['finished'] or last['started']}{reason}")
     else:
         click.echo("  last run: never")
+    if last and (missing := last["counts"]["without_dc"]):
+        click.echo(
+            f"  without Dublin Core: #{last['id']} {missing:,} record(s) with no oai_dc and no crosswalk of their "
+            "format; stored, not republished"
+        )
     if last and (text := _completeness_text(last)):
         label = "shortfall" if last["completeness"]["verdict"] == SHORT else "completeness"
         click.echo(f"  {label}: #{last['id']} {text}")
