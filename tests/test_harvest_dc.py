@@ -9,15 +9,21 @@ import json
 from contextlib import closing
 from pathlib import Path
 
-from conftest import NS, Clock, OAIClient, make_config
+import pytest
+from conftest import HERE, NS, Clock, OAIClient, make_config
 from harvestkit import FAST_HARVEST, FakePartner, PagedPartner, harvester_cli, partners_config, second_store
+from lxml import etree
 
 from harvester import harvest
-from oaiserver import create_app
+from harvester.convert import convert_record
+from oaiserver import create_app, oai_dc
 from oaiserver.config import Partner
+from oaiserver.crosswalks import crosswalk
 from oaiserver.store import Store
 
 MARC = "http://www.loc.gov/MARC21/slim"
+OAI_NS = "http://www.openarchives.org/OAI/2.0/"
+CROSSWALKS = HERE / "data" / "crosswalks"
 DC_STATUS_ONLY = 3  # of the five records of STATUS_PAGES, these hold only <dc:status>
 
 
@@ -109,3 +115,26 @@ def test_records_without_dublin_core_are_counted_everywhere(store_url: str, tmp_
             assert 'harvest_records_without_dc_total{partner="thin"} 3.0' in metrics.splitlines()
             served = OAIClient(client)(verb="GetRecord", identifier="oai:p:2", metadataPrefix="oai_dc")
             assert [e.get("code") for e in served.iterfind("oai:error", NS)] == ["cannotDisseminateFormat"]
+
+
+@pytest.mark.parametrize(
+    ("sample", "prefix"),
+    [
+        ("marc-thesis.xml", "marcxml"),
+        ("mods-sound-and-fury.xml", "mods"),
+        ("datacite-example-HasMetadata-v3.0.xml", "datacite"),
+        ("datacite-example-GeoLocation-v4.xml", "oai_datacite"),
+    ],
+)
+def test_each_known_native_format_gives_the_record_its_crosswalk(sample: str, prefix: str) -> None:
+    """Whatever prefix the partner calls it by, the payload's namespace names the format."""
+    payload = etree.parse(str(CROSSWALKS / sample)).getroot()
+    element = etree.fromstring(
+        f'<record xmlns="{OAI_NS}"><header><identifier>oai:x:1</identifier>'
+        "<datestamp>2024-04-01T10:00:00Z</datestamp></header><metadata/></record>"
+    )
+    element.find(f"{{{OAI_NS}}}metadata").append(payload)  # type: ignore[union-attr]
+    record = convert_record(element, Partner("x", "http://x.example.org/oai", prefix), harvest_date="2024-05-01")
+    expected = crosswalk(prefix, payload)
+    assert expected and record.dc == expected
+    assert record.sets == ["partners:x"] and record.metadata["oai_dc"] == oai_dc.render(expected)
