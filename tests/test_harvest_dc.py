@@ -1,7 +1,7 @@
 """Dublin Core for every harvested record: a record in a native format we know (MARC21 slim,
 MODS, DataCite) gets its Dublin Core by that format's crosswalk, and is served in oai_dc, on
 its landing page and in the views; a record that still has none is counted (`without_dc`) in
-the run's line, `status`, `history` (and their --json) and /metrics, never dropped silently."""
+the run's line, `status`, `history` (and their --json), the partner's page and /metrics, never dropped silently."""
 
 from __future__ import annotations
 
@@ -113,6 +113,8 @@ def test_records_without_dublin_core_are_counted_everywhere(store_url: str, tmp_
             client = create_app(config, store=store).test_client()
             metrics = client.get("/metrics").get_data(as_text=True)
             assert 'harvest_records_without_dc_total{partner="thin"} 3.0' in metrics.splitlines()
+            page = client.get("/partners/thin").get_data(as_text=True)
+            assert "5 received: 5 added; 3 without Dublin Core (not republished)" in page
             served = OAIClient(client)(verb="GetRecord", identifier="oai:p:2", metadataPrefix="oai_dc")
             assert [e.get("code") for e in served.iterfind("oai:error", NS)] == ["cannotDisseminateFormat"]
 
