@@ -19,9 +19,11 @@ from oaiserver.store import (
     Store,
     StoreTooNew,
     SweepState,
+    add_partner_sets_in,
     claim_due,
     due_slots,
     meta,
+    name_partner_sets,
     open_store,
     quarantine_in,
     quarantined,
@@ -271,6 +273,33 @@ def test_a_store_at_version_4_gets_the_deletion_sweeps_table(store_url: str, clo
         with migrated.writing() as (conn, _):
             save_sweep_in(conn, "p", SweepState(last_swept=clock.now))
         assert sweep_states(migrated) == {"p": SweepState(last_swept=clock.now)}
+        assert migrated.counts() == {"live": 2, "deleted": 0}
+    finally:
+        migrated.close()
+
+
+def test_a_store_at_version_5_gets_the_partners_sets_table(store_url: str, clock: Clock) -> None:
+    """Migration 6 (partner_sets): a store made before it keeps its records and can hold a
+    partner's sets once opened (empty until the partner's next harvest)."""
+    store = Store(store_url, clock=clock)
+    store.write([make_record("1"), make_record("2")])
+    store.close()
+    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:  # the store as version 5 left it: no partner_sets table
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE partner_sets")
+            conn.execute(schema_version.update().values(version=5))
+    finally:
+        engine.dispose()
+    assert "partner_sets" not in table_names(store_url)
+    migrated = Store(store_url, clock=clock)
+    try:
+        assert version_rows(store_url) == [LATEST]
+        assert migrated.harvested_sets() == []
+        with migrated.writing() as (conn, _):
+            add_partner_sets_in(conn, "p", ["partners:p:a"])
+        assert name_partner_sets(migrated, "p", {"partners:p:a": "A", "partners:p:b": "B"}) == 1
+        assert migrated.harvested_sets() == [("p", "partners:p:a", "A")]
         assert migrated.counts() == {"live": 2, "deleted": 0}
     finally:
         migrated.close()
