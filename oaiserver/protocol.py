@@ -450,7 +450,7 @@ def _started(args: dict[str, str], repo: Repository, answer: Answer, verb: str) 
     problems: list[e.OAIError] = []
     if prefix not in repo.formats:
         problems.append(e.CannotDisseminateFormat())
-    if "set" in args and not repo.listed_sets():
+    if "set" in args and not (repo.sets or repo.listed_sets()):  # the store read only when no set is configured
         problems.append(e.NoSetHierarchy())
     if problems:
         raise e.OAIErrors(problems)
