@@ -621,8 +621,6 @@ def _completeness_text(run: dict[str, Any]) -> str:
 
 
 def _print_status(entry: dict[str, Any], now: int) -> None:
-    from harvester.schedule import describe_schedule
-
     click.echo(f"{entry['name']}  {entry['base_url']}  ({entry['metadata_prefix']})")
     records = entry["records"]
     click.echo(f"  records: {records['live']:,} live, {records['deleted']:,} deleted")
@@ -635,24 +633,41 @@ def _print_status(entry: dict[str, Any], now: int) -> None:
             f"  checkpoint: {cp['records']:,} record(s) in {cp['pages']:,} page(s) "
             f"of the window from {cp['from'] or 'the beginning'}; the next run resumes there"
         )
-    last, error = entry["last_run"], entry["last_error"]
-    if last:
-        reason = f": {last['reason']}" if last["reason"] and last["outcome"] == harvest.SUCCESS else ""
-        click.echo(f"  last run: #{last['id']} {last['outcome']} at {last['finished'] or last['started']}{reason}")
-    else:
-        click.echo("  last run: never")
-    if last and (text := _completeness_text(last)):
-        label = "shortfall" if last["completeness"]["verdict"] == SHORT else "completeness"
-        click.echo(f"  {label}: #{last['id']} {text}")
+    _print_last_run(entry["last_run"])
     complete = entry.get("last_complete")
     click.echo(f"  last complete harvest: {complete or 'none yet'}")
     _print_sweep(entry["name"], entry["sweep"])
+    error = entry["last_error"]
     if error:
         when = error["finished"] or error["started"]
         click.echo(f"  last error: #{error['id']} {error['outcome']} at {when}: {error['reason']}")
     else:
         click.echo("  last error: none")
     _print_quarantine(entry["quarantine"])
+    _print_next_run(entry, now)
+
+
+def _print_last_run(last: dict[str, Any] | None) -> None:
+    """The last run's outcome, its records without Dublin Core and its completeness."""
+    if not last:
+        click.echo("  last run: never")
+        return
+    reason = f": {last['reason']}" if last["reason"] and last["outcome"] == harvest.SUCCESS else ""
+    click.echo(f"  last run: #{last['id']} {last['outcome']} at {last['finished'] or last['started']}{reason}")
+    if missing := last["counts"]["without_dc"]:
+        click.echo(
+            f"  without Dublin Core: #{last['id']} {missing:,} record(s) with no oai_dc and no crosswalk of their "
+            "format; stored, not republished"
+        )
+    if text := _completeness_text(last):
+        label = "shortfall" if last["completeness"]["verdict"] == SHORT else "completeness"
+        click.echo(f"  {label}: #{last['id']} {text}")
+
+
+def _print_next_run(entry: dict[str, Any], now: int) -> None:
+    """When the partner is harvested next, and who holds its lease."""
+    from harvester.schedule import describe_schedule
+
     if entry["schedule"] is None:
         click.echo("  next run: not scheduled (harvested by `harvester run` only)")
     elif entry["next_run"] < _iso(now):

@@ -1,7 +1,8 @@
 """A partner's `<record>` elements to records for the store: pure functions, no I/O.
 
 A record keeps the XML received verbatim (`raw_xml`) and its provenance; its Dublin Core is
-read from the payload (oai_dc, or any `dc:` elements of another format such as nsdl_dc) and
+read from the payload (oai_dc; a native format we know, MARC21 slim, MODS or DataCite, by its
+crosswalk, formats.dublin_core; or any `dc:` elements of another format such as nsdl_dc) and
 rendered with our own crosswalk, so republished records are served like local ones, with an
 OAI provenance container in `<about>`. A record that cannot be read raises RecordError and is
 counted by the caller, never dropped silently. Dublin Core text that is UTF-8 encoded twice is
@@ -22,7 +23,7 @@ from lxml import etree
 from harvester.client import Page, utc
 from harvester.encodings import DOUBLED, SUSPECT, UNDOUBLED, mend
 from oaiserver import formats, oai_dc
-from oaiserver.config import Partner, partner_set
+from oaiserver.config import Partner, partner_set, partner_subset
 from oaiserver.crosswalks.common import language_tag
 from oaiserver.records import DC_ELEMENTS, OAI_NS, DCValue, Record
 from oaiserver.rows import Prepared
@@ -218,16 +219,23 @@ def read_record(
     if deleted:
         if partner.republish:
             record.metadata = formats.rendered([], deleted=True)
-            record.sets = [partner_set(partner.name)]
+            record.sets = republished_sets(partner.name, specs)
         return record, Mending()
     assert payload is not None
-    record.dc, mending = dublin_core(payload)
+    record.dc, mending = _dublin_core(payload, partner.metadata_prefix)
     if partner.republish and record.dc:
         record.metadata = formats.rendered(record.dc)
-        record.sets = [partner_set(partner.name)]
+        record.sets = republished_sets(partner.name, specs)
         origin = Origin(partner.base_url, identifier, datestamp, namespace, harvest_date, True, _inner_origin(about))
         record.about = provenance_container(origin)
     return record, mending
+
+
+def republished_sets(name: str, specs: list[str]) -> list[str]:
+    """The sets a republished record of partner `name` is in: `partners:<name>`, and
+    `partners:<name>:<spec>` for each of the partner's setSpecs (config.partner_subset)."""
+    subsets = (partner_subset(name, spec) for spec in specs)
+    return list(dict.fromkeys([partner_set(name), *(s for s in subsets if s is not None)]))
 
 
 def _header(header: etree._Element | None) -> tuple[str, str, str, list[str], bool]:
@@ -272,6 +280,28 @@ def _namespace(payload: etree._Element) -> str:
         return etree.QName(payload).namespace or ""
     except ValueError:
         raise RecordError(f"the metadata element <{payload.tag}> has an undeclared namespace prefix") from None
+
+
+def _dublin_core(payload: etree._Element, prefix: str) -> tuple[list[DCValue], Mending]:
+    """A payload's Dublin Core: oai_dc read as it is; a native format we know (MARC21 slim,
+    MODS, DataCite: formats.NATIVE) crosswalked, unless that gives nothing; any other payload's
+    dc:* elements. Crosswalked text is mended like the rest (see `dublin_core`)."""
+    if payload.tag != _OAI_DC_ROOT:
+        crosswalked = formats.dublin_core(payload, prefix)
+        if crosswalked:
+            return _mended_values(crosswalked)
+    return dublin_core(payload)
+
+
+def _mended_values(values: list[DCValue]) -> tuple[list[DCValue], Mending]:
+    mending = Mending()
+    mended = []
+    for v in values:
+        value = v.value
+        if not value.isascii() and SUSPECT.search(value):
+            value, mending = _mended(value, mending)
+        mended.append(v._replace(value=value) if value != v.value else v)
+    return mended, mending
 
 
 def dublin_core(payload: etree._Element) -> tuple[list[DCValue], Mending]:

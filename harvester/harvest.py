@@ -64,6 +64,7 @@ import sqlalchemy as sa
 
 from harvester import errors as err
 from harvester import identifiers as per_record
+from harvester import partner_sets
 from harvester.client import Client, ClientSettings, Page, settings_for, utc
 from harvester.completeness import SHORT, Completeness, judge, see_page
 from harvester.convert import Converted, named
@@ -77,6 +78,7 @@ from oaiserver.store import (
     Store,
     WriteResult,
     acquire_lease,
+    add_partner_sets_in,
     close_interrupted_run,
     finish_run,
     harvest_history,
@@ -84,6 +86,8 @@ from oaiserver.store import (
     harvested_datestamps,
     learn,
     leases,
+    name_partner_sets,
+    partner_set_names,
     quarantine_in,
     quarantined,
     release_in,
@@ -142,7 +146,9 @@ class Counts:
     quarantined: int = 0  # records put in quarantine (read wrong, refused, not storable): retried later
     recovered: int = 0  # quarantined records that GetRecord harvested at the start of a run
     repaired: int = 0  # records the lenient parser had to repair (quirk lenient_xml)
-    without_dc: int = 0  # records without Dublin Core: stored, not republished
+    # Live records with no Dublin Core, none in oai_dc and none a crosswalk of their format gives
+    # (harvester.convert): stored, not republished.
+    without_dc: int = 0
     restarts: int = 0  # lists taken up after a token fault (harvester.takeup)
     # Text (harvester.encodings): pages declared UTF-8 whose bytes were not, read as Windows-1252;
     # records whose Dublin Core was UTF-8 encoded twice, undone; records that keep text looking so.
@@ -429,6 +435,7 @@ class _Run:
         if (state.learned or {}).get("granularity") == "days":
             self.granularity = DAY
         self.window = Counts.from_dict(checkpoint["counts"])
+        self.sets = partner_sets.Seen(name, set(partner_set_names(self.store, name)))
         self.run_id = start_run(
             self.store, name, self.owner, started=self.now(), from_date=checkpoint["from"], resumed=self.resumed
         )
@@ -520,7 +527,7 @@ class _Run:
             outcome == SUCCESS
             and not reason
             and (completeness is None or completeness.verdict != SHORT)
-            and not (self.counts.recoded or self.counts.undoubled or self.counts.doubled)
+            and not (self.counts.recoded or self.counts.undoubled or self.counts.doubled or self.counts.without_dc)
         )
         report_log.log(logging.INFO if quiet else logging.WARNING, "%s", describe(report))
         return report
@@ -557,6 +564,10 @@ class _Run:
                     self._to_days(exc, args)
                 except per_record.FALLBACK_FAULTS as exc:
                     self._fall_back(exc)  # the next turn lists it by ListIdentifiers
+            if self.sets.stored:  # once a run, after its lists: the names of the partner's sets
+                found = partner_sets.names(client, partner.name)
+                if found is not None:
+                    name_partner_sets(self.store, partner.name, found)
 
     def _also_failing(self, exc: err.HarvestError) -> err.HarvestError:
         """`exc`, or, when it is ListIdentifiers failing at once where ListRecords failed just
@@ -671,6 +682,10 @@ class _Run:
         # A record another source holds, even one inserted by a concurrent harvest while this
         # page was being written (the store settles that race), is refused, never overwritten.
         result = write_harvested_in(self.store, conn, stamp, converted.to_write)
+        # The partner's sets its records are first in, so that ListSets lists every set a header names.
+        new_sets = self.sets.new(converted)
+        add_partner_sets_in(conn, self.partner.name, new_sets)
+        self.sets.keep(new_sets)  # a transaction that fails ends the run, and this with it
         failing = converted.failures + [
             (i, f"the identifier belongs to {src}; not overwritten") for i, src in result.refused
         ]
@@ -909,8 +924,8 @@ def describe(report: RunReport) -> str:
 
 
 def counts_text(c: Counts) -> str:
-    """`2 page(s), 3 record(s) (1 deleted): 3 added; 1 page(s) recoded`: only the counts that are
-    not zero; empty when the run received no page at all."""
+    """`2 page(s), 3 record(s) (1 deleted): 3 added; 1 without Dublin Core (not republished);
+    1 page(s) recoded`: only the counts that are not zero; empty when the run received no page at all."""
     if not c.received:
         recovered = f"{c.recovered:,} recovered from quarantine" if c.recovered else ""
         return ("no records" + (f"; {recovered}" if recovered else "")) if c.pages else recovered
@@ -927,6 +942,7 @@ def counts_text(c: Counts) -> str:
         if n
     ]
     text += ": " + ", ".join(changes) if changes else ""
+    text += f"; {c.without_dc:,} without Dublin Core (not republished)" if c.without_dc else ""
     text += f"; {c.recovered:,} recovered from quarantine" if c.recovered else ""
     repaired = ((c.recoded, "page(s) recoded"), (c.undoubled, "record(s) undoubled"), (c.doubled, "record(s) doubled"))
     repairs = [f"{n:,} {label}" for n, label in repaired if n]

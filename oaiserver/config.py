@@ -124,6 +124,29 @@ def partner_set(name: str) -> str:
     return f"{PARTNERS_SET}:{name}"
 
 
+# What a setSpec's part may hold (OAI-PMH.xsd setSpecType) but `~`, which escapes the rest.
+_SPEC_KEPT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.!*'()")
+MAX_SET_SPEC = 400  # characters of a stored setSpec (store.schema.set_members)
+
+
+def partner_subset(name: str, spec: str) -> str | None:
+    """The set a partner's record in the partner's set `spec` is in: `partners:<name>:<spec>`,
+    its hierarchy kept (`a:b:c` stays three levels). A character the schema's setSpecType does
+    not allow, and `~` itself, is escaped as `~` and two hex digits per UTF-8 byte (`a b` is
+    `a~20b`, `~` is `~7E`), and an empty part (`a::b`) is `~` alone, so two specs of a partner
+    never become one of ours. None for a blank spec, or one too long to store once escaped."""
+    spec = spec.strip()
+    if not spec:
+        return None
+    parts = ["".join(c if c in _SPEC_KEPT else _escaped(c) for c in part) or "~" for part in spec.split(":")]
+    ours = f"{partner_set(name)}:{':'.join(parts)}"
+    return ours if len(ours) <= MAX_SET_SPEC else None
+
+
+def _escaped(c: str) -> str:
+    return "".join(f"~{b:02X}" for b in c.encode("utf-8", "surrogatepass"))
+
+
 class ConfigError(ValueError):
     """A configuration file that cannot be used; the message names the key."""
 

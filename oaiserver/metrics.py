@@ -119,6 +119,12 @@ class HarvestCollector(Collector):
             return
         runs = CounterMetricFamily("harvest_runs", "Harvest runs by partner and outcome", labels=["partner", "outcome"])
         received = CounterMetricFamily("harvest_records", "Records received from a partner", labels=["partner"])
+        without_dc = CounterMetricFamily(
+            "harvest_records_without_dc",
+            "Records received from a partner with no Dublin Core, none in oai_dc and none by a crosswalk "
+            "(stored, not republished)",
+            labels=["partner"],
+        )
         success = GaugeMetricFamily(
             "harvest_last_success_timestamp_seconds", "End of the last successful run", labels=["partner"]
         )
@@ -147,6 +153,7 @@ class HarvestCollector(Collector):
             for outcome, n in sorted(entry["runs"].items()):
                 runs.add_metric([partner, outcome], n)
             received.add_metric([partner], entry["received"])
+            without_dc.add_metric([partner], entry.get("without_dc", 0))
             if entry["last_success"] is not None:
                 success.add_metric([partner], entry["last_success"])
             if entry.get("shortfall") is not None:
@@ -155,7 +162,7 @@ class HarvestCollector(Collector):
             since_complete.add_metric([partner], math.inf if complete is None else max(0.0, now - complete))
             held.add_metric([partner], entry.get("quarantined", 0))
             sweep_held.add_metric([partner], entry.get("sweep_held", 0))
-        yield from (runs, received, success, shortfall, since_complete, held, sweep_held)
+        yield from (runs, received, without_dc, success, shortfall, since_complete, held, sweep_held)
 
 
 def exposition(harvests: dict[str, dict[str, Any]] | None) -> tuple[bytes, str]:

@@ -85,15 +85,17 @@ RECORD_COUNTS = ("added", "changed", "unchanged", "failed")
 
 def records_text(counts: dict[str, Any]) -> str:
     """`12 received (1 deleted): 12 added`, as the harvester's run line says it: the records a run
-    received, the tombstones among them, and what those that are not zero did to the store;
-    `none` for a run that received none."""
+    received, the tombstones among them, and what those that are not zero did to the store, and
+    the live ones without Dublin Core; `none` for a run that received none."""
     received = int(counts.get("received", 0))
     if not received:
         return "none"
     deleted = int(counts.get("deleted", 0))
     done = [f"{int(counts[key]):,} {key}" for key in RECORD_COUNTS if counts.get(key)]
     text = f"{received:,} received" + (f" ({deleted:,} deleted)" if deleted else "")
-    return text + (": " + ", ".join(done) if done else "")
+    text += ": " + ", ".join(done) if done else ""
+    missing = int(counts.get("without_dc", 0))
+    return text + (f"; {missing:,} without Dublin Core (not republished)" if missing else "")
 
 
 def run_row(run: HarvestRun) -> RunRow:

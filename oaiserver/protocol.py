@@ -137,6 +137,7 @@ class RecordSource(Protocol):
     def header(self, identifier: str, prefix: str) -> Header | None: ...
     def formats_of(self, identifier: str) -> list[str] | None: ...
     def earliest_datestamp(self) -> int | None: ...
+    def harvested_sets(self) -> list[tuple[str, str, str | None]]: ...
 
 
 @dataclass
@@ -148,6 +149,20 @@ class Repository:
     tokens: Tokens
     formats: dict[str, MetadataFormat]
     sets: tuple[SetRule, ...] = ()
+
+    def listed_sets(self) -> tuple[SetRule, ...]:
+        """The sets ListSets lists: the configured ones (`sets`, with one per republished
+        partner), then the partners' own sets our records are in, as the partner named them
+        (`partners:<name>:<its setSpec>`: config.partner_subset), of partners republished now.
+        Read from the store at each call: only ListSets and a list or view with a set ask."""
+        shown = {p.name for p in self.config.partners if p.republish}
+        configured = {s.spec for s in self.sets}
+        harvested = tuple(
+            SetRule(spec, name or spec.split(":", 2)[2])
+            for partner, spec, name in self.store.harvested_sets()
+            if partner in shown and spec not in configured
+        )
+        return self.sets + harvested
 
 
 # ---- parsing and checking ---------------------------------------------------------------------
@@ -340,18 +355,19 @@ def list_metadata_formats(args: dict[str, str], repo: Repository, answer: Answer
 
 
 def list_sets(args: dict[str, str], repo: Repository, answer: Answer) -> SetsResult:
-    if not repo.sets:
+    sets = repo.listed_sets()
+    if not sets:
         raise e.NoSetHierarchy()
     size = repo.config.sets_page_size
     start = 0
     if "resumptionToken" in args:
         state = repo.tokens.read(args["resumptionToken"], "ListSets")
         start = state.cursor
-        if start >= len(repo.sets) or state.total != len(repo.sets):
+        if start >= len(sets) or state.total != len(sets):
             raise e.BadResumptionToken("The list of sets has changed; start again.")
-    page = repo.sets[start : start + size]
+    page = sets[start : start + size]
     resumption = None
-    if start + size < len(repo.sets):
+    if start + size < len(sets):
         token, expires = repo.tokens.issue(
             ListState(
                 verb="ListSets",
@@ -361,12 +377,12 @@ def list_sets(args: dict[str, str], repo: Repository, answer: Answer) -> SetsRes
                 set_spec=None,
                 last=None,
                 cursor=start + size,
-                total=len(repo.sets),
+                total=len(sets),
             )
         )
-        resumption = Resumption(token, start, len(repo.sets), expires)
+        resumption = Resumption(token, start, len(sets), expires)
     elif start > 0:
-        resumption = Resumption("", start, len(repo.sets), None)
+        resumption = Resumption("", start, len(sets), None)
     return SetsResult(page, resumption)
 
 
@@ -421,7 +437,7 @@ def _resumed(token: str, repo: Repository, verb: str) -> ListState:
     """Where the list a token continues stands, if this repository still has its format and set."""
     state = repo.tokens.read(token, verb)
     if state.prefix not in repo.formats or (
-        state.set_spec is not None and state.set_spec not in {s.spec for s in repo.sets}
+        state.set_spec is not None and state.set_spec not in {s.spec for s in repo.listed_sets()}
     ):
         raise e.BadResumptionToken("The resumptionToken names a format or a set this repository does not have.")
     return state
@@ -434,7 +450,7 @@ def _started(args: dict[str, str], repo: Repository, answer: Answer, verb: str) 
     problems: list[e.OAIError] = []
     if prefix not in repo.formats:
         problems.append(e.CannotDisseminateFormat())
-    if "set" in args and not repo.sets:
+    if "set" in args and not (repo.sets or repo.listed_sets()):  # the store read only when no set is configured
         problems.append(e.NoSetHierarchy())
     if problems:
         raise e.OAIErrors(problems)

@@ -292,7 +292,7 @@ def view() -> str:
         hidden=len(rows) - len(shown),
         raw_query=asked.oai_query,
         formats=formats.REGISTRY,
-        set_options=html.set_options(repo.sets),
+        set_options=html.set_options(repo.listed_sets()),
         verbs=list(protocol.ARGUMENTS),
         granularity=protocol.GRANULARITY,
     )
@@ -310,7 +310,7 @@ def home() -> str:
     return render_template(
         "home.html",
         counts=s.counts(),
-        sets=repo.sets,
+        sets=repo.listed_sets(),
         set_counts=s.set_counts(),
         partners=_partners(s),
     )
@@ -354,7 +354,7 @@ def changes() -> tuple[str, int]:
         page = render_template("changes.html", since=given, error=True, scope=scope, sets=[], partners=[])
         return page, 400
     s = store()
-    ordered = sorted(repo.sets, key=lambda rule: rule.spec.split(":"))
+    ordered = sorted(repo.sets, key=lambda rule: rule.spec.split(":"))  # one tally each: the configured ones
     per_partner = [
         {**p, "tally": changes_mod.tally(s, since, str(p["set"])) if p["republish"] else None}
         for p in _partners(s)
@@ -385,7 +385,7 @@ def _changes_scope(repo: protocol.Repository) -> changes_mod.Scope | None:
             abort(404)
         return changes_mod.Scope("partner", partner, partner_set(partner))
     if spec is not None:
-        if spec not in {rule.spec for rule in repo.sets}:
+        if spec not in {rule.spec for rule in repo.listed_sets()}:
             abort(404)
         return changes_mod.Scope("set", spec, spec)
     return None

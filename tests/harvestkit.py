@@ -132,9 +132,11 @@ def record(
     datestamp: str = "2024-04-01T10:00:00Z",
     deleted: bool = False,
     extra: str = "",
+    sets: tuple[str, ...] = (),
 ) -> str:
     status = ' status="deleted"' if deleted else ""
-    header = f"<header{status}><identifier>{identifier}</identifier><datestamp>{datestamp}</datestamp></header>"
+    specs = "".join(f"<setSpec>{spec}</setSpec>" for spec in sets)
+    header = f"<header{status}><identifier>{identifier}</identifier><datestamp>{datestamp}</datestamp>{specs}</header>"
     if deleted:
         return f"<record>{header}</record>"
     return (
@@ -158,11 +160,18 @@ def list_records(
     return oai(f"<ListRecords>{''.join(records)}{resumption}</ListRecords>", response_date=response_date)
 
 
+def list_sets(sets: list[tuple[str, str]]) -> str:
+    """A ListSets answer of (setSpec, setName) pairs, in one page."""
+    listed = "".join(f"<set><setSpec>{spec}</setSpec><setName>{name}</setName></set>" for spec, name in sets)
+    return oai(f"<ListSets>{listed}</ListSets>")
+
+
 class PagedPartner:
     """A well-behaved partner: `pages` (lists of <record> strings) served one after the other
     with tokens `t1`, `t2`, … and an Identify; `faults` maps a request number to the response
     to send instead, once (a fault does not advance the list); `announce`: the completeListSize
-    its tokens carry."""
+    its tokens carry. ListSets lists `sets` ((setSpec, setName) pairs), or answers noSetHierarchy
+    without them."""
 
     def __init__(
         self,
@@ -172,8 +181,9 @@ class PagedPartner:
         faults: dict[int, Response] | None = None,
         response_date: str = "2024-05-01T12:00:00Z",
         announce: int | None = None,
+        sets: list[tuple[str, str]] | None = None,
     ) -> None:
-        self.pages = pages
+        self.pages, self.sets = pages, sets
         self.announce = announce
         self.granularity = granularity
         self.faults = faults or {}
@@ -185,6 +195,8 @@ class PagedPartner:
         verb = params.get("verb")
         if verb == "Identify":
             return xml(identify(self.granularity))
+        if verb == "ListSets":
+            return xml(list_sets(self.sets) if self.sets is not None else error("noSetHierarchy"))
         if verb != "ListRecords":
             return xml(error("badVerb"))
         token = params.get("resumptionToken")

@@ -99,5 +99,8 @@ class MemorySource:
         item = self.items.get(identifier)
         return None if item is None else list(item.formats)
 
+    def harvested_sets(self) -> list[tuple[str, str, str | None]]:
+        return []
+
     def earliest_datestamp(self) -> int | None:
         return min((i.datestamp for i in self.items.values()), default=None)

@@ -21,12 +21,14 @@ from oaiserver.records import Record
 from oaiserver.store import (
     ListQuery,
     Store,
+    add_partner_sets_in,
     content_hash,
     finish_run,
     formats,
     harvest_history,
     iter_records,
     meta,
+    name_partner_sets,
     start_run,
 )
 from oaiserver.synthetic import synthetic_records
@@ -51,6 +53,9 @@ def fill(store: Store) -> None:
         counts={"received": 1},
         next_from=("2023-11-14T22:13:20Z", "oai_dc"),
     )
+    with store.writing() as (conn, _):
+        add_partner_sets_in(conn, "partner", ["partners:partner:a", "partners:partner:a:~C3~85"])
+    name_partner_sets(store, "partner", {"partners:partner:a": "Archive"})
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
@@ -72,6 +77,10 @@ def test_export_import_export_is_byte_identical(store: Store, clock: Clock, tmp_
             assert copy.get("oai:test.example.org:x") == store.get("oai:test.example.org:x")
             assert copy.setting("token_secret") == "kept-across-the-move"
             assert [r.outcome for r in harvest_history(copy, "partner")] == ["success"]
+            assert copy.harvested_sets() == [
+                ("partner", "partners:partner:a", "Archive"),
+                ("partner", "partners:partner:a:~C3~85", None),
+            ]
             query = ListQuery("oai_dc", set_spec="a")
             assert [h.xml for h in copy.page_headers(query, None, 500, with_metadata=True)] == [
                 h.xml for h in store.page_headers(query, None, 500, with_metadata=True)

@@ -222,8 +222,7 @@ HARVESTS = [
         "hepcrawl--cds.cern.ch",
         "hepcrawl/functional/cds/fixtures/http_server/records/cds-cerncds-hep-ex.xml",
         "success",
-        2,
-        without_dc=2,
+        2,  # MARC21 slim: Dublin Core by the crosswalk
     ),
     # Its identifier has a space: not a URI, so the store refuses it, says so, and quarantines it.
     Expect(
@@ -250,8 +249,7 @@ HARVESTS = [
         "vufindharvest--thisisallfake.example.com",
         "vufindharvest/marc.xml",
         "failed",
-        100,
-        without_dc=100,
+        100,  # MARC21 slim: Dublin Core by the crosswalk
         reason="badResumptionToken",
     ),
 ]

@@ -56,7 +56,8 @@ def assert_mirrors(source: Store, target: Store, partner: str) -> None:
     for identifier, h in theirs.items():
         mine = ours[identifier]
         assert (mine.deleted, mine.metadata) == (h.deleted, h.metadata), identifier
-        assert mine.sets == (partner_set(partner),)
+        # In the partner's set, and in ours for each of its own (the same specs, under partners:<name>).
+        assert mine.sets == (partner_set(partner), *(f"{partner_set(partner)}:{spec}" for spec in h.sets))
     for identifier in sorted(theirs)[:: max(1, len(theirs) // 15)]:  # a sample, in full
         original, copy = source.get(identifier), target.get(identifier)
         assert original is not None and copy is not None

@@ -13,17 +13,20 @@ import pytest
 import sqlalchemy as sa
 from conftest import Clock, make_record
 
+from oaiserver.records import Record
 from oaiserver.store import (
     MIGRATIONS,
     Migration,
     Store,
     StoreTooNew,
     SweepState,
+    add_partner_sets_in,
     claim_due,
     due_slots,
     harvest_state_of,
     learn,
     meta,
+    name_partner_sets,
     open_store,
     quarantine_in,
     quarantined,
@@ -69,6 +72,25 @@ def recording(calls: list[int], number: int, then: Migration | None = None) -> M
             then(conn)
 
     return step
+
+
+def migrated_from(store_url: str, clock: Clock, *, version: int, without: str, records: list[Record]) -> Store:
+    """A store holding `records` as migration `version` left it (the table `without` not made
+    yet), opened again: migrated to the latest number."""
+    store = Store(store_url, clock=clock)
+    store.write(records)
+    store.close()
+    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP TABLE {without}")
+            conn.execute(schema_version.update().values(version=version))
+    finally:
+        engine.dispose()
+    assert without not in table_names(store_url)
+    migrated = Store(store_url, clock=clock)
+    assert version_rows(store_url) == [LATEST]
+    return migrated
 
 
 def add_probe_table(conn: sa.Connection) -> None:
@@ -179,23 +201,19 @@ def test_the_commands_refuse_a_newer_store_in_one_line(tmp_path: Path, command: 
     assert version_rows(url) == [LATEST + 1]
 
 
+def two() -> list[Record]:
+    return [make_record("1"), make_record("2")]
+
+
+def telegrams() -> list[Record]:
+    return [make_record(str(i), f"Telegram number {i}", creator="Gromyko, Andrei") for i in range(2500)]
+
+
 def test_a_store_at_version_1_gets_a_search_index_of_its_records(store_url: str, clock: Clock) -> None:
     """Migration 2 (the search index): a store made before it, with records, is upgraded on
     opening and its records are found by their words."""
-    store = Store(store_url, clock=clock)
-    store.write([make_record(str(i), f"Telegram number {i}", creator="Gromyko, Andrei") for i in range(2500)])
-    store.close()
-    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    try:  # the store as version 1 left it: no search index
-        with engine.begin() as conn:
-            conn.exec_driver_sql("DROP TABLE records_search")
-            conn.execute(schema_version.update().values(version=1))
-    finally:
-        engine.dispose()
-    assert "records_search" not in table_names(store_url)
-    migrated = Store(store_url, clock=clock)
+    migrated = migrated_from(store_url, clock, version=1, without="records_search", records=telegrams())
     try:
-        assert version_rows(store_url) == [LATEST]
         assert migrated.search_count("gromyko", up_to=5000) == 2500  # more than one batch of the fill
         assert [h.identifier for h in migrated.search("telegram 1234")] == ["oai:test.example.org:1234"]
     finally:
@@ -205,20 +223,8 @@ def test_a_store_at_version_1_gets_a_search_index_of_its_records(store_url: str,
 def test_a_store_at_version_2_gets_an_empty_harvest_quarantine(store_url: str, clock: Clock) -> None:
     """Migration 3 (the harvest quarantine): a store made before it keeps its records and its
     harvest history, and gets the table, empty and usable."""
-    store = Store(store_url, clock=clock)
-    store.write([make_record("1")])
-    store.close()
-    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    try:  # the store as version 2 left it: no quarantine
-        with engine.begin() as conn:
-            conn.exec_driver_sql("DROP TABLE harvest_quarantine")
-            conn.execute(schema_version.update().values(version=2))
-    finally:
-        engine.dispose()
-    assert "harvest_quarantine" not in table_names(store_url)
-    migrated = Store(store_url, clock=clock)
+    migrated = migrated_from(store_url, clock, version=2, without="harvest_quarantine", records=[make_record("1")])
     try:
-        assert version_rows(store_url) == [LATEST]
         assert quarantined(migrated, "p") == [] and migrated.counts() == {"live": 1, "deleted": 0}
         with migrated.writing() as (conn, _):
             quarantine_in(conn, "p", [("oai:p:1", "broken"), ("oai:p:2", "refused")], 1000)
@@ -233,20 +239,8 @@ def test_a_store_at_version_2_gets_an_empty_harvest_quarantine(store_url: str, c
 def test_a_store_at_version_3_gets_the_schedulers_due_times(store_url: str, clock: Clock) -> None:
     """Migration 4 (harvest_due): a store made before it is upgraded on opening, keeps its
     records, and its partners are due when a scheduler first fires for them."""
-    store = Store(store_url, clock=clock)
-    store.write([make_record("1")])
-    store.close()
-    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    try:  # the store as version 3 left it: no harvest_due
-        with engine.begin() as conn:
-            conn.exec_driver_sql("DROP TABLE harvest_due")
-            conn.execute(schema_version.update().values(version=3))
-    finally:
-        engine.dispose()
-    assert "harvest_due" not in table_names(store_url)
-    migrated = Store(store_url, clock=clock)
+    migrated = migrated_from(store_url, clock, version=3, without="harvest_due", records=[make_record("1")])
     try:
-        assert version_rows(store_url) == [LATEST]
         assert migrated.counts() == {"live": 1, "deleted": 0}
         assert due_slots(migrated) == {}
         assert claim_due(migrated, "p", "scheduler", now=1_000, ttl=60) == 1_000
@@ -257,20 +251,10 @@ def test_a_store_at_version_3_gets_the_schedulers_due_times(store_url: str, cloc
 def test_a_store_at_version_4_gets_the_deletion_sweeps_table(store_url: str, clock: Clock) -> None:
     """Migration 5 (harvest_sweeps): a store made before it keeps its records and can hold a
     partner's deletion sweep once opened."""
-    store = Store(store_url, clock=clock)
-    store.write([make_record("1"), make_record("2")])
-    store.close()
-    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    try:  # the store as version 4 left it: no sweeps table
-        with engine.begin() as conn:
-            conn.exec_driver_sql("DROP TABLE harvest_sweeps")
-            conn.execute(schema_version.update().values(version=4))
-    finally:
-        engine.dispose()
-    assert "harvest_sweeps" not in table_names(store_url)
-    migrated = Store(store_url, clock=clock)
+    migrated = migrated_from(
+        store_url, clock, version=4, without="harvest_sweeps", records=[make_record("1"), make_record("2")]
+    )
     try:
-        assert version_rows(store_url) == [LATEST]
         with migrated.writing() as (conn, _):
             save_sweep_in(conn, "p", SweepState(last_swept=clock.now))
         assert sweep_states(migrated) == {"p": SweepState(last_swept=clock.now)}
@@ -299,5 +283,22 @@ def test_a_store_at_version_5_gets_what_the_harvester_learned(store_url: str, cl
         assert harvest_state_of(migrated, "p").checkpoint == {"token": "t1"}
         learn(migrated, "p", {"granularity": "days"}, clock.now)
         assert harvest_state_of(migrated, "p").learned == {"granularity": "days"}
+    finally:
+        migrated.close()
+
+
+def test_a_store_at_version_6_gets_the_partners_sets_table(store_url: str, clock: Clock) -> None:
+    """Migration 7 (partner_sets): a store made before it keeps its records and can hold a
+    partner's sets once opened (empty until the partner's next harvest)."""
+    migrated = migrated_from(
+        store_url, clock, version=6, without="partner_sets", records=[make_record("1"), make_record("2")]
+    )
+    try:
+        assert migrated.harvested_sets() == []
+        with migrated.writing() as (conn, _):
+            add_partner_sets_in(conn, "p", ["partners:p:a"])
+        assert name_partner_sets(migrated, "p", {"partners:p:a": "A", "partners:p:b": "B"}) == 1
+        assert migrated.harvested_sets() == [("p", "partners:p:a", "A")]
+        assert migrated.counts() == {"live": 2, "deleted": 0}
     finally:
         migrated.close()

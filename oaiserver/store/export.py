@@ -11,7 +11,15 @@ from sqlalchemy.engine import Connection
 
 from oaiserver.records import Record
 from oaiserver.store.read import _metadata, record_of_row
-from oaiserver.store.schema import formats, harvest_quarantine, harvest_runs, harvest_state, records, settings
+from oaiserver.store.schema import (
+    formats,
+    harvest_quarantine,
+    harvest_runs,
+    harvest_state,
+    partner_sets,
+    records,
+    settings,
+)
 
 if TYPE_CHECKING:
     from oaiserver.store import Store
@@ -25,6 +33,7 @@ EXPORTED_TABLES: dict[str, tuple[sa.Table, tuple[str, ...]]] = {
     "harvest_state": (harvest_state, ("partner",)),
     "harvest_runs": (harvest_runs, ("id",)),
     "harvest_quarantine": (harvest_quarantine, ("partner", "identifier")),
+    "partner_sets": (partner_sets, ("partner", "spec")),
 }
 
 

@@ -29,6 +29,7 @@ from oaiserver.store.schema import (
     harvest_runs,
     harvest_state,
     harvest_sweeps,
+    partner_sets,
     records,
 )
 from oaiserver.store.write import WriteResult
@@ -407,7 +408,8 @@ def harvested_datestamps(store: Store, partner: str, identifiers: Sequence[str])
 
 
 def harvest_summary(store: Store) -> dict[str, dict[str, Any]]:
-    """Per partner: runs by outcome, records received, the last run and last success times, the
+    """Per partner: runs by outcome, records received and those of them without Dublin Core
+    (`without_dc`), the last run and last success times, the
     end of the last complete run (`last_complete`), the shortfall of the last run judged
     complete or short (`shortfall`; None when it was unknown, or no run was judged), the records
     in its quarantine now (`quarantined`) and the records a deletion sweep held back
@@ -431,6 +433,7 @@ def harvest_summary(store: Store) -> dict[str, dict[str, Any]]:
                 {
                     "runs": {},
                     "received": 0,
+                    "without_dc": 0,
                     "last_outcome": None,
                     "last_run": None,
                     "last_success": None,
@@ -443,6 +446,7 @@ def harvest_summary(store: Store) -> dict[str, dict[str, Any]]:
             data = json.loads(counts or "{}")
             entry["runs"][outcome] = entry["runs"].get(outcome, 0) + 1
             entry["received"] += int(data.get("received", 0))
+            entry["without_dc"] += int(data.get("without_dc", 0))
             entry["last_outcome"], entry["last_run"] = outcome, finished or started
             if outcome == "success":
                 entry["last_success"] = finished or started
@@ -455,3 +459,33 @@ def harvest_summary(store: Store) -> dict[str, dict[str, Any]]:
         if partner in summary:  # a sweep follows a run
             summary[partner]["sweep_held"] = sweep.held or 0
     return summary
+
+
+# ---- the partners' sets -----------------------------------------------------------------------
+
+
+def partner_set_names(store: Store, partner: str) -> dict[str, str | None]:
+    """The sets of `partner` our records are in, by our setSpec, with the partner's name for each."""
+    c = partner_sets.c
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(c.spec, c.name).where(c.partner == partner)).all()
+    return {spec: name for spec, name in rows}
+
+
+def add_partner_sets_in(conn: Connection, partner: str, specs: Sequence[str]) -> None:
+    """Sets of `partner` met in its records and not stored yet (unnamed until its ListSets is
+    read), inside the transaction that writes their page; the caller holds the partner's lease."""
+    if specs:
+        conn.execute(partner_sets.insert(), [{"partner": partner, "spec": spec, "name": None} for spec in specs])
+
+
+def name_partner_sets(store: Store, partner: str, names: dict[str, str]) -> int:
+    """Give the stored sets of `partner` the names its ListSets gave (by our setSpec); a set it
+    did not name keeps the name it had. Returns how many names changed."""
+    c = partner_sets.c
+    held = partner_set_names(store, partner)
+    changed = {spec: name for spec, name in names.items() if spec in held and held[spec] != name}
+    with store.engine.begin() as conn:
+        for spec, name in changed.items():
+            conn.execute(partner_sets.update().where(c.partner == partner, c.spec == spec).values(name=name))
+    return len(changed)

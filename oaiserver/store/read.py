@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from oaiserver.fragments import metadata_of
 from oaiserver.records import DCValue, Header, ListQuery, Record, Rendered
 from oaiserver.rows import _FIELD, _VALUE
-from oaiserver.store.schema import formats, records, set_members
+from oaiserver.store.schema import formats, partner_sets, records, set_members
 from oaiserver.store.transactions import Transactions
 
 
@@ -139,6 +139,14 @@ class Reads(Transactions):
     def _row(self, query: ListQuery, identifier: str, columns: str) -> list[Any]:
         sql, params = self._list_sql(ListQuery(query.prefix, set_spec=query.set_spec), columns, None)
         return self._fetch(sql + " AND r.identifier = ?", [*params, identifier])
+
+    def harvested_sets(self) -> list[tuple[str, str, str | None]]:
+        """The partners' sets our records are in: (partner, setSpec, the partner's name for it
+        or None), in setSpec order."""
+        c = partner_sets.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(c.partner, c.spec, c.name).order_by(c.spec)).all()
+        return [(r.partner, r.spec, r.name) for r in rows]
 
     def earliest_datestamp(self) -> int | None:
         with self.engine.connect() as conn:

@@ -161,6 +161,17 @@ harvest_sweeps = sa.Table(
     sa.Column("held_since", sa.BigInteger),
 )
 
+# The sets of partners that our records are in (`partners:<name>:<the partner's setSpec>`, and
+# each of its ancestors under `partners:<name>`), with the name the partner's ListSets gives the
+# set (NULL: not named there). Written by the harvester; ListSets lists them.
+partner_sets = sa.Table(
+    "partner_sets",
+    meta,
+    sa.Column("partner", sa.String(200), primary_key=True),
+    sa.Column("spec", sa.String(400), primary_key=True),  # ours, as a record's header gives it
+    sa.Column("name", sa.Text),
+)
+
 Migration = Callable[[Connection], None]
 
 
@@ -200,6 +211,11 @@ def _learned(conn: Connection) -> None:
         conn.execute(sa.text("ALTER TABLE harvest_state ADD COLUMN learned TEXT"))
 
 
+def _partner_sets(conn: Connection) -> None:
+    """Migration 7: the partners' sets (empty: filled by the next harvest of each partner)."""
+    partner_sets.create(conn, checkfirst=True)
+
+
 # Schema changes, numbered, applied in order. A new store is made from the tables above, which
 # always describe the latest schema, and gets the last number; a store at an earlier number gets
 # each later step. Changing the schema is changing the tables above *and* appending the step
@@ -211,4 +227,5 @@ MIGRATIONS: tuple[tuple[int, Migration], ...] = (
     (4, _harvest_due),
     (5, _sweep_table),
     (6, _learned),
+    (7, _partner_sets),
 )
