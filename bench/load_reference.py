@@ -1,0 +1,106 @@
+"""The reference for the bulk load: the same rows, inserted by a plain `executemany` into bare tables.
+
+What a person would write to put the same bytes into SQLite: `sqlite3.connect`, one table per
+table our load fills (records, formats, set_members, and the search words as a plain text
+column), each with an integer primary key and no other index, SQLite's default settings, one
+`executemany` per table and a commit per batch of the load's size. The rows are the ones our load
+stored (read back from its store, so the columns and bytes per record are the same); only the
+inserts and commits are timed, the reading is not.
+
+`make bench` prints the ratio in its load section. Alone, side by side, medians of a few runs:
+    .venv/bin/python bench/load_reference.py --records 100000 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+import tempfile
+import time
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import log, median
+from loading import load
+
+TABLES = {
+    "records": "SELECT id, identifier, datestamp, deleted, source, setspecs, content_hash, dc, fulltext, raw_xml,"
+    " provenance, about, header_xml FROM records WHERE id BETWEEN ? AND ? ORDER BY id",
+    "formats": "SELECT record_id, prefix, record, datestamp FROM formats WHERE record_id BETWEEN ? AND ?",
+    "set_members": "SELECT spec, datestamp, identifier, record_id FROM set_members WHERE record_id BETWEEN ? AND ?",
+    "search_words": "SELECT rowid, words FROM records_search WHERE rowid BETWEEN ? AND ?",
+}
+BARE = {
+    "records": "id INTEGER PRIMARY KEY, identifier, datestamp, deleted, source, setspecs, content_hash, dc,"
+    " fulltext, raw_xml, provenance, about, header_xml",
+    "formats": "id INTEGER PRIMARY KEY, record_id, prefix, record, datestamp",
+    "set_members": "id INTEGER PRIMARY KEY, spec, datestamp, identifier, record_id",
+    "search_words": "id INTEGER PRIMARY KEY, words",
+}
+INSERTS = {
+    "records": "INSERT INTO records VALUES (" + ", ".join(["?"] * 13) + ")",
+    "formats": "INSERT INTO formats (record_id, prefix, record, datestamp) VALUES (?, ?, ?, ?)",
+    "set_members": "INSERT INTO set_members (spec, datestamp, identifier, record_id) VALUES (?, ?, ?, ?)",
+    "search_words": "INSERT INTO search_words VALUES (?, ?)",
+}
+
+
+def executemany_reference(store_db: Path, out: Path, batch: int) -> dict[str, Any]:
+    """The rows of the store at `store_db` inserted into a fresh `out` as described above, timed."""
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        with suppress(FileNotFoundError):
+            Path(f"{out}{suffix}").unlink()
+    source = sqlite3.connect(f"file:{store_db}?mode=ro", uri=True)
+    target = sqlite3.connect(out)
+    try:
+        for name, columns in BARE.items():
+            target.execute(f"CREATE TABLE {name} ({columns})")
+        target.commit()
+        low, high = source.execute("SELECT min(id), max(id) FROM records").fetchone()
+        insert_s, records = 0.0, 0
+        for first in range(low, high + 1, batch):
+            span = (first, first + batch - 1)
+            rows = {name: source.execute(sql, span).fetchall() for name, sql in TABLES.items()}
+            t = time.perf_counter()
+            for name, sql in INSERTS.items():
+                target.executemany(sql, rows[name])
+            target.commit()
+            insert_s += time.perf_counter() - t
+            records += len(rows["records"])
+    finally:
+        source.close()
+        target.close()
+    return {
+        "records": records,
+        "batch": batch,
+        "insert_seconds": round(insert_s, 2),
+        "records_per_s": round(records / insert_s, 1),
+        "db_mb": round(out.stat().st_size / 2**20),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="The bulk load against a plain executemany of the same rows.")
+    p.add_argument("--records", "-n", type=int, default=100_000)
+    p.add_argument("--batch", type=int, default=1000, help="Store.write batch size, and rows per commit")
+    p.add_argument("--repeat", type=int, default=3)
+    a = p.parse_args(argv)
+    ours, plain = [], []
+    with tempfile.TemporaryDirectory(prefix="load-reference-") as tmp:
+        for run in range(1, a.repeat + 1):
+            db = Path(tmp) / "store.sqlite3"
+            ours.append(load(db, a.records, a.batch)["records_per_s"])
+            plain.append(executemany_reference(db, Path(tmp) / "executemany.sqlite3", a.batch)["records_per_s"])
+            log(f"run {run}: bulk load {ours[-1]:,.0f}, executemany {plain[-1]:,.0f} records/s")
+    o, r = median(ours), median(plain)
+    print(f"{a.records:,} records, batch {a.batch}, medians of {a.repeat}:")
+    print(f"  bulk load (Store.write)        {o:>10,.0f} records/s")
+    print(f"  plain executemany, bare tables {r:>10,.0f} records/s")
+    print(f"  ratio                          {o / r:>10.2f}x (target >= 2x)")
+
+
+if __name__ == "__main__":
+    main()
