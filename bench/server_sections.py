@@ -41,8 +41,8 @@ class ServerSections(Sections):
             f"{ratio:.2f}x",
             f">= {T_LOAD_VS_EXECUTEMANY}x",
             ratio >= T_LOAD_VS_EXECUTEMANY,
-            f"{r['records_per_s']:,.0f} against {ref['records_per_s']:,.0f} records/s"
-            f" ({ref['records']:,} records in {ref['insert_seconds']} s, {ref['db_mb']} MB)",
+            f"{r['records_per_s']:,.0f} against {ref['records_per_s']:,.0f} records/s; CPU a record"
+            f" {r['write_cpu_us_per_record']} against {ref['cpu_us_per_record']} us",
         )
 
     def section_other_page_size(self, ours: Server, workdir: Path, db: Path) -> None:
