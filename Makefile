@@ -86,7 +86,14 @@ bench: $(DEV_STAMP)
 
 ## The README's screenshots (docs/*.png): the demo, with a partner harvested for real, served in a temporary
 ## folder and opened in headless Chromium (docs/screenshots.py says what each shows). DEMO_RECORDS as for demo.
+## The demo's titles have Chinese words (北京): without a CJK font Chromium draws them as empty boxes.
 screenshots: $(DEV_STAMP) browser
+	@fc-list 2>/dev/null | grep -qi cjk && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing fonts-noto-cjk for the screenshots"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-cjk >/dev/null && exit 0; \
+	fi; \
+	echo "no CJK font (fonts-noto-cjk): the screenshots will show Chinese words as boxes" >&2
 	DEMO_RECORDS=$(DEMO_RECORDS) $(BIN)/python docs/screenshots.py
 
 ## The lint gate (CI runs it after the tests): ruff and mypy over all our Python, tests, benchmarks and docs scripts too.

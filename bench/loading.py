@@ -23,7 +23,7 @@ def load(db: Path, n: int, batch: int) -> dict[str, Any]:
             Path(f"{db}{suffix}").unlink()
     store = Store(f"sqlite:///{db}")
     records = synthetic_records(n, REPO_ID)
-    write_s = gen_s = 0.0
+    write_s = gen_s = write_cpu = 0.0
     added = 0
     cpu0 = self_cpu()
     chunk_size = max(batch, 10_000 // batch * batch)
@@ -33,9 +33,10 @@ def load(db: Path, n: int, batch: int) -> dict[str, Any]:
         gen_s += time.perf_counter() - t
         if not chunk:
             break
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         added += store.write(chunk, keep_datestamps=True, batch=batch).added
         write_s += time.perf_counter() - t
+        write_cpu += time.process_time() - c
         if (added // chunk_size) % 10 == 0:
             log(f"  loaded {added:,} of {n:,} ({added / write_s:,.0f} records/s in write)")
     counts = store.counts()
@@ -47,6 +48,7 @@ def load(db: Path, n: int, batch: int) -> dict[str, Any]:
         "batch": batch,
         "write_seconds": round(write_s, 2),
         "records_per_s": round(added / write_s, 1),
+        "write_cpu_us_per_record": round(write_cpu * 1e6 / added, 1),
         "generate_seconds": round(gen_s, 2),
         "generate_records_per_s": round(added / gen_s, 1) if gen_s else None,
         "end_to_end_records_per_s": round(added / (write_s + gen_s), 1),

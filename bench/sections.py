@@ -10,6 +10,7 @@ from results import Check, print_report
 
 # Targets, for a 2-core machine.
 T_LOAD = 20_000  # records/s into SQLite
+T_LOAD_VS_EXECUTEMANY = 2.0  # the bulk load over a plain executemany of the same rows into bare tables
 T_CPU = 15.0  # server CPU ms per 1,000 records, full ListRecords harvest
 T_LATE_PAGE = 1.2  # the page at 90 % of the list within this factor of the first page
 T_RSS_MB = 150.0  # peak RSS per worker at N = 1,000,000

@@ -9,9 +9,10 @@ from typing import Any
 
 import requests
 from harness import log, median, percentile
+from load_reference import executemany_reference
 from loading import identifier, load
 from oai_client import Crowd, Walk, crowd, fetch, first_page, full_harvest, warm_up
-from sections import T_CPU, T_LATE_PAGE, T_LOAD, T_RSS_MB, T_VS_PEER_32, Sections
+from sections import T_CPU, T_LATE_PAGE, T_LOAD, T_LOAD_VS_EXECUTEMANY, T_RSS_MB, T_VS_PEER_32, Sections
 from servers import Server, start_ours
 
 
@@ -22,7 +23,10 @@ class ServerSections(Sections):
         a = self.args
         log(f"loading {a.records:,} synthetic records into SQLite (Store.write, batch={a.load_batch})")
         r = load(db, a.records, a.load_batch)
-        self.results["load"] = r
+        log("the same rows by a plain executemany into bare tables (the reference)")
+        ref = executemany_reference(db, db.with_name("executemany.sqlite3"), a.load_batch)
+        ratio = r["records_per_s"] / ref["records_per_s"]
+        self.results["load"] = {**r, "executemany": ref, "vs_executemany": round(ratio, 2)}
         self.check(
             "load",
             "bulk load into SQLite (Store.write)",
@@ -30,6 +34,15 @@ class ServerSections(Sections):
             f">= {T_LOAD:,} records/s",
             r["records_per_s"] >= T_LOAD,
             f"{r['records']:,} records in {r['write_seconds']} s; generating them took {r['generate_seconds']} s more",
+        )
+        self.check(
+            "load",
+            "bulk load / plain executemany of the same rows into bare tables",
+            f"{ratio:.2f}x",
+            f">= {T_LOAD_VS_EXECUTEMANY}x",
+            ratio >= T_LOAD_VS_EXECUTEMANY,
+            f"{r['records_per_s']:,.0f} against {ref['records_per_s']:,.0f} records/s; CPU a record"
+            f" {r['write_cpu_us_per_record']} against {ref['cpu_us_per_record']} us",
         )
 
     def section_other_page_size(self, ours: Server, workdir: Path, db: Path) -> None:

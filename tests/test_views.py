@@ -397,6 +397,15 @@ def test_the_partner_page_lists_its_runs_with_outcome_and_completeness(partnered
 
 
 @with_specs(*PARTNERS)
+def test_the_home_page_shows_the_partners_before_the_long_list_of_sets(partnered: Any) -> None:
+    """Staff look at the partners' last harvests first; the sets can run to hundreds of rows."""
+    doc = page(partnered, "/")
+    assert doc.xpath("//main//h2/text()") == ["OAI-PMH", "Partners", "Sets"]
+    partner_rows = doc.xpath("//h2[text()='Partners']/following-sibling::table[1]/tbody/tr/td[1]/a/text()")
+    assert partner_rows == ["honest", "short", "gone", "waiting"]
+
+
+@with_specs(*PARTNERS)
 def test_a_failed_run_shows_its_reason_as_the_last_error(partnered: Any) -> None:
     doc = page(partnered, "/partners/gone")
     (run,) = runs_table(doc)
