@@ -85,6 +85,7 @@ from oaiserver.store import (
     save_run_counts_in,
     start_run,
     write_harvested_in,
+    write_native_in,
 )
 
 log = logging.getLogger(__name__)
@@ -165,10 +166,16 @@ class RunReport:
     failures: list[tuple[str, str]] = field(default_factory=list)
     next_from: str | None = None
     completeness: Completeness | None = None  # judged when every list was read to its end
+    format: str = "oai_dc"  # the metadataPrefix harvested
+    more: list[RunReport] = field(default_factory=list)  # the partner's further formats, in order
 
     @property
     def exit_code(self) -> int:
-        return EXIT_CODES[self.outcome]
+        return max(EXIT_CODES[r.outcome] for r in self.all())
+
+    def all(self) -> list[RunReport]:
+        """This report and those of the partner's further formats."""
+        return [self, *self.more]
 
 
 ProgressCallback = Callable[[str, Counts, Page], None]
@@ -261,6 +268,7 @@ def run(
     """
     settings = settings or HarvestSettings()
     owner = owner or default_owner()
+    stop = stop or threading.Event()
     try:
         won, holder, expires = acquire_lease(store, partner.name, owner, settings.lease_ttl, int(clock()))
         if not won and holder_is_gone(holder):
@@ -276,7 +284,14 @@ def run(
         raise err.PartnerBusy(partner.name, holder, expires)
     failing = False
     try:
-        return _Run(store, partner, settings, stop or threading.Event(), on_page, owner, clock).execute(full)
+        # Each format on its own (its `from`, checkpoint and history line), under one lease: a
+        # format the partner does not offer fails its own run, and the others go on.
+        reports = [
+            _Run(store, replace(partner, metadata_prefix=fmt), settings, stop, on_page, owner, clock).execute(full)
+            for fmt in partner.harvested_formats
+        ]
+        reports[0].more = reports[1:]
+        return reports[0]
     except err.StoreError:
         failing = True
         raise
@@ -347,6 +362,9 @@ class _Run:
         self.quarantined: set[str] = set()  # identifiers this run put in quarantine
         self.fallen: tuple[err.HarvestError, int] | None = None  # why ListRecords was left, and when (pages)
         self.run_id: int | None = None
+        self.fmt = partner.metadata_prefix
+        # A format after the partner's first is kept verbatim beside its record (native_formats).
+        self.native = self.fmt != partner.harvested_formats[0]
 
     def now(self) -> int:
         return int(self.clock())
@@ -391,7 +409,7 @@ class _Run:
         from the `from` the last complete run of this window left (the partner's own `from_date` if none)."""
         name = self.partner.name
         self.full = full
-        state = harvest_state_of(self.store, name)
+        state = harvest_state_of(self.store, name, self.fmt)
         key = window_key(self.partner)
         checkpoint = state.checkpoint if not full and state.checkpoint and state.checkpoint.get("key") == key else None
         self.resumed = checkpoint is not None
@@ -409,7 +427,13 @@ class _Run:
         self.cp = checkpoint
         self.window = Counts.from_dict(checkpoint["counts"])
         self.run_id = start_run(
-            self.store, name, self.owner, started=self.now(), from_date=checkpoint["from"], resumed=self.resumed
+            self.store,
+            name,
+            self.owner,
+            started=self.now(),
+            from_date=checkpoint["from"],
+            resumed=self.resumed,
+            fmt=self.fmt,
         )
         if self.resumed:
             log.info("%s: resuming the window from %s at its checkpoint", name, checkpoint["from"] or "the start")
@@ -474,6 +498,7 @@ class _Run:
             self.store,
             run_id,
             self.partner.name,
+            fmt=self.fmt,
             finished=self.now(),
             outcome=outcome,
             reason=reason,
@@ -493,6 +518,7 @@ class _Run:
             failures=self.failures,
             next_from=next_from[0] if next_from else None,
             completeness=completeness,
+            format=self.fmt,
         )
         quiet = (
             outcome == SUCCESS
@@ -616,7 +642,10 @@ class _Run:
         identifier put in quarantine, those stored taken out of it."""
         # A record another source holds, even one inserted by a concurrent harvest while this
         # page was being written (the store settles that race), is refused, never overwritten.
-        result = write_harvested_in(self.store, conn, stamp, converted.to_write)
+        if self.native:
+            result = write_native_in(conn, stamp, self.partner.name, self.fmt, converted.to_write)
+        else:
+            result = write_harvested_in(self.store, conn, stamp, converted.to_write)
         failing = converted.failures + [
             (i, f"the identifier belongs to {src}; not overwritten") for i, src in result.refused
         ]
@@ -701,7 +730,7 @@ class _Run:
                 received=received,
                 stored=stored + ready.skipped,
             )
-            save_checkpoint_in(conn, name, checkpoint, self.now())
+            save_checkpoint_in(conn, name, checkpoint, self.now(), fmt=self.fmt)
             failures = written.failures
             counts = self.counts + (window - self.window)
             keep = self.settings.max_failures_kept
@@ -787,14 +816,20 @@ def describe(report: RunReport) -> str:
     """A run's outcome on one line, as `harvester run` prints it and the scheduler logs it:
     `name: outcome: counts; completeness; resumed; next from …; reason`, leaving out what is
     empty. A partial run's reason is left out: the records it could not harvest are listed one
-    by one."""
+    by one. A partner harvested in several formats has a line per format, `name [prefix]: …`."""
+    several = bool(report.more)
+    return "\n".join(_describe_one(r, several) for r in report.all())
+
+
+def _describe_one(report: RunReport, several: bool) -> str:
     details = [counts_text(report.counts)]
     details += [report.completeness.text()] if report.completeness else []
     details += ["resumed"] if report.resumed else []
     details += [f"next from {report.next_from}"] if report.next_from else []
     details += [report.reason] if report.reason and report.outcome != PARTIAL else []
     shown = "; ".join(d for d in details if d)
-    return f"{report.partner}: {report.outcome}" + (f": {shown}" if shown else "")
+    named = f"{report.partner} [{report.format}]" if several else report.partner
+    return f"{named}: {report.outcome}" + (f": {shown}" if shown else "")
 
 
 def counts_text(c: Counts) -> str:

@@ -74,6 +74,7 @@ from oaiserver.store.harvester_state import (
     harvested_datestamps,
     leases,
     live_identifiers,
+    native_records,
     quarantine_counts,
     quarantine_in,
     quarantined,
@@ -87,6 +88,7 @@ from oaiserver.store.harvester_state import (
     start_run,
     sweep_states,
     write_harvested_in,
+    write_native_in,
 )
 from oaiserver.store.read import Reads, decode_dc
 from oaiserver.store.schema import (
@@ -190,6 +192,7 @@ __all__ = [
     "live_identifiers",
     "make_engine",
     "meta",
+    "native_records",
     "open_store",
     "prepare",
     "quarantine_counts",
@@ -213,4 +216,5 @@ __all__ = [
     "sweep_states",
     "table_rows_in",
     "write_harvested_in",
+    "write_native_in",
 ]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from oaiserver.records import Record
+from oaiserver.records import Record, identifier_problem
 from oaiserver.rows import Prepared
 from oaiserver.store.schema import (
     harvest_leases,
@@ -29,9 +29,13 @@ from oaiserver.store.schema import (
     harvest_runs,
     harvest_state,
     harvest_sweeps,
+    native_formats,
     records,
 )
 from oaiserver.store.write import WriteResult
+
+# A partner's format where none is named: its one format by default (oai_dc).
+DEFAULT_FORMAT = "oai_dc"
 
 if TYPE_CHECKING:
     from oaiserver.store import Store
@@ -40,6 +44,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class HarvestState:
     partner: str
+    format: str
     next_from: str | None = None
     next_from_key: str | None = None
     checkpoint: dict[str, Any] | None = None
@@ -57,33 +62,50 @@ class HarvestRun:
     from_date: str | None
     resumed: bool
     counts: dict[str, Any]
+    format: str | None = None  # None: a run from before formats were harvested one by one
 
 
 def _write_conn(store: Store) -> Connection:
     return store.engine.connect().execution_options(sqlite_immediate=True)
 
 
-def harvest_state_of(store: Store, partner: str) -> HarvestState:
+def harvest_state_of(store: Store, partner: str, fmt: str = DEFAULT_FORMAT) -> HarvestState:
+    """The state of harvesting `partner` in the format `fmt` (each format has its own)."""
     with store.engine.connect() as conn:
-        row = conn.execute(sa.select(harvest_state).where(harvest_state.c.partner == partner)).first()
+        row = conn.execute(
+            sa.select(harvest_state).where(harvest_state.c.partner == partner, harvest_state.c.format == fmt)
+        ).first()
     if row is None:
-        return HarvestState(partner)
+        return HarvestState(partner, fmt)
     checkpoint = json.loads(row.checkpoint) if row.checkpoint else None
-    return HarvestState(row.partner, row.next_from, row.next_from_key, checkpoint)
+    return HarvestState(row.partner, row.format, row.next_from, row.next_from_key, checkpoint)
 
 
-def _upsert_state(conn: Connection, partner: str, values: dict[str, Any]) -> None:
-    updated = conn.execute(harvest_state.update().where(harvest_state.c.partner == partner).values(**values))
+def _upsert_state(conn: Connection, partner: str, fmt: str, values: dict[str, Any]) -> None:
+    updated = conn.execute(
+        harvest_state.update().where(harvest_state.c.partner == partner, harvest_state.c.format == fmt).values(**values)
+    )
     if updated.rowcount == 0:
-        conn.execute(harvest_state.insert().values(partner=partner, **values))
+        conn.execute(harvest_state.insert().values(partner=partner, format=fmt, **values))
 
 
-def save_checkpoint_in(conn: Connection, partner: str, checkpoint: dict[str, Any] | None, now: int) -> None:
+def save_checkpoint_in(
+    conn: Connection, partner: str, checkpoint: dict[str, Any] | None, now: int, *, fmt: str = DEFAULT_FORMAT
+) -> None:
     """Record where the window stands, inside the transaction that writes the page's records."""
-    _upsert_state(conn, partner, {"checkpoint": json.dumps(checkpoint) if checkpoint else None, "updated": now})
+    _upsert_state(conn, partner, fmt, {"checkpoint": json.dumps(checkpoint) if checkpoint else None, "updated": now})
 
 
-def start_run(store: Store, partner: str, owner: str, *, started: int, from_date: str | None, resumed: bool) -> int:
+def start_run(
+    store: Store,
+    partner: str,
+    owner: str,
+    *,
+    started: int,
+    from_date: str | None,
+    resumed: bool,
+    fmt: str = DEFAULT_FORMAT,
+) -> int:
     """A new row in the run history. Runs still marked running were cut short (the caller
     holds the lease, so no one else is running them): they are closed as failed."""
     with _write_conn(store) as conn, conn.begin():
@@ -95,6 +117,7 @@ def start_run(store: Store, partner: str, owner: str, *, started: int, from_date
         inserted = conn.execute(
             harvest_runs.insert().values(
                 partner=partner,
+                format=fmt,
                 owner=owner,
                 started=started,
                 outcome="running",
@@ -139,6 +162,7 @@ def finish_run(
     run_id: int,
     partner: str,
     *,
+    fmt: str = DEFAULT_FORMAT,
     finished: int,
     outcome: str,
     reason: str | None,
@@ -158,7 +182,7 @@ def finish_run(
             values["checkpoint"] = json.dumps(checkpoint) if checkpoint else None
         if next_from is not None:
             values["next_from"], values["next_from_key"] = next_from
-        _upsert_state(conn, partner, values)
+        _upsert_state(conn, partner, fmt, values)
 
 
 def harvest_history(
@@ -192,6 +216,7 @@ def harvest_history(
             r.from_date,
             bool(r.resumed),
             json.loads(r.counts or "{}"),
+            r.format,
         )
         for r in rows
     ]
@@ -278,6 +303,60 @@ class SweepState(NamedTuple):
     held: int | None = None
     held_live: int | None = None
     held_since: int | None = None
+
+
+def write_native_in(
+    conn: Connection, stamp: int, source: str, prefix: str, chunk: Sequence[Record | Prepared]
+) -> WriteResult:
+    """A partner's records in a further format, kept verbatim per (source, identifier, format),
+    in the page's transaction: bytes identical to those stored change nothing (the datestamp
+    stays); others replace them, stamped `stamp`."""
+    result = WriteResult()
+    given: dict[str, Record] = {}
+    for item in chunk:
+        record = item.record if isinstance(item, Prepared) else item
+        problem = identifier_problem(record.identifier)
+        if problem is None:
+            given[record.identifier] = record
+        else:
+            result.rejected.append((record.identifier, problem))
+    if not given:
+        return result
+    key = (native_formats.c.source == source, native_formats.c.prefix == prefix)
+    stored = dict(
+        conn.execute(
+            sa.select(native_formats.c.identifier, native_formats.c.record).where(
+                *key, native_formats.c.identifier.in_(list(given))
+            )
+        ).tuples()
+    )
+    for identifier in sorted(given):  # key order: concurrent writers lock rows in one order
+        record = given[identifier]
+        body = (record.raw_xml or "").encode("utf-8")
+        old = stored.get(identifier)
+        values = {"datestamp": stamp, "deleted": record.deleted, "record": body}
+        if old is None:
+            conn.execute(native_formats.insert().values(source=source, identifier=identifier, prefix=prefix, **values))
+            result.added += 1
+        elif bytes(old) == body:
+            result.unchanged += 1
+        else:
+            conn.execute(
+                native_formats.update().where(*key, native_formats.c.identifier == identifier).values(**values)
+            )
+            result.changed += 1
+    return result
+
+
+def native_records(store: Store, source: str, prefix: str) -> dict[str, bytes]:
+    """A partner's records in a further format, verbatim, by identifier."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(native_formats.c.identifier, native_formats.c.record).where(
+                native_formats.c.source == source, native_formats.c.prefix == prefix
+            )
+        )
+        return {identifier: bytes(record) for identifier, record in rows}
 
 
 def sweep_states(store: Store) -> dict[str, SweepState]:

@@ -8,6 +8,7 @@ migration sees the whole schema it changes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import sqlalchemy as sa
@@ -87,6 +88,8 @@ harvest_state = sa.Table(
     "harvest_state",
     meta,
     sa.Column("partner", sa.String(200), primary_key=True),
+    # Each format of a partner is harvested on its own: its own `from`, checkpoint and runs.
+    sa.Column("format", sa.String(100), primary_key=True),
     # The partner's responseDate of the first request of the last complete run.
     sa.Column("next_from", sa.String(40)),
     # Which list (prefix, sets, republish) `next_from` belongs to: another list starts afresh.
@@ -100,6 +103,7 @@ harvest_runs = sa.Table(
     meta,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),  # not exported: renumbered
     sa.Column("partner", sa.String(200), nullable=False),
+    sa.Column("format", sa.String(100)),  # the metadataPrefix harvested (NULL: a run before migration 6)
     sa.Column("owner", sa.String(200), nullable=False),
     sa.Column("started", sa.BigInteger, nullable=False),
     sa.Column("finished", sa.BigInteger),
@@ -158,6 +162,20 @@ harvest_sweeps = sa.Table(
     sa.Column("held_since", sa.BigInteger),
 )
 
+# A partner's records in each format after its first, verbatim (the `<record>` as received), per
+# (source, identifier, format): the record in the partner's first format is the one in `records`.
+native_formats = sa.Table(
+    "native_formats",
+    meta,
+    sa.Column("source", sa.String(200), primary_key=True),
+    sa.Column("identifier", sa.String(1024), primary_key=True),
+    sa.Column("prefix", sa.String(100), primary_key=True),
+    sa.Column("datestamp", sa.BigInteger, nullable=False),  # when these bytes were first stored
+    sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+    sa.Column("record", sa.LargeBinary, nullable=False),  # UTF-8
+    sa.Index("ix_native_formats_prefix_datestamp", "prefix", "datestamp", "identifier"),
+)
+
 Migration = Callable[[Connection], None]
 
 
@@ -190,6 +208,27 @@ def _sweep_table(conn: Connection) -> None:
     harvest_sweeps.create(conn, checkfirst=True)
 
 
+def _harvest_per_format(conn: Connection) -> None:
+    """Migration 6: harvest state per (partner, format), the format of each run, and the table of
+    partners' further formats. A partner's state is its one format's: the prefix its window
+    key names (`[prefix, sets, republish]`), oai_dc when it has none. (A store whose tables
+    migration 1 made at this version already has them: then each step is skipped.)"""
+    state_columns = {c["name"] for c in sa.inspect(conn).get_columns("harvest_state")}
+    if "format" not in state_columns:
+        old = sa.Table("harvest_state", sa.MetaData(), autoload_with=conn)
+        rows = [dict(r._mapping) for r in conn.execute(sa.select(old))]
+        old.drop(conn)
+        harvest_state.create(conn)
+        for row in rows:
+            key = row["next_from_key"] or (json.loads(row["checkpoint"]).get("key") if row["checkpoint"] else None)
+            row["format"] = json.loads(key)[0] if key else "oai_dc"
+        if rows:
+            conn.execute(harvest_state.insert(), rows)
+    if "format" not in {c["name"] for c in sa.inspect(conn).get_columns("harvest_runs")}:
+        conn.execute(sa.text("ALTER TABLE harvest_runs ADD COLUMN format VARCHAR(100)"))
+    native_formats.create(conn, checkfirst=True)
+
+
 # Schema changes, numbered, applied in order. A new store is made from the tables above, which
 # always describe the latest schema, and gets the last number; a store at an earlier number gets
 # each later step. Changing the schema is changing the tables above *and* appending the step
@@ -200,4 +239,5 @@ MIGRATIONS: tuple[tuple[int, Migration], ...] = (
     (3, _quarantine),
     (4, _harvest_due),
     (5, _sweep_table),
+    (6, _harvest_per_format),
 )
