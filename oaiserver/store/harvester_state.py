@@ -323,13 +323,12 @@ def write_native_in(
     if not given:
         return result
     key = (native_formats.c.source == source, native_formats.c.prefix == prefix)
-    stored = dict(
-        conn.execute(
-            sa.select(native_formats.c.identifier, native_formats.c.record).where(
-                *key, native_formats.c.identifier.in_(list(given))
-            )
-        ).tuples()
+    rows = conn.execute(
+        sa.select(native_formats.c.identifier, native_formats.c.record).where(
+            *key, native_formats.c.identifier.in_(list(given))
+        )
     )
+    stored = {identifier: bytes(record) for identifier, record in rows}
     for identifier in sorted(given):  # key order: concurrent writers lock rows in one order
         record = given[identifier]
         body = (record.raw_xml or "").encode("utf-8")
@@ -338,7 +337,7 @@ def write_native_in(
         if old is None:
             conn.execute(native_formats.insert().values(source=source, identifier=identifier, prefix=prefix, **values))
             result.added += 1
-        elif bytes(old) == body:
+        elif old == body:
             result.unchanged += 1
         else:
             conn.execute(
