@@ -528,21 +528,18 @@ def _partner_status(
     run is the due time the schedulers share, once one of them has fired for it."""
     from harvester.schedule import next_run
 
-    state = harvest_state_of(store, partner.name)
     last = harvest_history(store, partner.name, limit=1)
     error = harvest_history(store, partner.name, limit=1, outcomes=(harvest.FAILED, harvest.PARTIAL))
-    checkpoint = None
-    if state.checkpoint:
-        cp_counts = harvest.Counts.from_dict(state.checkpoint.get("counts"))
-        checkpoint = {"from": state.checkpoint.get("from"), "pages": cp_counts.pages, "records": cp_counts.received}
+    each = [_format_json(store, partner, fmt) for fmt in partner.harvested_formats]
     return {
         "name": partner.name,
         "base_url": partner.base_url,
         "metadata_prefix": partner.metadata_prefix,
+        "formats": each,
         "sets": list(partner.sets),
         "records": {"live": records.live, "deleted": records.deleted},
-        "next_from": state.next_from or partner.from_date,
-        "checkpoint": checkpoint,
+        "next_from": each[0]["next_from"],
+        "checkpoint": each[0]["checkpoint"],
         "schedule": partner.schedule or None,
         "next_run": _iso(
             due.due_at
@@ -588,6 +585,16 @@ def _print_quarantine(quarantine: dict[str, Any]) -> None:
         click.echo(f"    … and {count - _QUARANTINE_TEXT:,} more (harvester status --json lists {_QUARANTINE_JSON})")
 
 
+def _format_json(store: Store, partner: config_mod.Partner, fmt: str) -> dict[str, Any]:
+    """Where the harvest of one of a partner's formats stands: its next `from`, its checkpoint."""
+    state = harvest_state_of(store, partner.name, fmt)
+    checkpoint = None
+    if state.checkpoint:
+        cp_counts = harvest.Counts.from_dict(state.checkpoint.get("counts"))
+        checkpoint = {"from": state.checkpoint.get("from"), "pages": cp_counts.pages, "records": cp_counts.received}
+    return {"prefix": fmt, "next_from": state.next_from or partner.from_date, "checkpoint": checkpoint}
+
+
 def _run_json(r: HarvestRun) -> dict[str, Any]:
     """One run as `history --json` and `status --json` give it."""
     counts = asdict(harvest.Counts.from_dict(r.counts))
@@ -595,6 +602,7 @@ def _run_json(r: HarvestRun) -> dict[str, Any]:
     return {
         "id": r.id,
         "partner": r.partner,
+        "format": r.format,
         "outcome": r.outcome,
         "reason": r.reason,
         "started": _iso(r.started),

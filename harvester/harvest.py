@@ -590,7 +590,10 @@ class _Run:
     def _held(self, identifiers: Sequence[str]) -> dict[str, str]:
         """The datestamps we hold `identifiers` at, as their headers give them (none under `full`:
         every record is asked for again)."""
-        return {} if self.full else harvested_datestamps(self.store, self.partner.name, identifiers)
+        # (A further format is kept apart from the record: what the record holds says nothing of it.)
+        if self.full or self.native:
+            return {}
+        return harvested_datestamps(self.store, self.partner.name, identifiers)
 
     def _fall_back(self, exc: err.HarvestError) -> None:
         """A page of ListRecords that cannot be read: under `auto`, the list again from its start by

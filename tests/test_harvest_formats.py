@@ -4,9 +4,23 @@ format the partner does not offer fails alone. On both backends."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
-from harvestkit import FAST_HARVEST, OAI_NS, FakePartner, error, identify, list_records, oai, record, xml
+from harvestkit import (
+    FAST_HARVEST,
+    OAI_NS,
+    FakePartner,
+    error,
+    harvester_cli,
+    identify,
+    list_records,
+    oai,
+    partners_config,
+    record,
+    xml,
+)
 from werkzeug.wrappers import Response
 
 from harvester import harvest
@@ -175,3 +189,22 @@ def test_a_format_the_partner_does_not_offer_fails_alone(store: Store) -> None:
     assert harvest_state_of(store, "p", "mods").next_from is None
     assert harvest_state_of(store, "p", "oai_dc").next_from == "2024-05-01T12:00:00Z"
     assert len(native_records(store, "p", "marcxml")) == 2
+
+
+def test_the_command_line_runs_and_reports_each_format(store_url: str, tmp_path: Path) -> None:
+    """`harvester run` prints a line per format, exits 1 when one failed; `status --json` says
+    where each format stands, `history --json` which format each run harvested."""
+    with FakePartner(TwoFormats(TITLES)) as fake:
+        config = partners_config(tmp_path, store_url, {"p": fake.url}, {"p": {"formats": ["oai_dc", "mods"]}})
+        ran = harvester_cli(config, "run", "p")
+    assert ran.exit_code == 1, ran.output
+    lines = [line for line in ran.stdout.splitlines() if line.startswith("p [")]
+    assert [line.split(":")[:2] for line in lines] == [["p [oai_dc]", " success"], ["p [mods]", " failed"]]
+    status = json.loads(harvester_cli(config, "status", "--json").stdout)["partners"][0]
+    assert status["metadata_prefix"] == "oai_dc"
+    assert status["formats"] == [
+        {"prefix": "oai_dc", "next_from": "2024-05-01T12:00:00Z", "checkpoint": None},
+        {"prefix": "mods", "next_from": None, "checkpoint": None},
+    ]
+    runs = json.loads(harvester_cli(config, "history", "p", "--json").stdout)["runs"]
+    assert [(r["format"], r["outcome"]) for r in runs] == [("mods", "failed"), ("oai_dc", "success")]

@@ -28,6 +28,7 @@ PARTNER_KEYS = {
     "name",
     "base_url",
     "metadata_prefix",
+    "formats",
     "sets",
     "records",
     "next_from",
@@ -44,6 +45,7 @@ PARTNER_KEYS = {
 RUN_KEYS = {
     "id",
     "partner",
+    "format",
     "outcome",
     "reason",
     "started",
