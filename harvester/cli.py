@@ -99,8 +99,14 @@ clock_skew_option = click.option(
 )
 
 
+def _order(config: config_mod.Config) -> tuple[str, ...]:
+    """The partners in configuration order: the order their records are served in when they share
+    an identifier (local records first)."""
+    return tuple(p.name for p in config.partners)
+
+
 def _settings(
-    timeout: float, retries: int, backoff: float, section: config_mod.HarvesterConfig
+    timeout: float, retries: int, backoff: float, section: config_mod.HarvesterConfig, sources: tuple[str, ...] = ()
 ) -> harvest.HarvestSettings:
     """The command's settings: its options (a partner's own `timeout` and `retries` win over
     them), and the configuration's `harvester:` section (User-Agent, requests at once per host)."""
@@ -113,7 +119,7 @@ def _settings(
         user_agent=section.user_agent,
         per_host=section.per_host,
     )
-    return harvest.HarvestSettings(client=client)
+    return harvest.HarvestSettings(client=client, sources=sources)
 
 
 def _signals_to_the_main_thread() -> None:
@@ -183,7 +189,9 @@ def run(
     Exit code 0 when every run succeeded, 2 when some records could not be harvested
     (partial), 1 when a run failed or a partner was busy (another harvester holds its lease).
     """
-    settings = replace(_settings(timeout, retries, backoff, ctx.config.harvester), clock_skew=clock_skew)
+    settings = replace(
+        _settings(timeout, retries, backoff, ctx.config.harvester, _order(ctx.config)), clock_skew=clock_skew
+    )
     configured = {p.name: p for p in ctx.config.partners}
     unknown = [name for name in partners if name not in configured]
     if unknown:
@@ -753,7 +761,9 @@ def schedule(
     from harvester.schedule import HarvestScheduler
 
     settings = replace(
-        _settings(timeout, retries, backoff, ctx.config.harvester), clock_skew=clock_skew, lease_ttl=lease_seconds
+        _settings(timeout, retries, backoff, ctx.config.harvester, _order(ctx.config)),
+        clock_skew=clock_skew,
+        lease_ttl=lease_seconds,
     )
     store = ctx.store()
     try:

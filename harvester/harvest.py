@@ -118,6 +118,9 @@ class HarvestSettings:
     clock_skew: int = 300
     # Quarantined records retried by GetRecord at the start of a run, those tried longest ago first.
     max_quarantine_retries: int = 1000
+    # The partners' names in configuration order: under an identifier two sources share, local
+    # records are served first, then partners in this order (oaiserver.store.write).
+    sources: tuple[str, ...] = ()
 
 
 @dataclass
@@ -140,6 +143,9 @@ class Counts:
     undoubled: int = 0  # records
     doubled: int = 0  # records
     swept: int = 0  # records its deletion sweep turned into tombstones (harvester.sweep)
+    # Records stored (in added, changed or unchanged) but not served: a source that comes before
+    # this partner (local, or a partner earlier in the configuration) serves the identifier.
+    shadowed: int = 0
 
     def __add__(self, other: Counts) -> Counts:
         return Counts(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
@@ -644,15 +650,12 @@ class _Run:
         """A page's records written in the page's transaction; those that fail and have an
         identifier put in quarantine, those stored taken out of it."""
         # A record another source holds, even one inserted by a concurrent harvest while this
-        # page was being written (the store settles that race), is refused, never overwritten.
+        # page was being written (the store settles that race), is kept; the one served is by priority.
         if self.native:
             result = write_native_in(conn, stamp, self.partner.name, self.fmt, converted.to_write)
         else:
-            result = write_harvested_in(self.store, conn, stamp, converted.to_write)
-        failing = converted.failures + [
-            (i, f"the identifier belongs to {src}; not overwritten") for i, src in result.refused
-        ]
-        failing += result.rejected
+            result = write_harvested_in(self.store, conn, stamp, converted.to_write, priority=self.settings.sources)
+        failing = converted.failures + result.rejected
         held = [(i, why) for i, why in failing if named(i)]
         quarantine_in(conn, self.partner.name, held, self.now())
         bad = {i for i, _ in failing}
@@ -721,6 +724,7 @@ class _Run:
                 changed=written.result.changed,
                 unchanged=written.result.unchanged + ready.skipped,
                 failed=written.unnamed,
+                shadowed=len(written.result.shadowed),
                 quarantined=len(written.quarantined - self.quarantined),  # each record once a run
             )
             checkpoint["counts"] = asdict(window)
@@ -850,6 +854,7 @@ def counts_text(c: Counts) -> str:
             (c.unchanged, "unchanged"),
             (c.quarantined, "quarantined"),
             (c.failed, "failed"),
+            (c.shadowed, "not served (another source first)"),
         )
         if n
     ]

@@ -31,6 +31,7 @@ from oaiserver.store.schema import (
     harvest_sweeps,
     native_formats,
     records,
+    shadowed_records,
 )
 from oaiserver.store.write import WriteResult
 
@@ -284,15 +285,27 @@ def leases(store: Store) -> dict[str, tuple[str, int]]:
     return {r.partner: (r.owner, r.expires) for r in rows}
 
 
-def write_harvested_in(store: Store, conn: Connection, stamp: int, chunk: Sequence[Record | Prepared]) -> WriteResult:
+def write_harvested_in(
+    store: Store, conn: Connection, stamp: int, chunk: Sequence[Record | Prepared], *, priority: Sequence[str] = ()
+) -> WriteResult:
     """Write a partner's records inside a page's transaction (see `Store.write_in`).
 
-    A record held under another source (a local record, or another partner's) is refused and
-    listed with its holder in `refused`, never overwritten. A record whose exposed content is unchanged
-    keeps its stored `about`, so the provenance served (its harvestDate) changes only when the
-    datestamp does.
+    A record held under another source (a local record, or another partner's) is kept either
+    way: the one served is local's, else that of the partner first in `priority` (the
+    configuration's order); the other is kept in shadowed_records and listed in `shadowed`. A
+    record whose exposed content is unchanged keeps its stored `about`, so the provenance served
+    (its harvestDate) changes only when the datestamp does.
     """
-    return store.write_in(conn, stamp, chunk, guard_source=True)
+    return store.write_in(conn, stamp, chunk, guard_source=True, priority=priority)
+
+
+def shadowed_counts(store: Store) -> dict[str, int]:
+    """source -> how many of its records are kept but not served (another source comes first)."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(shadowed_records.c.source, sa.func.count()).group_by(shadowed_records.c.source)
+        ).all()
+    return {source: int(n) for source, n in rows}
 
 
 class SweepState(NamedTuple):

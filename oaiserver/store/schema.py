@@ -176,6 +176,21 @@ native_formats = sa.Table(
     sa.Index("ix_native_formats_prefix_datestamp", "prefix", "datestamp", "identifier"),
 )
 
+# Records of a source that another source, earlier in the priority, serves under the same
+# identifier (store/write.py: who wins): kept, verbatim as received, never served. `records`
+# stays the served view, one row per identifier, so lists stay keyset paged over one table.
+shadowed_records = sa.Table(
+    "shadowed_records",
+    meta,
+    sa.Column("source", sa.String(200), primary_key=True),
+    sa.Column("identifier", sa.String(1024), primary_key=True),
+    sa.Column("datestamp", sa.BigInteger, nullable=False),  # when this content was first stored
+    sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("raw_xml", sa.Text),
+    sa.Column("provenance", sa.Text),
+)
+
 Migration = Callable[[Connection], None]
 
 
@@ -209,10 +224,11 @@ def _sweep_table(conn: Connection) -> None:
 
 
 def _harvest_per_format(conn: Connection) -> None:
-    """Migration 6: harvest state per (partner, format), the format of each run, and the table of
-    partners' further formats. A partner's state is its one format's: the prefix its window
-    key names (`[prefix, sets, republish]`), oai_dc when it has none. (A store whose tables
-    migration 1 made at this version already has them: then each step is skipped.)"""
+    """Migration 6: harvest state per (partner, format), the format of each run, the table of
+    partners' further formats, and that of records another source is served before. A
+    partner's state is its one format's: the prefix its window key names (`[prefix, sets,
+    republish]`), oai_dc when it has none. (A store whose tables migration 1 made at this
+    version already has them: then each step is skipped.)"""
     state_columns = {c["name"] for c in sa.inspect(conn).get_columns("harvest_state")}
     if "format" not in state_columns:
         old = sa.Table("harvest_state", sa.MetaData(), autoload_with=conn)
@@ -227,6 +243,7 @@ def _harvest_per_format(conn: Connection) -> None:
     if "format" not in {c["name"] for c in sa.inspect(conn).get_columns("harvest_runs")}:
         conn.execute(sa.text("ALTER TABLE harvest_runs ADD COLUMN format VARCHAR(100)"))
     native_formats.create(conn, checkfirst=True)
+    shadowed_records.create(conn, checkfirst=True)
 
 
 # Schema changes, numbered, applied in order. A new store is made from the tables above, which
