@@ -29,7 +29,7 @@ def pages(name: str) -> list[list[str]]:
 def served_from(oai: OAIClient, identifier: str) -> tuple[str, str]:
     """(title, the baseURL of the provenance) of the record GetRecord serves."""
     got = oai(verb="GetRecord", identifier=identifier, metadataPrefix="oai_dc")
-    title = got.findtext(f".//{{http://purl.org/dc/elements/1.1/}}title")
+    title = got.findtext(".//{http://purl.org/dc/elements/1.1/}title")
     origin = got.findtext(f".//{PROV}originDescription/{PROV}baseURL")
     return title or "", origin or ""
 
