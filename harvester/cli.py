@@ -465,6 +465,7 @@ def status(ctx: Context, as_json: bool) -> None:
         {
             **_partner_status(store, p, counts.get(p.name, HeldRecords()), held.get(p.name), due.get(p.name), now),
             "last_complete": _iso(summary.get(p.name, {}).get("last_complete")),
+            "shadowed": summary.get(p.name, {}).get("shadowed", 0),
             "sweep": _sweep_json(p, sweeps.get(p.name, SweepState())),
         }
         for p in partners
@@ -634,9 +635,12 @@ def _completeness_text(run: dict[str, Any]) -> str:
 def _print_status(entry: dict[str, Any], now: int) -> None:
     from harvester.schedule import describe_schedule
 
-    click.echo(f"{entry['name']}  {entry['base_url']}  ({entry['metadata_prefix']})")
+    click.echo(f"{entry['name']}  {entry['base_url']}  ({', '.join(f['prefix'] for f in entry['formats'])})")
     records = entry["records"]
-    click.echo(f"  records: {records['live']:,} live, {records['deleted']:,} deleted")
+    not_served = f", {entry['shadowed']:,} not served (another source first)" if entry["shadowed"] else ""
+    click.echo(f"  records: {records['live']:,} live, {records['deleted']:,} deleted{not_served}")
+    for each in entry["formats"][1:]:
+        click.echo(f"  next from ({each['prefix']}): {each['next_from'] or 'the beginning (full harvest)'}")
     click.echo(f"  next from: {entry['next_from'] or 'the beginning (full harvest)'}")
     if entry["checkpoint"]:
         cp = entry["checkpoint"]

@@ -5,13 +5,16 @@ On both backends, every response validated against OAI-PMH.xsd (the `oai` fixtur
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 from conftest import OAIClient, make_record
-from harvestkit import FAST_HARVEST, FakePartner, PagedPartner, record
+from harvestkit import FAST_HARVEST, FakePartner, PagedPartner, harvester_cli, partners_config, record
 
 from harvester import harvest
-from oaiserver.config import Partner
+from oaiserver import create_app
+from oaiserver.config import Partner, load
 from oaiserver.store import Store, shadowed_counts
 
 OAI = "{http://www.openarchives.org/OAI/2.0/}"
@@ -84,3 +87,36 @@ def test_a_local_record_is_served_before_a_partners_and_the_partners_copy_is_kep
         again = harvest.run(store, Partner("p", p_side.url), settings=ORDER)
     assert (again.outcome, again.counts.added, again.counts.changed, again.counts.shadowed) == ("success", 0, 0, 1)
     assert served_from(oai, "oai:shared:1") == ("Ours", "")
+
+
+def test_what_is_not_served_is_reported_in_status_the_metrics_and_the_partners_page(
+    store_url: str, tmp_path: Path
+) -> None:
+    """`harvester run` harvests by configuration order; `status`, `/metrics` and the partner's
+    page say how many of q's records are kept but not served."""
+    with FakePartner(PagedPartner(pages("p"))) as p_side, FakePartner(PagedPartner(pages("q"))) as q_side:
+        config_file = partners_config(tmp_path, store_url, {"p": p_side.url, "q": q_side.url})
+        assert harvester_cli(config_file, "run", "q").exit_code == 0
+        ran = harvester_cli(config_file, "run", "p")
+        assert ran.exit_code == 0, ran.output
+        again = harvester_cli(config_file, "run", "q")
+    assert again.exit_code == 0
+    assert "q: success: 1 page(s), 3 record(s): 3 unchanged, 2 not served (another source first)" in again.stdout
+    status = json.loads(harvester_cli(config_file, "status", "--json").stdout)["partners"]
+    assert [(s["name"], s["shadowed"], s["records"]["live"]) for s in status] == [("p", 0, 3), ("q", 2, 1)]
+    assert (
+        "  records: 1 live, 0 deleted, 2 not served (another source first)"
+        in harvester_cli(config_file, "status").stdout.splitlines()
+    )
+    config = load(config_file)
+    store = Store(config.storage_url)
+    try:
+        client = create_app(config, store=store).test_client()
+        metrics = client.get("/metrics").get_data(as_text=True)
+        assert 'harvest_shadowed_records{partner="q"} 2.0' in metrics.splitlines()
+        assert 'harvest_shadowed_records{partner="p"} 0.0' in metrics.splitlines()
+        shown = client.get("/partners/q").get_data(as_text=True)
+    finally:
+        store.close()
+    assert "<div><b>2</b> not served</div>" in shown
+    assert "2 of its records are kept but not served" in shown

@@ -39,6 +39,7 @@ PARTNER_KEYS = {
     "last_error",
     "lease",
     "last_complete",
+    "shadowed",
     "quarantine",
     "sweep",
 }
@@ -75,6 +76,7 @@ COUNT_KEYS = {
     "undoubled",
     "doubled",
     "swept",
+    "shadowed",
 }
 
 

@@ -490,11 +490,13 @@ def harvest_summary(store: Store) -> dict[str, dict[str, Any]]:
     """Per partner: runs by outcome, records received, the last run and last success times, the
     end of the last complete run (`last_complete`), the shortfall of the last run judged
     complete or short (`shortfall`; None when it was unknown, or no run was judged), the records
-    in its quarantine now (`quarantined`) and the records a deletion sweep held back
-    (`sweep_held`, 0 when none). A run's completeness is what the harvester wrote in its counts
+    in its quarantine now (`quarantined`), the records a deletion sweep held back
+    (`sweep_held`, 0 when none) and its records kept but not served, another source coming first
+    (`shadowed`). A run's completeness is what the harvester wrote in its counts
     (harvester.completeness)."""
     summary: dict[str, dict[str, Any]] = {}
     held = quarantine_counts(store)
+    shadowed = shadowed_counts(store)
     with store.engine.connect() as conn:
         rows = conn.execute(
             sa.select(
@@ -518,6 +520,7 @@ def harvest_summary(store: Store) -> dict[str, dict[str, Any]]:
                     "shortfall": None,
                     "quarantined": held.get(partner, 0),
                     "sweep_held": 0,
+                    "shadowed": shadowed.get(partner, 0),
                 },
             )
             data = json.loads(counts or "{}")
