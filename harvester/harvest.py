@@ -64,7 +64,7 @@ from harvester.convert import Converted, named
 from harvester.loops import ListWatch, LoopLimits
 from harvester.pipeline import Pipeline, Ready
 from oaiserver.config import ConfigError, Partner
-from oaiserver.records import DAY, SECONDS, format_datestamp, parse_datestamp, shown_identifier
+from oaiserver.records import DAY, OAI_NS, SECONDS, format_datestamp, parse_datestamp, shown_identifier
 from oaiserver.store import (
     KEEP,
     Store,
@@ -552,6 +552,7 @@ class _Run:
                 grace=settings.stop_grace,
             ) as pipeline,
         ):
+            self._check_offered(client)
             from_arg = self._from_argument(client) if self.cp["from"] else None
             self._retry_quarantined(client)
             targets: list[str | None] = [*partner.sets] or [None]
@@ -671,6 +672,25 @@ class _Run:
             raise err.ListLoopError(
                 f"{self.partner.name}: the list goes round: {why}; ended after {watch.pages} page(s) of this list "
                 "(the records harvested are kept; the next run lists the window again)"
+            )
+
+    def _check_offered(self, client: Client) -> None:
+        """A partner harvested in several formats: one its ListMetadataFormats does not list fails
+        this format's run, before any list is asked for (a partner may answer noRecordsMatch
+        for a format it does not know). Unusable, it is not trusted: ListRecords' answer (its
+        cannotDisseminateFormat) says then."""
+        if len(self.partner.harvested_formats) == 1:
+            return
+        try:
+            page = client.request("ListMetadataFormats")
+        except (err.ResponseError, err.PartnerOAIError) as exc:
+            log.warning("%s: ListMetadataFormats is unusable (%s); listing %s anyway", self.partner.name, exc, self.fmt)
+            return
+        offered = [(item.findtext(f"{{{OAI_NS}}}metadataPrefix") or "").strip() for item in page.items]
+        if self.fmt not in offered:
+            raise err.HarvestError(
+                f"{self.partner.name}: the partner does not offer {self.fmt} "
+                f"(its ListMetadataFormats lists {', '.join(offered) or 'nothing'}); its other formats are harvested"
             )
 
     def _from_argument(self, client: Client) -> str:

@@ -48,8 +48,9 @@ def marc_record(identifier: str, title: str, *, datestamp: str = "2024-04-01T10:
 class TwoFormats:
     """A partner offering oai_dc and marcxml, one page each, and nothing else."""
 
-    def __init__(self, titles: dict[str, str]) -> None:
+    def __init__(self, titles: dict[str, str], *, also_listed: tuple[str, ...] = ()) -> None:
         self.titles = titles
+        self.also_listed = also_listed  # formats its ListMetadataFormats lists but its lists do not have
         self.response_date = "2024-05-01T12:00:00Z"
 
     def pages(self) -> dict[str, list[str]]:
@@ -73,6 +74,7 @@ class TwoFormats:
                         "http://www.openarchives.org/OAI/2.0/oai_dc/",
                     ),
                     ("marcxml", MARC_SCHEMA, MARC_NS),
+                    *((p, f"https://example.org/{p}.xsd", f"urn:{p}") for p in self.also_listed),
                 )
             )
             return xml(oai(f"<ListMetadataFormats>{formats}</ListMetadataFormats>"))
@@ -174,7 +176,7 @@ def test_a_changed_record_in_a_further_format_replaces_the_stored_bytes(store: S
     assert b"Kanteletar, 2nd ed." in native_records(store, "p", "marcxml")["oai:p:2"]
 
 
-def test_a_format_the_partner_does_not_offer_fails_alone(store: Store) -> None:
+def test_a_format_the_partner_does_not_list_fails_alone(store: Store) -> None:
     with FakePartner(TwoFormats(TITLES)) as fake:
         partner = Partner("p", fake.url, formats=("mods", "oai_dc", "marcxml"))
         report = run(store, partner)
@@ -183,12 +185,29 @@ def test_a_format_the_partner_does_not_offer_fails_alone(store: Store) -> None:
         ("oai_dc", "success"),
         ("marcxml", "success"),
     ]
-    assert report.reason is not None and "cannotDisseminateFormat" in report.reason, report.reason
-    assert "mods is not offered here" in report.reason
+    assert report.reason == (
+        "p: the partner does not offer mods (its ListMetadataFormats lists oai_dc, marcxml); "
+        "its other formats are harvested"
+    )
+    assert {"verb": "ListRecords", "metadataPrefix": "mods"} not in fake.requests
     assert report.exit_code == harvest.EXIT_CODES["failed"]
     assert harvest_state_of(store, "p", "mods").next_from is None
     assert harvest_state_of(store, "p", "oai_dc").next_from == "2024-05-01T12:00:00Z"
     assert len(native_records(store, "p", "marcxml")) == 2
+
+
+def test_a_format_the_partner_cannot_disseminate_fails_alone(store: Store) -> None:
+    """Listed by ListMetadataFormats, refused by ListRecords (cannotDisseminateFormat)."""
+    with FakePartner(TwoFormats(TITLES, also_listed=("mods",))) as fake:
+        report = run(store, Partner("p", fake.url, formats=("oai_dc", "mods", "marcxml")))
+    assert [(r.format, r.outcome) for r in report.all()] == [
+        ("oai_dc", "success"),
+        ("mods", "failed"),
+        ("marcxml", "success"),
+    ]
+    reason = report.more[0].reason
+    assert reason is not None and "cannotDisseminateFormat" in reason and "mods is not offered here" in reason, reason
+    assert harvest_state_of(store, "p", "mods").next_from is None
 
 
 def test_the_command_line_runs_and_reports_each_format(store_url: str, tmp_path: Path) -> None:
