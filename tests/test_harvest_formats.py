@@ -225,5 +225,8 @@ def test_the_command_line_runs_and_reports_each_format(store_url: str, tmp_path:
         {"prefix": "oai_dc", "next_from": "2024-05-01T12:00:00Z", "checkpoint": None},
         {"prefix": "mods", "next_from": None, "checkpoint": None},
     ]
+    text = harvester_cli(config, "status").stdout.splitlines()
+    assert "  next from (mods): the beginning (full harvest)" in text and "  next from: 2024-05-01T12:00:00Z" in text
+    assert any(line.startswith("p  ") and line.endswith("  (oai_dc, mods)") for line in text), text
     runs = json.loads(harvester_cli(config, "history", "p", "--json").stdout)["runs"]
     assert [(r["format"], r["outcome"]) for r in runs] == [("mods", "failed"), ("oai_dc", "success")]
