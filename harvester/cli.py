@@ -100,8 +100,14 @@ clock_skew_option = click.option(
 )
 
 
+def _order(config: config_mod.Config) -> tuple[str, ...]:
+    """The partners in configuration order: the order their records are served in when they share
+    an identifier (local records first)."""
+    return tuple(p.name for p in config.partners)
+
+
 def _settings(
-    timeout: float, retries: int, backoff: float, section: config_mod.HarvesterConfig
+    timeout: float, retries: int, backoff: float, section: config_mod.HarvesterConfig, sources: tuple[str, ...] = ()
 ) -> harvest.HarvestSettings:
     """The command's settings: its options (a partner's own `timeout` and `retries` win over
     them), and the configuration's `harvester:` section (User-Agent, requests at once per host)."""
@@ -114,7 +120,7 @@ def _settings(
         user_agent=section.user_agent,
         per_host=section.per_host,
     )
-    return harvest.HarvestSettings(client=client)
+    return harvest.HarvestSettings(client=client, sources=sources)
 
 
 def _signals_to_the_main_thread() -> None:
@@ -184,7 +190,9 @@ def run(
     Exit code 0 when every run succeeded, 2 when some records could not be harvested
     (partial), 1 when a run failed or a partner was busy (another harvester holds its lease).
     """
-    settings = replace(_settings(timeout, retries, backoff, ctx.config.harvester), clock_skew=clock_skew)
+    settings = replace(
+        _settings(timeout, retries, backoff, ctx.config.harvester, _order(ctx.config)), clock_skew=clock_skew
+    )
     configured = {p.name: p for p in ctx.config.partners}
     unknown = [name for name in partners if name not in configured]
     if unknown:
@@ -461,6 +469,7 @@ def status(ctx: Context, as_json: bool) -> None:
         {
             **_partner_status(store, p, counts.get(p.name, HeldRecords()), held.get(p.name), due.get(p.name), now),
             "last_complete": _iso(summary.get(p.name, {}).get("last_complete")),
+            "shadowed": summary.get(p.name, {}).get("shadowed", 0),
             "sweep": _sweep_json(p, sweeps.get(p.name, SweepState())),
         }
         for p in partners
@@ -532,22 +541,19 @@ def _partner_status(
     run is the due time the schedulers share, once one of them has fired for it."""
     from harvester.schedule import next_run
 
-    state = harvest_state_of(store, partner.name)
     last = harvest_history(store, partner.name, limit=1)
     error = harvest_history(store, partner.name, limit=1, outcomes=(harvest.FAILED, harvest.PARTIAL))
-    checkpoint = None
-    if state.checkpoint:
-        cp_counts = harvest.Counts.from_dict(state.checkpoint.get("counts"))
-        checkpoint = {"from": state.checkpoint.get("from"), "pages": cp_counts.pages, "records": cp_counts.received}
+    each = [_format_json(store, partner, fmt) for fmt in partner.harvested_formats]
     return {
         "name": partner.name,
         "base_url": partner.base_url,
         "metadata_prefix": partner.metadata_prefix,
+        "formats": each,
         "sets": list(partner.sets),
         "records": {"live": records.live, "deleted": records.deleted},
-        "next_from": state.next_from or partner.from_date,
-        "learned": state.learned,
-        "checkpoint": checkpoint,
+        "next_from": each[0]["next_from"],
+        "learned": harvest_state_of(store, partner.name, partner.harvested_formats[0]).learned,
+        "checkpoint": each[0]["checkpoint"],
         "schedule": partner.schedule or None,
         "next_run": _iso(
             due.due_at
@@ -593,6 +599,16 @@ def _print_quarantine(quarantine: dict[str, Any]) -> None:
         click.echo(f"    … and {count - _QUARANTINE_TEXT:,} more (harvester status --json lists {_QUARANTINE_JSON})")
 
 
+def _format_json(store: Store, partner: config_mod.Partner, fmt: str) -> dict[str, Any]:
+    """Where the harvest of one of a partner's formats stands: its next `from`, its checkpoint."""
+    state = harvest_state_of(store, partner.name, fmt)
+    checkpoint = None
+    if state.checkpoint:
+        cp_counts = harvest.Counts.from_dict(state.checkpoint.get("counts"))
+        checkpoint = {"from": state.checkpoint.get("from"), "pages": cp_counts.pages, "records": cp_counts.received}
+    return {"prefix": fmt, "next_from": state.next_from or partner.from_date, "checkpoint": checkpoint}
+
+
 def _run_json(r: HarvestRun) -> dict[str, Any]:
     """One run as `history --json` and `status --json` give it."""
     counts = asdict(harvest.Counts.from_dict(r.counts))
@@ -600,6 +616,7 @@ def _run_json(r: HarvestRun) -> dict[str, Any]:
     return {
         "id": r.id,
         "partner": r.partner,
+        "format": r.format,
         "outcome": r.outcome,
         "reason": r.reason,
         "started": _iso(r.started),
@@ -621,9 +638,12 @@ def _completeness_text(run: dict[str, Any]) -> str:
 
 
 def _print_status(entry: dict[str, Any], now: int) -> None:
-    click.echo(f"{entry['name']}  {entry['base_url']}  ({entry['metadata_prefix']})")
+    click.echo(f"{entry['name']}  {entry['base_url']}  ({', '.join(f['prefix'] for f in entry['formats'])})")
     records = entry["records"]
-    click.echo(f"  records: {records['live']:,} live, {records['deleted']:,} deleted")
+    not_served = f", {entry['shadowed']:,} not served (another source first)" if entry["shadowed"] else ""
+    click.echo(f"  records: {records['live']:,} live, {records['deleted']:,} deleted{not_served}")
+    for each in entry["formats"][1:]:
+        click.echo(f"  next from ({each['prefix']}): {each['next_from'] or 'the beginning (full harvest)'}")
     click.echo(f"  next from: {entry['next_from'] or 'the beginning (full harvest)'}")
     if (entry.get("learned") or {}).get("granularity") == "days":
         click.echo(f"  from in days: {entry['learned']['why']} (learned at {_iso(entry['learned']['since'])})")
@@ -767,7 +787,9 @@ def schedule(
     from harvester.schedule import HarvestScheduler
 
     settings = replace(
-        _settings(timeout, retries, backoff, ctx.config.harvester), clock_skew=clock_skew, lease_ttl=lease_seconds
+        _settings(timeout, retries, backoff, ctx.config.harvester, _order(ctx.config)),
+        clock_skew=clock_skew,
+        lease_ttl=lease_seconds,
     )
     store = ctx.store()
     try:

@@ -72,7 +72,7 @@ from harvester.loops import ListWatch, LoopLimits
 from harvester.pipeline import WORKER_FROM, Pipeline, Ready
 from harvester.takeup import BUDGET, CannotTakeUp, TakeUp
 from oaiserver.config import ConfigError, Partner
-from oaiserver.records import DAY, SECONDS, format_datestamp, parse_datestamp, shown_identifier
+from oaiserver.records import DAY, OAI_NS, SECONDS, format_datestamp, parse_datestamp, shown_identifier
 from oaiserver.store import (
     KEEP,
     Store,
@@ -97,6 +97,7 @@ from oaiserver.store import (
     save_run_counts_in,
     start_run,
     write_harvested_in,
+    write_native_in,
 )
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,9 @@ class HarvestSettings:
     clock_skew: int = 300
     # Quarantined records retried by GetRecord at the start of a run, those tried longest ago first.
     max_quarantine_retries: int = 1000
+    # The partners' names in configuration order: under an identifier two sources share, local
+    # records are served first, then partners in this order (oaiserver.store.write).
+    sources: tuple[str, ...] = ()
 
 
 @dataclass
@@ -156,6 +160,9 @@ class Counts:
     undoubled: int = 0  # records
     doubled: int = 0  # records
     swept: int = 0  # records its deletion sweep turned into tombstones (harvester.sweep)
+    # Records stored (in added, changed or unchanged) but not served: a source that comes before
+    # this partner (local, or a partner earlier in the configuration) serves the identifier.
+    shadowed: int = 0
 
     def __add__(self, other: Counts) -> Counts:
         return Counts(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
@@ -182,10 +189,16 @@ class RunReport:
     failures: list[tuple[str, str]] = field(default_factory=list)
     next_from: str | None = None
     completeness: Completeness | None = None  # judged when every list was read to its end
+    format: str = "oai_dc"  # the metadataPrefix harvested
+    more: list[RunReport] = field(default_factory=list)  # the partner's further formats, in order
 
     @property
     def exit_code(self) -> int:
-        return EXIT_CODES[self.outcome]
+        return max(EXIT_CODES[r.outcome] for r in self.all())
+
+    def all(self) -> list[RunReport]:
+        """This report and those of the partner's further formats."""
+        return [self, *self.more]
 
 
 ProgressCallback = Callable[[str, Counts, Page], None]
@@ -278,6 +291,7 @@ def run(
     """
     settings = settings or HarvestSettings()
     owner = owner or default_owner()
+    stop = stop or threading.Event()
     try:
         won, holder, expires = acquire_lease(store, partner.name, owner, settings.lease_ttl, int(clock()))
         if not won and holder_is_gone(holder):
@@ -293,7 +307,14 @@ def run(
         raise err.PartnerBusy(partner.name, holder, expires)
     failing = False
     try:
-        return _Run(store, partner, settings, stop or threading.Event(), on_page, owner, clock).execute(full)
+        # Each format on its own (its `from`, checkpoint and history line), under one lease: a
+        # format the partner does not offer fails its own run, and the others go on.
+        reports = [
+            _Run(store, replace(partner, metadata_prefix=fmt), settings, stop, on_page, owner, clock).execute(full)
+            for fmt in partner.harvested_formats
+        ]
+        reports[0].more = reports[1:]
+        return reports[0]
     except err.StoreError:
         failing = True
         raise
@@ -372,6 +393,9 @@ class _Run:
         self.list_seen: set[int] = set()  # hash() of the identifiers it gave
         self.granularity: str | None = None  # of `from` values: asked of Identify when one is first sent
         self.notes: list[str] = []  # what the run's outcome also says
+        self.fmt = partner.metadata_prefix
+        # A format after the partner's first is kept verbatim beside its record (native_formats).
+        self.native = self.fmt != partner.harvested_formats[0]
 
     def now(self) -> int:
         return int(self.clock())
@@ -416,7 +440,7 @@ class _Run:
         from the `from` the last complete run of this window left (the partner's own `from_date` if none)."""
         name = self.partner.name
         self.full = full
-        state = harvest_state_of(self.store, name)
+        state = harvest_state_of(self.store, name, self.fmt)
         key = window_key(self.partner)
         checkpoint = state.checkpoint if not full and state.checkpoint and state.checkpoint.get("key") == key else None
         self.resumed = checkpoint is not None
@@ -437,7 +461,13 @@ class _Run:
         self.window = Counts.from_dict(checkpoint["counts"])
         self.sets = partner_sets.Seen(name, set(partner_set_names(self.store, name)))
         self.run_id = start_run(
-            self.store, name, self.owner, started=self.now(), from_date=checkpoint["from"], resumed=self.resumed
+            self.store,
+            name,
+            self.owner,
+            started=self.now(),
+            from_date=checkpoint["from"],
+            resumed=self.resumed,
+            fmt=self.fmt,
         )
         if self.resumed:
             log.info("%s: resuming the window from %s at its checkpoint", name, checkpoint["from"] or "the start")
@@ -503,6 +533,7 @@ class _Run:
             self.store,
             run_id,
             self.partner.name,
+            fmt=self.fmt,
             finished=self.now(),
             outcome=outcome,
             reason=reason,
@@ -522,6 +553,7 @@ class _Run:
             failures=self.failures,
             next_from=next_from[0] if next_from else None,
             completeness=completeness,
+            format=self.fmt,
         )
         quiet = (
             outcome == SUCCESS
@@ -550,6 +582,7 @@ class _Run:
                 grace=settings.stop_grace,
             ) as pipeline,
         ):
+            self._check_offered(client)
             if self.cp["from"]:
                 self._from_text(client, self.cp["from"])  # a bad `from` fails before anything is asked
             self._retry_quarantined(client)
@@ -599,7 +632,10 @@ class _Run:
     def _held(self, identifiers: Sequence[str]) -> dict[str, str]:
         """The datestamps we hold `identifiers` at, as their headers give them (none under `full`:
         every record is asked for again)."""
-        return {} if self.full else harvested_datestamps(self.store, self.partner.name, identifiers)
+        # (A further format is kept apart from the record: what the record holds says nothing of it.)
+        if self.full or self.native:
+            return {}
+        return harvested_datestamps(self.store, self.partner.name, identifiers)
 
     def _fall_back(self, exc: err.HarvestError) -> None:
         """A page of ListRecords that cannot be read: under `auto`, the list again from its start by
@@ -672,7 +708,13 @@ class _Run:
             raise exc
         self.granularity = DAY
         why = "it refused a time in `from` (badArgument) though its Identify says seconds"
-        learn(self.store, self.partner.name, {"granularity": "days", "since": self.now(), "why": why}, self.now())
+        learn(
+            self.store,
+            self.partner.name,
+            {"granularity": "days", "since": self.now(), "why": why},
+            self.now(),
+            fmt=self.fmt,
+        )
         log.warning("%s: %s: %s; listed with days from now on", self.partner.name, why, exc)
         self.notes.append(f"{why}: listed with days, and remembered")
 
@@ -680,16 +722,16 @@ class _Run:
         """A page's records written in the page's transaction; those that fail and have an
         identifier put in quarantine, those stored taken out of it."""
         # A record another source holds, even one inserted by a concurrent harvest while this
-        # page was being written (the store settles that race), is refused, never overwritten.
-        result = write_harvested_in(self.store, conn, stamp, converted.to_write)
-        # The partner's sets its records are first in, so that ListSets lists every set a header names.
-        new_sets = self.sets.new(converted)
-        add_partner_sets_in(conn, self.partner.name, new_sets)
-        self.sets.keep(new_sets)  # a transaction that fails ends the run, and this with it
-        failing = converted.failures + [
-            (i, f"the identifier belongs to {src}; not overwritten") for i, src in result.refused
-        ]
-        failing += result.rejected
+        # page was being written (the store settles that race), is kept; the one served is by priority.
+        if self.native:
+            result = write_native_in(conn, stamp, self.partner.name, self.fmt, converted.to_write)
+        else:
+            result = write_harvested_in(self.store, conn, stamp, converted.to_write, priority=self.settings.sources)
+            # The partner's sets its records are first in, so that ListSets lists every set a header names.
+            new_sets = self.sets.new(converted)
+            add_partner_sets_in(conn, self.partner.name, new_sets)
+            self.sets.keep(new_sets)  # a transaction that fails ends the run, and this with it
+        failing = converted.failures + result.rejected
         held = [(i, why) for i, why in failing if named(i)]
         quarantine_in(conn, self.partner.name, held, self.now())
         bad = {i for i, _ in failing}
@@ -705,6 +747,25 @@ class _Run:
             raise err.ListLoopError(
                 f"{self.partner.name}: the list goes round: {why}; "
                 f"ended after {watch.pages} page(s) of this list{_KEPT}"
+            )
+
+    def _check_offered(self, client: Client) -> None:
+        """A partner harvested in several formats: one its ListMetadataFormats does not list fails
+        this format's run, before any list is asked for (a partner may answer noRecordsMatch
+        for a format it does not know). Unusable, it is not trusted: ListRecords' answer (its
+        cannotDisseminateFormat) says then."""
+        if len(self.partner.harvested_formats) == 1:
+            return
+        try:
+            page = client.request("ListMetadataFormats")
+        except (err.ResponseError, err.PartnerOAIError) as exc:
+            log.warning("%s: ListMetadataFormats is unusable (%s); listing %s anyway", self.partner.name, exc, self.fmt)
+            return
+        offered = [(item.findtext(f"{{{OAI_NS}}}metadataPrefix") or "").strip() for item in page.items]
+        if self.fmt not in offered:
+            raise err.HarvestError(
+                f"{self.partner.name}: the partner does not offer {self.fmt} "
+                f"(its ListMetadataFormats lists {', '.join(offered) or 'nothing'}); its other formats are harvested"
             )
 
     def _list_args(self, client: Client, spec: str | None) -> dict[str, str]:
@@ -774,6 +835,7 @@ class _Run:
                 changed=written.result.changed,
                 unchanged=written.result.unchanged + ready.skipped,
                 failed=written.unnamed,
+                shadowed=len(written.result.shadowed),
                 quarantined=len(written.quarantined - self.quarantined),  # each record once a run
             )
             checkpoint["counts"] = asdict(window)
@@ -787,7 +849,7 @@ class _Run:
                 received=received,
                 stored=stored + ready.skipped,
             )
-            save_checkpoint_in(conn, name, checkpoint, self.now())
+            save_checkpoint_in(conn, name, checkpoint, self.now(), fmt=self.fmt)
             failures = written.failures
             counts = self.counts + (window - self.window)
             keep = self.settings.max_failures_kept
@@ -913,14 +975,20 @@ def describe(report: RunReport) -> str:
     """A run's outcome on one line, as `harvester run` prints it and the scheduler logs it:
     `name: outcome: counts; completeness; resumed; next from …; reason`, leaving out what is
     empty. A partial run's reason is left out: the records it could not harvest are listed one
-    by one."""
+    by one. A partner harvested in several formats has a line per format, `name [prefix]: …`."""
+    several = bool(report.more)
+    return "\n".join(_describe_one(r, several) for r in report.all())
+
+
+def _describe_one(report: RunReport, several: bool) -> str:
     details = [counts_text(report.counts)]
     details += [report.completeness.text()] if report.completeness else []
     details += ["resumed"] if report.resumed else []
     details += [f"next from {report.next_from}"] if report.next_from else []
     details += [report.reason] if report.reason and report.outcome != PARTIAL else []
     shown = "; ".join(d for d in details if d)
-    return f"{report.partner}: {report.outcome}" + (f": {shown}" if shown else "")
+    named = f"{report.partner} [{report.format}]" if several else report.partner
+    return f"{named}: {report.outcome}" + (f": {shown}" if shown else "")
 
 
 def counts_text(c: Counts) -> str:
@@ -938,6 +1006,7 @@ def counts_text(c: Counts) -> str:
             (c.unchanged, "unchanged"),
             (c.quarantined, "quarantined"),
             (c.failed, "failed"),
+            (c.shadowed, "not served (another source first)"),
         )
         if n
     ]

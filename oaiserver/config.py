@@ -89,6 +89,7 @@ LENGTHS: dict[str, tuple[int, int]] = {
     "partners.name": (1, 100),
     "partners.base_url": (1, 2_000),
     "partners.metadata_prefix": (1, 100),
+    "partners.formats": (1, 100),  # each metadataPrefix
     "partners.sets": (1, 200),  # each setSpec
     "partners.headers": (1, 4_000),  # each value
     "partners.auth.username": (1, 200),
@@ -97,6 +98,7 @@ LENGTHS: dict[str, tuple[int, int]] = {
 # key -> most items a list may hold.
 COUNTS: dict[str, int] = {"repository.admin_emails": 100, "sets": 10_000, "partners": 1_000, "partners.sets": 1_000}
 COUNTS["partners.headers"] = 50
+COUNTS["partners.formats"] = 100
 COUNTS["server.trusted_proxies"] = 100
 # Schedules: an interval between a minute and a year (a partner asked more often than once a
 # minute is being hammered; a longer wait is no schedule).
@@ -200,7 +202,7 @@ class DeletionSweep:
 class Partner:
     name: str
     base_url: str
-    metadata_prefix: str = formats.DEFAULT
+    metadata_prefix: str = formats.DEFAULT  # the format this harvest lists: the first of `formats`
     sets: tuple[str, ...] = ()
     schedule: dict[str, Any] = field(default_factory=dict)
     republish: bool = True
@@ -215,6 +217,14 @@ class Partner:
     auth: BasicAuth | None = None
     mode: HarvestMode = "auto"
     deletion_sweep: DeletionSweep = DeletionSweep()
+    # Every format harvested from it, each with its own `from`, checkpoint and history line
+    # (empty: `metadata_prefix` alone, which is the one-format shorthand).
+    formats: tuple[str, ...] = ()
+
+    @property
+    def harvested_formats(self) -> tuple[str, ...]:
+        """The formats harvested, in the configured order."""
+        return self.formats or (self.metadata_prefix,)
 
     def credentials(self, environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
         """(username, password) for HTTP basic authentication, the password read now from its
@@ -669,7 +679,7 @@ def _set_match(match: Any, where: str) -> tuple[str | None, str | None]:
 PARTNER_KEYS = {"name", "base_url", "metadata_prefix", "sets", "schedule", "republish", "from", "quirks"}
 PARTNER_KEYS |= {"max_page_mb", "allow_redirects_to"}  # the transport's limits: _transport_limits
 PARTNER_KEYS |= {"request_interval", "timeout", "retries", "headers", "auth"}  # the connection: _connection
-PARTNER_KEYS |= {"mode", "deletion_sweep"}
+PARTNER_KEYS |= {"mode", "deletion_sweep", "formats"}
 # key -> (least, most) seconds, fractions allowed.
 PARTNER_SECONDS: dict[str, tuple[float, float]] = {"request_interval": (0, 3_600), "timeout": (0.1, 600)}
 MAX_RETRIES = 20
@@ -913,12 +923,7 @@ def _parse_partner(item: Any, i: int, taken: set[str]) -> Partner:
     if not isinstance(url, str) or not re.fullmatch(r"https?://\S+", url):
         raise ConfigError(f"{where}.base_url: expected an http(s) URL, got {url!r}")
     _sized("partners.base_url", url, f"{where}.base_url")
-    prefix = item.get("metadata_prefix") or formats.DEFAULT
-    if not isinstance(prefix, str) or not PREFIX_RE.fullmatch(prefix):
-        raise ConfigError(
-            f"{where}.metadata_prefix: {prefix!r} is not a metadataPrefix (letters, digits and -_.!~*'())"
-        )
-    _sized("partners.metadata_prefix", prefix, f"{where}.metadata_prefix")
+    prefixes = _partner_formats(item, where)
     sets = _partner_sets(item.get("sets") or [], f"{where}.sets")
     schedule = item.get("schedule") or {}
     if schedule:
@@ -937,7 +942,8 @@ def _parse_partner(item: Any, i: int, taken: set[str]) -> Partner:
     return Partner(
         name=name,
         base_url=url,
-        metadata_prefix=prefix,
+        metadata_prefix=prefixes[0],
+        formats=prefixes if "formats" in item else (),
         sets=sets,
         schedule=schedule,
         republish=republish,
@@ -949,6 +955,37 @@ def _parse_partner(item: Any, i: int, taken: set[str]) -> Partner:
         deletion_sweep=sweep,
         **connection,
     )
+
+
+def _metadata_prefix(prefix: Any, key: str, where: str) -> str:
+    if not isinstance(prefix, str) or not PREFIX_RE.fullmatch(prefix):
+        raise ConfigError(f"{where}: {prefix!r} is not a metadataPrefix (letters, digits and -_.!~*'())")
+    _sized(f"partners.{key}", prefix, where)
+    return prefix
+
+
+def _partner_formats(item: Any, where: str) -> tuple[str, ...]:
+    """The partner's formats: `formats` (a list), or `metadata_prefix` (one), not both."""
+    if "formats" not in item:
+        return (
+            _metadata_prefix(
+                item.get("metadata_prefix") or formats.DEFAULT, "metadata_prefix", f"{where}.metadata_prefix"
+            ),
+        )
+    if "metadata_prefix" in item:
+        raise ConfigError(
+            f"{where}: both metadata_prefix and formats are given; formats lists every format "
+            "(metadata_prefix is the shorthand for one)"
+        )
+    given = item["formats"]
+    if not isinstance(given, list) or not given:
+        raise ConfigError(f"{where}.formats: expected a non-empty list of metadataPrefixes, e.g. [oai_dc, marcxml]")
+    _counted("partners.formats", given, f"{where}.formats")
+    prefixes = tuple(_metadata_prefix(p, "formats", f"{where}.formats") for p in given)
+    twice = sorted({p for p in prefixes if prefixes.count(p) > 1})
+    if twice:
+        raise ConfigError(f"{where}.formats: {', '.join(twice)} given more than once")
+    return prefixes
 
 
 def _partner_name(item: Any, i: int, taken: set[str]) -> str:

@@ -148,6 +148,12 @@ class HarvestCollector(Collector):
             "Records a deletion sweep would have turned into tombstones but held back for a person (0: none)",
             labels=["partner"],
         )
+        shadowed = GaugeMetricFamily(
+            "harvest_shadowed_records",
+            "Records of the partner kept but not served: a source before it (local, or a partner earlier"
+            " in the configuration) holds the identifier",
+            labels=["partner"],
+        )
         now = time.time() if self.now is None else self.now
         for partner, entry in sorted(self.summary.items()):
             for outcome, n in sorted(entry["runs"].items()):
@@ -162,7 +168,8 @@ class HarvestCollector(Collector):
             since_complete.add_metric([partner], math.inf if complete is None else max(0.0, now - complete))
             held.add_metric([partner], entry.get("quarantined", 0))
             sweep_held.add_metric([partner], entry.get("sweep_held", 0))
-        yield from (runs, received, without_dc, success, shortfall, since_complete, held, sweep_held)
+            shadowed.add_metric([partner], entry.get("shadowed", 0))
+        yield from (runs, received, without_dc, success, shortfall, since_complete, held, sweep_held, shadowed)
 
 
 def exposition(harvests: dict[str, dict[str, Any]] | None) -> tuple[bytes, str]:

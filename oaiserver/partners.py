@@ -57,6 +57,7 @@ class PartnerPage:
     held: HeldRecords
     quarantined: list[QuarantinedRow]
     now: int
+    shadowed: int = 0  # its records kept but not served: a source before it holds the identifier
 
     @property
     def next_run_due(self) -> bool:
@@ -155,4 +156,5 @@ def partner_page(store: Store, partner: Partner, now: int) -> PartnerPage:
         held=records_held(store, [partner.name]).get(partner.name, HeldRecords()),
         quarantined=_quarantine_rows(store, partner.name),
         now=now,
+        shadowed=summary.get("shadowed", 0),
     )

@@ -154,11 +154,34 @@ BAD_PARTNER_LISTS: dict[str, tuple[list[Any], str]] = {
     "an unknown key before a name twice": ([P, {**P, "x": 1}], r"^partners\.p\.x: unknown key"),
     "no base_url": ([{"name": "p"}], r"^partners\.p\.base_url: expected an http\(s\) URL, got None$"),
     "sets not a list": ([{**P, "sets": {"a": 1}}], r"^partners\.p\.sets: expected a setSpec or a list of them$"),
+    "formats and metadata_prefix both": (
+        [{**P, "formats": ["oai_dc", "marcxml"], "metadata_prefix": "oai_dc"}],
+        r"^partners\.p: both metadata_prefix and formats are given; formats lists every format",
+    ),
+    "formats not a list": ([{**P, "formats": "oai_dc"}], r"^partners\.p\.formats: expected a non-empty list"),
+    "formats empty": ([{**P, "formats": []}], r"^partners\.p\.formats: expected a non-empty list"),
+    "a bad format": ([{**P, "formats": ["oai_dc", "a b"]}], r"^partners\.p\.formats: 'a b' is not a metadataPrefix"),
+    "a format twice": (
+        [{**P, "formats": ["marcxml", "oai_dc", "marcxml"]}],
+        r"^partners\.p\.formats: marcxml given more",
+    ),
     "a bad from after bad limits": (
         [{**P, "from": "x", "max_page_mb": 0}],
         r"^partners\.p\.max_page_mb: expected a whole number",
     ),
 }
+
+
+def test_a_partners_formats_are_harvested_in_the_order_given(tmp_path: Path) -> None:
+    """`formats` lists every format harvested; `metadata_prefix` is the shorthand for one."""
+    partners = [
+        {**P, "formats": ["marcxml", "oai_dc"]},
+        {**P, "name": "q", "metadata_prefix": "mods"},
+        {**P, "name": "r"},
+    ]
+    loaded = from_mapping(config_with(tmp_path, partners=partners)).partners
+    assert [p.harvested_formats for p in loaded] == [("marcxml", "oai_dc"), ("mods",), ("oai_dc",)]
+    assert [p.metadata_prefix for p in loaded] == ["marcxml", "mods", "oai_dc"]
 
 
 @pytest.mark.parametrize("case", sorted(BAD_PARTNER_LISTS))

@@ -17,7 +17,7 @@ from werkzeug.wrappers import Response
 from harvester import errors as err
 from harvester import harvest
 from oaiserver.config import ConfigError, Partner, partner_set
-from oaiserver.store import Store, acquire_lease, harvest_history, harvest_state_of, quarantined
+from oaiserver.store import Store, acquire_lease, harvest_history, harvest_state_of, quarantined, shadowed_counts
 
 DAY = "YYYY-MM-DD"
 
@@ -138,15 +138,20 @@ def test_records_that_cannot_be_read_make_a_partial_run(store: Store) -> None:
     assert history[0].outcome == "partial" and history[0].counts["failures"][0][0] == "oai:p:nodate"
 
 
-def test_a_partner_cannot_overwrite_a_local_record(store: Store) -> None:
+def test_a_partners_copy_of_a_local_record_is_kept_and_not_served(store: Store) -> None:
+    """Local records are served first: the partner's record under the same identifier is kept
+    beside it, counted and reported, and the run is a success, not a partial one."""
     store.write([make_record("taken", "Ours")])
     with FakePartner(PagedPartner([[record("oai:test.example.org:taken", "Theirs"), record("oai:p:1")]])) as fake:
         report = run(store, Partner("p", fake.url))
-    assert report.outcome == "success" and report.counts.quarantined == 1
-    assert report.failures == [("oai:test.example.org:taken", "the identifier belongs to local; not overwritten")]
-    assert [q.reason for q in quarantined(store, "p")] == ["the identifier belongs to local; not overwritten"]
+        again = run(store, Partner("p", fake.url))
+    assert report.outcome == "success" and report.failures == [] and quarantined(store, "p") == []
+    assert (report.counts.added, report.counts.shadowed) == (2, 1)
+    assert "2 added, 1 not served (another source first)" in harvest.describe(report)
+    assert (again.counts.added, again.counts.changed, again.counts.unchanged, again.counts.shadowed) == (0, 0, 2, 1)
     local = store.get("oai:test.example.org:taken")
     assert local is not None and local.source == "local" and local.dc_values("title") == ["Ours"]
+    assert shadowed_counts(store) == {"p": 1}
 
 
 def test_an_identifier_that_is_not_a_uri_is_refused_and_reported(store: Store) -> None:

@@ -28,6 +28,7 @@ PARTNER_KEYS = {
     "name",
     "base_url",
     "metadata_prefix",
+    "formats",
     "sets",
     "records",
     "next_from",
@@ -39,12 +40,14 @@ PARTNER_KEYS = {
     "last_error",
     "lease",
     "last_complete",
+    "shadowed",
     "quarantine",
     "sweep",
 }
 RUN_KEYS = {
     "id",
     "partner",
+    "format",
     "outcome",
     "reason",
     "started",
@@ -74,6 +77,7 @@ COUNT_KEYS = {
     "undoubled",
     "doubled",
     "swept",
+    "shadowed",
 }
 
 

@@ -23,16 +23,20 @@ from oaiserver.store import (
     add_partner_sets_in,
     claim_due,
     due_slots,
+    finish_run,
+    harvest_history,
     harvest_state_of,
     learn,
     meta,
     name_partner_sets,
+    native_records,
     open_store,
     quarantine_in,
     quarantined,
     save_checkpoint_in,
     save_sweep_in,
     schema_version,
+    start_run,
     sweep_states,
 )
 
@@ -300,5 +304,44 @@ def test_a_store_at_version_6_gets_the_partners_sets_table(store_url: str, clock
         assert name_partner_sets(migrated, "p", {"partners:p:a": "A", "partners:p:b": "B"}) == 1
         assert migrated.harvested_sets() == [("p", "partners:p:a", "A")]
         assert migrated.counts() == {"live": 2, "deleted": 0}
+    finally:
+        migrated.close()
+
+
+def test_a_store_at_version_7_keeps_each_partners_harvest_state_under_its_format(store_url: str, clock: Clock) -> None:
+    """Migration 8 (harvest per format): a partner's state, kept per partner before, is its one
+    format's afterwards (the prefix its window key names), so its next run goes on from there;
+    its past runs keep their lines, with no format; the table of further formats is there."""
+    store = Store(store_url, clock=clock)
+    run = start_run(store, "p", "me", started=1_700_000_000, from_date=None, resumed=False)
+    finish_run(store, run, "p", finished=1_700_000_060, outcome="success", reason=None, counts={})
+    store.close()
+    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:  # the store as version 7 left it: harvest_state per partner, runs without a format
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE harvest_state")
+            conn.exec_driver_sql("DROP TABLE native_formats")
+            conn.exec_driver_sql("ALTER TABLE harvest_runs DROP COLUMN format")
+            conn.exec_driver_sql(
+                "CREATE TABLE harvest_state (partner VARCHAR(200) PRIMARY KEY, next_from VARCHAR(40),"
+                " next_from_key TEXT, checkpoint TEXT, updated BIGINT NOT NULL, learned TEXT)"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO harvest_state VALUES ('p', '2024-05-01T12:00:00Z', '[\"mods\", [], true]', NULL, 1, NULL),"
+                ' (\'q\', NULL, NULL, \'{"key": "[\\"marcxml\\", [], true]", "from": null}\', 2, NULL),'
+                " ('r', NULL, NULL, NULL, 3, NULL)"
+            )
+            conn.execute(schema_version.update().values(version=7))
+    finally:
+        engine.dispose()
+    migrated = Store(store_url, clock=clock)
+    try:
+        assert version_rows(store_url) == [LATEST]
+        assert harvest_state_of(migrated, "p", "mods").next_from == "2024-05-01T12:00:00Z"
+        assert harvest_state_of(migrated, "p", "oai_dc").next_from is None
+        assert harvest_state_of(migrated, "q", "marcxml").checkpoint == {"key": '["marcxml", [], true]', "from": None}
+        assert harvest_state_of(migrated, "r", "oai_dc").format == "oai_dc"
+        assert [(r.partner, r.outcome, r.format) for r in harvest_history(migrated, "p")] == [("p", "success", None)]
+        assert native_records(migrated, "p", "marcxml") == {}
     finally:
         migrated.close()

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from conftest import OAI, Clock, OAIClient, identifiers, make_record, stored
 
 from oaiserver.records import MAX_IDENTIFIER_BYTES, DCValue, Record, parse_datestamp
-from oaiserver.store import ListQuery, Store, collector_paused, content_hash
+from oaiserver.store import ListQuery, Store, collector_paused, content_hash, shadowed_counts
 
 ID = "oai:test.example.org:1"
 
@@ -369,7 +369,7 @@ def test_a_harvest_does_not_overwrite_a_record_another_source_took_meanwhile(
 ) -> None:
     """Between a harvest batch's read and its update, a local write takes the identifier over
     (PostgreSQL runs writers side by side; SQLite's BEGIN IMMEDIATE rules this out). The
-    harvest's update must not land: it refuses the record."""
+    harvest's update must not land: its record is kept beside the local one, not served."""
     import threading
 
     from oaiserver import rows  # where a write's records are prepared, and hashed
@@ -401,7 +401,9 @@ def test_a_harvest_does_not_overwrite_a_record_another_source_took_meanwhile(
     with store.writing() as (conn, stamp):
         result = store.write_in(conn, stamp, [again], guard_source=True)
     assert taken.is_set()
-    assert result.refused == [("oai:test.example.org:x", "local")] and result.changed == 0
+    # The partner's copy the local write set aside is the one this write changes: kept, not served.
+    assert result.shadowed == [("oai:test.example.org:x", "local")] and result.changed == 1
+    assert shadowed_counts(store) == {"partner": 1}
     record = store.get("oai:test.example.org:x")
     assert record is not None and record.source == "local" and record.dc_values("title") == ["Local now"]
 

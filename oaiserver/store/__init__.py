@@ -77,6 +77,7 @@ from oaiserver.store.harvester_state import (
     leases,
     live_identifiers,
     name_partner_sets,
+    native_records,
     partner_set_names,
     quarantine_counts,
     quarantine_in,
@@ -88,9 +89,11 @@ from oaiserver.store.harvester_state import (
     save_checkpoint_in,
     save_run_counts_in,
     save_sweep_in,
+    shadowed_counts,
     start_run,
     sweep_states,
     write_harvested_in,
+    write_native_in,
 )
 from oaiserver.store.read import Reads, decode_dc
 from oaiserver.store.schema import (
@@ -197,6 +200,7 @@ __all__ = [
     "make_engine",
     "meta",
     "name_partner_sets",
+    "native_records",
     "open_store",
     "partner_set_names",
     "prepare",
@@ -217,8 +221,10 @@ __all__ = [
     "schema_version",
     "set_members",
     "settings",
+    "shadowed_counts",
     "start_run",
     "sweep_states",
     "table_rows_in",
     "write_harvested_in",
+    "write_native_in",
 ]

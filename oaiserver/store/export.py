@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 # the processes that hold them.
 EXPORTED_TABLES: dict[str, tuple[sa.Table, tuple[str, ...]]] = {
     "settings": (settings, ("key",)),
-    "harvest_state": (harvest_state, ("partner",)),
+    "harvest_state": (harvest_state, ("partner", "format")),
     "harvest_runs": (harvest_runs, ("id",)),
     "harvest_quarantine": (harvest_quarantine, ("partner", "identifier")),
     "partner_sets": (partner_sets, ("partner", "spec")),

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from oaiserver.records import Record
+from oaiserver.records import Record, identifier_problem
 from oaiserver.rows import Prepared
 from oaiserver.store.schema import (
     harvest_leases,
@@ -29,10 +29,15 @@ from oaiserver.store.schema import (
     harvest_runs,
     harvest_state,
     harvest_sweeps,
+    native_formats,
     partner_sets,
     records,
+    shadowed_records,
 )
 from oaiserver.store.write import WriteResult
+
+# A partner's format where none is named: its one format by default (oai_dc).
+DEFAULT_FORMAT = "oai_dc"
 
 if TYPE_CHECKING:
     from oaiserver.store import Store
@@ -41,6 +46,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class HarvestState:
     partner: str
+    format: str
     next_from: str | None = None
     next_from_key: str | None = None
     checkpoint: dict[str, Any] | None = None
@@ -59,43 +65,72 @@ class HarvestRun:
     from_date: str | None
     resumed: bool
     counts: dict[str, Any]
+    format: str | None = None  # None: a run from before formats were harvested one by one
 
 
 def _write_conn(store: Store) -> Connection:
     return store.engine.connect().execution_options(sqlite_immediate=True)
 
 
-def harvest_state_of(store: Store, partner: str) -> HarvestState:
+def harvest_state_of(store: Store, partner: str, fmt: str = DEFAULT_FORMAT) -> HarvestState:
+    """The state of harvesting `partner` in the format `fmt` (each format has its own), with what
+    runs learned of the partner in any of its formats."""
     with store.engine.connect() as conn:
-        row = conn.execute(sa.select(harvest_state).where(harvest_state.c.partner == partner)).first()
+        rows = conn.execute(sa.select(harvest_state).where(harvest_state.c.partner == partner)).all()
+    learned = _learned([r.learned for r in rows])
+    row = next((r for r in rows if r.format == fmt), None)
     if row is None:
-        return HarvestState(partner)
+        return HarvestState(partner, fmt, learned=learned)
     checkpoint = json.loads(row.checkpoint) if row.checkpoint else None
-    learned = json.loads(row.learned) if row.learned else None
-    return HarvestState(row.partner, row.next_from, row.next_from_key, checkpoint, learned)
+    return HarvestState(row.partner, row.format, row.next_from, row.next_from_key, checkpoint, learned)
 
 
-def learn(store: Store, partner: str, learned: dict[str, Any], now: int) -> None:
-    """Remember `learned` of `partner` (added to what was learned before), for later runs to act
-    on at once: `{"granularity": "days", "why": ...}` for a partner that refuses times."""
+def _learned(values: list[str | None]) -> dict[str, Any] | None:
+    """What runs learned of a partner, in any of its formats: how a partner's server behaves is
+    the same whatever format is asked of it."""
+    merged: dict[str, Any] = {}
+    for value in values:
+        merged.update(json.loads(value) if value else {})
+    return merged or None
+
+
+def learn(store: Store, partner: str, learned: dict[str, Any], now: int, *, fmt: str = DEFAULT_FORMAT) -> None:
+    """Remember `learned` of `partner` (added to what was learned before), for later runs of each
+    of its formats to act on at once: `{"granularity": "days", "why": ...}` for a partner that
+    refuses times. Kept in the row of the format whose run learned it."""
     with _write_conn(store) as conn, conn.begin():
-        row = conn.execute(sa.select(harvest_state.c.learned).where(harvest_state.c.partner == partner)).first()
+        row = conn.execute(
+            sa.select(harvest_state.c.learned).where(harvest_state.c.partner == partner, harvest_state.c.format == fmt)
+        ).first()
         known = json.loads(row.learned) if row is not None and row.learned else {}
-        _upsert_state(conn, partner, {"learned": json.dumps({**known, **learned}), "updated": now})
+        _upsert_state(conn, partner, fmt, {"learned": json.dumps({**known, **learned}), "updated": now})
 
 
-def _upsert_state(conn: Connection, partner: str, values: dict[str, Any]) -> None:
-    updated = conn.execute(harvest_state.update().where(harvest_state.c.partner == partner).values(**values))
+def _upsert_state(conn: Connection, partner: str, fmt: str, values: dict[str, Any]) -> None:
+    updated = conn.execute(
+        harvest_state.update().where(harvest_state.c.partner == partner, harvest_state.c.format == fmt).values(**values)
+    )
     if updated.rowcount == 0:
-        conn.execute(harvest_state.insert().values(partner=partner, **values))
+        conn.execute(harvest_state.insert().values(partner=partner, format=fmt, **values))
 
 
-def save_checkpoint_in(conn: Connection, partner: str, checkpoint: dict[str, Any] | None, now: int) -> None:
+def save_checkpoint_in(
+    conn: Connection, partner: str, checkpoint: dict[str, Any] | None, now: int, *, fmt: str = DEFAULT_FORMAT
+) -> None:
     """Record where the window stands, inside the transaction that writes the page's records."""
-    _upsert_state(conn, partner, {"checkpoint": json.dumps(checkpoint) if checkpoint else None, "updated": now})
+    _upsert_state(conn, partner, fmt, {"checkpoint": json.dumps(checkpoint) if checkpoint else None, "updated": now})
 
 
-def start_run(store: Store, partner: str, owner: str, *, started: int, from_date: str | None, resumed: bool) -> int:
+def start_run(
+    store: Store,
+    partner: str,
+    owner: str,
+    *,
+    started: int,
+    from_date: str | None,
+    resumed: bool,
+    fmt: str = DEFAULT_FORMAT,
+) -> int:
     """A new row in the run history. Runs still marked running were cut short (the caller
     holds the lease, so no one else is running them): they are closed as failed."""
     with _write_conn(store) as conn, conn.begin():
@@ -107,6 +142,7 @@ def start_run(store: Store, partner: str, owner: str, *, started: int, from_date
         inserted = conn.execute(
             harvest_runs.insert().values(
                 partner=partner,
+                format=fmt,
                 owner=owner,
                 started=started,
                 outcome="running",
@@ -151,6 +187,7 @@ def finish_run(
     run_id: int,
     partner: str,
     *,
+    fmt: str = DEFAULT_FORMAT,
     finished: int,
     outcome: str,
     reason: str | None,
@@ -170,7 +207,7 @@ def finish_run(
             values["checkpoint"] = json.dumps(checkpoint) if checkpoint else None
         if next_from is not None:
             values["next_from"], values["next_from_key"] = next_from
-        _upsert_state(conn, partner, values)
+        _upsert_state(conn, partner, fmt, values)
 
 
 def harvest_history(
@@ -204,6 +241,7 @@ def harvest_history(
             r.from_date,
             bool(r.resumed),
             json.loads(r.counts or "{}"),
+            r.format,
         )
         for r in rows
     ]
@@ -271,15 +309,27 @@ def leases(store: Store) -> dict[str, tuple[str, int]]:
     return {r.partner: (r.owner, r.expires) for r in rows}
 
 
-def write_harvested_in(store: Store, conn: Connection, stamp: int, chunk: Sequence[Record | Prepared]) -> WriteResult:
+def write_harvested_in(
+    store: Store, conn: Connection, stamp: int, chunk: Sequence[Record | Prepared], *, priority: Sequence[str] = ()
+) -> WriteResult:
     """Write a partner's records inside a page's transaction (see `Store.write_in`).
 
-    A record held under another source (a local record, or another partner's) is refused and
-    listed with its holder in `refused`, never overwritten. A record whose exposed content is unchanged
-    keeps its stored `about`, so the provenance served (its harvestDate) changes only when the
-    datestamp does.
+    A record held under another source (a local record, or another partner's) is kept either
+    way: the one served is local's, else that of the partner first in `priority` (the
+    configuration's order); the other is kept in shadowed_records and listed in `shadowed`. A
+    record whose exposed content is unchanged keeps its stored `about`, so the provenance served
+    (its harvestDate) changes only when the datestamp does.
     """
-    return store.write_in(conn, stamp, chunk, guard_source=True)
+    return store.write_in(conn, stamp, chunk, guard_source=True, priority=priority)
+
+
+def shadowed_counts(store: Store) -> dict[str, int]:
+    """source -> how many of its records are kept but not served (another source comes first)."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(shadowed_records.c.source, sa.func.count()).group_by(shadowed_records.c.source)
+        ).all()
+    return {source: int(n) for source, n in rows}
 
 
 class SweepState(NamedTuple):
@@ -290,6 +340,59 @@ class SweepState(NamedTuple):
     held: int | None = None
     held_live: int | None = None
     held_since: int | None = None
+
+
+def write_native_in(
+    conn: Connection, stamp: int, source: str, prefix: str, chunk: Sequence[Record | Prepared]
+) -> WriteResult:
+    """A partner's records in a further format, kept verbatim per (source, identifier, format),
+    in the page's transaction: bytes identical to those stored change nothing (the datestamp
+    stays); others replace them, stamped `stamp`."""
+    result = WriteResult()
+    given: dict[str, Record] = {}
+    for item in chunk:
+        record = item.record if isinstance(item, Prepared) else item
+        problem = identifier_problem(record.identifier)
+        if problem is None:
+            given[record.identifier] = record
+        else:
+            result.rejected.append((record.identifier, problem))
+    if not given:
+        return result
+    key = (native_formats.c.source == source, native_formats.c.prefix == prefix)
+    rows = conn.execute(
+        sa.select(native_formats.c.identifier, native_formats.c.record).where(
+            *key, native_formats.c.identifier.in_(list(given))
+        )
+    )
+    stored = {identifier: bytes(record) for identifier, record in rows}
+    for identifier in sorted(given):  # key order: concurrent writers lock rows in one order
+        record = given[identifier]
+        body = (record.raw_xml or "").encode("utf-8")
+        old = stored.get(identifier)
+        values = {"datestamp": stamp, "deleted": record.deleted, "record": body}
+        if old is None:
+            conn.execute(native_formats.insert().values(source=source, identifier=identifier, prefix=prefix, **values))
+            result.added += 1
+        elif old == body:
+            result.unchanged += 1
+        else:
+            conn.execute(
+                native_formats.update().where(*key, native_formats.c.identifier == identifier).values(**values)
+            )
+            result.changed += 1
+    return result
+
+
+def native_records(store: Store, source: str, prefix: str) -> dict[str, bytes]:
+    """A partner's records in a further format, verbatim, by identifier."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(native_formats.c.identifier, native_formats.c.record).where(
+                native_formats.c.source == source, native_formats.c.prefix == prefix
+            )
+        )
+        return {identifier: bytes(record) for identifier, record in rows}
 
 
 def sweep_states(store: Store) -> dict[str, SweepState]:
@@ -412,11 +515,13 @@ def harvest_summary(store: Store) -> dict[str, dict[str, Any]]:
     (`without_dc`), the last run and last success times, the
     end of the last complete run (`last_complete`), the shortfall of the last run judged
     complete or short (`shortfall`; None when it was unknown, or no run was judged), the records
-    in its quarantine now (`quarantined`) and the records a deletion sweep held back
-    (`sweep_held`, 0 when none). A run's completeness is what the harvester wrote in its counts
+    in its quarantine now (`quarantined`), the records a deletion sweep held back
+    (`sweep_held`, 0 when none) and its records kept but not served, another source coming first
+    (`shadowed`). A run's completeness is what the harvester wrote in its counts
     (harvester.completeness)."""
     summary: dict[str, dict[str, Any]] = {}
     held = quarantine_counts(store)
+    shadowed = shadowed_counts(store)
     with store.engine.connect() as conn:
         rows = conn.execute(
             sa.select(
@@ -441,6 +546,7 @@ def harvest_summary(store: Store) -> dict[str, dict[str, Any]]:
                     "shortfall": None,
                     "quarantined": held.get(partner, 0),
                     "sweep_held": 0,
+                    "shadowed": shadowed.get(partner, 0),
                 },
             )
             data = json.loads(counts or "{}")

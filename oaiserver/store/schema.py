@@ -8,6 +8,7 @@ migration sees the whole schema it changes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import sqlalchemy as sa
@@ -87,6 +88,8 @@ harvest_state = sa.Table(
     "harvest_state",
     meta,
     sa.Column("partner", sa.String(200), primary_key=True),
+    # Each format of a partner is harvested on its own: its own `from`, checkpoint and runs.
+    sa.Column("format", sa.String(100), primary_key=True),
     # The partner's responseDate of the first request of the last complete run.
     sa.Column("next_from", sa.String(40)),
     # Which list (prefix, sets, republish) `next_from` belongs to: another list starts afresh.
@@ -103,6 +106,7 @@ harvest_runs = sa.Table(
     meta,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),  # not exported: renumbered
     sa.Column("partner", sa.String(200), nullable=False),
+    sa.Column("format", sa.String(100)),  # the metadataPrefix harvested (NULL: a run before migration 8)
     sa.Column("owner", sa.String(200), nullable=False),
     sa.Column("started", sa.BigInteger, nullable=False),
     sa.Column("finished", sa.BigInteger),
@@ -172,6 +176,35 @@ partner_sets = sa.Table(
     sa.Column("name", sa.Text),
 )
 
+# A partner's records in each format after its first, verbatim (the `<record>` as received), per
+# (source, identifier, format): the record in the partner's first format is the one in `records`.
+native_formats = sa.Table(
+    "native_formats",
+    meta,
+    sa.Column("source", sa.String(200), primary_key=True),
+    sa.Column("identifier", sa.String(1024), primary_key=True),
+    sa.Column("prefix", sa.String(100), primary_key=True),
+    sa.Column("datestamp", sa.BigInteger, nullable=False),  # when these bytes were first stored
+    sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+    sa.Column("record", sa.LargeBinary, nullable=False),  # UTF-8
+    sa.Index("ix_native_formats_prefix_datestamp", "prefix", "datestamp", "identifier"),
+)
+
+# Records of a source that another source, earlier in the priority, serves under the same
+# identifier (store/write.py: who wins): kept, verbatim as received, never served. `records`
+# stays the served view, one row per identifier, so lists stay keyset paged over one table.
+shadowed_records = sa.Table(
+    "shadowed_records",
+    meta,
+    sa.Column("source", sa.String(200), primary_key=True),
+    sa.Column("identifier", sa.String(1024), primary_key=True),
+    sa.Column("datestamp", sa.BigInteger, nullable=False),  # when this content was first stored
+    sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("raw_xml", sa.Text),
+    sa.Column("provenance", sa.Text),
+)
+
 Migration = Callable[[Connection], None]
 
 
@@ -216,6 +249,29 @@ def _partner_sets(conn: Connection) -> None:
     partner_sets.create(conn, checkfirst=True)
 
 
+def _harvest_per_format(conn: Connection) -> None:
+    """Migration 8: harvest state per (partner, format), the format of each run, the table of
+    partners' further formats, and that of records another source is served before. A
+    partner's state is its one format's: the prefix its window key names (`[prefix, sets,
+    republish]`), oai_dc when it has none. (A store whose tables migration 1 made at this
+    version already has them: then each step is skipped.)"""
+    state_columns = {c["name"] for c in sa.inspect(conn).get_columns("harvest_state")}
+    if "format" not in state_columns:
+        old = sa.Table("harvest_state", sa.MetaData(), autoload_with=conn)
+        rows = [dict(r._mapping) for r in conn.execute(sa.select(old))]
+        old.drop(conn)
+        harvest_state.create(conn)
+        for row in rows:
+            key = row["next_from_key"] or (json.loads(row["checkpoint"]).get("key") if row["checkpoint"] else None)
+            row["format"] = json.loads(key)[0] if key else "oai_dc"
+        if rows:
+            conn.execute(harvest_state.insert(), rows)
+    if "format" not in {c["name"] for c in sa.inspect(conn).get_columns("harvest_runs")}:
+        conn.execute(sa.text("ALTER TABLE harvest_runs ADD COLUMN format VARCHAR(100)"))
+    native_formats.create(conn, checkfirst=True)
+    shadowed_records.create(conn, checkfirst=True)
+
+
 # Schema changes, numbered, applied in order. A new store is made from the tables above, which
 # always describe the latest schema, and gets the last number; a store at an earlier number gets
 # each later step. Changing the schema is changing the tables above *and* appending the step
@@ -228,4 +284,5 @@ MIGRATIONS: tuple[tuple[int, Migration], ...] = (
     (5, _sweep_table),
     (6, _learned),
     (7, _partner_sets),
+    (8, _harvest_per_format),
 )

@@ -1,5 +1,17 @@
 """The record write path: insert, update or leave each record of a batch (content hashes decide),
-and turn records into tombstones. Straight on the driver, a statement per table per batch."""
+and turn records into tombstones. Straight on the driver, a statement per table per batch.
+
+Records are kept per source. Two sources (local and a partner, or two partners) may hold one
+identifier; the store serves one of them, by priority: local first, then partners in the order
+given (configuration order), then any other source; between two unranked sources, the one held
+first. The served record is the row of `records`, exactly as before; every other source's copy
+is kept verbatim in `shadowed_records` (source, identifier), never served, counted and reported.
+
+Why this shape rather than keying `records` by (source, identifier) with a `served` flag: every
+read (lists paged by (datestamp, identifier), set members, formats, GetRecord, search) stays on
+one row per identifier with no filter to add, and so do its indexes; the cost of a conflict is
+paid on the write that meets it, which is rare, not on every page served.
+"""
 
 from __future__ import annotations
 
@@ -37,14 +49,15 @@ class WriteResult:
     changed: int = 0
     unchanged: int = 0
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (identifier, why it cannot be one): not stored
-    refused: list[tuple[str, str]] = field(default_factory=list)  # (identifier, source holding it)
+    # (identifier, source served instead): stored, not served, another source coming first
+    shadowed: list[tuple[str, str]] = field(default_factory=list)
 
     def __iadd__(self, other: WriteResult) -> WriteResult:
         self.added += other.added
         self.changed += other.changed
         self.unchanged += other.unchanged
         self.rejected += other.rejected
-        self.refused += other.refused
+        self.shadowed += other.shadowed
         return self
 
 
@@ -64,8 +77,24 @@ class _Plan:
     inserts: list[tuple[Any, ...]] = field(default_factory=list)
     updates: list[tuple[Any, ...]] = field(default_factory=list)
     refreshes: list[tuple[Any, ...]] = field(default_factory=list)
+    # Records that another source comes before: kept in shadowed_records.
+    shadows: list[Prepared] = field(default_factory=list)
+    # Row ids whose holder this write serves another source before: its copy goes to shadowed_records.
+    taken: list[int] = field(default_factory=list)
     stamps: dict[str, int] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
+
+
+def served_first(source: str, holder: str, priority: Sequence[str]) -> bool:
+    """Whether `source` is served before `holder` under one identifier: local first, then the
+    sources of `priority` in its order, then the others; between equals, the holder."""
+
+    def rank(name: str) -> int:
+        if name == "local":
+            return -1
+        return priority.index(name) if name in priority else len(priority)
+
+    return rank(source) < rank(holder)
 
 
 def _plan(
@@ -76,15 +105,19 @@ def _plan(
     *,
     keep_datestamps: bool,
     guard_source: bool,
+    priority: Sequence[str],
 ) -> _Plan:
-    """Insert, update, refresh or refuse each record (refusals go into `result`)."""
+    """Insert, update, refresh or shadow each record (shadows go into `result`)."""
     plan = _Plan()
     for identifier, (record, digest, setspecs, dc, provenance, *_) in by_id.items():
         old = existing.get(identifier)
-        if guard_source and old is not None and old.source != record.source:
-            result.refused.append((identifier, old.source))
-            continue
-        if old is not None and old.content_hash == digest:
+        if old is not None and old.source != record.source:
+            if guard_source and not served_first(record.source, old.source, priority):
+                plan.shadows.append(by_id[identifier])
+                result.shadowed.append((identifier, old.source))
+                continue
+            plan.taken.append(old.id)
+        elif old is not None and old.content_hash == digest:
             # Exposed content is identical: keep the datestamp (and the served <about>, which
             # must not change under an old datestamp); refresh what is not served.
             plan.refreshes.append((record.source, setspecs, dc, record.fulltext, record.raw_xml, provenance, old.id))
@@ -161,19 +194,23 @@ class Writes(Transactions):
         *,
         keep_datestamps: bool = False,
         guard_source: bool = False,
+        priority: Sequence[str] = (),
     ) -> WriteResult:
         """Write records (or records already `prepare`d) inside a transaction from `writing()`
         (the harvester adds its state).
 
-        With `guard_source`, a record held under another source (a local record, or another
-        partner's) is refused and reported in `refused`, never overwritten.
+        A record held under another source is served by priority (module docstring): without
+        `guard_source` (local writes, loads) the record written is; with it (harvests), the
+        record of the source that comes first in `priority` (partners' names, local before all).
+        The other copy is kept in shadowed_records and the records not served are reported in
+        `shadowed`.
 
         Straight on the driver, a statement per table per batch: this is the bulk path too.
         Inserts skip identifiers that appeared since they were looked up (a concurrent writer
         on PostgreSQL, where writers run side by side); those go round again as updates.
         """
         with collector_paused():
-            return self._write_in(conn, stamp, chunk, keep_datestamps, guard_source)
+            return self._write_in(conn, stamp, chunk, keep_datestamps, guard_source, tuple(priority))
 
     def _write_in(
         self,
@@ -182,6 +219,7 @@ class Writes(Transactions):
         chunk: Sequence[Record | Prepared],
         keep_datestamps: bool,
         guard_source: bool,
+        priority: tuple[str, ...] = (),
     ) -> WriteResult:
         result = WriteResult()
         pending: dict[str, Prepared] = {}
@@ -200,7 +238,7 @@ class Writes(Transactions):
             for _ in range(3):
                 if not pending:
                     break
-                pending = self._write_rows(cur, stamp, pending, result, keep_datestamps, guard_source)
+                pending = self._write_rows(cur, stamp, pending, result, keep_datestamps, guard_source, priority)
             self._index_written(cur, accepted, result)
         except self._dbapi_error as exc:
             raise sa.exc.DBAPIError.instance("write", None, exc, self._dbapi_error) from exc
@@ -212,25 +250,30 @@ class Writes(Transactions):
 
     def _index_written(self, cur: Any, accepted: dict[str, Prepared], result: WriteResult) -> None:
         """The search index brought up to date with the records of a write (all but those
-        refused: another source holds them, with its own words)."""
-        refused = {identifier for identifier, _ in result.refused}
-        search.index_in(cur, self.is_sqlite, ((i, p.dc) for i, p in accepted.items() if i not in refused))
+        shadowed: another source is served, with its own words)."""
+        shadowed = {identifier for identifier, _ in result.shadowed}
+        search.index_in(cur, self.is_sqlite, ((i, p.dc) for i, p in accepted.items() if i not in shadowed))
 
     def _guarded(
-        self, cur: Any, sql: str, rows: list[tuple[Any, ...]], records_by_row_id: dict[int, Prepared] | None
+        self,
+        cur: Any,
+        sql: str,
+        rows: list[tuple[Any, ...]],
+        records_by_row_id: dict[int, Prepared] | None,
+        read: dict[int, str],
     ) -> tuple[list[tuple[Any, ...]], dict[str, Prepared]]:
         """Run an UPDATE per row (each ends with the row id). With `records_by_row_id` (guarding
-        sources), a row whose source changed since it was read is left alone: returns the rows
-        updated, and the records of those left alone."""
+        sources), a row whose source changed since it was read (`read`: row id -> source) is left
+        alone: returns the rows updated, and the records of those left alone."""
         if records_by_row_id is None:
             cur.executemany(self._q(sql), rows)
             return rows, {}
-        cur.executemany(self._q(sql), [(*row, records_by_row_id[row[-1]].record.source) for row in rows])
+        cur.executemany(self._q(sql), [(*row, read[row[-1]]) for row in rows])
         if cur.rowcount == len(rows):
             return rows, {}
         ids = [row[-1] for row in rows]
         cur.execute(self._q(f"SELECT id, source FROM records WHERE id IN ({_marks(len(ids))})"), ids)
-        moved = {row_id for row_id, source in cur.fetchall() if source != records_by_row_id[row_id].record.source}
+        moved = {row_id for row_id, source in cur.fetchall() if source != read[row_id]}
         left = {records_by_row_id[row_id].record.identifier: records_by_row_id[row_id] for row_id in moved}
         return [row for row in rows if row[-1] not in moved], left
 
@@ -242,16 +285,27 @@ class Writes(Transactions):
         result: WriteResult,
         keep_datestamps: bool,
         guard_source: bool,
+        priority: tuple[str, ...] = (),
     ) -> dict[str, Prepared]:
         """One pass of `write_in`; returns the records to write again: inserts that lost a race,
         and guarded updates whose row another source took meanwhile."""
         existing = self._stored(cur, list(by_id))
-        plan = _plan(by_id, existing, stamp, result, keep_datestamps=keep_datestamps, guard_source=guard_source)
+        plan = _plan(
+            by_id,
+            existing,
+            stamp,
+            result,
+            keep_datestamps=keep_datestamps,
+            guard_source=guard_source,
+            priority=priority,
+        )
+        self._shadow(cur, stamp, plan, result)
         # With guard_source an update applies only if the row still has the source read above: a
         # writer that took the identifier meanwhile (PostgreSQL) is not overwritten; the record
-        # goes round again and is refused then.
+        # goes round again and is served or shadowed then.
         guard = " AND source=?" if guard_source else ""
         by_row_id = {existing[i].id: r for i, r in by_id.items() if i in existing} if guard_source else None
+        read = {row.id: row.source for row in existing.values()}
         lost: dict[str, Prepared] = {}  # records that go round again: rows another writer took meanwhile
         if plan.refreshes:
             plan.refreshes, left = self._guarded(
@@ -259,16 +313,19 @@ class Writes(Transactions):
                 "UPDATE records SET source=?, setspecs=?, dc=?, fulltext=?, raw_xml=?, provenance=? WHERE id=?" + guard,
                 plan.refreshes,
                 by_row_id,
+                read,
             )
             lost.update(left)
         ids: dict[str, int] = {}
         if plan.updates:
+            self._keep_taken(cur, plan.taken, read, {u[-1]: u[2] for u in plan.updates})
             plan.updates, left = self._guarded(
                 cur,
                 "UPDATE records SET datestamp=?, deleted=?, source=?, setspecs=?, content_hash=?, dc=?,"
                 " fulltext=?, raw_xml=?, provenance=?, about=?, header_xml=? WHERE id=?" + guard,
                 plan.updates,
                 by_row_id,
+                read,
             )
             lost.update(left)
             changed_ids = [(u[-1],) for u in plan.updates]
@@ -277,10 +334,61 @@ class Writes(Transactions):
             ids.update((i, existing[i].id) for i in plan.stamps if i in existing and i not in lost)
         inserted = self._insert_records(cur, plan.inserts, by_id, ids, lost)
         self._index(cur, plan, by_id, ids, lost)
-        result.added += inserted
-        result.changed += len(plan.updates)
+        # A record that takes an identifier over from another source is new to its own source.
+        taken = len(set(plan.taken) & {u[-1] for u in plan.updates})
+        result.added += inserted + taken
+        result.changed += len(plan.updates) - taken
         result.unchanged += len(plan.refreshes)
         return lost
+
+    def _shadow(self, cur: Any, stamp: int, plan: _Plan, result: WriteResult) -> None:
+        """Keep the records another source is served before: unchanged content changes nothing."""
+        for item in plan.shadows:
+            record = item.record
+            cur.execute(
+                self._q("SELECT content_hash FROM shadowed_records WHERE source=? AND identifier=?"),
+                (record.source, record.identifier),
+            )
+            row = cur.fetchone()
+            if row is not None and row[0] == item.digest:
+                result.unchanged += 1
+                continue
+            values = (stamp, record.deleted, item.digest, record.raw_xml, item.provenance)
+            if row is None:
+                columns = "datestamp, deleted, content_hash, raw_xml, provenance, source, identifier"
+                cur.execute(
+                    self._q(f"INSERT INTO shadowed_records ({columns}) VALUES ({_marks(7)})"),
+                    (*values, record.source, record.identifier),
+                )
+                result.added += 1
+            else:
+                sql = "UPDATE shadowed_records SET datestamp=?, deleted=?, content_hash=?, raw_xml=?, provenance=?"
+                cur.execute(
+                    self._q(sql + " WHERE source=? AND identifier=?"), (*values, record.source, record.identifier)
+                )
+                result.changed += 1
+
+    def _keep_taken(self, cur: Any, taken: list[int], read: dict[int, str], updating: dict[int, str]) -> None:
+        """The copies of the holders a write now serves another source before (`updating`: row
+        id -> the source written), kept in shadowed_records (replacing an older copy of theirs);
+        the new holder's own copy there, if it had one, is dropped: it is served now."""
+        for row_id in sorted(set(taken) & set(updating)):
+            cur.execute(self._q("SELECT identifier FROM records WHERE id=? AND source=?"), (row_id, read[row_id]))
+            row = cur.fetchone()
+            if row is None:
+                continue  # taken meanwhile: the update is left alone and goes round again
+            cur.executemany(
+                self._q("DELETE FROM shadowed_records WHERE source=? AND identifier=?"),
+                [(read[row_id], row[0]), (updating[row_id], row[0])],
+            )
+            cur.execute(
+                self._q(
+                    "INSERT INTO shadowed_records (source, identifier, datestamp, deleted, content_hash, raw_xml,"
+                    " provenance) SELECT source, identifier, datestamp, deleted, content_hash, raw_xml, provenance"
+                    " FROM records WHERE id=?"
+                ),
+                (row_id,),
+            )
 
     def _stored(self, cur: Any, idents: list[str]) -> dict[str, _Stored]:
         """What the store holds of these identifiers, by identifier."""
