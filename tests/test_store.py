@@ -363,22 +363,20 @@ def test_a_list_page_is_an_index_range_scan_in_sqlite(
         store.close()
 
 
+@pytest.mark.parametrize("moment", ["before the batch reads the row", "between the batch's read and its update"])
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)  # SQLite serializes writers
 def test_a_harvest_does_not_overwrite_a_record_another_source_took_meanwhile(
-    store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch
+    store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch, moment: str
 ) -> None:
-    """Between a harvest batch's read and its update, a local write takes the identifier over
+    """While a harvest batch's transaction is open, a local write takes the identifier over
     (PostgreSQL runs writers side by side; SQLite's BEGIN IMMEDIATE rules this out). The
     harvest's update must not land: it refuses the record."""
-    import threading
-
     from oaiserver import rows  # where a write's records are prepared, and hashed
 
     harvested = make_record("x", "From the partner")
     harvested.source = "partner"
     store.write([harvested])
     clock.tick(10)
-    real_hash = rows.content_hash
     taken = threading.Event()
     landed = threading.Event()
 
@@ -386,16 +384,33 @@ def test_a_harvest_does_not_overwrite_a_record_another_source_took_meanwhile(
         store.write([make_record("x", "Local now")])
         landed.set()
 
-    def hash_then_interleave(record: Record, encoded: dict[str, bytes] | None = None) -> str:
-        if record.source == "partner" and not taken.is_set():
-            taken.set()  # the batch has read the row (source "partner"); now a local write lands
-            thread = threading.Thread(target=local_write)
-            thread.start()
-            thread.join(300)  # a deadline against a hang, not a speed: a busy machine is slow
-            assert landed.is_set(), "the local write did not land while the harvest's batch was open"
-        return real_hash(record, encoded)
+    def interleave() -> None:
+        taken.set()
+        thread = threading.Thread(target=local_write)
+        thread.start()
+        thread.join(300)  # a deadline against a hang, not a speed: a busy machine is slow
+        assert landed.is_set(), "the local write did not land while the harvest's batch was open"
 
-    monkeypatch.setattr(rows, "content_hash", hash_then_interleave)
+    if moment == "before the batch reads the row":
+        real_hash = rows.content_hash
+
+        def hash_then_interleave(record: Record, encoded: dict[str, bytes] | None = None) -> str:
+            if record.source == "partner" and not taken.is_set():
+                interleave()
+            return real_hash(record, encoded)
+
+        monkeypatch.setattr(rows, "content_hash", hash_then_interleave)
+    else:
+        real_stored = store._stored
+
+        def read_then_interleave(cur: Any, idents: list[str]) -> Any:
+            existing = real_stored(cur, idents)  # the batch has read the row: source "partner"
+            if not taken.is_set() and threading.current_thread() is threading.main_thread():
+                assert existing["oai:test.example.org:x"].source == "partner"
+                interleave()
+            return existing
+
+        monkeypatch.setattr(store, "_stored", read_then_interleave)
     again = make_record("x", "From the partner, changed")
     again.source = "partner"
     with store.writing() as (conn, stamp):
