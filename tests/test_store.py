@@ -535,3 +535,20 @@ def test_values_bound_as_they_are_keep_a_process_s_own_sqlite_adapter(tmp_path: 
         sqlite3.adapters.pop(key, None)
         if own is not None:
             sqlite3.adapters[key] = own
+
+
+def test_a_connection_in_use_when_the_store_closes_is_closed_when_given_back(store: Store) -> None:
+    """A server that stops lets its last requests finish after the store is closed: their
+    connections are closed as they are given back, not left to the garbage collector (which
+    closes a PostgreSQL one at some later moment, with a ResourceWarning: under `-W error` a
+    failure of whatever test runs then). The store can still be used afterwards."""
+    with store.engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 1")
+        driver = conn.connection.dbapi_connection
+        store.close()
+        store.close()  # twice is once
+        assert conn.exec_driver_sql("SELECT 2").scalar_one() == 2  # the request in flight finishes
+    assert driver is not None
+    with pytest.raises(store.engine.dialect.loaded_dbapi.Error, match="closed"):
+        driver.cursor().execute("SELECT 3")
+    assert store.get("oai:test.example.org:none") is None

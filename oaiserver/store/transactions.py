@@ -101,6 +101,11 @@ class Transactions:
             conn.close()  # back to the pool, rolled back
 
     def close(self) -> None:
+        """Close the pooled connections. One still in use (a request a server is finishing, a
+        thread still reading) is closed when it is given back: left in the pool that was let
+        go, it would be closed by the garbage collector, at any later moment and with a
+        ResourceWarning (psycopg's)."""
+        sa.event.listen(self.engine.pool, "checkin", _close_given_back)
         self.engine.dispose()
 
     def ping(self) -> None:
@@ -148,3 +153,9 @@ class Transactions:
             if not self.is_sqlite:
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_CLOCK_LOCK})")
             return self._now(conn)
+
+
+def _close_given_back(dbapi_connection: Any, record: Any) -> None:
+    """A connection given back to a pool closed by `Transactions.close` is closed at once."""
+    if dbapi_connection is not None:
+        dbapi_connection.close()
