@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import OAI, Clock, OAIClient, identifiers, make_record, stored
+from conftest import OAI, Clock, OAIClient, identifiers, make_record, pg_schema, stored
 
 from oaiserver.records import MAX_IDENTIFIER_BYTES, DCValue, Record, parse_datestamp
 from oaiserver.store import ListQuery, Store, collector_paused, content_hash
@@ -223,33 +223,52 @@ def test_settings_are_kept_once(store: Store) -> None:
 
 
 def test_freeze_waits_for_writers(store_url: str) -> None:
-    """A list frozen while a write is in flight returns only after that write commits."""
-    import threading
+    """A list frozen while a write is in flight returns only after that write commits: it
+    then sees what was written."""
     import time
 
     store = Store(store_url)
     try:
         store.freeze()  # create nothing, warm the pool
-        entered, done = threading.Event(), threading.Event()
-        committed_at: list[float] = []
+        entered = threading.Event()
 
         def writer() -> None:
             with store.writing() as (conn, stamp):
                 entered.set()
                 time.sleep(0.5)
                 store.write_in(conn, stamp, [make_record("slow")])
-            committed_at.append(time.monotonic())
-            done.set()
 
         thread = threading.Thread(target=writer)
         thread.start()
-        entered.wait(5)
+        assert entered.wait(60)
         store.freeze()
-        frozen_at = time.monotonic()
-        thread.join(10)
-        assert committed_at and committed_at[0] <= frozen_at + 0.05
+        assert store.get("oai:test.example.org:slow") is not None
+        thread.join(60)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_a_list_on_one_store_does_not_wait_for_a_write_to_another_in_the_same_database(store: Store) -> None:
+    """Each store's write clock is its own: a store in another schema of the database freezes
+    a list while this one's write is open (a shared clock made it wait, and queued this store's
+    next writers behind it)."""
+    with pg_schema() as other_url:
+        other = Store(other_url)
+        try:
+            froze = threading.Event()
+
+            def list_on_the_other() -> None:
+                other.freeze()
+                froze.set()
+
+            thread = threading.Thread(target=list_on_the_other)
+            with store.writing():
+                thread.start()
+                assert froze.wait(60), "the other store's list waited for this store's write"
+            thread.join(60)
+        finally:
+            other.close()
 
 
 @pytest.mark.parametrize("identifier", ["a b", "0:x", "x#y#z", "%zz", ""])

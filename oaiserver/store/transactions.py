@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from oaiserver.store.engine import StoreTooNew, make_engine
-from oaiserver.store.schema import MIGRATIONS, PG_CLOCK_LOCK, PG_SCHEMA_LOCK, Migration, records, schema_version
+from oaiserver.store.schema import MIGRATIONS, PG_CLOCK_KEY, PG_SCHEMA_LOCK, Migration, records, schema_version
 
 log = logging.getLogger("oaiserver.store")  # the package's one logger, named as before it was split
 
@@ -131,7 +131,7 @@ class Transactions:
         """
         with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
             if not self.is_sqlite:
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({PG_CLOCK_LOCK})")
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({PG_CLOCK_KEY})")
             newest = conn.execute(sa.select(sa.func.max(records.c.datestamp))).scalar()
             yield conn, max(self._now(conn), newest or 0)
 
@@ -151,7 +151,7 @@ class Transactions:
         """Now, once every write stamped before now has committed (see the module doc)."""
         with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
             if not self.is_sqlite:
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_CLOCK_LOCK})")
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_CLOCK_KEY})")
             return self._now(conn)
 
 
