@@ -152,6 +152,15 @@ def browser() -> Iterator[Any]:
     driver.quit()
 
 
+def arrived(driver: Any, part: str) -> None:
+    """Wait until the browser shows the page at a URL holding `part`: a click or a key that leads
+    to another page returns before that page is there, and what is read at once may be of the
+    page left. A deadline against a hang, not a speed."""
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    WebDriverWait(driver, 60).until(lambda d: part in d.current_url)
+
+
 def at(driver: Any, width: int) -> None:
     """The viewport of a screen `width` CSS pixels wide: a phone's (viewport meta tag obeyed)
     below 600."""
@@ -316,6 +325,7 @@ def test_a_record_row_opens_and_leads_on_with_the_keyboard(browser: Any, site: t
     ActionChains(browser).send_keys(Keys.TAB).perform()
     assert browser.switch_to.active_element.text == "landing page"
     ActionChains(browser).send_keys(Keys.ENTER).perform()
+    arrived(browser, "/records/")
     assert browser.current_url.endswith("/records/oai:test.example.org:000")
 
 
@@ -349,6 +359,7 @@ def test_count_filters_and_paging_at_the_top_and_the_bottom(browser: Any, site: 
     assert top.location["y"] < SCREEN_HEIGHT  # seen without scrolling
     shot(browser, "list-records")
     bottom.find_element(By.LINK_TEXT, "Next page").click()
+    arrived(browser, "resumptionToken=")
     top = browser.find_element(By.CSS_SELECTOR, "nav.pager")
     assert "records 51–56 of 56" in top.text and "set a" in top.text
     assert "/oai?verb=ListRecords&resumptionToken=" in browser.find_element(By.LINK_TEXT, "raw XML").get_attribute(
@@ -369,10 +380,8 @@ def test_the_form_asks_what_a_person_chooses(browser: Any, site: tuple[str, Stor
     Select(browser.find_element(By.NAME, "set")).select_by_value("c")
     browser.find_element(By.NAME, "until").send_keys("2030-01-01")
     shot(browser, "form-390")
-    from selenium.webdriver.support.wait import WebDriverWait
-
     browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
-    WebDriverWait(browser, 60).until(lambda d: "verb=ListIdentifiers" in d.current_url)  # the next page, not this one
+    arrived(browser, "verb=ListIdentifiers")
     assert browser.find_element(By.TAG_NAME, "h1").text == "ListIdentifiers"
     rows = browser.find_elements(By.CSS_SELECTOR, "ol.records > li")
     assert {r.get_attribute("data-identifier") for r in rows} == {"oai:test.example.org:hostile", LONG_ID}
@@ -481,14 +490,13 @@ def test_hostile_content_shows_as_text(browser: Any, site: tuple[str, Store], pa
 def test_the_header_search_box_finds_records(browser: Any, site: tuple[str, Store], width: int) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.wait import WebDriverWait
 
     root, _ = site
     at(browser, width)
     browser.get(root + "/oai/view?verb=Identify")
     box = browser.find_element(By.CSS_SELECTOR, "header form[role=search] input[name=q]")
     box.send_keys("telegram minis" + Keys.ENTER)
-    WebDriverWait(browser, 10).until(lambda d: "/search?" in d.current_url)
+    arrived(browser, "/search?")
     assert "1 record, latest added first" in text(browser)
     assert browser.find_element(By.CSS_SELECTOR, "ol.hits a.title").text == "Telegram on the border question"
     assert overflow(browser) is None

@@ -49,7 +49,7 @@ from harvester.harvest import HarvestSettings
 from oaiserver import create_app, oai_dc
 from oaiserver.config import Partner
 from oaiserver.records import DCValue, Record, format_datestamp, parse_datestamp
-from oaiserver.store import PG_CLOCK_LOCK, ListQuery, Store, iter_records, meta
+from oaiserver.store import PG_CLOCK_KEY, ListQuery, Store, iter_records, meta
 from oaiserver.synthetic import synthetic_records
 from oaiserver.tokens import ListState, Tokens
 
@@ -451,7 +451,7 @@ def test_postgres_restart_mid_harvest(
             holder = sa.create_engine(pg_url)
             conn = holder.connect()
             trans = conn.begin()
-            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({PG_CLOCK_LOCK})")
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({PG_CLOCK_KEY})")
             threads.start(
                 lambda: in_flight.append(
                     requests.get(
@@ -557,7 +557,7 @@ def test_a_worker_killed_mid_response(
 
             kills = 0
             first = kill_worker_while(
-                f"SELECT pg_advisory_xact_lock_shared({PG_CLOCK_LOCK})",
+                f"SELECT pg_advisory_xact_lock_shared({PG_CLOCK_KEY})",
                 lambda: threads.start(
                     lambda: reports.append(
                         harvest.run(target, Partner("killed", server.base), settings=patient(10), on_page=pause)

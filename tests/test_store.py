@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import OAI, Clock, OAIClient, identifiers, make_record, stored
+from conftest import OAI, Clock, OAIClient, identifiers, make_record, pg_schema, stored
 
 from oaiserver.records import MAX_IDENTIFIER_BYTES, DCValue, Record, parse_datestamp
 from oaiserver.store import ListQuery, Store, collector_paused, content_hash, shadowed_counts
@@ -223,33 +223,52 @@ def test_settings_are_kept_once(store: Store) -> None:
 
 
 def test_freeze_waits_for_writers(store_url: str) -> None:
-    """A list frozen while a write is in flight returns only after that write commits."""
-    import threading
+    """A list frozen while a write is in flight returns only after that write commits: it
+    then sees what was written."""
     import time
 
     store = Store(store_url)
     try:
         store.freeze()  # create nothing, warm the pool
-        entered, done = threading.Event(), threading.Event()
-        committed_at: list[float] = []
+        entered = threading.Event()
 
         def writer() -> None:
             with store.writing() as (conn, stamp):
                 entered.set()
                 time.sleep(0.5)
                 store.write_in(conn, stamp, [make_record("slow")])
-            committed_at.append(time.monotonic())
-            done.set()
 
         thread = threading.Thread(target=writer)
         thread.start()
-        entered.wait(5)
+        assert entered.wait(60)
         store.freeze()
-        frozen_at = time.monotonic()
-        thread.join(10)
-        assert committed_at and committed_at[0] <= frozen_at + 0.05
+        assert store.get("oai:test.example.org:slow") is not None
+        thread.join(60)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_a_list_on_one_store_does_not_wait_for_a_write_to_another_in_the_same_database(store: Store) -> None:
+    """Each store's write clock is its own: a store in another schema of the database freezes
+    a list while this one's write is open (a shared clock made it wait, and queued this store's
+    next writers behind it)."""
+    with pg_schema() as other_url:
+        other = Store(other_url)
+        try:
+            froze = threading.Event()
+
+            def list_on_the_other() -> None:
+                other.freeze()
+                froze.set()
+
+            thread = threading.Thread(target=list_on_the_other)
+            with store.writing():
+                thread.start()
+                assert froze.wait(60), "the other store's list waited for this store's write"
+            thread.join(60)
+        finally:
+            other.close()
 
 
 @pytest.mark.parametrize("identifier", ["a b", "0:x", "x#y#z", "%zz", ""])
@@ -363,22 +382,20 @@ def test_a_list_page_is_an_index_range_scan_in_sqlite(
         store.close()
 
 
+@pytest.mark.parametrize("moment", ["before the batch reads the row", "between the batch's read and its update"])
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)  # SQLite serializes writers
 def test_a_harvest_does_not_overwrite_a_record_another_source_took_meanwhile(
-    store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch
+    store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch, moment: str
 ) -> None:
-    """Between a harvest batch's read and its update, a local write takes the identifier over
+    """While a harvest batch's transaction is open, a local write takes the identifier over
     (PostgreSQL runs writers side by side; SQLite's BEGIN IMMEDIATE rules this out). The
     harvest's update must not land: its record is kept beside the local one, not served."""
-    import threading
-
     from oaiserver import rows  # where a write's records are prepared, and hashed
 
     harvested = make_record("x", "From the partner")
     harvested.source = "partner"
     store.write([harvested])
     clock.tick(10)
-    real_hash = rows.content_hash
     taken = threading.Event()
     landed = threading.Event()
 
@@ -386,16 +403,33 @@ def test_a_harvest_does_not_overwrite_a_record_another_source_took_meanwhile(
         store.write([make_record("x", "Local now")])
         landed.set()
 
-    def hash_then_interleave(record: Record, encoded: dict[str, bytes] | None = None) -> str:
-        if record.source == "partner" and not taken.is_set():
-            taken.set()  # the batch has read the row (source "partner"); now a local write lands
-            thread = threading.Thread(target=local_write)
-            thread.start()
-            thread.join(300)  # a deadline against a hang, not a speed: a busy machine is slow
-            assert landed.is_set(), "the local write did not land while the harvest's batch was open"
-        return real_hash(record, encoded)
+    def interleave() -> None:
+        taken.set()
+        thread = threading.Thread(target=local_write)
+        thread.start()
+        thread.join(300)  # a deadline against a hang, not a speed: a busy machine is slow
+        assert landed.is_set(), "the local write did not land while the harvest's batch was open"
 
-    monkeypatch.setattr(rows, "content_hash", hash_then_interleave)
+    if moment == "before the batch reads the row":
+        real_hash = rows.content_hash
+
+        def hash_then_interleave(record: Record, encoded: dict[str, bytes] | None = None) -> str:
+            if record.source == "partner" and not taken.is_set():
+                interleave()
+            return real_hash(record, encoded)
+
+        monkeypatch.setattr(rows, "content_hash", hash_then_interleave)
+    else:
+        real_stored = store._stored
+
+        def read_then_interleave(cur: Any, idents: list[str]) -> Any:
+            existing = real_stored(cur, idents)  # the batch has read the row: source "partner"
+            if not taken.is_set() and threading.current_thread() is threading.main_thread():
+                assert existing["oai:test.example.org:x"].source == "partner"
+                interleave()
+            return existing
+
+        monkeypatch.setattr(store, "_stored", read_then_interleave)
     again = make_record("x", "From the partner, changed")
     again.source = "partner"
     with store.writing() as (conn, stamp):
@@ -522,3 +556,20 @@ def test_values_bound_as_they_are_keep_a_process_s_own_sqlite_adapter(tmp_path: 
         sqlite3.adapters.pop(key, None)
         if own is not None:
             sqlite3.adapters[key] = own
+
+
+def test_a_connection_in_use_when_the_store_closes_is_closed_when_given_back(store: Store) -> None:
+    """A server that stops lets its last requests finish after the store is closed: their
+    connections are closed as they are given back, not left to the garbage collector (which
+    closes a PostgreSQL one at some later moment, with a ResourceWarning: under `-W error` a
+    failure of whatever test runs then). The store can still be used afterwards."""
+    with store.engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 1")
+        driver = conn.connection.dbapi_connection
+        store.close()
+        store.close()  # twice is once
+        assert conn.exec_driver_sql("SELECT 2").scalar_one() == 2  # the request in flight finishes
+    assert driver is not None
+    with pytest.raises(store.engine.dialect.loaded_dbapi.Error, match="closed"):
+        driver.cursor().execute("SELECT 3")
+    assert store.get("oai:test.example.org:none") is None

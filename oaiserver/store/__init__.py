@@ -98,6 +98,7 @@ from oaiserver.store.harvester_state import (
 from oaiserver.store.read import Reads, decode_dc
 from oaiserver.store.schema import (
     MIGRATIONS,
+    PG_CLOCK_KEY,
     PG_CLOCK_LOCK,
     PG_SCHEMA_LOCK,
     Migration,
@@ -144,6 +145,7 @@ __all__ = [
     "EXPORTED_TABLES",
     "KEEP",
     "MIGRATIONS",
+    "PG_CLOCK_KEY",
     "PG_CLOCK_LOCK",
     "PG_SCHEMA_LOCK",
     "DueSlot",

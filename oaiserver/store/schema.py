@@ -81,6 +81,10 @@ schema_version = sa.Table(
 )
 
 PG_CLOCK_LOCK = 0x0A1_C10C  # advisory lock key for the write clock
+# The clock lock's keys, as SQL: the store's own, by the OID of its records table (in the schema its
+# search_path names), so that a list frozen on one store never waits for the writes of another
+# store in the same database, nor queues the writers of this one behind those.
+PG_CLOCK_KEY = f"{PG_CLOCK_LOCK}, 'records'::regclass::oid::int"
 PG_SCHEMA_LOCK = 0x0A1_5C4E  # advisory lock key for creating and migrating the schema
 
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from oaiserver.store.engine import StoreTooNew, make_engine
-from oaiserver.store.schema import MIGRATIONS, PG_CLOCK_LOCK, PG_SCHEMA_LOCK, Migration, records, schema_version
+from oaiserver.store.schema import MIGRATIONS, PG_CLOCK_KEY, PG_SCHEMA_LOCK, Migration, records, schema_version
 
 log = logging.getLogger("oaiserver.store")  # the package's one logger, named as before it was split
 
@@ -101,6 +101,11 @@ class Transactions:
             conn.close()  # back to the pool, rolled back
 
     def close(self) -> None:
+        """Close the pooled connections. One still in use (a request a server is finishing, a
+        thread still reading) is closed when it is given back: left in the pool that was let
+        go, it would be closed by the garbage collector, at any later moment and with a
+        ResourceWarning (psycopg's)."""
+        sa.event.listen(self.engine.pool, "checkin", _close_given_back)
         self.engine.dispose()
 
     def ping(self) -> None:
@@ -126,7 +131,7 @@ class Transactions:
         """
         with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
             if not self.is_sqlite:
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({PG_CLOCK_LOCK})")
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({PG_CLOCK_KEY})")
             newest = conn.execute(sa.select(sa.func.max(records.c.datestamp))).scalar()
             yield conn, max(self._now(conn), newest or 0)
 
@@ -146,5 +151,11 @@ class Transactions:
         """Now, once every write stamped before now has committed (see the module doc)."""
         with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
             if not self.is_sqlite:
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_CLOCK_LOCK})")
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_CLOCK_KEY})")
             return self._now(conn)
+
+
+def _close_given_back(dbapi_connection: Any, record: Any) -> None:
+    """A connection given back to a pool closed by `Transactions.close` is closed at once."""
+    if dbapi_connection is not None:
+        dbapi_connection.close()
