@@ -99,6 +99,7 @@ class Bench(ServerSections, HarvesterSections, ProfileSections):
             for s in servers:
                 warm_up(s)
             walks = self.section_full_harvest(ours, peer)
+            self.section_floor(db)
             self.section_page_latency(ours, peer, walks)
             self.section_get_record(ours, peer)
             self.section_crowds(ours, peer)

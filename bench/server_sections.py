@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from floor import floor_walk
 from harness import log, median, percentile
 from loading import identifier, load
 from oai_client import Crowd, Walk, crowd, fetch, first_page, full_harvest, warm_up
-from sections import T_CPU, T_LATE_PAGE, T_LOAD, T_RSS_MB, T_VS_PEER_32, Sections
+from sections import T_CPU, T_FLOOR, T_LATE_PAGE, T_LOAD, T_RSS_MB, T_VS_PEER_32, T_VS_PEER_CPU, Sections
 from servers import Server, start_ours
 
 
@@ -124,14 +125,49 @@ class ServerSections(Sections):
         )
         if "peer" in out:
             p = out["peer"]
+            less = p["server_cpu_ms_per_1k"] / o["server_cpu_ms_per_1k"]
             self.check(
                 "full harvest",
                 "peer (pyoai): records/s, server CPU per 1,000",
                 f"{p['records_per_s']:,.0f}/s, {p['server_cpu_ms_per_1k']:.1f} ms",
-                note=f"ours/peer: {o['records_per_s'] / p['records_per_s']:.2f}x records/s, "
-                f"{p['server_cpu_ms_per_1k'] / o['server_cpu_ms_per_1k']:.2f}x less CPU (peer sends no gzip)",
+                f"ours >= {T_VS_PEER_CPU:g}x less CPU",
+                less >= T_VS_PEER_CPU,
+                f"ours/peer: {o['records_per_s'] / p['records_per_s']:.2f}x records/s, "
+                f"{less:.2f}x less CPU (peer sends no gzip)",
             )
         return {name: walks[0] for name, walks in runs.items() if walks}
+
+    def section_floor(self, db: Path) -> None:
+        """The floor under the server's CPU (bench/floor.py): the same rows, read from the same
+        store in key order, a page at a time, and gzipped as the server does, with no HTTP;
+        beside the server's CPU per 1,000 records of the full harvests just made."""
+        a = self.args
+        log(f"the floor: the same rows read and gzipped without HTTP, {a.repeat} times")
+        walks = [floor_walk(db, a.page_size) for _ in range(a.repeat)]
+        floor = median([w.ms_per_1k for w in walks])
+        read = median([w.read_ms_per_1k for w in walks])
+        ours = self.results["full_harvest"]["ours"]["server_cpu_ms_per_1k"]
+        w = walks[0]
+        self.results["floor"] = {
+            "cpu_ms_per_1k": round(floor, 2),
+            "read_ms_per_1k": round(read, 2),
+            "records": w.records,
+            "pages": w.pages,
+            "raw_mb": round(w.raw_bytes / 2**20, 1),
+            "gzip_mb": round(w.gzip_bytes / 2**20, 1),
+            "server_over_floor": round(ours / floor, 2),
+            "runs_ms_per_1k": [round(x.ms_per_1k, 2) for x in walks],
+        }
+        self.check(
+            "full harvest",
+            "ours: server CPU per 1,000 / the floor",
+            f"{ours:.1f} / {floor:.1f} ms = {ours / floor:.2f}x",
+            f"<= {T_FLOOR:g}x",
+            ours / floor <= T_FLOOR,
+            f"floor: {w.records:,} records in {w.pages:,} pages read from the store in key order "
+            f"({read:.1f} ms/1k) and gzipped at level 1 ({w.raw_bytes / 2**20:.0f} -> "
+            f"{w.gzip_bytes / 2**20:.0f} MB), no HTTP; median of {a.repeat}",
+        )
 
     def section_page_latency(self, ours: Server, peer: Server | None, walks: dict[str, Walk]) -> None:
         """The first page (a new list), the second (the first token), and the pages at 10, 50 and
