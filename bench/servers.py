@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,7 +22,8 @@ from procfs import CLK_TCK, _stat, children, status_kb
 
 VENV_BIN = Path(sys.executable).parent
 PEER_VENV = BENCH / ".peer-venv"
-PEER_PACKAGE = "oaipmh==4.0.0"
+# The second peer, in the same venv: (distribution, version, the module of its app in bench/).
+PEER_PACKAGES = {"peer": ("oaipmh", "4.0.0", "peer_app"), "oairepo": ("oai-repo", "0.5.2", "peer_oairepo")}
 
 
 def free_port() -> int:
@@ -116,31 +116,31 @@ def start_ours(workdir: Path, db: Path, workers: int, page_size: int) -> Server:
 def ensure_peer_venv() -> Path:
     python = PEER_VENV / "bin" / "python"
     gunicorn_version = importlib.metadata.version("gunicorn")
-    wanted = {"oaipmh": PEER_PACKAGE.split("==")[1], "gunicorn": gunicorn_version}
+    wanted = [*(f"{dist}=={version}" for dist, version, _ in PEER_PACKAGES.values()), f"gunicorn=={gunicorn_version}"]
+    names = [w.split("==")[0] for w in wanted]
     if python.exists():
         probe = subprocess.run(
-            [str(python), "-c", "import importlib.metadata as m; print(m.version('oaipmh'), m.version('gunicorn'))"],
+            [str(python), "-c", f"import importlib.metadata as m; print(*(m.version(d) for d in {names!r}))"],
             capture_output=True,
             text=True,
         )
-        if probe.returncode == 0 and probe.stdout.split() == [wanted["oaipmh"], wanted["gunicorn"]]:
+        if probe.returncode == 0 and probe.stdout.split() == [w.split("==")[1] for w in wanted]:
             return PEER_VENV
-    log(f"making {PEER_VENV.relative_to(ROOT)} with {PEER_PACKAGE} and gunicorn=={gunicorn_version}")
-    shutil.rmtree(PEER_VENV, ignore_errors=True)
-    subprocess.run(["python3", "-m", "venv", str(PEER_VENV)], check=True)
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", PEER_PACKAGE, f"gunicorn=={gunicorn_version}"], check=True
-    )
+    log(f"making {PEER_VENV.relative_to(ROOT)} with {', '.join(wanted)}")
+    if not python.exists():
+        subprocess.run(["python3", "-m", "venv", str(PEER_VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", *wanted], check=True)
     return PEER_VENV
 
 
-def start_peer(workdir: Path, db: Path, workers: int, page_size: int) -> Server:
+def start_peer(workdir: Path, db: Path, workers: int, page_size: int, name: str = "peer") -> Server:
+    """A peer (PEER_PACKAGES: pyoai by default, or oai-repo) under the same gunicorn, sync workers."""
     venv = ensure_peer_venv()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(PEER_DB=str(db), PEER_BASE_URL=f"http://127.0.0.1:{port}/oai", PEER_PAGE_SIZE=str(page_size))
     cmd = [str(venv / "bin" / "gunicorn"), "--workers", str(workers), "--worker-class", "sync"]
-    cmd += ["--bind", f"127.0.0.1:{port}", "--chdir", str(BENCH), "peer_app:app"]
-    server = Server("peer", cmd, env, port, workdir)
+    cmd += ["--bind", f"127.0.0.1:{port}", "--chdir", str(BENCH), f"{PEER_PACKAGES[name][2]}:app"]
+    server = Server(name, cmd, env, port, workdir)
     server.wait_ready()
     return server
