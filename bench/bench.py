@@ -93,6 +93,7 @@ class Bench(ServerSections, HarvesterSections, ProfileSections):
             self.section_page_latency(ours, peer, walks)
             self.section_get_record(ours, peer, oairepo)
             self.section_crowds(ours, peer)
+            self.section_postgres_server(ours, workdir)
             self.section_harvester(ours, workdir)
             self.section_memory(ours, peer)
             if a.other_page_size:
@@ -132,9 +133,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="a smoke run: small N, one repetition, short crowd runs")
     p.add_argument("--skip-peer", action="store_true", help="do not build or measure the peers (pyoai, oai-repo)")
     p.add_argument(
-        "--pg-url", default=DEFAULT_PG, help=f"PostgreSQL for the harvester's second store (default {DEFAULT_PG})"
+        "--pg-url",
+        default=DEFAULT_PG,
+        help=f"PostgreSQL for the harvester and our server on it (default {DEFAULT_PG})",
     )
-    p.add_argument("--skip-pg", action="store_true", help="do not harvest into PostgreSQL")
+    p.add_argument("--skip-pg", action="store_true", help="no PostgreSQL: neither the harvester nor our server on it")
     p.add_argument("--skip-harvester", action="store_true", help="skip the harvester and Sickle runs")
     p.add_argument("--json", default=str(BENCH / "results" / "latest.json"), help="where to write the JSON results")
     p.add_argument("--workers", type=int, default=2, help="gunicorn workers, both servers (default 2)")

@@ -3,6 +3,7 @@ of concurrent harvesters, memory."""
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,11 @@ from typing import Any
 import requests
 from floor import floor_walk
 from harness import log, median, percentile
-from loading import identifier, load
+from harvesters import pg_target
+from loading import identifier, load, load_url
 from oai_client import Crowd, Walk, crowd, fetch, first_page, full_harvest, warm_up
 from sections import T_CPU, T_FLOOR, T_LATE_PAGE, T_LOAD, T_RSS_MB, T_VS_PEER_32, T_VS_PEER_CPU, Sections
-from servers import Server, start_ours
+from servers import Server, pg_backend_cpu, start_ours
 
 PEER_NAMES = {"peer": "pyoai", "oairepo": "oai-repo"}
 
@@ -326,6 +328,77 @@ class ServerSections(Sections):
                     f"ours/peer = {ratio:.2f}x; peer CPU {p['server_cpu_ms_per_1k']:.1f} ms/1k; "
                     f"others used {p['others_cpu_pct']:.0f} % of the CPUs",
                 )
+
+    def section_postgres_server(self, ours: Server, workdir: Path) -> None:
+        """Our server on PostgreSQL (the same data set loaded into a fresh schema) beside ours on
+        SQLite: full harvests and 32 concurrent harvesters, alternating. The PostgreSQL server's
+        CPU includes its backends' (found by application_name in pg_stat_activity, read from /proc),
+        where its queries run; SQLite runs inside the workers."""
+        a = self.args
+        if a.skip_pg or not a.pg_url:
+            self.skipped["server on PostgreSQL"] = "--skip-pg"
+            return
+        app_name = f"oaibench{os.getpid()}"
+        try:
+            with pg_target(a.pg_url) as url:
+                log(f"our server on PostgreSQL: loading {a.records:,} records into a fresh schema")
+                loaded = load_url(f"{url}&application_name={app_name}", a.records, a.load_batch)
+                pgdir = workdir / "postgres"
+                pgdir.mkdir(exist_ok=True)
+                server = start_ours(pgdir, f"{url}&application_name={app_name}", a.workers, a.page_size)
+                server.extra_cpu = pg_backend_cpu(a.pg_url, app_name)
+                try:
+                    warm_up(server)
+                    out = self._sqlite_against_pg(ours, server)
+                finally:
+                    server.stop()
+        except Exception as exc:  # PostgreSQL unreachable or restarted by others: say so, go on
+            self.skipped["server on PostgreSQL"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            log(self.skipped["server on PostgreSQL"])
+            return
+        out["load_records_per_s"] = loaded["records_per_s"]
+        self.results["server_postgres"] = out
+        sq, pg = out["sqlite"], out["postgres"]
+        self.check(
+            "PostgreSQL",
+            "ours on PostgreSQL / SQLite: server CPU per 1,000",
+            f"{pg['server_cpu_ms_per_1k']:.1f} / {sq['server_cpu_ms_per_1k']:.1f} ms",
+            note=f"full harvests alternating, medians of {a.repeat}; {pg['records_per_s']:,.0f} against "
+            f"{sq['records_per_s']:,.0f} records/s; PostgreSQL's CPU includes its backends'",
+        )
+        self.check(
+            "PostgreSQL",
+            "ours on PostgreSQL / SQLite: 32 harvesters",
+            f"{pg['crowd_32_records_per_s']:,.0f} / {sq['crowd_32_records_per_s']:,.0f} records/s",
+            "0 errors",
+            pg["crowd_32_errors"] == 0,
+            f"p95 {pg['crowd_32_p95_ms']:.0f} / {sq['crowd_32_p95_ms']:.0f} ms; errors {pg['crowd_32_errors']} / "
+            f"{sq['crowd_32_errors']}; CPU {pg['crowd_32_cpu_ms_per_1k']:.1f} / {sq['crowd_32_cpu_ms_per_1k']:.1f} "
+            f"ms/1k; median of {a.repeat} x {a.crowd_seconds:g} s",
+        )
+
+    def _sqlite_against_pg(self, ours: Server, pg: Server) -> dict[str, Any]:
+        a = self.args
+        walks: dict[str, list[Walk]] = {"sqlite": [], "postgres": []}
+        crowds: dict[str, list[Crowd]] = {"sqlite": [], "postgres": []}
+        for rep in range(a.repeat):
+            log(f"full harvest and 32 harvesters, SQLite and PostgreSQL (repetition {rep + 1})")
+            for name, server in (("sqlite", ours), ("postgres", pg)):
+                walks[name].append(full_harvest(server))
+                crowds[name].append(crowd(server, 32, a.crowd_seconds, a.crowd_max_pages))
+        return {
+            name: {
+                "records_per_s": round(median([w.records / w.seconds for w in walks[name]]), 1),
+                "server_cpu_ms_per_1k": round(median([w.server_cpu * 1e6 / w.records for w in walks[name]]), 2),
+                "crowd_32_records_per_s": round(median([c.records / c.seconds for c in crowds[name]]), 1),
+                "crowd_32_p95_ms": round(median([percentile(c.latencies, 95) * 1000 for c in crowds[name]]), 1),
+                "crowd_32_errors": sum(c.errors for c in crowds[name]),
+                "crowd_32_cpu_ms_per_1k": round(
+                    median([c.server_cpu * 1e6 / c.records for c in crowds[name] if c.records]), 2
+                ),
+            }
+            for name in walks
+        }
 
     def section_memory(self, ours: Server, peer: Server | None) -> None:
         out = {"ours": ours.memory()}

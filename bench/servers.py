@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ class Server:
         self.err = open(logdir / f"{name}.err.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.out, stderr=self.err, start_new_session=True)
         self.seen_workers: set[int] = set()
+        self.extra_cpu: Callable[[], float] | None = None  # CPU spent for it elsewhere (PostgreSQL)
 
     def wait_ready(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
@@ -68,7 +70,7 @@ class Server:
             st = _stat(pid)
             if st is not None:
                 ticks += st[1]
-        return ticks / CLK_TCK
+        return ticks / CLK_TCK + (self.extra_cpu() if self.extra_cpu is not None else 0.0)
 
     def memory(self) -> dict[str, Any]:
         workers = self.workers()
@@ -92,13 +94,14 @@ class Server:
         self.err.close()
 
 
-def start_ours(workdir: Path, db: Path, workers: int, page_size: int) -> Server:
+def start_ours(workdir: Path, db: Path | str, workers: int, page_size: int) -> Server:
+    """oaiserver on the SQLite file `db`, or on the store URL `db` (a str)."""
     from oaiserver.synthetic import synthetic_sets
 
     port = free_port()
     cfg = {
         "repository": {"name": "Benchmark", "base_url": f"http://127.0.0.1:{port}/oai", "identifier": REPO_ID},
-        "storage": {"url": f"sqlite:///{db}"},
+        "storage": {"url": db if isinstance(db, str) else f"sqlite:///{db}"},
         "server": {"page_size": page_size},
         "sets": synthetic_sets(),
     }
@@ -111,6 +114,24 @@ def start_ours(workdir: Path, db: Path, workers: int, page_size: int) -> Server:
     server = Server("oaiserver", cmd, env, port, workdir)
     server.wait_ready()
     return server
+
+
+def pg_backend_cpu(admin_url: str, application_name: str) -> Callable[[], float]:
+    """A reader of the CPU seconds of the PostgreSQL backends serving `application_name` (on
+    this machine, from /proc), for a server on PostgreSQL: its queries run there."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(admin_url, poolclass=sa.pool.NullPool)
+
+    def cpu() -> float:
+        with engine.connect() as conn:
+            pids = conn.exec_driver_sql(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %(n)s", {"n": application_name}
+            ).scalars()
+            ticks = sum(st[1] for st in map(_stat, pids) if st is not None)
+        return ticks / CLK_TCK
+
+    return cpu
 
 
 def ensure_peer_venv() -> Path:
