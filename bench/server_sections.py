@@ -343,6 +343,7 @@ class ServerSections(Sections):
             with pg_target(a.pg_url) as url:
                 log(f"our server on PostgreSQL: loading {a.records:,} records into a fresh schema")
                 loaded = load_url(f"{url}&application_name={app_name}", a.records, a.load_batch)
+                analyze(url)
                 pgdir = workdir / "postgres"
                 pgdir.mkdir(exist_ok=True)
                 server = start_ours(pgdir, f"{url}&application_name={app_name}", a.workers, a.page_size)
@@ -421,3 +422,16 @@ class ServerSections(Sections):
             self.check(
                 "memory", "peer: peak RSS per worker (VmHWM)", f"{max(out['peer']['worker_hwm_mb'] or [0]):.0f} MB"
             )
+
+
+def analyze(url: str) -> None:
+    """ANALYZE a freshly loaded PostgreSQL schema, as autovacuum does a little later: without
+    statistics the planner sorts the whole list for every page (a full harvest of 20,000
+    records took 2.8 s before, 0.2 s after)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE")
+        conn.commit()
+    engine.dispose()
