@@ -85,23 +85,15 @@ class Bench(ServerSections, HarvesterSections, ProfileSections):
             log(f"starting oaiserver (gunicorn, {a.workers} workers, page size {a.page_size})")
             ours = start_ours(workdir, db, a.workers, a.page_size)
             servers.append(ours)
-            peer = None
-            if a.skip_peer:
-                self.skipped["peer"] = "--skip-peer"
-            else:
-                log("starting the pyoai peer (gunicorn, same workers)")
-                try:
-                    peer = start_peer(workdir, db, a.workers, a.page_size)
-                    servers.append(peer)
-                except (RuntimeError, subprocess.CalledProcessError) as exc:
-                    self.skipped["peer"] = f"the peer could not be started: {exc}"
-                    log(self.skipped["peer"])
+            peer, oairepo = self.start_peers(workdir, db, servers)
             for s in servers:
                 warm_up(s)
-            walks = self.section_full_harvest(ours, peer)
+            walks = self.section_full_harvest(ours, peer, oairepo)
+            self.section_floor(db)
             self.section_page_latency(ours, peer, walks)
-            self.section_get_record(ours, peer)
+            self.section_get_record(ours, peer, oairepo)
             self.section_crowds(ours, peer)
+            self.section_postgres_server(ours, workdir)
             self.section_harvester(ours, workdir)
             self.section_memory(ours, peer)
             if a.other_page_size:
@@ -116,16 +108,36 @@ class Bench(ServerSections, HarvesterSections, ProfileSections):
             elif a.keep:
                 log(f"kept {workdir}")
 
+    def start_peers(self, workdir: Path, db: Path, servers: list[Server]) -> tuple[Server | None, Server | None]:
+        """The pyoai peer and the oai-repo peer, each None when skipped (with the reason)."""
+        a = self.args
+        if a.skip_peer:
+            self.skipped["peer"] = "--skip-peer"
+            return None, None
+        started: dict[str, Server | None] = {}
+        for name, label in (("peer", "pyoai"), ("oairepo", "oai-repo")):
+            log(f"starting the {label} peer (gunicorn, same workers)")
+            try:
+                started[name] = start_peer(workdir, db, a.workers, a.page_size, name)
+                servers.append(started[name])  # type: ignore[arg-type]
+            except (RuntimeError, subprocess.CalledProcessError) as exc:
+                started[name] = None
+                self.skipped[name] = f"the {label} peer could not be started: {exc}"
+                log(self.skipped[name])
+        return started["peer"], started["oairepo"]
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--records", "-n", type=int, help="records in the data set (default 100000; 5000 with --quick)")
     p.add_argument("--quick", action="store_true", help="a smoke run: small N, one repetition, short crowd runs")
-    p.add_argument("--skip-peer", action="store_true", help="do not build or measure the pyoai peer")
+    p.add_argument("--skip-peer", action="store_true", help="do not build or measure the peers (pyoai, oai-repo)")
     p.add_argument(
-        "--pg-url", default=DEFAULT_PG, help=f"PostgreSQL for the harvester's second store (default {DEFAULT_PG})"
+        "--pg-url",
+        default=DEFAULT_PG,
+        help=f"PostgreSQL for the harvester and our server on it (default {DEFAULT_PG})",
     )
-    p.add_argument("--skip-pg", action="store_true", help="do not harvest into PostgreSQL")
+    p.add_argument("--skip-pg", action="store_true", help="no PostgreSQL: neither the harvester nor our server on it")
     p.add_argument("--skip-harvester", action="store_true", help="skip the harvester and Sickle runs")
     p.add_argument("--json", default=str(BENCH / "results" / "latest.json"), help="where to write the JSON results")
     p.add_argument("--workers", type=int, default=2, help="gunicorn workers, both servers (default 2)")

@@ -15,13 +15,22 @@ REPO_ID = "synthetic.example.org"
 
 
 def load(db: Path, n: int, batch: int) -> dict[str, Any]:
-    from oaiserver.store import Store
-    from oaiserver.synthetic import synthetic_records
-
     for suffix in ("", "-wal", "-shm"):
         with suppress(FileNotFoundError):
             Path(f"{db}{suffix}").unlink()
-    store = Store(f"sqlite:///{db}")
+    out = load_url(f"sqlite:///{db}", n, batch)
+    out["db_mb"] = round(
+        sum(Path(f"{db}{s}").stat().st_size for s in ("", "-wal") if Path(f"{db}{s}").exists()) / 2**20
+    )
+    return out
+
+
+def load_url(url: str, n: int, batch: int) -> dict[str, Any]:
+    """The data set written into the (empty) store at `url`, SQLite or PostgreSQL."""
+    from oaiserver.store import Store
+    from oaiserver.synthetic import synthetic_records
+
+    store = Store(url)
     records = synthetic_records(n, REPO_ID)
     write_s = gen_s = write_cpu = 0.0
     added = 0
@@ -53,7 +62,6 @@ def load(db: Path, n: int, batch: int) -> dict[str, Any]:
         "generate_records_per_s": round(added / gen_s, 1) if gen_s else None,
         "end_to_end_records_per_s": round(added / (write_s + gen_s), 1),
         "process_cpu_s": round(self_cpu() - cpu0, 2),
-        "db_mb": round(sum(Path(f"{db}{s}").stat().st_size for s in ("", "-wal") if Path(f"{db}{s}").exists()) / 2**20),
     }
 
 

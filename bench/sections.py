@@ -17,6 +17,8 @@ T_RSS_MB = 150.0  # peak RSS per worker at N = 1,000,000
 T_HARVESTER = 10_000  # records/s, harvester into SQLite
 T_HARVESTER_VS_SICKLE = 3.0
 T_VS_PEER_32 = 3.0  # our 32-harvester aggregate over the peer's
+T_FLOOR = 1.5  # server CPU per 1,000 records within this factor of the floor (bench/floor.py)
+T_VS_PEER_CPU = 10.0  # the best peer's server CPU per 1,000 records over ours
 
 
 class Sections:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,8 @@ from procfs import CLK_TCK, _stat, children, status_kb
 
 VENV_BIN = Path(sys.executable).parent
 PEER_VENV = BENCH / ".peer-venv"
-PEER_PACKAGE = "oaipmh==4.0.0"
+# The second peer, in the same venv: (distribution, version, the module of its app in bench/).
+PEER_PACKAGES = {"peer": ("oaipmh", "4.0.0", "peer_app"), "oairepo": ("oai-repo", "0.5.2", "peer_oairepo")}
 
 
 def free_port() -> int:
@@ -42,6 +43,7 @@ class Server:
         self.err = open(logdir / f"{name}.err.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.out, stderr=self.err, start_new_session=True)
         self.seen_workers: set[int] = set()
+        self.extra_cpu: Callable[[], float] | None = None  # CPU spent for it elsewhere (PostgreSQL)
 
     def wait_ready(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
@@ -68,7 +70,7 @@ class Server:
             st = _stat(pid)
             if st is not None:
                 ticks += st[1]
-        return ticks / CLK_TCK
+        return ticks / CLK_TCK + (self.extra_cpu() if self.extra_cpu is not None else 0.0)
 
     def memory(self) -> dict[str, Any]:
         workers = self.workers()
@@ -92,13 +94,14 @@ class Server:
         self.err.close()
 
 
-def start_ours(workdir: Path, db: Path, workers: int, page_size: int) -> Server:
+def start_ours(workdir: Path, db: Path | str, workers: int, page_size: int) -> Server:
+    """oaiserver on the SQLite file `db`, or on the store URL `db` (a str)."""
     from oaiserver.synthetic import synthetic_sets
 
     port = free_port()
     cfg = {
         "repository": {"name": "Benchmark", "base_url": f"http://127.0.0.1:{port}/oai", "identifier": REPO_ID},
-        "storage": {"url": f"sqlite:///{db}"},
+        "storage": {"url": db if isinstance(db, str) else f"sqlite:///{db}"},
         "server": {"page_size": page_size},
         "sets": synthetic_sets(),
     }
@@ -113,34 +116,52 @@ def start_ours(workdir: Path, db: Path, workers: int, page_size: int) -> Server:
     return server
 
 
+def pg_backend_cpu(admin_url: str, application_name: str) -> Callable[[], float]:
+    """A reader of the CPU seconds of the PostgreSQL backends serving `application_name` (on
+    this machine, from /proc), for a server on PostgreSQL: its queries run there."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(admin_url, poolclass=sa.pool.NullPool)
+
+    def cpu() -> float:
+        with engine.connect() as conn:
+            pids = conn.exec_driver_sql(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %(n)s", {"n": application_name}
+            ).scalars()
+            ticks = sum(st[1] for st in map(_stat, pids) if st is not None)
+        return ticks / CLK_TCK
+
+    return cpu
+
+
 def ensure_peer_venv() -> Path:
     python = PEER_VENV / "bin" / "python"
     gunicorn_version = importlib.metadata.version("gunicorn")
-    wanted = {"oaipmh": PEER_PACKAGE.split("==")[1], "gunicorn": gunicorn_version}
+    wanted = [*(f"{dist}=={version}" for dist, version, _ in PEER_PACKAGES.values()), f"gunicorn=={gunicorn_version}"]
+    names = [w.split("==")[0] for w in wanted]
     if python.exists():
         probe = subprocess.run(
-            [str(python), "-c", "import importlib.metadata as m; print(m.version('oaipmh'), m.version('gunicorn'))"],
+            [str(python), "-c", f"import importlib.metadata as m; print(*(m.version(d) for d in {names!r}))"],
             capture_output=True,
             text=True,
         )
-        if probe.returncode == 0 and probe.stdout.split() == [wanted["oaipmh"], wanted["gunicorn"]]:
+        if probe.returncode == 0 and probe.stdout.split() == [w.split("==")[1] for w in wanted]:
             return PEER_VENV
-    log(f"making {PEER_VENV.relative_to(ROOT)} with {PEER_PACKAGE} and gunicorn=={gunicorn_version}")
-    shutil.rmtree(PEER_VENV, ignore_errors=True)
-    subprocess.run(["python3", "-m", "venv", str(PEER_VENV)], check=True)
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", PEER_PACKAGE, f"gunicorn=={gunicorn_version}"], check=True
-    )
+    log(f"making {PEER_VENV.relative_to(ROOT)} with {', '.join(wanted)}")
+    if not python.exists():
+        subprocess.run(["python3", "-m", "venv", str(PEER_VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", *wanted], check=True)
     return PEER_VENV
 
 
-def start_peer(workdir: Path, db: Path, workers: int, page_size: int) -> Server:
+def start_peer(workdir: Path, db: Path, workers: int, page_size: int, name: str = "peer") -> Server:
+    """A peer (PEER_PACKAGES: pyoai by default, or oai-repo) under the same gunicorn, sync workers."""
     venv = ensure_peer_venv()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(PEER_DB=str(db), PEER_BASE_URL=f"http://127.0.0.1:{port}/oai", PEER_PAGE_SIZE=str(page_size))
     cmd = [str(venv / "bin" / "gunicorn"), "--workers", str(workers), "--worker-class", "sync"]
-    cmd += ["--bind", f"127.0.0.1:{port}", "--chdir", str(BENCH), "peer_app:app"]
-    server = Server("peer", cmd, env, port, workdir)
+    cmd += ["--bind", f"127.0.0.1:{port}", "--chdir", str(BENCH), f"{PEER_PACKAGES[name][2]}:app"]
+    server = Server(name, cmd, env, port, workdir)
     server.wait_ready()
     return server

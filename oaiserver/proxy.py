@@ -8,6 +8,7 @@ only when it comes from an address the configuration names (`server.trusted_prox
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 from collections.abc import Iterable
@@ -83,6 +84,9 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted: tuple[N
     return str(_address(hops[0])) if hops else peer
 
 
+# Both are pure and asked about the same few clients on every request (the address parsed,
+# the User-Agent JSON-escaped); a bounded cache answers those, whatever a client sends.
+@functools.lru_cache(maxsize=1024)
 def log_text(value: Any) -> str:
     """A client's text as one log field: quoted, with quotes, backslashes, control and non-ASCII
     characters escaped (JSON's rules), so it can neither end the line nor pose as another field;
@@ -95,6 +99,7 @@ def log_text(value: Any) -> str:
     return json.dumps(text)
 
 
+@functools.lru_cache(maxsize=1024)
 def log_address(value: str) -> str:
     """A client address as a log field: bare when it is one, else quoted (`log_text`)."""
     if value == "-" or _address(value) is not None:
