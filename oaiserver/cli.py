@@ -220,6 +220,8 @@ def ingest(ctx: Context, path: Path | None, prune: bool, yes: bool, dry_run: boo
             _confirm_prune(len(gone))
     report = run_ingest(ctx.config, store, path, prune=prune, dry_run=dry_run)
     w = report.written
+    if w.added or w.changed:
+        store.analyze()
     click.echo(
         ("dry run, nothing written: " if dry_run else "")
         + f"{report.files} file(s): {w.added} added, {w.changed} changed, {w.unchanged} unchanged, "
@@ -314,9 +316,11 @@ def import_cmd(ctx: Context, path: Path) -> None:
     from oaiserver.dump import DumpError, load
 
     try:
-        report = load(ctx.store(), path)
+        store = ctx.store()
+        report = load(store, path)
     except DumpError as exc:
         raise click.ClickException(str(exc)) from None
+    store.analyze()
     click.echo(f"imported {report.records} record(s) ({report.deleted} deleted) and {report.rows} other row(s)")
 
 
@@ -509,7 +513,9 @@ def synthetic_cmd(ctx: Context, count: int) -> None:
 
     cfg = ctx.config
     records = synthetic_records(count, cfg.repository_identifier, base_url=cfg.site_url, marked=True)
-    w = ctx.store().write(records, keep_datestamps=True)
+    store = ctx.store()
+    w = store.write(records, keep_datestamps=True)
+    store.analyze()
     click.echo(f"{count} synthetic record(s): {w.added} added, {w.changed} changed, {w.unchanged} unchanged")
     if SYNTHETIC_SET not in {s.spec for s in cfg.sets}:
         click.echo(

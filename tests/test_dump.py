@@ -112,6 +112,37 @@ def test_export_and_import_commands(tmp_path: Path, store_url: str, store: Store
     assert out.exit_code == 1 and "not an export" in out.output
 
 
+@pytest.mark.parametrize("command", ["import", "synthetic"])
+def test_a_bulk_load_into_postgresql_leaves_the_planner_its_statistics(tmp_path: Path, command: str) -> None:
+    """Without statistics (a store just loaded, before autovacuum looks) PostgreSQL sorts the
+    whole list for every page: `import` and `synthetic` analyze the tables they filled."""
+    source = Store(f"sqlite:///{tmp_path / 'source.sqlite3'}")
+    try:
+        fill(source)
+        export(source, tmp_path / "all.jsonl")
+    finally:
+        source.close()
+    with backend_store_url("postgresql", tmp_path) as url:
+        config = tmp_path / "config.yaml"
+        config.write_text(f"storage:\n  url: {url}\n")
+        args = ["import", str(tmp_path / "all.jsonl")] if command == "import" else ["synthetic", "301"]
+        out = CliRunner().invoke(main, ["--config", str(config), *args])
+        assert out.exit_code == 0, out.output
+        engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+        try:
+            with engine.connect() as conn:
+                analyzed = conn.exec_driver_sql(
+                    "SELECT relname, last_analyze IS NOT NULL FROM pg_stat_user_tables"
+                    " WHERE relid IN ('records'::regclass, 'formats'::regclass, 'set_members'::regclass)"
+                    " ORDER BY relname"
+                ).all()
+                live = conn.exec_driver_sql("SELECT reltuples FROM pg_class WHERE oid = 'records'::regclass").scalar()
+        finally:
+            engine.dispose()
+    assert [tuple(row) for row in analyzed] == [("formats", True), ("records", True), ("set_members", True)]
+    assert live == 301
+
+
 # ---- all or nothing: a damaged file is refused with its line number, and nothing is written ----
 
 GOOD_RECORDS = 2100  # more than two of import's batches (1,000): a half import would show

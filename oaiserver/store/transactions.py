@@ -108,6 +108,16 @@ class Transactions:
         sa.event.listen(self.engine.pool, "checkin", _close_given_back)
         self.engine.dispose()
 
+    def analyze(self) -> None:
+        """Bring the planner's statistics up to date after a bulk write. PostgreSQL plans a list
+        page from them: with none (a store just loaded, before autovacuum has looked) it sorts
+        the whole list for every page, 13 times slower at 20,000 records. SQLite plans from the
+        indexes alone."""
+        if self.is_sqlite:
+            return
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("ANALYZE records, formats, set_members")
+
     def ping(self) -> None:
         """Raise if the database cannot be reached."""
         with self.engine.connect() as conn:
