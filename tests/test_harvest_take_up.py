@@ -162,3 +162,4 @@ def test_a_list_not_in_datestamp_order_is_not_taken_up_from_a_datestamp(store: S
     assert set(titles(store, "unordered")) == set(list(fleet.expected("unordered").live)[20:])
     state = harvest_state_of(store, "unordered")
     assert state.next_from is None and state.checkpoint is None
+
