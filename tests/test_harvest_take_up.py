@@ -151,15 +151,95 @@ def test_a_token_expiring_in_a_list_of_identifiers(store: Store, fleet: Fleet) -
     )
 
 
-@with_specs(Spec("unordered", records=30, page_size=5, expire_after=2, newest_first=True))
-def test_a_list_not_in_datestamp_order_is_not_taken_up_from_a_datestamp(store: Store, fleet: Fleet) -> None:
-    """Taken up from its latest datestamp, a list giving its newest records first would skip the
-    older ones: the run fails with the reason, keeps the 20 records it got, and `from` stays."""
-    report = run(store, fleet, "unordered")
-    assert verbs(fleet, "unordered") == {"ListRecords": 3}
-    assert report.outcome == "failed" and "do not come in datestamp order" in (report.reason or "")
-    assert "badResumptionToken" in (report.reason or "")
-    assert set(titles(store, "unordered")) == set(list(fleet.expected("unordered").live)[20:])
-    state = harvest_state_of(store, "unordered")
-    assert state.next_from is None and state.checkpoint is None
+WALKED = "the partner refused the token for page 3 (badResumptionToken): finished by 11 date window(s) (from/until), "
 
+
+def windows_listed(fleet: Fleet, name: str) -> list[tuple[str, str]]:
+    """The (from, until) of each list the partner was asked for without a token, in order."""
+    return [(r.args["from"], r.args["until"]) for r in fleet.requests(name) if "until" in r.args]
+
+
+@with_specs(Spec("unordered", records=30, page_size=5, expire_after=2, newest_first=True))
+def test_a_list_not_in_datestamp_order_is_finished_by_halving_date_windows(store: Store, fleet: Fleet) -> None:
+    """Taken up from its latest datestamp, a list giving its newest records first would skip the
+    older ones: the run's window (Identify's earliestDatestamp to the first responseDate) is halved
+    instead, each half listed with from/until from its start, a half failing again halved again:
+    the first list and 9 windows fail (3 requests each: 2 pages and the refused token), 11 windows
+    end, 6 of them empty (noRecordsMatch). 43 requests, within the budget of 1,000; the run is
+    complete and moves `from`."""
+    report = run(store, fleet, "unordered")
+    assert verbs(fleet, "unordered") == {"ListRecords": 45, "Identify": 1}
+    assert_complete(store, fleet, "unordered", report, WALKED + "43 request(s)")
+    assert report.counts.restarts == 10 and report.counts.added == 30 and report.counts.unchanged == 100
+    listed = windows_listed(fleet, "unordered")
+    assert listed[:2] == [
+        ("2024-01-01T00:00:00Z", "2024-07-01T23:59:59Z"),
+        ("2024-01-01T00:00:00Z", "2024-04-01T11:59:59Z"),
+    ]
+    assert listed[-1] == ("2024-07-02T00:00:00Z", "2025-01-01T00:00:00Z") and len(listed) == 20
+    assert_second_run_changes_nothing(store, fleet, "unordered", {"Identify": 1, "ListRecords": 1})
+
+
+@with_specs(
+    Spec("unordered_days", records=60, page_size=5, expire_after=2, newest_first=True, refuse_times=True)
+)
+def test_a_list_not_in_datestamp_order_from_a_partner_listed_in_days(store: Store, fleet: Fleet) -> None:
+    """Every list longer than 2 pages (8 records) fails; the first window with times is refused, so
+    the partner is listed with days: its windows are halved in whole days until each holds at
+    most 2 pages (a day holds 9 or 10 records: halving goes down to single days, then stops
+    at the 2-day windows that fit)."""
+    report = run(store, fleet, "unordered_days")
+    assert verbs(fleet, "unordered_days") == {"ListRecords": 56, "Identify": 1}
+    halved = ["07-01", "03-31", "02-14", "01-22", "01-11", "01-05", "01-02"]  # each failing, then halved
+    assert windows_listed(fleet, "unordered_days") == [
+        ("2024-01-01T00:00:00Z", "2024-07-01T23:59:59Z"),  # refused (badArgument): listed again in days
+        *[("2024-01-01", f"2024-{end}") for end in halved],
+        ("2024-01-01", "2024-01-01"),
+        ("2024-01-02", "2024-01-02"),
+        ("2024-01-03", "2024-01-05"),  # fails: halved
+        ("2024-01-03", "2024-01-03"),
+        ("2024-01-04", "2024-01-05"),  # fails: halved
+        ("2024-01-04", "2024-01-04"),
+        ("2024-01-05", "2024-01-05"),
+        ("2024-01-06", "2024-01-11"),  # fails: halved
+        ("2024-01-06", "2024-01-08"),  # fails: halved
+        ("2024-01-06", "2024-01-06"),
+        ("2024-01-07", "2024-01-08"),
+        ("2024-01-09", "2024-01-11"),  # and the later halves, empty (noRecordsMatch)
+        ("2024-01-12", "2024-01-22"),
+        ("2024-01-23", "2024-02-14"),
+        ("2024-02-15", "2024-03-31"),
+        ("2024-04-01", "2024-07-01"),
+        ("2024-07-02", "2025-01-01"),
+    ]
+    assert_complete(
+        store,
+        fleet,
+        "unordered_days",
+        report,
+        "the partner refused the token for page 3 (badResumptionToken): finished by 13 date window(s) "
+        f"(from/until), 53 request(s); {DAYS_NOTE}",
+    )
+    assert_second_run_changes_nothing(store, fleet, "unordered_days", {"ListRecords": 1})
+
+
+@with_specs(Spec("crowded", records=14, page_size=2, same_stamp=6, expire_after=2, newest_first=True))
+def test_a_date_window_of_one_second_that_still_fails_fails_the_run(store: Store, fleet: Fleet) -> None:
+    """Six records share each datestamp, and every list longer than 2 pages (4 records) fails: the
+    window halved down to the one second of the first six records still fails (25 halvings of a
+    year and a day, 3 requests each), so the run fails with the reason, keeps what it stored,
+    and `from` stays where it was."""
+    report = run(store, fleet, "crowded")
+    assert report.outcome == "failed"
+    assert report.reason == (
+        "crowded: the partner refused the token for page 3 (badResumptionToken); its records do not come in "
+        "datestamp order, and a date window of one second (2024-01-01T00:00:00Z) fails too, so it cannot be "
+        "finished: the partner answered with an OAI-PMH error: badResumptionToken: unknown or expired token "
+        "(the records harvested are kept; the next run lists the window again)"
+    )
+    assert windows_listed(fleet, "crowded")[-1] == ("2024-01-01T00:00:00Z", "2024-01-01T00:00:00Z")
+    assert verbs(fleet, "crowded") == {"ListRecords": 75, "Identify": 1}
+    held = {f"oai:crowded.example.org:rec-{n:05d}" for n in (2, 3, 4, 5, 8, 9, 10, 11, 12, 13)}
+    assert set(titles(store, "crowded")) == held  # 0, 1, 6 and 7 come on page 3 of their second
+    state = harvest_state_of(store, "crowded")
+    assert state.next_from is None and state.checkpoint is None
