@@ -6,6 +6,8 @@ Exact record sets and request counts, against the fleet, on both backends."""
 
 from __future__ import annotations
 
+import threading
+from dataclasses import replace
 from pathlib import Path
 
 from fleet import RESPONSE_DATE, Fleet, Spec, verbs, with_specs
@@ -180,9 +182,7 @@ def test_a_list_not_in_datestamp_order_is_finished_by_halving_date_windows(store
     assert_second_run_changes_nothing(store, fleet, "unordered", {"Identify": 1, "ListRecords": 1})
 
 
-@with_specs(
-    Spec("unordered_days", records=60, page_size=5, expire_after=2, newest_first=True, refuse_times=True)
-)
+@with_specs(Spec("unordered_days", records=60, page_size=5, expire_after=2, newest_first=True, refuse_times=True))
 def test_a_list_not_in_datestamp_order_from_a_partner_listed_in_days(store: Store, fleet: Fleet) -> None:
     """Every list longer than 2 pages (8 records) fails; the first window with times is refused, so
     the partner is listed with days: its windows are halved in whole days until each holds at
@@ -226,9 +226,9 @@ def test_a_list_not_in_datestamp_order_from_a_partner_listed_in_days(store: Stor
 @with_specs(Spec("crowded", records=14, page_size=2, same_stamp=6, expire_after=2, newest_first=True))
 def test_a_date_window_of_one_second_that_still_fails_fails_the_run(store: Store, fleet: Fleet) -> None:
     """Six records share each datestamp, and every list longer than 2 pages (4 records) fails: the
-    window halved down to the one second of the first six records still fails (25 halvings of a
-    year and a day, 3 requests each), so the run fails with the reason, keeps what it stored,
-    and `from` stays where it was."""
+    window halved down to the one second of the first six records still fails (the first list
+    and 24 windows, each half the one before, fail: 3 requests each), so the run fails with the
+    reason, keeps what it stored, and `from` stays where it was."""
     report = run(store, fleet, "crowded")
     assert report.outcome == "failed"
     assert report.reason == (
@@ -243,3 +243,59 @@ def test_a_date_window_of_one_second_that_still_fails_fails_the_run(store: Store
     assert set(titles(store, "crowded")) == held  # 0, 1, 6 and 7 come on page 3 of their second
     state = harvest_state_of(store, "crowded")
     assert state.next_from is None and state.checkpoint is None
+
+
+@with_specs(Spec("killed", records=30, page_size=5, expire_after=2, newest_first=True))
+def test_a_run_stopped_while_walking_date_windows_resumes_inside_the_walk(store: Store, fleet: Fleet) -> None:
+    """The walk is in the checkpoint (the windows still to list, and the token within the first):
+    a run stopped after its 12th page leaves it there, and the next run goes on from that page's
+    token. That token is the one the partner refuses: the window it was in is listed again from
+    its start, then halved, and the walk goes on with the windows kept (51 requests in all, 46
+    without the stop)."""
+    stop = threading.Event()
+    pages = iter(range(1, 100))
+    first = harvest.run(
+        store,
+        Partner("killed", fleet.url("killed")),
+        settings=FAST_HARVEST,
+        stop=stop,
+        on_page=lambda *_: stop.set() if next(pages) == 12 else None,
+    )
+    assert (
+        first.outcome == "failed"
+        and first.reason == "stopped after a page, as asked; the next run resumes from the checkpoint"
+    )
+    checkpoint = harvest_state_of(store, "killed").checkpoint or {}
+    assert checkpoint["token"] == "2~2024-01-01T00:00:00Z~2024-01-12T10:29:59Z"  # page 3's: to be refused
+    assert [tuple(w) for w in checkpoint["windows"]][-1] == (1719878400, 1735689600) and len(checkpoint["windows"]) == 6
+    asked = len(fleet.requests("killed"))
+    assert asked == 19
+    second = run(store, fleet, "killed")
+    assert second.resumed and second.outcome == "success"
+    assert second.reason == (
+        "the partner refused the token for page 1 (badResumptionToken): finished by 11 date window(s) (from/until), "
+        "31 request(s)"
+    )
+    again = fleet.requests("killed")[asked + 2].args
+    assert again == {
+        "verb": "ListRecords",
+        "metadataPrefix": "oai_dc",
+        "from": "2024-01-01T00:00:00Z",
+        "until": "2024-01-12T10:29:59Z",
+    }
+    assert verbs(fleet, "killed", asked) == {"Identify": 1, "ListRecords": 31}
+    assert titles(store, "killed") == fleet.expected("killed").live
+    assert harvest_state_of(store, "killed").next_from == RESPONSE_DATE
+
+
+@with_specs(Spec("costly", records=30, page_size=5, expire_after=2, newest_first=True))
+def test_a_walk_of_date_windows_is_bounded_in_requests(store: Store, fleet: Fleet) -> None:
+    """With a budget of 20 requests, the walk stops once it has spent them: the run fails with the
+    reason and `from` stays."""
+    settings = replace(FAST_HARVEST, take_up_budget=20)
+    report = harvest.run(store, Partner("costly", fleet.url("costly")), settings=settings)
+    assert report.outcome == "failed" and "taking the list up stopped after 21 requests (at most 20)" in (
+        report.reason or ""
+    )
+    assert verbs(fleet, "costly") == {"ListRecords": 24, "Identify": 1}
+    assert harvest_state_of(store, "costly").next_from is None
