@@ -1,6 +1,7 @@
 """Never looping, never stuck on a token (harvester.takeup): a list ended by a repeated token,
 by going round, or by a token refused mid-list is taken up from the latest datestamp it gave,
-bounded in requests, and reported; the run is complete and moves `from`. A partner that refuses
+or, when its records did not come in datestamp order, finished by halving date windows listed
+with from/until; bounded in requests, and reported; the run is complete and moves `from`. A partner that refuses
 a time in `from` though its Identify says seconds is listed with days, and that is remembered.
 Exact record sets and request counts, against the fleet, on both backends."""
 
