@@ -300,3 +300,13 @@ def test_a_walk_of_date_windows_is_bounded_in_requests(store: Store, fleet: Flee
     )
     assert verbs(fleet, "costly") == {"ListRecords": 24, "Identify": 1}
     assert harvest_state_of(store, "costly").next_from is None
+
+
+@with_specs(Spec("byid_unordered", records=30, page_size=5, expire_after=2, newest_first=True))
+def test_a_list_of_identifiers_not_in_datestamp_order_is_finished_by_date_windows(store: Store, fleet: Fleet) -> None:
+    """The same walk by ListIdentifiers (mode identifiers): a record listed again that we hold at its
+    datestamp is not asked for again, so each record costs one GetRecord."""
+    partner = Partner("byid_unordered", fleet.url("byid_unordered"), mode="identifiers")
+    report = harvest.run(store, partner, settings=FAST_HARVEST)
+    assert verbs(fleet, "byid_unordered") == {"ListIdentifiers": 45, "Identify": 1, "GetRecord": 30}
+    assert_complete(store, fleet, "byid_unordered", report, WALKED + "43 request(s)")
