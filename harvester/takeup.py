@@ -25,10 +25,10 @@ are not rewritten (a datestamp means change). The rules, one per outcome of the 
   finished, and the run fails with the reason, as before.
 
 So each take-up starts strictly later than the one before, and each window is smaller than the
-one it halves: the walk ends. It is also
-bounded in requests: a run spends at most `BUDGET` requests (1,000) on lists taken up, the
-requests that failed included. A partner whose tokens expire every 50 pages of a 10,000-page
-list needs about 200 of them; one that never lets a list finish is stopped there.
+one it halves: the walk ends. It is also bounded in requests: a run spends at most `BUDGET`
+requests (1,000) on lists taken up or windows walked, the requests that failed included. A
+partner whose tokens expire every 50 pages of a 10,000-page list needs about 200 of them; one
+that never lets a list finish is stopped there.
 """
 
 from __future__ import annotations
