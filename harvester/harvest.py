@@ -8,8 +8,10 @@
   crash loses nothing: the next run resumes from the checkpoint token.
 * A list ended by a token fault (its token comes back, it goes round, the partner rejects a
   token: expired, or forgotten after a restart) is taken up from the latest datestamp it gave,
-  bounded in requests (harvester.takeup); the run's note says how, and a run that finished its
-  window so is complete and moves `from` on.
+  or, when its records did not come in datestamp order, the window is walked by halving date
+  windows listed with `from` and `until` (their walk is in the checkpoint: a killed run resumes
+  inside it), bounded in requests (harvester.takeup); the run's note says how, and a run that
+  finished its window so is complete and moves `from` on.
 * A partner whose Identify claims seconds but that refuses a time in `from` (badArgument) is
   listed with days; that is remembered for it (harvest_state.learned), so later runs send days
   at once, without asking Identify.
@@ -65,7 +67,7 @@ import sqlalchemy as sa
 from harvester import errors as err
 from harvester import identifiers as per_record
 from harvester import partner_sets
-from harvester.client import Client, ClientSettings, Page, settings_for, utc
+from harvester.client import Client, ClientSettings, Identity, Page, settings_for, utc
 from harvester.completeness import SHORT, Completeness, judge, see_page
 from harvester.convert import Converted, named
 from harvester.loops import ListWatch, LoopLimits
@@ -392,6 +394,7 @@ class _Run:
         self.list_ordered = True  # its records came in datestamp order
         self.list_seen: set[int] = set()  # hash() of the identifiers it gave
         self.granularity: str | None = None  # of `from` values: asked of Identify when one is first sent
+        self.identity: Identity | None = None  # what Identify said, once asked
         self.notes: list[str] = []  # what the run's outcome also says
         self.fmt = partner.metadata_prefix
         # A format after the partner's first is kept verbatim beside its record (native_formats).
@@ -456,6 +459,7 @@ class _Run:
                 "path": IDENTIFIERS if self.partner.mode == IDENTIFIERS else LIST_RECORDS,
             }
         self.cp = checkpoint
+        self.taking_up = bool(checkpoint.get("windows"))  # a run killed while walking date windows goes on
         if (state.learned or {}).get("granularity") == "days":
             self.granularity = DAY
         self.window = Counts.from_dict(checkpoint["counts"])
@@ -592,7 +596,7 @@ class _Run:
                 try:
                     self._list(client, pipeline, args)
                 except (err.ListLoopError, err.BadResumptionToken) as exc:
-                    self._take_up(exc)
+                    self._take_up(client, exc)
                 except err.BadArgument as exc:
                     self._to_days(exc, args)
                 except per_record.FALLBACK_FAULTS as exc:
@@ -668,9 +672,10 @@ class _Run:
                 self.window.recovered += 1
                 log.info("%s: quarantined record %s harvested by GetRecord", self.partner.name, entry.identifier)
 
-    def _take_up(self, exc: err.HarvestError) -> None:
-        """A list ended by a token fault: taken up later in the window (harvester.takeup), or the
-        run fails (ListLoopError: the next run lists the window afresh)."""
+    def _take_up(self, client: Client, exc: err.HarvestError) -> None:
+        """A list ended by a token fault: taken up later in the window, or walked by date windows
+        when its records did not come in datestamp order (harvester.takeup), or the run fails
+        (ListLoopError: the next run lists the window afresh)."""
         if isinstance(exc, err.BadResumptionToken) and self.cp["token"] is None:
             raise exc  # refused without a token: no token fault
         n = self.list_pages
@@ -678,6 +683,9 @@ class _Run:
             err.RepeatedTokenError: f"the list repeated its token after page {n}",
             err.BadResumptionToken: f"the partner refused the token for page {n + 1} (badResumptionToken)",
         }.get(type(exc), f"the list went round at page {n}")
+        if not self.list_ordered or self.cp.get("windows"):
+            self._walk(client, exc, fault)
+            return
         start = self.cp.get("list_from")
         if start is None and self.cp["from"]:
             start = parse_datestamp(self.cp["from"])[0]
@@ -688,12 +696,9 @@ class _Run:
                 latest=self.list_latest,
                 granularity=self.granularity or SECONDS,
                 from_token=bool(self.cp.get("from_token")),
-                ordered=self.list_ordered,
             )
         except CannotTakeUp as why:
-            name = self.partner.name
-            detail = str(exc).removeprefix(f"{name}: ").removesuffix(_KEPT)
-            raise err.ListLoopError(f"{name}: {why}: {detail}{_KEPT}") from None
+            raise self._cannot(exc, why) from None
         sent = "the start" if at is None else format_datestamp(at)[: 10 if self.granularity == DAY else None]
         log.warning("%s: %s: %s; taken up from %s", self.partner.name, fault, exc, sent)
         self.take_up.took(fault, sent)
@@ -701,6 +706,40 @@ class _Run:
         self.window.restarts += 1
         self.taking_up = True
         self.cp = {**self.cp, "token": None, "list_from": at}
+
+    def _walk(self, client: Client, exc: err.HarvestError, fault: str) -> None:
+        """A list not in datestamp order ended by a token fault: the window being listed (at first the
+        run's whole window) is halved, and its halves listed with `from` and `until` in its place.
+        A list that began at a token kept from an earlier run and was refused at once lists its
+        window again from its start."""
+        walking = [(low, high) for low, high in self.cp.get("windows") or []]
+        again = bool(walking and self.cp.get("from_token") and self.list_pages == 0)
+        try:
+            halves = self.take_up.walk(
+                fault, walking[0] if walking else self._run_window(client), self.granularity or SECONDS, again=again
+            )
+        except CannotTakeUp as why:
+            raise self._cannot(exc, why) from None
+        windows = halves + walking[1:]
+        shown = " and ".join(f"{format_datestamp(low)} to {format_datestamp(high)}" for low, high in halves)
+        log.warning("%s: %s: %s; listing %s", self.partner.name, fault, exc, shown)
+        self.counts.restarts += 1
+        self.window.restarts += 1
+        self.taking_up = True
+        self.cp = {**self.cp, "token": None, "list_from": None, "windows": windows}
+
+    def _run_window(self, client: Client) -> tuple[int, int]:
+        """The run's window in seconds: its `from` (else the partner's earliestDatestamp, else the
+        epoch) to the date of its first response (the next run's `from`; else now)."""
+        low = self.cp["from"] or self._identity(client).earliest
+        first = self.cp["first_response"]
+        low_at = _parsed(low) or 0
+        return low_at, max(low_at, _parsed(first) or self.now())
+
+    def _cannot(self, exc: err.HarvestError, why: CannotTakeUp) -> err.ListLoopError:
+        name = self.partner.name
+        detail = str(exc).removeprefix(f"{name}: ").removesuffix(_KEPT)
+        return err.ListLoopError(f"{name}: {why}: {detail}{_KEPT}")
 
     def _to_days(self, exc: err.BadArgument, args: dict[str, str]) -> None:
         """A `from` with a time refused: the partner is listed with days, now and from now on."""
@@ -770,12 +809,19 @@ class _Run:
 
     def _list_args(self, client: Client, spec: str | None) -> dict[str, str]:
         """The arguments of the list to read now: the window's `from`, or the `from` it was taken
-        up at, in the partner's granularity; its set, if any."""
+        up at, or the date window being walked (`from` and `until`), in the partner's granularity;
+        its set, if any."""
         args = {"metadataPrefix": self.partner.metadata_prefix}
-        start = self.cp.get("list_from")
-        value = format_datestamp(start) if start is not None else self.cp["from"]
-        if value:
-            args["from"] = self._from_text(client, value)
+        windows = self.cp.get("windows")
+        if windows:
+            low, high = windows[0]
+            args["from"] = self._from_text(client, format_datestamp(low))
+            args["until"] = self._from_text(client, format_datestamp(high))
+        else:
+            start = self.cp.get("list_from")
+            value = format_datestamp(start) if start is not None else self.cp["from"]
+            if value:
+                args["from"] = self._from_text(client, value)
         if spec:
             args["set"] = spec
         return args
@@ -789,17 +835,24 @@ class _Run:
                 f"{self.partner.name}: from {value!r} is not a date (YYYY-MM-DD or YYYY-MM-DDThh:mm:ssZ)"
             )
         if self.granularity is None:
-            try:
-                self.granularity = client.identify().granularity
-            except (err.ResponseError, err.HTTPStatusError, err.PartnerOAIError) as exc:
-                log.warning(
-                    "%s: Identify is unusable (%s); using days, which every repository supports", self.partner.name, exc
-                )
-                self.granularity = DAY
+            self.granularity = self._identity(client).granularity
         utc_value, given = parsed
         if self.granularity == SECONDS:
             return utc_value if given == SECONDS else f"{utc_value}T00:00:00Z"
         return utc_value[:10]
+
+    def _identity(self, client: Client) -> Identity:
+        """What Identify says, asked once a run; an unusable Identify is taken as days, which every
+        repository supports, and no earliestDatestamp."""
+        if self.identity is None:
+            try:
+                self.identity = client.identify()
+            except (err.ResponseError, err.HTTPStatusError, err.PartnerOAIError) as exc:
+                log.warning(
+                    "%s: Identify is unusable (%s); using days, which every repository supports", self.partner.name, exc
+                )
+                self.identity = Identity("", "", DAY, None, None)
+        return self.identity
 
     def _commit(self, ready: Ready) -> None:
         """The page's records and the checkpoint, in one transaction, under our lease."""
@@ -815,11 +868,15 @@ class _Run:
             undoubled=len(converted.undoubled),
             doubled=len(converted.doubled),
         )
+        # A list's end ends its set, unless it ends a date window with more to walk.
+        walked = page.token is None and bool(self.cp.get("windows"))
+        windows = self.cp["windows"][1:] if walked else self.cp.get("windows")
         checkpoint = {
             **self.cp,
             "first_response": self.cp["first_response"] or page.response_date,
             "token": page.token,
-            "set": self.cp["set"] + (1 if page.token is None else 0),
+            "set": self.cp["set"] + (1 if page.token is None and not windows else 0),
+            "windows": windows or None,
         }
         if page.token is None:
             checkpoint["list_from"] = None
@@ -858,6 +915,7 @@ class _Run:
             save_run_counts_in(conn, self.run_id, {**asdict(counts), "failures": kept})
         delta = window - self.window
         self.cp, self.window, self.counts = checkpoint, window, counts
+        self.take_up.windows += 1 if walked else 0
         self._seen_page(ready, taken_up)
         for where, why in failures:
             report_log.warning("%s: record %s not harvested: %s", name, where, why)
@@ -898,7 +956,7 @@ class _Run:
             if self.list_latest is not None and stamp < self.list_latest:
                 self.list_ordered = False
             self.list_latest = stamp if self.list_latest is None else max(stamp, self.list_latest)
-        if ready.page.token is None:
+        if ready.page.token is None and not self.cp.get("windows"):
             self.taking_up = False
 
     def _warn_repairs(self, page: Page, converted: Converted) -> None:

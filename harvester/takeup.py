@@ -17,13 +17,18 @@ are not rewritten (a datestamp means change). The rules, one per outcome of the 
   window's `from`; otherwise the list cannot be finished, and the run fails with the reason;
 * it gave only records before its `from`: the partner ignores `from`; the run fails;
 * its records did not come in datestamp order (a list in the order of the partner's own ids):
-  taking it up from a datestamp could skip records, so the run fails, losing nothing (walking
-  such a list by halving date windows with `until` is not done yet).
+  taking it up from a datestamp could skip records, so the run's window (its `from`, or the
+  partner's earliestDatestamp, to the first response's date) is walked by date windows instead:
+  its two halves listed with `from` and `until`, each from its start; a half whose list ends by
+  a token fault again is halved again (`TakeUp.walk`), in the partner's granularity (days for
+  one listed in days). A window of one unit (a second, or a day) that still fails cannot be
+  finished, and the run fails with the reason, as before.
 
-So each take-up starts strictly later than the one before, and the walk ends. It is also
-bounded in requests: a run spends at most `BUDGET` requests (1,000) on lists taken up, the
-requests that failed included. A partner whose tokens expire every 50 pages of a 10,000-page
-list needs about 200 of them; one that never lets a list finish is stopped there.
+So each take-up starts strictly later than the one before, and each window is smaller than the
+one it halves: the walk ends. It is also bounded in requests: a run spends at most `BUDGET`
+requests (1,000) on lists taken up or windows walked, the requests that failed included. A
+partner whose tokens expire every 50 pages of a 10,000-page list needs about 200 of them; one
+that never lets a list finish is stopped there.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ from oaiserver.records import DAY, format_datestamp
 
 BUDGET = 1_000  # requests a run may spend on lists taken up after a token fault
 DAY_SECONDS = 86_400
+
+
+Window = tuple[int, int]  # a date window's first and last unit (seconds since the epoch), both included
 
 
 class CannotTakeUp(Exception):
@@ -48,6 +56,7 @@ class TakeUp:
     requests: int = 0  # requests spent on lists taken up (their pages, and each fault)
     froms: list[str] = field(default_factory=list)  # the `from` of each list taken up, as sent
     first: str | None = None  # the first fault, as the run's note says it
+    windows: int = 0  # date windows listed to their end (a list not in datestamp order, walked)
 
     def next_from(
         self,
@@ -57,19 +66,12 @@ class TakeUp:
         latest: int | None,
         granularity: str,
         from_token: bool,
-        ordered: bool = True,
     ) -> int | None:
         """The `from` (seconds) to take a list up at, after it ended by `fault` having started at
         `start` (None: the beginning) and given records up to `latest` (None: none); a list
-        that began at a kept token (`from_token`) is taken up at `start` once; one whose records
-        did not come in datestamp order (`ordered` false) cannot be taken up from a datestamp. Raises
+        that began at a kept token (`from_token`) is taken up at `start` once. Raises
         CannotTakeUp when none can be (see the module's docstring)."""
-        if self.requests >= self.budget:
-            raise CannotTakeUp(
-                f"{fault}; taking the list up stopped after {self.requests} requests (at most {self.budget})"
-            )
-        if not ordered:
-            raise CannotTakeUp(f"{fault}; its records do not come in datestamp order, so it cannot be taken up")
+        self._within_budget(fault)
         if latest is None:
             if from_token and not self.froms:
                 return start
@@ -83,6 +85,35 @@ class TakeUp:
             )
         return start - start % unit + unit
 
+    def walk(self, fault: str, window: Window, granularity: str, *, again: bool = False) -> list[Window]:
+        """The date windows to list in place of `window` (first and last unit, in seconds, both
+        included), whose list ended by `fault`: its two halves, older first, or `window` itself
+        `again` (its list began at a token kept from an earlier run, which the partner forgot).
+        Raises CannotTakeUp when the budget is spent or `window` is one unit."""
+        self._within_budget(fault)
+        self.first = self.first or fault
+        self.requests += 1  # the request that failed
+        unit = DAY_SECONDS if granularity == DAY else 1
+        low, high = window[0] - window[0] % unit, window[1] - window[1] % unit
+        if again:
+            return [(low, high)]
+        units = (high - low) // unit + 1
+        if units < 2:
+            shown = format_datestamp(low)[: 10 if unit == DAY_SECONDS else None]
+            name = "day" if unit == DAY_SECONDS else "second"
+            raise CannotTakeUp(
+                f"{fault}; its records do not come in datestamp order, and a date window of one {name} "
+                f"({shown}) fails too, so it cannot be finished"
+            )
+        middle = low + (units // 2) * unit
+        return [(low, middle - unit), (middle, high)]
+
+    def _within_budget(self, fault: str) -> None:
+        if self.requests >= self.budget:
+            raise CannotTakeUp(
+                f"{fault}; taking the list up stopped after {self.requests} requests (at most {self.budget})"
+            )
+
     def took(self, fault: str, sent: str) -> None:
         """A list taken up at `sent` (the `from` as sent) after `fault`."""
         self.first = self.first or fault
@@ -90,8 +121,14 @@ class TakeUp:
         self.froms.append(sent)
 
     def note(self) -> str | None:
-        """`the list repeated its token at page 4: taken up from A, then B; 2 list(s), 3 request(s)`."""
+        """`the list repeated its token at page 4: taken up from A, then B; 2 list(s), 3 request(s)`, or
+        `…: finished by 4 date window(s) (from/until), 13 request(s)`."""
         if self.first is None:
             return None
-        shown = ", then ".join(self.froms[:3]) + (f", … {self.froms[-1]}" if len(self.froms) > 3 else "")
-        return f"{self.first}: taken up from {shown}; {len(self.froms)} list(s), {self.requests} request(s)"
+        parts = []
+        if self.froms:
+            shown = ", then ".join(self.froms[:3]) + (f", … {self.froms[-1]}" if len(self.froms) > 3 else "")
+            parts.append(f"taken up from {shown}; {len(self.froms)} list(s)")
+        if self.windows:
+            parts.append(f"finished by {self.windows} date window(s) (from/until)")
+        return f"{self.first}: {', then '.join(parts)}, {self.requests} request(s)"

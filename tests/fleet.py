@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 OAI_NS = "http://www.openarchives.org/OAI/2.0/"
 T0 = 1_704_067_200  # 2024-01-01T00:00:00Z: the first record's datestamp
-SPACING = 5 * 3600  # two records every five hours: lists cross days, and pairs share a second
+SPACING = 5 * 3600  # two records (`same_stamp`) every five hours: lists cross days, and pairs share a second
 RESPONSE_DATE = "2025-01-01T00:00:00Z"  # fixed, so pages compare byte for byte
 LONG_IDENTIFIER = 1100  # bytes: more than the 1,024 a stored identifier may have
 WORDS = (
@@ -118,6 +118,7 @@ class Spec:
     loop_to: int | None = None  # the last page's token leads back to this page
     loop_at: int | None = None  # ... or this page's token does (the pages after it are never reached)
     newest_first: bool = False  # lists give the latest records first (not in datestamp order)
+    same_stamp: int = 2  # records sharing each datestamp (one every five hours)
     expire_after: int | None = None  # a token for page K or later is a badResumptionToken
     refuse_times: bool = False  # a time in from/until is a badArgument, though Identify says seconds
     # Served in run 0 only, then gone without a tombstone (a partner that deletes quietly: its
@@ -203,7 +204,7 @@ def items(spec: Spec, run: int = 0) -> list[Item]:
             identifier += "-" + "x" * LONG_IDENTIFIER
         if n in spec.vanish and run > 0:
             continue
-        made.append(Item(n, identifier, T0 + (n // 2) * SPACING, title, n in spec.deleted))
+        made.append(Item(n, identifier, T0 + (n // spec.same_stamp) * SPACING, title, n in spec.deleted))
     return made
 
 

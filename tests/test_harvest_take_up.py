@@ -1,11 +1,14 @@
 """Never looping, never stuck on a token (harvester.takeup): a list ended by a repeated token,
 by going round, or by a token refused mid-list is taken up from the latest datestamp it gave,
-bounded in requests, and reported; the run is complete and moves `from`. A partner that refuses
+or, when its records did not come in datestamp order, finished by halving date windows listed
+with from/until; bounded in requests, and reported; the run is complete and moves `from`. A partner that refuses
 a time in `from` though its Identify says seconds is listed with days, and that is remembered.
 Exact record sets and request counts, against the fleet, on both backends."""
 
 from __future__ import annotations
 
+import threading
+from dataclasses import replace
 from pathlib import Path
 
 from fleet import RESPONSE_DATE, Fleet, Spec, verbs, with_specs
@@ -151,14 +154,159 @@ def test_a_token_expiring_in_a_list_of_identifiers(store: Store, fleet: Fleet) -
     )
 
 
+WALKED = "the partner refused the token for page 3 (badResumptionToken): finished by 11 date window(s) (from/until), "
+
+
+def windows_listed(fleet: Fleet, name: str) -> list[tuple[str, str]]:
+    """The (from, until) of each list the partner was asked for without a token, in order."""
+    return [(r.args["from"], r.args["until"]) for r in fleet.requests(name) if "until" in r.args]
+
+
 @with_specs(Spec("unordered", records=30, page_size=5, expire_after=2, newest_first=True))
-def test_a_list_not_in_datestamp_order_is_not_taken_up_from_a_datestamp(store: Store, fleet: Fleet) -> None:
+def test_a_list_not_in_datestamp_order_is_finished_by_halving_date_windows(store: Store, fleet: Fleet) -> None:
     """Taken up from its latest datestamp, a list giving its newest records first would skip the
-    older ones: the run fails with the reason, keeps the 20 records it got, and `from` stays."""
+    older ones: the run's window (Identify's earliestDatestamp to the first responseDate) is halved
+    instead, each half listed with from/until from its start, a half failing again halved again:
+    the first list and 9 windows fail (3 requests each: 2 pages and the refused token), 11 windows
+    end, 6 of them empty (noRecordsMatch). 43 requests, within the budget of 1,000; the run is
+    complete and moves `from`."""
     report = run(store, fleet, "unordered")
-    assert verbs(fleet, "unordered") == {"ListRecords": 3}
-    assert report.outcome == "failed" and "do not come in datestamp order" in (report.reason or "")
-    assert "badResumptionToken" in (report.reason or "")
-    assert set(titles(store, "unordered")) == set(list(fleet.expected("unordered").live)[20:])
-    state = harvest_state_of(store, "unordered")
+    assert verbs(fleet, "unordered") == {"ListRecords": 45, "Identify": 1}
+    assert_complete(store, fleet, "unordered", report, WALKED + "43 request(s)")
+    assert report.counts.restarts == 10 and report.counts.added == 30 and report.counts.unchanged == 100
+    listed = windows_listed(fleet, "unordered")
+    assert listed[:2] == [
+        ("2024-01-01T00:00:00Z", "2024-07-01T23:59:59Z"),
+        ("2024-01-01T00:00:00Z", "2024-04-01T11:59:59Z"),
+    ]
+    assert listed[-1] == ("2024-07-02T00:00:00Z", "2025-01-01T00:00:00Z") and len(listed) == 20
+    assert_second_run_changes_nothing(store, fleet, "unordered", {"Identify": 1, "ListRecords": 1})
+
+
+@with_specs(Spec("unordered_days", records=60, page_size=5, expire_after=2, newest_first=True, refuse_times=True))
+def test_a_list_not_in_datestamp_order_from_a_partner_listed_in_days(store: Store, fleet: Fleet) -> None:
+    """Every list longer than 2 pages (8 records) fails; the first window with times is refused, so
+    the partner is listed with days: its windows are halved in whole days until each holds at
+    most 2 pages (a day holds 9 or 10 records: halving goes down to single days, then stops
+    at the 2-day windows that fit)."""
+    report = run(store, fleet, "unordered_days")
+    assert verbs(fleet, "unordered_days") == {"ListRecords": 56, "Identify": 1}
+    halved = ["07-01", "03-31", "02-14", "01-22", "01-11", "01-05", "01-02"]  # each failing, then halved
+    assert windows_listed(fleet, "unordered_days") == [
+        ("2024-01-01T00:00:00Z", "2024-07-01T23:59:59Z"),  # refused (badArgument): listed again in days
+        *[("2024-01-01", f"2024-{end}") for end in halved],
+        ("2024-01-01", "2024-01-01"),
+        ("2024-01-02", "2024-01-02"),
+        ("2024-01-03", "2024-01-05"),  # fails: halved
+        ("2024-01-03", "2024-01-03"),
+        ("2024-01-04", "2024-01-05"),  # fails: halved
+        ("2024-01-04", "2024-01-04"),
+        ("2024-01-05", "2024-01-05"),
+        ("2024-01-06", "2024-01-11"),  # fails: halved
+        ("2024-01-06", "2024-01-08"),  # fails: halved
+        ("2024-01-06", "2024-01-06"),
+        ("2024-01-07", "2024-01-08"),
+        ("2024-01-09", "2024-01-11"),  # and the later halves, empty (noRecordsMatch)
+        ("2024-01-12", "2024-01-22"),
+        ("2024-01-23", "2024-02-14"),
+        ("2024-02-15", "2024-03-31"),
+        ("2024-04-01", "2024-07-01"),
+        ("2024-07-02", "2025-01-01"),
+    ]
+    assert_complete(
+        store,
+        fleet,
+        "unordered_days",
+        report,
+        "the partner refused the token for page 3 (badResumptionToken): finished by 13 date window(s) "
+        f"(from/until), 53 request(s); {DAYS_NOTE}",
+    )
+    assert_second_run_changes_nothing(store, fleet, "unordered_days", {"ListRecords": 1})
+
+
+@with_specs(Spec("crowded", records=14, page_size=2, same_stamp=6, expire_after=2, newest_first=True))
+def test_a_date_window_of_one_second_that_still_fails_fails_the_run(store: Store, fleet: Fleet) -> None:
+    """Six records share each datestamp, and every list longer than 2 pages (4 records) fails: the
+    window halved down to the one second of the first six records still fails (the first list
+    and 24 windows, each half the one before, fail: 3 requests each), so the run fails with the
+    reason, keeps what it stored, and `from` stays where it was."""
+    report = run(store, fleet, "crowded")
+    assert report.outcome == "failed"
+    assert report.reason == (
+        "crowded: the partner refused the token for page 3 (badResumptionToken); its records do not come in "
+        "datestamp order, and a date window of one second (2024-01-01T00:00:00Z) fails too, so it cannot be "
+        "finished: the partner answered with an OAI-PMH error: badResumptionToken: unknown or expired token "
+        "(the records harvested are kept; the next run lists the window again)"
+    )
+    assert windows_listed(fleet, "crowded")[-1] == ("2024-01-01T00:00:00Z", "2024-01-01T00:00:00Z")
+    assert verbs(fleet, "crowded") == {"ListRecords": 75, "Identify": 1}
+    held = {f"oai:crowded.example.org:rec-{n:05d}" for n in (2, 3, 4, 5, 8, 9, 10, 11, 12, 13)}
+    assert set(titles(store, "crowded")) == held  # 0, 1, 6 and 7 come on page 3 of their second
+    state = harvest_state_of(store, "crowded")
     assert state.next_from is None and state.checkpoint is None
+
+
+@with_specs(Spec("killed", records=30, page_size=5, expire_after=2, newest_first=True))
+def test_a_run_stopped_while_walking_date_windows_resumes_inside_the_walk(store: Store, fleet: Fleet) -> None:
+    """The walk is in the checkpoint (the windows still to list, and the token within the first):
+    a run stopped after its 12th page leaves it there, and the next run goes on from that page's
+    token. That token is the one the partner refuses: the window it was in is listed again from
+    its start, then halved, and the walk goes on with the windows kept (51 requests in all, 46
+    without the stop)."""
+    stop = threading.Event()
+    pages = iter(range(1, 100))
+    first = harvest.run(
+        store,
+        Partner("killed", fleet.url("killed")),
+        settings=FAST_HARVEST,
+        stop=stop,
+        on_page=lambda *_: stop.set() if next(pages) == 12 else None,
+    )
+    assert (
+        first.outcome == "failed"
+        and first.reason == "stopped after a page, as asked; the next run resumes from the checkpoint"
+    )
+    checkpoint = harvest_state_of(store, "killed").checkpoint or {}
+    assert checkpoint["token"] == "2~2024-01-01T00:00:00Z~2024-01-12T10:29:59Z"  # page 3's: to be refused
+    assert [tuple(w) for w in checkpoint["windows"]][-1] == (1719878400, 1735689600) and len(checkpoint["windows"]) == 6
+    asked = len(fleet.requests("killed"))
+    assert asked == 19
+    second = run(store, fleet, "killed")
+    assert second.resumed and second.outcome == "success"
+    assert second.reason == (
+        "the partner refused the token for page 1 (badResumptionToken): finished by 11 date window(s) (from/until), "
+        "31 request(s)"
+    )
+    again = fleet.requests("killed")[asked + 2].args
+    assert again == {
+        "verb": "ListRecords",
+        "metadataPrefix": "oai_dc",
+        "from": "2024-01-01T00:00:00Z",
+        "until": "2024-01-12T10:29:59Z",
+    }
+    assert verbs(fleet, "killed", asked) == {"Identify": 1, "ListRecords": 31}
+    assert titles(store, "killed") == fleet.expected("killed").live
+    assert harvest_state_of(store, "killed").next_from == RESPONSE_DATE
+
+
+@with_specs(Spec("costly", records=30, page_size=5, expire_after=2, newest_first=True))
+def test_a_walk_of_date_windows_is_bounded_in_requests(store: Store, fleet: Fleet) -> None:
+    """With a budget of 20 requests, the walk stops once it has spent them: the run fails with the
+    reason and `from` stays."""
+    settings = replace(FAST_HARVEST, take_up_budget=20)
+    report = harvest.run(store, Partner("costly", fleet.url("costly")), settings=settings)
+    assert report.outcome == "failed" and "taking the list up stopped after 21 requests (at most 20)" in (
+        report.reason or ""
+    )
+    assert verbs(fleet, "costly") == {"ListRecords": 24, "Identify": 1}
+    assert harvest_state_of(store, "costly").next_from is None
+
+
+@with_specs(Spec("byid_unordered", records=30, page_size=5, expire_after=2, newest_first=True))
+def test_a_list_of_identifiers_not_in_datestamp_order_is_finished_by_date_windows(store: Store, fleet: Fleet) -> None:
+    """The same walk by ListIdentifiers (mode identifiers): a record listed again that we hold at its
+    datestamp is not asked for again, so each record costs one GetRecord."""
+    partner = Partner("byid_unordered", fleet.url("byid_unordered"), mode="identifiers")
+    report = harvest.run(store, partner, settings=FAST_HARVEST)
+    assert verbs(fleet, "byid_unordered") == {"ListIdentifiers": 45, "Identify": 1, "GetRecord": 30}
+    assert_complete(store, fleet, "byid_unordered", report, WALKED + "43 request(s)")
