@@ -77,7 +77,9 @@ ORDER = [
 def _load_schema(also: Sequence[tuple[str, Path]] = ()) -> etree.XMLSchema:
     """OAI-PMH's schemas, and `also` (namespace, file) for payloads of other formats."""
     located = [(ns, SCHEMAS / name) for ns, name in ORDER] + list(also)
-    imports = "".join(f'<xs:import namespace="{ns}" schemaLocation="{path.resolve().as_uri()}"/>' for ns, path in located)
+    imports = "".join(
+        f'<xs:import namespace="{ns}" schemaLocation="{path.resolve().as_uri()}"/>' for ns, path in located
+    )
     parser = etree.XMLParser(no_network=True, resolve_entities=False)
     return etree.XMLSchema(
         etree.fromstring(f'<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">{imports}</xs:schema>', parser)

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from conftest import WITH_MARC, Clock, error_codes, identifiers, make_config, make_record, the_token, token_of
+from conftest import validate as validate_oai
 from harvestkit import (
     FAST_HARVEST,
     OAI_NS,
@@ -22,8 +24,6 @@ from harvestkit import (
     record,
     xml,
 )
-from conftest import WITH_MARC, Clock, error_codes, identifiers, make_config, make_record, the_token, token_of
-from conftest import validate as validate_oai
 from lxml import etree
 from werkzeug.wrappers import Response
 
@@ -297,12 +297,12 @@ def test_list_metadata_formats_lists_a_harvested_format_as_the_partner_declared_
     assert formats_listed(local) == [OAI_DC_FORMAT]
 
 
-def test_get_record_serves_the_partners_metadata_byte_for_byte_under_our_header(
-    store: Store, store_url: str
-) -> None:
+def test_get_record_serves_the_partners_metadata_byte_for_byte_under_our_header(store: Store, store_url: str) -> None:
     partner_side, client = served_in_formats(store, store_url)
     sent = partner_side.pages()["marcxml"][1].encode("utf-8")  # oai:p:2
-    in_dc = between(get(client, "verb=GetRecord&identifier=oai:p:2&metadataPrefix=oai_dc"), b"<GetRecord>\n", b"</GetRecord>")
+    in_dc = between(
+        get(client, "verb=GetRecord&identifier=oai:p:2&metadataPrefix=oai_dc"), b"<GetRecord>\n", b"</GetRecord>"
+    )
     in_marc = between(
         get(client, "verb=GetRecord&identifier=oai:p:2&metadataPrefix=marcxml"), b"<GetRecord>\n", b"</GetRecord>"
     )

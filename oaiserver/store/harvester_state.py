@@ -26,6 +26,7 @@ from oaiserver.native import payload
 from oaiserver.records import Record, identifier_problem
 from oaiserver.rows import Prepared
 from oaiserver.store.schema import (
+    formats,
     harvest_leases,
     harvest_quarantine,
     harvest_runs,
@@ -34,7 +35,6 @@ from oaiserver.store.schema import (
     harvested_formats,
     native_formats,
     partner_sets,
-    formats,
     records,
     shadowed_records,
 )
@@ -406,10 +406,13 @@ def _serve_native_in(conn: Connection, source: str, prefix: str, given: dict[str
     differs (a write of the first format that changes a record drops its rows: written again here)."""
     served = conn.execute(
         sa.select(
-            records.c.id, records.c.identifier, records.c.datestamp, records.c.deleted, records.c.header_xml, records.c.about
-        ).where(
-            records.c.identifier.in_(list(given)), records.c.source == source
-        )
+            records.c.id,
+            records.c.identifier,
+            records.c.datestamp,
+            records.c.deleted,
+            records.c.header_xml,
+            records.c.about,
+        ).where(records.c.identifier.in_(list(given)), records.c.source == source)
     ).all()
     if not served:
         return
@@ -417,13 +420,19 @@ def _serve_native_in(conn: Connection, source: str, prefix: str, given: dict[str
     stored = {
         rid: bytes(body)
         for rid, body in conn.execute(
-            sa.select(formats.c.record_id, formats.c.record).where(formats.c.record_id.in_(ids), formats.c.prefix == prefix)
+            sa.select(formats.c.record_id, formats.c.record).where(
+                formats.c.record_id.in_(ids), formats.c.prefix == prefix
+            )
         )
     }
     for row in sorted(served, key=lambda r: r.id):  # key order, as every writer locks rows
         record = given[row.identifier]
         metadata = None if row.deleted or record.deleted else payload(record.raw_xml or "")
-        body = None if metadata is None and not row.deleted else with_header(row.header_xml, record_body(metadata, row.about))
+        body = (
+            None
+            if metadata is None and not row.deleted
+            else with_header(row.header_xml, record_body(metadata, row.about))
+        )
         old = stored.get(row.id)
         if body is None:
             if old is not None:
@@ -441,7 +450,9 @@ def declare_format_in(conn: Connection, source: str, prefix: str, schema: str, n
     records are served in it. The first declaration of a prefix stands."""
     known = conn.execute(sa.select(harvested_formats.c.prefix).where(harvested_formats.c.prefix == prefix)).first()
     if known is None:
-        conn.execute(harvested_formats.insert().values(prefix=prefix, schema=schema, namespace=namespace, source=source))
+        conn.execute(
+            harvested_formats.insert().values(prefix=prefix, schema=schema, namespace=namespace, source=source)
+        )
 
 
 def native_records(store: Store, source: str, prefix: str) -> dict[str, bytes]:
