@@ -388,3 +388,27 @@ def test_a_payload_using_a_prefix_declared_above_it_is_served_with_that_declarat
     sent = between(partner_side.pages()["marcxml"][0].encode(), b"<metadata>", b"</metadata>")
     start = b'<marc:record xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:marc="' + MARC_NS.encode() + b'"'
     assert payload == start + sent[len(start) :], "the one declaration it needs, and the partner's bytes after it"
+
+
+def test_the_partners_own_spelling_of_its_payload_is_kept(store: Store, store_url: str) -> None:
+    """Byte for byte means as the partner wrote it: single quotes, character references and an
+    empty element written out in full are not the spelling a parser would serialize."""
+
+    class OwnSpelling(TwoFormats):
+        def pages(self) -> dict[str, list[str]]:
+            pages = super().pages()
+            pages["marcxml"] = [
+                m.replace('tag="245"', "tag='245'").replace(">Kalevala<", ">&#x4B;alevala<")
+                .replace("</marc:datafield>", '<marc:subfield code="b"></marc:subfield></marc:datafield>')
+                for m in pages["marcxml"]
+            ]  # fmt: skip
+            return pages
+
+    partner_side = OwnSpelling({"oai:p:1": "Kalevala"})
+    with FakePartner(partner_side) as fake:
+        run(store, Partner("p", fake.url, formats=("oai_dc", "marcxml")))
+    client = create_app(make_config(store_url), store=store).test_client()
+    body = get(client, "verb=GetRecord&identifier=oai:p:1&metadataPrefix=marcxml")
+    sent = between(partner_side.pages()["marcxml"][0].encode(), b"<metadata>", b"</metadata>")
+    assert b"tag='245'" in sent and b"&#x4B;alevala" in sent and b"></marc:subfield>" in sent
+    assert between(body, b"<metadata>", b"</metadata>") == sent
