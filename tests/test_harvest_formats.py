@@ -30,6 +30,7 @@ from werkzeug.wrappers import Response
 from harvester import harvest
 from oaiserver import create_app
 from oaiserver.config import Partner
+from oaiserver.records import format_datestamp
 from oaiserver.store import Store, harvest_history, harvest_state_of, native_records
 
 MARC_NS = "http://www.loc.gov/MARC21/slim"
@@ -412,3 +413,49 @@ def test_the_partners_own_spelling_of_its_payload_is_kept(store: Store, store_ur
     sent = between(partner_side.pages()["marcxml"][0].encode(), b"<metadata>", b"</metadata>")
     assert b"tag='245'" in sent and b"&#x4B;alevala" in sent and b"></marc:subfield>" in sent
     assert between(body, b"<metadata>", b"</metadata>") == sent
+
+
+def test_a_change_in_a_further_format_alone_changes_the_records_datestamp(
+    store: Store, store_url: str, clock: Clock
+) -> None:
+    """Datestamps mean change: a record whose MARC changed and whose Dublin Core did not is
+    stamped anew, in every format, and listed again from then on."""
+
+    class MarcChanges(TwoFormats):
+        edition = ""
+
+        def pages(self) -> dict[str, list[str]]:
+            pages = super().pages()
+            pages["marcxml"] = [m.replace("Kanteletar<", f"Kanteletar{self.edition}<") for m in pages["marcxml"]]
+            return pages
+
+    partner_side = MarcChanges(TITLES)
+    with FakePartner(partner_side) as fake:
+        partner = Partner("p", fake.url, formats=("oai_dc", "marcxml"))
+        run(store, partner)
+        first = clock()
+        clock.tick(60)
+        partner_side.edition = ", 2nd ed."
+        second = run(store, partner)
+    assert [(r.format, r.counts.changed, r.counts.unchanged) for r in second.all()] == [
+        ("oai_dc", 0, 2),
+        ("marcxml", 1, 1),
+    ]
+    clock.tick()
+    client = create_app(make_config(store_url), store=store).test_client()
+    for prefix in ("oai_dc", "marcxml"):
+        doc = validate(get(client, f"verb=ListIdentifiers&metadataPrefix={prefix}"))
+        stamps = {
+            h.findtext(f"{{{OAI_NS}}}identifier"): h.findtext(f"{{{OAI_NS}}}datestamp")
+            for h in doc.iter(f"{{{OAI_NS}}}header")
+        }
+        assert stamps == {"oai:p:1": format_datestamp(int(first)), "oai:p:2": format_datestamp(int(first) + 60)}, prefix
+        in_set = validate(
+            get(
+                client,
+                f"verb=ListIdentifiers&metadataPrefix={prefix}&set=partners:p&from={format_datestamp(int(first) + 1)}",
+            )
+        )
+        assert identifiers(in_set) == ["oai:p:2"], prefix
+    body = get(client, "verb=GetRecord&identifier=oai:p:2&metadataPrefix=marcxml")
+    assert b"Kanteletar, 2nd ed.</marc:subfield>" in body
