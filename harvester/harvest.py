@@ -82,6 +82,7 @@ from oaiserver.store import (
     acquire_lease,
     add_partner_sets_in,
     close_interrupted_run,
+    declare_format_in,
     finish_run,
     harvest_history,
     harvest_state_of,
@@ -399,6 +400,9 @@ class _Run:
         self.fmt = partner.metadata_prefix
         # A format after the partner's first is kept verbatim beside its record (native_formats).
         self.native = self.fmt != partner.harvested_formats[0]
+        # A further format as the partner's ListMetadataFormats declares it: (schema, namespace),
+        # written with the first page, so that ours lists it (None: not declared, not listed).
+        self.declared: tuple[str, str] | None = None
 
     def now(self) -> int:
         return int(self.clock())
@@ -763,7 +767,12 @@ class _Run:
         # A record another source holds, even one inserted by a concurrent harvest while this
         # page was being written (the store settles that race), is kept; the one served is by priority.
         if self.native:
-            result = write_native_in(conn, stamp, self.partner.name, self.fmt, converted.to_write)
+            if self.declared is not None:
+                declare_format_in(conn, self.partner.name, self.fmt, *self.declared)
+                self.declared = None  # once a run; a transaction that fails ends the run
+            result = write_native_in(
+                conn, stamp, self.partner.name, self.fmt, converted.to_write, serve=self.partner.republish
+            )
         else:
             result = write_harvested_in(self.store, conn, stamp, converted.to_write, priority=self.settings.sources)
             # The partner's sets its records are first in, so that ListSets lists every set a header names.
@@ -800,7 +809,17 @@ class _Run:
         except (err.ResponseError, err.PartnerOAIError) as exc:
             log.warning("%s: ListMetadataFormats is unusable (%s); listing %s anyway", self.partner.name, exc, self.fmt)
             return
-        offered = [(item.findtext(f"{{{OAI_NS}}}metadataPrefix") or "").strip() for item in page.items]
+        declared = {
+            (item.findtext(f"{{{OAI_NS}}}metadataPrefix") or "").strip(): (
+                (item.findtext(f"{{{OAI_NS}}}schema") or "").strip(),
+                (item.findtext(f"{{{OAI_NS}}}metadataNamespace") or "").strip(),
+            )
+            for item in page.items
+        }
+        offered = list(declared)
+        schema, namespace = declared.get(self.fmt, ("", ""))
+        if self.native and schema and namespace:
+            self.declared = (schema, namespace)
         if self.fmt not in offered:
             raise err.HarvestError(
                 f"{self.partner.name}: the partner does not offer {self.fmt} "

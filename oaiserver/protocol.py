@@ -138,6 +138,7 @@ class RecordSource(Protocol):
     def formats_of(self, identifier: str) -> list[str] | None: ...
     def earliest_datestamp(self) -> int | None: ...
     def harvested_sets(self) -> list[tuple[str, str, str | None]]: ...
+    def harvested_formats(self) -> list[MetadataFormat]: ...
 
 
 @dataclass
@@ -163,6 +164,16 @@ class Repository:
             if partner in shown and spec not in configured
         )
         return self.sets + harvested
+
+    def all_formats(self) -> dict[str, MetadataFormat]:
+        """The formats served: the registry's (`formats`), then those partners declared that
+        records are held in (harvested natively), read from the store at each call."""
+        harvested = {f.prefix: f for f in self.store.harvested_formats() if f.prefix not in self.formats}
+        return {**self.formats, **harvested}
+
+    def serves(self, prefix: str) -> bool:
+        """Whether `prefix` is a format served; the store is asked only for one not in the registry."""
+        return prefix in self.formats or prefix in self.all_formats()
 
 
 # ---- parsing and checking ---------------------------------------------------------------------
@@ -344,11 +355,12 @@ def _sample_identifier(repo: Repository) -> str:
 
 def list_metadata_formats(args: dict[str, str], repo: Repository, answer: Answer) -> FormatsResult:
     if "identifier" not in args:
-        return FormatsResult(tuple(repo.formats.values()))
+        return FormatsResult(tuple(repo.all_formats().values()))
     prefixes = repo.store.formats_of(args["identifier"])
     if prefixes is None:
         raise e.IdDoesNotExist()
-    known = tuple(repo.formats[p] for p in prefixes if p in repo.formats)
+    served = repo.all_formats() if any(p not in repo.formats for p in prefixes) else repo.formats
+    known = tuple(f for p, f in served.items() if p in prefixes)
     if not known:
         raise e.NoMetadataFormats()
     return FormatsResult(known)
@@ -388,12 +400,12 @@ def list_sets(args: dict[str, str], repo: Repository, answer: Answer) -> SetsRes
 
 def get_record(args: dict[str, str], repo: Repository, answer: Answer) -> RecordResult:
     identifier, prefix = args["identifier"], args["metadataPrefix"]
-    header = repo.store.header(identifier, prefix) if prefix in repo.formats else None
+    header = repo.store.header(identifier, prefix) if repo.serves(prefix) else None
     if header is None:
         problems: list[e.OAIError] = []
         if repo.store.formats_of(identifier) is None:
             problems.append(e.IdDoesNotExist())
-        if prefix not in repo.formats or not problems:
+        if not problems or not repo.serves(prefix):
             problems.append(e.CannotDisseminateFormat())
         raise e.OAIErrors(problems)
     return RecordResult(header)
@@ -436,7 +448,7 @@ def _list(args: dict[str, str], repo: Repository, answer: Answer, verb: str) -> 
 def _resumed(token: str, repo: Repository, verb: str) -> ListState:
     """Where the list a token continues stands, if this repository still has its format and set."""
     state = repo.tokens.read(token, verb)
-    if state.prefix not in repo.formats or (
+    if not repo.serves(state.prefix) or (
         state.set_spec is not None and state.set_spec not in {s.spec for s in repo.listed_sets()}
     ):
         raise e.BadResumptionToken("The resumptionToken names a format or a set this repository does not have.")
@@ -448,7 +460,7 @@ def _started(args: dict[str, str], repo: Repository, answer: Answer, verb: str) 
     `until` frozen and its records counted."""
     prefix = args["metadataPrefix"]
     problems: list[e.OAIError] = []
-    if prefix not in repo.formats:
+    if not repo.serves(prefix):
         problems.append(e.CannotDisseminateFormat())
     if "set" in args and not (repo.sets or repo.listed_sets()):  # the store read only when no set is configured
         problems.append(e.NoSetHierarchy())

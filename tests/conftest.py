@@ -9,7 +9,7 @@ import socketserver
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
@@ -74,9 +74,11 @@ ORDER = [
 ]
 
 
-def _load_schema() -> etree.XMLSchema:
+def _load_schema(also: Sequence[tuple[str, Path]] = ()) -> etree.XMLSchema:
+    """OAI-PMH's schemas, and `also` (namespace, file) for payloads of other formats."""
+    located = [(ns, SCHEMAS / name) for ns, name in ORDER] + list(also)
     imports = "".join(
-        f'<xs:import namespace="{ns}" schemaLocation="{(SCHEMAS / name).resolve().as_uri()}"/>' for ns, name in ORDER
+        f'<xs:import namespace="{ns}" schemaLocation="{path.resolve().as_uri()}"/>' for ns, path in located
     )
     parser = etree.XMLParser(no_network=True, resolve_entities=False)
     return etree.XMLSchema(
@@ -85,14 +87,16 @@ def _load_schema() -> etree.XMLSchema:
 
 
 OAI_SCHEMA = _load_schema()
+# With MARC21 slim payloads (harvested natively and served again): see data/marc21slim-subset.xsd.
+WITH_MARC = _load_schema([("http://www.loc.gov/MARC21/slim", HERE / "data" / "marc21slim-subset.xsd")])
 
 
-def validate(body: bytes) -> etree._Element:
+def validate(body: bytes, schema: etree.XMLSchema = OAI_SCHEMA) -> etree._Element:
     """Parse an OAI-PMH response strictly and validate it, payload included."""
     parser = etree.XMLParser(no_network=True, resolve_entities=False)
     doc = etree.fromstring(body, parser)
-    if not OAI_SCHEMA.validate(doc):
-        raise AssertionError(f"schema-invalid response: {OAI_SCHEMA.error_log}\n{body[:2000]!r}")
+    if not schema.validate(doc):
+        raise AssertionError(f"schema-invalid response: {schema.error_log}\n{body[:2000]!r}")
     return doc
 
 

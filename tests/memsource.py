@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from oaiserver.formats import MetadataFormat
 from oaiserver.records import Header, ListQuery, Rendered
 
 
@@ -100,6 +101,9 @@ class MemorySource:
         return None if item is None else list(item.formats)
 
     def harvested_sets(self) -> list[tuple[str, str, str | None]]:
+        return []
+
+    def harvested_formats(self) -> list[MetadataFormat]:
         return []
 
     def earliest_datestamp(self) -> int | None:

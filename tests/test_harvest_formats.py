@@ -1,6 +1,7 @@
 """A partner harvested in several formats (`formats: [oai_dc, marcxml]`): each format on its own,
-with its own `from`, checkpoint and history line; the further formats kept byte for byte; a
-format the partner does not offer fails alone. On both backends."""
+with its own `from`, checkpoint and history line; the further formats kept byte for byte and
+served again in their own format (the partner's metadata element under our header); a format
+the partner does not offer fails alone. On both backends."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from conftest import WITH_MARC, Clock, error_codes, identifiers, make_config, make_record, the_token, token_of
+from conftest import validate as validate_oai
 from harvestkit import (
     FAST_HARVEST,
     OAI_NS,
@@ -21,10 +24,13 @@ from harvestkit import (
     record,
     xml,
 )
+from lxml import etree
 from werkzeug.wrappers import Response
 
 from harvester import harvest
+from oaiserver import create_app
 from oaiserver.config import Partner
+from oaiserver.records import format_datestamp
 from oaiserver.store import Store, harvest_history, harvest_state_of, native_records
 
 MARC_NS = "http://www.loc.gov/MARC21/slim"
@@ -230,3 +236,226 @@ def test_the_command_line_runs_and_reports_each_format(store_url: str, tmp_path:
     assert any(line.startswith("p  ") and line.endswith("  (oai_dc, mods)") for line in text), text
     runs = json.loads(harvester_cli(config, "history", "p", "--json").stdout)["runs"]
     assert [(r["format"], r["outcome"]) for r in runs] == [("mods", "failed"), ("oai_dc", "success")]
+
+
+# ---- served again natively ------------------------------------------------------------------
+
+MANY = {f"oai:p:{n}": f"Runo {n}" for n in range(1, 6)}
+
+
+def served_in_formats(store: Store, store_url: str, titles: dict[str, str] = MANY) -> tuple[TwoFormats, Any]:
+    """A store that harvested `titles` from a partner in oai_dc and marcxml and holds one local
+    record, and the Flask client of our server over it (lists of 2 records a page)."""
+    partner_side = TwoFormats(titles)
+    with FakePartner(partner_side) as fake:
+        run(store, Partner("p", fake.url, formats=("oai_dc", "marcxml")))
+    store.write([make_record("local1", "Ours")])
+    app = create_app(make_config(store_url, server={"page_size": 2}), store=store)
+    return partner_side, app.test_client()
+
+
+def validate(body: bytes) -> etree._Element:
+    """Valid against OAI-PMH's schemas, a MARC21 slim payload against MARC21 slim's structure."""
+    return validate_oai(body, WITH_MARC)
+
+
+def get(client: Any, query: str) -> bytes:
+    response = client.get(f"/oai?{query}")
+    assert response.status_code == 200, response.data
+    validate(response.data)
+    return bytes(response.data)
+
+
+def between(body: bytes, start: bytes, end: bytes) -> bytes:
+    """What lies between the first `start` and the `end` after it."""
+    at = body.index(start) + len(start)
+    return body[at : body.index(end, at)]
+
+
+def formats_listed(body: bytes) -> list[tuple[str | None, ...]]:
+    doc = validate(body)
+    return [
+        tuple(f.findtext(f"{{{OAI_NS}}}{name}") for name in ("metadataPrefix", "schema", "metadataNamespace"))
+        for f in doc.iter(f"{{{OAI_NS}}}metadataFormat")
+    ]
+
+
+OAI_DC_FORMAT = (
+    "oai_dc",
+    "http://www.openarchives.org/OAI/2.0/oai_dc.xsd",
+    "http://www.openarchives.org/OAI/2.0/oai_dc/",
+)
+
+
+def test_list_metadata_formats_lists_a_harvested_format_as_the_partner_declared_it(
+    store: Store, store_url: str
+) -> None:
+    _, client = served_in_formats(store, store_url)
+    marc = ("marcxml", MARC_SCHEMA, MARC_NS)
+    assert formats_listed(get(client, "verb=ListMetadataFormats")) == [OAI_DC_FORMAT, marc]
+    assert formats_listed(get(client, "verb=ListMetadataFormats&identifier=oai:p:3")) == [OAI_DC_FORMAT, marc]
+    local = get(client, "verb=ListMetadataFormats&identifier=oai:test.example.org:local1")
+    assert formats_listed(local) == [OAI_DC_FORMAT]
+
+
+def test_get_record_serves_the_partners_metadata_byte_for_byte_under_our_header(store: Store, store_url: str) -> None:
+    partner_side, client = served_in_formats(store, store_url)
+    sent = partner_side.pages()["marcxml"][1].encode("utf-8")  # oai:p:2
+    in_dc = between(
+        get(client, "verb=GetRecord&identifier=oai:p:2&metadataPrefix=oai_dc"), b"<GetRecord>\n", b"</GetRecord>"
+    )
+    in_marc = between(
+        get(client, "verb=GetRecord&identifier=oai:p:2&metadataPrefix=marcxml"), b"<GetRecord>\n", b"</GetRecord>"
+    )
+    header = between(in_dc, b"<record>", b"<metadata>")
+    about = between(in_dc, b"</metadata><about>", b"</about></record>")
+    assert b"<provenance" in about and b"<baseURL>" in about
+    payload = between(sent, b"<metadata>", b"</metadata>")
+    assert payload.startswith(b"<marc:record xmlns:marc=") and payload.endswith(b"</marc:record>")
+    assert in_marc == (
+        b"<record>" + header + b"<metadata>" + payload + b"</metadata><about>" + about + b"</about></record>\n"
+    )
+
+
+def test_get_record_in_a_format_a_record_lacks_is_cannot_disseminate_format(store: Store, store_url: str) -> None:
+    _, client = served_in_formats(store, store_url)
+    local = validate(get(client, "verb=GetRecord&identifier=oai:test.example.org:local1&metadataPrefix=marcxml"))
+    assert error_codes(local) == ["cannotDisseminateFormat"]
+    unknown = validate(get(client, "verb=GetRecord&identifier=oai:p:1&metadataPrefix=mods"))
+    assert error_codes(unknown) == ["cannotDisseminateFormat"]
+    nowhere = validate(get(client, "verb=GetRecord&identifier=oai:p:9&metadataPrefix=marcxml"))
+    assert error_codes(nowhere) == ["idDoesNotExist"]
+
+
+def paged(client: Any, verb: str, prefix: str, extra: str = "") -> tuple[list[str], int]:
+    """Every identifier of a list in `prefix`, page by page, and the number of pages."""
+    doc = validate(get(client, f"verb={verb}&metadataPrefix={prefix}{extra}"))
+    found, pages = identifiers(doc), 1
+    while (token := token_of(doc)) is not None and token.text:
+        doc = validate(get(client, f"verb={verb}&resumptionToken={token.text}"))
+        found, pages = found + identifiers(doc), pages + 1
+    return found, pages
+
+
+def test_lists_in_a_harvested_format_page_over_the_records_that_have_it(
+    store: Store, store_url: str, clock: Clock
+) -> None:
+    partner_side, client = served_in_formats(store, store_url)
+    clock.tick()  # a list holds what was written before the second it was asked in
+    for verb in ("ListRecords", "ListIdentifiers"):
+        first = validate(get(client, f"verb={verb}&metadataPrefix=marcxml"))
+        assert the_token(first).get("completeListSize") == "5"
+        assert paged(client, verb, "marcxml") == (sorted(MANY), 3), verb
+    assert paged(client, "ListRecords", "oai_dc")[0] == [*sorted(MANY), "oai:test.example.org:local1"]
+    page = get(client, "verb=ListRecords&metadataPrefix=marcxml")
+    for sent in partner_side.pages()["marcxml"][:2]:
+        assert b"<metadata>" + between(sent.encode(), b"<metadata>", b"</metadata>") + b"</metadata>" in page
+    nothing = validate(get(client, "verb=ListRecords&metadataPrefix=marcxml&from=2100-01-01"))
+    assert error_codes(nothing) == ["noRecordsMatch"]
+
+
+def test_a_record_deleted_at_the_partner_is_listed_in_the_harvested_format_by_its_header(
+    store: Store, store_url: str
+) -> None:
+    _, client = served_in_formats(store, store_url)
+    assert store.delete(["oai:p:4"]) == 1
+    doc = validate(get(client, "verb=GetRecord&identifier=oai:p:4&metadataPrefix=marcxml"))
+    header = doc.find(f".//{{{OAI_NS}}}header")
+    assert header is not None and header.get("status") == "deleted"
+    assert doc.find(f".//{{{OAI_NS}}}metadata") is None
+
+
+def test_a_payload_using_a_prefix_declared_above_it_is_served_with_that_declaration(
+    store: Store, store_url: str
+) -> None:
+    """A partner that declares `marc:` on its response's root: the payload alone would not be
+    XML, so it is served with the declaration it inherited, and only that one."""
+
+    class PrefixOnRoot(TwoFormats):
+        def __call__(self, params: dict[str, str], n: int) -> Response:
+            response = super().__call__(params, n)
+            if params.get("metadataPrefix") == "marcxml":
+                body = response.get_data(as_text=True).replace(f' xmlns:marc="{MARC_NS}"', "")
+                body = body.replace("<OAI-PMH ", f'<OAI-PMH xmlns:marc="{MARC_NS}" ', 1)
+                response.set_data(body)
+            return response
+
+    partner_side = PrefixOnRoot({"oai:p:1": "Kalevala"})
+    with FakePartner(partner_side) as fake:
+        run(store, Partner("p", fake.url, formats=("oai_dc", "marcxml")))
+    client = create_app(make_config(store_url), store=store).test_client()
+    body = get(client, "verb=GetRecord&identifier=oai:p:1&metadataPrefix=marcxml")
+    payload = between(body, b"<metadata>", b"</metadata>")
+    sent = between(partner_side.pages()["marcxml"][0].encode(), b"<metadata>", b"</metadata>")
+    start = b'<marc:record xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:marc="' + MARC_NS.encode() + b'"'
+    assert payload == start + sent[len(start) :], "the one declaration it needs, and the partner's bytes after it"
+
+
+def test_the_partners_own_spelling_of_its_payload_is_kept(store: Store, store_url: str) -> None:
+    """Byte for byte means as the partner wrote it: single quotes, character references and an
+    empty element written out in full are not the spelling a parser would serialize."""
+
+    class OwnSpelling(TwoFormats):
+        def pages(self) -> dict[str, list[str]]:
+            pages = super().pages()
+            pages["marcxml"] = [
+                m.replace('tag="245"', "tag='245'").replace(">Kalevala<", ">&#x4B;alevala<")
+                .replace("</marc:datafield>", '<marc:subfield code="b"></marc:subfield></marc:datafield>')
+                for m in pages["marcxml"]
+            ]  # fmt: skip
+            return pages
+
+    partner_side = OwnSpelling({"oai:p:1": "Kalevala"})
+    with FakePartner(partner_side) as fake:
+        run(store, Partner("p", fake.url, formats=("oai_dc", "marcxml")))
+    client = create_app(make_config(store_url), store=store).test_client()
+    body = get(client, "verb=GetRecord&identifier=oai:p:1&metadataPrefix=marcxml")
+    sent = between(partner_side.pages()["marcxml"][0].encode(), b"<metadata>", b"</metadata>")
+    assert b"tag='245'" in sent and b"&#x4B;alevala" in sent and b"></marc:subfield>" in sent
+    assert between(body, b"<metadata>", b"</metadata>") == sent
+
+
+def test_a_change_in_a_further_format_alone_changes_the_records_datestamp(
+    store: Store, store_url: str, clock: Clock
+) -> None:
+    """Datestamps mean change: a record whose MARC changed and whose Dublin Core did not is
+    stamped anew, in every format, and listed again from then on."""
+
+    class MarcChanges(TwoFormats):
+        edition = ""
+
+        def pages(self) -> dict[str, list[str]]:
+            pages = super().pages()
+            pages["marcxml"] = [m.replace("Kanteletar<", f"Kanteletar{self.edition}<") for m in pages["marcxml"]]
+            return pages
+
+    partner_side = MarcChanges(TITLES)
+    with FakePartner(partner_side) as fake:
+        partner = Partner("p", fake.url, formats=("oai_dc", "marcxml"))
+        run(store, partner)
+        first = clock()
+        clock.tick(60)
+        partner_side.edition = ", 2nd ed."
+        second = run(store, partner)
+    assert [(r.format, r.counts.changed, r.counts.unchanged) for r in second.all()] == [
+        ("oai_dc", 0, 2),
+        ("marcxml", 1, 1),
+    ]
+    clock.tick()
+    client = create_app(make_config(store_url), store=store).test_client()
+    for prefix in ("oai_dc", "marcxml"):
+        doc = validate(get(client, f"verb=ListIdentifiers&metadataPrefix={prefix}"))
+        stamps = {
+            h.findtext(f"{{{OAI_NS}}}identifier"): h.findtext(f"{{{OAI_NS}}}datestamp")
+            for h in doc.iter(f"{{{OAI_NS}}}header")
+        }
+        assert stamps == {"oai:p:1": format_datestamp(int(first)), "oai:p:2": format_datestamp(int(first) + 60)}, prefix
+        in_set = validate(
+            get(
+                client,
+                f"verb=ListIdentifiers&metadataPrefix={prefix}&set=partners:p&from={format_datestamp(int(first) + 1)}",
+            )
+        )
+        assert identifiers(in_set) == ["oai:p:2"], prefix
+    body = get(client, "verb=GetRecord&identifier=oai:p:2&metadataPrefix=marcxml")
+    assert b"Kanteletar, 2nd ed.</marc:subfield>" in body

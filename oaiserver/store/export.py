@@ -16,6 +16,7 @@ from oaiserver.store.schema import (
     harvest_quarantine,
     harvest_runs,
     harvest_state,
+    harvested_formats,
     partner_sets,
     records,
     settings,
@@ -34,6 +35,7 @@ EXPORTED_TABLES: dict[str, tuple[sa.Table, tuple[str, ...]]] = {
     "harvest_runs": (harvest_runs, ("id",)),
     "harvest_quarantine": (harvest_quarantine, ("partner", "identifier")),
     "partner_sets": (partner_sets, ("partner", "spec")),
+    "harvested_formats": (harvested_formats, ("prefix",)),
 }
 
 

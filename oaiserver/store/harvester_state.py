@@ -21,17 +21,22 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from oaiserver.fragments import header_xml, record_body, with_header
+from oaiserver.native import payload
 from oaiserver.records import Record, identifier_problem
 from oaiserver.rows import Prepared
 from oaiserver.store.schema import (
+    formats,
     harvest_leases,
     harvest_quarantine,
     harvest_runs,
     harvest_state,
     harvest_sweeps,
+    harvested_formats,
     native_formats,
     partner_sets,
     records,
+    set_members,
     shadowed_records,
 )
 from oaiserver.store.write import WriteResult
@@ -343,11 +348,18 @@ class SweepState(NamedTuple):
 
 
 def write_native_in(
-    conn: Connection, stamp: int, source: str, prefix: str, chunk: Sequence[Record | Prepared]
+    conn: Connection,
+    stamp: int,
+    source: str,
+    prefix: str,
+    chunk: Sequence[Record | Prepared],
+    *,
+    serve: bool = True,
 ) -> WriteResult:
     """A partner's records in a further format, kept verbatim per (source, identifier, format),
     in the page's transaction: bytes identical to those stored change nothing (the datestamp
-    stays); others replace them, stamped `stamp`."""
+    stays); others replace them, stamped `stamp`. With `serve` (a republished partner), the
+    records it serves are served in this format too (`_serve_native_in`)."""
     result = WriteResult()
     given: dict[str, Record] = {}
     for item in chunk:
@@ -381,7 +393,85 @@ def write_native_in(
                 native_formats.update().where(*key, native_formats.c.identifier == identifier).values(**values)
             )
             result.changed += 1
+    if serve:
+        _serve_native_in(conn, stamp, source, prefix, given)
     return result
+
+
+def _serve_native_in(conn: Connection, stamp: int, source: str, prefix: str, given: dict[str, Record]) -> None:
+    """The `formats` rows of the records this source serves, in `prefix`: our header, the
+    partner's metadata element byte for byte (oaiserver.native) and the record's provenance
+    <about>, so that every list and GetRecord serve them as they serve oai_dc. A served record
+    that is deleted has its header alone; one whose partner record here is deleted or has no
+    metadata lacks the format. Each row is compared with the one stored and written only if it
+    differs (a write of the first format that changes a record drops its rows: written again
+    here). A row whose metadata changed restamps its record (`_restamp_in`): datestamps mean
+    change, in any format."""
+    served = conn.execute(
+        sa.select(
+            records.c.id,
+            records.c.identifier,
+            records.c.datestamp,
+            records.c.deleted,
+            records.c.setspecs,
+            records.c.header_xml,
+            records.c.about,
+        ).where(records.c.identifier.in_(list(given)), records.c.source == source)
+    ).all()
+    if not served:
+        return
+    of_record = (formats.c.record_id == sa.bindparam("rid"), formats.c.prefix == prefix)
+    stored = {
+        rid: bytes(body)
+        for rid, body in conn.execute(
+            sa.select(formats.c.record_id, formats.c.record).where(
+                formats.c.record_id.in_([r.id for r in served]), formats.c.prefix == prefix
+            )
+        )
+    }
+    for row in sorted(served, key=lambda r: r.id):  # key order, as every writer locks rows
+        record = given[row.identifier]
+        metadata = None if row.deleted or record.deleted else payload(record.raw_xml or "")
+        old = stored.get(row.id)
+        if metadata is None and not row.deleted:
+            if old is not None:
+                conn.execute(formats.delete().where(*of_record), {"rid": row.id})
+            continue
+        body = record_body(metadata, row.about)
+        if old is None:
+            values = {"record": with_header(row.header_xml, body), "datestamp": row.datestamp}
+            conn.execute(formats.insert().values(record_id=row.id, prefix=prefix, **values))
+        elif not old.endswith(body):
+            header = _restamp_in(conn, stamp, row)
+            conn.execute(formats.update().where(*of_record).values(record=with_header(header, body)), {"rid": row.id})
+
+
+def _restamp_in(conn: Connection, stamp: int, row: Any) -> str:
+    """A served record stamped `stamp` (its header, in every format and set, with it): its
+    metadata in a further format changed. Returns the new header."""
+    header = header_xml(row.identifier, stamp, row.deleted, row.setspecs.split())
+    conn.execute(records.update().where(records.c.id == row.id).values(datestamp=stamp, header_xml=header))
+    old_start = len(with_header(row.header_xml, b""))
+    for prefix, body in conn.execute(
+        sa.select(formats.c.prefix, formats.c.record).where(formats.c.record_id == row.id)
+    ).all():
+        conn.execute(
+            formats.update()
+            .where(formats.c.record_id == row.id, formats.c.prefix == prefix)
+            .values(record=with_header(header, bytes(body)[old_start:]), datestamp=stamp)
+        )
+    conn.execute(set_members.update().where(set_members.c.record_id == row.id).values(datestamp=stamp))
+    return header
+
+
+def declare_format_in(conn: Connection, source: str, prefix: str, schema: str, namespace: str) -> None:
+    """A further format as `source` declared it (its ListMetadataFormats): listed by ours once
+    records are served in it. The first declaration of a prefix stands."""
+    known = conn.execute(sa.select(harvested_formats.c.prefix).where(harvested_formats.c.prefix == prefix)).first()
+    if known is None:
+        conn.execute(
+            harvested_formats.insert().values(prefix=prefix, schema=schema, namespace=namespace, source=source)
+        )
 
 
 def native_records(store: Store, source: str, prefix: str) -> dict[str, bytes]:

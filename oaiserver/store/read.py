@@ -8,10 +8,11 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
+from oaiserver.formats import MetadataFormat
 from oaiserver.fragments import metadata_of
 from oaiserver.records import DCValue, Header, ListQuery, Record, Rendered
 from oaiserver.rows import _FIELD, _VALUE
-from oaiserver.store.schema import formats, partner_sets, records, set_members
+from oaiserver.store.schema import formats, harvested_formats, partner_sets, records, set_members
 from oaiserver.store.transactions import Transactions
 
 
@@ -47,6 +48,13 @@ class Reads(Transactions):
             if rid is None:
                 return None
             return [r.prefix for r in conn.execute(sa.select(formats.c.prefix).where(formats.c.record_id == rid))]
+
+    def harvested_formats(self) -> list[MetadataFormat]:
+        """The formats partners declared that records are served in, by prefix."""
+        held = sa.exists().where(formats.c.prefix == harvested_formats.c.prefix)
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(harvested_formats).where(held).order_by(harvested_formats.c.prefix))
+            return [MetadataFormat(r.prefix, r.schema, r.namespace) for r in rows]
 
     @staticmethod
     def _list_sql(query: ListQuery, columns: str, after: tuple[int, str] | None) -> tuple[str, list[Any]]:

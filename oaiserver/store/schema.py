@@ -194,6 +194,19 @@ native_formats = sa.Table(
     sa.Index("ix_native_formats_prefix_datestamp", "prefix", "datestamp", "identifier"),
 )
 
+# The further formats partners declared (their ListMetadataFormats' schema and namespace), by
+# prefix: ListMetadataFormats lists them beside the registry's (oaiserver.formats) once records
+# are served in them (the `formats` rows written beside native_formats, harvester_state.py).
+# One declaration a prefix: the first partner's stands.
+harvested_formats = sa.Table(
+    "harvested_formats",
+    meta,
+    sa.Column("prefix", sa.String(100), primary_key=True),
+    sa.Column("schema", sa.Text, nullable=False),
+    sa.Column("namespace", sa.Text, nullable=False),
+    sa.Column("source", sa.String(200), nullable=False),  # the partner that declared it first
+)
+
 # Records of a source that another source, earlier in the priority, serves under the same
 # identifier (store/write.py: who wins): kept, verbatim as received, never served. `records`
 # stays the served view, one row per identifier, so lists stay keyset paged over one table.
@@ -276,6 +289,12 @@ def _harvest_per_format(conn: Connection) -> None:
     shadowed_records.create(conn, checkfirst=True)
 
 
+def _harvested_formats(conn: Connection) -> None:
+    """Migration 9: the formats partners declared (empty: each is declared again by the next
+    harvest of a further format)."""
+    harvested_formats.create(conn, checkfirst=True)
+
+
 # Schema changes, numbered, applied in order. A new store is made from the tables above, which
 # always describe the latest schema, and gets the last number; a store at an earlier number gets
 # each later step. Changing the schema is changing the tables above *and* appending the step
@@ -289,4 +308,5 @@ MIGRATIONS: tuple[tuple[int, Migration], ...] = (
     (6, _learned),
     (7, _partner_sets),
     (8, _harvest_per_format),
+    (9, _harvested_formats),
 )
