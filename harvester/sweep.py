@@ -45,6 +45,7 @@ from oaiserver.store import (
     SweepState,
     acquire_lease,
     add_run_counts_in,
+    held_shapes_in,
     live_identifiers,
     release_lease,
     renew_lease_in,
@@ -122,9 +123,12 @@ def may_apply(gone: int, live: int, max_drop: float, accepted_up_to: int | None)
     return accepted_up_to is not None and gone <= accepted_up_to
 
 
-def tombstone(partner: Partner, identifier: str, harvest_date: str) -> Record:
+def tombstone(
+    partner: Partner, identifier: str, harvest_date: str, held: tuple[list[str], list[str]] = ([], [])
+) -> Record:
     """A record the partner no longer lists, as a deleted header from it would be written,
-    with a provenance that says it was swept."""
+    with a provenance that says it was swept. `held`: the sets and formats the record has here,
+    which its tombstone keeps, so that a harvester of any of them sees the deletion."""
     provenance = {
         "baseURL": partner.base_url,
         "identifier": identifier,
@@ -134,8 +138,9 @@ def tombstone(partner: Partner, identifier: str, harvest_date: str) -> Record:
     }
     record = Record(identifier=identifier, deleted=True, source=partner.name, provenance=provenance)
     if partner.republish:
-        record.metadata = formats.rendered([], deleted=True)
-        record.sets = [partner_set(partner.name)]
+        sets, prefixes = held
+        record.metadata = {**formats.rendered([], deleted=True), **dict.fromkeys(prefixes, "")}
+        record.sets = sets or [partner_set(partner.name)]
     return record
 
 
@@ -246,7 +251,8 @@ class _Sweep:
         harvest_date = format_datestamp(now)
         with self.store.writing() as (conn, stamp):
             self._renew(conn, now)
-            tombstones = [tombstone(self.partner, i, harvest_date) for i in gone]
+            held = held_shapes_in(conn, gone)
+            tombstones = [tombstone(self.partner, i, harvest_date, held.get(i, ([], []))) for i in gone]
             report = replace(found, swept=write_harvested_in(self.store, conn, stamp, tombstones).changed)
             save_sweep_in(conn, self.partner.name, SweepState(last_swept=now))
             add_run_counts_in(conn, run_id, {"swept": report.swept, "sweep": report.as_dict()})

@@ -6,6 +6,7 @@ the partner does not offer fails alone. On both backends."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,9 @@ from harvestkit import (
 from lxml import etree
 from werkzeug.wrappers import Response
 
-from harvester import harvest
+from harvester import harvest, sweep
 from oaiserver import create_app
-from oaiserver.config import Partner
+from oaiserver.config import DeletionSweep, Partner
 from oaiserver.records import format_datestamp
 from oaiserver.store import Store, harvest_history, harvest_state_of, native_records
 
@@ -84,6 +85,12 @@ class TwoFormats:
                 )
             )
             return xml(oai(f"<ListMetadataFormats>{formats}</ListMetadataFormats>"))
+        if verb == "ListIdentifiers":  # what a deletion sweep lists
+            headers = "".join(
+                f"<header><identifier>{i}</identifier><datestamp>2024-04-01T10:00:00Z</datestamp></header>"
+                for i in self.titles
+            )
+            return xml(oai(f"<ListIdentifiers>{headers}</ListIdentifiers>"))
         if verb != "ListRecords":
             return xml(error("badVerb"))
         page = self.pages().get(params.get("metadataPrefix", ""))
@@ -363,6 +370,28 @@ def test_a_record_deleted_at_the_partner_is_listed_in_the_harvested_format_by_it
     header = doc.find(f".//{{{OAI_NS}}}header")
     assert header is not None and header.get("status") == "deleted"
     assert doc.find(f".//{{{OAI_NS}}}metadata") is None
+
+
+def test_a_record_swept_away_is_listed_in_each_of_its_formats_by_its_header(
+    store: Store, store_url: str, clock: Clock
+) -> None:
+    """A deletion sweep's tombstone keeps the formats the record was served in: a harvester of
+    marcxml sees the deletion too."""
+    partner_side, client = served_in_formats(store, store_url)
+    partner_side.titles = {i: t for i, t in MANY.items() if i != "oai:p:4"}
+    partner = Partner("p", "", formats=("oai_dc", "marcxml"), deletion_sweep=DeletionSweep(7 * 86_400, max_drop=0.5))
+    with FakePartner(partner_side) as fake:
+        partner = replace(partner, base_url=fake.url)
+        report = run(store, partner)
+        swept = sweep.after_run(store, partner, report, settings=FAST_HARVEST, forced=True)
+    assert swept is not None and swept.swept == 1
+    for prefix in ("oai_dc", "marcxml"):
+        doc = validate(get(client, f"verb=GetRecord&identifier=oai:p:4&metadataPrefix={prefix}"))
+        header = doc.find(f".//{{{OAI_NS}}}header")
+        assert header is not None and header.get("status") == "deleted", prefix
+        assert doc.find(f".//{{{OAI_NS}}}metadata") is None
+    clock.tick()  # a list holds what was written before the second it was asked in
+    assert paged(client, "ListIdentifiers", "marcxml") == (sorted(MANY), 3)
 
 
 def test_a_payload_using_a_prefix_declared_above_it_is_served_with_that_declaration(

@@ -500,6 +500,25 @@ def save_sweep_in(conn: Connection, partner: str, state: SweepState) -> None:
         conn.execute(harvest_sweeps.insert().values(partner=partner, **values))
 
 
+def held_shapes_in(conn: Connection, identifiers: Sequence[str]) -> dict[str, tuple[list[str], list[str]]]:
+    """identifier -> (its setSpecs, the formats it is served in), of the records held under
+    these identifiers: what a tombstone keeps, so that a harvester of any of its formats or
+    sets sees the deletion."""
+    shapes: dict[str, tuple[list[str], list[str]]] = {}
+    for n in range(0, len(identifiers), 500):
+        part = list(identifiers[n : n + 500])
+        stmt = (
+            sa.select(records.c.identifier, records.c.setspecs, formats.c.prefix)
+            .select_from(records.outerjoin(formats, formats.c.record_id == records.c.id))
+            .where(records.c.identifier.in_(part))
+        )
+        for identifier, setspecs, prefix in conn.execute(stmt):
+            prefixes = shapes.setdefault(identifier, (setspecs.split(), []))[1]
+            if prefix is not None:
+                prefixes.append(prefix)
+    return shapes
+
+
 def live_identifiers(store: Store, source: str) -> set[str]:
     """The identifiers of the live (not deleted) records `source` holds."""
     stmt = sa.select(records.c.identifier).where(records.c.source == source, records.c.deleted == sa.false())
