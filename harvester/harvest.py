@@ -392,6 +392,7 @@ class _Run:
         self.list_latest: int | None = None  # the latest datestamp the list being read gave
         self.list_pages = 0  # the pages of the list being read
         self.list_ordered = True  # its records came in datestamp order
+        self.list_rising = False  # ... and one came later than another: the order is shown, not assumed
         self.list_seen: set[int] = set()  # hash() of the identifiers it gave
         self.granularity: str | None = None  # of `from` values: asked of Identify when one is first sent
         self.identity: Identity | None = None  # what Identify said, once asked
@@ -619,6 +620,8 @@ class _Run:
         token = self.cp["token"]
         self.list_latest, self.list_pages, from_token = None, 0, token is not None
         self.list_ordered, self.list_seen = True, set()
+        # A list taken up from its latest datestamp goes on from there: what the list showed holds.
+        self.list_rising = self.list_rising and self.taking_up
         self.cp = {**self.cp, "from_token": from_token}
         if self.cp.get("path") == IDENTIFIERS:
             pages = per_record.pages(client, self.partner, self._held, token=token, args=args)
@@ -683,7 +686,9 @@ class _Run:
             err.RepeatedTokenError: f"the list repeated its token after page {n}",
             err.BadResumptionToken: f"the partner refused the token for page {n + 1} (badResumptionToken)",
         }.get(type(exc), f"the list went round at page {n}")
-        if not self.list_ordered or self.cp.get("windows"):
+        # From its latest datestamp only a list shown to rise: records all of one datestamp so far
+        # may be the newest of a list that gives its newest first, and the older ones would be lost.
+        if not (self.list_ordered and self.list_rising) or self.cp.get("windows"):
             self._walk(client, exc, fault)
             return
         start = self.cp.get("list_from")
@@ -955,6 +960,7 @@ class _Run:
                 self.list_seen.add(hash(identifier))
             if self.list_latest is not None and stamp < self.list_latest:
                 self.list_ordered = False
+            self.list_rising = self.list_rising or (self.list_latest is not None and stamp > self.list_latest)
             self.list_latest = stamp if self.list_latest is None else max(stamp, self.list_latest)
         if ready.page.token is None and not self.cp.get("windows"):
             self.taking_up = False
