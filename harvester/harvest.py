@@ -692,7 +692,9 @@ class _Run:
         }.get(type(exc), f"the list went round at page {n}")
         # From its latest datestamp only a list shown to rise: records all of one datestamp so far
         # may be the newest of a list that gives its newest first, and the older ones would be lost.
-        if not (self.list_ordered and self.list_rising) or self.cp.get("windows"):
+        # (One that gave none is taken up by the rules for that: from a kept token's `from`, or not.)
+        shown = self.list_rising or self.list_latest is None
+        if not (self.list_ordered and shown) or self.cp.get("windows"):
             self._walk(client, exc, fault)
             return
         start = self.cp.get("list_from")
@@ -724,7 +726,7 @@ class _Run:
         walking = [(low, high) for low, high in self.cp.get("windows") or []]
         again = bool(walking and self.cp.get("from_token") and self.list_pages == 0)
         try:
-            self._not_ignored(fault)
+            self._not_ignored(fault, again)
             halves = self.take_up.walk(
                 fault, walking[0] if walking else self._run_window(client), self.granularity or SECONDS, again=again
             )
@@ -738,10 +740,15 @@ class _Run:
         self.taking_up = True
         self.cp = {**self.cp, "token": None, "list_from": None, "windows": windows}
 
-    def _not_ignored(self, fault: str) -> None:
-        """Raises CannotTakeUp when the date window just listed gave a record outside it: the partner
-        ignores `from` and `until`, and smaller windows would give the same list again."""
-        if self.list_window is None or self.list_stray is None:
+    def _not_ignored(self, fault: str, again: bool) -> None:
+        """Raises CannotTakeUp when the date window just listed gave a record outside it (the partner
+        ignores `from` and `until`: smaller windows would give the same list again), or gave none
+        (as a list taken up that gives none; unless its list began at a token the partner forgot)."""
+        if self.list_window is None or again:
+            return
+        if self.list_latest is None:
+            raise CannotTakeUp(f"{fault}, before it gave any record")
+        if self.list_stray is None:
             return
         low, high = (format_datestamp(at) for at in self.list_window)
         raise CannotTakeUp(
