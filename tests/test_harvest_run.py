@@ -214,9 +214,7 @@ def test_a_repeated_token_of_a_partner_ignoring_from_fails_the_run_and_drops_the
 def test_a_rejected_token_restarts_the_list_from_the_runs_from(store: Store) -> None:
     """Its datestamps rise, so the list is taken up from the latest it gave (this partner ignores
     `from`: it lists all over again, and ends)."""
-    pages = [
-        [record(f"oai:p:{i}", datestamp=f"2024-04-01T10:00:0{i}Z") for i in range(n, n + 2)] for n in (0, 2, 4)
-    ]
+    pages = [[record(f"oai:p:{i}", datestamp=f"2024-04-01T10:00:0{i}Z") for i in range(n, n + 2)] for n in (0, 2, 4)]
     faults = {2: xml(error("badResumptionToken", "The token has expired."))}
     with FakePartner(PagedPartner(pages, faults=faults)) as fake:
         report = run(store, Partner("p", fake.url))
