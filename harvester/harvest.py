@@ -983,7 +983,7 @@ class _Run:
                 self.list_seen.add(hash(identifier))
             if self.list_latest is not None and stamp < self.list_latest:
                 self.list_ordered = False
-            if self.list_window is not None and not _within(stamp, self.list_window, self.granularity):
+            if self.list_window is not None and not _within(stamp, self.list_window):
                 self.list_stray = stamp
             self.list_rising = self.list_rising or (self.list_latest is not None and stamp > self.list_latest)
             self.list_latest = stamp if self.list_latest is None else max(stamp, self.list_latest)
@@ -1048,10 +1048,10 @@ def _listed(ready: Ready) -> list[tuple[str, str | None]]:
     return listed
 
 
-def _within(stamp: int, window: tuple[int, int], granularity: str | None) -> bool:
-    """Whether a datestamp (seconds) falls in a date window (its first and last unit, both included)."""
-    unit = DAY_SECONDS if granularity == DAY else 1
-    return window[0] <= stamp < window[1] + unit
+def _within(stamp: int, window: tuple[int, int]) -> bool:
+    """Whether a datestamp (seconds) falls in a date window (its first and last unit, both included),
+    give or take a day: a partner that says seconds may keep days, or compare them in its own zone."""
+    return window[0] - DAY_SECONDS <= stamp < window[1] + 2 * DAY_SECONDS
 
 
 def _parsed(datestamp: str | None) -> int | None:
