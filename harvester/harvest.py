@@ -72,7 +72,7 @@ from harvester.completeness import SHORT, Completeness, judge, see_page
 from harvester.convert import Converted, named
 from harvester.loops import ListWatch, LoopLimits
 from harvester.pipeline import WORKER_FROM, Pipeline, Ready
-from harvester.takeup import BUDGET, CannotTakeUp, TakeUp
+from harvester.takeup import BUDGET, DAY_SECONDS, CannotTakeUp, TakeUp
 from oaiserver.config import ConfigError, Partner
 from oaiserver.records import DAY, OAI_NS, SECONDS, format_datestamp, parse_datestamp, shown_identifier
 from oaiserver.store import (
@@ -393,7 +393,10 @@ class _Run:
         self.list_latest: int | None = None  # the latest datestamp the list being read gave
         self.list_pages = 0  # the pages of the list being read
         self.list_ordered = True  # its records came in datestamp order
+        self.list_rising = False  # ... and one came later than another: the order is shown, not assumed
         self.list_seen: set[int] = set()  # hash() of the identifiers it gave
+        self.list_window: tuple[int, int] | None = None  # the date window it lists, when one is walked
+        self.list_stray: int | None = None  # a datestamp it gave outside that window: from/until ignored
         self.granularity: str | None = None  # of `from` values: asked of Identify when one is first sent
         self.identity: Identity | None = None  # what Identify said, once asked
         self.notes: list[str] = []  # what the run's outcome also says
@@ -622,7 +625,11 @@ class _Run:
         watch = ListWatch(self.settings.loops)
         token = self.cp["token"]
         self.list_latest, self.list_pages, from_token = None, 0, token is not None
-        self.list_ordered, self.list_seen = True, set()
+        self.list_ordered, self.list_seen, self.list_stray = True, set(), None
+        walking = self.cp.get("windows")
+        self.list_window = (walking[0][0], walking[0][1]) if walking else None
+        # A list taken up from its latest datestamp goes on from there: what the list showed holds.
+        self.list_rising = self.list_rising and self.taking_up
         self.cp = {**self.cp, "from_token": from_token}
         if self.cp.get("path") == IDENTIFIERS:
             pages = per_record.pages(client, self.partner, self._held, token=token, args=args)
@@ -687,7 +694,11 @@ class _Run:
             err.RepeatedTokenError: f"the list repeated its token after page {n}",
             err.BadResumptionToken: f"the partner refused the token for page {n + 1} (badResumptionToken)",
         }.get(type(exc), f"the list went round at page {n}")
-        if not self.list_ordered or self.cp.get("windows"):
+        # From its latest datestamp only a list shown to rise: records all of one datestamp so far
+        # may be the newest of a list that gives its newest first, and the older ones would be lost.
+        # (One that gave none is taken up by the rules for that: from a kept token's `from`, or not.)
+        shown = self.list_rising or self.list_latest is None
+        if not (self.list_ordered and shown) or self.cp.get("windows"):
             self._walk(client, exc, fault)
             return
         start = self.cp.get("list_from")
@@ -719,6 +730,7 @@ class _Run:
         walking = [(low, high) for low, high in self.cp.get("windows") or []]
         again = bool(walking and self.cp.get("from_token") and self.list_pages == 0)
         try:
+            self._not_ignored(fault, again)
             halves = self.take_up.walk(
                 fault, walking[0] if walking else self._run_window(client), self.granularity or SECONDS, again=again
             )
@@ -731,6 +743,22 @@ class _Run:
         self.window.restarts += 1
         self.taking_up = True
         self.cp = {**self.cp, "token": None, "list_from": None, "windows": windows}
+
+    def _not_ignored(self, fault: str, again: bool) -> None:
+        """Raises CannotTakeUp when the date window just listed gave a record outside it (the partner
+        ignores `from` and `until`: smaller windows would give the same list again), or gave none
+        (as a list taken up that gives none; unless its list began at a token the partner forgot)."""
+        if self.list_window is None or again:
+            return
+        if self.list_latest is None:
+            raise CannotTakeUp(f"{fault}, before it gave any record")
+        if self.list_stray is None:
+            return
+        low, high = (format_datestamp(at) for at in self.list_window)
+        raise CannotTakeUp(
+            f"{fault}; the partner ignores `from` and `until` (a list from {low} until {high} "
+            f"gave a record of {format_datestamp(self.list_stray)})"
+        )
 
     def _run_window(self, client: Client) -> tuple[int, int]:
         """The run's window in seconds: its `from` (else the partner's earliestDatestamp, else the
@@ -974,6 +1002,9 @@ class _Run:
                 self.list_seen.add(hash(identifier))
             if self.list_latest is not None and stamp < self.list_latest:
                 self.list_ordered = False
+            if self.list_window is not None and not _within(stamp, self.list_window):
+                self.list_stray = stamp
+            self.list_rising = self.list_rising or (self.list_latest is not None and stamp > self.list_latest)
             self.list_latest = stamp if self.list_latest is None else max(stamp, self.list_latest)
         if ready.page.token is None and not self.cp.get("windows"):
             self.taking_up = False
@@ -1034,6 +1065,12 @@ def _listed(ready: Ready) -> list[tuple[str, str | None]]:
     for p in converted.prepared:  # their provenance went through the worker as JSON
         listed.append((p.record.identifier, json.loads(p.provenance).get("datestamp") if p.provenance else None))
     return listed
+
+
+def _within(stamp: int, window: tuple[int, int]) -> bool:
+    """Whether a datestamp (seconds) falls in a date window (its first and last unit, both included),
+    give or take a day: a partner that says seconds may keep days, or compare them in its own zone."""
+    return window[0] - DAY_SECONDS <= stamp < window[1] + 2 * DAY_SECONDS
 
 
 def _parsed(datestamp: str | None) -> int | None:

@@ -16,13 +16,17 @@ are not rewritten (a datestamp means change). The rules, one per outcome of the 
 * it gave nothing: a token kept from an earlier run (a checkpoint) is taken up once from the
   window's `from`; otherwise the list cannot be finished, and the run fails with the reason;
 * it gave only records before its `from`: the partner ignores `from`; the run fails;
-* its records did not come in datestamp order (a list in the order of the partner's own ids):
-  taking it up from a datestamp could skip records, so the run's window (its `from`, or the
+* its records did not come in datestamp order (a list in the order of the partner's own ids), or
+  have not been seen to rise (all of one datestamp so far: a list giving its newest first looks so,
+  and taken up from that datestamp would lose its older records; a list taken up goes on as the
+  list it finishes showed): taking it up from a datestamp could skip records, so the run's window (its `from`, or the
   partner's earliestDatestamp, to the first response's date) is walked by date windows instead:
   its two halves listed with `from` and `until`, each from its start; a half whose list ends by
   a token fault again is halved again (`TakeUp.walk`), in the partner's granularity (days for
   one listed in days). A window of one unit (a second, or a day) that still fails cannot be
-  finished, and the run fails with the reason, as before.
+  finished, and the run fails with the reason, as before; so does a window whose list ended by a
+  token fault having given no record, or a record outside the window (the partner ignores `from`
+  and `until`: a smaller window would give the same list).
 
 So each take-up starts strictly later than the one before, and each window is smaller than the
 one it halves: the walk ends. It is also bounded in requests: a run spends at most `BUDGET`

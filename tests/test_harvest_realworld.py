@@ -228,14 +228,15 @@ HARVESTS = [
     Expect(
         "hepcrawl--pos.sissa.it", "hepcrawl/unit/responses/pos/sample_pos_record.xml", "success", 0, reason="not a URI"
     ),
-    # First pages whose follow-up was not captured: the partner rejects the token it gave, and
-    # answers the list taken up from a later day (harvester.takeup) with the same older records.
+    # First pages whose follow-up was not captured: the partner rejects the token it gave; its
+    # records share one datestamp, so the list is walked by date windows (harvester.takeup), and the
+    # first window (from the epoch, until 1997) is answered with the same records of 2024.
     Expect(
         "phpoaipmh--oai.bnf.fr",
         "phpoaipmh/NamespacedSample.xml",
         "failed",
         1,
-        reason="badResumptionToken); the partner ignores `from`",
+        reason="badResumptionToken); the partner ignores `from` and `until`",
     ),
     Expect(
         "vufindharvest--doaj.org",

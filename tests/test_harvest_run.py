@@ -189,30 +189,42 @@ def test_the_lenient_quirk_repairs_broken_xml_and_counts_it(store: Store) -> Non
 
 
 def test_a_repeated_token_of_a_partner_ignoring_from_fails_the_run_and_drops_the_checkpoint(store: Store) -> None:
-    """The list is taken up (harvester.takeup) from its latest datestamp, then the next day (the
-    Identify of this partner is unusable: days), and gives records before that: it ignores `from`."""
+    """Its records share one datestamp, so the list is walked by date windows (harvester.takeup; the
+    Identify of this partner is unusable: days, and no earliestDatestamp: from the epoch); the first
+    window gives records of 2024: the partner ignores `from` and `until`, and the run fails."""
     loop = lambda params, n: xml(list_records([record(f"oai:p:{n}")], "loop" if n < 20 else None))  # noqa: E731
     with FakePartner(loop) as fake:
         report = run(store, Partner("p", fake.url))
     assert report.outcome == "failed" and "came back a second time" in (report.reason or "")
-    assert "the partner ignores `from`" in (report.reason or "")
-    assert [r.get("from") for r in fake.requests] == [None, None, None, "2024-04-01", None, "2024-04-02", None]
-    assert report.counts.received == 6
+    assert (
+        "the list repeated its token after page 2; the partner ignores `from` and `until` (a list from "
+        "1970-01-01T00:00:00Z until 1997-03-02T05:59:59Z gave a record of 2024-04-01T10:00:00Z)"
+    ) in (report.reason or "")
+    assert [(r["verb"], r.get("from"), r.get("until")) for r in fake.requests] == [
+        ("ListRecords", None, None),
+        ("ListRecords", None, None),
+        ("Identify", None, None),
+        ("ListRecords", "1970-01-01", "1997-03-02"),
+        ("ListRecords", None, None),
+    ]
+    assert report.counts.received == 4
     assert harvest_state_of(store, "p").checkpoint is None
 
 
 def test_a_rejected_token_restarts_the_list_from_the_runs_from(store: Store) -> None:
+    """Its datestamps rise, so the list is taken up from the latest it gave (this partner ignores
+    `from`: it lists all over again, and ends)."""
+    pages = [[record(f"oai:p:{i}", datestamp=f"2024-04-01T10:00:0{i}Z") for i in range(n, n + 2)] for n in (0, 2, 4)]
     faults = {2: xml(error("badResumptionToken", "The token has expired."))}
-    with FakePartner(PagedPartner(pages_of(2, 2, 2), faults=faults)) as fake:
+    with FakePartner(PagedPartner(pages, faults=faults)) as fake:
         report = run(store, Partner("p", fake.url))
     assert report.outcome == "success" and report.counts.restarts == 1
-    # Taken up from the latest datestamp the list gave (this partner ignores it: all over again).
     assert [r.get("resumptionToken") or r.get("from") or r["verb"] for r in fake.requests] == [
         "ListRecords",
         "t1",
         "t2",
         "Identify",
-        "2024-04-01T10:00:00Z",
+        "2024-04-01T10:00:03Z",
         "t1",
         "t2",
     ]
@@ -227,8 +239,15 @@ def test_a_partner_that_rejects_every_token_fails_after_a_few_restarts(store: St
 
     with FakePartner(handler) as fake:
         report = run(store, Partner("p", fake.url))
-    assert report.outcome == "failed" and "the partner ignores `from`" in (report.reason or "")
-    assert len(fake.requests) == 7  # the list, taken up twice (2 requests each), and an Identify
+    assert report.outcome == "failed" and "the partner ignores `from` and `until`" in (report.reason or "")
+    # The list, an Identify, and its first date window (its one datestamp has not been seen to rise).
+    assert [(r["verb"], r.get("resumptionToken"), r.get("until")) for r in fake.requests] == [
+        ("ListRecords", None, None),
+        ("ListRecords", "next", None),
+        ("Identify", None, None),
+        ("ListRecords", None, "1997-03-02"),
+        ("ListRecords", "next", None),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -420,11 +439,11 @@ def endless(page_of: Any, *, announce: int | None = None) -> Any:
 
 
 def assert_list_ended(store: Store, report: harvest.RunReport, fake: FakePartner, reason: str, bound: int) -> None:
-    """`bound`: the requests of one list. It is taken up twice (harvester.takeup: from its latest
-    datestamp, then the second after it), and these partners ignore `from`."""
+    """`bound`: the requests of one list. Its records share one datestamp, so it is walked by date
+    windows (harvester.takeup), once: these partners ignore `from` and `until`, or give nothing."""
     assert report.outcome == "failed" and re.search(reason, report.reason or ""), report.reason
-    assert re.search("the partner ignores `from`|before it gave any record", report.reason or "")
-    assert len(fake.requests) <= 3 * bound + 3, f"{len(fake.requests)} requests"  # and an Identify, pages asked ahead
+    assert re.search("the partner ignores `from` and `until`|before it gave any record", report.reason or "")
+    assert len(fake.requests) <= 2 * bound + 3, f"{len(fake.requests)} requests"  # and an Identify, pages asked ahead
     history = harvest_history(store, "p")
     assert history[0].outcome == "failed" and history[0].reason == report.reason
     state = harvest_state_of(store, "p")
@@ -455,6 +474,7 @@ def test_empty_pages_in_a_row_end_the_list(store: Store) -> None:
     with FakePartner(endless(lambda n: first if n == 0 else [])) as fake:
         report = run(store, Partner("p", fake.url))
     assert_list_ended(store, report, fake, "10 empty pages in a row", 1 + 10 + 2)
+    assert "the list went round at page 10, before it gave any record" in (report.reason or "")
     assert store.identifiers(source="p") == {f"oai:p:{i}" for i in range(3)}
 
 
@@ -463,7 +483,7 @@ def test_a_list_far_past_its_complete_list_size_is_ended(store: Store) -> None:
         report = run(store, Partner("p", fake.url))
     # 20 records at 10 a page make 2 pages; the list is ended at twice that and 10 more.
     assert_list_ended(store, report, fake, "completeListSize 20 .* after 14 pages", 14 + 2)
-    assert len(store.identifiers(source="p")) == report.counts.received == 3 * 140
+    assert len(store.identifiers(source="p")) == report.counts.received == 2 * 140
 
 
 def test_a_few_empty_pages_and_a_record_listed_twice_are_not_a_loop(store: Store) -> None:

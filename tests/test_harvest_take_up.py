@@ -224,6 +224,19 @@ def test_a_list_not_in_datestamp_order_from_a_partner_listed_in_days(store: Stor
     assert_second_run_changes_nothing(store, fleet, "unordered_days", {"ListRecords": 1})
 
 
+@with_specs(Spec("one_stamp_first", records=12, page_size=2, same_stamp=4, expire_after=2, newest_first=True))
+def test_a_list_whose_first_pages_share_one_datestamp_is_not_taken_up_from_it(store: Store, fleet: Fleet) -> None:
+    """Newest first, four records to a datestamp: the two pages before the refused token hold one
+    datestamp, so the list looks in order. Taken up from that datestamp it would give only those
+    four and lose the eight older records: a list not seen to rise is walked by date windows."""
+    report = run(store, fleet, "one_stamp_first")
+    want = fleet.expected("one_stamp_first")
+    assert titles(store, "one_stamp_first") == want.live and len(want.live) == 12
+    assert report.outcome == "success" and report.reason is not None and "date window(s)" in report.reason
+    assert report.completeness is not None and report.completeness.verdict == "complete"
+    assert_second_run_changes_nothing(store, fleet, "one_stamp_first", {"Identify": 1, "ListRecords": 1})
+
+
 @with_specs(Spec("crowded", records=14, page_size=2, same_stamp=6, expire_after=2, newest_first=True))
 def test_a_date_window_of_one_second_that_still_fails_fails_the_run(store: Store, fleet: Fleet) -> None:
     """Six records share each datestamp, and every list longer than 2 pages (4 records) fails: the
