@@ -17,15 +17,13 @@ for selective lists.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
 import sqlite3
 import threading
-from urllib.parse import parse_qs
 
 from oaipmh import common, error
 from oaipmh.metadata import MetadataRegistry
 from oaipmh.server import BatchingServer, oai_dc_writer
+from peer_wsgi import dc_statements, lazy_entry, wsgi_app
 
 OAI_DC = (
     "oai_dc",
@@ -155,10 +153,7 @@ class SQLiteOAI:
         if deleted:
             return header, None, None
         fields: dict[str, list[str]] = {}
-        if dc.startswith("["):  # JSON: [[element, value, lang], ...]
-            statements = [(e, v) for e, v, _lang in json.loads(dc)]
-        else:  # element US lang US value, joined by RS
-            statements = [(e, v) for e, _lang, v in (item.split("\x1f", 2) for item in dc.split("\x1e") if item)]
+        statements = dc_statements(dc)
         for element, value in statements:
             fields.setdefault(element, []).append(value)
         return header, common.Metadata(None, fields), None
@@ -169,27 +164,7 @@ def make_app(path: str, base_url: str, page_size: int = 100):
     registry.registerWriter("oai_dc", oai_dc_writer)
     server = BatchingServer(SQLiteOAI(path, base_url), metadata_registry=registry, resumption_batch_size=page_size)
 
-    def app(environ, start_response):
-        query = environ.get("QUERY_STRING", "")
-        if environ.get("REQUEST_METHOD") == "POST":
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            query = "&".join(p for p in (query, environ["wsgi.input"].read(length).decode("utf-8")) if p)
-        args = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
-        body = server.handleRequest(args)
-        start_response("200 OK", [("Content-Type", "text/xml; charset=utf-8"), ("Content-Length", str(len(body)))])
-        return [body]
-
-    return app
+    return wsgi_app(server.handleRequest)
 
 
-_app = None
-
-
-def app(environ, start_response):
-    """gunicorn's entry point; configured by PEER_DB, PEER_BASE_URL and PEER_PAGE_SIZE."""
-    global _app
-    if _app is None:
-        _app = make_app(
-            os.environ["PEER_DB"], os.environ["PEER_BASE_URL"], int(os.environ.get("PEER_PAGE_SIZE", "100"))
-        )
-    return _app(environ, start_response)
+app = lazy_entry(make_app)  # gunicorn's entry point; configured by PEER_DB, PEER_BASE_URL and PEER_PAGE_SIZE

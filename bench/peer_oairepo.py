@@ -20,14 +20,12 @@ metadata, are never disseminated; its lists carry the live records only (98 % of
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
 import sqlite3
 import threading
-from urllib.parse import parse_qs
 
 from lxml import etree
 from oai_repo import DataInterface, Identify, MetadataFormat, OAIRepository, RecordHeader
+from peer_wsgi import dc_statements, lazy_entry, wsgi_app
 
 OAI_DC_NS = "http://www.openarchives.org/OAI/2.0/oai_dc/"
 DC_NS = "http://purl.org/dc/elements/1.1/"
@@ -138,10 +136,7 @@ def _oai_dc(dc: str) -> etree._Element:
     or JSON in older stores), as an oai_dc element."""
     root = etree.Element(f"{{{OAI_DC_NS}}}dc", nsmap={"oai_dc": OAI_DC_NS, "dc": DC_NS, "xsi": XSI_NS})
     root.set(f"{{{XSI_NS}}}schemaLocation", f"{OAI_DC_NS} http://www.openarchives.org/OAI/2.0/oai_dc.xsd")
-    if dc.startswith("["):
-        statements = [(e, v) for e, v, _lang in json.loads(dc)]
-    else:
-        statements = [(e, v) for e, _lang, v in (item.split("\x1f", 2) for item in dc.split("\x1e") if item)]
+    statements = dc_statements(dc)
     for element, value in statements:
         etree.SubElement(root, f"{{{DC_NS}}}{element}").text = value
     return root
@@ -150,27 +145,7 @@ def _oai_dc(dc: str) -> etree._Element:
 def make_app(path: str, base_url: str, page_size: int = 100):
     repository = OAIRepository(SQLiteData(path, base_url, page_size))
 
-    def app(environ, start_response):
-        query = environ.get("QUERY_STRING", "")
-        if environ.get("REQUEST_METHOD") == "POST":
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            query = "&".join(p for p in (query, environ["wsgi.input"].read(length).decode("utf-8")) if p)
-        args = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
-        body = bytes(repository.process(args))
-        start_response("200 OK", [("Content-Type", "text/xml; charset=utf-8"), ("Content-Length", str(len(body)))])
-        return [body]
-
-    return app
+    return wsgi_app(lambda args: bytes(repository.process(args)))
 
 
-_app = None
-
-
-def app(environ, start_response):
-    """gunicorn's entry point; configured by PEER_DB, PEER_BASE_URL and PEER_PAGE_SIZE."""
-    global _app
-    if _app is None:
-        _app = make_app(
-            os.environ["PEER_DB"], os.environ["PEER_BASE_URL"], int(os.environ.get("PEER_PAGE_SIZE", "100"))
-        )
-    return _app(environ, start_response)
+app = lazy_entry(make_app)  # gunicorn's entry point; configured by PEER_DB, PEER_BASE_URL and PEER_PAGE_SIZE
