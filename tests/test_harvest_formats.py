@@ -394,6 +394,14 @@ def test_a_record_swept_away_is_listed_in_each_of_its_formats_by_its_header(
     assert paged(client, "ListIdentifiers", "marcxml") == (sorted(MANY), 3)
 
 
+def served_marc(store: Store, store_url: str, partner_side: TwoFormats) -> bytes:
+    """Our GetRecord of oai:p:1 in marcxml, once `partner_side` was harvested in both formats."""
+    with FakePartner(partner_side) as fake:
+        run(store, Partner("p", fake.url, formats=("oai_dc", "marcxml")))
+    client = create_app(make_config(store_url), store=store).test_client()
+    return get(client, "verb=GetRecord&identifier=oai:p:1&metadataPrefix=marcxml")
+
+
 def test_a_payload_using_a_prefix_declared_above_it_is_served_with_that_declaration(
     store: Store, store_url: str
 ) -> None:
@@ -410,10 +418,7 @@ def test_a_payload_using_a_prefix_declared_above_it_is_served_with_that_declarat
             return response
 
     partner_side = PrefixOnRoot({"oai:p:1": "Kalevala"})
-    with FakePartner(partner_side) as fake:
-        run(store, Partner("p", fake.url, formats=("oai_dc", "marcxml")))
-    client = create_app(make_config(store_url), store=store).test_client()
-    body = get(client, "verb=GetRecord&identifier=oai:p:1&metadataPrefix=marcxml")
+    body = served_marc(store, store_url, partner_side)
     payload = between(body, b"<metadata>", b"</metadata>")
     sent = between(partner_side.pages()["marcxml"][0].encode(), b"<metadata>", b"</metadata>")
     start = b'<marc:record xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:marc="' + MARC_NS.encode() + b'"'
@@ -435,10 +440,7 @@ def test_the_partners_own_spelling_of_its_payload_is_kept(store: Store, store_ur
             return pages
 
     partner_side = OwnSpelling({"oai:p:1": "Kalevala"})
-    with FakePartner(partner_side) as fake:
-        run(store, Partner("p", fake.url, formats=("oai_dc", "marcxml")))
-    client = create_app(make_config(store_url), store=store).test_client()
-    body = get(client, "verb=GetRecord&identifier=oai:p:1&metadataPrefix=marcxml")
+    body = served_marc(store, store_url, partner_side)
     sent = between(partner_side.pages()["marcxml"][0].encode(), b"<metadata>", b"</metadata>")
     assert b"tag='245'" in sent and b"&#x4B;alevala" in sent and b"></marc:subfield>" in sent
     assert between(body, b"<metadata>", b"</metadata>") == sent
