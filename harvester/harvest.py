@@ -608,7 +608,9 @@ class _Run:
                     self._to_days(exc, args)
                 except per_record.FALLBACK_FAULTS as exc:
                     self._fall_back(exc)  # the next turn lists it by ListIdentifiers
-            if self.sets.stored:  # once a run, after its lists: the names of the partner's sets
+            # Once a run of the first format, after its lists: the names of the partner's sets (a
+            # further format's run adds no set).
+            if self.sets.stored and not self.native:
                 found = partner_sets.names(client, partner.name)
                 if found is not None:
                     name_partner_sets(self.store, partner.name, found)
@@ -910,7 +912,8 @@ class _Run:
             received=received,
             deleted=converted.deleted,
             repaired=len(converted.repaired),
-            without_dc=converted.without_dc,
+            # A further format is served as it came: whether it gives Dublin Core is the first format's matter.
+            without_dc=0 if self.native else converted.without_dc,
             recoded=1 if page.recoded is not None else 0,
             undoubled=len(converted.undoubled),
             doubled=len(converted.doubled),

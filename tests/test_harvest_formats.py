@@ -140,6 +140,33 @@ def test_each_format_is_harvested_with_its_own_from_and_history_line(store: Stor
     assert kalevala is not None and kalevala.source == "p" and [v.value for v in kalevala.dc] == ["Kalevala"]
 
 
+def test_a_further_format_without_a_crosswalk_is_not_counted_as_without_dublin_core(store: Store) -> None:
+    """A further format is served as it came, whatever it holds: its run counts no record without
+    Dublin Core (the first format's run gives the records their DC), and reads the partner's
+    ListSets no second time."""
+
+    class WithCmdi(TwoFormats):
+        def pages(self) -> dict[str, list[str]]:
+            cmdi = '<cmd:CMD xmlns:cmd="http://www.clarin.eu/cmd/"><cmd:Header/></cmd:CMD>'
+            return {
+                "oai_dc": [record(i, t, sets=("a",)) for i, t in self.titles.items()],
+                "cmdi": [
+                    f"<record><header><identifier>{i}</identifier><datestamp>2024-04-01T10:00:00Z</datestamp>"
+                    f"</header><metadata>{cmdi}</metadata></record>"
+                    for i in self.titles
+                ],
+            }
+
+    with FakePartner(WithCmdi(TITLES, also_listed=("cmdi",))) as fake:
+        report = run(store, Partner("p", fake.url, formats=("oai_dc", "cmdi")))
+    assert [(r.format, r.outcome, r.counts.received, r.counts.without_dc) for r in report.all()] == [
+        ("oai_dc", "success", 2, 0),
+        ("cmdi", "success", 2, 0),
+    ]
+    assert "without Dublin Core" not in harvest.describe(report)
+    assert [r.get("verb") for r in fake.requests].count("ListSets") == 1
+
+
 def test_a_further_format_is_kept_byte_for_byte(store: Store) -> None:
     partner_side = TwoFormats(TITLES)
     with FakePartner(partner_side) as fake:
