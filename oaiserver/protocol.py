@@ -165,6 +165,10 @@ class Repository:
         )
         return self.sets + harvested
 
+    def has_set(self, spec: str) -> bool:
+        """Whether ListSets lists `spec`; the store is asked only for one not configured."""
+        return any(s.spec == spec for s in self.sets) or any(s.spec == spec for s in self.listed_sets())
+
     def all_formats(self) -> dict[str, MetadataFormat]:
         """The formats served: the registry's (`formats`), then those partners declared that
         records are held in (harvested natively), read from the store at each call."""
@@ -448,9 +452,7 @@ def _list(args: dict[str, str], repo: Repository, answer: Answer, verb: str) -> 
 def _resumed(token: str, repo: Repository, verb: str) -> ListState:
     """Where the list a token continues stands, if this repository still has its format and set."""
     state = repo.tokens.read(token, verb)
-    if not repo.serves(state.prefix) or (
-        state.set_spec is not None and state.set_spec not in {s.spec for s in repo.listed_sets()}
-    ):
+    if not repo.serves(state.prefix) or (state.set_spec is not None and not repo.has_set(state.set_spec)):
         raise e.BadResumptionToken("The resumptionToken names a format or a set this repository does not have.")
     return state
 

@@ -384,7 +384,7 @@ def _changes_scope(repo: protocol.Repository) -> changes_mod.Scope | None:
             abort(404)
         return changes_mod.Scope("partner", partner, partner_set(partner))
     if spec is not None:
-        if spec not in {rule.spec for rule in repo.listed_sets()}:
+        if not repo.has_set(spec):
             abort(404)
         return changes_mod.Scope("set", spec, spec)
     return None
