@@ -2,10 +2,23 @@
 
 JSON lines, gzip-compressed when the name ends in `.gz`: a header, then every record
 (tombstones included, each with the content hash the store holds for it) in identifier
-order, then settings and harvest state, then a trailer that proves the file whole: the
-number of lines before it, the records, tombstones and rows they hold, and the SHA-256 of
+order, then the rows of the other tables (`EXPORTED_TABLES`, each in key order: settings,
+harvest state and history, quarantine, partners' sets and formats, partners' records in
+further formats and records kept but not served), then a trailer that proves the file whole:
+the number of lines before it, the records, tombstones and rows they hold, and the SHA-256 of
 their bytes. The same store always exports to the same bytes, so export → import → export
 can be checked with `cmp`.
+
+A record line's `metadata` holds the formats its content hash covers; a record also served in
+formats written beside it from its partner's records in them (`write_native_in`) has those in
+`further` (prefix -> fragment, "" for a tombstone), a field left out when empty. A binary
+column (`native_formats.record`, a partner's `<record>` byte for byte) is its UTF-8 text when
+the bytes are UTF-8 of characters XML allows, as the store writes them, else `{"base64": ...}`
+(`dumpcheck.text_of`).
+
+Version 3 added `further`, `native_formats` and `shadowed_records`; a file of version 2 has
+none of them and imports as it did (a store that served further formats could not make one
+that imports: their records did not match their content hash).
 
 An import is all or nothing: it runs in one transaction, streaming (memory does not grow
 with the file), checks every line before it is written (`dumpcheck`) and the trailer at the
@@ -29,7 +42,7 @@ from typing import IO, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from oaiserver.dumpcheck import Refused, record_of, row_of
+from oaiserver.dumpcheck import Refused, record_of, row_of, text_of
 from oaiserver.records import Record
 from oaiserver.store import (
     EXPORTED_TABLES,
@@ -45,8 +58,13 @@ from oaiserver.store import (
 )
 
 FORMAT = "oai-repository-export"
-VERSION = 2  # 1: no content hashes and no trailer (made before 0.1.0; refused)
+VERSION = 3
+# Versions an import reads: 2 is 3 without `further`, native_formats and shadowed_records.
+# 1 (no content hashes and no trailer, made before 0.1.0) is refused.
+READS = (2, VERSION)
 TABLES = {name: table for name, (table, _) in EXPORTED_TABLES.items()}
+# Tables with a row per record: their primary keys, not a set in memory, refuse a row met twice.
+_KEYED_BY_STORE = frozenset({"native_formats", "shadowed_records"})
 
 
 class DumpError(ValueError):
@@ -67,8 +85,9 @@ def _line(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
 
-def _record(r: Record, digest: str) -> dict[str, Any]:
+def _record(r: Record, digest: str, further: dict[str, str]) -> dict[str, Any]:
     return {
+        **({"further": further} if further else {}),
         "identifier": r.identifier,
         "datestamp": r.datestamp,
         "deleted": r.deleted,
@@ -115,15 +134,15 @@ def export(store: Store, path: Path) -> DumpReport:
 
         put({"format": FORMAT, "version": VERSION})
         with store.snapshot() as conn:  # a live store is exported as it was at one moment
-            for record, stored_hash in iter_stored_in(conn):
-                put({"record": _record(record, stored_hash)})
+            for record, stored_hash, further in iter_stored_in(conn):
+                put({"record": _record(record, stored_hash, further)})
                 report.records += 1
                 report.deleted += record.deleted
                 if content_hash(record) != stored_hash:
                     report.mismatched.append(record.identifier)
             for name in EXPORTED_TABLES:
                 for row in table_rows_in(conn, name):
-                    put({"table": name, "row": row})
+                    put({"table": name, "row": {k: text_of(v) if isinstance(v, bytes) else v for k, v in row.items()}})
                     report.rows += 1
         out.write(_line(_trailer(lines, report, digest.hexdigest())))
     return report
@@ -214,10 +233,11 @@ def _load(store: Store, reader: _Reader, batch: int) -> DumpReport:
         head = next(lines, None)
         if head is None or head.get("format") != FORMAT:
             raise reader.fail(f"not an export of this software (format {FORMAT})")
-        if head != {"format": FORMAT, "version": VERSION}:
+        if head.keys() != {"format", "version"} or head["version"] not in READS:
             raise reader.fail(
-                f"an export in version {head.get('version')!r} of the format; this software reads version {VERSION} "
-                "(with content hashes and a trailer): export the store again with this version"
+                f"an export in version {head.get('version')!r} of the format; this software reads versions "
+                f"{' and '.join(map(str, READS))} (with content hashes and a trailer): export the store again "
+                "with this version"
             )
         _Writer(store, conn, stamp, reader, batch).load(lines, report)
         return report
@@ -259,8 +279,8 @@ class _Writer:
     def _check_key(self, name: str, row: dict[str, Any]) -> None:
         """Settings and harvest states are keyed by name (kept in memory: a few per partner)."""
         columns = [c.name for c in TABLES[name].primary_key.columns if c.name in row]
-        if not columns:
-            return  # numbered afresh (harvest runs)
+        if not columns or name in _KEYED_BY_STORE:
+            return  # numbered afresh (harvest runs), or as many as records: the table's key refuses twice
         key = tuple(row[c] for c in columns)
         if key in self.keys[name]:
             raise Refused(f"the {name} row {dict(zip(columns, key, strict=True))} appears twice in the file")

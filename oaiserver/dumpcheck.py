@@ -10,6 +10,8 @@ adds the file and line number.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Callable
@@ -19,6 +21,7 @@ import sqlalchemy as sa
 from lxml import etree
 
 from oaiserver.config import SPEC_RE
+from oaiserver.fragments import record_body
 from oaiserver.protocol import PREFIX_RE
 from oaiserver.records import MAX_IDENTIFIER_BYTES, DCValue, Record, identifier_problem, utf8_if_allowed
 from oaiserver.store import Prepared, exported_columns, prepare
@@ -127,19 +130,37 @@ def _shown(identifier: Any) -> str:
     return text if len(text) <= 200 else text[:199] + "…"
 
 
-def record_of(item: dict[str, Any], raw: bytes) -> Prepared:
-    """The record a `{"record": {...}}` line (`raw`, parsed into `item`) holds, prepared for
-    the store, once it meets every rule."""
+# A record line's field that only a record served in further formats has (version 3): the
+# formats written beside it from its partner's records in them, outside its content hash.
+FURTHER = "further"
+_FURTHER_RULE = (
+    lambda v: type(v) is dict and len(v) > 0 and all(map(_is_format, v.items())),
+    "is not metadataPrefix -> XML",
+)
+
+
+def _fields_of(item: dict[str, Any], raw: bytes) -> tuple[dict[str, Any], dict[str, str]]:
+    """A record line's fields, each checked by its rule, and its further formats ({} if none)."""
     r: Any = item.get("record")
     if type(r) is not dict or len(item) != 1:
         raise Refused("not a record line")
-    if r.keys() != FIELDS.keys():
-        raise Refused(f"a record has the fields {sorted(FIELDS)}, this one {sorted(r)}")
-    for name, (ok, reason) in FIELDS.items():
+    if r.keys() - {FURTHER} != FIELDS.keys():
+        raise Refused(f"a record has the fields {sorted(FIELDS)} (and maybe {FURTHER}), this one {sorted(r)}")
+    for name, (ok, reason) in [*FIELDS.items(), *([(FURTHER, _FURTHER_RULE)] if FURTHER in r else [])]:
         if not ok(r[name]):
             raise Refused(f"record {_shown(r['identifier'])}: {name} {reason}")
+    further: dict[str, str] = r.get(FURTHER, {})
+    if twice := sorted(further.keys() & r["metadata"].keys()):
+        raise Refused(f"record {_shown(r['identifier'])}: {twice[0]} is both in its metadata and further")
     if not allowed_text(raw, r):
         raise Refused(f"record {_shown(r['identifier'])} holds a character XML does not allow")
+    return r, further
+
+
+def record_of(item: dict[str, Any], raw: bytes) -> Prepared:
+    """The record a `{"record": {...}}` line (`raw`, parsed into `item`) holds, prepared for
+    the store, once it meets every rule."""
+    r, further = _fields_of(item, raw)
     record = Record(
         identifier=r["identifier"],
         dc=[DCValue(e, v, lang) for e, v, lang in r["dc"]],
@@ -154,14 +175,19 @@ def record_of(item: dict[str, Any], raw: bytes) -> Prepared:
         about=r["about"],
     )
     if not record.deleted:  # a tombstone serves its header alone
-        served = [(f"its {prefix} metadata", xml) for prefix, xml in record.metadata.items()]
+        served = [(f"its {prefix} metadata", xml) for prefix, xml in [*record.metadata.items(), *further.items()]]
         for what, fragment in [*served, *([("its about", record.about)] if record.about is not None else [])]:
             if problem := fragment_problem(fragment):
                 raise Refused(f"record {record.identifier!r}: {what} {problem}")
     prepared = prepare(record)
     if prepared.digest != r["content_hash"]:
         raise Refused(f"record {record.identifier!r}: its content does not match its content_hash")
-    return prepared
+    if not further:
+        return prepared
+    # Served as `write_native_in` serves them: the fragment, with the record's <about>.
+    about = None if record.deleted else record.about
+    bodies = [(p, record_body(None if record.deleted else x.encode(), about)) for p, x in sorted(further.items())]
+    return prepared._replace(bodies=(*prepared.bodies, *bodies))
 
 
 def row_of(item: dict[str, Any], raw: bytes, tables: dict[str, sa.Table]) -> tuple[str, dict[str, Any]]:
@@ -176,6 +202,10 @@ def row_of(item: dict[str, Any], raw: bytes, tables: dict[str, sa.Table]) -> tup
         column = columns[key]
         if value is None:
             _expect(bool(column.nullable), f"{name}.{key} is null")
+        elif isinstance(column.type, sa.LargeBinary):
+            data = bytes_of(value)
+            _expect(data is not None, f"{name}.{key} is not UTF-8 text nor {{{BASE64!r}: ...}}")
+            row[key] = data
         elif isinstance(column.type, sa.Boolean):
             _expect(isinstance(value, bool), f"{name}.{key} is not true or false")
         elif isinstance(column.type, sa.Integer):
@@ -185,12 +215,55 @@ def row_of(item: dict[str, Any], raw: bytes, tables: dict[str, sa.Table]) -> tup
             _expect(isinstance(value, str) and (length is None or len(value) <= length), f"{name}.{key} is not text")
     for key in JSON_OBJECTS.get(name, ()):
         _expect(row[key] is None or _is_json_object(row[key]), f"{name}.{key} is not a JSON object")
+    for key, (ok, reason) in COLUMNS.get(name, {}).items():
+        _expect(ok(row[key]), f"{name}.{key} {reason}")
     _expect(allowed_text(raw, row), f"a {name} row holds a character XML does not allow")
     return name, row
 
 
-# Text columns the store reads back as JSON objects (a harvest's checkpoint, a run's counts).
-JSON_OBJECTS: dict[str, tuple[str, ...]] = {"harvest_state": ("checkpoint",), "harvest_runs": ("counts",)}
+# Text columns the store reads back as JSON objects (a harvest's checkpoint, a run's counts, a
+# kept record's provenance).
+JSON_OBJECTS: dict[str, tuple[str, ...]] = {
+    "harvest_state": ("checkpoint",),
+    "harvest_runs": ("counts",),
+    "shadowed_records": ("provenance",),
+}
+
+_IDENTIFIER = FIELDS["identifier"]
+# Columns with a rule of their own beyond their type: the keys a record is found by again.
+COLUMNS: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
+    "native_formats": {
+        "identifier": _IDENTIFIER,
+        "prefix": (lambda v: PREFIX_RE.fullmatch(v) is not None, "is not a metadataPrefix"),
+    },
+    "shadowed_records": {"identifier": _IDENTIFIER, "content_hash": FIELDS["content_hash"]},
+}
+
+# A binary column in a line (the verbatim records of native_formats): its UTF-8 text when the
+# bytes are UTF-8 of characters XML allows (as the store writes them), else {"base64": ...}.
+BASE64 = "base64"
+
+
+def text_of(data: bytes) -> str | dict[str, str]:
+    """How a line carries the bytes `data` (see BASE64)."""
+    try:
+        if utf8_if_allowed(text := data.decode()) is not None:
+            return text
+    except UnicodeDecodeError:
+        pass
+    return {BASE64: base64.b64encode(data).decode("ascii")}
+
+
+def bytes_of(value: Any) -> bytes | None:
+    """The bytes a line carries as `text_of` wrote them, or None if it is neither form."""
+    if type(value) is str:
+        return utf8_if_allowed(value)  # the text form holds only what XML allows
+    if type(value) is dict and value.keys() == {BASE64} and type(value[BASE64]) is str:
+        try:
+            return base64.b64decode(value[BASE64], validate=True)
+        except (binascii.Error, ValueError):
+            return None
+    return None
 
 
 def _is_json_object(text: str) -> bool:
