@@ -85,10 +85,14 @@ def iter_stored_in(conn: Connection, batch: int = 1000) -> Iterator[Stored]:
             fmts.setdefault(f.record_id, {})[f.prefix] = _metadata(f.record, about[f.record_id]) or ""
         native: dict[tuple[str, str], set[str]] = {}
         n = native_formats.c
-        for source, identifier, prefix in conn.execute(
-            sa.select(n.source, n.identifier, n.prefix).where(n.identifier.in_([r.identifier for r in rows]))
-        ):
-            native.setdefault((source, identifier), set()).add(prefix)
+        by_source: dict[str, list[str]] = {}
+        for r in rows:
+            by_source.setdefault(r.source, []).append(r.identifier)
+        for source, identifiers in sorted(by_source.items()):  # on the primary key: source, identifier
+            for identifier, prefix in conn.execute(
+                sa.select(n.identifier, n.prefix).where(n.source == source, n.identifier.in_(identifiers))
+            ):
+                native.setdefault((source, identifier), set()).add(prefix)
         for row in rows:
             record = record_of_row(row, dict(sorted(fmts.get(row.id, {}).items())))
             yield _split(record, row.content_hash, native.get((row.source, row.identifier), set()))
