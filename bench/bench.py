@@ -25,9 +25,9 @@ machine (medians over --repeat repetitions, the servers measured alternately):
 
 See bench/README.md for the figures' definitions and the targets. This file is the command line
 and the run's order; the parts live next to it, one idea each: harness (paths, log, medians), procfs
-(CPU and memory from /proc), loading (the data set), servers (ours and the peer under gunicorn),
-oai_client (full harvests and crowds with a plain requests loop), harvesters (harvest.run and a
-Sickle loop), cpu_profiles; the sections that use them (sections, server_sections,
+(CPU and memory from /proc), loading (the data set), marcxml (its second format), servers (ours
+and the peer under gunicorn), oai_client (full harvests and crowds with a plain requests loop),
+harvesters (harvest.run and a Sickle loop), cpu_profiles; the sections that use them (sections, server_sections,
 harvester_sections, profile_sections); results (the machine, the table and what goes into the JSON).
 """
 

@@ -484,8 +484,8 @@ class FormatSections(Sections):
             "second format",
             f"{PREFIX} written by write_native_in (the harvester's)",
             f"{r['records_per_s']:,.0f} records/s",
-            note=f"{r['records']:,} records in {r['write_seconds']} s (making each record's XML included); "
-            "after the load, whose figures are oai_dc's alone",
+            note=f"{r['records']:,} records in {r['write_seconds']} s inside write_native_in (making their XML is "
+            "not counted); after the load, whose figures are oai_dc's alone",
         )
 
     def section_second_format(self, ours: Server, db: Path) -> None:
