@@ -10,20 +10,24 @@ machine (medians over --repeat repetitions, the servers measured alternately):
 
 1. load N synthetic records (oaiserver.synthetic) into a fresh SQLite store through
    `Store.write(..., keep_datestamps=True, batch=...)`; only the time spent in `write` counts;
+   then each record again in a second format, MARC21 slim (bench/marcxml.py), through the
+   harvester's `write_native_in`;
 2. serve that file with oaiserver as in production (`oaiserver serve`: gunicorn, its request-buffering workers)
    and with a reference peer, pyoai (`oaipmh` from PyPI, bench/peer_app.py) behind the same
    gunicorn, from its own venv (bench/.peer-venv, made here);
 3. full ListRecords harvests with a plain `requests` loop (token found by a regex), server CPU
    from /proc/<pid>/stat of the gunicorn master and its workers; page latency at 0/10/50/90 %
-   of the list; GetRecord p50/p95; 8 and 32 concurrent harvesters; peak RSS per worker;
+   of the list; the same full harvests in the second format against oai_dc, alternating, and its
+   first and 90 % pages; the staff views' search (/search) for a rare word, a common one and a
+   prefix; GetRecord p50/p95; 8 and 32 concurrent harvesters; peak RSS per worker;
 4. the project's harvester (`harvester.harvest.run`) harvesting our server into a second store
    (SQLite, and PostgreSQL unless --skip-pg or unreachable) against a plain Sickle loop.
 
 See bench/README.md for the figures' definitions and the targets. This file is the command line
 and the run's order; the parts live next to it, one idea each: harness (paths, log, medians), procfs
-(CPU and memory from /proc), loading (the data set), servers (ours and the peer under gunicorn),
-oai_client (full harvests and crowds with a plain requests loop), harvesters (harvest.run and a
-Sickle loop), cpu_profiles; the sections that use them (sections, server_sections,
+(CPU and memory from /proc), loading (the data set), marcxml (its second format), servers (ours
+and the peer under gunicorn), oai_client (full harvests and crowds with a plain requests loop),
+harvesters (harvest.run and a Sickle loop), cpu_profiles; the sections that use them (sections, server_sections,
 harvester_sections, profile_sections); results (the machine, the table and what goes into the JSON).
 """
 
@@ -46,7 +50,7 @@ from loading import load
 from oai_client import full_harvest, warm_up
 from profile_sections import ProfileSections
 from results import machine
-from server_sections import ServerSections
+from server_sections import FormatSections, ServerSections
 from servers import Server, start_ours, start_peer
 
 from oaiserver.config import Config
@@ -70,7 +74,7 @@ __all__ = [
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
-class Bench(ServerSections, HarvesterSections, ProfileSections):
+class Bench(ServerSections, FormatSections, HarvesterSections, ProfileSections):
     """One run: the sections in order, the servers stopped and the work folder removed afterwards."""
 
     def run(self) -> None:
@@ -82,6 +86,7 @@ class Bench(ServerSections, HarvesterSections, ProfileSections):
         servers: list[Server] = []
         try:
             self.section_load(db)
+            self.section_second_format_load(db)
             log(f"starting oaiserver (gunicorn, {a.workers} workers, page size {a.page_size})")
             ours = start_ours(workdir, db, a.workers, a.page_size)
             servers.append(ours)
@@ -91,6 +96,8 @@ class Bench(ServerSections, HarvesterSections, ProfileSections):
             walks = self.section_full_harvest(ours, peer, oairepo)
             self.section_floor(db)
             self.section_page_latency(ours, peer, walks)
+            self.section_second_format(ours, db)
+            self.section_search(ours, db)
             self.section_get_record(ours, peer, oairepo)
             self.section_crowds(ours, peer)
             self.section_postgres_server(ours, workdir)
@@ -139,6 +146,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--skip-pg", action="store_true", help="no PostgreSQL: neither the harvester nor our server on it")
     p.add_argument("--skip-harvester", action="store_true", help="skip the harvester and Sickle runs")
+    p.add_argument(
+        "--skip-second-format",
+        action="store_true",
+        help="do not write every record in MARC21 slim too, nor list it against oai_dc",
+    )
     p.add_argument("--json", default=str(BENCH / "results" / "latest.json"), help="where to write the JSON results")
     p.add_argument("--workers", type=int, default=2, help="gunicorn workers, both servers (default 2)")
     p.add_argument(

@@ -31,8 +31,8 @@ class Floor:
         return self.read_s * 1e6 / self.records
 
 
-def floor_walk(db: Path, page_size: int) -> Floor:
-    """One walk over the whole oai_dc list, as a harvest pages it; CPU by `time.thread_time`
+def floor_walk(db: Path, page_size: int, prefix: str = "oai_dc") -> Floor:
+    """One walk over the whole list in `prefix`, as a harvest pages it; CPU by `time.thread_time`
     (this thread only: the benchmark's other threads are idle meanwhile, but are not counted)."""
     from oaiserver.records import ListQuery
     from oaiserver.store import Store
@@ -40,8 +40,8 @@ def floor_walk(db: Path, page_size: int) -> Floor:
 
     store = Store(f"sqlite:///{db}")
     try:
-        store.page_rendered(ListQuery("oai_dc"), None, 1, with_metadata=True)  # open the connection
-        query = ListQuery("oai_dc")
+        store.page_rendered(ListQuery(prefix), None, 1, with_metadata=True)  # open the connection
+        query = ListQuery(prefix)
         after: tuple[int, str] | None = None
         records = pages = raw = packed = 0
         read = 0.0

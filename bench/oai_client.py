@@ -51,14 +51,15 @@ def next_token(body: bytes) -> str | None:
     return token or None
 
 
-def first_page(extra: dict[str, str] | None = None) -> dict[str, str]:
-    return {"verb": "ListRecords", "metadataPrefix": "oai_dc", **(extra or {})}
+def first_page(extra: dict[str, str] | None = None, *, prefix: str = "oai_dc") -> dict[str, str]:
+    return {"verb": "ListRecords", "metadataPrefix": prefix, **(extra or {})}
 
 
 @dataclass
 class Walk:
     records: int = 0
     pages: int = 0
+    served_bytes: int = 0  # of the pages, as served before gzip (envelopes included)
     seconds: float = 0.0
     server_cpu: float = 0.0
     client_cpu: float = 0.0
@@ -80,17 +81,18 @@ class Walk:
         }
 
 
-def full_harvest(server: Server, *, gzip: bool = True, max_pages: int | None = None) -> Walk:
-    """Every page of ListRecords, one after the other; tokens kept for the latency probes."""
+def full_harvest(server: Server, *, gzip: bool = True, max_pages: int | None = None, prefix: str = "oai_dc") -> Walk:
+    """Every page of ListRecords in `prefix`, one after the other; tokens kept for the latency probes."""
     walk = Walk()
     session = requests.Session()
-    params = first_page()
+    params = first_page(prefix=prefix)
     cpu0, me0, busy0, t0 = server.cpu(), self_cpu(), machine_busy(), time.perf_counter()
     while max_pages is None or walk.pages < max_pages:
         body, elapsed = fetch(session, server.url, params, gzip=gzip)
         walk.latencies.append(elapsed)
         walk.pages += 1
         walk.records += body.count(RECORD)
+        walk.served_bytes += len(body)
         token = next_token(body)
         if token is None:
             break

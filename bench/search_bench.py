@@ -16,6 +16,7 @@ import itertools
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,12 @@ QUERIES = (
     ("one identifier (one record)", "oai:synthetic.example.org:rec-0123456"),
     ("prefix as typed", "telegr"),
     ("no match", "zzzzqx"),
+)
+# What `make bench` measures at its N (bench/server_sections.py): a rare word, a common one, a prefix.
+RUN_QUERIES = (
+    ("rare word (~0.2 % of records: Author 517 or Writer 517)", "517"),
+    ("common word (a title word, ~20 % of records)", "treaty"),
+    ("prefix as typed", "telegr"),
 )
 
 
@@ -93,6 +100,23 @@ def index_bytes(db: Path) -> dict[str, int]:
     return {"index_bytes": int(search), "database_bytes": int(sum(size for _, size in rows))}
 
 
+def measure(store: Any, queries: Sequence[tuple[str, str]], repeat: int) -> list[dict[str, Any]]:
+    """Per query: the first result page (50 hits), the bounded count (what the /search view asks
+    of the store for its first page) and, with 50 hits, the second page; each `repeat` times."""
+    store.search("warm up")
+    results = []
+    for what, text in queries:
+        page, hits = timed(lambda text=text: store.search(text), repeat)
+        count, n = timed(lambda text=text: store.search_count(text), repeat)
+        row: dict[str, Any] = {"query": text, "what": what, "hits_counted": n, "first_page": page, "count": count}
+        if len(hits) == 50:
+            later, _ = timed(lambda text=text, key=hits[-1].row_id: store.search(text, before=key), repeat)
+            row["second_page"] = later
+        log(f"{text!r}: {row}")
+        results.append(row)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=100_000)
@@ -113,18 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
     store = Store(url)
     try:
-        store.search("warm up")
-        results = []
-        for what, text in QUERIES:
-            page, hits = timed(lambda text=text: store.search(text), args.repeat)
-            count, n = timed(lambda text=text: store.search_count(text), args.repeat)
-            row: dict[str, Any] = {"query": text, "what": what, "hits_counted": n, "first_page": page, "count": count}
-            if len(hits) == 50:
-                later, _ = timed(lambda text=text, key=hits[-1].row_id: store.search(text, before=key), args.repeat)
-                row["second_page"] = later
-            log(f"{text!r}: {row}")
-            results.append(row)
-        out["queries"] = results
+        out["queries"] = measure(store, QUERIES, args.repeat)
     finally:
         store.close()
     json.dump(out, sys.stdout, indent=1)

@@ -19,6 +19,7 @@ T_HARVESTER_VS_SICKLE = 3.0
 T_VS_PEER_32 = 3.0  # our 32-harvester aggregate over the peer's
 T_FLOOR = 1.5  # server CPU per 1,000 records within this factor of the floor (bench/floor.py)
 T_VS_PEER_CPU = 10.0  # the best peer's server CPU per 1,000 records over ours
+T_SECOND_FORMAT = 1.1  # server CPU of a list in the second format over oai_dc's (per byte: see bench/README.md)
 
 
 class Sections:

@@ -13,8 +13,10 @@ from floor import floor_walk
 from harness import log, median, percentile
 from harvesters import pg_target
 from load_reference import executemany_reference
-from loading import identifier, load, load_url
+from loading import REPO_ID, identifier, load, load_url
+from marcxml import PREFIX, write_second_format
 from oai_client import Crowd, Walk, crowd, fetch, first_page, full_harvest, warm_up
+from search_bench import RUN_QUERIES, measure, timed
 from sections import (
     T_CPU,
     T_FLOOR,
@@ -22,11 +24,16 @@ from sections import (
     T_LOAD,
     T_LOAD_VS_EXECUTEMANY,
     T_RSS_MB,
+    T_SECOND_FORMAT,
     T_VS_PEER_32,
     T_VS_PEER_CPU,
     Sections,
 )
 from servers import Server, pg_backend_cpu, start_ours
+
+from oaiserver.store import Store
+from oaiserver.store.search import COUNT_UP_TO
+from oaiserver.synthetic import synthetic_records
 
 PEER_NAMES = {"peer": "pyoai", "oairepo": "oai-repo"}
 
@@ -458,3 +465,149 @@ def analyze(url: str) -> None:
         conn.exec_driver_sql("ANALYZE")
         conn.commit()
     engine.dispose()
+
+
+class FormatSections(Sections):
+    """The data set's second format (bench/marcxml.py) against oai_dc, and the staff views' search."""
+
+    def section_second_format_load(self, db: Path) -> None:
+        """Every record again in MARC21 slim, by the harvester's store API, after the load and its
+        reference have been measured (their figures stay those of oai_dc alone)."""
+        a = self.args
+        if a.skip_second_format:
+            self.skipped["second format"] = "--skip-second-format"
+            return
+        log(f"writing the {a.records:,} records in {PREFIX} too (write_native_in, batch={a.load_batch})")
+        r = write_second_format(f"sqlite:///{db}", synthetic_records(a.records, REPO_ID), a.load_batch)
+        self.results["second_format_load"] = r
+        self.check(
+            "second format",
+            f"{PREFIX} written by write_native_in (the harvester's)",
+            f"{r['records_per_s']:,.0f} records/s",
+            note=f"{r['records']:,} records in {r['write_seconds']} s inside write_native_in (making their XML is "
+            "not counted); after the load, whose figures are oai_dc's alone",
+        )
+
+    def section_second_format(self, ours: Server, db: Path) -> None:
+        """Full ListRecords walks in the second format and in oai_dc, alternating (which goes
+        first alternates too), then their first page and the page at 90 % of the list, interleaved.
+        The target compares server CPU per byte served when the two formats' records differ in
+        size by more than 10 %, per record otherwise (see bench/README.md)."""
+        a = self.args
+        if "second_format_load" not in self.results:
+            return
+        order = ["oai_dc", PREFIX]
+        walks: dict[str, list[Walk]] = {p: [] for p in order}
+        for rep in range(a.repeat):
+            log(f"full ListRecords harvest in oai_dc and in {PREFIX}, repetition {rep + 1} of {a.repeat}")
+            for p in order if rep % 2 == 0 else order[::-1]:
+                walks[p].append(full_harvest(ours, prefix=p))
+        positions = (0, 90)
+        samples: dict[str, dict[int, list[float]]] = {p: {pos: [] for pos in positions} for p in order}
+        session = requests.Session()
+        log(f"page latency in oai_dc and {PREFIX}: first page, 90 % of the list, {a.latency_reps} times each")
+        for _ in range(a.latency_reps):
+            for pos in positions:
+                for p in order:
+                    walk = walks[p][0]
+                    page = pos * walk.pages // 100
+                    params = (
+                        first_page(prefix=p)
+                        if page == 0
+                        else {"verb": "ListRecords", "resumptionToken": walk.tokens[page - 1]}
+                    )
+                    samples[p][pos].append(fetch(session, ours.url, params)[1])
+        session.close()
+        log(f"the floor in oai_dc and {PREFIX}, alternating, {a.repeat} times")
+        floors: dict[str, list[float]] = {p: [] for p in order}
+        for _ in range(a.repeat):
+            for p in order:
+                floors[p].append(floor_walk(db, a.page_size, p).ms_per_1k)
+        out: dict[str, Any] = {}
+        for p, ws in walks.items():
+            out[p] = {
+                "records_per_s": round(median([w.records / w.seconds for w in ws]), 1),
+                "server_cpu_ms_per_1k": round(median([w.server_cpu * 1e6 / w.records for w in ws]), 2),
+                "server_cpu_us_per_kb": round(median([w.server_cpu * 1e6 * 1024 / w.served_bytes for w in ws]), 3),
+                "bytes_per_record": round(median([w.served_bytes / w.records for w in ws]), 1),
+                "first_page_ms": round(median(samples[p][0]) * 1000, 2),
+                "page_90_ms": round(median(samples[p][90]) * 1000, 2),
+                "floor_cpu_ms_per_1k": round(median(floors[p]), 2),
+                "runs": [w.summary() | {"served_bytes": w.served_bytes} for w in ws],
+            }
+        dc, nf = out["oai_dc"], out[PREFIX]
+        per_record = nf["server_cpu_ms_per_1k"] / dc["server_cpu_ms_per_1k"]
+        per_byte = nf["server_cpu_us_per_kb"] / dc["server_cpu_us_per_kb"]
+        size = nf["bytes_per_record"] / dc["bytes_per_record"]
+        floor = nf["floor_cpu_ms_per_1k"] / dc["floor_cpu_ms_per_1k"]
+        by_byte = abs(size - 1) > 0.1
+        ratio = per_byte if by_byte else per_record
+        out["per_record_ratio"], out["per_byte_ratio"] = round(per_record, 3), round(per_byte, 3)
+        out["size_ratio"], out["target_uses"] = round(size, 3), "per byte" if by_byte else "per record"
+        out["floor_per_record_ratio"] = round(floor, 3)
+        self.results["second_format"] = out
+        complete = all(w.records == a.records for ws in walks.values() for w in ws)
+        self.check(
+            "second format",
+            f"{PREFIX}: server CPU per 1,000 records / per MB served",
+            f"{nf['server_cpu_ms_per_1k']:.1f} ms / {nf['server_cpu_us_per_kb'] * 1.024:.1f} ms",
+            note=f"oai_dc alternating: {dc['server_cpu_ms_per_1k']:.1f} ms / "
+            f"{dc['server_cpu_us_per_kb'] * 1.024:.1f} ms; "
+            f"{nf['records_per_s']:,.0f} against {dc['records_per_s']:,.0f} records/s; {nf['bytes_per_record']:,.0f} "
+            f"against {dc['bytes_per_record']:,.0f} bytes a record served; medians of {a.repeat}; "
+            f"every run saw {a.records:,} records: {'yes' if complete else 'NO'}",
+        )
+        self.check(
+            "second format",
+            f"{PREFIX} / oai_dc: server CPU per {'byte' if by_byte else 'record'}",
+            f"{ratio:.2f}x",
+            f"<= {T_SECOND_FORMAT:g}x per {'byte' if by_byte else 'record'}",
+            ratio <= T_SECOND_FORMAT and complete,
+            f"per record {per_record:.2f}x, per byte {per_byte:.2f}x; its records are {size:.2f}x the bytes of oai_dc's"
+            + (", so the target is per byte" if by_byte else "")
+            + f"; the floor (the same rows read and gzipped, no HTTP) per record: {floor:.2f}x",
+        )
+        late = nf["page_90_ms"] / nf["first_page_ms"]
+        self.check(
+            "second format",
+            f"{PREFIX}: first / 90 % page (ms)",
+            f"{nf['first_page_ms']:.1f} / {nf['page_90_ms']:.1f}",
+            f"90 % <= {T_LATE_PAGE}x first",
+            late <= T_LATE_PAGE,
+            f"oai_dc interleaved: {dc['first_page_ms']:.1f} / {dc['page_90_ms']:.1f}; 90 %/first = {late:.2f}; "
+            f"median of {a.latency_reps}",
+        )
+
+    def section_search(self, ours: Server, db: Path) -> None:
+        """The staff views' search at the run's N (bench/search_bench.py at 1,000,000): the store's
+        first page and bounded count of a rare word, a common word and a prefix, and the /search page
+        itself from our server, `--latency-reps` x 3 times each."""
+        a = self.args
+        reps = a.latency_reps * 3
+        log(f"search: a rare word, a common word, a prefix; {reps} times each")
+        store = Store(f"sqlite:///{db}")
+        try:
+            rows = measure(store, RUN_QUERIES, reps)
+        finally:
+            store.close()
+        session = requests.Session()
+        view = ours.url.removesuffix("/oai") + "/search"
+        for row in rows:
+
+            def page(text: str = row["query"]) -> int:
+                response = session.get(view, params={"q": text}, timeout=60)
+                response.raise_for_status()
+                return len(response.content)
+
+            row["http_first_page"], _ = timed(page, reps)
+            self.check(
+                "search",
+                f"/search, {row['what'].split(' (')[0]} {row['query']!r}: page p50 / p95",
+                f"{row['http_first_page']['p50_ms']:.1f} / {row['http_first_page']['p95_ms']:.1f} ms",
+                note=f"{row['hits_counted'] if row['hits_counted'] <= COUNT_UP_TO else f'> {COUNT_UP_TO}'} hits; "
+                f"in the store (p50): first page {row['first_page']['p50_ms']:.2f} ms, "
+                f"count {row['count']['p50_ms']:.2f} ms; N={a.records:,}"
+                + ("" if a.records >= 1_000_000 else " (bench/search_bench.py --records 1000000 for 1M)"),
+            )
+        session.close()
+        self.results["search"] = {"records": a.records, "repeat": reps, "queries": rows}
