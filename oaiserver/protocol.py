@@ -139,6 +139,7 @@ class RecordSource(Protocol):
     def earliest_datestamp(self) -> int | None: ...
     def harvested_sets(self) -> list[tuple[str, str, str | None]]: ...
     def harvested_formats(self) -> list[MetadataFormat]: ...
+    def holds_harvested_format(self, prefix: str) -> bool: ...
 
 
 @dataclass
@@ -176,8 +177,9 @@ class Repository:
         return {**self.formats, **harvested}
 
     def serves(self, prefix: str) -> bool:
-        """Whether `prefix` is a format served; the store is asked only for one not in the registry."""
-        return prefix in self.formats or prefix in self.all_formats()
+        """Whether `prefix` is a format served; the store is asked only for one not in the registry,
+        and only that prefix (each page of a list in a harvested format asks)."""
+        return prefix in self.formats or self.store.holds_harvested_format(prefix)
 
 
 # ---- parsing and checking ---------------------------------------------------------------------

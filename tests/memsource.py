@@ -106,5 +106,8 @@ class MemorySource:
     def harvested_formats(self) -> list[MetadataFormat]:
         return []
 
+    def holds_harvested_format(self, prefix: str) -> bool:
+        return False
+
     def earliest_datestamp(self) -> int | None:
         return min((i.datestamp for i in self.items.values()), default=None)

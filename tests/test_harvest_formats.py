@@ -33,6 +33,7 @@ from oaiserver import create_app
 from oaiserver.config import DeletionSweep, Partner
 from oaiserver.records import format_datestamp
 from oaiserver.store import Store, harvest_history, harvest_state_of, native_records
+from oaiserver.store.harvester_state import declare_format_in
 
 MARC_NS = "http://www.loc.gov/MARC21/slim"
 MARC_SCHEMA = "http://www.loc.gov/standards/marcxml/schema/MARC21slim.xsd"
@@ -330,6 +331,19 @@ def test_list_metadata_formats_lists_a_harvested_format_as_the_partner_declared_
     assert formats_listed(get(client, "verb=ListMetadataFormats&identifier=oai:p:3")) == [OAI_DC_FORMAT, marc]
     local = get(client, "verb=ListMetadataFormats&identifier=oai:test.example.org:local1")
     assert formats_listed(local) == [OAI_DC_FORMAT]
+
+
+def test_a_harvested_format_is_served_once_a_record_holds_it_and_only_then(store: Store, store_url: str) -> None:
+    """`holds_harvested_format` (each page of a list asks it) agrees with ListMetadataFormats:
+    a format declared by a partner but held by no record is not served."""
+    _, client = served_in_formats(store, store_url)
+    with store.engine.begin() as conn:
+        declare_format_in(
+            conn, "p", "mods", "http://www.loc.gov/standards/mods/v3/mods-3-7.xsd", "http://www.loc.gov/mods/v3"
+        )
+    assert [f.prefix for f in store.harvested_formats()] == ["marcxml"]
+    assert [p for p in ("marcxml", "mods", "oai_dc", "nothing") if store.holds_harvested_format(p)] == ["marcxml"]
+    assert error_codes(validate(get(client, "verb=ListRecords&metadataPrefix=mods"))) == ["cannotDisseminateFormat"]
 
 
 def test_get_record_serves_the_partners_metadata_byte_for_byte_under_our_header(store: Store, store_url: str) -> None:

@@ -56,6 +56,15 @@ class Reads(Transactions):
             rows = conn.execute(sa.select(harvested_formats).where(held).order_by(harvested_formats.c.prefix))
             return [MetadataFormat(r.prefix, r.schema, r.namespace) for r in rows]
 
+    def holds_harvested_format(self, prefix: str) -> bool:
+        """Whether `prefix` is among `harvested_formats()`: one indexed lookup, on the driver."""
+        rows = self._fetch(
+            "SELECT 1 FROM harvested_formats h WHERE h.prefix = ?"
+            " AND EXISTS (SELECT 1 FROM formats f WHERE f.prefix = h.prefix)",
+            (prefix,),
+        )
+        return bool(rows)
+
     @staticmethod
     def _list_sql(query: ListQuery, columns: str, after: tuple[int, str] | None) -> tuple[str, list[Any]]:
         """FROM and WHERE of a list, keyed on (datestamp, identifier) of the records or,
