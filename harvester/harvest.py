@@ -406,6 +406,8 @@ class _Run:
         # A further format as the partner's ListMetadataFormats declares it: (schema, namespace),
         # written with the first page, so that ours lists it (None: not declared, not listed).
         self.declared: tuple[str, str] | None = None
+        # Its namespace, as the partner declared it: the provenance of a record served in it names it.
+        self.namespace = ""
 
     def now(self) -> int:
         return int(self.clock())
@@ -801,7 +803,13 @@ class _Run:
                 declare_format_in(conn, self.partner.name, self.fmt, *self.declared)
                 self.declared = None  # once a run; a transaction that fails ends the run
             result = write_native_in(
-                conn, stamp, self.partner.name, self.fmt, converted.to_write, serve=self.partner.republish
+                conn,
+                stamp,
+                self.partner.name,
+                self.fmt,
+                converted.to_write,
+                serve=self.partner.republish,
+                namespace=self.namespace,
             )
         else:
             result = write_harvested_in(self.store, conn, stamp, converted.to_write, priority=self.settings.sources)
@@ -850,6 +858,7 @@ class _Run:
         schema, namespace = declared.get(self.fmt, ("", ""))
         if self.native and schema and namespace:
             self.declared = (schema, namespace)
+            self.namespace = namespace
         if self.fmt not in offered:
             raise err.HarvestError(
                 f"{self.partner.name}: the partner does not offer {self.fmt} "

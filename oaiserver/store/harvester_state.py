@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from oaiserver.fragments import header_xml, record_body, with_header
-from oaiserver.native import payload
+from oaiserver.native import about_in, payload
 from oaiserver.records import Record, identifier_problem
 from oaiserver.rows import Prepared
 from oaiserver.store.schema import (
@@ -355,11 +355,13 @@ def write_native_in(
     chunk: Sequence[Record | Prepared],
     *,
     serve: bool = True,
+    namespace: str = "",
 ) -> WriteResult:
     """A partner's records in a further format, kept verbatim per (source, identifier, format),
     in the page's transaction: bytes identical to those stored change nothing (the datestamp
     stays); others replace them, stamped `stamp`. With `serve` (a republished partner), the
-    records it serves are served in this format too (`_serve_native_in`)."""
+    records it serves are served in this format too (`_serve_native_in`); `namespace` is the
+    format's as the partner declared it (empty: each payload's own)."""
     result = WriteResult()
     given: dict[str, Record] = {}
     for item in chunk:
@@ -378,35 +380,42 @@ def write_native_in(
         )
     )
     stored = {identifier: bytes(record) for identifier, record in rows}
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
     for identifier in sorted(given):  # key order: concurrent writers lock rows in one order
         record = given[identifier]
         body = (record.raw_xml or "").encode("utf-8")
         old = stored.get(identifier)
         values = {"datestamp": stamp, "deleted": record.deleted, "record": body}
         if old is None:
-            conn.execute(native_formats.insert().values(source=source, identifier=identifier, prefix=prefix, **values))
-            result.added += 1
-        elif old == body:
-            result.unchanged += 1
-        else:
-            conn.execute(
-                native_formats.update().where(*key, native_formats.c.identifier == identifier).values(**values)
-            )
-            result.changed += 1
+            inserts.append({"source": source, "identifier": identifier, "prefix": prefix, **values})
+        elif old != body:
+            updates.append({"ident": identifier, **values})
+    result.added, result.changed = len(inserts), len(updates)
+    result.unchanged = len(given) - len(inserts) - len(updates)
+    if inserts:
+        conn.execute(native_formats.insert(), inserts)
+    if updates:
+        conn.execute(native_formats.update().where(*key, native_formats.c.identifier == sa.bindparam("ident")), updates)
     if serve:
-        _serve_native_in(conn, stamp, source, prefix, given)
+        _serve_native_in(conn, stamp, source, prefix, given, namespace)
     return result
 
 
-def _serve_native_in(conn: Connection, stamp: int, source: str, prefix: str, given: dict[str, Record]) -> None:
+def _serve_native_in(
+    conn: Connection, stamp: int, source: str, prefix: str, given: dict[str, Record], namespace: str
+) -> None:
     """The `formats` rows of the records this source serves, in `prefix`: our header, the
     partner's metadata element byte for byte (oaiserver.native) and the record's provenance
-    <about>, so that every list and GetRecord serve them as they serve oai_dc. A served record
-    that is deleted has its header alone; one whose partner record here is deleted or has no
-    metadata lacks the format. Each row is compared with the one stored and written only if it
-    differs (a write of the first format that changes a record drops its rows: written again
-    here). A row whose metadata changed restamps its record (`_restamp_in`): datestamps mean
-    change, in any format."""
+    <about> naming this format's namespace, so that every list and GetRecord serve them as they
+    serve oai_dc. A served record that is deleted has its header alone; one whose partner
+    record here is deleted or has no metadata lacks the format. Each row is compared with the
+    one stored and written only if it differs (a write of the first format that changes a
+    record drops its rows: written again here).
+
+    Datestamps mean change, in any format: a live record whose metadata here changed, that is
+    served in this format for the first time, or no longer is, is restamped (`_restamp_in`), so
+    that an incremental harvester of any format lists it again. One statement per table a page."""
     served = conn.execute(
         sa.select(
             records.c.id,
@@ -420,7 +429,6 @@ def _serve_native_in(conn: Connection, stamp: int, source: str, prefix: str, giv
     ).all()
     if not served:
         return
-    of_record = (formats.c.record_id == sa.bindparam("rid"), formats.c.prefix == prefix)
     stored = {
         rid: bytes(body)
         for rid, body in conn.execute(
@@ -429,39 +437,82 @@ def _serve_native_in(conn: Connection, stamp: int, source: str, prefix: str, giv
             )
         )
     }
+    bodies: dict[int, bytes] = {}  # row id -> the body to store in `prefix`
+    drops: list[int] = []
+    restamped: list[Any] = []
     for row in sorted(served, key=lambda r: r.id):  # key order, as every writer locks rows
         record = given[row.identifier]
-        metadata = None if row.deleted or record.deleted else payload(record.raw_xml or "")
+        found = None if row.deleted or record.deleted else payload(record.raw_xml or "")
         old = stored.get(row.id)
-        if metadata is None and not row.deleted:
+        if found is None and not row.deleted:
             if old is not None:
-                conn.execute(formats.delete().where(*of_record), {"rid": row.id})
+                drops.append(row.id)
+                restamped.append(row)
             continue
-        body = record_body(metadata, row.about)
-        if old is None:
-            values = {"record": with_header(row.header_xml, body), "datestamp": row.datestamp}
-            conn.execute(formats.insert().values(record_id=row.id, prefix=prefix, **values))
-        elif not old.endswith(body):
-            header = _restamp_in(conn, stamp, row)
-            conn.execute(formats.update().where(*of_record).values(record=with_header(header, body)), {"rid": row.id})
-
-
-def _restamp_in(conn: Connection, stamp: int, row: Any) -> str:
-    """A served record stamped `stamp` (its header, in every format and set, with it): its
-    metadata in a further format changed. Returns the new header."""
-    header = header_xml(row.identifier, stamp, row.deleted, row.setspecs.split())
-    conn.execute(records.update().where(records.c.id == row.id).values(datestamp=stamp, header_xml=header))
-    old_start = len(with_header(row.header_xml, b""))
-    for prefix, body in conn.execute(
-        sa.select(formats.c.prefix, formats.c.record).where(formats.c.record_id == row.id)
-    ).all():
-        conn.execute(
-            formats.update()
-            .where(formats.c.record_id == row.id, formats.c.prefix == prefix)
-            .values(record=with_header(header, bytes(body)[old_start:]), datestamp=stamp)
+        body = (
+            record_body(found.metadata, about_in(row.about, namespace or found.namespace))
+            if found
+            else record_body(None, None)
         )
-    conn.execute(set_members.update().where(set_members.c.record_id == row.id).values(datestamp=stamp))
-    return header
+        if old is not None and old.endswith(body):
+            continue
+        bodies[row.id] = body
+        if not row.deleted and (old is not None or row.datestamp != stamp):
+            restamped.append(row)
+    if drops:
+        conn.execute(formats.delete().where(formats.c.prefix == prefix, formats.c.record_id.in_(drops)))
+    headers = _restamp_in(conn, stamp, restamped, prefix)
+    by_id = {row.id: row for row in served}
+    writes = [
+        {"rid": rid, "record": with_header(headers.get(rid, by_id[rid].header_xml), body),
+         "datestamp": stamp if rid in headers else by_id[rid].datestamp}
+        for rid, body in bodies.items()
+    ]  # fmt: skip
+    updates = [w for w in writes if w["rid"] in stored]
+    inserts = [
+        {"record_id": w["rid"], "prefix": prefix, "record": w["record"], "datestamp": w["datestamp"]}
+        for w in writes
+        if w["rid"] not in stored
+    ]
+    if updates:
+        of_record = (formats.c.record_id == sa.bindparam("rid"), formats.c.prefix == prefix)
+        conn.execute(formats.update().where(*of_record), updates)
+    if inserts:
+        conn.execute(formats.insert(), inserts)
+
+
+def _restamp_in(conn: Connection, stamp: int, rows: Sequence[Any], prefix: str) -> dict[int, str]:
+    """Served records stamped `stamp` (their header, in every format but `prefix`, which the
+    caller writes, and in every set, with it); returns row id -> the new header."""
+    if not rows:
+        return {}
+    headers = {row.id: header_xml(row.identifier, stamp, row.deleted, row.setspecs.split()) for row in rows}
+    old_start = {row.id: len(with_header(row.header_xml, b"")) for row in rows}
+    ids = list(headers)
+    conn.execute(
+        records.update().where(records.c.id == sa.bindparam("rid")),
+        [{"rid": rid, "datestamp": stamp, "header_xml": header} for rid, header in headers.items()],
+    )
+    others = conn.execute(
+        sa.select(formats.c.record_id, formats.c.prefix, formats.c.record).where(
+            formats.c.record_id.in_(ids), formats.c.prefix != prefix
+        )
+    ).all()
+    if others:
+        conn.execute(
+            formats.update().where(formats.c.record_id == sa.bindparam("rid"), formats.c.prefix == sa.bindparam("p")),
+            [
+                {
+                    "rid": rid,
+                    "p": p,
+                    "record": with_header(headers[rid], bytes(body)[old_start[rid] :]),
+                    "datestamp": stamp,
+                }
+                for rid, p, body in others
+            ],
+        )
+    conn.execute(set_members.update().where(set_members.c.record_id.in_(ids)).values(datestamp=stamp))
+    return headers
 
 
 def declare_format_in(conn: Connection, source: str, prefix: str, schema: str, namespace: str) -> None:
