@@ -69,7 +69,7 @@ from harvester import identifiers as per_record
 from harvester import partner_sets
 from harvester.client import Client, ClientSettings, Identity, Page, settings_for, utc
 from harvester.completeness import SHORT, Completeness, judge, see_page
-from harvester.convert import Converted, named
+from harvester.convert import Converted, kept_copy_reader, named
 from harvester.loops import ListWatch, LoopLimits
 from harvester.pipeline import WORKER_FROM, Pipeline, Ready
 from harvester.takeup import BUDGET, DAY_SECONDS, CannotTakeUp, TakeUp
@@ -139,6 +139,9 @@ class HarvestSettings:
     # The partners' names in configuration order: under an identifier two sources share, local
     # records are served first, then partners in this order (oaiserver.store.write).
     sources: tuple[str, ...] = ()
+    # The configured partners: when the record served under an identifier is deleted, the copy
+    # another of them holds is read again (convert.kept_copy_reader) and served instead.
+    partners: tuple[Partner, ...] = ()
 
 
 @dataclass
@@ -812,7 +815,14 @@ class _Run:
                 namespace=self.namespace,
             )
         else:
-            result = write_harvested_in(self.store, conn, stamp, converted.to_write, priority=self.settings.sources)
+            result = write_harvested_in(
+                self.store,
+                conn,
+                stamp,
+                converted.to_write,
+                priority=self.settings.sources,
+                promote=kept_copy_reader(self.settings.partners),
+            )
             # The partner's sets its records are first in, so that ListSets lists every set a header names.
             new_sets = self.sets.new(converted)
             add_partner_sets_in(conn, self.partner.name, new_sets)

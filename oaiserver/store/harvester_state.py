@@ -14,8 +14,9 @@ metrics, an export carries `harvest_state` and `harvest_runs`.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cmp_to_key
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlalchemy as sa
@@ -39,7 +40,7 @@ from oaiserver.store.schema import (
     set_members,
     shadowed_records,
 )
-from oaiserver.store.write import WriteResult
+from oaiserver.store.write import WriteResult, served_first
 
 # A partner's format where none is named: its one format by default (oai_dc).
 DEFAULT_FORMAT = "oai_dc"
@@ -314,18 +315,97 @@ def leases(store: Store) -> dict[str, tuple[str, int]]:
     return {r.partner: (r.owner, r.expires) for r in rows}
 
 
+# A kept copy made servable again: (source, its `<record>` as received, its provenance JSON) ->
+# the record to serve (as the harvester converts a record of that source), or None.
+Promote = Callable[[str, str, str | None], Record | None]
+
+
 def write_harvested_in(
-    store: Store, conn: Connection, stamp: int, chunk: Sequence[Record | Prepared], *, priority: Sequence[str] = ()
+    store: Store,
+    conn: Connection,
+    stamp: int,
+    chunk: Sequence[Record | Prepared],
+    *,
+    priority: Sequence[str] = (),
+    promote: Promote | None = None,
 ) -> WriteResult:
     """Write a partner's records inside a page's transaction (see `Store.write_in`).
 
     A record held under another source (a local record, or another partner's) is kept either
     way: the one served is local's, else that of the partner first in `priority` (the
-    configuration's order); the other is kept in shadowed_records and listed in `shadowed`. A
-    record whose exposed content is unchanged keeps its stored `about`, so the provenance served
-    (its harvestDate) changes only when the datestamp does.
+    configuration's order), a live record always before a deleted one; the other is kept in
+    shadowed_records and listed in `shadowed`. A record whose exposed content is unchanged keeps
+    its stored `about`, so the provenance served (its harvestDate) changes only when the
+    datestamp does.
+
+    With `promote`, a record of the chunk served deleted whose identifier another source still
+    holds live (a kept copy) is served from that source instead, stamped `stamp`: the first in
+    `priority` of those `promote` converts (`promote_kept_in`); listed in `promoted`.
     """
-    return store.write_in(conn, stamp, chunk, guard_source=True, priority=priority)
+    result = store.write_in(conn, stamp, chunk, guard_source=True, priority=priority)
+    if promote is not None:
+        written = [i.record.identifier if isinstance(i, Prepared) else i.identifier for i in chunk]
+        result.promoted = promote_kept_in(store, conn, stamp, written, promote, priority)
+    return result
+
+
+def promote_kept_in(
+    store: Store, conn: Connection, stamp: int, identifiers: Sequence[str], promote: Promote, priority: Sequence[str]
+) -> list[tuple[str, str]]:
+    """Of `identifiers`, those whose served record is deleted and that another source holds live
+    in shadowed_records: that copy served instead (the source first in `priority` of those
+    `promote` converts), in the formats that source was harvested in. Returns (identifier,
+    source now served). A statement per table, whatever the number of identifiers."""
+    kept: dict[str, list[Any]] = {}
+    s = shadowed_records.c
+    for n in range(0, len(identifiers), 500):
+        stmt = (
+            sa.select(s.source, s.identifier, s.raw_xml, s.provenance)
+            .join(records, records.c.identifier == s.identifier)
+            .where(s.identifier.in_(list(identifiers[n : n + 500])), records.c.deleted, sa.not_(s.deleted))
+        )
+        for row in conn.execute(stmt):
+            kept.setdefault(row.identifier, []).append(row)
+
+    def order(a: Any, b: Any) -> int:
+        return -1 if served_first(a.source, b.source, priority) else int(served_first(b.source, a.source, priority))
+
+    chosen: dict[str, Record] = {}
+    for identifier, copies in sorted(kept.items()):
+        for row in sorted(copies, key=cmp_to_key(order)):
+            record = promote(row.source, row.raw_xml or "", row.provenance)
+            if record is not None and not record.deleted and record.identifier == identifier:
+                chosen[identifier] = record
+                break
+    if not chosen:
+        return []
+    written = store.write_in(conn, stamp, list(chosen.values()), guard_source=True, priority=priority)
+    served = {identifier: source for identifier, source in written.shadowed}  # taken meanwhile: left as is
+    promoted = [(i, r.source) for i, r in chosen.items() if i not in served]
+    _serve_kept_formats_in(conn, stamp, promoted)
+    return promoted
+
+
+def _serve_kept_formats_in(conn: Connection, stamp: int, promoted: Sequence[tuple[str, str]]) -> None:
+    """The further formats of records now served from another source (`promote_kept_in`):
+    that source's verbatim copies in native_formats served, as its harvest of them would."""
+    if not promoted:
+        return
+    n = native_formats.c
+    wanted = set(promoted)
+    by_prefix: dict[tuple[str, str], dict[str, Record]] = {}
+    rows = conn.execute(
+        sa.select(n.source, n.identifier, n.prefix, n.deleted, n.record).where(
+            n.identifier.in_([i for i, _ in promoted])
+        )
+    )
+    for row in rows:
+        if (row.identifier, row.source) in wanted:
+            record = Record(identifier=row.identifier, deleted=row.deleted, raw_xml=bytes(row.record).decode("utf-8"))
+            by_prefix.setdefault((row.source, row.prefix), {})[row.identifier] = record
+    declared = dict(conn.execute(sa.select(harvested_formats.c.prefix, harvested_formats.c.namespace)).all())
+    for (source, prefix), given in sorted(by_prefix.items()):
+        _serve_native_in(conn, stamp, source, prefix, given, declared.get(prefix, ""))
 
 
 def shadowed_counts(store: Store) -> dict[str, int]:
