@@ -396,13 +396,13 @@ _KEPT_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tre
 def kept_copy_reader(partners: Collection[Partner]) -> Callable[[str, str, str | None], Record | None]:
     """How a kept copy (a `<record>` as received, and its provenance) of one of `partners` is
     read again when it is to be served (store.promote_kept_in): as its harvest read it, dated
-    with the harvest that brought it. A copy of a partner not configured now, or that no longer
-    reads, is not served (None)."""
+    with the harvest that brought it. A copy of a partner not configured now or not republished,
+    or that no longer reads, is not served (None)."""
     by_name = {p.name: p for p in partners}
 
     def read(source: str, raw: str, provenance: str | None) -> Record | None:
         partner = by_name.get(source)
-        if partner is None or not raw:
+        if partner is None or not partner.republish or not raw:
             return None
         try:
             harvest_date = str(json.loads(provenance or "{}").get("harvestDate", ""))

@@ -98,6 +98,7 @@ from oaiserver.store import (
     renew_lease_in,
     save_checkpoint_in,
     save_run_counts_in,
+    serve_kept_copies_in,
     start_run,
     write_harvested_in,
     write_native_in,
@@ -320,6 +321,7 @@ def run(
             for fmt in partner.harvested_formats
         ]
         reports[0].more = reports[1:]
+        _serve_kept(store, partner, settings)
         return reports[0]
     except err.StoreError:
         failing = True
@@ -336,6 +338,24 @@ def run(
                 partner.name,
                 store_problem(exc),
             )
+
+
+def _serve_kept(store: Store, partner: Partner, settings: HarvestSettings) -> None:
+    """The partner's kept copies of records served deleted, or from a partner no longer
+    configured, served instead (store.serve_kept_copies_in), under its lease: its records are
+    served even though it does not send them again. A store failure here is logged: the run's
+    records are written, and the next run tries again."""
+    if not settings.partners or not partner.republish:
+        return
+    try:
+        with store.writing() as (conn, stamp):
+            promote = kept_copy_reader(settings.partners)
+            served = serve_kept_copies_in(store, conn, stamp, partner.name, promote, settings.sources)
+    except sa.exc.SQLAlchemyError as exc:
+        log.warning("%s: its kept records could not be served: %s", partner.name, store_problem(exc))
+        return
+    if served:
+        log.info("%s: %d record(s) it kept are served now (the record served was deleted)", partner.name, len(served))
 
 
 INTERRUPTED = (

@@ -221,3 +221,29 @@ def test_a_kept_copy_served_instead_is_served_in_its_further_formats_too(store: 
     validate(served, WITH_MARC)
     assert b'<marc:subfield code="a">q\'s 1</marc:subfield>' in served
     assert served_from(oai, "oai:shared:1") == ("q's 1", q_fake.url)
+
+
+def test_a_partner_removed_from_the_configuration_gives_way_at_the_next_run_of_another(
+    store: Store, oai: OAIClient, clock: Clock
+) -> None:
+    """p is removed from the configuration: one of its records is deleted by hand (`oaiserver
+    delete`), the other is left. q's next run, though q sends nothing new (it lists from its last
+    run), serves q's copies of both, each with a new datestamp."""
+    q_side = PagedPartner(pages("q"))
+    with FakePartner(PagedPartner(pages("p"))) as p_fake, FakePartner(q_side) as q_fake:
+        p, q = Partner("p", p_fake.url), Partner("q", q_fake.url)
+        harvest.run(store, p, settings=replace(ORDER, partners=(p, q)))
+        harvest.run(store, q, settings=replace(ORDER, partners=(p, q)))
+        assert served_from(oai, "oai:shared:2") == ("p's 2", p_fake.url)
+        clock.tick(60)
+        assert store.delete(["oai:shared:1"]) == 1
+        clock.tick(60)
+        since = int(clock())
+        q_side.pages = [[]]  # nothing changed at q since its last run: noRecordsMatch
+        again = harvest.run(store, q, settings=replace(ORDER, sources=("q",), partners=(q,)))
+    assert (again.outcome, again.counts.received) == ("success", 0)
+    clock.tick()
+    assert served_from(oai, "oai:shared:1") == ("q's 1", q_fake.url)
+    assert served_from(oai, "oai:shared:2") == ("q's 2", q_fake.url)
+    listed = oai(verb="ListIdentifiers", metadataPrefix="oai_dc", **{"from": format_datestamp(since)})
+    assert sorted(h.findtext(f"{OAI}identifier") or "" for h in listed.iter(f"{OAI}header")) == SHARED

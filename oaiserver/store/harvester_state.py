@@ -349,20 +349,48 @@ def write_harvested_in(
     return result
 
 
+def _vacated(priority: Sequence[str]) -> sa.ColumnElement[bool]:
+    """A served record that a live kept copy may replace: a deleted one, or (with `priority`,
+    the configured partners) one of a source no longer configured, which comes after them all."""
+    if not priority:
+        return records.c.deleted
+    gone = sa.and_(records.c.source != "local", records.c.source.not_in(list(priority)))
+    return sa.or_(records.c.deleted, gone)
+
+
+def serve_kept_copies_in(
+    store: Store, conn: Connection, stamp: int, source: str, promote: Promote, priority: Sequence[str]
+) -> list[tuple[str, str]]:
+    """The live copies `source` keeps of records served deleted (deleted by hand, by a
+    partner that is no longer harvested, locally) or from a source no longer configured:
+    served instead (`promote_kept_in`). A harvest runs it at the end of each run, so that
+    such a copy is served even though its partner does not send it again. One query to find
+    them (shadowed_records' key starts with the source)."""
+    s = shadowed_records.c
+    stmt = (
+        sa.select(s.identifier)
+        .join(records, records.c.identifier == s.identifier)
+        .where(s.source == source, sa.not_(s.deleted), _vacated(priority))
+    )
+    identifiers = list(conn.execute(stmt).scalars())
+    return promote_kept_in(store, conn, stamp, identifiers, promote, priority) if identifiers else []
+
+
 def promote_kept_in(
     store: Store, conn: Connection, stamp: int, identifiers: Sequence[str], promote: Promote, priority: Sequence[str]
 ) -> list[tuple[str, str]]:
-    """Of `identifiers`, those whose served record is deleted and that another source holds live
-    in shadowed_records: that copy served instead (the source first in `priority` of those
-    `promote` converts), in the formats that source was harvested in. Returns (identifier,
-    source now served). A statement per table, whatever the number of identifiers."""
+    """Of `identifiers`, those whose served record is deleted (or of a source no longer
+    configured: `_vacated`) and that another source holds live in shadowed_records: that copy
+    served instead (the source first in `priority` of those `promote` converts), in the formats
+    that source was harvested in. Returns (identifier, source now served). A statement per
+    table, whatever the number of identifiers."""
     kept: dict[str, list[Any]] = {}
     s = shadowed_records.c
     for n in range(0, len(identifiers), 500):
         stmt = (
             sa.select(s.source, s.identifier, s.raw_xml, s.provenance)
             .join(records, records.c.identifier == s.identifier)
-            .where(s.identifier.in_(list(identifiers[n : n + 500])), records.c.deleted, sa.not_(s.deleted))
+            .where(s.identifier.in_(list(identifiers[n : n + 500])), _vacated(priority), sa.not_(s.deleted))
         )
         for row in conn.execute(stmt):
             kept.setdefault(row.identifier, []).append(row)

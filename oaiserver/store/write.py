@@ -106,10 +106,12 @@ def served_first(source: str, holder: str, priority: Sequence[str]) -> bool:
 
 def _served_instead(record: Record, old: _Stored, priority: Sequence[str]) -> bool:
     """Whether a harvested `record` is served instead of the copy another source holds: a live
-    record before a deleted one (a tombstone never hides a record another source still has),
-    else by `served_first`."""
-    if record.deleted != bool(old.deleted):
-        return not record.deleted
+    record (republished: it has formats) before a deleted one, and a tombstone never hides a
+    record another source still has; else by `served_first`."""
+    if old.deleted and not record.deleted and record.metadata:
+        return True
+    if record.deleted and not old.deleted:
+        return False
     return served_first(record.source, old.source, priority)
 
 
