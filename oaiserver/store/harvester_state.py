@@ -343,9 +343,9 @@ def write_harvested_in(
     `priority` of those `promote` converts (`promote_kept_in`); listed in `promoted`.
     """
     result = store.write_in(conn, stamp, chunk, guard_source=True, priority=priority)
-    if promote is not None:
-        written = [i.record.identifier if isinstance(i, Prepared) else i.identifier for i in chunk]
-        result.promoted = promote_kept_in(store, conn, stamp, written, promote, priority)
+    deleted = [r.identifier for r in (i.record if isinstance(i, Prepared) else i for i in chunk) if r.deleted]
+    if promote is not None and deleted:  # a page without deletions costs nothing more
+        result.promoted = promote_kept_in(store, conn, stamp, deleted, promote, priority)
     return result
 
 
