@@ -107,7 +107,11 @@ def _order(config: config_mod.Config) -> tuple[str, ...]:
 
 
 def _settings(
-    timeout: float, retries: int, backoff: float, section: config_mod.HarvesterConfig, sources: tuple[str, ...] = ()
+    timeout: float,
+    retries: int,
+    backoff: float,
+    section: config_mod.HarvesterConfig,
+    config: config_mod.Config | None = None,
 ) -> harvest.HarvestSettings:
     """The command's settings: its options (a partner's own `timeout` and `retries` win over
     them), and the configuration's `harvester:` section (User-Agent, requests at once per host)."""
@@ -120,7 +124,9 @@ def _settings(
         user_agent=section.user_agent,
         per_host=section.per_host,
     )
-    return harvest.HarvestSettings(client=client, sources=sources)
+    if config is None:
+        return harvest.HarvestSettings(client=client)
+    return harvest.HarvestSettings(client=client, sources=_order(config), partners=tuple(config.partners))
 
 
 def _signals_to_the_main_thread() -> None:
@@ -190,9 +196,7 @@ def run(
     Exit code 0 when every run succeeded, 2 when some records could not be harvested
     (partial), 1 when a run failed or a partner was busy (another harvester holds its lease).
     """
-    settings = replace(
-        _settings(timeout, retries, backoff, ctx.config.harvester, _order(ctx.config)), clock_skew=clock_skew
-    )
+    settings = replace(_settings(timeout, retries, backoff, ctx.config.harvester, ctx.config), clock_skew=clock_skew)
     configured = {p.name: p for p in ctx.config.partners}
     unknown = [name for name in partners if name not in configured]
     if unknown:
@@ -787,7 +791,7 @@ def schedule(
     from harvester.schedule import HarvestScheduler
 
     settings = replace(
-        _settings(timeout, retries, backoff, ctx.config.harvester, _order(ctx.config)),
+        _settings(timeout, retries, backoff, ctx.config.harvester, ctx.config),
         clock_skew=clock_skew,
         lease_ttl=lease_seconds,
     )

@@ -12,9 +12,10 @@ XML keeps what the partner sent.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -387,3 +388,27 @@ def _origin_xml(o: Origin) -> str:
         f"<datestamp>{text(o.datestamp)}</datestamp><metadataNamespace>{text(o.namespace)}</metadataNamespace>"
         f"{inner}</originDescription>"
     )
+
+
+_KEPT_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
+
+
+def kept_copy_reader(partners: Collection[Partner]) -> Callable[[str, str, str | None], Record | None]:
+    """How a kept copy (a `<record>` as received, and its provenance) of one of `partners` is
+    read again when it is to be served (store.promote_kept_in): as its harvest read it, dated
+    with the harvest that brought it. A copy of a partner not configured now or not republished,
+    or that no longer reads, is not served (None)."""
+    by_name = {p.name: p for p in partners}
+
+    def read(source: str, raw: str, provenance: str | None) -> Record | None:
+        partner = by_name.get(source)
+        if partner is None or not partner.republish or not raw:
+            return None
+        try:
+            harvest_date = str(json.loads(provenance or "{}").get("harvestDate", ""))
+            element = etree.fromstring(raw.encode("utf-8"), _KEPT_PARSER)
+            return convert_record(element, partner, harvest_date=harvest_date, raw=raw)
+        except (RecordError, etree.XMLSyntaxError, ValueError):
+            return None
+
+    return read

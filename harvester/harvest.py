@@ -69,7 +69,7 @@ from harvester import identifiers as per_record
 from harvester import partner_sets
 from harvester.client import Client, ClientSettings, Identity, Page, settings_for, utc
 from harvester.completeness import SHORT, Completeness, judge, see_page
-from harvester.convert import Converted, named
+from harvester.convert import Converted, kept_copy_reader, named
 from harvester.loops import ListWatch, LoopLimits
 from harvester.pipeline import WORKER_FROM, Pipeline, Ready
 from harvester.takeup import BUDGET, DAY_SECONDS, CannotTakeUp, TakeUp
@@ -98,6 +98,7 @@ from oaiserver.store import (
     renew_lease_in,
     save_checkpoint_in,
     save_run_counts_in,
+    serve_kept_copies_in,
     start_run,
     write_harvested_in,
     write_native_in,
@@ -139,6 +140,9 @@ class HarvestSettings:
     # The partners' names in configuration order: under an identifier two sources share, local
     # records are served first, then partners in this order (oaiserver.store.write).
     sources: tuple[str, ...] = ()
+    # The configured partners: when the record served under an identifier is deleted, the copy
+    # another of them holds is read again (convert.kept_copy_reader) and served instead.
+    partners: tuple[Partner, ...] = ()
 
 
 @dataclass
@@ -317,6 +321,7 @@ def run(
             for fmt in partner.harvested_formats
         ]
         reports[0].more = reports[1:]
+        _serve_kept(store, partner, settings)
         return reports[0]
     except err.StoreError:
         failing = True
@@ -333,6 +338,24 @@ def run(
                 partner.name,
                 store_problem(exc),
             )
+
+
+def _serve_kept(store: Store, partner: Partner, settings: HarvestSettings) -> None:
+    """The partner's kept copies of records served deleted, or from a partner no longer
+    configured, served instead (store.serve_kept_copies_in), under its lease: its records are
+    served even though it does not send them again. A store failure here is logged: the run's
+    records are written, and the next run tries again."""
+    if not settings.partners or not partner.republish:
+        return
+    try:
+        with store.writing() as (conn, stamp):
+            promote = kept_copy_reader(settings.partners)
+            served = serve_kept_copies_in(store, conn, stamp, partner.name, promote, settings.sources)
+    except sa.exc.SQLAlchemyError as exc:
+        log.warning("%s: its kept records could not be served: %s", partner.name, store_problem(exc))
+        return
+    if served:
+        log.info("%s: %d record(s) it kept are served now (the record served was deleted)", partner.name, len(served))
 
 
 INTERRUPTED = (
@@ -406,6 +429,8 @@ class _Run:
         # A further format as the partner's ListMetadataFormats declares it: (schema, namespace),
         # written with the first page, so that ours lists it (None: not declared, not listed).
         self.declared: tuple[str, str] | None = None
+        # Its namespace, as the partner declared it: the provenance of a record served in it names it.
+        self.namespace = ""
 
     def now(self) -> int:
         return int(self.clock())
@@ -801,10 +826,23 @@ class _Run:
                 declare_format_in(conn, self.partner.name, self.fmt, *self.declared)
                 self.declared = None  # once a run; a transaction that fails ends the run
             result = write_native_in(
-                conn, stamp, self.partner.name, self.fmt, converted.to_write, serve=self.partner.republish
+                conn,
+                stamp,
+                self.partner.name,
+                self.fmt,
+                converted.to_write,
+                serve=self.partner.republish,
+                namespace=self.namespace,
             )
         else:
-            result = write_harvested_in(self.store, conn, stamp, converted.to_write, priority=self.settings.sources)
+            result = write_harvested_in(
+                self.store,
+                conn,
+                stamp,
+                converted.to_write,
+                priority=self.settings.sources,
+                promote=kept_copy_reader(self.settings.partners),
+            )
             # The partner's sets its records are first in, so that ListSets lists every set a header names.
             new_sets = self.sets.new(converted)
             add_partner_sets_in(conn, self.partner.name, new_sets)
@@ -850,6 +888,7 @@ class _Run:
         schema, namespace = declared.get(self.fmt, ("", ""))
         if self.native and schema and namespace:
             self.declared = (schema, namespace)
+            self.namespace = namespace
         if self.fmt not in offered:
             raise err.HarvestError(
                 f"{self.partner.name}: the partner does not offer {self.fmt} "

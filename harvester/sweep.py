@@ -35,6 +35,7 @@ import sqlalchemy as sa
 
 from harvester import errors as err
 from harvester.client import Client, settings_for
+from harvester.convert import kept_copy_reader
 from harvester.harvest import FAILED, HarvestSettings, RunReport, default_owner, store_problem
 from harvester.loops import ListWatch
 from oaiserver import formats
@@ -253,7 +254,15 @@ class _Sweep:
             self._renew(conn, now)
             held = held_shapes_in(conn, gone)
             tombstones = [tombstone(self.partner, i, harvest_date, held.get(i, ([], []))) for i in gone]
-            report = replace(found, swept=write_harvested_in(self.store, conn, stamp, tombstones).changed)
+            written = write_harvested_in(
+                self.store,
+                conn,
+                stamp,
+                tombstones,
+                priority=self.settings.sources,
+                promote=kept_copy_reader(self.settings.partners),
+            )
+            report = replace(found, swept=written.changed)
             save_sweep_in(conn, self.partner.name, SweepState(last_swept=now))
             add_run_counts_in(conn, run_id, {"swept": report.swept, "sweep": report.as_dict()})
         return report

@@ -290,7 +290,7 @@ def view() -> str:
         rows=shown,
         hidden=len(rows) - len(shown),
         raw_query=asked.oai_query,
-        formats=formats.REGISTRY,
+        formats=list(repo.all_formats()),
         set_options=html.set_options(repo.listed_sets()),
         verbs=list(protocol.ARGUMENTS),
         granularity=protocol.GRANULARITY,

@@ -360,6 +360,9 @@ def test_get_record_serves_the_partners_metadata_byte_for_byte_under_our_header(
     assert b"<provenance" in about and b"<baseURL>" in about
     payload = between(sent, b"<metadata>", b"</metadata>")
     assert payload.startswith(b"<marc:record xmlns:marc=") and payload.endswith(b"</marc:record>")
+    # The same provenance, but for the namespace of the record harvested (test below).
+    dc_ns = b"<metadataNamespace>http://www.openarchives.org/OAI/2.0/oai_dc/</metadataNamespace>"
+    about = about.replace(dc_ns, f"<metadataNamespace>{MARC_NS}</metadataNamespace>".encode())
     assert in_marc == (
         b"<record>" + header + b"<metadata>" + payload + b"</metadata><about>" + about + b"</about></record>\n"
     )
@@ -531,3 +534,78 @@ def test_a_change_in_a_further_format_alone_changes_the_records_datestamp(
         assert identifiers(in_set) == ["oai:p:2"], prefix
     body = get(client, "verb=GetRecord&identifier=oai:p:2&metadataPrefix=marcxml")
     assert b"Kanteletar, 2nd ed.</marc:subfield>" in body
+
+
+PROV = "{http://www.openarchives.org/OAI/2.0/provenance}"
+
+
+def origin_namespaces(doc: etree._Element) -> list[str | None]:
+    """The metadataNamespace of each record's provenance, outermost originDescription."""
+    return [
+        about.findtext(f"{PROV}provenance/{PROV}originDescription/{PROV}metadataNamespace")
+        for about in doc.iter(f"{{{OAI_NS}}}about")
+    ]
+
+
+def test_the_provenance_of_a_record_in_a_harvested_format_names_that_formats_namespace(
+    store: Store, store_url: str, clock: Clock
+) -> None:
+    """The provenance <about> of a record served in marcxml says the partner's record was MARC21
+    slim (the namespace the partner's ListMetadataFormats declared), not Dublin Core; every
+    response valid against OAI-PMH.xsd and provenance.xsd."""
+    _, client = served_in_formats(store, store_url)
+    clock.tick()
+    marc = validate(get(client, "verb=GetRecord&identifier=oai:p:1&metadataPrefix=marcxml"))
+    assert origin_namespaces(marc) == [MARC_NS]
+    dc = validate(get(client, "verb=GetRecord&identifier=oai:p:1&metadataPrefix=oai_dc"))
+    assert origin_namespaces(dc) == ["http://www.openarchives.org/OAI/2.0/oai_dc/"]
+    page = validate(get(client, "verb=ListRecords&metadataPrefix=marcxml"))
+    assert origin_namespaces(page) == [MARC_NS, MARC_NS]
+
+
+class MarcLater(TwoFormats):
+    """A partner whose records in marcxml are deleted from its marcxml list (`gone`) while
+    its Dublin Core stays."""
+
+    gone: tuple[str, ...] = ()
+
+    def pages(self) -> dict[str, list[str]]:
+        pages = super().pages()
+        pages["marcxml"] = [
+            record(i, deleted=True) if i in self.gone else m for i, m in zip(self.titles, pages["marcxml"], strict=True)
+        ]
+        return pages
+
+
+def listed_since(client: Any, prefix: str, since: int) -> list[str]:
+    doc = validate(get(client, f"verb=ListIdentifiers&metadataPrefix={prefix}&from={format_datestamp(since)}"))
+    return [] if error_codes(doc) == ["noRecordsMatch"] else identifiers(doc)
+
+
+def test_a_record_that_gains_or_loses_a_format_is_listed_again_from_then(
+    store: Store, store_url: str, clock: Clock
+) -> None:
+    """A record first disseminated in marcxml by a later run (the format added to the
+    configuration) has changed: it gets a new datestamp, so a harvester asking for marcxml (or
+    oai_dc) `from` the first harvest lists it. The same when its marcxml goes (deleted at the
+    partner, its Dublin Core kept): listed again, and no longer served in marcxml."""
+    partner_side = MarcLater(TITLES)
+    client = create_app(make_config(store_url), store=store).test_client()
+    with FakePartner(partner_side) as fake:
+        run(store, Partner("p", fake.url))
+        first = int(clock())
+        clock.tick(60)
+        run(store, Partner("p", fake.url, formats=("oai_dc", "marcxml")))
+        clock.tick(60)
+        since = first + 1
+        assert listed_since(client, "marcxml", since) == sorted(TITLES)
+        assert listed_since(client, "oai_dc", since) == sorted(TITLES)
+        second = int(clock())
+        partner_side.gone = ("oai:p:2",)
+        partner_side.response_date = "2024-06-01T12:00:00Z"
+        run(store, Partner("p", fake.url, formats=("oai_dc", "marcxml")))
+        clock.tick()
+    assert listed_since(client, "oai_dc", second) == ["oai:p:2"]
+    assert listed_since(client, "marcxml", second) == []
+    gone = validate(get(client, "verb=GetRecord&identifier=oai:p:2&metadataPrefix=marcxml"))
+    assert error_codes(gone) == ["cannotDisseminateFormat"]

@@ -14,13 +14,15 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import NS, Clock, OAIClient, make_config, make_record, until, validate
 from fleet import Fleet, Spec, with_specs
-from harvestkit import FAST_HARVEST
+from harvestkit import FAST_HARVEST, FakePartner
 from lxml import etree
 from lxml import html as lhtml
+from test_harvest_formats import TwoFormats
 
 from harvester import harvest
 from harvester.completeness import COMPLETE, SHORT, UNKNOWN, Completeness
 from oaiserver import create_app, formats, partners
+from oaiserver.config import Partner
 from oaiserver.records import Record
 from oaiserver.store import Store
 
@@ -512,3 +514,16 @@ def test_a_runs_completeness_is_said_as_the_harvester_judged_it(judged: Complete
     assert partners.completeness_text(counts) == said
     if judged is not None and judged.verdict != UNKNOWN:
         assert judged.text() == said  # as `harvester history` says it
+
+
+def test_the_form_offers_the_formats_harvested_natively_too(oai: OAIClient, store: Store, clock: Clock) -> None:
+    """A format served because a partner's records were harvested in it (ListMetadataFormats
+    lists it) is offered by the form too, and chosen when the view shows a list in it."""
+    with FakePartner(TwoFormats({"oai:p:1": "Kalevala"})) as fake:
+        harvest.run(store, Partner("p", fake.url, formats=("oai_dc", "marcxml")), settings=FAST_HARVEST)
+    clock.tick()  # a list holds what was written before the second it was asked in
+    doc = page(oai.http, "/oai/view?verb=ListRecords&metadataPrefix=marcxml")
+    (form,) = doc.xpath("//form[@action='/oai/view']")
+    assert form.xpath(".//select[@name='metadataPrefix']/option/text()") == [*formats.REGISTRY, "marcxml"]
+    assert form.xpath(".//select[@name='metadataPrefix']/option[@selected]/text()") == ["marcxml"]
+    assert listed(doc) == ["oai:p:1"]

@@ -14,15 +14,16 @@ metrics, an export carries `harvest_state` and `harvest_runs`.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cmp_to_key
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from oaiserver.fragments import header_xml, record_body, with_header
-from oaiserver.native import payload
+from oaiserver.native import about_in, payload
 from oaiserver.records import Record, identifier_problem
 from oaiserver.rows import Prepared
 from oaiserver.store.schema import (
@@ -39,7 +40,7 @@ from oaiserver.store.schema import (
     set_members,
     shadowed_records,
 )
-from oaiserver.store.write import WriteResult
+from oaiserver.store.write import WriteResult, served_first
 
 # A partner's format where none is named: its one format by default (oai_dc).
 DEFAULT_FORMAT = "oai_dc"
@@ -314,18 +315,125 @@ def leases(store: Store) -> dict[str, tuple[str, int]]:
     return {r.partner: (r.owner, r.expires) for r in rows}
 
 
+# A kept copy made servable again: (source, its `<record>` as received, its provenance JSON) ->
+# the record to serve (as the harvester converts a record of that source), or None.
+Promote = Callable[[str, str, str | None], Record | None]
+
+
 def write_harvested_in(
-    store: Store, conn: Connection, stamp: int, chunk: Sequence[Record | Prepared], *, priority: Sequence[str] = ()
+    store: Store,
+    conn: Connection,
+    stamp: int,
+    chunk: Sequence[Record | Prepared],
+    *,
+    priority: Sequence[str] = (),
+    promote: Promote | None = None,
 ) -> WriteResult:
     """Write a partner's records inside a page's transaction (see `Store.write_in`).
 
     A record held under another source (a local record, or another partner's) is kept either
     way: the one served is local's, else that of the partner first in `priority` (the
-    configuration's order); the other is kept in shadowed_records and listed in `shadowed`. A
-    record whose exposed content is unchanged keeps its stored `about`, so the provenance served
-    (its harvestDate) changes only when the datestamp does.
+    configuration's order), a live record always before a deleted one; the other is kept in
+    shadowed_records and listed in `shadowed`. A record whose exposed content is unchanged keeps
+    its stored `about`, so the provenance served (its harvestDate) changes only when the
+    datestamp does.
+
+    With `promote`, a record of the chunk served deleted whose identifier another source still
+    holds live (a kept copy) is served from that source instead, stamped `stamp`: the first in
+    `priority` of those `promote` converts (`promote_kept_in`); listed in `promoted`.
     """
-    return store.write_in(conn, stamp, chunk, guard_source=True, priority=priority)
+    result = store.write_in(conn, stamp, chunk, guard_source=True, priority=priority)
+    deleted = [r.identifier for r in (i.record if isinstance(i, Prepared) else i for i in chunk) if r.deleted]
+    if promote is not None and deleted:  # a page without deletions costs nothing more
+        result.promoted = promote_kept_in(store, conn, stamp, deleted, promote, priority)
+    return result
+
+
+def _vacated(priority: Sequence[str]) -> sa.ColumnElement[bool]:
+    """A served record that a live kept copy may replace: a deleted one, or (with `priority`,
+    the configured partners) one of a source no longer configured, which comes after them all."""
+    if not priority:
+        return records.c.deleted
+    gone = sa.and_(records.c.source != "local", records.c.source.not_in(list(priority)))
+    return sa.or_(records.c.deleted, gone)
+
+
+def serve_kept_copies_in(
+    store: Store, conn: Connection, stamp: int, source: str, promote: Promote, priority: Sequence[str]
+) -> list[tuple[str, str]]:
+    """The live copies `source` keeps of records served deleted (deleted by hand, by a
+    partner that is no longer harvested, locally) or from a source no longer configured:
+    served instead (`promote_kept_in`). A harvest runs it at the end of each run, so that
+    such a copy is served even though its partner does not send it again. One query to find
+    them (shadowed_records' key starts with the source)."""
+    s = shadowed_records.c
+    stmt = (
+        sa.select(s.identifier)
+        .join(records, records.c.identifier == s.identifier)
+        .where(s.source == source, sa.not_(s.deleted), _vacated(priority))
+    )
+    identifiers = list(conn.execute(stmt).scalars())
+    return promote_kept_in(store, conn, stamp, identifiers, promote, priority) if identifiers else []
+
+
+def promote_kept_in(
+    store: Store, conn: Connection, stamp: int, identifiers: Sequence[str], promote: Promote, priority: Sequence[str]
+) -> list[tuple[str, str]]:
+    """Of `identifiers`, those whose served record is deleted (or of a source no longer
+    configured: `_vacated`) and that another source holds live in shadowed_records: that copy
+    served instead (the source first in `priority` of those `promote` converts), in the formats
+    that source was harvested in. Returns (identifier, source now served). A statement per
+    table, whatever the number of identifiers."""
+    kept: dict[str, list[Any]] = {}
+    s = shadowed_records.c
+    for n in range(0, len(identifiers), 500):
+        stmt = (
+            sa.select(s.source, s.identifier, s.raw_xml, s.provenance)
+            .join(records, records.c.identifier == s.identifier)
+            .where(s.identifier.in_(list(identifiers[n : n + 500])), _vacated(priority), sa.not_(s.deleted))
+        )
+        for row in conn.execute(stmt):
+            kept.setdefault(row.identifier, []).append(row)
+
+    def order(a: Any, b: Any) -> int:
+        return -1 if served_first(a.source, b.source, priority) else int(served_first(b.source, a.source, priority))
+
+    chosen: dict[str, Record] = {}
+    for identifier, copies in sorted(kept.items()):
+        for row in sorted(copies, key=cmp_to_key(order)):
+            record = promote(row.source, row.raw_xml or "", row.provenance)
+            if record is not None and not record.deleted and record.identifier == identifier:
+                chosen[identifier] = record
+                break
+    if not chosen:
+        return []
+    written = store.write_in(conn, stamp, list(chosen.values()), guard_source=True, priority=priority)
+    served = {identifier: source for identifier, source in written.shadowed}  # taken meanwhile: left as is
+    promoted = [(i, r.source) for i, r in chosen.items() if i not in served]
+    _serve_kept_formats_in(conn, stamp, promoted)
+    return promoted
+
+
+def _serve_kept_formats_in(conn: Connection, stamp: int, promoted: Sequence[tuple[str, str]]) -> None:
+    """The further formats of records now served from another source (`promote_kept_in`):
+    that source's verbatim copies in native_formats served, as its harvest of them would."""
+    if not promoted:
+        return
+    n = native_formats.c
+    wanted = set(promoted)
+    by_prefix: dict[tuple[str, str], dict[str, Record]] = {}
+    rows = conn.execute(
+        sa.select(n.source, n.identifier, n.prefix, n.deleted, n.record).where(
+            n.identifier.in_([i for i, _ in promoted])
+        )
+    )
+    for row in rows:
+        if (row.identifier, row.source) in wanted:
+            record = Record(identifier=row.identifier, deleted=row.deleted, raw_xml=bytes(row.record).decode("utf-8"))
+            by_prefix.setdefault((row.source, row.prefix), {})[row.identifier] = record
+    declared = dict(conn.execute(sa.select(harvested_formats.c.prefix, harvested_formats.c.namespace)).all())
+    for (source, prefix), given in sorted(by_prefix.items()):
+        _serve_native_in(conn, stamp, source, prefix, given, declared.get(prefix, ""))
 
 
 def shadowed_counts(store: Store) -> dict[str, int]:
@@ -355,11 +463,13 @@ def write_native_in(
     chunk: Sequence[Record | Prepared],
     *,
     serve: bool = True,
+    namespace: str = "",
 ) -> WriteResult:
     """A partner's records in a further format, kept verbatim per (source, identifier, format),
     in the page's transaction: bytes identical to those stored change nothing (the datestamp
     stays); others replace them, stamped `stamp`. With `serve` (a republished partner), the
-    records it serves are served in this format too (`_serve_native_in`)."""
+    records it serves are served in this format too (`_serve_native_in`); `namespace` is the
+    format's as the partner declared it (empty: each payload's own)."""
     result = WriteResult()
     given: dict[str, Record] = {}
     for item in chunk:
@@ -378,35 +488,42 @@ def write_native_in(
         )
     )
     stored = {identifier: bytes(record) for identifier, record in rows}
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
     for identifier in sorted(given):  # key order: concurrent writers lock rows in one order
         record = given[identifier]
         body = (record.raw_xml or "").encode("utf-8")
         old = stored.get(identifier)
         values = {"datestamp": stamp, "deleted": record.deleted, "record": body}
         if old is None:
-            conn.execute(native_formats.insert().values(source=source, identifier=identifier, prefix=prefix, **values))
-            result.added += 1
-        elif old == body:
-            result.unchanged += 1
-        else:
-            conn.execute(
-                native_formats.update().where(*key, native_formats.c.identifier == identifier).values(**values)
-            )
-            result.changed += 1
+            inserts.append({"source": source, "identifier": identifier, "prefix": prefix, **values})
+        elif old != body:
+            updates.append({"ident": identifier, **values})
+    result.added, result.changed = len(inserts), len(updates)
+    result.unchanged = len(given) - len(inserts) - len(updates)
+    if inserts:
+        conn.execute(native_formats.insert(), inserts)
+    if updates:
+        conn.execute(native_formats.update().where(*key, native_formats.c.identifier == sa.bindparam("ident")), updates)
     if serve:
-        _serve_native_in(conn, stamp, source, prefix, given)
+        _serve_native_in(conn, stamp, source, prefix, given, namespace)
     return result
 
 
-def _serve_native_in(conn: Connection, stamp: int, source: str, prefix: str, given: dict[str, Record]) -> None:
+def _serve_native_in(
+    conn: Connection, stamp: int, source: str, prefix: str, given: dict[str, Record], namespace: str
+) -> None:
     """The `formats` rows of the records this source serves, in `prefix`: our header, the
     partner's metadata element byte for byte (oaiserver.native) and the record's provenance
-    <about>, so that every list and GetRecord serve them as they serve oai_dc. A served record
-    that is deleted has its header alone; one whose partner record here is deleted or has no
-    metadata lacks the format. Each row is compared with the one stored and written only if it
-    differs (a write of the first format that changes a record drops its rows: written again
-    here). A row whose metadata changed restamps its record (`_restamp_in`): datestamps mean
-    change, in any format."""
+    <about> naming this format's namespace, so that every list and GetRecord serve them as they
+    serve oai_dc. A served record that is deleted has its header alone; one whose partner
+    record here is deleted or has no metadata lacks the format. Each row is compared with the
+    one stored and written only if it differs (a write of the first format that changes a
+    record drops its rows: written again here).
+
+    Datestamps mean change, in any format: a live record whose metadata here changed, that is
+    served in this format for the first time, or no longer is, is restamped (`_restamp_in`), so
+    that an incremental harvester of any format lists it again. One statement per table a page."""
     served = conn.execute(
         sa.select(
             records.c.id,
@@ -420,7 +537,6 @@ def _serve_native_in(conn: Connection, stamp: int, source: str, prefix: str, giv
     ).all()
     if not served:
         return
-    of_record = (formats.c.record_id == sa.bindparam("rid"), formats.c.prefix == prefix)
     stored = {
         rid: bytes(body)
         for rid, body in conn.execute(
@@ -429,39 +545,82 @@ def _serve_native_in(conn: Connection, stamp: int, source: str, prefix: str, giv
             )
         )
     }
+    bodies: dict[int, bytes] = {}  # row id -> the body to store in `prefix`
+    drops: list[int] = []
+    restamped: list[Any] = []
     for row in sorted(served, key=lambda r: r.id):  # key order, as every writer locks rows
         record = given[row.identifier]
-        metadata = None if row.deleted or record.deleted else payload(record.raw_xml or "")
+        found = None if row.deleted or record.deleted else payload(record.raw_xml or "")
         old = stored.get(row.id)
-        if metadata is None and not row.deleted:
+        if found is None and not row.deleted:
             if old is not None:
-                conn.execute(formats.delete().where(*of_record), {"rid": row.id})
+                drops.append(row.id)
+                restamped.append(row)
             continue
-        body = record_body(metadata, row.about)
-        if old is None:
-            values = {"record": with_header(row.header_xml, body), "datestamp": row.datestamp}
-            conn.execute(formats.insert().values(record_id=row.id, prefix=prefix, **values))
-        elif not old.endswith(body):
-            header = _restamp_in(conn, stamp, row)
-            conn.execute(formats.update().where(*of_record).values(record=with_header(header, body)), {"rid": row.id})
-
-
-def _restamp_in(conn: Connection, stamp: int, row: Any) -> str:
-    """A served record stamped `stamp` (its header, in every format and set, with it): its
-    metadata in a further format changed. Returns the new header."""
-    header = header_xml(row.identifier, stamp, row.deleted, row.setspecs.split())
-    conn.execute(records.update().where(records.c.id == row.id).values(datestamp=stamp, header_xml=header))
-    old_start = len(with_header(row.header_xml, b""))
-    for prefix, body in conn.execute(
-        sa.select(formats.c.prefix, formats.c.record).where(formats.c.record_id == row.id)
-    ).all():
-        conn.execute(
-            formats.update()
-            .where(formats.c.record_id == row.id, formats.c.prefix == prefix)
-            .values(record=with_header(header, bytes(body)[old_start:]), datestamp=stamp)
+        body = (
+            record_body(found.metadata, about_in(row.about, namespace or found.namespace))
+            if found
+            else record_body(None, None)
         )
-    conn.execute(set_members.update().where(set_members.c.record_id == row.id).values(datestamp=stamp))
-    return header
+        if old is not None and old.endswith(body):
+            continue
+        bodies[row.id] = body
+        if not row.deleted and (old is not None or row.datestamp != stamp):
+            restamped.append(row)
+    if drops:
+        conn.execute(formats.delete().where(formats.c.prefix == prefix, formats.c.record_id.in_(drops)))
+    headers = _restamp_in(conn, stamp, restamped, prefix)
+    by_id = {row.id: row for row in served}
+    writes = [
+        {"rid": rid, "record": with_header(headers.get(rid, by_id[rid].header_xml), body),
+         "datestamp": stamp if rid in headers else by_id[rid].datestamp}
+        for rid, body in bodies.items()
+    ]  # fmt: skip
+    updates = [w for w in writes if w["rid"] in stored]
+    inserts = [
+        {"record_id": w["rid"], "prefix": prefix, "record": w["record"], "datestamp": w["datestamp"]}
+        for w in writes
+        if w["rid"] not in stored
+    ]
+    if updates:
+        of_record = (formats.c.record_id == sa.bindparam("rid"), formats.c.prefix == prefix)
+        conn.execute(formats.update().where(*of_record), updates)
+    if inserts:
+        conn.execute(formats.insert(), inserts)
+
+
+def _restamp_in(conn: Connection, stamp: int, rows: Sequence[Any], prefix: str) -> dict[int, str]:
+    """Served records stamped `stamp` (their header, in every format but `prefix`, which the
+    caller writes, and in every set, with it); returns row id -> the new header."""
+    if not rows:
+        return {}
+    headers = {row.id: header_xml(row.identifier, stamp, row.deleted, row.setspecs.split()) for row in rows}
+    old_start = {row.id: len(with_header(row.header_xml, b"")) for row in rows}
+    ids = list(headers)
+    conn.execute(
+        records.update().where(records.c.id == sa.bindparam("rid")),
+        [{"rid": rid, "datestamp": stamp, "header_xml": header} for rid, header in headers.items()],
+    )
+    others = conn.execute(
+        sa.select(formats.c.record_id, formats.c.prefix, formats.c.record).where(
+            formats.c.record_id.in_(ids), formats.c.prefix != prefix
+        )
+    ).all()
+    if others:
+        conn.execute(
+            formats.update().where(formats.c.record_id == sa.bindparam("rid"), formats.c.prefix == sa.bindparam("p")),
+            [
+                {
+                    "rid": rid,
+                    "p": p,
+                    "record": with_header(headers[rid], bytes(body)[old_start[rid] :]),
+                    "datestamp": stamp,
+                }
+                for rid, p, body in others
+            ],
+        )
+    conn.execute(set_members.update().where(set_members.c.record_id.in_(ids)).values(datestamp=stamp))
+    return headers
 
 
 def declare_format_in(conn: Connection, source: str, prefix: str, schema: str, namespace: str) -> None:

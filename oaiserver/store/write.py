@@ -4,8 +4,11 @@ and turn records into tombstones. Straight on the driver, a statement per table 
 Records are kept per source. Two sources (local and a partner, or two partners) may hold one
 identifier; the store serves one of them, by priority: local first, then partners in the order
 given (configuration order), then any other source; between two unranked sources, the one held
-first. The served record is the row of `records`, exactly as before; every other source's copy
-is kept verbatim in `shadowed_records` (source, identifier), never served, counted and reported.
+first. A harvested deletion never hides another source's live record: live comes before
+deleted, and when the record served is deleted, a live kept copy is served instead
+(harvester_state.promote_kept_in). The served record is the row of `records`, exactly as
+before; every other source's copy is kept verbatim in `shadowed_records` (source, identifier),
+never served, counted and reported.
 
 Why this shape rather than keying `records` by (source, identifier) with a `served` flag: every
 read (lists paged by (datestamp, identifier), set members, formats, GetRecord, search) stays on
@@ -51,6 +54,8 @@ class WriteResult:
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (identifier, why it cannot be one): not stored
     # (identifier, source served instead): stored, not served, another source coming first
     shadowed: list[tuple[str, str]] = field(default_factory=list)
+    # (identifier, source now served): a kept copy served once the record served was deleted
+    promoted: list[tuple[str, str]] = field(default_factory=list)
 
     def __iadd__(self, other: WriteResult) -> WriteResult:
         self.added += other.added
@@ -58,6 +63,7 @@ class WriteResult:
         self.unchanged += other.unchanged
         self.rejected += other.rejected
         self.shadowed += other.shadowed
+        self.promoted += other.promoted
         return self
 
 
@@ -67,6 +73,7 @@ class _Stored(NamedTuple):
     id: int
     content_hash: str
     source: str
+    deleted: bool
 
 
 @dataclass
@@ -97,6 +104,17 @@ def served_first(source: str, holder: str, priority: Sequence[str]) -> bool:
     return rank(source) < rank(holder)
 
 
+def _served_instead(record: Record, old: _Stored, priority: Sequence[str]) -> bool:
+    """Whether a harvested `record` is served instead of the copy another source holds: a live
+    record (republished: it has formats) before a deleted one, and a tombstone never hides a
+    record another source still has; else by `served_first`."""
+    if old.deleted and not record.deleted and record.metadata:
+        return True
+    if record.deleted and not old.deleted:
+        return False
+    return served_first(record.source, old.source, priority)
+
+
 def _plan(
     by_id: dict[str, Prepared],
     existing: dict[str, _Stored],
@@ -112,7 +130,7 @@ def _plan(
     for identifier, (record, digest, setspecs, dc, provenance, *_) in by_id.items():
         old = existing.get(identifier)
         if old is not None and old.source != record.source:
-            if guard_source and not served_first(record.source, old.source, priority):
+            if guard_source and not _served_instead(record, old, priority):
                 plan.shadows.append(by_id[identifier])
                 result.shadowed.append((identifier, old.source))
                 continue
@@ -395,7 +413,10 @@ class Writes(Transactions):
         existing: dict[str, _Stored] = {}
         for n in range(0, len(idents), 500):
             part = idents[n : n + 500]
-            sql = f"SELECT identifier, id, content_hash, source FROM records WHERE identifier IN ({_marks(len(part))})"
+            sql = (
+                "SELECT identifier, id, content_hash, source, deleted FROM records"
+                f" WHERE identifier IN ({_marks(len(part))})"
+            )
             cur.execute(self._q(sql), part)
             existing.update((row[0], _Stored._make(row[1:])) for row in cur.fetchall())
         return existing
