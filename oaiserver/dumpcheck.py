@@ -22,6 +22,7 @@ from lxml import etree
 
 from oaiserver.config import SPEC_RE
 from oaiserver.fragments import record_body
+from oaiserver.native import about_in
 from oaiserver.protocol import PREFIX_RE
 from oaiserver.records import MAX_IDENTIFIER_BYTES, DCValue, Record, identifier_problem, utf8_if_allowed
 from oaiserver.store import Prepared, exported_columns, prepare
@@ -79,6 +80,12 @@ def fragment_problem(fragment: str) -> str | None:
     elements = [child for child in wrapper if isinstance(child.tag, str)]
     stray = (wrapper.text or "") + "".join(child.tail or "" for child in wrapper)
     return None if len(elements) == 1 and not stray.strip() else "is not one XML element"
+
+
+def _namespace_of(fragment: str) -> str:
+    """The namespace of a fragment's element (`fragment_problem` has found it well-formed)."""
+    wrapper = etree.fromstring(b"<w>" + fragment.encode() + b"</w>", _PARSER)
+    return next((etree.QName(c).namespace or "" for c in wrapper if isinstance(c.tag, str)), "")
 
 
 def _is_dc(value: Any) -> bool:
@@ -184,9 +191,14 @@ def record_of(item: dict[str, Any], raw: bytes) -> Prepared:
         raise Refused(f"record {record.identifier!r}: its content does not match its content_hash")
     if not further:
         return prepared
-    # Served as `write_native_in` serves them: the fragment, with the record's <about>.
-    about = None if record.deleted else record.about
-    bodies = [(p, record_body(None if record.deleted else x.encode(), about)) for p, x in sorted(further.items())]
+    # Served as `write_native_in` serves them: the fragment, with the record's <about> naming
+    # the fragment's namespace (`native.about_in`).
+    if record.deleted:
+        bodies = [(p, record_body(None, None)) for p in sorted(further)]
+    else:
+        bodies = [
+            (p, record_body(x.encode(), about_in(record.about, _namespace_of(x)))) for p, x in sorted(further.items())
+        ]
     return prepared._replace(bodies=(*prepared.bodies, *bodies))
 
 

@@ -47,11 +47,28 @@ def _metadata_end(about: str | None) -> bytes:
     return b"</metadata>" + (f"<about>{about}</about>".encode() if about else b"") + _END
 
 
+_NAMESPACE_START, _NAMESPACE_END = b"<metadataNamespace>", b"</metadataNamespace>"
+
+
 def metadata_of(record: bytes, about: str | None) -> str | None:
     """The metadata fragment inside a `<record>` that `record_xml` built with this `about`, or
-    None for a record without metadata (deleted). The store keeps the fragment only there."""
+    None for a record without metadata (deleted). The store keeps the fragment only there.
+
+    A record served in a further format carries `about` with its first metadataNamespace
+    naming that format (`native.about_in`): the end is then found around that one element,
+    whose text holds no `<`, rather than by the length of `about`."""
     start = record.find(b"</header>" + _METADATA_START)  # `</header>` cannot occur in the header's text
     if start < 0:
         return None
     start += len(b"</header>" + _METADATA_START)
-    return record[start : len(record) - len(_metadata_end(about))].decode()
+    end = _metadata_end(about)
+    if record.endswith(end):
+        return record[start : len(record) - len(end)].decode()
+    at = end.find(_NAMESPACE_START)
+    after = end.find(_NAMESPACE_END, at)
+    if at < 0 or after < 0 or not record.endswith(end[after:]):
+        raise ValueError("a stored <record> does not end with the about it was written with")
+    opened = record.rfind(_NAMESPACE_START, start, len(record) - len(end) + after)
+    if opened < 0 or record[opened - at : opened] != end[:at]:
+        raise ValueError("a stored <record> does not end with the about it was written with")
+    return record[start : opened - at].decode()

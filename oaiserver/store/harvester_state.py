@@ -558,7 +558,7 @@ def _serve_native_in(
                 restamped.append(row)
             continue
         body = (
-            record_body(found.metadata, about_in(row.about, namespace or found.namespace))
+            record_body(found.metadata, about_in(row.about, found.namespace or namespace))
             if found
             else record_body(None, None)
         )
