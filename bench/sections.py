@@ -14,8 +14,9 @@ T_LOAD_VS_EXECUTEMANY = 2.0  # the bulk load over a plain executemany of the sam
 T_CPU = 15.0  # server CPU ms per 1,000 records, full ListRecords harvest
 T_LATE_PAGE = 1.2  # the page at 90 % of the list within this factor of the first page
 T_RSS_MB = 150.0  # peak RSS per worker at N = 1,000,000
-T_HARVESTER = 10_000  # records/s, harvester into SQLite
-T_HARVESTER_VS_SICKLE = 3.0
+T_HARVESTER_VS_SICKLE = 1.5  # the harvester's records/s into SQLite over the plain Sickle loop's
+T_HARVESTER_CPU_VS_SICKLE = 1.25  # the harvester's CPU per record (worker included) over the Sickle loop's
+T_PG_VS_SQLITE = 0.8  # the harvester's records/s into PostgreSQL over its rate into SQLite
 T_VS_PEER_32 = 3.0  # our 32-harvester aggregate over the peer's
 T_FLOOR = 1.5  # server CPU per 1,000 records within this factor of the floor (bench/floor.py)
 T_VS_PEER_CPU = 10.0  # the best peer's server CPU per 1,000 records over ours
