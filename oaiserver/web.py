@@ -205,12 +205,7 @@ def _observe(answer: protocol.Answer, seconds: float, client: str, user_agent: s
         served = len(answer.result.headers)
     elif isinstance(answer.result, protocol.RecordResult):
         served = 1
-    metrics.REQUESTS.labels(verb).inc()
-    metrics.LATENCY.labels(verb).observe(seconds)
-    if served:
-        metrics.RECORDS.labels(verb).inc(served)
-    for err in answer.errors:
-        metrics.ERRORS.labels(err.code).inc()
+    metrics.answered(verb, seconds, served, [err.code for err in answer.errors])
     args = "&".join(f"{k}={v}" for k, v in answer.request_args.items() if k != "verb") or "-"
     errors = ",".join(err.code for err in answer.errors) or "-"
     what = f"verb={verb} args={args} status=200 errors={errors} records={served}"
