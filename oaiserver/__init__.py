@@ -57,6 +57,7 @@ def create_app(cfg: Config | dict[str, Any] | None = None, store: Store | None =
     from oaiserver import web
 
     app.register_blueprint(web.bp)
+    app.wsgi_app = web.OaiGet(app)  # type: ignore[method-assign]
     if prefix := proxy.prefix_of(cfg.site_url):  # base_url under a path, behind a proxy: links keep it
         app.wsgi_app = proxy.PrefixMount(app.wsgi_app, prefix)  # type: ignore[method-assign]
     return app

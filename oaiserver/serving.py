@@ -102,6 +102,10 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc]
     """gthread whose threads get only requests that have arrived whole (see the module doc)."""
 
     request_timeout: int = Config.request_timeout
+    # gthread tells the arbiter it is alive (a utime of its heartbeat file) at every turn of its
+    # event loop, twice a request; once a HEARTBEAT is enough for a timeout counted in seconds.
+    HEARTBEAT = 1.0
+    notified = -HEARTBEAT
 
     def init_process(self) -> None:
         if self.cfg.is_ssl:  # requests are read raw in the event loop, before any TLS wrapping
@@ -119,6 +123,12 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc]
         live = getattr(self.wsgi, "extensions", {}).get("oai_live")
         if live is not None:
             self.request_timeout = live.config.request_timeout
+
+    def notify(self) -> None:
+        now = time.monotonic()
+        if now - self.notified >= min(self.HEARTBEAT, self.timeout / 2):  # its timeout: half the arbiter's
+            self.notified = now
+            super().notify()
 
     # ---- connections enter here: new, kept alive, or with a pipelined request buffered -----
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from functools import partial
-from typing import cast
+from typing import TYPE_CHECKING, Any, cast
 
-from flask import Blueprint, Response, abort, current_app, g, render_template, request, url_for
+from flask import Blueprint, Flask, Response, abort, current_app, g, render_template, request, url_for
 from sqlalchemy.exc import DBAPIError
+from werkzeug.http import parse_accept_header
 
 from oaiserver import changes as changes_mod
 from oaiserver import errors, formats, html, landing, metrics, partners, protocol, proxy, render
@@ -18,6 +21,9 @@ from oaiserver.live import Live
 from oaiserver.records import Header, format_datestamp, parse_datestamp
 from oaiserver.store import Store, StoreUnavailable, harvest_summary
 from oaiserver.store.search import COUNT_UP_TO
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 try:  # Intel ISA-L: gzip at level 1 in a fifth of zlib's time, for the same size
     from isal.igzip import compress as gzip_compress
@@ -78,18 +84,73 @@ def oai() -> Response:
     raw = _raw_arguments()
     if raw is None:  # answered as a long GET is: an OAI-PMH badArgument
         return _xml(protocol.too_long(MAX_BODY), repo)
-    pairs = protocol.parse_pairs(raw)
-    limiter: threading.BoundedSemaphore = current_app.extensions["oai_list_limiter"]
-    is_list = any(k == "verb" and v in LIST_VERBS for k, v in pairs)
-    if is_list and not limiter.acquire(blocking=False):
+    answer = _answer(protocol.parse_pairs(raw), repo, current_app.extensions["oai_list_limiter"])
+    if answer is None:
         metrics.OVERLOAD.inc()
         return _unavailable("The repository is busy; retry after the delay given in Retry-After.")
+    return _xml(answer, repo)
+
+
+def _answer(
+    pairs: list[tuple[str, str]], repo: protocol.Repository, limiter: threading.BoundedSemaphore
+) -> protocol.Answer | None:
+    """The protocol's answer; None when as many lists as allowed are being answered already."""
+    is_list = any(k == "verb" and v in LIST_VERBS for k, v in pairs)
+    if is_list and not limiter.acquire(blocking=False):
+        return None
     try:
-        answer = protocol.handle(pairs, repo)
+        return protocol.handle(pairs, repo)
     finally:
         if is_list:
             limiter.release()
-    return _xml(answer, repo)
+
+
+class OaiGet:
+    """GET /oai answered straight from the WSGI environ, by the same steps as the `oai` view
+    (`_answer`, `document`, `_observe`) and with the same headers, but without Flask's request
+    context, routing, request and response objects and hooks: they cost a GetRecord more CPU
+    than the protocol, the store and the XML together. What it does not answer goes to Flask:
+    every other request, a POST, a list refused as overload, and any failure (a store that is
+    down, a bug), which Flask answers, logs and counts as on every path; a read is repeated then,
+    never a write."""
+
+    def __init__(self, app: Flask) -> None:
+        self.flask = app.wsgi_app
+        self.extensions = app.extensions
+        self.live: Live = app.extensions["oai_live"]
+        self.limiter: threading.BoundedSemaphore = app.extensions["oai_list_limiter"]
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") == "GET" and environ.get("PATH_INFO") == "/oai":
+            try:
+                answered = self.answer(environ)
+            except Exception:  # Flask answers it, as every failure (the docstring)
+                answered = None
+            if answered is not None:
+                body, headers = answered
+                start_response("200 OK", headers)
+                return [body]
+        return self.flask(environ, start_response)
+
+    def answer(self, environ: Mapping[str, Any]) -> tuple[bytes, list[tuple[str, str]]] | None:
+        started = time.perf_counter()
+        repo = self.live.repository()
+        pairs = protocol.parse_pairs(environ.get("QUERY_STRING", "").encode("latin-1"))
+        answer = _answer(pairs, repo, self.limiter)
+        if answer is None:
+            return None
+        body, headers = document(
+            answer,
+            repo,
+            navigation=environ.get("HTTP_SEC_FETCH_DEST") in BROWSER_NAVIGATION,
+            gzip=accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING")),
+            moved=moved_site(self.extensions, repo),
+        )
+        client = client_field(
+            environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"), self.live.config.trusted_proxies
+        )
+        _observe(answer, time.perf_counter() - started, client, proxy.log_text(environ.get("HTTP_USER_AGENT")))
+        return body, [*headers.items(), ("Content-Length", str(len(body))), *SAFETY_HEADERS.items()]
 
 
 # Fetch metadata a browser sends when a person opens an address (a page or a frame); no
@@ -98,28 +159,45 @@ BROWSER_NAVIGATION = ("document", "iframe")
 
 
 def _xml(answer: protocol.Answer, repo: protocol.Repository) -> Response:
-    """The OAI-PMH response, gzip-compressed when asked, and its log line.
-
-    Every client gets the same document, with an `xml-stylesheet` instruction as its second
-    line: harvesters the XSLT one they always had (/static/oai2.xsl, the bytes unchanged); a
-    person who opens /oai in a browser (Sec-Fetch-Dest, never Accept, which harvesters send
-    as they please) a CSS one (/static/oai-xml.css), which styles the same XML without XSLT,
-    so Chromium shows no deprecation banner, and names the page for people, /oai/view."""
+    """The OAI-PMH response (`document`) as a Flask response, and its log line."""
     navigation = request.headers.get("Sec-Fetch-Dest") in BROWSER_NAVIGATION
-    sheet, kind = ("oai-xml.css", "text/css") if navigation else ("oai2.xsl", "text/xsl")
-    stylesheet = f"{repo.config.site_url}/static/{sheet}"
-    body = render.response(answer, repo.config.base_url, stylesheet=stylesheet, moved=_moved(), stylesheet_type=kind)
-    headers = {"Content-Type": "text/xml; charset=utf-8", "Vary": "Accept-Encoding, Sec-Fetch-Dest"}
-    if len(body) > 512 and request.accept_encodings["gzip"] > 0:
-        # Level 1: level 5 cost 2.4x the CPU for a body 22 % smaller (bench/README.md).
-        body = gzip_compress(body, compresslevel=1)
-        headers["Content-Encoding"] = "gzip"
+    gzip = accepts_gzip(request.headers.get("Accept-Encoding"))
+    body, headers = document(answer, repo, navigation=navigation, gzip=gzip, moved=_moved())
     resp = Response(body, headers=headers)  # all at once: each header set later parses and rewrites
-    _observe(answer, time.perf_counter() - g.started)
+    _observe(answer, time.perf_counter() - g.started, _client(), _user_agent())
+    g.logged = True
     return resp
 
 
-def _observe(answer: protocol.Answer, seconds: float) -> None:
+def document(
+    answer: protocol.Answer, repo: protocol.Repository, *, navigation: bool, gzip: bool, moved: tuple[str, str] | None
+) -> tuple[bytes, dict[str, str]]:
+    """The OAI-PMH document and its headers, gzip-compressed when asked.
+
+    Every client gets the same document, with an `xml-stylesheet` instruction as its second
+    line: harvesters the XSLT one they always had (/static/oai2.xsl, the bytes unchanged); a
+    person who opens /oai in a browser (`navigation`: Sec-Fetch-Dest, never Accept, which
+    harvesters send as they please) a CSS one (/static/oai-xml.css), which styles the same XML
+    without XSLT, so Chromium shows no deprecation banner, and names the page for people, /oai/view."""
+    sheet, kind = ("oai-xml.css", "text/css") if navigation else ("oai2.xsl", "text/xsl")
+    stylesheet = f"{repo.config.site_url}/static/{sheet}"
+    body = render.response(answer, repo.config.base_url, stylesheet=stylesheet, moved=moved, stylesheet_type=kind)
+    headers = {"Content-Type": "text/xml; charset=utf-8", "Vary": "Accept-Encoding, Sec-Fetch-Dest"}
+    if gzip and len(body) > 512:
+        # Level 1: level 5 cost 2.4x the CPU for a body 22 % smaller (bench/README.md).
+        body = gzip_compress(body, compresslevel=1)
+        headers["Content-Encoding"] = "gzip"
+    return body, headers
+
+
+@functools.lru_cache(maxsize=256)
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an Accept-Encoding value takes gzip, as werkzeug reads it (q-values, `*`);
+    cached, since clients send the same few values on every request."""
+    return parse_accept_header(accept_encoding)["gzip"] > 0
+
+
+def _observe(answer: protocol.Answer, seconds: float, client: str, user_agent: str) -> None:
     """One log line and the metrics for an answered request."""
     verb = answer.request_args.get("verb", "-")
     served = 0
@@ -127,29 +205,32 @@ def _observe(answer: protocol.Answer, seconds: float) -> None:
         served = len(answer.result.headers)
     elif isinstance(answer.result, protocol.RecordResult):
         served = 1
-    metrics.REQUESTS.labels(verb).inc()
-    metrics.LATENCY.labels(verb).observe(seconds)
-    if served:
-        metrics.RECORDS.labels(verb).inc(served)
-    for err in answer.errors:
-        metrics.ERRORS.labels(err.code).inc()
-    g.logged = True
+    metrics.answered(verb, seconds, served, [err.code for err in answer.errors])
     args = "&".join(f"{k}={v}" for k, v in answer.request_args.items() if k != "verb") or "-"
     errors = ",".join(err.code for err in answer.errors) or "-"
-    log.info("%s", request_line("oai", f"verb={verb} args={args} status=200 errors={errors} records={served}", seconds))
+    what = f"verb={verb} args={args} status=200 errors={errors} records={served}"
+    log.info("%s", log_line("oai", what, seconds, client, user_agent))
 
 
 def request_line(kind: str, what: str, seconds: float) -> str:
+    """This request's log line (`log_line`)."""
+    return log_line(kind, what, seconds, _client(), _user_agent())
+
+
+def log_line(kind: str, what: str, seconds: float, client: str, user_agent: str) -> str:
     """A request's one log line: `oai` (an OAI-PMH request) or `http` (anything else), who
     asked, what was asked and answered, how long it took, and the User-Agent (which tells
     one harvester from another), quoted so that no client can forge a line or a field."""
-    return f"{kind} client={_client()} {what} ms={seconds * 1000:.1f} ua={_user_agent()}"
+    return f"{kind} client={client} {what} ms={seconds * 1000:.1f} ua={user_agent}"
 
 
 def _client() -> str:
+    return client_field(request.remote_addr, request.headers.get("X-Forwarded-For"), live().config.trusted_proxies)
+
+
+def client_field(peer: str | None, forwarded_for: str | None, trusted: tuple[proxy.Network, ...]) -> str:
     """The log line's client: behind trusted proxies, the one they name (proxy.client_address)."""
-    trusted = live().config.trusted_proxies  # known while the store is down too
-    return proxy.log_address(proxy.client_address(request.remote_addr, request.headers.get("X-Forwarded-For"), trusted))
+    return proxy.log_address(proxy.client_address(peer, forwarded_for, trusted))
 
 
 def _user_agent() -> str:
@@ -157,11 +238,15 @@ def _user_agent() -> str:
 
 
 def _moved() -> tuple[str, str] | None:
+    return moved_site(current_app.extensions, repository())
+
+
+def moved_site(extensions: dict[str, Any], repo: protocol.Repository) -> tuple[str, str] | None:
     """(stored site, configured site) while a move of the site is not yet ingested (landing.py)."""
-    stored: landing.StoredSite | None = current_app.extensions.get("oai_landing")
+    stored: landing.StoredSite | None = extensions.get("oai_landing")
     if stored is None:
-        stored = current_app.extensions.setdefault("oai_landing", landing.StoredSite(store()))
-    return stored.moved(repository().config.site_url)
+        stored = extensions.setdefault("oai_landing", landing.StoredSite(cast(Store, repo.store)))
+    return stored.moved(repo.config.site_url)
 
 
 @bp.before_app_request

@@ -342,3 +342,29 @@ def test_chunked_framing_the_application_cannot_read_is_a_bad_request(tmp_path: 
         assert received.startswith(b"HTTP/1.1 400 "), received[:300]
         assert b"Traceback" not in received
         assert requests.get(server.base, params={"verb": "Identify"}, timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize(("timeout", "every"), [(60, 1.0), (1, 0.25)])
+def test_the_worker_tells_the_arbiter_it_lives_once_a_heartbeat(
+    monkeypatch: pytest.MonkeyPatch, timeout: int, every: float
+) -> None:
+    """gthread touches its heartbeat file at each turn of its event loop (twice a request); ours
+    at most once a second, or four times within the arbiter's timeout if that is shorter."""
+    import logging
+    import os
+
+    from gunicorn.config import Config
+
+    from oaiserver import serving
+
+    now = [1000.0]
+    monkeypatch.setattr(serving.time, "monotonic", lambda: now[0])
+    # The arbiter gives its workers half its timeout.
+    worker = serving.RequestBufferingWorker(0, os.getpid(), [], None, timeout / 2, Config(), logging.getLogger("t"))
+    touched = []
+    monkeypatch.setattr(worker.tmp, "notify", lambda: touched.append(now[0]))
+    for _ in range(10):
+        worker.notify()
+        now[0] += every / 4
+    worker.tmp.close()
+    assert touched == [1000.0, 1000.0 + every, 1000.0 + 2 * every]
