@@ -12,6 +12,7 @@ from oaiserver.formats import MetadataFormat
 from oaiserver.fragments import metadata_of
 from oaiserver.records import DCValue, Header, ListQuery, Record, Rendered
 from oaiserver.rows import _FIELD, _VALUE
+from oaiserver.store import list_counts
 from oaiserver.store.schema import formats, harvested_formats, partner_sets, records, set_members
 from oaiserver.store.transactions import Transactions
 
@@ -86,12 +87,19 @@ class Reads(Transactions):
         return sql, params
 
     def count(self, query: ListQuery) -> int:
+        """A list's size. From its beginning: the kept count less the rows stamped after its
+        `end` (list_counts.py), so a first page costs the same however large the list. With a
+        `from`: the rows of the range, counted in the index."""
+        if query.start is None:
+            sql, params = list_counts.count_sql(query.prefix, query.set_spec, query.end)
+            n, parts = self._fetch(sql, params)[0]
+            if parts > list_counts.FOLD_AT:
+                list_counts.fold(self.engine, query.prefix, query.set_spec)
+            return int(n)
         params: list[Any]
-        if query.set_spec is None:  # one index range, however many records the list holds
-            sql, params = "SELECT count(*) FROM formats WHERE prefix = ?", [query.prefix]
-            if query.start is not None:
-                sql += " AND datestamp >= ?"
-                params.append(query.start)
+        if query.set_spec is None:  # one index range
+            sql = "SELECT count(*) FROM formats WHERE prefix = ? AND datestamp >= ?"
+            params = [query.prefix, query.start]
             if query.end is not None:
                 sql += " AND datestamp <= ?"
                 params.append(query.end)
