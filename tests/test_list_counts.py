@@ -204,3 +204,21 @@ def test_a_list_from_its_beginning_reads_the_kept_count(store: Store, clock: Clo
         conn.exec_driver_sql("UPDATE list_counts SET n = n + 100 WHERE prefix = 'oai_dc' AND spec = ''")
     assert store.count(ListQuery("oai_dc")) == 103
     assert store.count(ListQuery("oai_dc", start=0)) == 3  # a range with `from` is counted in the index
+
+
+def test_a_list_up_to_a_date_long_past_is_counted_up_to_it(
+    store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With many rows stamped after a list's end (an `until` long past), the list is counted
+    in the index up to its end rather than the many rows after it taken off the kept count."""
+    monkeypatch.setattr(list_counts, "FEW", 2)
+    store.write([make_record("old", sets=("s",))])
+    end = clock.now
+    for i in range(3):
+        clock.tick()
+        store.write([make_record(str(i), sets=("s",))])
+    with store.engine.begin() as conn:  # a kept count that is not the rows' own shows which is read
+        conn.exec_driver_sql("UPDATE list_counts SET n = n + 100")
+    for spec in (None, "s"):
+        assert store.count(ListQuery("oai_dc", set_spec=spec, end=end)) == 1  # 3 after it: counted
+        assert store.count(ListQuery("oai_dc", set_spec=spec, end=end + 2)) == 103  # 1 after it: kept

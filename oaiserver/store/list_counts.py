@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+FEW = 10_000  # rows after a list's end taken off its kept count; beyond, the list is counted
 FOLD_AT = 64  # rows of one list a count reads before they are folded into one (PostgreSQL)
 
 _SQLITE_TRIGGERS = (
@@ -137,6 +138,16 @@ def count_sql(prefix: str, spec: str | None, end: int | None) -> tuple[str, list
         )
         params += [prefix, spec, end]
     return f"SELECT c.n - l.n, c.parts FROM ({total}) c, ({later}) l", params
+
+
+def after_sql(prefix: str, spec: str | None, end: int) -> tuple[str, list[Any]]:
+    """How many rows of the prefix (or members of the set) are stamped after `end`, up to FEW:
+    whether taking them off the kept count is cheaper than counting the list."""
+    if spec is None:
+        rows, params = "SELECT 1 FROM formats WHERE prefix = ?", [prefix]
+    else:
+        rows, params = "SELECT 1 FROM set_members WHERE spec = ?", [spec]
+    return f"SELECT count(*) FROM ({rows} AND datestamp > ? LIMIT ?) t", [*params, end, FEW]
 
 
 # PostgreSQL: the backends' rows of one list added into its row 0, in one statement. A row a
