@@ -80,11 +80,14 @@ class Walk:
         }
 
 
-def full_harvest(server: Server, *, gzip: bool = True, max_pages: int | None = None) -> Walk:
-    """Every page of ListRecords, one after the other; tokens kept for the latency probes."""
+def full_harvest(
+    server: Server, *, gzip: bool = True, max_pages: int | None = None, extra: dict[str, str] | None = None
+) -> Walk:
+    """Every page of ListRecords (`extra`: more arguments, a set), one after the other; tokens
+    kept for the latency probes."""
     walk = Walk()
     session = requests.Session()
-    params = first_page()
+    params = first_page(extra)
     cpu0, me0, busy0, t0 = server.cpu(), self_cpu(), machine_busy(), time.perf_counter()
     while max_pages is None or walk.pages < max_pages:
         body, elapsed = fetch(session, server.url, params, gzip=gzip)
