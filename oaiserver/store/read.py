@@ -97,7 +97,6 @@ class Reads(Transactions):
             if parts > list_counts.FOLD_AT:
                 list_counts.fold(self.engine, query.prefix, query.set_spec)
             return int(n)
-        params: list[Any]
         if query.set_spec is None:  # one index range
             sql, params = "SELECT count(*) FROM formats WHERE prefix = ?", [query.prefix]
             if query.start is not None:
