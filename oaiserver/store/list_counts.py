@@ -53,44 +53,65 @@ END""",
 END""",
 )
 
-# PostgreSQL fires AFTER row triggers at the end of their statement: a cascade from `records`
-# would have deleted both rows of a pair by then, so deletes are counted BEFORE (the partner
-# row still there). Inserts are counted AFTER, once the row is surely in.
+# PostgreSQL: inserts are counted once a statement, from its rows (a transition table): a bulk
+# load writes a few hundred rows a statement, so one upsert a list instead of one a row. Deletes
+# are counted a row at a time BEFORE it goes: AFTER triggers fire at the end of their statement,
+# and a cascade from `records` would have deleted both rows of a pair by then.
 _PG_FUNCTIONS = (
-    """CREATE OR REPLACE FUNCTION list_counts_formats() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-  d integer := CASE TG_OP WHEN 'INSERT' THEN 1 ELSE -1 END;
-  p text := CASE TG_OP WHEN 'INSERT' THEN NEW.prefix ELSE OLD.prefix END;
-  rid integer := CASE TG_OP WHEN 'INSERT' THEN NEW.record_id ELSE OLD.record_id END;
+    """CREATE OR REPLACE FUNCTION list_counts_formats_added() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   INSERT INTO list_counts (prefix, spec, part, n)
-    SELECT p, s.spec, pg_backend_pid(), d * count(*)
-    FROM (SELECT '' AS spec UNION ALL SELECT m.spec FROM set_members m WHERE m.record_id = rid) s
+    SELECT a.prefix, '', pg_backend_pid(), count(*) FROM added a GROUP BY a.prefix
+    UNION ALL
+    SELECT a.prefix, m.spec, pg_backend_pid(), count(*) FROM added a JOIN set_members m ON m.record_id = a.record_id
+    GROUP BY a.prefix, m.spec
+    ON CONFLICT (prefix, spec, part) DO UPDATE SET n = list_counts.n + excluded.n;
+  RETURN NULL;
+END $$""",
+    """CREATE OR REPLACE FUNCTION list_counts_members_added() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO list_counts (prefix, spec, part, n)
+    SELECT f.prefix, a.spec, pg_backend_pid(), count(*) FROM added a JOIN formats f ON f.record_id = a.record_id
+    GROUP BY f.prefix, a.spec
+    ON CONFLICT (prefix, spec, part) DO UPDATE SET n = list_counts.n + excluded.n;
+  RETURN NULL;
+END $$""",
+    """CREATE OR REPLACE FUNCTION list_counts_formats_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO list_counts (prefix, spec, part, n)
+    SELECT OLD.prefix, s.spec, pg_backend_pid(), -count(*)
+    FROM (SELECT '' AS spec UNION ALL SELECT m.spec FROM set_members m WHERE m.record_id = OLD.record_id) s
     GROUP BY s.spec
     ON CONFLICT (prefix, spec, part) DO UPDATE SET n = list_counts.n + excluded.n;
-  IF TG_OP = 'INSERT' THEN RETURN NEW; END IF;
   RETURN OLD;
 END $$""",
-    """CREATE OR REPLACE FUNCTION list_counts_members() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-  d integer := CASE TG_OP WHEN 'INSERT' THEN 1 ELSE -1 END;
-  s text := CASE TG_OP WHEN 'INSERT' THEN NEW.spec ELSE OLD.spec END;
-  rid integer := CASE TG_OP WHEN 'INSERT' THEN NEW.record_id ELSE OLD.record_id END;
+    """CREATE OR REPLACE FUNCTION list_counts_members_gone() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   INSERT INTO list_counts (prefix, spec, part, n)
-    SELECT f.prefix, s, pg_backend_pid(), d * count(*) FROM formats f WHERE f.record_id = rid
+    SELECT f.prefix, OLD.spec, pg_backend_pid(), -count(*) FROM formats f WHERE f.record_id = OLD.record_id
     GROUP BY f.prefix
     ON CONFLICT (prefix, spec, part) DO UPDATE SET n = list_counts.n + excluded.n;
-  IF TG_OP = 'INSERT' THEN RETURN NEW; END IF;
   RETURN OLD;
 END $$""",
 )
 
 _PG_TRIGGERS = (
-    ("list_counts_formats_insert", "AFTER INSERT ON formats", "list_counts_formats"),
-    ("list_counts_formats_delete", "BEFORE DELETE ON formats", "list_counts_formats"),
-    ("list_counts_members_insert", "AFTER INSERT ON set_members", "list_counts_members"),
-    ("list_counts_members_delete", "BEFORE DELETE ON set_members", "list_counts_members"),
+    (
+        "list_counts_formats_insert",
+        "formats",
+        "AFTER INSERT",
+        "REFERENCING NEW TABLE AS added FOR EACH STATEMENT",
+        "list_counts_formats_added",
+    ),
+    ("list_counts_formats_delete", "formats", "BEFORE DELETE", "FOR EACH ROW", "list_counts_formats_gone"),
+    (
+        "list_counts_members_insert",
+        "set_members",
+        "AFTER INSERT",
+        "REFERENCING NEW TABLE AS added FOR EACH STATEMENT",
+        "list_counts_members_added",
+    ),
+    ("list_counts_members_delete", "set_members", "BEFORE DELETE", "FOR EACH ROW", "list_counts_members_gone"),
 )
 
 
@@ -102,9 +123,9 @@ def create_triggers(conn: Connection) -> None:
         return
     for ddl in _PG_FUNCTIONS:
         conn.exec_driver_sql(ddl)
-    for name, when, function in _PG_TRIGGERS:
-        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name} ON {when.rsplit(' ', 1)[1]}")
-        conn.exec_driver_sql(f"CREATE TRIGGER {name} {when} FOR EACH ROW EXECUTE FUNCTION {function}()")
+    for name, table, when, each, function in _PG_TRIGGERS:
+        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name} ON {table}")
+        conn.exec_driver_sql(f"CREATE TRIGGER {name} {when} ON {table} {each} EXECUTE FUNCTION {function}()")
 
 
 def fill(conn: Connection) -> None:
