@@ -81,11 +81,19 @@ class Walk:
         }
 
 
-def full_harvest(server: Server, *, gzip: bool = True, max_pages: int | None = None, prefix: str = "oai_dc") -> Walk:
-    """Every page of ListRecords in `prefix`, one after the other; tokens kept for the latency probes."""
+def full_harvest(
+    server: Server,
+    *,
+    gzip: bool = True,
+    max_pages: int | None = None,
+    extra: dict[str, str] | None = None,
+    prefix: str = "oai_dc",
+) -> Walk:
+    """Every page of ListRecords in `prefix` (`extra`: more arguments, a set), one after the
+    other; tokens kept for the latency probes."""
     walk = Walk()
     session = requests.Session()
-    params = first_page(prefix=prefix)
+    params = first_page(extra, prefix=prefix)
     cpu0, me0, busy0, t0 = server.cpu(), self_cpu(), machine_busy(), time.perf_counter()
     while max_pages is None or walk.pages < max_pages:
         body, elapsed = fetch(session, server.url, params, gzip=gzip)

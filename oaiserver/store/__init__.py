@@ -13,8 +13,10 @@ code serves both. Two rules shape it:
 Its modules, one concern each: `schema` (tables, migrations), `engine` (opening a database,
 the errors that say why it cannot be), `transactions` (what reads and writes share: the
 engine, the write clock), `write`, `read`, `search` (the words of records, for people),
-`stored_settings`, `export` (the whole store as rows), `harvester_state` (the harvester's) and
-`harvest_due` (when the schedulers next harvest each partner).
+`stored_settings`, `export` (the whole store as rows), `harvester_state` (the harvester's),
+`harvest_due` (when the schedulers next harvest each partner) and `list_counts` (each list's
+size, kept by triggers as records are written, so a list's first page reads its
+completeListSize rather than counting the list).
 Every name importers use is importable from here.
 """
 

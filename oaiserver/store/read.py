@@ -12,6 +12,7 @@ from oaiserver.formats import MetadataFormat
 from oaiserver.fragments import metadata_of
 from oaiserver.records import DCValue, Header, ListQuery, Record, Rendered
 from oaiserver.rows import _FIELD, _VALUE
+from oaiserver.store import list_counts
 from oaiserver.store.schema import formats, harvested_formats, partner_sets, records, set_members
 from oaiserver.store.transactions import Transactions
 
@@ -95,8 +96,17 @@ class Reads(Transactions):
         return sql, params
 
     def count(self, query: ListQuery) -> int:
-        params: list[Any]
-        if query.set_spec is None:  # one index range, however many records the list holds
+        """A list's size. From its beginning: the kept count less the rows stamped after its
+        `end` (list_counts.py), so a first page costs the same however large the list; unless
+        many rows are stamped after `end` (an `until` long past), when the rows up to it are
+        counted instead. With a `from`: the rows of the range, counted in the index."""
+        if query.start is None and (query.end is None or self._few_after(query)):
+            sql, params = list_counts.count_sql(query.prefix, query.set_spec, query.end)
+            n, parts = self._fetch(sql, params)[0]
+            if parts > list_counts.FOLD_AT:
+                list_counts.fold(self.engine, query.prefix, query.set_spec)
+            return int(n)
+        if query.set_spec is None:  # one index range
             sql, params = "SELECT count(*) FROM formats WHERE prefix = ?", [query.prefix]
             if query.start is not None:
                 sql += " AND datestamp >= ?"
@@ -107,6 +117,12 @@ class Reads(Transactions):
         else:
             sql, params = self._list_sql(query, "count(*)", None)
         return int(self._fetch(sql, params)[0][0])
+
+    def _few_after(self, query: ListQuery) -> bool:
+        """Whether fewer than `list_counts.FEW` rows of the list's prefix or set are stamped after
+        its `end`: counted in the index, up to that many at most."""
+        sql, params = list_counts.after_sql(query.prefix, query.set_spec, query.end or 0)
+        return int(self._fetch(sql, params)[0][0]) < list_counts.FEW
 
     def deleted_count(self, query: ListQuery) -> int:
         """How many of a list's records are deleted: the changes page counts them apart from

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from oaiserver.store import list_counts as counted
 from oaiserver.store import search
 
 meta = sa.MetaData()
@@ -62,6 +63,18 @@ set_members = sa.Table(
     sa.Column("record_id", sa.Integer, sa.ForeignKey("records.id", ondelete="CASCADE"), nullable=False),
     sa.Index("ix_set_members_record", "record_id"),
     # SQLite: the rows are the primary key's index itself, one B-tree fewer to write.
+    sqlite_with_rowid=False,
+)
+
+# How many records each list holds (spec '': the whole list of a prefix), kept by triggers
+# (list_counts.py): a list's first page reads its completeListSize rather than counting.
+list_counts = sa.Table(
+    "list_counts",
+    meta,
+    sa.Column("prefix", sa.String(100), primary_key=True),
+    sa.Column("spec", sa.String(400), primary_key=True),
+    sa.Column("part", sa.Integer, primary_key=True),  # 0, or the PostgreSQL backend that added it
+    sa.Column("n", sa.BigInteger, nullable=False),
     sqlite_with_rowid=False,
 )
 
@@ -230,6 +243,7 @@ def _schema_from_metadata(conn: Connection) -> None:
     search index (`search.create_index`: a table of each backend's own kind, not in `meta`)."""
     meta.create_all(conn)
     search.create_index(conn)
+    counted.create_triggers(conn)
 
 
 def _search_index(conn: Connection) -> None:
@@ -295,6 +309,14 @@ def _harvested_formats(conn: Connection) -> None:
     harvested_formats.create(conn, checkfirst=True)
 
 
+def _list_counts(conn: Connection) -> None:
+    """Migration 10: each list's size kept as records are written (list_counts.py), counted
+    once here for the records already stored."""
+    list_counts.create(conn, checkfirst=True)
+    counted.create_triggers(conn)
+    counted.fill(conn)
+
+
 # Schema changes, numbered, applied in order. A new store is made from the tables above, which
 # always describe the latest schema, and gets the last number; a store at an earlier number gets
 # each later step. Changing the schema is changing the tables above *and* appending the step
@@ -309,4 +331,5 @@ MIGRATIONS: tuple[tuple[int, Migration], ...] = (
     (7, _partner_sets),
     (8, _harvest_per_format),
     (9, _harvested_formats),
+    (10, _list_counts),
 )
