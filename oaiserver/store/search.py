@@ -168,33 +168,38 @@ def index_in(cur: Any, is_sqlite: bool, entries: Iterable[tuple[str, str]]) -> N
     index held for them. Inside the write's transaction, on its cursor."""
     by_identifier = dict(entries)
     idents = list(by_identifier)
-    mark = "?" if is_sqlite else "%s"
     rows: list[tuple[int, str]] = []
     for n in range(0, len(idents), 500):
         part = idents[n : n + 500]
-        cur.execute(f"SELECT identifier, id FROM records WHERE identifier IN ({', '.join([mark] * len(part))})", part)
+        if is_sqlite:
+            cur.execute(
+                f"SELECT identifier, id FROM records WHERE identifier IN ({', '.join(['?'] * len(part))})", part
+            )
+        else:  # one array: a statement of fixed text, parsed once by psycopg
+            cur.execute("SELECT identifier, id FROM records WHERE identifier = ANY(%s)", [part])
         rows += [(row_id, index_text(ident, by_identifier[ident])) for ident, row_id in cur.fetchall()]
     rows.sort()
     _put(cur, is_sqlite, rows)
 
 
 def _put(cur: Any, is_sqlite: bool, rows: Sequence[tuple[int, str]]) -> None:
+    if not is_sqlite:
+        # One statement of fixed text for every row, in psycopg's pipeline (prepared once): a
+        # statement of 250 rows' VALUES has its long text parsed in Python on every call.
+        cur.executemany(
+            "INSERT INTO records_search (record_id, words) VALUES (%s, to_tsvector('simple', %s))"
+            " ON CONFLICT (record_id) DO UPDATE SET words = excluded.words",
+            rows,
+        )
+        return
     for n in range(0, len(rows), 250):
         part = rows[n : n + 250]
-        if is_sqlite:
-            ids = [row_id for row_id, _ in part]
-            cur.execute(f"DELETE FROM records_search WHERE rowid IN ({', '.join(['?'] * len(ids))})", ids)
-            cur.execute(
-                "INSERT INTO records_search (rowid, words) VALUES " + ", ".join(["(?, ?)"] * len(part)),
-                [v for row in part for v in row],
-            )
-        else:
-            cur.execute(
-                "INSERT INTO records_search (record_id, words) VALUES "
-                + ", ".join(["(%s, to_tsvector('simple', %s))"] * len(part))
-                + " ON CONFLICT (record_id) DO UPDATE SET words = excluded.words",
-                [v for row in part for v in row],
-            )
+        ids = [row_id for row_id, _ in part]
+        cur.execute(f"DELETE FROM records_search WHERE rowid IN ({', '.join(['?'] * len(ids))})", ids)
+        cur.execute(
+            "INSERT INTO records_search (rowid, words) VALUES " + ", ".join(["(?, ?)"] * len(part)),
+            [v for row in part for v in row],
+        )
 
 
 # ---- reads --------------------------------------------------------------------------------
