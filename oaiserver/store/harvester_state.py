@@ -372,30 +372,52 @@ def write_native_in(
     if not given:
         return result
     key = (native_formats.c.source == source, native_formats.c.prefix == prefix)
-    rows = conn.execute(
-        sa.select(native_formats.c.identifier, native_formats.c.record).where(
-            *key, native_formats.c.identifier.in_(list(given))
-        )
-    )
-    stored = {identifier: bytes(record) for identifier, record in rows}
+    stored = _native_stored(conn, key, sorted(given))
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
     for identifier in sorted(given):  # key order: concurrent writers lock rows in one order
         record = given[identifier]
         body = (record.raw_xml or "").encode("utf-8")
         old = stored.get(identifier)
+        if old == body:
+            result.unchanged += 1
+            continue
         values = {"datestamp": stamp, "deleted": record.deleted, "record": body}
         if old is None:
-            conn.execute(native_formats.insert().values(source=source, identifier=identifier, prefix=prefix, **values))
-            result.added += 1
-        elif old == body:
-            result.unchanged += 1
+            inserts.append({"source": source, "identifier": identifier, "prefix": prefix, **values})
         else:
-            conn.execute(
-                native_formats.update().where(*key, native_formats.c.identifier == identifier).values(**values)
-            )
-            result.changed += 1
+            updates.append({"b_identifier": identifier, **values})
+    # A statement per table for the page (executemany), as the store's other writes.
+    if inserts:
+        conn.execute(native_formats.insert(), inserts)
+        result.added += len(inserts)
+    if updates:
+        conn.execute(
+            native_formats.update().where(*key, native_formats.c.identifier == sa.bindparam("b_identifier")), updates
+        )
+        result.changed += len(updates)
     if serve:
         _serve_native_in(conn, stamp, source, prefix, given)
     return result
+
+
+def _native_stored(conn: Connection, key: tuple[Any, ...], identifiers: list[str]) -> dict[str, bytes]:
+    """identifier -> the bytes native_formats holds under `key` (source, prefix), of these."""
+    stored: dict[str, bytes] = {}
+    for part in _chunks(identifiers):
+        rows = conn.execute(
+            sa.select(native_formats.c.identifier, native_formats.c.record).where(
+                *key, native_formats.c.identifier.in_(part)
+            )
+        )
+        stored.update((identifier, bytes(record)) for identifier, record in rows)
+    return stored
+
+
+def _chunks(values: Sequence[Any], size: int = 500) -> list[list[Any]]:
+    """`values` in lists of `size`: the IN lists of one statement each (SQLite caps a
+    statement's parameters)."""
+    return [list(values[n : n + size]) for n in range(0, len(values), size)]
 
 
 def _serve_native_in(conn: Connection, stamp: int, source: str, prefix: str, given: dict[str, Record]) -> None:
@@ -406,62 +428,99 @@ def _serve_native_in(conn: Connection, stamp: int, source: str, prefix: str, giv
     metadata lacks the format. Each row is compared with the one stored and written only if it
     differs (a write of the first format that changes a record drops its rows: written again
     here). A row whose metadata changed restamps its record (`_restamp_in`): datestamps mean
-    change, in any format."""
-    served = conn.execute(
-        sa.select(
-            records.c.id,
-            records.c.identifier,
-            records.c.datestamp,
-            records.c.deleted,
-            records.c.setspecs,
-            records.c.header_xml,
-            records.c.about,
-        ).where(records.c.identifier.in_(list(given)), records.c.source == source)
-    ).all()
+    change, in any format. A statement per table for the page, never one a record."""
+    served, stored = _served_in(conn, source, prefix, sorted(given))
     if not served:
         return
-    of_record = (formats.c.record_id == sa.bindparam("rid"), formats.c.prefix == prefix)
-    stored = {
-        rid: bytes(body)
-        for rid, body in conn.execute(
-            sa.select(formats.c.record_id, formats.c.record).where(
-                formats.c.record_id.in_([r.id for r in served]), formats.c.prefix == prefix
-            )
-        )
-    }
-    for row in sorted(served, key=lambda r: r.id):  # key order, as every writer locks rows
+    dropped: list[dict[str, Any]] = []
+    inserts: list[dict[str, Any]] = []
+    changed: dict[int, tuple[Any, bytes]] = {}  # row id -> (its row, the new body in `prefix`)
+    for row in served:
         record = given[row.identifier]
         metadata = None if row.deleted or record.deleted else payload(record.raw_xml or "")
         old = stored.get(row.id)
         if metadata is None and not row.deleted:
             if old is not None:
-                conn.execute(formats.delete().where(*of_record), {"rid": row.id})
+                dropped.append({"rid": row.id})
             continue
         body = record_body(metadata, row.about)
         if old is None:
             values = {"record": with_header(row.header_xml, body), "datestamp": row.datestamp}
-            conn.execute(formats.insert().values(record_id=row.id, prefix=prefix, **values))
+            inserts.append({"record_id": row.id, "prefix": prefix, **values})
         elif not old.endswith(body):
-            header = _restamp_in(conn, stamp, row)
-            conn.execute(formats.update().where(*of_record).values(record=with_header(header, body)), {"rid": row.id})
+            changed[row.id] = (row, body)
+    of_record = (formats.c.record_id == sa.bindparam("rid"), formats.c.prefix == prefix)
+    if dropped:
+        conn.execute(formats.delete().where(*of_record), dropped)
+    if inserts:
+        conn.execute(formats.insert(), inserts)
+    if changed:
+        _restamp_in(conn, stamp, prefix, changed)
 
 
-def _restamp_in(conn: Connection, stamp: int, row: Any) -> str:
-    """A served record stamped `stamp` (its header, in every format and set, with it): its
-    metadata in a further format changed. Returns the new header."""
-    header = header_xml(row.identifier, stamp, row.deleted, row.setspecs.split())
-    conn.execute(records.update().where(records.c.id == row.id).values(datestamp=stamp, header_xml=header))
-    old_start = len(with_header(row.header_xml, b""))
-    for prefix, body in conn.execute(
-        sa.select(formats.c.prefix, formats.c.record).where(formats.c.record_id == row.id)
-    ).all():
-        conn.execute(
-            formats.update()
-            .where(formats.c.record_id == row.id, formats.c.prefix == prefix)
-            .values(record=with_header(header, bytes(body)[old_start:]), datestamp=stamp)
+def _served_in(
+    conn: Connection, source: str, prefix: str, identifiers: list[str]
+) -> tuple[list[Any], dict[int, bytes]]:
+    """The rows of `records` that `source` holds under these identifiers (in key order), and
+    their `formats` rows in `prefix` (row id -> bytes)."""
+    served: list[Any] = []
+    for part in _chunks(identifiers):
+        served += conn.execute(
+            sa.select(
+                records.c.id,
+                records.c.identifier,
+                records.c.datestamp,
+                records.c.deleted,
+                records.c.setspecs,
+                records.c.header_xml,
+                records.c.about,
+            ).where(records.c.identifier.in_(part), records.c.source == source)
+        ).all()
+    served.sort(key=lambda r: r.id)  # key order, as every writer locks rows
+    stored: dict[int, bytes] = {}
+    for part in _chunks([r.id for r in served]):
+        stored.update(
+            (rid, bytes(body))
+            for rid, body in conn.execute(
+                sa.select(formats.c.record_id, formats.c.record).where(
+                    formats.c.record_id.in_(part), formats.c.prefix == prefix
+                )
+            )
         )
-    conn.execute(set_members.update().where(set_members.c.record_id == row.id).values(datestamp=stamp))
-    return header
+    return served, stored
+
+
+def _restamp_in(conn: Connection, stamp: int, prefix: str, changed: dict[int, tuple[Any, bytes]]) -> None:
+    """Served records stamped `stamp` (each one's header, in every format and set, with it):
+    their metadata in the further format `prefix` changed, to the body given (row id -> (its
+    row, the body)). Statements for all of them at once, rows in key order."""
+    headers = {
+        rid: header_xml(row.identifier, stamp, row.deleted, row.setspecs.split()) for rid, (row, _) in changed.items()
+    }
+    conn.execute(
+        records.update().where(records.c.id == sa.bindparam("rid")),
+        [{"rid": rid, "datestamp": stamp, "header_xml": header} for rid, header in sorted(headers.items())],
+    )
+    rewritten: list[dict[str, Any]] = []
+    for part in _chunks(sorted(changed)):
+        for rid, fmt, body in conn.execute(
+            sa.select(formats.c.record_id, formats.c.prefix, formats.c.record)
+            .where(formats.c.record_id.in_(part))
+            .order_by(formats.c.record_id, formats.c.prefix)
+        ).all():
+            row, new_body = changed[rid]
+            # Each row keeps what follows its header; the row of `prefix` gets the new body.
+            tail = new_body if fmt == prefix else bytes(body)[len(with_header(row.header_xml, b"")) :]
+            rewritten.append({"rid": rid, "fmt": fmt, "record": with_header(headers[rid], tail), "datestamp": stamp})
+    if rewritten:
+        conn.execute(
+            formats.update().where(formats.c.record_id == sa.bindparam("rid"), formats.c.prefix == sa.bindparam("fmt")),
+            rewritten,
+        )
+    conn.execute(
+        set_members.update().where(set_members.c.record_id == sa.bindparam("rid")),
+        [{"rid": rid, "datestamp": stamp} for rid in sorted(changed)],
+    )
 
 
 def declare_format_in(conn: Connection, source: str, prefix: str, schema: str, namespace: str) -> None:
