@@ -543,7 +543,9 @@ def test_a_page_larger_than_one_in_list_is_written_whole_in_a_further_format(sto
 
     def count(sql: str, *params: Any) -> int:
         with store.engine.connect() as conn:
-            return int(conn.exec_driver_sql(sql.replace("?", "%s" if not store.is_sqlite else "?"), params).scalar())
+            return int(
+                conn.exec_driver_sql(sql.replace("?", "%s" if not store.is_sqlite else "?"), params).scalar_one()
+            )
 
     with store.writing() as (conn, stamp):
         records = [replace(make_record("x", sets=("s",)), identifier=i, source="p") for i in ids]
