@@ -184,13 +184,19 @@ def index_in(cur: Any, is_sqlite: bool, entries: Iterable[tuple[str, str]]) -> N
 
 def _put(cur: Any, is_sqlite: bool, rows: Sequence[tuple[int, str]]) -> None:
     if not is_sqlite:
-        # One statement of fixed text for every row, in psycopg's pipeline (prepared once): a
-        # statement of 250 rows' VALUES has its long text parsed in Python on every call.
-        cur.executemany(
-            "INSERT INTO records_search (record_id, words) VALUES (%s, to_tsvector('simple', %s))"
-            " ON CONFLICT (record_id) DO UPDATE SET words = excluded.words",
-            rows,
-        )
+        # The words of 500 records as two arrays unnested by the server: a statement of fixed
+        # text (psycopg parses a long one's text, such as 250 rows of VALUES, in Python on every
+        # call), planned once for its two parameters. Half the server's CPU of executemany's
+        # statement a row (one each, pipelined), and less of the client's. (For the records'
+        # own rows, long texts, psycopg's quoting of text arrays costs more than it saves.)
+        for n in range(0, len(rows), 500):
+            part = rows[n : n + 500]
+            cur.execute(
+                "INSERT INTO records_search (record_id, words) SELECT id, to_tsvector('simple', w)"
+                " FROM unnest(%s::int4[], %s::text[]) AS t (id, w)"
+                " ON CONFLICT (record_id) DO UPDATE SET words = excluded.words",
+                [[r[0] for r in part], [r[1] for r in part]],
+            )
         return
     for n in range(0, len(rows), 250):
         part = rows[n : n + 250]
