@@ -6,11 +6,15 @@
 
     .venv/bin/python bench/harvest_ab.py --code worker=. --code here=. --in-process here
 
+    .venv/bin/python bench/harvest_ab.py --code here=. --pg-url postgresql://postgres@127.0.0.1:5432/test
+
 One synthetic data set is loaded and served with `oaiserver serve` (gunicorn, 2 workers, 500
 records a page), as bench/bench.py does; then each `--code` directory (a checkout holding
 `harvester/` and `oaiserver/`) harvests it into a fresh SQLite store in a process of its own,
 the versions taking turns, `--repeat` times each; a version named in `--in-process` converts
-its pages in the harvest's own process (no worker process). Only ratios measured side by side in one run
+its pages in the harvest's own process (no worker process). With `--pg-url`, each version
+also harvests into a fresh PostgreSQL schema (dropped afterwards) right after its SQLite run,
+and the ratio PostgreSQL / SQLite is printed per version. Only ratios measured side by side in one run
 compare: the machine is shared. Prints one line per run and the medians, of records/s and of
 the harvester's CPU (its process and its worker process) per 1,000 records.
 """
@@ -24,8 +28,11 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harvesters import pg_target
+
 import bench  # bench/bench.py, next to this file
 
 # Runs in a child process whose sys.path starts with the code under test.
@@ -40,7 +47,7 @@ from oaiserver.store import Store
 def cpu(who):
     r = resource.getrusage(who)
     return r.ru_utime + r.ru_stime
-store = Store(f"sqlite:///{sys.argv[3]}")
+store = Store(sys.argv[3])
 cpu0, started = cpu(resource.RUSAGE_SELF), time.perf_counter()
 settings = harvest.HarvestSettings(worker_process=sys.argv[4] == "worker")
 report = harvest.run(store, Partner("bench", sys.argv[2]), settings=settings)
@@ -66,46 +73,65 @@ def main() -> None:
     p.add_argument(
         "--in-process", action="append", default=[], metavar="NAME", help="this --code converts without a worker"
     )
+    p.add_argument("--pg-url", help="also harvest into a fresh schema of this PostgreSQL, after each SQLite run")
     args = p.parse_args()
     codes = [tuple(c.split("=", 1)) for c in args.code]
+    targets = ["sqlite", "postgresql"] if args.pg_url else ["sqlite"]
     with tempfile.TemporaryDirectory(prefix="harvest-ab-") as tmp:
         work = Path(tmp)
         db = work / "source.sqlite3"
         bench.log(f"loading {args.records:,} records")
         bench.load(db, args.records, 1000)
         server = bench.start_ours(work, db, 2, 500)
-        rates: dict[str, list[float]] = {name: [] for name, _ in codes}
-        cpus: dict[str, list[float]] = {name: [] for name, _ in codes}
+        runs = [(name, code, target) for name, code in codes for target in targets]
+        rates: dict[tuple[str, str], list[float]] = {(name, t): [] for name, _, t in runs}
+        cpus: dict[tuple[str, str], list[float]] = {(name, t): [] for name, _, t in runs}
         try:
             bench.warm_up(server)
             for rep in range(args.repeat):
-                for name, code in codes:
-                    target = work / f"target-{name}-{rep}.sqlite3"
-                    done = subprocess.run(
-                        [
-                            *(sys.executable, "-c", CHILD, str(Path(code).resolve()), server.url, str(target)),
-                            "here" if name in args.in_process else "worker",
-                        ],
-                        capture_output=True,
-                        text=True,
-                        check=True,
-                    )
-                    result = json.loads(done.stdout.strip().splitlines()[-1])
+                for name, code, kind in runs:
+                    if kind == "sqlite":
+                        target = f"sqlite:///{work / f'target-{name}-{rep}.sqlite3'}"
+                        result = _harvest(code, server.url, target, name in args.in_process)
+                    else:
+                        with pg_target(args.pg_url) as url:
+                            result = _harvest(code, server.url, url, name in args.in_process)
                     rate = result["records"] / result["seconds"]
                     cpu = result["cpu"] * 1e6 / result["records"]
-                    rates[name].append(rate)
-                    cpus[name].append(cpu)
+                    rates[name, kind].append(rate)
+                    cpus[name, kind].append(cpu)
                     print(
-                        f"{name} run {rep + 1}: {result['outcome']}, {result['records']:,} records, "
+                        f"{name} {kind} run {rep + 1}: {result['outcome']}, {result['records']:,} records, "
                         f"{rate:,.0f} records/s, {cpu:,.0f} ms CPU per 1,000 records ({result['code']})",
                         flush=True,
                     )
         finally:
             server.stop()
-    for name, values in rates.items():
+    for (name, kind), values in rates.items():
         shown = " / ".join(f"{v:,.0f}" for v in values)
-        cpu = statistics.median(cpus[name])
-        print(f"{name}: median {statistics.median(values):,.0f} records/s ({shown}); {cpu:,.0f} ms CPU per 1,000")
+        cpu = statistics.median(cpus[name, kind])
+        print(
+            f"{name} {kind}: median {statistics.median(values):,.0f} records/s ({shown}); {cpu:,.0f} ms CPU per 1,000"
+        )
+    if args.pg_url:
+        for name, _ in codes:
+            ratio = statistics.median(rates[name, "postgresql"]) / statistics.median(rates[name, "sqlite"])
+            print(f"{name}: PostgreSQL / SQLite {ratio:.2f}x (medians)")
+
+
+def _harvest(code: str, server_url: str, store_url: str, in_process: bool) -> dict[str, Any]:
+    """One harvest by the checkout `code` into `store_url`, in a process of its own."""
+    done = subprocess.run(
+        [
+            *(sys.executable, "-c", CHILD, str(Path(code).resolve()), server_url, store_url),
+            "here" if in_process else "worker",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 if __name__ == "__main__":

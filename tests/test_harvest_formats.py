@@ -31,8 +31,15 @@ from werkzeug.wrappers import Response
 from harvester import harvest, sweep
 from oaiserver import create_app
 from oaiserver.config import DeletionSweep, Partner
-from oaiserver.records import format_datestamp
-from oaiserver.store import Store, harvest_history, harvest_state_of, native_records
+from oaiserver.records import Record, format_datestamp
+from oaiserver.store import (
+    Store,
+    harvest_history,
+    harvest_state_of,
+    native_records,
+    write_harvested_in,
+    write_native_in,
+)
 from oaiserver.store.harvester_state import declare_format_in
 
 MARC_NS = "http://www.loc.gov/MARC21/slim"
@@ -609,3 +616,48 @@ def test_a_record_that_gains_or_loses_a_format_is_listed_again_from_then(
     assert listed_since(client, "marcxml", second) == []
     gone = validate(get(client, "verb=GetRecord&identifier=oai:p:2&metadataPrefix=marcxml"))
     assert error_codes(gone) == ["cannotDisseminateFormat"]
+
+
+def test_a_page_larger_than_one_in_list_is_written_whole_in_a_further_format(store: Store, clock: Clock) -> None:
+    """A page in a further format is read and written a statement per table, by IN lists of
+    500 identifiers: a page of 600 crosses into a second list, and every record of it is kept,
+    served in the format and, when its metadata there changes, stamped anew in every format."""
+    n = 600
+    ids = [f"oai:p:{i:04d}" for i in range(n)]
+
+    def page(edition: str) -> list[Record]:
+        xml = [marc_record(i, f"Title {i}{edition}").replace("<record>", f'<record xmlns="{OAI_NS}">', 1) for i in ids]
+        return [Record(i, source="p", raw_xml=x) for i, x in zip(ids, xml, strict=True)]
+
+    def write(edition: str) -> tuple[int, Any]:
+        with store.writing() as (conn, stamp):
+            return stamp, write_native_in(conn, stamp, "p", "marcxml", page(edition))
+
+    def count(sql: str, *params: Any) -> int:
+        with store.engine.connect() as conn:
+            return int(
+                conn.exec_driver_sql(sql.replace("?", "%s" if not store.is_sqlite else "?"), params).scalar_one()
+            )
+
+    with store.writing() as (conn, stamp):
+        records = [replace(make_record("x", sets=("s",)), identifier=i, source="p") for i in ids]
+        write_harvested_in(store, conn, stamp, records)
+    clock.tick()
+    _, first = write("")
+    assert (first.added, first.changed, first.unchanged) == (n, 0, 0)
+    assert count("SELECT count(*) FROM formats WHERE prefix = 'marcxml'") == n
+    clock.tick(60)
+    _, again = write("")
+    assert (again.added, again.changed, again.unchanged) == (0, 0, n)
+    clock.tick(60)
+    stamp, edited = write(", 2nd ed.")
+    assert (edited.added, edited.changed, edited.unchanged) == (0, n, 0)
+    assert count("SELECT count(*) FROM records WHERE datestamp = ?", stamp) == n
+    assert count("SELECT count(*) FROM formats WHERE datestamp = ?", stamp) == 2 * n  # oai_dc and marcxml
+    assert count("SELECT count(*) FROM set_members WHERE datestamp = ?", stamp) == n  # set s
+    with store.engine.connect() as conn:
+        served = [
+            bytes(r) for r in conn.exec_driver_sql("SELECT record FROM formats WHERE prefix = 'marcxml'").scalars()
+        ]
+    assert len(served) == n and all(b"2nd ed.</marc:subfield>" in body for body in served)
+    assert len(native_records(store, "p", "marcxml")) == n

@@ -16,7 +16,15 @@ import sqlalchemy as sa
 from conftest import OAI, Clock, OAIClient, identifiers, make_record, pg_schema, stored
 
 from oaiserver.records import MAX_IDENTIFIER_BYTES, DCValue, Record, parse_datestamp
-from oaiserver.store import ListQuery, Store, collector_paused, content_hash, shadowed_counts
+from oaiserver.store import (
+    ListQuery,
+    Store,
+    collector_paused,
+    content_hash,
+    records_held,
+    shadowed_counts,
+    write_harvested_in,
+)
 
 ID = "oai:test.example.org:1"
 
@@ -573,3 +581,32 @@ def test_a_connection_in_use_when_the_store_closes_is_closed_when_given_back(sto
     with pytest.raises(store.engine.dialect.loaded_dbapi.Error, match="closed"):
         driver.cursor().execute("SELECT 3")
     assert store.get("oai:test.example.org:none") is None
+
+
+def test_a_batch_of_shadowed_and_taken_records_larger_than_one_in_list_is_kept_whole(
+    store: Store, clock: Clock
+) -> None:
+    """A batch's shadowed copies are read and written a statement per table, by IN lists of 500
+    identifiers: a batch of 600 crosses into a second list, and every record of it is kept."""
+    n = 600
+
+    def batch(source: str, title: str) -> list[Record]:
+        return [replace(make_record(f"r{i:04d}", f"{title} {i}"), source=source) for i in range(n)]
+
+    def harvested(records: list[Record]) -> Any:
+        with store.writing() as (conn, stamp):
+            return write_harvested_in(store, conn, stamp, records, priority=("p", "q"))
+
+    harvested(batch("q", "q's"))
+    clock.tick()
+    taken = harvested(batch("p", "p's"))  # p comes first: it takes every identifier over, q's copies kept
+    assert (taken.added, taken.shadowed) == (n, [])
+    assert shadowed_counts(store) == {"q": n}
+    assert records_held(store, ["p", "q"]) == {"p": (n, 0)}
+    clock.tick()
+    changed = harvested(batch("q", "q's new"))  # every copy found (taken above) and replaced
+    assert (changed.added, changed.changed, len(changed.shadowed)) == (0, n, n)
+    clock.tick()
+    again = harvested(batch("q", "q's new"))  # every copy replaced above: nothing changes
+    assert (again.added, again.changed, again.unchanged, len(again.shadowed)) == (0, 0, n, n)
+    assert shadowed_counts(store) == {"q": n}
