@@ -50,6 +50,7 @@ PREFIX_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()]+")
 MAX_VALUE = 4096
 
 GRANULARITY = "YYYY-MM-DDThh:mm:ssZ"
+HELD_FOR = 5.0  # seconds a harvested format found held is served without asking the store again
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,8 @@ class Repository:
     tokens: Tokens
     formats: dict[str, MetadataFormat]
     sets: tuple[SetRule, ...] = ()
+    # Harvested prefixes found held, and until when (time.monotonic) that answer is trusted.
+    held: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
 
     def listed_sets(self) -> tuple[SetRule, ...]:
         """The sets ListSets lists: the configured ones (`sets`, with one per republished
@@ -177,9 +180,20 @@ class Repository:
         return {**self.formats, **harvested}
 
     def serves(self, prefix: str) -> bool:
-        """Whether `prefix` is a format served; the store is asked only for one not in the registry,
-        and only that prefix (each page of a list in a harvested format asks)."""
-        return prefix in self.formats or self.store.holds_harvested_format(prefix)
+        """Whether `prefix` is a format served; the store is asked only for one not in the
+        registry, about that prefix alone, and a yes is trusted for HELD_FOR seconds (each page
+        of a list in a harvested format asks; a format stops being served only when no record
+        holds it any more, and a page of such a list then finds no record). A no is never kept:
+        a format harvested a moment ago is served at once."""
+        if prefix in self.formats:
+            return True
+        now = time.monotonic()
+        if self.held.get(prefix, 0.0) > now:
+            return True
+        if self.store.holds_harvested_format(prefix):
+            self.held[prefix] = now + HELD_FOR
+            return True
+        return False
 
 
 # ---- parsing and checking ---------------------------------------------------------------------

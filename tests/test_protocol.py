@@ -551,3 +551,29 @@ def test_the_memory_source_lists_as_the_store_does(tmp_path: Path, query: dict[s
         assert answers[0] != ([], []), "the query lists something or says why not"
     finally:
         store.close()
+
+
+class Holding(MemorySource):
+    """A source holding the harvested format `marcxml` while `holds` says so, counting the asks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holds, self.asked = True, 0
+
+    def holds_harvested_format(self, prefix: str) -> bool:
+        self.asked += 1
+        return self.holds and prefix == "marcxml"
+
+
+def test_a_harvested_format_found_held_is_trusted_for_a_moment_and_a_no_never(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(protocol.time, "monotonic", lambda: now[0])
+    source = Holding()
+    repo = repository(source)
+    assert [repo.serves("marcxml") for _ in range(3)] == [True, True, True]
+    assert source.asked == 1  # a list's pages do not each ask the store
+    assert not repo.serves("mods") and not repo.serves("mods") and source.asked == 3  # a no is asked again
+    source.holds = False
+    now[0] += protocol.HELD_FOR + 0.1
+    assert not repo.serves("marcxml") and source.asked == 4
+    assert repo.serves("oai_dc") and source.asked == 4  # the registry's formats never ask
