@@ -526,8 +526,9 @@ class FormatSections(Sections):
     """The data set's second format (bench/marcxml.py) against oai_dc, and the staff views' search."""
 
     def section_second_format_load(self, db: Path) -> None:
-        """Every record again in MARC21 slim, by the harvester's store API, after the load and its
-        reference have been measured (their figures stay those of oai_dc alone)."""
+        """Every record again in MARC21 slim, by the harvester's store API, after every other
+        section has measured oai_dc alone: a record first served in a further format is stamped
+        anew, in every format, as a harvest of the format stamps it."""
         a = self.args
         if a.skip_second_format:
             self.skipped["second format"] = "--skip-second-format"
@@ -541,7 +542,8 @@ class FormatSections(Sections):
             f"{PREFIX} written by write_native_in (the harvester's)",
             f"{r['records_per_s']:,.0f} records/s",
             note=f"{r['records']:,} records in {r['write_seconds']} s inside write_native_in (making their XML is "
-            "not counted); after the load, whose figures are oai_dc's alone",
+            "not counted; first served in it, each record is stamped anew, in every format); after every other "
+            "section, whose figures are oai_dc's alone",
         )
 
     def section_second_format(self, ours: Server, db: Path) -> None:
