@@ -482,6 +482,12 @@ class ServerSections(Sections):
             )
 
 
+def _ratio(value: float, base: float) -> float:
+    """value / base; NaN (a check that fails) when a tiny run measured no CPU at all (/proc
+    counts in 10 ms ticks)."""
+    return value / base if base else float("nan")
+
+
 COPY = "oai_dc_copy"  # oai_dc's rows again, as a harvested format: a second format of equal bytes
 
 
@@ -594,10 +600,10 @@ class FormatSections(Sections):
                 "runs": [w.summary() | {"served_bytes": w.served_bytes} for w in ws],
             }
         dc, nf = out["oai_dc"], out[PREFIX]
-        per_record = nf["server_cpu_ms_per_1k"] / dc["server_cpu_ms_per_1k"]
-        per_byte = nf["server_cpu_us_per_kb"] / dc["server_cpu_us_per_kb"]
+        per_record = _ratio(nf["server_cpu_ms_per_1k"], dc["server_cpu_ms_per_1k"])
+        per_byte = _ratio(nf["server_cpu_us_per_kb"], dc["server_cpu_us_per_kb"])
         size = nf["bytes_per_record"] / dc["bytes_per_record"]
-        floor = nf["floor_cpu_ms_per_1k"] / dc["floor_cpu_ms_per_1k"]
+        floor = _ratio(nf["floor_cpu_ms_per_1k"], dc["floor_cpu_ms_per_1k"])
         by_byte = abs(size - 1) > 0.1
         ratio = per_byte if by_byte else per_record
         out["per_record_ratio"], out["per_byte_ratio"] = round(per_record, 3), round(per_byte, 3)
@@ -625,7 +631,7 @@ class FormatSections(Sections):
             + (", so the target is per byte" if by_byte else "")
             + f"; the floor (the same rows read and gzipped, no HTTP) per record: {floor:.2f}x",
         )
-        same = out[COPY]["server_cpu_ms_per_1k"] / dc["server_cpu_ms_per_1k"]
+        same = _ratio(out[COPY]["server_cpu_ms_per_1k"], dc["server_cpu_ms_per_1k"])
         out["same_bytes_per_record_ratio"] = round(same, 3)
         self.check(
             "second format",

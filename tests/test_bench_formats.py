@@ -38,12 +38,13 @@ def test_the_benchmark_lists_a_second_format_and_searches(tmp_path: Path) -> Non
         figures = formats[prefix]
         (run,) = figures["runs"]
         assert run["records"] == N  # the whole list, deleted records included, in each format
-        for name in ("server_cpu_ms_per_1k", "server_cpu_us_per_kb", "bytes_per_record", "first_page_ms"):
+        for name in ("bytes_per_record", "first_page_ms", "page_90_ms", "floor_cpu_ms_per_1k"):
             assert figures[name] > 0, (prefix, name)
-        assert figures["page_90_ms"] > 0 and figures["floor_cpu_ms_per_1k"] > 0
+        # /proc counts CPU in 10 ms ticks: a walk of 1,200 records may read none
+        assert figures["server_cpu_ms_per_1k"] >= 0 and figures["server_cpu_us_per_kb"] >= 0
     # MARC21 slim of the same record is the larger (about 3 KB against 1.5 KB): the target is per byte
     assert 1.5 < formats["size_ratio"] < 2.5 and formats["target_uses"] == "per byte"
-    assert formats["per_record_ratio"] > 0 and formats["per_byte_ratio"] > 0
+    assert all(isinstance(formats[k], float) for k in ("per_record_ratio", "per_byte_ratio"))
     checks = {c["figure"]: c for c in report["checks"]}
     ratio = checks["marcxml / oai_dc: server CPU per byte"]
     assert ratio["target"] == "<= 1.1x per byte" and ratio["passed"] in (True, False)
@@ -51,7 +52,7 @@ def test_the_benchmark_lists_a_second_format_and_searches(tmp_path: Path) -> Non
     # echo the longer prefix)
     assert abs(formats["oai_dc_copy"]["bytes_per_record"] / formats["oai_dc"]["bytes_per_record"] - 1) < 0.01
     same = checks["oai_dc_copy (oai_dc's bytes as a harvested format) / oai_dc: server CPU per record"]
-    assert same["target"] == "<= 1.1x" and formats["same_bytes_per_record_ratio"] > 0
+    assert same["target"] == "<= 1.1x" and isinstance(formats["same_bytes_per_record_ratio"], float)
 
     search = results["search"]["queries"]
     assert [q["query"] for q in search] == ["517", "treaty", "telegr"]
