@@ -23,7 +23,7 @@ import threading
 from oaipmh import common, error
 from oaipmh.metadata import MetadataRegistry
 from oaipmh.server import BatchingServer, oai_dc_writer
-from peer_wsgi import dc_statements, lazy_entry, wsgi_app
+from peer_wsgi import dc_statements, lazy_entry, list_filter, wsgi_app
 
 OAI_DC = (
     "oai_dc",
@@ -31,10 +31,6 @@ OAI_DC = (
     "http://www.openarchives.org/OAI/2.0/oai_dc/",
 )
 EPOCH = dt.datetime(1970, 1, 1)
-
-
-def _epoch(value: dt.datetime | None) -> int | None:
-    return None if value is None else int((value - EPOCH).total_seconds())
 
 
 def _naive_utc(epoch: int) -> dt.datetime:
@@ -112,20 +108,8 @@ class SQLiteOAI:
         batch_size: int = 10,
     ) -> list[tuple[common.Header, common.Metadata | None, None]]:
         self._check_prefix(metadataPrefix)
-        where: list[str] = []
-        params: list[str | int | None] = []  # the query's parameters, in the order of `where`
-        if set is not None:
-            where.append("r.id IN (SELECT record_id FROM set_members WHERE spec = ?)")
-            params.append(set)
-        if from_ is not None:
-            where.append("r.datestamp >= ?")
-            params.append(_epoch(from_))
-        if until is not None:
-            where.append("r.datestamp <= ?")
-            params.append(_epoch(until))
-        sql = "SELECT r.identifier, r.datestamp, r.deleted, r.setspecs, r.dc FROM records r"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        where, params = list_filter(set, from_, until, "r.")
+        sql = "SELECT r.identifier, r.datestamp, r.deleted, r.setspecs, r.dc FROM records r" + where
         sql += " ORDER BY r.datestamp, r.identifier LIMIT ? OFFSET ?"
         rows = self._conn().execute(sql, (*params, batch_size, cursor)).fetchall()
         return [self._record(row) for row in rows]

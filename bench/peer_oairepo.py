@@ -25,7 +25,7 @@ import threading
 
 from lxml import etree
 from oai_repo import DataInterface, Identify, MetadataFormat, OAIRepository, RecordHeader
-from peer_wsgi import dc_statements, lazy_entry, wsgi_app
+from peer_wsgi import dc_statements, lazy_entry, list_filter, wsgi_app
 
 OAI_DC_NS = "http://www.openarchives.org/OAI/2.0/oai_dc/"
 DC_NS = "http://purl.org/dc/elements/1.1/"
@@ -36,10 +36,6 @@ EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 def _stamp(epoch: int) -> str:
     return (EPOCH + dt.timedelta(seconds=epoch)).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _epoch(value: dt.datetime | None) -> int | None:
-    return None if value is None else int((value - EPOCH).total_seconds())
 
 
 class SQLiteData(DataInterface):
@@ -91,18 +87,8 @@ class SQLiteData(DataInterface):
         filter_set: str | None = None,
         cursor: int = 0,
     ) -> tuple:
-        where: list[str] = []
-        params: list[object] = []
-        if filter_set is not None:
-            where.append("id IN (SELECT record_id FROM set_members WHERE spec = ?)")
-            params.append(filter_set)
-        if filter_from is not None:
-            where.append("datestamp >= ?")
-            params.append(_epoch(filter_from))
-        if filter_until is not None:
-            where.append("datestamp <= ?")
-            params.append(_epoch(filter_until))
-        sql = " FROM records" + (" WHERE " + " AND ".join(where) if where else "")
+        where, params = list_filter(filter_set, filter_from, filter_until)
+        sql = " FROM records" + where
         conn = self._conn()
         size = conn.execute("SELECT count(*)" + sql, params).fetchone()[0]
         rows = conn.execute(

@@ -4,6 +4,8 @@ store writes it. Standard library only: it runs in the peers' venv (bench/.peer-
 
 from __future__ import annotations
 
+import calendar
+import datetime as dt
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -52,3 +54,25 @@ def dc_statements(dc: str) -> list[tuple[str, str]]:
     if dc.startswith("["):
         return [(e, v) for e, v, _lang in json.loads(dc)]
     return [(e, v) for e, _lang, v in (item.split("\x1f", 2) for item in dc.split("\x1e") if item)]
+
+
+def epoch(value: dt.datetime | None) -> int | None:
+    """A peer's UTC datetime (naive for pyoai, aware for oai-repo) as the store's epoch seconds."""
+    return None if value is None else calendar.timegm(value.utctimetuple())
+
+
+def list_filter(
+    spec: str | None, start: dt.datetime | None, end: dt.datetime | None, alias: str = ""
+) -> tuple[str, list[object]]:
+    """A list's WHERE clause over `records` (its set, from and until; "" for the whole list) and
+    its parameters; `alias` is the records table's, with its dot ("r.") or none."""
+    where: list[str] = []
+    params: list[object] = []
+    if spec is not None:
+        where.append(f"{alias}id IN (SELECT record_id FROM set_members WHERE spec = ?)")
+        params.append(spec)
+    for op, value in ((">=", start), ("<=", end)):
+        if value is not None:
+            where.append(f"{alias}datestamp {op} ?")
+            params.append(epoch(value))
+    return (" WHERE " + " AND ".join(where) if where else ""), params
