@@ -73,19 +73,21 @@ def fragment_problem(fragment: str) -> str | None:
     """What keeps `fragment` from being served: it must be one well-formed element as it will
     stand inside an element of a response (so no XML declaration or DOCTYPE), with every
     prefix it uses declared."""
+    return _checked(fragment)[0]
+
+
+def _checked(fragment: str) -> tuple[str | None, str]:
+    """`fragment_problem`, and the namespace of the fragment's element ("" when it has a problem
+    or none), from one parse."""
     try:
         wrapper = etree.fromstring(b"<w>" + fragment.encode() + b"</w>", _PARSER)
     except etree.XMLSyntaxError as exc:
-        return f"is not well-formed XML: {exc}"
+        return f"is not well-formed XML: {exc}", ""
     elements = [child for child in wrapper if isinstance(child.tag, str)]
     stray = (wrapper.text or "") + "".join(child.tail or "" for child in wrapper)
-    return None if len(elements) == 1 and not stray.strip() else "is not one XML element"
-
-
-def _namespace_of(fragment: str) -> str:
-    """The namespace of a fragment's element (`fragment_problem` has found it well-formed)."""
-    wrapper = etree.fromstring(b"<w>" + fragment.encode() + b"</w>", _PARSER)
-    return next((etree.QName(c).namespace or "" for c in wrapper if isinstance(c.tag, str)), "")
+    if len(elements) != 1 or stray.strip():
+        return "is not one XML element", ""
+    return None, etree.QName(elements[0]).namespace or ""
 
 
 def _is_dc(value: Any) -> bool:
@@ -181,10 +183,17 @@ def record_of(item: dict[str, Any], raw: bytes) -> Prepared:
         provenance=r["provenance"],
         about=r["about"],
     )
+    namespaces: dict[str, str] = {}  # of the further formats' fragments, for their <about>
     if not record.deleted:  # a tombstone serves its header alone
-        served = [(f"its {prefix} metadata", xml) for prefix, xml in [*record.metadata.items(), *further.items()]]
-        for what, fragment in [*served, *([("its about", record.about)] if record.about is not None else [])]:
-            if problem := fragment_problem(fragment):
+        served = [
+            (prefix, f"its {prefix} metadata", xml) for prefix, xml in [*record.metadata.items(), *further.items()]
+        ]
+        for prefix, what, fragment in [
+            *served,
+            *([("", "its about", record.about)] if record.about is not None else []),
+        ]:
+            problem, namespaces[prefix] = _checked(fragment)
+            if problem:
                 raise Refused(f"record {record.identifier!r}: {what} {problem}")
     prepared = prepare(record)
     if prepared.digest != r["content_hash"]:
@@ -197,7 +206,7 @@ def record_of(item: dict[str, Any], raw: bytes) -> Prepared:
         bodies = [(p, record_body(None, None)) for p in sorted(further)]
     else:
         bodies = [
-            (p, record_body(x.encode(), about_in(record.about, _namespace_of(x)))) for p, x in sorted(further.items())
+            (p, record_body(x.encode(), about_in(record.about, namespaces[p]))) for p, x in sorted(further.items())
         ]
     return prepared._replace(bodies=(*prepared.bodies, *bodies))
 
