@@ -87,24 +87,32 @@ class HarvesterSections(Sections):
         )
         return {"records_per_s": sickle_rate, "runs": sickle_runs}
 
-    def _check_harvester(
-        self, sqlite_runs: list[dict[str, Any]], sickle_runs: list[dict[str, Any]], sickle_rate: float
-    ) -> dict[str, Any]:
-        a = self.args
-        rate = median([r["records_per_s"] for r in sqlite_runs])
-        ok = all(r["outcome"] == "success" and r["records"] == a.records for r in sqlite_runs)
+    def _check_runs(self, figure: str, runs: list[dict[str, Any]], what: str, more: str) -> float:
+        """The harvester's runs into one store, checked whole (every record, each time); their
+        median rate."""
+        rate = median([r["records_per_s"] for r in runs])
+        ok = all(r["outcome"] == "success" and r["records"] == self.args.records for r in runs)
         self.check(
             "harvester",
-            "harvester into SQLite",
+            figure,
             f"{rate:,.0f} records/s",
             "every record",
             ok,
-            f"harvest.run, default settings; outcome {'success, every record' if ok else 'NOT COMPLETE'}; "
-            f"median of {len(sqlite_runs)}; "
+            f"{what}; outcome {'success, every record' if ok else 'NOT COMPLETE'}; median of {len(runs)}; "
             f"harvester CPU (with its worker process) "
-            f"{median([r.get('harvester_cpu_ms_per_1k') or 0 for r in sqlite_runs]):.0f} ms/1k, "
-            f"server CPU {median([r.get('server_cpu_ms_per_1k') or 0 for r in sqlite_runs]):.0f} ms/1k; "
-            f"others used {median([r.get('others_cpu_pct') or 0 for r in sqlite_runs]):.0f} % of the CPUs",
+            f"{median([r.get('harvester_cpu_ms_per_1k') or 0 for r in runs]):.0f} ms/1k; {more}; "
+            f"others used {median([r.get('others_cpu_pct') or 0 for r in runs]):.0f} % of the CPUs",
+        )
+        return rate
+
+    def _check_harvester(
+        self, sqlite_runs: list[dict[str, Any]], sickle_runs: list[dict[str, Any]], sickle_rate: float
+    ) -> dict[str, Any]:
+        rate = self._check_runs(
+            "harvester into SQLite",
+            sqlite_runs,
+            "harvest.run, default settings",
+            f"server CPU {median([r.get('server_cpu_ms_per_1k') or 0 for r in sqlite_runs]):.0f} ms/1k",
         )
         ratio = rate / sickle_rate if sickle_rate else float("inf")
         h_cpu = median([r.get("harvester_cpu_ms_per_1k") or 0 for r in sqlite_runs])
@@ -130,20 +138,11 @@ class HarvesterSections(Sections):
 
     def _check_pg(self, pg_runs: list[dict[str, Any]], sqlite_rate: float) -> dict[str, Any]:
         """The harvester into PostgreSQL, against its own rate into SQLite in the same repetitions."""
-        a = self.args
-        rate = median([r["records_per_s"] for r in pg_runs])
-        ok = all(r["outcome"] == "success" and r["records"] == a.records for r in pg_runs)
-        self.check(
-            "harvester",
+        rate = self._check_runs(
             "harvester into PostgreSQL",
-            f"{rate:,.0f} records/s",
-            "every record",
-            ok,
-            f"outcome {'success, every record' if ok else 'NOT COMPLETE'}; median of {len(pg_runs)}; "
-            f"{a.pg_url.split('@')[-1]}; harvester CPU "
-            f"{median([r.get('harvester_cpu_ms_per_1k') or 0 for r in pg_runs]):.0f} ms/1k; "
-            f"others used {median([r.get('others_cpu_pct') or 0 for r in pg_runs]):.0f} % of the CPUs "
-            "(the database server among them)",
+            pg_runs,
+            self.args.pg_url.split("@")[-1],
+            "the database server among the others",
         )
         ratio = rate / sqlite_rate if sqlite_rate else 0.0
         self.check(
