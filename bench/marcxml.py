@@ -104,6 +104,10 @@ def write_second_format(url: str, records: Iterable[Record], batch: int) -> dict
             if added % 100_000 == 0:
                 log(f"  {PREFIX}: {added:,} written ({added / write_s:,.0f} records/s in write_native_in)")
     store.close()
+    # A list is frozen at the second it starts and runs to the second before (the store's rule: more
+    # may still be written within the second), so a walk begun in the second of `stamp` would not
+    # see these records: wait for the next second, as a harvester's next run would.
+    time.sleep(max(0.0, stamp + 1 - time.time()))
     return {
         "prefix": PREFIX,
         "records": added,
