@@ -4,6 +4,7 @@ The hot paths (`header`, `page`, `row`, `count`) go straight to the driver (`Tra
 from __future__ import annotations
 
 import json
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -140,7 +141,7 @@ class Reads(Transactions):
         its stored XML element (`<record>`, or `<header>` without metadata), ready to serve."""
         rows = self._page(query, after, limit, _rendered_columns(query, with_metadata))
         if with_metadata:
-            return list(map(Rendered._make, rows))  # tuple.__new__: no Python call per row
+            return _as_rendered(rows)
         return [Rendered(datestamp, identifier, xml.encode() + b"\n") for datestamp, identifier, xml in rows]
 
     def page_headers(
@@ -155,7 +156,7 @@ class Reads(Transactions):
         was paged: see protocol)."""
         rows = self._row(query, identifier, _rendered_columns(query, with_metadata))
         if with_metadata:
-            return list(map(Rendered._make, rows))
+            return _as_rendered(rows)
         return [Rendered(datestamp, ident, xml.encode() + b"\n") for datestamp, ident, xml in rows]
 
     def row_headers(self, query: ListQuery, identifier: str, *, with_metadata: bool) -> list[Header]:
@@ -260,6 +261,13 @@ def _rendered_columns(query: ListQuery, with_metadata: bool) -> str:
     the key from the table the list is keyed on (see `_list_sql`)."""
     key = "r" if query.set_spec is None else "m"
     return f"{key}.datestamp, {key}.identifier, " + ("f.record" if with_metadata else "r.header_xml")
+
+
+def _as_rendered(rows: list[Any]) -> list[Rendered]:
+    """The driver's rows, (datestamp, identifier, XML element) tuples, as Rendered: made by
+    `tuple.__new__` in C, with no Python call per row, where the named tuple's own `_make` is a
+    Python function (half a list page's 0.2 ms of conversion)."""
+    return list(map(tuple.__new__, repeat(Rendered, len(rows)), rows))
 
 
 def _headers(rows: list[Any], with_metadata: bool) -> list[Header]:
