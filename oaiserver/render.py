@@ -7,6 +7,8 @@ official schemas.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from oaiserver import protocol as p
 from oaiserver.fragments import header_xml, record_xml
 from oaiserver.landing import relocate
@@ -20,6 +22,12 @@ _HEAD = (
     f'xsi:schemaLocation="{OAI_NS} http://www.openarchives.org/OAI/2.0/OAI-PMH.xsd">\n'
 )
 OAI_IDENTIFIER_NS = "http://www.openarchives.org/OAI/2.0/oai-identifier"
+
+# What a result renders to: the text before its stored elements, the stored elements themselves
+# (`<record>`s as bytes, copied verbatim) and the text after them. The text on each side is
+# encoded once, and the elements go into the document's one join as they are, with no pass over
+# them (a list page has 500).
+Parts = tuple[list[str], Sequence[bytes], list[str]]
 
 
 def response(
@@ -37,19 +45,25 @@ def response(
     head = _HEAD.format(
         stylesheet=f'<?xml-stylesheet type="{stylesheet_type}" href="{attr(stylesheet)}"?>\n' if stylesheet else ""
     )
-    parts: list[str | bytes] = [head, f"<responseDate>{format_datestamp(answer.response_date)}</responseDate>\n"]
+    before = [head, f"<responseDate>{format_datestamp(answer.response_date)}</responseDate>\n"]
+    stored: Sequence[bytes] = ()
+    after: list[str] = []
     if answer.errors:
         # badVerb and badArgument echo no arguments: they may be what was wrong.
         echo = not any(err.code in ("badVerb", "badArgument") for err in answer.errors)
-        parts.append(_request(answer.request_args if echo else {}, base_url))
+        before.append(_request(answer.request_args if echo else {}, base_url))
         for err in answer.errors:
-            parts.append(f'<error code="{err.code}">{text(err.message)}</error>\n')
+            before.append(f'<error code="{err.code}">{text(err.message)}</error>\n')
     else:
-        parts.append(_request(answer.request_args, base_url))
+        before.append(_request(answer.request_args, base_url))
         assert answer.result is not None
-        parts.extend(_RENDER[type(answer.result)](answer.result))  # type: ignore[operator]
-    parts.append("</OAI-PMH>\n")
-    body = b"".join([part if type(part) is bytes else part.encode() for part in parts])  # type: ignore[union-attr]
+        opening, stored, after = _RENDER[type(answer.result)](answer.result)  # type: ignore[operator]
+        before += opening
+    after.append("</OAI-PMH>\n")
+    parts = ["".join(before).encode()]
+    parts += stored
+    parts.append("".join(after).encode())
+    body = b"".join(parts)
     if moved is not None and _carries_metadata(answer):
         body = relocate(body, moved)
     return body
@@ -86,7 +100,7 @@ def _resumption(r: p.Resumption | None) -> str:
     )
 
 
-def _identify(r: p.IdentifyResult) -> list[str]:
+def _identify(r: p.IdentifyResult) -> Parts:
     emails = "".join(f"<adminEmail>{text(m)}</adminEmail>" for m in r.admin_emails)
     oai_id = (
         f'<oai-identifier xmlns="{OAI_IDENTIFIER_NS}" '
@@ -96,7 +110,7 @@ def _identify(r: p.IdentifyResult) -> list[str]:
         f"<delimiter>:</delimiter><sampleIdentifier>{text(r.sample_identifier)}</sampleIdentifier>"
         "</oai-identifier>"
     )
-    return [
+    text_parts = [
         "<Identify>\n",
         f"<repositoryName>{text(r.name)}</repositoryName>\n",
         f"<baseURL>{text(r.base_url)}</baseURL>\n",
@@ -109,16 +123,17 @@ def _identify(r: p.IdentifyResult) -> list[str]:
         f"<description>{oai_id}</description>\n",
         "</Identify>\n",
     ]
+    return text_parts, (), []
 
 
-def _formats(r: p.FormatsResult) -> list[str]:
+def _formats(r: p.FormatsResult) -> Parts:
     items = "".join(
         f"<metadataFormat><metadataPrefix>{text(f.prefix)}</metadataPrefix>"
         f"<schema>{text(f.schema)}</schema><metadataNamespace>{text(f.namespace)}</metadataNamespace>"
         "</metadataFormat>\n"
         for f in r.formats
     )
-    return ["<ListMetadataFormats>\n", items, "</ListMetadataFormats>\n"]
+    return ["<ListMetadataFormats>\n", items, "</ListMetadataFormats>\n"], (), []
 
 
 _DC_DESCRIPTION = (
@@ -129,7 +144,7 @@ _DC_DESCRIPTION = (
 )
 
 
-def _sets(r: p.SetsResult) -> list[str]:
+def _sets(r: p.SetsResult) -> Parts:
     parts = ["<ListSets>\n"]
     for s in r.sets:
         desc = (
@@ -138,27 +153,26 @@ def _sets(r: p.SetsResult) -> list[str]:
         parts.append(f"<set><setSpec>{text(s.spec)}</setSpec><setName>{text(s.name)}</setName>{desc}</set>\n")
     parts.append(_resumption(r.resumption))
     parts.append("</ListSets>\n")
-    return parts
+    return parts, (), []
 
 
-def _list(r: p.ListResult) -> list[str | bytes]:
+def _list(r: p.ListResult) -> Parts:
     verb = "ListRecords" if r.with_metadata else "ListIdentifiers"
-    parts: list[str | bytes] = [f"<{verb}>\n"]
+    opening = [f"<{verb}>\n"]
+    stored: Sequence[bytes] = ()
     rows = r.headers
     if rows and isinstance(rows[0], Rendered):
         # The rows go into the one final join: joining them apart first costs twice the time.
-        parts.extend([row.xml for row in rows])  # type: ignore[union-attr,misc]
+        stored = [row.xml for row in rows]  # type: ignore[union-attr,misc]
     elif r.with_metadata:
-        parts.extend(record(h) for h in rows)  # type: ignore[arg-type]
+        stored = [record(h) for h in rows]  # type: ignore[arg-type]
     else:
-        parts.extend(header(h) + "\n" for h in rows)  # type: ignore[arg-type]
-    parts.append(_resumption(r.resumption))
-    parts.append(f"</{verb}>\n")
-    return parts
+        opening.extend(header(h) + "\n" for h in rows)  # type: ignore[arg-type]
+    return opening, stored, [_resumption(r.resumption), f"</{verb}>\n"]
 
 
-def _get_record(r: p.RecordResult) -> list[str | bytes]:
-    return ["<GetRecord>\n", record(r.header), "</GetRecord>\n"]
+def _get_record(r: p.RecordResult) -> Parts:
+    return ["<GetRecord>\n"], [record(r.header)], ["</GetRecord>\n"]
 
 
 _RENDER = {
