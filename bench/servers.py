@@ -94,8 +94,9 @@ class Server:
         self.err.close()
 
 
-def start_ours(workdir: Path, db: Path | str, workers: int, page_size: int) -> Server:
-    """oaiserver on the SQLite file `db`, or on the store URL `db` (a str)."""
+def start_ours(workdir: Path, db: Path | str, workers: int, page_size: int, *, code: Path | None = None) -> Server:
+    """oaiserver on the SQLite file `db`, or on the store URL `db` (a str); `code`: the checkout
+    whose `oaiserver` package serves (first on its PYTHONPATH), else the one installed."""
     from oaiserver.synthetic import synthetic_sets
 
     port = free_port()
@@ -109,6 +110,8 @@ def start_ours(workdir: Path, db: Path | str, workers: int, page_size: int) -> S
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if k not in ("OAI_STORAGE_URL", "OAI_SECRET")}
     env["OAI_CONFIG"] = str(path)
+    if code is not None:
+        env["PYTHONPATH"] = str(code.resolve())
     cmd = [str(VENV_BIN / "oaiserver"), "--config", str(path), "serve"]
     cmd += ["--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
     server = Server("oaiserver", cmd, env, port, workdir)
