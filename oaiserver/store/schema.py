@@ -353,10 +353,11 @@ def _list_counts(conn: Connection) -> None:
 def _lz4_compression(conn: Connection) -> None:
     """Migration 11: on PostgreSQL, the large columns (`LZ4_COLUMNS`) compressed with lz4 rather
     than pglz. Only values written after it are: the rows stored already keep theirs (pglz),
-    as nothing is rewritten (the step changes the catalogue alone, and is over in a moment
-    whatever the size of the store); a value written later, a stored record's included, is
-    compressed with lz4. On a PostgreSQL server built without lz4, and on SQLite, the step does
-    nothing (the store still gets its number)."""
+    as nothing is rewritten: the step changes the catalogue alone, over in a moment whatever
+    the size of the store (it takes the tables' exclusive lock, so it waits for the reads in
+    flight and holds the next ones back until it commits). A value written later, a stored
+    record's included, is compressed with lz4. On a PostgreSQL server built without lz4, and on
+    SQLite, the step does nothing (the store still gets its number)."""
     compress_with_lz4(conn)
 
 
