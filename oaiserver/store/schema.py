@@ -241,7 +241,10 @@ Migration = Callable[[Connection], None]
 # received, its text, its words for the search, its provenance), compressed with lz4 rather than
 # pglz when a row outgrows a quarter of a page and PostgreSQL compresses it: lz4 compresses
 # several times faster, for a little less saved, and a harvest writes these columns for every
-# record it stores. A server built without lz4 keeps pglz (`_lz4_available`).
+# record it stores (harvested rows of bench/harvest_ab.py's data set, inserted again: 28 ms of
+# PostgreSQL's CPU per 1,000 records and their formats rows against 64, in 4 % more space; lists
+# served from them: 18.0 ms of CPU per 1,000 records against 21.5, the backends' included). A
+# server built without lz4 keeps pglz (`_lz4_available`).
 LZ4_COLUMNS: dict[str, tuple[str, ...]] = {
     "records": ("dc", "fulltext", "raw_xml", "provenance", "about", "header_xml"),
     "formats": ("record",),
