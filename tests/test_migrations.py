@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import Clock, make_record
+from conftest import Clock, make_record, pg_schema
 
 from oaiserver.records import Record
 from oaiserver.store import (
@@ -35,10 +35,12 @@ from oaiserver.store import (
     quarantined,
     save_checkpoint_in,
     save_sweep_in,
+    schema,
     schema_version,
     start_run,
     sweep_states,
 )
+from oaiserver.store.schema import LZ4_COLUMNS, _lz4_available
 
 LATEST = MIGRATIONS[-1][0]
 
@@ -345,3 +347,149 @@ def test_a_store_at_version_7_keeps_each_partners_harvest_state_under_its_format
         assert native_records(migrated, "p", "marcxml") == {}
     finally:
         migrated.close()
+
+
+def compressions(url: str) -> dict[str, str]:
+    """The compression each of the large columns (`LZ4_COLUMNS`) is declared with, by
+    "table.column" (pg_attribute.attcompression: 'l' lz4, 'p' pglz, '' the server's default)."""
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            return {
+                f"{table}.{column}": conn.exec_driver_sql(
+                    "SELECT attcompression FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s",
+                    (table, column),
+                ).scalar_one()
+                for table, columns in LZ4_COLUMNS.items()
+                for column in columns
+            }
+    finally:
+        engine.dispose()
+
+
+def lz4_on_server(url: str) -> bool:
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            return _lz4_available(conn)
+    finally:
+        engine.dispose()
+
+
+def stored_compressions(url: str) -> dict[str, str | None]:
+    """How each record's served bytes (formats.record) are stored: 'lz4', 'pglz', or None (not
+    compressed), by identifier."""
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT r.identifier, pg_column_compression(f.record) FROM records r"
+                " JOIN formats f ON f.record_id = r.id"
+            )
+            return {identifier: method for identifier, method in rows}
+    finally:
+        engine.dispose()
+
+
+def set_compression(url: str, method: str, *, version: int | None = None) -> None:
+    """Declare the large columns with `method` (as a store before migration 11 had them: 'default'),
+    and stamp the store `version`."""
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.begin() as conn:
+            for table, columns in LZ4_COLUMNS.items():
+                for column in columns:
+                    conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {column} SET COMPRESSION {method}")
+            if version is not None:
+                conn.execute(schema_version.update().values(version=version))
+    finally:
+        engine.dispose()
+
+
+def large(local: str) -> Record:
+    """A record whose row PostgreSQL compresses (well over 2 kB, and compressible)."""
+    return make_record(local, description=" ".join(f"Telegram {i} from Moscow to Berlin." for i in range(500)))
+
+
+def test_a_new_postgresql_store_compresses_its_large_columns_with_lz4() -> None:
+    with pg_schema() as url:
+        if not lz4_on_server(url):
+            pytest.skip("this PostgreSQL was built without lz4")
+        opened(url)
+        assert compressions(url) == dict.fromkeys(compressions(url), "l")
+        assert len(compressions(url)) == 10
+        store = Store(url)
+        try:
+            store.write([large("1")])
+        finally:
+            store.close()
+        assert stored_compressions(url) == {"oai:test.example.org:1": "lz4"}
+
+
+def test_a_postgresql_store_at_version_10_compresses_with_lz4_what_is_written_after(clock: Clock) -> None:
+    """Migration 11: the columns are declared lz4; the values stored already keep pglz (nothing is
+    rewritten), and those written afterwards are lz4."""
+    with pg_schema() as url:
+        if not lz4_on_server(url):
+            pytest.skip("this PostgreSQL was built without lz4")
+        opened(url)
+        set_compression(url, "pglz", version=10)  # as a store before it (whatever the server's default)
+        old = Store(url, clock=clock, migrations=MIGRATIONS[:10])
+        try:
+            old.write([large("1")])
+        finally:
+            old.close()
+        assert stored_compressions(url) == {"oai:test.example.org:1": "pglz"}
+        migrated = Store(url, clock=clock)
+        try:
+            assert version_rows(url) == [11]
+            assert compressions(url) == dict.fromkeys(compressions(url), "l")
+            clock.tick()
+            migrated.write([large("2")])
+            assert migrated.counts() == {"live": 2, "deleted": 0}
+        finally:
+            migrated.close()
+        assert stored_compressions(url) == {"oai:test.example.org:1": "pglz", "oai:test.example.org:2": "lz4"}
+
+
+def test_on_a_postgresql_without_lz4_migration_11_only_records_its_number(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pg_schema() as url:
+        opened(url)
+        set_compression(url, "default", version=10)
+        monkeypatch.setattr(schema, "_lz4_available", lambda conn: False)
+        migrated = Store(url, clock=clock)
+        try:
+            migrated.write([large("1")])
+        finally:
+            migrated.close()
+        assert version_rows(url) == [11]
+        assert compressions(url) == dict.fromkeys(compressions(url), "")
+        monkeypatch.undo()
+        opened(url)
+        assert compressions(url) == dict.fromkeys(compressions(url), ""), "an opening at 11 changes nothing"
+
+
+def test_a_sqlite_store_at_version_10_is_migrated_to_11_unchanged(tmp_path: Path, clock: Clock) -> None:
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    store = Store(url, clock=clock, migrations=MIGRATIONS[:10])
+    store.write([large("1")])
+    store.close()
+
+    def sqlite_schema() -> list[tuple[str, str]]:
+        engine = sa.create_engine(url)
+        try:
+            with engine.connect() as conn:
+                return [tuple(row) for row in conn.exec_driver_sql("SELECT name, sql FROM sqlite_master ORDER BY name")]
+        finally:
+            engine.dispose()
+
+    before = sqlite_schema()
+    migrated = Store(url, clock=clock)
+    try:
+        assert version_rows(url) == [11]
+        assert migrated.counts() == {"live": 1, "deleted": 0}
+    finally:
+        migrated.close()
+    assert sqlite_schema() == before
