@@ -16,6 +16,7 @@ from harvester import harvest
 from oaiserver.config import Partner
 from oaiserver.dump import export, load
 from oaiserver.ingest import ingest
+from oaiserver.rows import prepare
 from oaiserver.store import Store
 from oaiserver.store.search import MAX_WORDS, Query, index_text, words
 
@@ -181,6 +182,19 @@ def test_harvested_records_are_found_and_a_refused_one_keeps_the_local_words(sto
     assert found(store, "partner telegram") == ["oai:partner.example.org:1"]
     assert found(store, "partner words") == []
     assert found(store, "local words") == [ID + "held"]
+
+
+def test_a_write_indexes_the_words_it_is_given_and_computes_the_others(store: Store) -> None:
+    """A harvest's worker hands each record's words over with its row: the write indexes those
+    as they are, and computes the words of a record that comes without."""
+    given = prepare(make_record("given", "Cable from Zürich"))._replace(words="handed over")
+    plain = prepare(make_record("plain", "Telegram on the border"))
+    assert plain.words is None and prepare(make_record("x", "T"), with_words=True).words == "oai test example org x t"
+    with store.writing() as (conn, stamp):
+        store.write_in(conn, stamp, [given, plain])
+    assert found(store, "handed over") == [ID + "given"]
+    assert found(store, "zurich") == []
+    assert found(store, "telegram border") == [ID + "plain"]
 
 
 def test_an_imported_store_is_searchable(store: Store, tmp_path: Path) -> None:
