@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from oaiserver.fragments import record_body
@@ -74,9 +74,14 @@ def index_text(identifier: str, dc: str) -> str:
     of its encoded Dublin Core (`encode_dc`), as words separated by spaces. A
     dc:identifier that is the record's own landing page adds nothing the OAI identifier does
     not, but the site's address in every record: it is left out."""
+    return _words_of(identifier, dc_elements(dc))
+
+
+def _words_of(identifier: str, values: Iterable[tuple[str, str] | DCValue]) -> str:
+    """`index_text` of (element, value) pairs, or of the DCValues they were encoded from."""
     landing = "/records/" + identifier
     parts = [identifier]
-    parts += [v for e, v in dc_elements(dc) if e in INDEXED and not (e == "identifier" and v.endswith(landing))]
+    parts += [v[1] for v in values if v[0] in INDEXED and not (v[0] == "identifier" and v[1].endswith(landing))]
     return " ".join(words("\n".join(parts)))
 
 
@@ -161,7 +166,7 @@ def prepare(record: Record, *, with_words: bool = False) -> Prepared:
         json.dumps(record.provenance) if record.provenance else None,
         tuple(dict.fromkeys(a for spec in specs for a in ancestors(spec)) if ":" in setspecs else specs),
         tuple((p, record_body(None if record.deleted else xml, about)) for p, xml in encoded.items()),
-        index_text(record.identifier, dc) if with_words else None,
+        _words_of(record.identifier, record.dc) if with_words else None,  # index_text(identifier, dc)
     )
 
 
