@@ -120,7 +120,7 @@ def convert_body(
     size = 0
     while records:
         record = records.pop()
-        wire: Wire = prepare(record, with_words=True).to_wire(listed_at(record))
+        wire: Wire = prepare(record).to_wire(listed_at(record))
         part.append(tuple(wire))
         size += _size(wire)
         if size >= PART_BYTES:

@@ -1,8 +1,7 @@
 """A record's rows, prepared for the store: the part of a write that needs no database.
 
 Checked (characters XML forbids removed), hashed (`content_hash`: a datestamp changes only
-when this does) and encoded (`encode_dc`, the `<record>` bodies), with the words it is searched
-by (`index_text`) when asked. It imports no SQL toolkit:
+when this does) and encoded (`encode_dc`, the `<record>` bodies). It imports no SQL toolkit:
 a harvest prepares records in its worker process (`harvester.worker`), which has no database
 to talk to. `oaiserver.store` writes what this prepares and re-exports these names.
 """
@@ -11,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from oaiserver.fragments import record_body
@@ -56,47 +53,6 @@ def encode_dc(values: Sequence[DCValue]) -> str:
     return _DC_JSON(values)
 
 
-INDEXED = ("title", "creator", "identifier")  # Dublin Core elements whose words are searched
-_WORD = re.compile(r"[^\W_]+")
-_MARKS = re.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+")  # combining marks
-
-
-def words(text: str) -> list[str]:
-    """Runs of letters and digits, case and diacritics folded (`Élan_vital` -> elan, vital)."""
-    text = text.casefold()
-    if not text.isascii():
-        text = _MARKS.sub("", unicodedata.normalize("NFKD", text))
-    return _WORD.findall(text)
-
-
-def index_text(identifier: str, dc: str) -> str:
-    """What a record is found by: its OAI identifier, and the titles, creators and identifiers
-    of its encoded Dublin Core (`encode_dc`), as words separated by spaces. A
-    dc:identifier that is the record's own landing page adds nothing the OAI identifier does
-    not, but the site's address in every record: it is left out."""
-    return _words_of(identifier, dc_elements(dc))
-
-
-def _words_of(identifier: str, values: Iterable[tuple[str, str] | DCValue]) -> str:
-    """`index_text` of (element, value) pairs, or of the DCValues they were encoded from."""
-    landing = "/records/" + identifier
-    parts = [identifier]
-    parts += [v[1] for v in values if v[0] in INDEXED and not (v[0] == "identifier" and v[1].endswith(landing))]
-    return " ".join(words("\n".join(parts)))
-
-
-def dc_elements(dc: str) -> list[tuple[str, str]]:
-    """(element, value) of encoded Dublin Core (`encode_dc`; `store.read.decode_dc` gives whole
-    DCValues)."""
-    if dc.startswith("["):  # JSON: a separator in a name or tag
-        return [(element, value) for element, value, _ in json.loads(dc)]
-    pairs = []
-    for item in dc.split(_VALUE) if dc else ():
-        element, _, value = item.split(_FIELD, 2)
-        pairs.append((element, value))
-    return pairs
-
-
 class Wire(NamedTuple):
     """A prepared record as the harvest's worker process sends it back: plain values, which
     pickle at a fifth of the cost of a Prepared and its Record. Only what a write reads of the
@@ -118,7 +74,6 @@ class Wire(NamedTuple):
     # The datestamp the partner listed the record at, in seconds (None: not in OAI-PMH's form),
     # beside the row for the harvest's take-up, which then parses nothing of the record.
     listed: int | None
-    words: str | None  # Prepared.words: computed in the worker, so that the write need not
 
 
 class Prepared(NamedTuple):
@@ -132,41 +87,34 @@ class Prepared(NamedTuple):
     provenance: str | None  # JSON
     specs: tuple[str, ...]  # the set memberships to index: each spec and its ancestors
     bodies: tuple[tuple[str, bytes], ...]  # (prefix, what follows the header in the served <record>)
-    # index_text(identifier, dc), the words it is searched by, when computed where it was
-    # prepared (a harvest's worker process); else the write computes them
-    words: str | None = None
 
     def to_wire(self, listed: int | None = None) -> Wire:
         r = self.record
         return Wire(
             r.identifier, r.deleted, r.source, r.datestamp, r.fulltext, r.raw_xml, r.about,
             self.digest, self.setspecs, self.dc, self.provenance, self.specs, self.bodies, listed,
-            self.words,
         )  # fmt: skip
 
     @classmethod
     def from_wire(cls, w: Wire) -> Prepared:
         record = Record(w.identifier, deleted=w.deleted, source=w.source, datestamp=w.datestamp,
                         fulltext=w.fulltext, raw_xml=w.raw_xml, about=w.about)  # fmt: skip
-        return cls(record, w.digest, w.setspecs, w.dc, w.provenance, w.specs, w.bodies, w.words)
+        return cls(record, w.digest, w.setspecs, w.dc, w.provenance, w.specs, w.bodies)
 
 
-def prepare(record: Record, *, with_words: bool = False) -> Prepared:
-    """`with_words`: its search words computed here too (see `Prepared.words`)."""
+def prepare(record: Record) -> Prepared:
     record, encoded = _cleaned(record)
     about = None if record.deleted else record.about
     specs = dict.fromkeys(record.sets)
     setspecs = " ".join(specs)
-    dc = encode_dc(record.dc)
     return Prepared(
         record,
         content_hash(record, encoded),
         setspecs,
-        dc,
+        encode_dc(record.dc),
         json.dumps(record.provenance) if record.provenance else None,
         tuple(dict.fromkeys(a for spec in specs for a in ancestors(spec)) if ":" in setspecs else specs),
         tuple((p, record_body(None if record.deleted else xml, about)) for p, xml in encoded.items()),
-        _words_of(record.identifier, record.dc) if with_words else None,  # index_text(identifier, dc)
     )
 
 

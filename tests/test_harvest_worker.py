@@ -35,7 +35,7 @@ from harvester.harvest import _listed
 from harvester.pipeline import WORKER_FROM, Pipeline, Ready, Worker, received
 from oaiserver.config import Partner
 from oaiserver.records import Record
-from oaiserver.rows import Prepared, Wire, index_text, prepare
+from oaiserver.rows import Prepared, Wire, prepare
 from oaiserver.store import Store, harvest_state_of
 
 ABOUT = (
@@ -136,7 +136,7 @@ def test_pages_converted_by_the_worker_are_stored_as_if_converted_here(
     assert there.failures == here.failures
     ours, theirs = stored(store), stored(other)
     assert len(ours["records"]) == 108 and len(ours["formats"]) > 0 and len(ours["set_members"]) > 0
-    assert len(ours["search"]) == 108, "the words the worker computed are the ones the store computes"
+    assert len(ours["search"]) == 108
     assert ours == theirs
 
 
@@ -285,9 +285,6 @@ def test_the_worker_sends_a_page_s_records_in_parts_and_keeps_none_of_them(one_w
     # and through the pipes, gathered in order
     done = within(submit(one_worker, body, Partner("p", "http://127.0.0.1:1/oai")))
     assert [p.record.identifier for p in done.prepared] == identifiers
-    # each with its search words, computed there: the store's write need not
-    assert [p.words for p in done.prepared] == [index_text(p.record.identifier, p.dc) for p in done.prepared]
-    assert done.prepared[7].words == "oai big example org 7 title 7 " + "x" * 3000
 
 
 def test_the_worker_sends_the_datestamp_each_record_was_listed_at_beside_its_row(one_worker: Worker) -> None:

@@ -16,8 +16,6 @@ from harvester import harvest
 from oaiserver.config import Partner
 from oaiserver.dump import export, load
 from oaiserver.ingest import ingest
-from oaiserver.records import DCValue, Record
-from oaiserver.rows import prepare
 from oaiserver.store import Store
 from oaiserver.store.search import MAX_WORDS, Query, index_text, words
 
@@ -45,31 +43,6 @@ def test_only_titles_creators_and_identifiers_are_indexed() -> None:
     assert text == "oai test example org r1 a title kuznetsov https x org r1"
     landing = make_record("r2", "Own page", identifier="https://repo.example.org/records/oai:test.example.org:r2")
     assert index_text(landing.identifier, prepare(landing).dc) == "oai test example org r2 own page"
-
-
-def _records_of_every_kind() -> list[Record]:
-    landing = make_record("r2", "Own page", identifier="https://repo.example.org/records/oai:test.example.org:r2")
-    json_encoded = make_record("r3", "Plain")  # a name starting with `[`: its Dublin Core is encoded as JSON
-    json_encoded.dc = [DCValue("[title", "Hidden"), DCValue("title", "Seen \u00e9t\u00e9", "fr")]
-    deleted = Record("oai:test.example.org:r4", deleted=True)
-    return [
-        make_record("r1", "Émigré letters, ZÜRICH_1953 北京 Ελλάδα", creator="Kuznetsov", subject="Not indexed"),
-        landing,
-        json_encoded,
-        deleted,
-        make_record("r5", "", creator="Ａｕｔｈｏｒ ﬁ", identifier="https://x.org/r5"),
-    ]
-
-
-def test_words_prepared_with_a_record_are_the_words_the_store_computes() -> None:
-    """A harvest's worker computes each record's words as it prepares the record: the very
-    words the store computes from the encoded row when it is not given them."""
-    records = _records_of_every_kind()
-    assert prepare(records[2]).dc.startswith("["), "one record's Dublin Core is encoded as JSON"
-    for one in records:
-        prepared = prepare(one, with_words=True)
-        assert prepared.words == index_text(prepared.record.identifier, prepared.dc)
-    assert prepare(records[2], with_words=True).words == "oai test example org r3 seen ete"
 
 
 @pytest.mark.parametrize(
@@ -208,19 +181,6 @@ def test_harvested_records_are_found_and_a_refused_one_keeps_the_local_words(sto
     assert found(store, "partner telegram") == ["oai:partner.example.org:1"]
     assert found(store, "partner words") == []
     assert found(store, "local words") == [ID + "held"]
-
-
-def test_a_write_indexes_the_words_it_is_given_and_computes_the_others(store: Store) -> None:
-    """A harvest's worker hands each record's words over with its row: the write indexes those
-    as they are, and computes the words of a record that comes without."""
-    given = prepare(make_record("given", "Cable from Zürich"))._replace(words="handed over")
-    plain = prepare(make_record("plain", "Telegram on the border"))
-    assert plain.words is None and prepare(make_record("x", "T"), with_words=True).words == "oai test example org x t"
-    with store.writing() as (conn, stamp):
-        store.write_in(conn, stamp, [given, plain])
-    assert found(store, "handed over") == [ID + "given"]
-    assert found(store, "zurich") == []
-    assert found(store, "telegram border") == [ID + "plain"]
 
 
 def test_an_imported_store_is_searchable(store: Store, tmp_path: Path) -> None:

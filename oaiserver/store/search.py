@@ -12,9 +12,6 @@ same transaction as the record (`index_in`, from `Writes.write_in`):
 
 Both are given the same text: `words()` folds case and diacritics in Python and keeps runs of
 letters and digits, so `oai:example.org:rec-1` is the words `oai example org rec 1` on both.
-A record's words (`index_text`, in oaiserver.rows with the rest of its rows) are computed
-where it is prepared: a harvest's worker process hands them over with the row, and the write
-computes only those it was not given.
 A query is cut into words the same way, so no character a person types reaches FTS5's or
 tsquery's syntax: each whitespace-separated piece becomes a phrase of such words (quoted), all
 pieces must match, and the last word also matches as a prefix (staff type).
@@ -25,17 +22,55 @@ ranking, which would score every match of a common word.
 
 from __future__ import annotations
 
+import json
+import re
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy.engine import Connection
 
-from oaiserver.rows import dc_elements, index_text, words
+from oaiserver.rows import _FIELD, _VALUE
 
+INDEXED = ("title", "creator", "identifier")  # Dublin Core elements whose words are searched
 MAX_WORDS = 16  # of a query: more only slows it, never narrows it usefully
 MAX_WORD = 64  # characters of one query word
 PREFIX_FROM = 3  # a last word this long also matches as a prefix (shorter ones would match half the index)
 COUNT_UP_TO = 1000  # hits counted at most; beyond, "more than 1000"
+
+_WORD = re.compile(r"[^\W_]+")
+_MARKS = re.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+")  # combining marks
+
+
+def words(text: str) -> list[str]:
+    """Runs of letters and digits, case and diacritics folded (`Élan_vital` -> elan, vital)."""
+    text = text.casefold()
+    if not text.isascii():
+        text = _MARKS.sub("", unicodedata.normalize("NFKD", text))
+    return _WORD.findall(text)
+
+
+def index_text(identifier: str, dc: str) -> str:
+    """What a record is found by: its OAI identifier, and the titles, creators and identifiers
+    of its encoded Dublin Core (`rows.encode_dc`), as words separated by spaces. A
+    dc:identifier that is the record's own landing page adds nothing the OAI identifier does
+    not, but the site's address in every record: it is left out."""
+    landing = "/records/" + identifier
+    parts = [identifier]
+    parts += [v for e, v in _elements(dc) if e in INDEXED and not (e == "identifier" and v.endswith(landing))]
+    return " ".join(words("\n".join(parts)))
+
+
+def _elements(dc: str) -> list[tuple[str, str]]:
+    """(element, value) of encoded Dublin Core (`rows.encode_dc`; `read.decode_dc` gives whole
+    DCValues, but the store's reads import this module's schema)."""
+    if dc.startswith("["):  # JSON: a separator in a name or tag
+        return [(element, value) for element, value, _ in json.loads(dc)]
+    pairs = []
+    for item in dc.split(_VALUE) if dc else ():
+        element, _, value = item.split(_FIELD, 2)
+        pairs.append((element, value))
+    return pairs
 
 
 class Query(NamedTuple):
@@ -86,7 +121,7 @@ class Hit(NamedTuple):
 
     @classmethod
     def from_row(cls, row_id: int, identifier: str, datestamp: int, deleted: Any, dc: str) -> Hit:
-        values = dc_elements(dc)
+        values = _elements(dc)
         title = next((v for e, v in values if e == "title" and v), None)
         return cls(row_id, identifier, datestamp, bool(deleted), title, tuple(v for e, v in values if e == "creator"))
 
@@ -128,11 +163,10 @@ def fill_index(conn: Connection, batch: int = 2000) -> None:
         cur.close()
 
 
-def index_in(cur: Any, is_sqlite: bool, entries: Iterable[tuple[str, str, str | None]]) -> None:
-    """(identifier, encoded Dublin Core, its words if computed already) of records just
-    written: their words replace what the index held for them. Inside the write's
-    transaction, on its cursor."""
-    by_identifier = {identifier: (dc, found) for identifier, dc, found in entries}
+def index_in(cur: Any, is_sqlite: bool, entries: Iterable[tuple[str, str]]) -> None:
+    """(identifier, encoded Dublin Core) of records just written: their words replace what the
+    index held for them. Inside the write's transaction, on its cursor."""
+    by_identifier = dict(entries)
     idents = list(by_identifier)
     rows: list[tuple[int, str]] = []
     for n in range(0, len(idents), 500):
@@ -143,9 +177,7 @@ def index_in(cur: Any, is_sqlite: bool, entries: Iterable[tuple[str, str, str | 
             )
         else:  # one array: a statement of fixed text, parsed once by psycopg
             cur.execute("SELECT identifier, id FROM records WHERE identifier = ANY(%s)", [part])
-        for ident, row_id in cur.fetchall():
-            dc, found = by_identifier[ident]
-            rows.append((row_id, index_text(ident, dc) if found is None else found))
+        rows += [(row_id, index_text(ident, by_identifier[ident])) for ident, row_id in cur.fetchall()]
     rows.sort()
     _put(cur, is_sqlite, rows)
 

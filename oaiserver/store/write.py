@@ -285,7 +285,7 @@ class Writes(Transactions):
         """The search index brought up to date with the records of a write (all but those
         shadowed: another source is served, with its own words)."""
         shadowed = {identifier for identifier, _ in result.shadowed}
-        search.index_in(cur, self.is_sqlite, ((i, p.dc, p.words) for i, p in accepted.items() if i not in shadowed))
+        search.index_in(cur, self.is_sqlite, ((i, p.dc) for i, p in accepted.items() if i not in shadowed))
 
     def _guarded(
         self,
