@@ -26,7 +26,7 @@ from harvester.encodings import DOUBLED, SUSPECT, UNDOUBLED, mend
 from oaiserver import formats, oai_dc
 from oaiserver.config import Partner, partner_set, partner_subset
 from oaiserver.crosswalks.common import language_tag
-from oaiserver.records import DC_ELEMENTS, OAI_NS, DCValue, Record
+from oaiserver.records import DC_ELEMENTS, OAI_NS, DCValue, Record, parse_datestamp
 from oaiserver.rows import Prepared
 from oaiserver.xmltext import attr, text
 
@@ -63,6 +63,8 @@ class Converted:
     without_dc: int = 0  # live records whose payload carries no Dublin Core: stored, not republished
     repaired: list[str] = field(default_factory=list)  # identifiers of records the parser repaired
     prepared: list[Prepared] = field(default_factory=list)  # records prepared for the store in a worker
+    # The datestamp each of `prepared` was listed at, as the worker read it (see `listed_at`)
+    listed: list[int | None] = field(default_factory=list)
     undoubled: list[str] = field(default_factory=list)  # records whose text was UTF-8 encoded twice: undone
     # (identifier, the first sequence seen) of records keeping text that looks UTF-8 encoded twice: not undone exactly
     doubled: list[tuple[str, str]] = field(default_factory=list)
@@ -230,6 +232,21 @@ def read_record(
         origin = Origin(partner.base_url, identifier, datestamp, namespace, harvest_date, True, _inner_origin(about))
         record.about = provenance_container(origin)
     return record, mending
+
+
+def listed_at(record: Record) -> int | None:
+    """The datestamp the partner listed a converted record at (its provenance keeps it as sent),
+    in seconds; None when it is not in OAI-PMH's form (an offset, a fraction): what a take-up
+    (harvester.harvest) reads of each record."""
+    return seconds((record.provenance or {}).get("datestamp"))
+
+
+def seconds(datestamp: str | None) -> int | None:
+    """A datestamp as a partner sent it, in seconds; None when it is not in OAI-PMH's form."""
+    try:
+        return parse_datestamp(datestamp or "")[0]
+    except ValueError:
+        return None
 
 
 def republished_sets(name: str, specs: list[str]) -> list[str]:

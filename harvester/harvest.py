@@ -69,7 +69,7 @@ from harvester import identifiers as per_record
 from harvester import partner_sets
 from harvester.client import Client, ClientSettings, Identity, Page, settings_for, utc
 from harvester.completeness import SHORT, Completeness, judge, see_page
-from harvester.convert import Converted, kept_copy_reader, named
+from harvester.convert import Converted, kept_copy_reader, listed_at, named, seconds
 from harvester.loops import ListWatch, LoopLimits
 from harvester.pipeline import WORKER_FROM, Pipeline, Ready
 from harvester.takeup import BUDGET, DAY_SECONDS, CannotTakeUp, TakeUp
@@ -792,8 +792,8 @@ class _Run:
         epoch) to the date of its first response (the next run's `from`; else now)."""
         low = self.cp["from"] or self._identity(client).earliest
         first = self.cp["first_response"]
-        low_at = _parsed(low) or 0
-        return low_at, max(low_at, _parsed(first) or self.now())
+        low_at = seconds(low) or 0
+        return low_at, max(low_at, seconds(first) or self.now())
 
     def _cannot(self, exc: err.HarvestError, why: CannotTakeUp) -> err.ListLoopError:
         name = self.partner.name
@@ -1036,8 +1036,7 @@ class _Run:
         records came in datestamp order (one it gave again, going round, does not count), and its cost."""
         self.list_pages += 1
         self.take_up.requests += 1 if taken_up else 0
-        for identifier, text in _listed(ready):
-            stamp = _parsed(text)
+        for identifier, stamp in _listed(ready):
             if stamp is None or hash(identifier) in self.list_seen:
                 continue
             if len(self.list_seen) < self.settings.loops.remembered:  # as the loop watch, at most
@@ -1098,14 +1097,14 @@ class _Written(NamedTuple):
     unnamed: int  # failures without an identifier: not quarantined
 
 
-def _listed(ready: Ready) -> list[tuple[str, str | None]]:
-    """(identifier, datestamp as the partner sent it) of each record of a page, in its order."""
+def _listed(ready: Ready) -> list[tuple[str, int | None]]:
+    """(identifier, datestamp listed, in seconds) of each record of a page, in its order."""
     if ready.datestamps is not None:  # ListIdentifiers: its headers
-        return list(zip(ready.identifiers, ready.datestamps, strict=False))
+        return [(i, seconds(d)) for i, d in zip(ready.identifiers, ready.datestamps, strict=False)]
     converted = ready.converted
-    listed = [(r.identifier, (r.provenance or {}).get("datestamp")) for r in converted.records]
-    for p in converted.prepared:  # their provenance went through the worker as JSON
-        listed.append((p.record.identifier, json.loads(p.provenance).get("datestamp") if p.provenance else None))
+    listed = [(r.identifier, listed_at(r)) for r in converted.records]
+    # Read by the worker, beside each row: their provenance is not parsed again here.
+    listed += zip([p.record.identifier for p in converted.prepared], converted.listed, strict=True)
     return listed
 
 
@@ -1113,14 +1112,6 @@ def _within(stamp: int, window: tuple[int, int]) -> bool:
     """Whether a datestamp (seconds) falls in a date window (its first and last unit, both included),
     give or take a day: a partner that says seconds may keep days, or compare them in its own zone."""
     return window[0] - DAY_SECONDS <= stamp < window[1] + 2 * DAY_SECONDS
-
-
-def _parsed(datestamp: str | None) -> int | None:
-    """A datestamp as a partner sent it (a record's provenance keeps it so), in seconds."""
-    try:
-        return parse_datestamp(datestamp or "")[0]
-    except ValueError:
-        return None
 
 
 def _identifiers(converted: Converted) -> list[str]:

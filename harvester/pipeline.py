@@ -304,10 +304,12 @@ def received(future: Future[Offloaded], stop: threading.Event | None = None, *, 
                 ) from None
     for name, level, message in done.logs:  # what the worker logged (a character XML forbids, removed)
         logging.getLogger(name).log(level, "%s", message)
+    wires = [Wire._make(values) for values in done.records]
     return Converted(
         failures=done.failures,
         without_dc=done.without_dc,
-        prepared=[Prepared.from_wire(Wire._make(values)) for values in done.records],
+        prepared=[Prepared.from_wire(w) for w in wires],
+        listed=[w.listed for w in wires],
         undoubled=done.undoubled,
         doubled=done.doubled,
     )

@@ -22,7 +22,7 @@ from typing import Any
 from lxml import etree
 
 from harvester.client import ITEMS, verbatim_items, xml_parser
-from harvester.convert import convert_items
+from harvester.convert import convert_items, listed_at
 from oaiserver.config import Partner
 from oaiserver.records import OAI_NS
 from oaiserver.rows import Wire, prepare
@@ -119,7 +119,8 @@ def convert_body(
     part: list[Sent] = []
     size = 0
     while records:
-        wire: Wire = prepare(records.pop()).to_wire()
+        record = records.pop()
+        wire: Wire = prepare(record).to_wire(listed_at(record))
         part.append(tuple(wire))
         size += _size(wire)
         if size >= PART_BYTES:

@@ -71,6 +71,9 @@ class Wire(NamedTuple):
     provenance: str | None
     specs: tuple[str, ...]
     bodies: tuple[tuple[str, bytes], ...]
+    # The datestamp the partner listed the record at, in seconds (None: not in OAI-PMH's form),
+    # beside the row for the harvest's take-up, which then parses nothing of the record.
+    listed: int | None
 
 
 class Prepared(NamedTuple):
@@ -85,11 +88,11 @@ class Prepared(NamedTuple):
     specs: tuple[str, ...]  # the set memberships to index: each spec and its ancestors
     bodies: tuple[tuple[str, bytes], ...]  # (prefix, what follows the header in the served <record>)
 
-    def to_wire(self) -> Wire:
+    def to_wire(self, listed: int | None = None) -> Wire:
         r = self.record
         return Wire(
             r.identifier, r.deleted, r.source, r.datestamp, r.fulltext, r.raw_xml, r.about,
-            self.digest, self.setspecs, self.dc, self.provenance, self.specs, self.bodies,
+            self.digest, self.setspecs, self.dc, self.provenance, self.specs, self.bodies, listed,
         )  # fmt: skip
 
     @classmethod

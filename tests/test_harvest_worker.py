@@ -5,6 +5,7 @@ longer; signals are its parent's to act on."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -29,9 +30,12 @@ from harvestkit import FAST, FAST_HARVEST, FakePartner, PagedPartner, record, se
 from harvester import errors as err
 from harvester import harvest, worker
 from harvester.client import Client, Page
-from harvester.pipeline import WORKER_FROM, Pipeline, Worker, received
+from harvester.convert import Converted, listed_at
+from harvester.harvest import _listed
+from harvester.pipeline import WORKER_FROM, Pipeline, Ready, Worker, received
 from oaiserver.config import Partner
-from oaiserver.rows import Wire
+from oaiserver.records import Record
+from oaiserver.rows import Prepared, Wire, prepare
 from oaiserver.store import Store, harvest_state_of
 
 ABOUT = (
@@ -83,10 +87,15 @@ def stored(store: Store) -> dict[str, list[Any]]:
         members = conn.exec_driver_sql(
             "SELECT spec, datestamp, identifier FROM set_members ORDER BY spec, datestamp, identifier"
         ).all()
+        key, words = ("s.rowid", "s.words") if store.is_sqlite else ("s.record_id", "s.words::text")
+        search = conn.exec_driver_sql(
+            f"SELECT r.identifier, {words} FROM records_search s JOIN records r ON r.id = {key} ORDER BY r.identifier"
+        ).all()
     return {
         "records": [{k: v for k, v in r.items() if k != "id"} for r in rows],
         "formats": [(i, p, bytes(b), d) for i, p, b, d in fmts],
         "set_members": [tuple(m) for m in members],
+        "search": [tuple(w) for w in search],
     }
 
 
@@ -127,6 +136,7 @@ def test_pages_converted_by_the_worker_are_stored_as_if_converted_here(
     assert there.failures == here.failures
     ours, theirs = stored(store), stored(other)
     assert len(ours["records"]) == 108 and len(ours["formats"]) > 0 and len(ours["set_members"]) > 0
+    assert len(ours["search"]) == 108
     assert ours == theirs
 
 
@@ -275,6 +285,38 @@ def test_the_worker_sends_a_page_s_records_in_parts_and_keeps_none_of_them(one_w
     # and through the pipes, gathered in order
     done = within(submit(one_worker, body, Partner("p", "http://127.0.0.1:1/oai")))
     assert [p.record.identifier for p in done.prepared] == identifiers
+
+
+def test_the_worker_sends_the_datestamp_each_record_was_listed_at_beside_its_row(one_worker: Worker) -> None:
+    """A take-up reads each record's datestamp as listed (in seconds): the worker reads it once,
+    and it travels beside the row, so the harvest's process parses no provenance for it. One
+    not in OAI-PMH's form (an offset, a fraction; converted all the same) is None, as before."""
+    sent = ["2024-04-01T10:00:00Z", "2024-04-02", "2024-04-03T10:00:00+02:00", "2024-04-04T10:00:00.5Z"]
+    page = [record(f"oai:dated.example.org:{i}", datestamp=d) for i, d in enumerate(sent)]
+    body = PagedPartner([page])({"verb": "ListRecords"}, 0).get_data()
+    done = within(submit(one_worker, body, Partner("p", "http://127.0.0.1:1/oai")))
+    assert [p.record.identifier for p in done.prepared] == [f"oai:dated.example.org:{i}" for i in range(4)]
+    assert done.listed == [1711965600, 1712016000, None, None]
+    assert done.listed == [listed_at(_record_of(p)) for p in done.prepared]
+    converted = Converted(prepared=done.prepared, listed=done.listed)
+    assert _listed(Ready(_NO_PAGE, 4, [], converted)) == list(
+        zip([p.record.identifier for p in done.prepared], done.listed, strict=True)
+    )
+
+
+def test_the_take_up_reads_a_worker_s_datestamp_beside_the_row_not_its_provenance() -> None:
+    prepared = prepare(Record("oai:p:1", source="p", provenance={"datestamp": "2024-04-01"}))
+    ready = Ready(_NO_PAGE, 1, ["oai:p:1"], Converted(prepared=[prepared], listed=[7]))
+    assert _listed(ready) == [("oai:p:1", 7)]
+    with pytest.raises(ValueError):  # a datestamp for each row, or the page's would be shifted
+        _listed(Ready(_NO_PAGE, 1, ["oai:p:1"], Converted(prepared=[prepared], listed=[])))
+
+
+_NO_PAGE: Any = None  # what a take-up reads of a page's records needs none of the page
+
+
+def _record_of(p: Prepared) -> Record:
+    return Record(p.record.identifier, provenance=json.loads(p.provenance or "{}"))
 
 
 def test_a_page_that_cannot_be_sent_fails_alone_and_never_shifts_the_answers(one_worker: Worker) -> None:
