@@ -218,6 +218,17 @@ def pg_schema(prefix: str = "t") -> Iterator[str]:
 
 
 @contextmanager
+def engine_of(url: str) -> Iterator[sa.Engine]:
+    """A plain SQLAlchemy engine on a store's database (psycopg for PostgreSQL), disposed after:
+    for tests that look under a store, or shape it as an older version left it."""
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@contextmanager
 def backend_store_url(backend: str, folder: Path) -> Iterator[str]:
     """A fresh store's URL on `backend` ("sqlite": a file in `folder`; "postgresql": `pg_schema`)."""
     if backend == "sqlite":

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import PG_URL, Clock, backend_store_url, make_record
+from conftest import PG_URL, Clock, backend_store_url, engine_of, make_record
 
 from oaiserver.cli import main
 from oaiserver.dump import DumpError, export, load
@@ -128,17 +128,13 @@ def test_a_bulk_load_into_postgresql_leaves_the_planner_its_statistics(tmp_path:
         args = ["import", str(tmp_path / "all.jsonl")] if command == "import" else ["synthetic", "301"]
         out = CliRunner().invoke(main, ["--config", str(config), *args])
         assert out.exit_code == 0, out.output
-        engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-        try:
-            with engine.connect() as conn:
-                analyzed = conn.exec_driver_sql(
-                    "SELECT relname, last_analyze IS NOT NULL FROM pg_stat_user_tables"
-                    " WHERE relid IN ('records'::regclass, 'formats'::regclass, 'set_members'::regclass)"
-                    " ORDER BY relname"
-                ).all()
-                live = conn.exec_driver_sql("SELECT reltuples FROM pg_class WHERE oid = 'records'::regclass").scalar()
-        finally:
-            engine.dispose()
+        with engine_of(url) as engine, engine.connect() as conn:
+            analyzed = conn.exec_driver_sql(
+                "SELECT relname, last_analyze IS NOT NULL FROM pg_stat_user_tables"
+                " WHERE relid IN ('records'::regclass, 'formats'::regclass, 'set_members'::regclass)"
+                " ORDER BY relname"
+            ).all()
+            live = conn.exec_driver_sql("SELECT reltuples FROM pg_class WHERE oid = 'records'::regclass").scalar()
     assert [tuple(row) for row in analyzed] == [("formats", True), ("records", True), ("set_members", True)]
     assert live == 301
 

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 import yaml
-from conftest import BASE_CONFIG, make_config
+from conftest import BASE_CONFIG, engine_of, make_config
 from harvestkit import FakePartner, Lines, list_records, record, xml
 from werkzeug.wrappers import Response
 
@@ -128,18 +127,14 @@ def test_racing_harvesters_get_one_lease(store: Store) -> None:
 def store_write_lock(store_url: str) -> Iterator[None]:
     """Hold off the harvest's next page transaction (it renews the partner's lease first): a
     write lock on SQLite, the lease row's lock on PostgreSQL."""
-    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    try:
-        with engine.connect() as conn:
-            if store_url.startswith("sqlite"):
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            else:
-                conn.begin()
-                conn.exec_driver_sql("SELECT owner FROM harvest_leases FOR UPDATE").all()
-            yield
-            conn.rollback()
-    finally:
-        engine.dispose()
+    with engine_of(store_url) as engine, engine.connect() as conn:
+        if store_url.startswith("sqlite"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.begin()
+            conn.exec_driver_sql("SELECT owner FROM harvest_leases FOR UPDATE").all()
+        yield
+        conn.rollback()
 
 
 def test_sigterm_ends_the_current_page_and_exits_cleanly(store_url: str, tmp_path: Path) -> None:

@@ -9,8 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
-from conftest import Clock, make_record
+from conftest import Clock, engine_of, make_record
 
 from oaiserver import dump
 from oaiserver.records import ListQuery, Record
@@ -111,18 +110,15 @@ def test_a_store_before_migration_10_gets_the_counts_of_its_records(store_url: s
     store.write([with_other(make_record(str(i), sets=("a:b",) if i % 3 else ())) for i in range(7)])
     store.delete(["oai:test.example.org:1"])
     store.close()
-    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    try:  # the store as migration 9 left it: no counts, no triggers
-        with engine.begin() as conn:
-            for table in ("formats", "set_members"):
-                for op in ("insert", "delete"):
-                    on = f" ON {table}" if conn.dialect.name == "postgresql" else ""
-                    name = f"list_counts_{'members' if table == 'set_members' else 'formats'}_{op}"
-                    conn.exec_driver_sql(f"DROP TRIGGER {name}{on}")
-            conn.exec_driver_sql("DROP TABLE list_counts")
-            conn.execute(schema_version.update().values(version=9))
-    finally:
-        engine.dispose()
+    # the store as migration 9 left it: no counts, no triggers
+    with engine_of(store_url) as engine, engine.begin() as conn:
+        for table in ("formats", "set_members"):
+            for op in ("insert", "delete"):
+                on = f" ON {table}" if conn.dialect.name == "postgresql" else ""
+                name = f"list_counts_{'members' if table == 'set_members' else 'formats'}_{op}"
+                conn.exec_driver_sql(f"DROP TRIGGER {name}{on}")
+        conn.exec_driver_sql("DROP TABLE list_counts")
+        conn.execute(schema_version.update().values(version=9))
     migrated = Store(store_url, clock=clock)
     try:
         assert kept(migrated) == lists_of(migrated) and kept(migrated)[("oai_dc", "a:b")] == 4

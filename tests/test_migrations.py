@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import Clock, make_record, pg_schema
+from conftest import Clock, engine_of, make_record, pg_schema
 
 from oaiserver.records import Record
 from oaiserver.store import (
@@ -46,20 +46,13 @@ LATEST = MIGRATIONS[-1][0]
 
 
 def version_rows(url: str) -> list[int]:
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(sa.select(schema_version.c.version)).scalars())
-    finally:
-        engine.dispose()
+    with engine_of(url) as engine, engine.connect() as conn:
+        return list(conn.execute(sa.select(schema_version.c.version)).scalars())
 
 
 def table_names(url: str) -> set[str]:
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-    try:
+    with engine_of(url) as engine:
         return set(sa.inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
 
 
 def opened(url: str, migrations: tuple[tuple[int, Migration], ...] = MIGRATIONS) -> None:
@@ -86,13 +79,9 @@ def migrated_from(store_url: str, clock: Clock, *, version: int, without: str, r
     store = Store(store_url, clock=clock)
     store.write(records)
     store.close()
-    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP TABLE {without}")
-            conn.execute(schema_version.update().values(version=version))
-    finally:
-        engine.dispose()
+    with engine_of(store_url) as engine, engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE {without}")
+        conn.execute(schema_version.update().values(version=version))
     assert without not in table_names(store_url)
     migrated = Store(store_url, clock=clock)
     assert version_rows(store_url) == [LATEST]
@@ -276,13 +265,10 @@ def test_a_store_at_version_5_gets_what_the_harvester_learned(store_url: str, cl
     with store.writing() as (conn, _):
         save_checkpoint_in(conn, "p", {"token": "t1"}, clock.now)
     store.close()
-    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    try:  # the store as version 5 left it: no learned column
-        with engine.begin() as conn:
-            conn.exec_driver_sql("ALTER TABLE harvest_state DROP COLUMN learned")
-            conn.execute(schema_version.update().values(version=5))
-    finally:
-        engine.dispose()
+    # the store as version 5 left it: no learned column
+    with engine_of(store_url) as engine, engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE harvest_state DROP COLUMN learned")
+        conn.execute(schema_version.update().values(version=5))
     migrated = Store(store_url, clock=clock)
     try:
         assert version_rows(store_url) == [LATEST]
@@ -318,24 +304,21 @@ def test_a_store_at_version_7_keeps_each_partners_harvest_state_under_its_format
     run = start_run(store, "p", "me", started=1_700_000_000, from_date=None, resumed=False)
     finish_run(store, run, "p", finished=1_700_000_060, outcome="success", reason=None, counts={})
     store.close()
-    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    try:  # the store as version 7 left it: harvest_state per partner, runs without a format
-        with engine.begin() as conn:
-            conn.exec_driver_sql("DROP TABLE harvest_state")
-            conn.exec_driver_sql("DROP TABLE native_formats")
-            conn.exec_driver_sql("ALTER TABLE harvest_runs DROP COLUMN format")
-            conn.exec_driver_sql(
-                "CREATE TABLE harvest_state (partner VARCHAR(200) PRIMARY KEY, next_from VARCHAR(40),"
-                " next_from_key TEXT, checkpoint TEXT, updated BIGINT NOT NULL, learned TEXT)"
-            )
-            conn.exec_driver_sql(
-                "INSERT INTO harvest_state VALUES ('p', '2024-05-01T12:00:00Z', '[\"mods\", [], true]', NULL, 1, NULL),"
-                ' (\'q\', NULL, NULL, \'{"key": "[\\"marcxml\\", [], true]", "from": null}\', 2, NULL),'
-                " ('r', NULL, NULL, NULL, 3, NULL)"
-            )
-            conn.execute(schema_version.update().values(version=7))
-    finally:
-        engine.dispose()
+    # the store as version 7 left it: harvest_state per partner, runs without a format
+    with engine_of(store_url) as engine, engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE harvest_state")
+        conn.exec_driver_sql("DROP TABLE native_formats")
+        conn.exec_driver_sql("ALTER TABLE harvest_runs DROP COLUMN format")
+        conn.exec_driver_sql(
+            "CREATE TABLE harvest_state (partner VARCHAR(200) PRIMARY KEY, next_from VARCHAR(40),"
+            " next_from_key TEXT, checkpoint TEXT, updated BIGINT NOT NULL, learned TEXT)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO harvest_state VALUES ('p', '2024-05-01T12:00:00Z', '[\"mods\", [], true]', NULL, 1, NULL),"
+            ' (\'q\', NULL, NULL, \'{"key": "[\\"marcxml\\", [], true]", "from": null}\', 2, NULL),'
+            " ('r', NULL, NULL, NULL, 3, NULL)"
+        )
+        conn.execute(schema_version.update().values(version=7))
     migrated = Store(store_url, clock=clock)
     try:
         assert version_rows(store_url) == [LATEST]
@@ -352,58 +335,41 @@ def test_a_store_at_version_7_keeps_each_partners_harvest_state_under_its_format
 def compressions(url: str) -> dict[str, str]:
     """The compression each of the large columns (`LZ4_COLUMNS`) is declared with, by
     "table.column" (pg_attribute.attcompression: 'l' lz4, 'p' pglz, '' the server's default)."""
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-    try:
-        with engine.connect() as conn:
-            return {
-                f"{table}.{column}": conn.exec_driver_sql(
-                    "SELECT attcompression FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s",
-                    (table, column),
-                ).scalar_one()
-                for table, columns in LZ4_COLUMNS.items()
-                for column in columns
-            }
-    finally:
-        engine.dispose()
+    with engine_of(url) as engine, engine.connect() as conn:
+        return {
+            f"{table}.{column}": conn.exec_driver_sql(
+                "SELECT attcompression FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s",
+                (table, column),
+            ).scalar_one()
+            for table, columns in LZ4_COLUMNS.items()
+            for column in columns
+        }
 
 
 def lz4_on_server(url: str) -> bool:
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-    try:
-        with engine.connect() as conn:
-            return _lz4_available(conn)
-    finally:
-        engine.dispose()
+    with engine_of(url) as engine, engine.connect() as conn:
+        return _lz4_available(conn)
 
 
 def stored_compressions(url: str) -> dict[str, str | None]:
     """How each record's served bytes (formats.record) are stored: 'lz4', 'pglz', or None (not
     compressed), by identifier."""
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-    try:
-        with engine.connect() as conn:
-            rows = conn.exec_driver_sql(
-                "SELECT r.identifier, pg_column_compression(f.record) FROM records r"
-                " JOIN formats f ON f.record_id = r.id"
-            )
-            return {identifier: method for identifier, method in rows}
-    finally:
-        engine.dispose()
+    with engine_of(url) as engine, engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT r.identifier, pg_column_compression(f.record) FROM records r JOIN formats f ON f.record_id = r.id"
+        )
+        return {identifier: method for identifier, method in rows}
 
 
 def set_compression(url: str, method: str, *, version: int | None = None) -> None:
     """Declare the large columns with `method` (as a store before migration 11 had them: 'default'),
     and stamp the store `version`."""
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-    try:
-        with engine.begin() as conn:
-            for table, columns in LZ4_COLUMNS.items():
-                for column in columns:
-                    conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {column} SET COMPRESSION {method}")
-            if version is not None:
-                conn.execute(schema_version.update().values(version=version))
-    finally:
-        engine.dispose()
+    with engine_of(url) as engine, engine.begin() as conn:
+        for table, columns in LZ4_COLUMNS.items():
+            for column in columns:
+                conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {column} SET COMPRESSION {method}")
+        if version is not None:
+            conn.execute(schema_version.update().values(version=version))
 
 
 def large(local: str) -> Record:
