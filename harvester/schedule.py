@@ -54,6 +54,7 @@ from oaiserver.store import (
     due_slot,
     due_slots,
     finish_due,
+    ran_unsettled,
     release_claim,
     renew_claim,
 )
@@ -176,7 +177,7 @@ class HarvestScheduler:
         with self._tracked():
             now = int(self.clock())
             try:
-                due_at = self._claim(partner.name, now)
+                due_at = self._claim(partner, now)
                 if due_at is None:
                     return
                 done = self._harvest(partner)
@@ -184,29 +185,55 @@ class HarvestScheduler:
             except sa.exc.SQLAlchemyError as exc:
                 log.error("%s: the record store failed: %s", partner.name, harvest.store_problem(exc))
 
-    def _claim(self, name: str, now: int) -> int | None:
+    def _claim(self, partner: Partner, now: int) -> int | None:
         """Claim the partner's due harvest: the due time claimed, or None (logged why)."""
-        ttl = self.settings.lease_ttl
+        name, ttl = partner.name, self.settings.lease_ttl
+        before = due_slot(self.store, name)  # whose claim this one may take over
         due_at = claim_due(self.store, name, self.owner, now=now, ttl=ttl)
-        if due_at is not None:
-            return due_at
-        slot = due_slot(self.store, name)
-        holder = slot.claimed_by if slot is not None and slot.claimed_at(now) else None
-        if holder is not None and harvest.holder_is_gone(holder):
+        if due_at is None:
+            slot = due_slot(self.store, name)
+            holder = slot.claimed_by if slot is not None and slot.claimed_at(now) else None
+            if holder is None or not harvest.holder_is_gone(holder):
+                log.info("%s", why_skipped(name, slot, now))
+                return None
             log.warning("%s: the scheduler %s that claimed its due harvest is gone; taking it over", name, holder)
             release_claim(self.store, name, holder)
             due_at = claim_due(self.store, name, self.owner, now=now, ttl=ttl)
-            if due_at is not None:
-                return due_at
-            slot = due_slot(self.store, name)
-        log.info("%s", why_skipped(name, slot, now))
-        return None
+            if due_at is None:
+                log.info("%s", why_skipped(name, due_slot(self.store, name), now))
+                return None
+            before = slot
+        previous = before.claimed_by if before is not None else None
+        if previous is not None and previous != self.owner and self._ran_already(partner, previous, due_at):
+            return None
+        return due_at
+
+    def _ran_already(self, partner: Partner, holder: str, due_at: int) -> bool:
+        """A claim taken over from a scheduler that ran the harvest to its end and died (or
+        lapsed) before setting the next due time: set it now, as that harvest's, and run none."""
+        formats = len(partner.harvested_formats)
+        started = ran_unsettled(self.store, partner.name, holder, since=due_at, formats=formats)
+        if started is None:
+            return False
+        following = next_due(partner, due_at, started)
+        finish_due(self.store, partner.name, self.owner, ran_at=started, next_due=following, ran_by=holder)
+        log.info(
+            "%s: not due: ran at %s by %s, which ended before setting the next due time; next due at %s",
+            partner.name,
+            format_datestamp(started),
+            holder,
+            format_datestamp(following),
+        )
+        return True
 
     def _harvest(self, partner: Partner) -> bool:
         """Run the claimed harvest; whether it is done with (False: the partner stays due, for
         the next scheduler whose timer fires: it was busy, the store failed, or a stop cut it short)."""
         try:
-            report = harvest.run(self.store, partner, settings=self.settings, stop=self.stop, on_page=self._renew)
+            # Its runs carry the claim's owner: a scheduler taking the claim over sees they ran.
+            report = harvest.run(
+                self.store, partner, settings=self.settings, stop=self.stop, on_page=self._renew, owner=self.owner
+            )
             sweep.after_run(self.store, partner, report, settings=self.settings, stop=self.stop)
         except err.PartnerBusy as exc:
             log.info("%s", exc)

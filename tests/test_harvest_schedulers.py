@@ -43,6 +43,7 @@ from oaiserver.store import (
     harvest_runs,
     release_claim,
     renew_claim,
+    start_run,
 )
 
 ROOT = Path(__file__).parent.parent
@@ -191,6 +192,54 @@ def test_a_second_scheduler_finds_the_due_harvest_done(tmp_path: Path, caplog: p
     assert "p: not due: ran at 1970-01-01T00:16:40Z by s1; next due at 1970-01-01T01:16:40Z" in caplog.text
     status = CliRunner().invoke(main, ["-c", str(path), "status", "--json"], catch_exceptions=False)
     assert json.loads(status.stdout)["partners"][0]["next_run"] == "1970-01-01T01:16:40Z"
+
+
+@pytest.mark.parametrize("died", ["after its harvest", "mid-harvest"])
+def test_a_claim_taken_over_from_a_dead_scheduler_runs_the_harvest_only_if_it_did_not_end(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, died: str
+) -> None:
+    """Scheduler a claims the due harvest at 1000 and dies: after its harvest had ended, but
+    before it set the next due time, or in the middle of it. When its claim has lapsed, b takes
+    it over: it runs the harvest again only in the second case; in the first it sets the next
+    due time as that of a's harvest, and says so."""
+    asked: list[dict[str, str]] = []
+
+    def answer(params: dict[str, str], n: int) -> Response:
+        asked.append(params)
+        return xml(list_records([record("oai:p:1")]))
+
+    with FakePartner(answer) as fake:
+        path = config_file(
+            tmp_path / "c.yaml", f"sqlite:///{tmp_path / 's.sqlite3'}", fake.url, {"interval": {"hours": 1}}
+        )
+        config = load(str(path))
+        (p,) = config.partners
+        store = Store(config.storage_url)
+        try:
+            assert claim_due(store, "p", "a", now=1_000, ttl=60) == 1_000
+            if died == "after its harvest":
+                harvest.run(store, p, owner="a", clock=lambda: 1_000.0)
+            else:
+                start_run(store, "p", "a", started=1_000, from_date=None, resumed=False)
+            b = HarvestScheduler(config, store, owner="b", clock=lambda: 1_061.0)
+            with caplog.at_level(logging.INFO, logger="harvester.schedule"):
+                b._job(p)
+            slot = due_slot(store, "p")
+            runs = runs_by_partner(store)["p"]
+        finally:
+            store.close()
+    if died == "after its harvest":
+        assert [a.get("verb") for a in asked] == ["ListRecords"], "not harvested again"
+        assert slot == DueSlot("p", 1_000 + 3_600, None, None, 1_000, "a")
+        assert [(r["owner"], r["outcome"]) for r in runs] == [("a", harvest.SUCCESS)]
+        assert (
+            "p: not due: ran at 1970-01-01T00:16:40Z by a, which ended before setting the next due time; "
+            "next due at 1970-01-01T01:16:40Z"
+        ) in caplog.text
+    else:
+        assert [a.get("verb") for a in asked] == ["ListRecords"], "harvested by b"
+        assert slot == DueSlot("p", 1_000 + 3_600, None, None, 1_061, "b")
+        assert [(r["owner"], r["outcome"]) for r in runs] == [("a", harvest.FAILED), ("b", harvest.SUCCESS)]
 
 
 @pytest.mark.parametrize(("hours", "due_at"), [(1, 1_000 + 3_600), (48, 1_000 + 86_400)], ids=["shorter", "longer"])

@@ -56,6 +56,7 @@ from oaiserver.store.harvest_due import (
     due_slot,
     due_slots,
     finish_due,
+    ran_unsettled,
     release_claim,
     renew_claim,
 )
@@ -216,6 +217,7 @@ __all__ = [
     "quarantine_counts",
     "quarantine_in",
     "quarantined",
+    "ran_unsettled",
     "record_ids_in",
     "records",
     "records_held",

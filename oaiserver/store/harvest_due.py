@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from oaiserver.store.schema import harvest_due
+from oaiserver.store.schema import harvest_due, harvest_runs
 
 if TYPE_CHECKING:
     from oaiserver.store import Store
@@ -119,16 +119,35 @@ def release_claim(store: Store, partner: str, holder: str) -> bool:
         return released.rowcount == 1
 
 
-def finish_due(store: Store, partner: str, owner: str, *, ran_at: int, next_due: int) -> bool:
-    """The due harvest `owner` claimed has run (it started at `ran_at`): the partner is next due
-    at `next_due`. False when `owner`'s claim had lapsed and another scheduler took it."""
+def finish_due(
+    store: Store, partner: str, owner: str, *, ran_at: int, next_due: int, ran_by: str | None = None
+) -> bool:
+    """The due harvest `owner` claimed has run (it started at `ran_at`, run by `ran_by`, by
+    default `owner`): the partner is next due at `next_due`. False when `owner`'s claim had
+    lapsed and another scheduler took it."""
     with _write_conn(store) as conn, conn.begin():
         finished = conn.execute(
             harvest_due.update()
             .where(harvest_due.c.partner == partner, harvest_due.c.claimed_by == owner)
-            .values(due_at=next_due, ran_at=ran_at, ran_by=owner, claimed_by=None, claimed_until=None)
+            .values(due_at=next_due, ran_at=ran_at, ran_by=ran_by or owner, claimed_by=None, claimed_until=None)
         )
         return finished.rowcount == 1
+
+
+def ran_unsettled(store: Store, partner: str, holder: str, *, since: int, formats: int) -> int | None:
+    """When `holder` ran `partner`'s due harvest to its end (a run of each of its `formats`
+    formats, started at `since` or later, ended a success or partial) but did not set the next
+    due time (its scheduler died in between, or its claim lapsed): the start of that harvest.
+    None when it did not run to the end; a failed run counts as not run, so it runs again."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(harvest_runs.c.started, harvest_runs.c.outcome).where(
+                harvest_runs.c.partner == partner, harvest_runs.c.owner == holder, harvest_runs.c.started >= since
+            )
+        ).all()
+    if len(rows) < formats or any(row.outcome not in ("success", "partial") for row in rows):
+        return None
+    return min(int(row.started) for row in rows)
 
 
 def bring_forward(store: Store, partner: str, due_at: int) -> bool:
