@@ -188,7 +188,9 @@ class HarvestScheduler:
     def _claim(self, partner: Partner, now: int) -> int | None:
         """Claim the partner's due harvest: the due time claimed, or None (logged why)."""
         name, ttl = partner.name, self.settings.lease_ttl
-        before = due_slot(self.store, name)  # whose claim this one may take over
+        before = due_slot(self.store, name)  # a lapsed claim this one may take over
+        if before is not None and before.claimed_at(now):
+            before = None  # if it is claimed after all, it was given back meanwhile: to be run
         due_at = claim_due(self.store, name, self.owner, now=now, ttl=ttl)
         if due_at is None:
             slot = due_slot(self.store, name)
@@ -204,19 +206,20 @@ class HarvestScheduler:
                 return None
             before = slot
         previous = before.claimed_by if before is not None else None
-        if previous is not None and previous != self.owner and self._ran_already(partner, previous, due_at):
+        if previous is not None and self._ran_already(partner, previous, due_at):
             return None
         return due_at
 
     def _ran_already(self, partner: Partner, holder: str, due_at: int) -> bool:
         """A claim taken over from a scheduler that ran the harvest to its end and died (or
         lapsed) before setting the next due time: set it now, as that harvest's, and run none."""
-        formats = len(partner.harvested_formats)
-        started = ran_unsettled(self.store, partner.name, holder, since=due_at, formats=formats)
+        started = ran_unsettled(self.store, partner.name, holder, since=due_at, formats=partner.harvested_formats)
         if started is None:
             return False
         following = next_due(partner, due_at, started)
-        finish_due(self.store, partner.name, self.owner, ran_at=started, next_due=following, ran_by=holder)
+        if not finish_due(self.store, partner.name, self.owner, ran_at=started, next_due=following, ran_by=holder):
+            log.warning("%s: the claim on this due harvest lapsed at once; another scheduler took it", partner.name)
+            return True
         log.info(
             "%s: not due: ran at %s by %s, which ended before setting the next due time; next due at %s",
             partner.name,
@@ -258,7 +261,7 @@ class HarvestScheduler:
             release_claim(self.store, partner.name, self.owner)
             return
         following = next_due(partner, due_at, started)
-        if not finish_due(self.store, partner.name, self.owner, ran_at=started, next_due=following):
+        if not finish_due(self.store, partner.name, self.owner, ran_at=started, next_due=following, due_at=due_at):
             log.warning(
                 "%s: the claim on this due harvest lapsed while it ran; another scheduler took it", partner.name
             )

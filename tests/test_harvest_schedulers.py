@@ -30,10 +30,11 @@ from fleet import Fleet, crowd
 from harvestkit import FakePartner, list_records, record, xml
 from werkzeug.wrappers import Response
 
-from harvester import harvest
+from harvester import harvest, schedule
 from harvester.cli import main
 from harvester.schedule import HarvestScheduler, next_due, sooner_by_schedule, why_skipped
 from oaiserver.config import Partner, load
+from oaiserver.records import format_datestamp
 from oaiserver.store import (
     DueSlot,
     Store,
@@ -41,7 +42,9 @@ from oaiserver.store import (
     due_slot,
     due_slots,
     finish_due,
+    finish_run,
     harvest_runs,
+    ran_unsettled,
     release_claim,
     renew_claim,
     start_run,
@@ -133,6 +136,44 @@ def test_a_claim_given_back_leaves_the_partner_due(store: Store) -> None:
     assert claim_due(store, "p", "b", now=1_001, ttl=60) == 1_000
 
 
+def test_a_harvest_ended_unsettled_only_when_each_format_ran_to_its_end_in_order(store: Store) -> None:
+    """Formats f1, f2, hourly. The harvest due at 1000 ran f1 at 1000 and f2 at 4700, past the
+    next due time (4600). The harvest due at 4600 ran f1 at 8200, then its scheduler died: not
+    ended, for the f2 at 4700 was the earlier harvest's. Once f2 has run too, it ended at 8200."""
+
+    def ran(fmt: str, started: int, outcome: str = harvest.SUCCESS) -> None:
+        run_id = start_run(store, "p", "a", started=started, from_date=None, resumed=False, fmt=fmt)
+        finish_run(store, run_id, "p", fmt=fmt, finished=started, outcome=outcome, reason=None, counts={})
+
+    formats = ("f1", "f2")
+    ran("f1", 1_000)
+    ran("f2", 4_700)
+    assert ran_unsettled(store, "p", "a", since=4_600, formats=formats) is None, "f1 ran before the due time"
+    ran("f1", 8_200)
+    assert ran_unsettled(store, "p", "a", since=4_600, formats=formats) is None, "f2 not run for it"
+    ran("f2", 8_300, harvest.PARTIAL)
+    assert ran_unsettled(store, "p", "a", since=4_600, formats=formats) == 8_200
+    assert ran_unsettled(store, "p", "b", since=4_600, formats=formats) is None, "b ran none"
+    ran("f1", 12_000)
+    ran("f2", 12_100, harvest.FAILED)
+    assert ran_unsettled(store, "p", "a", since=11_800, formats=formats) is None, "a failed run runs again"
+
+
+def test_a_harvest_whose_claim_was_given_back_meanwhile_still_sets_the_next_due_time(store: Store) -> None:
+    """a's claim lapsed mid-harvest; b took it over, found the partner busy (a's harvest still
+    held its lease) and gave it back. a's harvest then ends: it sets the next due time, unless
+    the partner is claimed again or due at another time."""
+    assert claim_due(store, "p", "a", now=1_000, ttl=60) == 1_000
+    assert claim_due(store, "p", "b", now=1_061, ttl=60) == 1_000
+    assert release_claim(store, "p", "b")
+    assert not finish_due(store, "p", "a", ran_at=1_000, next_due=4_600), "without its due time: not a's"
+    assert not finish_due(store, "p", "a", ran_at=1_000, next_due=4_600, due_at=999), "another due time"
+    assert finish_due(store, "p", "a", ran_at=1_000, next_due=4_600, due_at=1_000)
+    assert due_slot(store, "p") == DueSlot("p", 4_600, None, None, 1_000, "a")
+    assert claim_due(store, "p", "c", now=4_600, ttl=60) == 4_600
+    assert not finish_due(store, "p", "a", ran_at=1_000, next_due=4_600, due_at=4_600), "c holds it"
+
+
 def test_racing_schedulers_claim_a_due_harvest_once(store: Store) -> None:
     """Six schedulers fire at once, for a partner never seen (its row is inserted) and for one
     that is due again (its row is updated): one claim each time."""
@@ -217,12 +258,14 @@ def test_a_claim_taken_over_from_a_dead_scheduler_runs_the_harvest_only_if_it_di
         (p,) = config.partners
         store = Store(config.storage_url)
         try:
-            assert claim_due(store, "p", "a", now=1_000, ttl=60) == 1_000
             if died == "after its harvest":
-                harvest.run(store, p, owner="a", clock=lambda: 1_000.0)
+                a = HarvestScheduler(config, store, owner="a", clock=lambda: 1_000.0)
+                a._settle = lambda *_args: None  # type: ignore[method-assign]  # it dies before this
+                a._job(p)
             else:
+                assert claim_due(store, "p", "a", now=1_000, ttl=60) == 1_000
                 start_run(store, "p", "a", started=1_000, from_date=None, resumed=False)
-            b = HarvestScheduler(config, store, owner="b", clock=lambda: 1_061.0)
+            b = HarvestScheduler(config, store, owner="b", clock=lambda: 1_901.0)  # after a's claim (900 s)
             with caplog.at_level(logging.INFO, logger="harvester.schedule"):
                 b._job(p)
             slot = due_slot(store, "p")
@@ -231,16 +274,53 @@ def test_a_claim_taken_over_from_a_dead_scheduler_runs_the_harvest_only_if_it_di
             store.close()
     if died == "after its harvest":
         assert [a.get("verb") for a in asked] == ["ListRecords"], "not harvested again"
-        assert slot == DueSlot("p", 1_000 + 3_600, None, None, 1_000, "a")
-        assert [(r["owner"], r["outcome"]) for r in runs] == [("a", harvest.SUCCESS)]
+        assert [(r["owner"], r["outcome"]) for r in runs] == [("a", harvest.SUCCESS)], "a's run carries its claim"
+        started = runs[0]["started"]  # the run's own clock: long past the due time, so a new rhythm
+        assert slot == DueSlot("p", started + 3_600, None, None, started, "a")
         assert (
-            "p: not due: ran at 1970-01-01T00:16:40Z by a, which ended before setting the next due time; "
-            "next due at 1970-01-01T01:16:40Z"
+            f"p: not due: ran at {format_datestamp(started)} by a, which ended before setting the next due time; "
+            f"next due at {format_datestamp(started + 3_600)}"
         ) in caplog.text
     else:
         assert [a.get("verb") for a in asked] == ["ListRecords"], "harvested by b"
-        assert slot == DueSlot("p", 1_000 + 3_600, None, None, 1_061, "b")
+        assert slot == DueSlot("p", 1_000 + 3_600, None, None, 1_901, "b")
         assert [(r["owner"], r["outcome"]) for r in runs] == [("a", harvest.FAILED), ("b", harvest.SUCCESS)]
+
+
+def test_a_claim_given_back_as_another_scheduler_fires_is_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """a's harvest ran, then a gave its claim back to have it run again (its deletion sweep found
+    the store failing): b, whose timer fired while a still held the claim, claims it just after
+    and runs it, although a's run ended."""
+    asked: list[dict[str, str]] = []
+
+    def answer(params: dict[str, str], n: int) -> Response:
+        asked.append(params)
+        return xml(list_records([record("oai:p:1")]))
+
+    with FakePartner(answer) as fake:
+        path = config_file(
+            tmp_path / "c.yaml", f"sqlite:///{tmp_path / 's.sqlite3'}", fake.url, {"interval": {"hours": 1}}
+        )
+        config = load(str(path))
+        (p,) = config.partners
+        store = Store(config.storage_url)
+        try:
+            assert claim_due(store, "p", "a", now=1_000, ttl=900) == 1_000
+            harvest.run(store, p, owner="a")
+
+            def given_back_first(*args: Any, **kwargs: Any) -> int | None:
+                release_claim(store, "p", "a")
+                return claim_due(*args, **kwargs)
+
+            monkeypatch.setattr(schedule, "claim_due", given_back_first)
+            HarvestScheduler(config, store, owner="b", clock=lambda: 1_061.0)._job(p)
+            runs = runs_by_partner(store)["p"]
+        finally:
+            store.close()
+    assert [a.get("verb") for a in asked].count("ListRecords") == 2, "listed by a, then by b"
+    assert [(r["owner"], r["outcome"]) for r in runs] == [("a", harvest.SUCCESS), ("b", harvest.SUCCESS)]
 
 
 @pytest.mark.parametrize(("hours", "due_at"), [(1, 1_000 + 3_600), (48, 1_000 + 86_400)], ids=["shorter", "longer"])

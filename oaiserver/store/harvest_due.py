@@ -13,6 +13,7 @@ Times are seconds since the epoch, read from the schedulers' own clocks, as leas
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -120,34 +121,54 @@ def release_claim(store: Store, partner: str, holder: str) -> bool:
 
 
 def finish_due(
-    store: Store, partner: str, owner: str, *, ran_at: int, next_due: int, ran_by: str | None = None
+    store: Store,
+    partner: str,
+    owner: str,
+    *,
+    ran_at: int,
+    next_due: int,
+    ran_by: str | None = None,
+    due_at: int | None = None,
 ) -> bool:
     """The due harvest `owner` claimed has run (it started at `ran_at`, run by `ran_by`, by
-    default `owner`): the partner is next due at `next_due`. False when `owner`'s claim had
-    lapsed and another scheduler took it."""
+    default `owner`): the partner is next due at `next_due`. With `due_at`, the harvest claimed
+    for that due time: also set when the claim lapsed and was given back meanwhile (another
+    scheduler took it over, found the partner busy with this very harvest and let it go).
+    False when another scheduler holds the claim, or the partner is due at another time."""
+    mine = harvest_due.c.claimed_by == owner
+    if due_at is not None:
+        mine = sa.or_(mine, sa.and_(harvest_due.c.claimed_by.is_(None), harvest_due.c.due_at == due_at))
     with _write_conn(store) as conn, conn.begin():
         finished = conn.execute(
             harvest_due.update()
-            .where(harvest_due.c.partner == partner, harvest_due.c.claimed_by == owner)
+            .where(harvest_due.c.partner == partner, mine)
             .values(due_at=next_due, ran_at=ran_at, ran_by=ran_by or owner, claimed_by=None, claimed_until=None)
         )
         return finished.rowcount == 1
 
 
-def ran_unsettled(store: Store, partner: str, holder: str, *, since: int, formats: int) -> int | None:
-    """When `holder` ran `partner`'s due harvest to its end (a run of each of its `formats`
-    formats, started at `since` or later, ended a success or partial) but did not set the next
-    due time (its scheduler died in between, or its claim lapsed): the start of that harvest.
-    None when it did not run to the end; a failed run counts as not run, so it runs again."""
+def ran_unsettled(store: Store, partner: str, holder: str, *, since: int, formats: Sequence[str]) -> int | None:
+    """When `holder` ran `partner`'s due harvest to its end but did not set the next due time
+    (its scheduler died in between, or its claim lapsed): the start of that harvest. One harvest
+    runs its `formats` in order, so its runs are `holder`'s latest of each format, in that order,
+    the first started at `since` or later, each ended a success or partial. None otherwise: a
+    failed run, one cut short or a format not run count as not run, so the harvest runs again."""
+    runs_c = harvest_runs.c
     with store.engine.connect() as conn:
         rows = conn.execute(
-            sa.select(harvest_runs.c.started, harvest_runs.c.outcome).where(
-                harvest_runs.c.partner == partner, harvest_runs.c.owner == holder, harvest_runs.c.started >= since
-            )
+            sa.select(runs_c.id, runs_c.format, runs_c.started, runs_c.outcome)
+            .where(runs_c.partner == partner, runs_c.owner == holder, runs_c.format.in_(formats))
+            .order_by(runs_c.id)
         ).all()
-    if len(rows) < formats or any(row.outcome not in ("success", "partial") for row in rows):
+    latest = {row.format: row for row in rows}
+    runs = [latest.get(fmt) for fmt in formats]
+    if not runs or any(run is None or run.outcome not in ("success", "partial") for run in runs):
         return None
-    return min(int(row.started) for row in rows)
+    ids = [run.id for run in runs if run is not None]
+    first = runs[0]
+    if first is None or first.started < since or ids != sorted(ids):
+        return None
+    return int(first.started)
 
 
 def bring_forward(store: Store, partner: str, due_at: int) -> bool:
