@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import pytest
 import sqlalchemy as sa
@@ -33,7 +33,7 @@ from werkzeug.wrappers import Response
 from harvester import harvest, schedule
 from harvester.cli import main
 from harvester.schedule import HarvestScheduler, next_due, sooner_by_schedule, why_skipped
-from oaiserver.config import Partner, load
+from oaiserver.config import Config, Partner, load
 from oaiserver.records import format_datestamp
 from oaiserver.store import (
     DueSlot,
@@ -204,10 +204,19 @@ def config_file(path: Path, store_url: str, base_url: str, schedule: dict[str, A
     return path
 
 
-def test_a_second_scheduler_finds_the_due_harvest_done(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """Two schedulers on one store fire for the same partner: the first harvests it, the second
-    skips it (`not due: ran at … by …`), the partner is asked for its list once, and `harvester
-    status` gives the due time they share as the next run."""
+class Hourly(NamedTuple):
+    """Partner p, due every hour, on a SQLite store: its configuration and what it was asked."""
+
+    path: Path
+    config: Config
+    partner: Partner
+    store: Store
+    asked: list[dict[str, str]]
+
+
+@contextmanager
+def hourly_partner(tmp_path: Path) -> Iterator[Hourly]:
+    """Partner p answering every request with one record, while the block runs."""
     asked: list[dict[str, str]] = []
 
     def answer(params: dict[str, str], n: int) -> Response:
@@ -219,16 +228,24 @@ def test_a_second_scheduler_finds_the_due_harvest_done(tmp_path: Path, caplog: p
             tmp_path / "c.yaml", f"sqlite:///{tmp_path / 's.sqlite3'}", fake.url, {"interval": {"hours": 1}}
         )
         config = load(str(path))
+        (p,) = config.partners
         store = Store(config.storage_url)
         try:
-            first, second = (HarvestScheduler(config, store, owner=o, clock=lambda: 1_000.0) for o in ("s1", "s2"))
-            (p,) = config.partners
-            first._job(p)
-            with caplog.at_level(logging.INFO, logger="harvester.schedule"):
-                second._job(p)
-            slot = due_slot(store, "p")
+            yield Hourly(path, config, p, store, asked)
         finally:
             store.close()
+
+
+def test_a_second_scheduler_finds_the_due_harvest_done(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Two schedulers on one store fire for the same partner: the first harvests it, the second
+    skips it (`not due: ran at … by …`), the partner is asked for its list once, and `harvester
+    status` gives the due time they share as the next run."""
+    with hourly_partner(tmp_path) as (path, config, p, store, asked):
+        first, second = (HarvestScheduler(config, store, owner=o, clock=lambda: 1_000.0) for o in ("s1", "s2"))
+        first._job(p)
+        with caplog.at_level(logging.INFO, logger="harvester.schedule"):
+            second._job(p)
+        slot = due_slot(store, "p")
     assert [a.get("verb") for a in asked] == ["ListRecords"]
     assert slot == DueSlot("p", 1_000 + 3_600, None, None, 1_000, "s1")
     assert "p: not due: ran at 1970-01-01T00:16:40Z by s1; next due at 1970-01-01T01:16:40Z" in caplog.text
@@ -244,34 +261,19 @@ def test_a_claim_taken_over_from_a_dead_scheduler_runs_the_harvest_only_if_it_di
     before it set the next due time, or in the middle of it. When its claim has lapsed, b takes
     it over: it runs the harvest again only in the second case; in the first it sets the next
     due time as that of a's harvest, and says so."""
-    asked: list[dict[str, str]] = []
-
-    def answer(params: dict[str, str], n: int) -> Response:
-        asked.append(params)
-        return xml(list_records([record("oai:p:1")]))
-
-    with FakePartner(answer) as fake:
-        path = config_file(
-            tmp_path / "c.yaml", f"sqlite:///{tmp_path / 's.sqlite3'}", fake.url, {"interval": {"hours": 1}}
-        )
-        config = load(str(path))
-        (p,) = config.partners
-        store = Store(config.storage_url)
-        try:
-            if died == "after its harvest":
-                a = HarvestScheduler(config, store, owner="a", clock=lambda: 1_000.0)
-                a._settle = lambda *_args: None  # type: ignore[method-assign]  # it dies before this
-                a._job(p)
-            else:
-                assert claim_due(store, "p", "a", now=1_000, ttl=60) == 1_000
-                start_run(store, "p", "a", started=1_000, from_date=None, resumed=False)
-            b = HarvestScheduler(config, store, owner="b", clock=lambda: 1_901.0)  # after a's claim (900 s)
-            with caplog.at_level(logging.INFO, logger="harvester.schedule"):
-                b._job(p)
-            slot = due_slot(store, "p")
-            runs = runs_by_partner(store)["p"]
-        finally:
-            store.close()
+    with hourly_partner(tmp_path) as (_, config, p, store, asked):
+        if died == "after its harvest":
+            a = HarvestScheduler(config, store, owner="a", clock=lambda: 1_000.0)
+            a._settle = lambda *_args: None  # type: ignore[method-assign]  # it dies before this
+            a._job(p)
+        else:
+            assert claim_due(store, "p", "a", now=1_000, ttl=60) == 1_000
+            start_run(store, "p", "a", started=1_000, from_date=None, resumed=False)
+        b = HarvestScheduler(config, store, owner="b", clock=lambda: 1_901.0)  # after a's claim (900 s)
+        with caplog.at_level(logging.INFO, logger="harvester.schedule"):
+            b._job(p)
+        slot = due_slot(store, "p")
+        runs = runs_by_partner(store)["p"]
     if died == "after its harvest":
         assert [a.get("verb") for a in asked] == ["ListRecords"], "not harvested again"
         assert [(r["owner"], r["outcome"]) for r in runs] == [("a", harvest.SUCCESS)], "a's run carries its claim"
@@ -293,32 +295,17 @@ def test_a_claim_given_back_as_another_scheduler_fires_is_run_again(
     """a's harvest ran, then a gave its claim back to have it run again (its deletion sweep found
     the store failing): b, whose timer fired while a still held the claim, claims it just after
     and runs it, although a's run ended."""
-    asked: list[dict[str, str]] = []
+    with hourly_partner(tmp_path) as (_, config, p, store, asked):
+        assert claim_due(store, "p", "a", now=1_000, ttl=900) == 1_000
+        harvest.run(store, p, owner="a")
 
-    def answer(params: dict[str, str], n: int) -> Response:
-        asked.append(params)
-        return xml(list_records([record("oai:p:1")]))
+        def given_back_first(*args: Any, **kwargs: Any) -> int | None:
+            release_claim(store, "p", "a")
+            return claim_due(*args, **kwargs)
 
-    with FakePartner(answer) as fake:
-        path = config_file(
-            tmp_path / "c.yaml", f"sqlite:///{tmp_path / 's.sqlite3'}", fake.url, {"interval": {"hours": 1}}
-        )
-        config = load(str(path))
-        (p,) = config.partners
-        store = Store(config.storage_url)
-        try:
-            assert claim_due(store, "p", "a", now=1_000, ttl=900) == 1_000
-            harvest.run(store, p, owner="a")
-
-            def given_back_first(*args: Any, **kwargs: Any) -> int | None:
-                release_claim(store, "p", "a")
-                return claim_due(*args, **kwargs)
-
-            monkeypatch.setattr(schedule, "claim_due", given_back_first)
-            HarvestScheduler(config, store, owner="b", clock=lambda: 1_061.0)._job(p)
-            runs = runs_by_partner(store)["p"]
-        finally:
-            store.close()
+        monkeypatch.setattr(schedule, "claim_due", given_back_first)
+        HarvestScheduler(config, store, owner="b", clock=lambda: 1_061.0)._job(p)
+        runs = runs_by_partner(store)["p"]
     assert [a.get("verb") for a in asked].count("ListRecords") == 2, "listed by a, then by b"
     assert [(r["owner"], r["outcome"]) for r in runs] == [("a", harvest.SUCCESS), ("b", harvest.SUCCESS)]
 
