@@ -150,25 +150,23 @@ def finish_due(
 def ran_unsettled(store: Store, partner: str, holder: str, *, since: int, formats: Sequence[str]) -> int | None:
     """When `holder` ran `partner`'s due harvest to its end but did not set the next due time
     (its scheduler died in between, or its claim lapsed): the start of that harvest. One harvest
-    runs its `formats` in order, so its runs are `holder`'s latest of each format, in that order,
-    the first started at `since` or later, each ended a success or partial. None otherwise: a
-    failed run, one cut short or a format not run count as not run, so the harvest runs again."""
+    runs its `formats` in order, so its runs are `holder`'s last ones of the partner: one of each
+    format, in that order, the first started at `since` or later, each ended a success or
+    partial. None otherwise: a failed run, one cut short or a format not run count as not run,
+    so the harvest runs again."""
     runs_c = harvest_runs.c
     with store.engine.connect() as conn:
         rows = conn.execute(
-            sa.select(runs_c.id, runs_c.format, runs_c.started, runs_c.outcome)
-            .where(runs_c.partner == partner, runs_c.owner == holder, runs_c.format.in_(formats))
-            .order_by(runs_c.id)
-        ).all()
-    latest = {row.format: row for row in rows}
-    runs = [latest.get(fmt) for fmt in formats]
-    if not runs or any(run is None or run.outcome not in ("success", "partial") for run in runs):
+            sa.select(runs_c.format, runs_c.started, runs_c.outcome)
+            .where(runs_c.partner == partner, runs_c.owner == holder)
+            .order_by(runs_c.id.desc())
+            .limit(len(formats))
+        ).all()[::-1]
+    if not rows or [row.format for row in rows] != list(formats) or rows[0].started < since:
         return None
-    ids = [run.id for run in runs if run is not None]
-    first = runs[0]
-    if first is None or first.started < since or ids != sorted(ids):
+    if any(row.outcome not in ("success", "partial") for row in rows):
         return None
-    return int(first.started)
+    return int(rows[0].started)
 
 
 def bring_forward(store: Store, partner: str, due_at: int) -> bool:
